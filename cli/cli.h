@@ -1,0 +1,45 @@
+/* The ctok tool: crypto token operations on the token API. */
+#ifndef CTOK_CLI_H
+#define CTOK_CLI_H
+
+#include <jansson.h>
+
+#include "../store/token.h"
+
+/* exit codes */
+#define EXIT_OK 0
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+
+struct cli {
+    int argc; /* positional arguments after the command words */
+    char **argv;
+    int json;
+    const char *config;
+    const char *auth_file;
+    const char *auth_env;
+    const char *type, *name, *keystore;
+    int allow_export, explicit_ecc;
+    ctok_ctx *ctx;
+};
+
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_fail(void);
+/* Loads the config and finds token name; raises errors. */
+ctok_token *cli_token(struct cli *c, const char *name);
+/* Activates tok with --auth-file/--auth-env, else its config, else a prompt. */
+int cli_login(struct cli *c, ctok_token *tok);
+/* Reads a new auth code: --auth-file, --auth-env, or a prompt entered twice. */
+int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len);
+int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len);
+void cli_print_json(json_t *j);
+
+int cmd_token_create(struct cli *c);
+int cmd_token_list(struct cli *c);
+int cmd_key_generate(struct cli *c);
+int cmd_key_list(struct cli *c);
+int cmd_key_test(struct cli *c);
+int cmd_key_remove(struct cli *c);
+int cmd_cert_import(struct cli *c);
+
+#endif

@@ -1,0 +1,319 @@
+/* ctok key generate|list|test|remove, ctok cert import */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+
+#include "cli.h"
+
+/* A token, activated, for an operation the token must permit. */
+static ctok_token *active_token(struct cli *c, const char *name, enum ctok_perm perm,
+                                const char *rule)
+{
+    ctok_token *tok = cli_token(c, name);
+
+    if (tok == NULL)
+        return NULL;
+    if (!ctok_token_permits(tok, perm)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
+        return NULL;
+    }
+    return cli_login(c, tok) ? tok : NULL;
+}
+
+static void describe(EVP_PKEY *pub, enum ctok_key_type t, char *out, size_t outlen, int *bits,
+                     const char **curve)
+{
+    char group[64] = "";
+
+    *bits = pub != NULL ? EVP_PKEY_get_bits(pub) : 0;
+    *curve = NULL;
+    if (t == CTOK_KT_EC && pub != NULL
+        && EVP_PKEY_get_group_name(pub, group, sizeof(group), NULL)) {
+        *curve = EC_curve_nid2nist(OBJ_txt2nid(group));
+        if (*curve == NULL)
+            *curve = OBJ_nid2sn(OBJ_txt2nid(group));
+    }
+    if (t == CTOK_KT_EC)
+        snprintf(out, outlen, "EC %s", *curve != NULL ? *curve : "?");
+    else if (t == CTOK_KT_ED25519)
+        snprintf(out, outlen, "ED25519");
+    else
+        snprintf(out, outlen, "%s-%d", ctok_key_type_name(t), *bits);
+}
+
+int cmd_key_generate(struct cli *c)
+{
+    const char *alias = c->argv[1];
+    struct ctok_keyspec spec;
+    ctok_token *tok;
+    ctok_key *key;
+    uint8_t id[20];
+    char hex[41], desc[64];
+    const char *curve;
+    int bits;
+
+    if (!ctok_keyspec_parse(c->argv[2], &spec))
+        return cli_usage("%s", "invalid key spec");
+    if (*alias == '\0')
+        return cli_usage("the alias must not be empty");
+    tok = active_token(c, c->argv[0], CTOK_PERM_KEYGEN, "keygen");
+    if (tok == NULL || !ctok_token_generate(tok, alias, &spec))
+        return cli_fail();
+    /* read back what the token now holds */
+    key = NULL;
+    {
+        struct ctok_uri u = {0};
+        struct ctok_found *f;
+        size_t n;
+
+        u.token = (char *)ctok_token_name(tok);
+        u.object = (char *)alias;
+        u.types = CTOK_OBJ_PRIVATE;
+        if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, &f, &n) || n == 0)
+            return cli_fail();
+        memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
+        key = ctok_token_key(tok, f[0].id, f[0].id_len);
+        ctok_hex(f[0].id, f[0].id_len < 20 ? f[0].id_len : 20, hex);
+        ctok_found_free(f, n);
+    }
+    if (key == NULL)
+        return cli_fail();
+    describe(ctok_key_pub(key), ctok_key_type(key), desc, sizeof(desc), &bits, &curve);
+    if (c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:i, s:s?}", "alias", alias, "id", hex,
+                                 "key_type", ctok_key_type_name(ctok_key_type(key)), "bits", bits,
+                                 "curve", curve));
+    else
+        printf("Generated %s key '%s' on token '%s' (id %s)\n", desc, alias, c->argv[0], hex);
+    ctok_key_unref(key);
+    return EXIT_OK;
+}
+
+struct listing {
+    json_t *keys;
+    json_t *certs; /* label -> id hex */
+};
+
+static int list_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    struct listing *l = arg;
+    char hex[2 * CTOK_MAX_ID + 1], desc[64];
+    const char *curve;
+    int bits;
+
+    (void)tok;
+    ctok_hex(o->id, o->id_len, hex);
+    if (o->type == CTOK_OBJ_CERT) {
+        json_array_append_new(l->certs, json_pack("{s:s, s:s}", "label", o->label, "id", hex));
+    } else if (o->type == CTOK_OBJ_PRIVATE) {
+        describe(o->pub, o->key_type, desc, sizeof(desc), &bits, &curve);
+        json_array_append_new(l->keys, json_pack("{s:s, s:s, s:s, s:i, s:s?, s:[], s:s}",
+                                                 "alias", o->label, "id", hex, "key_type",
+                                                 ctok_key_type_name(o->key_type), "bits", bits,
+                                                 "curve", curve, "certificates", "description",
+                                                 desc));
+    }
+    return 1;
+}
+
+int cmd_key_list(struct cli *c)
+{
+    struct listing l = {json_array(), json_array()};
+    ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_VIEW, "view");
+    size_t i, j;
+    json_t *k, *ce;
+
+    if (tok == NULL || !ctok_token_enumerate(tok, list_cb, &l)) {
+        json_decref(l.keys);
+        json_decref(l.certs);
+        return cli_fail();
+    }
+    json_array_foreach(l.keys, i, k) {
+        json_array_foreach(l.certs, j, ce) {
+            if (json_equal(json_object_get(ce, "id"), json_object_get(k, "id")))
+                json_array_append(json_object_get(k, "certificates"), json_object_get(ce, "label"));
+        }
+    }
+    json_decref(l.certs);
+    if (c->json) {
+        json_array_foreach(l.keys, i, k) json_object_del(k, "description");
+        cli_print_json(l.keys);
+        return EXIT_OK;
+    }
+    if (json_array_size(l.keys) == 0)
+        printf("No keys on token '%s'\n", c->argv[0]);
+    else
+        printf("%-20s %-12s %-40s %s\n", "ALIAS", "TYPE", "ID", "CERTIFICATES");
+    json_array_foreach(l.keys, i, k) {
+        char certs[512] = "";
+
+        json_array_foreach(json_object_get(k, "certificates"), j, ce) {
+            strncat(certs, j ? ", " : "", sizeof(certs) - strlen(certs) - 1);
+            strncat(certs, json_string_value(ce), sizeof(certs) - strlen(certs) - 1);
+        }
+        printf("%-20s %-12s %-40s %s\n", json_string_value(json_object_get(k, "alias")),
+               json_string_value(json_object_get(k, "description")),
+               json_string_value(json_object_get(k, "id")), certs);
+    }
+    json_decref(l.keys);
+    return EXIT_OK;
+}
+
+/* The key handle of the key named alias (by its own label: the tool names keys). */
+static ctok_key *key_by_alias(struct cli *c, ctok_token *tok, const char *alias)
+{
+    struct ctok_uri u = {0};
+    struct ctok_found *f;
+    size_t n, i;
+    ctok_key *key = NULL;
+
+    u.token = (char *)ctok_token_name(tok);
+    u.types = CTOK_OBJ_PRIVATE;
+    if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, &f, &n))
+        return NULL;
+    for (i = 0; i < n && strcmp(f[i].label, alias) != 0; i++)
+        ;
+    if (i == n)
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", ctok_token_name(tok), alias);
+    else
+        key = ctok_token_key(tok, f[i].id, f[i].id_len);
+    ctok_found_free(f, n);
+    return key;
+}
+
+/* EJBCA's key test: sign a random message with the token key, verify in software. */
+static int key_test(ctok_key *key)
+{
+    EVP_PKEY *pub = ctok_key_pub(key);
+    enum ctok_key_type t = ctok_key_type(key);
+    struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
+                                 t == CTOK_KT_ED25519 ? NULL : EVP_sha256(), EVP_sha256(), 32};
+    unsigned char msg[64], dgst[32], sig[1024];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pc = NULL;
+    int ok = 0;
+
+    if (m == NULL || RAND_bytes(msg, sizeof(msg)) != 1)
+        goto end;
+    if (t == CTOK_KT_ED25519) {
+        ok = ctok_key_sign(key, &sp, msg, sizeof(msg), sig, &siglen)
+             && EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub)
+             && EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
+        goto end;
+    }
+    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL)
+        || !ctok_key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+        goto end;
+    pc = EVP_PKEY_CTX_new(pub, NULL);
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0
+         && EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0
+         && (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0)
+         && (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0)
+         && EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+end:
+    EVP_PKEY_CTX_free(pc);
+    EVP_MD_CTX_free(m);
+    return ok;
+}
+
+int cmd_key_test(struct cli *c)
+{
+    ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_KEYTEST, "keytest");
+    ctok_key *key = tok != NULL ? key_by_alias(c, tok, c->argv[1]) : NULL;
+    char desc[64];
+    const char *curve;
+    int bits, ok;
+
+    if (key == NULL)
+        return cli_fail();
+    describe(ctok_key_pub(key), ctok_key_type(key), desc, sizeof(desc), &bits, &curve);
+    ok = key_test(key);
+    ctok_key_unref(key);
+    if (c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1],
+                                 "passed", ok));
+    if (!ok) {
+        if (!c->json)
+            fprintf(stderr, "ctok: token '%s', key '%s' (%s): key test FAILED: the signature "
+                    "does not verify\n", c->argv[0], c->argv[1], desc);
+        return EXIT_FAILED;
+    }
+    if (!c->json)
+        printf("Key '%s' on token '%s' (%s): sign and verify test passed\n", c->argv[1],
+               c->argv[0], desc);
+    return EXIT_OK;
+}
+
+int cmd_key_remove(struct cli *c)
+{
+    ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_KEYREMOVE, "keyremove");
+
+    if (tok == NULL || !ctok_token_remove(tok, c->argv[1]))
+        return cli_fail();
+    if (c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1],
+                                 "removed", 1));
+    else
+        printf("Removed key '%s' and its certificates from token '%s'\n", c->argv[1],
+               c->argv[0]);
+    return EXIT_OK;
+}
+
+static X509 *read_cert(const char *path)
+{
+    BIO *b = BIO_new_file(path, "rb");
+    X509 *x = NULL;
+
+    if (b == NULL) {
+        CTOK_ERR(CTOK_R_IO, "cannot read certificate file '%s'", path);
+        return NULL;
+    }
+    x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    if (x == NULL) {
+        (void)BIO_reset(b);
+        x = d2i_X509_bio(b, NULL);
+    }
+    BIO_free(b);
+    if (x == NULL)
+        CTOK_ERR(CTOK_R_INVALID_ARG, "'%s' holds no PEM or DER certificate", path);
+    return x;
+}
+
+int cmd_cert_import(struct cli *c)
+{
+    X509 *x = read_cert(c->argv[2]);
+    ctok_token *tok = x != NULL ? active_token(c, c->argv[0], CTOK_PERM_MODIFY, "modify") : NULL;
+    uint8_t id[20];
+    char hex[41] = "";
+
+    if (tok == NULL || !ctok_token_put_cert(tok, c->argv[1], x)) {
+        X509_free(x);
+        return cli_fail();
+    }
+    {
+        struct ctok_uri u = {0};
+        struct ctok_found *f;
+        size_t n;
+
+        u.token = (char *)ctok_token_name(tok);
+        u.object = c->argv[1];
+        u.types = CTOK_OBJ_CERT;
+        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, &f, &n) && n > 0) {
+            memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
+            ctok_hex(id, f[0].id_len < 20 ? f[0].id_len : 20, hex);
+        }
+        ctok_found_free(f, n);
+    }
+    X509_free(x);
+    if (c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:s}", "token", c->argv[0], "alias", c->argv[1],
+                                 "id", hex));
+    else
+        printf("Imported certificate '%s' to token '%s' (id %s)\n", c->argv[1], c->argv[0], hex);
+    return EXIT_OK;
+}

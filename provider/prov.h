@@ -1,0 +1,65 @@
+/* Provider glue shared by the operation files. Knows OSSL_PARAM; knows no backend. */
+#ifndef CTOK_PROV_H
+#define CTOK_PROV_H
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#include <pthread.h>
+
+#include "../store/token.h"
+
+/* Operation names only ctok's keymgmt asks for: ordinary keys never reach them. */
+#define CTOK_NAME_SIG_RSA "CTOK-RSA"
+#define CTOK_NAME_SIG_ECDSA "CTOK-ECDSA"
+#define CTOK_NAME_SIG_ED25519 "CTOK-ED25519"
+#define CTOK_NAME_CIPHER_RSA "CTOK-RSA"
+#define CTOK_NAME_KEX_ECDH "CTOK-ECDH"
+
+struct ctok_provctx {
+    const OSSL_CORE_HANDLE *handle;
+    OSSL_LIB_CTX *child; /* where pass-through keys live and every inner fetch happens */
+    char propq[80];      /* "provider!=<our name>": inner fetches never find ctok again */
+    char *config_path;
+    pthread_mutex_t lock;
+    ctok_ctx *tokens; /* created on first use: no config read until a ctok key is used */
+    EVP_KEYMGMT *km[5];
+};
+
+/* keydata of ctok's keymgmt: a pass-through key (tok == NULL) or a token key */
+struct ctok_pkey {
+    struct ctok_provctx *pctx;
+    enum ctok_key_type type;
+    EVP_PKEY *pkey; /* the whole ordinary key, or the token key's public key; child ctx */
+    ctok_key *tok;
+    int has; /* OSSL_KEYMGMT_SELECT_* bits present */
+};
+
+ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx);
+EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t);
+struct ctok_pkey *ctok_pkey_new(struct ctok_provctx *pctx, enum ctok_key_type t);
+struct ctok_pkey *ctok_pkey_from_token(struct ctok_provctx *pctx, ctok_key *key);
+struct ctok_pkey *ctok_pkey_copy(const struct ctok_pkey *k);
+void ctok_pkey_free(struct ctok_pkey *k);
+/* Maximum signature (or decryption output) size of a key. */
+size_t ctok_pkey_max_size(const struct ctok_pkey *k);
+/* A passphrase callback as the token layer's ui. */
+struct ctok_pw_ui {
+    OSSL_PASSPHRASE_CALLBACK *cb;
+    void *arg;
+};
+int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len);
+
+extern const OSSL_DISPATCH ctok_rsa_keymgmt_functions[];
+extern const OSSL_DISPATCH ctok_rsapss_keymgmt_functions[];
+extern const OSSL_DISPATCH ctok_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH ctok_ed25519_keymgmt_functions[];
+extern const OSSL_DISPATCH ctok_rsa_signature_functions[];
+extern const OSSL_DISPATCH ctok_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH ctok_ed25519_signature_functions[];
+extern const OSSL_DISPATCH ctok_rsa_asym_cipher_functions[];
+extern const OSSL_DISPATCH ctok_ecdh_keyexch_functions[];
+extern const OSSL_DISPATCH ctok_store_functions[];
+
+#endif

@@ -1,0 +1,282 @@
+/* OSSL_provider_init, the algorithm tables, TLS-GROUP capabilities and error upcalls. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <stdio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/prov_ssl.h>
+
+#include "prov.h"
+
+#define PROPS "provider=ctok"
+
+static OSSL_FUNC_core_get_params_fn *c_get_params;
+static OSSL_FUNC_core_new_error_fn *c_new_error;
+static OSSL_FUNC_core_set_error_debug_fn *c_set_error_debug;
+static OSSL_FUNC_core_vset_error_fn *c_vset_error;
+static const OSSL_CORE_HANDLE *err_handle;
+
+static void prov_err_sink(int reason, const char *file, int line, const char *func,
+                          const char *fmt, va_list ap)
+{
+    if (c_new_error == NULL || c_vset_error == NULL)
+        return;
+    c_new_error(err_handle);
+    if (c_set_error_debug != NULL)
+        c_set_error_debug(err_handle, file, line, func);
+    c_vset_error(err_handle, (uint32_t)reason, fmt, ap);
+}
+
+static const OSSL_ALGORITHM keymgmt_algs[] = {
+    {"RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS, ctok_rsa_keymgmt_functions,
+     "ctok RSA keys (token keys and pass-through)"},
+    {"RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10", PROPS, ctok_rsapss_keymgmt_functions,
+     "ctok RSA-PSS keys"},
+    {"EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS, ctok_ec_keymgmt_functions, "ctok EC keys"},
+    {"ED25519:1.3.101.112", PROPS, ctok_ed25519_keymgmt_functions, "ctok Ed25519 keys"},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM signature_algs[] = {
+    {CTOK_NAME_SIG_RSA, PROPS, ctok_rsa_signature_functions, NULL},
+    {CTOK_NAME_SIG_ECDSA, PROPS, ctok_ecdsa_signature_functions, NULL},
+    {CTOK_NAME_SIG_ED25519, PROPS, ctok_ed25519_signature_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM asym_cipher_algs[] = {
+    {CTOK_NAME_CIPHER_RSA, PROPS, ctok_rsa_asym_cipher_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM keyexch_algs[] = {
+    {CTOK_NAME_KEX_ECDH, PROPS, ctok_ecdh_keyexch_functions, NULL}, {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM store_algs[] = {
+    {"ctok", PROPS, ctok_store_functions, "ctok: URIs of crypto token objects"},
+    {NULL, NULL, NULL, NULL}};
+
+static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)
+{
+    (void)provctx;
+    *no_cache = 0;
+    switch (op) {
+    case OSSL_OP_KEYMGMT:
+        return keymgmt_algs;
+    case OSSL_OP_SIGNATURE:
+        return signature_algs;
+    case OSSL_OP_ASYM_CIPHER:
+        return asym_cipher_algs;
+    case OSSL_OP_KEYEXCH:
+        return keyexch_algs;
+    case OSSL_OP_STORE:
+        return store_algs;
+    }
+    return NULL;
+}
+
+/*
+ * TLS groups for the curves ctok's EC keymgmt carries: when that keymgmt wins the
+ * "EC" fetch, libssl keeps only groups its provider advertises.
+ */
+struct tls_group {
+    const char *name, *internal;
+    unsigned int id, secbits;
+};
+static const struct tls_group groups[] = {
+    {"secp256r1", "prime256v1", 23, 128}, {"P-256", "prime256v1", 23, 128},
+    {"secp384r1", "secp384r1", 24, 192},  {"P-384", "secp384r1", 24, 192},
+    {"secp521r1", "secp521r1", 25, 256},  {"P-521", "secp521r1", 25, 256},
+};
+
+static int prov_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb,
+                                 void *arg)
+{
+    (void)provctx;
+    if (strcasecmp(capability, "TLS-GROUP") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+        unsigned int id = groups[i].id, sec = groups[i].secbits;
+        int mintls = TLS1_VERSION, maxtls = 0, mindtls = DTLS1_VERSION, maxdtls = 0;
+        OSSL_PARAM p[] = {
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME, (char *)groups[i].name, 0),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME_INTERNAL,
+                                   (char *)groups[i].internal, 0),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_ALG, "EC", 0),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_ID, &id),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_SECURITY_BITS, &sec),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_TLS, &mintls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_TLS, &maxtls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_DTLS, &mindtls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_DTLS, &maxdtls),
+            OSSL_PARAM_END};
+
+        p[0].data_size = strlen(groups[i].name) + 1;
+        p[1].data_size = strlen(groups[i].internal) + 1;
+        p[2].data_size = 3;
+        if (!cb(p, arg))
+            return 0;
+    }
+    return 1;
+}
+
+static const OSSL_PARAM *prov_gettable_params(void *provctx)
+{
+    static const OSSL_PARAM p[] = {
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
+
+    (void)provctx;
+    return p;
+}
+
+static int prov_get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+
+    (void)provctx;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL
+        && !OSSL_PARAM_set_utf8_ptr(p, "ctok crypto token provider"))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL
+        && !OSSL_PARAM_set_utf8_ptr(p, CTOK_VERSION))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL
+        && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static const OSSL_ITEM *prov_reason_strings(void *provctx)
+{
+    static const OSSL_ITEM items[] = {
+#define CTOK_ITEM(name, num, str) {num, str},
+        CTOK_REASONS(CTOK_ITEM)
+#undef CTOK_ITEM
+        {0, NULL}};
+
+    (void)provctx;
+    return items;
+}
+
+static void prov_teardown(void *vctx)
+{
+    struct ctok_provctx *pctx = vctx;
+
+    ctok_ctx_free(pctx->tokens);
+    for (size_t i = 0; i < sizeof(pctx->km) / sizeof(pctx->km[0]); i++)
+        EVP_KEYMGMT_free(pctx->km[i]);
+    OSSL_LIB_CTX_free(pctx->child);
+    free(pctx->config_path);
+    pthread_mutex_destroy(&pctx->lock);
+    free(pctx);
+}
+
+ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx)
+{
+    ctok_ctx *c;
+
+    pthread_mutex_lock(&pctx->lock);
+    if (pctx->tokens == NULL)
+        pctx->tokens = ctok_ctx_new(pctx->child, pctx->propq, pctx->config_path);
+    c = pctx->tokens;
+    pthread_mutex_unlock(&pctx->lock);
+    return c;
+}
+
+EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t)
+{
+    EVP_KEYMGMT *km = __atomic_load_n(&pctx->km[t], __ATOMIC_ACQUIRE);
+
+    if (km == NULL) {
+        km = EVP_KEYMGMT_fetch(pctx->child, ctok_key_type_name(t), pctx->propq);
+        if (km != NULL) {
+            EVP_KEYMGMT *expected = NULL;
+
+            if (!__atomic_compare_exchange_n(&pctx->km[t], &expected, km, 0, __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE)) {
+                EVP_KEYMGMT_free(km);
+                km = expected;
+            }
+        }
+    }
+    return km;
+}
+
+int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)
+{
+    struct ctok_pw_ui *ui = arg;
+    OSSL_PARAM p[2] = {OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, (char *)info, 0),
+                       OSSL_PARAM_END};
+
+    if (ui == NULL || ui->cb == NULL)
+        return 0;
+    p[0].data_size = strlen(info) + 1;
+    return ui->cb(buf, bufsz - 1, len, p, ui->arg);
+}
+
+static const OSSL_DISPATCH prov_functions[] = {
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))prov_teardown},
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))prov_gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))prov_get_params},
+    {OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))prov_get_capabilities},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))prov_reason_strings},
+    {0, NULL}};
+
+__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
+                                                          const OSSL_DISPATCH *in,
+                       const OSSL_DISPATCH **out, void **provctx)
+{
+    struct ctok_provctx *pctx;
+    char *cfg = NULL, *dbg = NULL, *name = NULL;
+    OSSL_PARAM core_params[] = {
+        OSSL_PARAM_utf8_ptr("ctok-config", &cfg, 0),
+        OSSL_PARAM_utf8_ptr("ctok-debug", &dbg, 0),
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_CORE_PROV_NAME, &name, 0), OSSL_PARAM_END};
+    const char *env = getenv("CTOK_DEBUG");
+
+    for (const OSSL_DISPATCH *f = in; f->function_id != 0; f++) {
+        switch (f->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            c_get_params = OSSL_FUNC_core_get_params(f);
+            break;
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            c_new_error = OSSL_FUNC_core_new_error(f);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            c_set_error_debug = OSSL_FUNC_core_set_error_debug(f);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            c_vset_error = OSSL_FUNC_core_vset_error(f);
+            break;
+        }
+    }
+    if (c_get_params != NULL && !c_get_params(handle, core_params))
+        return 0;
+    if ((env != NULL && *env != '\0' && strcmp(env, "0") != 0)
+        || (dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0 && strcmp(dbg, "no") != 0))
+        ctok_debug_on = 1;
+    pctx = calloc(1, sizeof(*pctx));
+    if (pctx == NULL)
+        return 0;
+    pthread_mutex_init(&pctx->lock, NULL);
+    pctx->handle = handle;
+    err_handle = handle;
+    ctok_err_set_sink(prov_err_sink);
+    snprintf(pctx->propq, sizeof(pctx->propq), "provider!=%s",
+             name != NULL && *name != '\0' ? name : "ctok");
+    if (cfg != NULL && *cfg != '\0' && (pctx->config_path = strdup(cfg)) == NULL)
+        goto err;
+    /* a child of the application's library context: the providers it has, ctok excluded
+     * by the property query of every inner fetch */
+    if ((pctx->child = OSSL_LIB_CTX_new_child(handle, in)) == NULL)
+        goto err;
+    *provctx = pctx;
+    *out = prov_functions;
+    CTOK_DBG("provider loaded as '%s', config %s", name != NULL ? name : "ctok",
+             cfg != NULL ? cfg : "(from CTOK_CONFIG or /etc/ctok/tokens.json)");
+    return 1;
+err:
+    prov_teardown(pctx);
+    return 0;
+}

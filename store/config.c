@@ -1,0 +1,313 @@
+/* The token registry: one JSON file (ARCHITECTURE.md, Configuration). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <openssl/rand.h>
+
+#include "internal.h"
+
+static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend};
+
+static const struct {
+    const char *name;
+    enum ctok_perm bit;
+} perm_names[] = {
+    {"view", CTOK_PERM_VIEW},       {"use", CTOK_PERM_USE},
+    {"activate", CTOK_PERM_ACTIVATE}, {"deactivate", CTOK_PERM_DEACTIVATE},
+    {"modify", CTOK_PERM_MODIFY},   {"delete", CTOK_PERM_DELETE},
+    {"keygen", CTOK_PERM_KEYGEN},   {"keyremove", CTOK_PERM_KEYREMOVE},
+    {"keytest", CTOK_PERM_KEYTEST},
+};
+
+void ctok_token_free(ctok_token *tok)
+{
+    if (tok == NULL)
+        return;
+    if (tok->be != NULL && tok->be->close != NULL)
+        tok->be->close(tok);
+    if (tok->code != NULL)
+        OPENSSL_clear_free(tok->code, tok->code_len + 1);
+    if (tok->auth_arg != NULL)
+        OPENSSL_clear_free(tok->auth_arg, strlen(tok->auth_arg));
+    free(tok->name);
+    free(tok->id);
+    free(tok->type);
+    pthread_mutex_destroy(&tok->lock);
+    free(tok);
+}
+
+static int parse_perms(const char *path, const char *name, const json_t *v, unsigned int *out)
+{
+    size_t i;
+    json_t *e;
+
+    if (v == NULL) {
+        *out = CTOK_PERM_ALL;
+        return 1;
+    }
+    if (!json_is_array(v)) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"permissions\" must be a list of rules", path,
+                 name);
+        return 0;
+    }
+    *out = 0;
+    json_array_foreach(v, i, e) {
+        size_t k;
+        const char *s = json_string_value(e);
+
+        for (k = 0; s != NULL && k < sizeof(perm_names) / sizeof(perm_names[0]); k++)
+            if (strcmp(s, perm_names[k].name) == 0)
+                break;
+        if (s == NULL || k == sizeof(perm_names) / sizeof(perm_names[0])) {
+            CTOK_ERR(CTOK_R_CONFIG,
+                     "%s: token '%s': unknown permission '%s' (known: view, use, activate, "
+                     "deactivate, modify, delete, keygen, keyremove, keytest)",
+                     path, name, s != NULL ? s : "(not a string)");
+            return 0;
+        }
+        *out |= perm_names[k].bit;
+    }
+    return 1;
+}
+
+static int parse_auth(const char *path, ctok_token *tok, const json_t *auth)
+{
+    const char *keys[] = {"file", "env", "stored"};
+    const enum ctok_auth_kind kinds[] = {CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED};
+
+    tok->auth_kind = CTOK_AUTH_PROMPT;
+    if (auth == NULL)
+        return 1;
+    if (!json_is_object(auth) || json_object_size(auth) != 1) {
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "%s: token '%s': \"auth\" must be one of {\"prompt\":true}, {\"file\":P}, "
+                 "{\"env\":NAME}, {\"stored\":S}", path, tok->name);
+        return 0;
+    }
+    if (json_object_get(auth, "prompt") != NULL)
+        return 1;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(auth, keys[i]);
+
+        if (v == NULL)
+            continue;
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': auth \"%s\" must be a non-empty string",
+                     path, tok->name, keys[i]);
+            return 0;
+        }
+        tok->auth_kind = kinds[i];
+        tok->auth_arg = strdup(json_string_value(v));
+        return tok->auth_arg != NULL;
+    }
+    CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown auth source", path, tok->name);
+    return 0;
+}
+
+static const char *str_field(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, json_t *o)
+{
+    ctok_token *tok;
+    const char *name = str_field(o, "name"), *type = str_field(o, "type");
+    const char *id = str_field(o, "id");
+
+    if (!json_is_object(o) || name == NULL || *name == '\0') {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token #%zu has no \"name\"", path, idx + 1);
+        return NULL;
+    }
+    if (type == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s' has no \"type\"", path, name);
+        return NULL;
+    }
+    tok = calloc(1, sizeof(*tok));
+    if (tok == NULL)
+        return NULL;
+    pthread_mutex_init(&tok->lock, NULL);
+    tok->ctx = ctx;
+    tok->name = strdup(name);
+    tok->id = strdup(id != NULL ? id : name);
+    tok->type = strdup(type);
+    tok->allow_export = json_is_true(json_object_get(o, "allow_export"));
+    tok->explicit_ecc = json_is_true(json_object_get(o, "explicit_ecc"));
+    if (tok->name == NULL || tok->id == NULL || tok->type == NULL)
+        goto err;
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+        if (strcmp(backends[i]->type, type) == 0)
+            tok->be = backends[i];
+    if (tok->be == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12)", path, name,
+                 type);
+        goto err;
+    }
+    if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms)
+        || !parse_auth(path, tok, json_object_get(o, "auth")) || !tok->be->configure(tok, o))
+        goto err;
+    return tok;
+err:
+    ctok_token_free(tok);
+    return NULL;
+}
+
+int ctok_config_load(ctok_ctx *ctx)
+{
+    const char *path = ctx->config_path;
+    json_error_t jerr;
+    json_t *root = NULL, *tokens;
+    size_t i;
+    json_t *o;
+    int ok = 0;
+
+    if (!ctok_file_check(path, 0, "config file"))
+        return 0;
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+        return 0;
+    }
+    if (!json_is_object(root)) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: the top level must be an object with \"tokens\"", path);
+        goto end;
+    }
+    tokens = json_object_get(root, "tokens");
+    if (tokens != NULL && !json_is_array(tokens)) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
+        goto end;
+    }
+    if (str_field(root, "master_key") != NULL
+        && (ctx->master_key = strdup(str_field(root, "master_key"))) == NULL)
+        goto end;
+    ctx->tokens = calloc(json_array_size(tokens) + 1, sizeof(*ctx->tokens));
+    if (ctx->tokens == NULL)
+        goto end;
+    json_array_foreach(tokens, i, o) {
+        ctok_token *tok = token_from_json(ctx, path, i, o);
+
+        if (tok == NULL)
+            goto end;
+        for (size_t k = 0; k < ctx->n_tokens; k++) {
+            if (strcmp(ctx->tokens[k]->name, tok->name) == 0
+                || strcmp(ctx->tokens[k]->id, tok->id) == 0) {
+                CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s' is configured twice (same name or id)",
+                         path, tok->name);
+                ctok_token_free(tok);
+                goto end;
+            }
+        }
+        ctx->tokens[ctx->n_tokens++] = tok;
+    }
+    ok = 1;
+end:
+    json_decref(root);
+    return ok;
+}
+
+int ctok_new_id(char out[37])
+{
+    uint8_t r[16];
+
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        return 0;
+    r[6] = (r[6] & 0x0f) | 0x40;
+    r[8] = (r[8] & 0x3f) | 0x80;
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
+             r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+             r[14], r[15]);
+    return 1;
+}
+
+static int mkdir_parent(const char *path)
+{
+    char *d = strdup(path), *slash;
+    int ok = 1;
+
+    if (d == NULL)
+        return 0;
+    slash = strrchr(d, '/');
+    if (slash != NULL && slash != d) {
+        *slash = '\0';
+        if (mkdir_parent(d) && mkdir(d, 0755) != 0 && errno != EEXIST)
+            ok = 0;
+    }
+    free(d);
+    return ok;
+}
+
+/* Initializes or checks the backend of a token about to be added. */
+static int init_backend(ctok_token *tok, const char *code, size_t len)
+{
+    struct stat st;
+
+    if (strcmp(tok->type, "pkcs12") == 0) {
+        const char *ks = json_string_value(json_object_get(tok->cfg, "keystore"));
+
+        if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
+            return ctok_pkcs12_create(tok, code, len);
+    }
+    return ctok_token_login_code(tok, code, len);
+}
+
+int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t len)
+{
+    const char *path = ctx->config_path;
+    json_t *root = NULL, *tokens, *o;
+    json_error_t jerr;
+    ctok_token *tok = NULL;
+    struct stat st;
+    char *text = NULL;
+    size_t i;
+    int lockfd = -1, ok = 0;
+
+    if (!mkdir_parent(path)) {
+        CTOK_ERR(CTOK_R_IO, "cannot create the directory of '%s': %s", path, strerror(errno));
+        return 0;
+    }
+    if ((lockfd = ctok_file_lock(path)) < 0)
+        return 0;
+    if (stat(path, &st) == 0) {
+        if (!ctok_file_check(path, 0, "config file"))
+            goto end;
+        root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        if (root == NULL) {
+            CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+            goto end;
+        }
+    } else {
+        root = json_pack("{s:[]}", "tokens");
+    }
+    tokens = json_object_get(root, "tokens");
+    if (tokens == NULL && json_is_object(root))
+        json_object_set_new(root, "tokens", tokens = json_array());
+    if (!json_is_array(tokens)) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
+        goto end;
+    }
+    json_array_foreach(tokens, i, o) {
+        const char *n = json_string_value(json_object_get(o, "name"));
+
+        if (n != NULL && strcmp(n, json_string_value(json_object_get(entry, "name"))) == 0) {
+            CTOK_ERR(CTOK_R_DUPLICATE, "%s: a token named '%s' exists already", path, n);
+            goto end;
+        }
+    }
+    if ((tok = token_from_json(ctx, path, json_array_size(tokens), entry)) == NULL)
+        goto end;
+    tok->cfg = entry;
+    if (!init_backend(tok, code, len))
+        goto end;
+    json_array_append(tokens, entry);
+    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    ok = text != NULL
+         && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
+end:
+    free(text);
+    ctok_token_free(tok);
+    json_decref(root);
+    ctok_file_unlock(lockfd);
+    return ok;
+}

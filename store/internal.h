@@ -1,0 +1,112 @@
+/* Internals of the token layer, shared by its files and the backends. */
+#ifndef CTOK_STORE_INTERNAL_H
+#define CTOK_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <jansson.h>
+
+#include "token.h"
+
+struct ctok_backend {
+    const char *type;
+    /* Reads the backend fields of the config entry; no I/O on the token yet. */
+    int (*configure)(ctok_token *tok, const json_t *conf);
+    /* Reads what can be read without an auth code (structure, public objects). */
+    int (*open)(ctok_token *tok);
+    /* Returns 1 on success, 0 on a rejected code (error raised), -1 on other failure. */
+    int (*login)(ctok_token *tok, const char *code, size_t len);
+    int (*enumerate)(ctok_token *tok, ctok_object_cb cb, void *arg);
+    /* Private key handle data for the key with this id (token active). */
+    int (*key_load)(ctok_token *tok, ctok_key *key);
+    void (*key_free)(ctok_key *key);
+    int (*sign)(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                uint8_t *sig, size_t *siglen);
+    int (*decrypt)(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                   size_t inlen, uint8_t *out, size_t *outlen);
+    int (*derive)(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+    EVP_PKEY *(*export_private)(ctok_key *key);
+    int (*generate)(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
+    int (*remove)(ctok_token *tok, const char *alias);
+    int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
+    void (*close)(ctok_token *tok);
+};
+
+extern const struct ctok_backend ctok_pkcs12_backend;
+
+enum ctok_auth_kind { CTOK_AUTH_PROMPT = 0, CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED };
+
+struct ctok_token {
+    ctok_ctx *ctx;
+    char *name;
+    char *id;
+    char *type;
+    const struct ctok_backend *be;
+    void *be_data;
+    int allow_export;
+    int explicit_ecc;
+    unsigned int perms;
+    enum ctok_auth_kind auth_kind;
+    char *auth_arg; /* file path, variable name or stored blob */
+    const json_t *cfg; /* the config entry, while a token is being added */
+
+    pthread_mutex_t lock; /* open/login state; never held during a key operation */
+    int opened;
+    int active;
+    char *code; /* the auth code while active (re-login, keystore rewrites); cleansed */
+    size_t code_len;
+    uint8_t rejected[4][32]; /* SHA-256 of codes the token rejected: never sent again */
+    int n_rejected;
+};
+
+struct ctok_key {
+    int refs;
+    ctok_token *tok;
+    char *label;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    enum ctok_key_type type;
+    EVP_PKEY *pub;
+    void *be_data;
+};
+
+struct ctok_ctx {
+    OSSL_LIB_CTX *libctx;
+    char *propq;
+    char *config_path;
+    pthread_mutex_t lock;
+    int loaded;  /* 1 loaded, -1 failed */
+    char *master_key;
+    ctok_token **tokens;
+    size_t n_tokens;
+};
+
+/* pkcs12.c: a new, empty keystore protected by code (ctok token create). */
+int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len);
+
+/* config.c */
+int ctok_config_load(ctok_ctx *ctx);
+void ctok_token_free(ctok_token *tok);
+
+/* auth.c */
+int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,
+                        size_t *len);
+int ctok_auth_stored_decrypt(ctok_token *tok, const char *blob, char *buf, size_t bufsz,
+                             size_t *len);
+char *ctok_auth_stored_encrypt(const uint8_t key[32], const char *token_id, const char *code,
+                               size_t len);
+int ctok_master_key_read(const char *path, const char *tokname, uint8_t key[32]);
+
+/* fileutil.c */
+/* 1 if the file is safe; raises CTOK_R_INSECURE_FILE naming it otherwise. */
+int ctok_file_check(const char *path, int secret, const char *what);
+/* Writes data to path through a temp file, fsync and rename: never a torn file. */
+int ctok_file_write_atomic(const char *path, const uint8_t *data, size_t len, int mode);
+int ctok_file_read(const char *path, uint8_t **data, size_t *len);
+/* An exclusive advisory lock beside path (path.lock); returns the fd or -1. */
+int ctok_file_lock(const char *path);
+void ctok_file_unlock(int fd);
+
+/* Fault hooks for tests: CTOK_TEST_STOP_AT=<point> stops the process there. */
+void ctok_test_point(const char *point);
+
+#endif

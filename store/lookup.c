@@ -1,0 +1,154 @@
+/* Certificate-first lookup across every configured token (seed 004). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct collect {
+    struct ctok_found *v;
+    size_t n, cap;
+    int failed;
+};
+
+static int collect_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    struct collect *c = arg;
+    struct ctok_found *f;
+
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        struct ctok_found *nv = realloc(c->v, cap * sizeof(*nv));
+
+        if (nv == NULL) {
+            c->failed = 1;
+            return 0;
+        }
+        c->v = nv;
+        c->cap = cap;
+    }
+    f = &c->v[c->n];
+    memset(f, 0, sizeof(*f));
+    f->tok = tok;
+    f->type = o->type;
+    f->label = strdup(o->label != NULL ? o->label : "");
+    f->id_len = o->id_len < CTOK_MAX_ID ? o->id_len : CTOK_MAX_ID;
+    memcpy(f->id, o->id, f->id_len);
+    f->key_type = o->key_type;
+    if (o->cert != NULL && X509_up_ref(o->cert))
+        f->cert = o->cert;
+    if (o->pub != NULL && EVP_PKEY_up_ref(o->pub))
+        f->pub = o->pub;
+    if (f->label == NULL) {
+        c->failed = 1;
+        return 0;
+    }
+    c->n++;
+    return 1;
+}
+
+void ctok_found_free(struct ctok_found *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(f[i].label);
+        X509_free(f[i].cert);
+        EVP_PKEY_free(f[i].pub);
+    }
+    free(f);
+}
+
+static int same_id(const struct ctok_found *a, const struct ctok_found *b)
+{
+    return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
+}
+
+/* Does object o match the URI, either itself or through a certificate it shares an id with? */
+static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_t n,
+                   const struct ctok_found *o)
+{
+    if (u->has_id && (o->id_len != u->id_len || memcmp(o->id, u->id, u->id_len) != 0))
+        return 0;
+    if (u->object == NULL || strcmp(o->label, u->object) == 0)
+        return 1;
+    if (o->type == CTOK_OBJ_CERT || o->id_len == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].type == CTOK_OBJ_CERT && all[i].tok == o->tok
+            && strcmp(all[i].label, u->object) == 0 && same_id(&all[i], o))
+            return 1;
+    return 0;
+}
+
+int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struct ctok_found **out,
+              size_t *nout)
+{
+    struct collect all = {0};
+    struct ctok_found *res = NULL;
+    size_t nres = 0;
+    char *moved = NULL;
+    static const enum ctok_obj_type order[] = {CTOK_OBJ_CERT, CTOK_OBJ_PUBLIC, CTOK_OBJ_PRIVATE};
+
+    *out = NULL;
+    *nout = 0;
+    if (!ctok_ctx_load(ctx))
+        return 0;
+    if ((u->token != NULL || u->token_id != NULL)
+        && ctok_ctx_token_find(ctx, u->token, u->token_id) == NULL) {
+        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s",
+                 u->token != NULL ? u->token : u->token_id, ctx->config_path);
+        return 0;
+    }
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        ctok_token *t = ctx->tokens[i];
+
+        if ((u->token != NULL && strcmp(t->name, u->token) != 0)
+            || (u->token_id != NULL && strcmp(t->id, u->token_id) != 0))
+            continue;
+        if (!ctok_token_permits(t, CTOK_PERM_VIEW)) {
+            if (u->token != NULL || u->token_id != NULL) {
+                CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'view' is not permitted", t->name);
+                goto err;
+            }
+            continue;
+        }
+        if (!ctok_token_enumerate(t, collect_cb, &all) || all.failed)
+            goto err;
+    }
+    res = calloc(all.n + 1, sizeof(*res));
+    moved = calloc(all.n + 1, 1);
+    if (res == NULL || moved == NULL)
+        goto err;
+    for (size_t k = 0; k < 3; k++) {
+        if (!(types & u->types & order[k]))
+            continue;
+        for (size_t i = 0; i < all.n; i++) {
+            struct ctok_found *o = &all.v[i];
+
+            if (o->type != order[k] || !matches(u, all.v, all.n, o))
+                continue;
+            res[nres] = *o;
+            /* the certificate supplies a key's public key when the token does not */
+            for (size_t j = 0; res[nres].pub == NULL && j < all.n; j++)
+                if (all.v[j].type == CTOK_OBJ_CERT && all.v[j].tok == o->tok
+                    && same_id(&all.v[j], o) && all.v[j].pub != NULL
+                    && EVP_PKEY_up_ref(all.v[j].pub)) {
+                    res[nres].pub = all.v[j].pub;
+                    res[nres].key_type = all.v[j].key_type;
+                }
+            moved[i] = 1; /* res[nres] owns the copies now */
+            nres++;
+        }
+    }
+    for (size_t i = 0; i < all.n; i++)
+        if (moved[i])
+            memset(&all.v[i], 0, sizeof(all.v[i]));
+    free(moved);
+    ctok_found_free(all.v, all.n);
+    *out = res;
+    *nout = nres;
+    return 1;
+err:
+    ctok_found_free(all.v, all.n);
+    free(res);
+    free(moved);
+    return 0;
+}

@@ -1,0 +1,767 @@
+/*
+ * Soft PKCS#12 crypto tokens. Certificates and the attributes of key bags are read
+ * without the auth code; login verifies the MAC and decrypts the keys. Writes rebuild
+ * the keystore (existing shrouded key bags are kept as they are) and replace the file
+ * atomically, under a lock, after re-reading it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/pkcs12.h>
+#include <openssl/rsa.h>
+
+#include "internal.h"
+
+#define P12_ITER 2048
+
+struct p12_entry {
+    int is_key;
+    char *label;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    PKCS12_SAFEBAG *bag;
+    X509 *cert;
+    EVP_PKEY *pub;  /* public-only */
+    EVP_PKEY *priv; /* after login */
+    enum ctok_key_type kt;
+};
+
+struct p12 {
+    char *path;
+    pthread_mutex_t lock;
+    PKCS12 *p12;
+    struct p12_entry *e;
+    size_t n, cap;
+    int encrypted_safes; /* certificates in encrypted safes: read at login */
+};
+
+#define P12(tok) ((struct p12 *)(tok)->be_data)
+
+static void entries_clear(struct p12 *ks)
+{
+    for (size_t i = 0; i < ks->n; i++) {
+        free(ks->e[i].label);
+        PKCS12_SAFEBAG_free(ks->e[i].bag);
+        X509_free(ks->e[i].cert);
+        EVP_PKEY_free(ks->e[i].pub);
+        EVP_PKEY_free(ks->e[i].priv);
+    }
+    free(ks->e);
+    ks->e = NULL;
+    ks->n = ks->cap = 0;
+    PKCS12_free(ks->p12);
+    ks->p12 = NULL;
+    ks->encrypted_safes = 0;
+}
+
+static int p12_configure(ctok_token *tok, const json_t *conf)
+{
+    const char *path = json_string_value(json_object_get(conf, "keystore"));
+    struct p12 *ks;
+
+    if (path == NULL || *path == '\0') {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs12 token needs \"keystore\"",
+                 tok->ctx->config_path, tok->name);
+        return 0;
+    }
+    ks = calloc(1, sizeof(*ks));
+    if (ks == NULL || (ks->path = strdup(path)) == NULL) {
+        free(ks);
+        return 0;
+    }
+    pthread_mutex_init(&ks->lock, NULL);
+    tok->be_data = ks;
+    return 1;
+}
+
+static void p12_close(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+
+    if (ks == NULL)
+        return;
+    entries_clear(ks);
+    pthread_mutex_destroy(&ks->lock);
+    free(ks->path);
+    free(ks);
+    tok->be_data = NULL;
+}
+
+/* A public-only copy of a key, in the token context's library context. */
+static EVP_PKEY *public_of(ctok_token *tok, EVP_PKEY *k)
+{
+    uint8_t *der = NULL;
+    const uint8_t *p;
+    int len = i2d_PUBKEY(k, &der);
+    EVP_PKEY *pub;
+
+    if (len <= 0)
+        return NULL;
+    p = der;
+    pub = d2i_PUBKEY_ex(NULL, &p, len, tok->ctx->libctx, tok->ctx->propq);
+    OPENSSL_free(der);
+    return pub;
+}
+
+static struct p12_entry *entry_add(struct p12 *ks)
+{
+    if (ks->n == ks->cap) {
+        size_t cap = ks->cap ? 2 * ks->cap : 8;
+        struct p12_entry *ne = realloc(ks->e, cap * sizeof(*ne));
+
+        if (ne == NULL)
+            return NULL;
+        ks->e = ne;
+        ks->cap = cap;
+    }
+    memset(&ks->e[ks->n], 0, sizeof(ks->e[0]));
+    return &ks->e[ks->n++];
+}
+
+static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
+{
+    struct p12 *ks = P12(tok);
+    int nid = PKCS12_SAFEBAG_get_nid(bag);
+    const ASN1_TYPE *lkid;
+    struct p12_entry *e;
+    char *fn;
+
+    if (nid == NID_safeContentsBag) {
+        const STACK_OF(PKCS12_SAFEBAG) *inner = PKCS12_SAFEBAG_get0_safes(bag);
+
+        for (int i = 0; i < sk_PKCS12_SAFEBAG_num(inner); i++)
+            if (!add_bag(tok, sk_PKCS12_SAFEBAG_value(inner, i)))
+                return 0;
+        return 1;
+    }
+    if (nid != NID_keyBag && nid != NID_pkcs8ShroudedKeyBag
+        && !(nid == NID_certBag && PKCS12_SAFEBAG_get_bag_nid(bag) == NID_x509Certificate))
+        return 1; /* CRLs, secrets: not ours to show, kept out of rewrites */
+    if ((e = entry_add(ks)) == NULL)
+        return 0;
+    e->bag = ASN1_item_dup(ASN1_ITEM_rptr(PKCS12_SAFEBAG), (void *)bag);
+    if (e->bag == NULL)
+        return 0;
+    e->is_key = nid != NID_certBag;
+    fn = PKCS12_get_friendlyname((PKCS12_SAFEBAG *)bag);
+    e->label = strdup(fn != NULL ? fn : "");
+    OPENSSL_free(fn);
+    lkid = PKCS12_SAFEBAG_get0_attr(bag, NID_localKeyID);
+    if (lkid != NULL && lkid->type == V_ASN1_OCTET_STRING) {
+        int l = ASN1_STRING_length(lkid->value.octet_string);
+
+        e->id_len = l > CTOK_MAX_ID ? CTOK_MAX_ID : (size_t)l;
+        memcpy(e->id, ASN1_STRING_get0_data(lkid->value.octet_string), e->id_len);
+    }
+    if (!e->is_key) {
+        e->cert = PKCS12_SAFEBAG_get1_cert(bag);
+        if (e->cert == NULL || (e->pub = X509_get_pubkey(e->cert)) == NULL) {
+            CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': unreadable certificate '%s'",
+                     tok->name, ks->path, e->label);
+            return 0;
+        }
+        e->kt = ctok_key_type_of(e->pub);
+    }
+    if (e->id_len == 0 && e->pub != NULL) {
+        ctok_pub_id(e->pub, e->id);
+        e->id_len = 20;
+    }
+    return e->label != NULL;
+}
+
+static int add_bags(ctok_token *tok, STACK_OF(PKCS12_SAFEBAG) *bags)
+{
+    int ok = 1;
+
+    for (int i = 0; ok && i < sk_PKCS12_SAFEBAG_num(bags); i++)
+        ok = add_bag(tok, sk_PKCS12_SAFEBAG_value(bags, i));
+    sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+    return ok;
+}
+
+/* Reads the keystore: structure, certificates, key bag attributes. Lock held. */
+static int read_keystore(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+    STACK_OF(PKCS7) *safes = NULL;
+    BIO *in;
+    int ok = 0;
+
+    entries_clear(ks);
+    in = BIO_new_file(ks->path, "rb");
+    if (in == NULL) {
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': cannot read keystore '%s': %s", tok->name,
+                 ks->path, strerror(errno));
+        return 0;
+    }
+    ks->p12 = d2i_PKCS12_bio(in, NULL);
+    BIO_free(in);
+    if (ks->p12 == NULL || (safes = PKCS12_unpack_authsafes(ks->p12)) == NULL) {
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': '%s' is not a valid PKCS#12 keystore (damaged or "
+                 "truncated)", tok->name, ks->path);
+        goto end;
+    }
+    for (int i = 0; i < sk_PKCS7_num(safes); i++) {
+        PKCS7 *p7 = sk_PKCS7_value(safes, i);
+        int nid = OBJ_obj2nid(p7->type);
+
+        if (nid == NID_pkcs7_data) {
+            STACK_OF(PKCS12_SAFEBAG) *bags = PKCS12_unpack_p7data(p7);
+
+            if (bags == NULL || !add_bags(tok, bags)) {
+                CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': '%s' is not a valid PKCS#12 keystore "
+                         "(bad safe contents)", tok->name, ks->path);
+                goto end;
+            }
+        } else if (nid == NID_pkcs7_encrypted) {
+            ks->encrypted_safes = 1;
+        }
+    }
+    ok = 1;
+end:
+    sk_PKCS7_pop_free(safes, PKCS7_free);
+    return ok;
+}
+
+static int p12_open(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+    int ok;
+
+    pthread_mutex_lock(&ks->lock);
+    ok = read_keystore(tok);
+    pthread_mutex_unlock(&ks->lock);
+    return ok;
+}
+
+static int verify_mac(PKCS12 *p12, const char *code, size_t len)
+{
+    if (!PKCS12_mac_present(p12))
+        return -1;
+    if (PKCS12_verify_mac(p12, code, (int)len))
+        return 1;
+    /* an empty password may have been applied as NULL or as "" */
+    return len == 0 && PKCS12_verify_mac(p12, NULL, 0);
+}
+
+static int decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size_t len)
+{
+    PKCS8_PRIV_KEY_INFO *p8 = NULL;
+    const PKCS8_PRIV_KEY_INFO *p8c;
+    OSSL_LIB_CTX *lc = tok->ctx->libctx;
+    const char *pq = tok->ctx->propq;
+
+    if (PKCS12_SAFEBAG_get_nid(e->bag) == NID_keyBag) {
+        p8c = PKCS12_SAFEBAG_get0_p8inf(e->bag);
+    } else {
+        p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
+        if (p8 == NULL && len == 0)
+            p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, lc, pq);
+        p8c = p8;
+    }
+    if (p8c == NULL)
+        return 0;
+    e->priv = EVP_PKCS82PKEY_ex(p8c, lc, pq);
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    if (e->priv == NULL || (e->pub = public_of(tok, e->priv)) == NULL) {
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': key '%s' cannot be decoded",
+                 tok->name, P12(tok)->path, e->label);
+        return -1;
+    }
+    e->kt = ctok_key_type_of(e->priv);
+    if (e->id_len == 0) {
+        ctok_pub_id(e->pub, e->id);
+        e->id_len = 20;
+    }
+    return 1;
+}
+
+/* Login: MAC check, then certificates of encrypted safes, then every key. Lock held. */
+static int login_locked(ctok_token *tok, const char *code, size_t len)
+{
+    struct p12 *ks = P12(tok);
+    int mac = verify_mac(ks->p12, code, len);
+    STACK_OF(PKCS7) *safes;
+
+    if (mac == 0) {
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s' rejected the authentication code "
+                 "(MAC verification failed)", tok->name, ks->path);
+        return 0;
+    }
+    if (ks->encrypted_safes && (safes = PKCS12_unpack_authsafes(ks->p12)) != NULL) {
+        for (int i = 0; i < sk_PKCS7_num(safes); i++) {
+            PKCS7 *p7 = sk_PKCS7_value(safes, i);
+            STACK_OF(PKCS12_SAFEBAG) *bags;
+
+            if (OBJ_obj2nid(p7->type) != NID_pkcs7_encrypted)
+                continue;
+            bags = PKCS12_unpack_p7encdata(p7, code, (int)len);
+            if (bags == NULL || !add_bags(tok, bags)) {
+                sk_PKCS7_pop_free(safes, PKCS7_free);
+                CTOK_ERR(mac < 0 ? CTOK_R_WRONG_CODE : CTOK_R_KEYSTORE,
+                         "token '%s': keystore '%s': encrypted safe cannot be decrypted",
+                         tok->name, ks->path);
+                return mac < 0 ? 0 : -1;
+            }
+        }
+        sk_PKCS7_pop_free(safes, PKCS7_free);
+        ks->encrypted_safes = 0;
+    }
+    for (size_t i = 0; i < ks->n; i++) {
+        struct p12_entry *e = &ks->e[i];
+        int r;
+
+        if (!e->is_key || e->priv != NULL)
+            continue;
+        r = decrypt_key(tok, e, code, len);
+        if (r == 0) {
+            CTOK_ERR(mac < 0 ? CTOK_R_WRONG_CODE : CTOK_R_KEYSTORE,
+                     "token '%s': keystore '%s': key '%s' cannot be decrypted with this "
+                     "authentication code", tok->name, ks->path, e->label);
+            return mac < 0 ? 0 : -1;
+        }
+        if (r < 0)
+            return -1;
+    }
+    return 1;
+}
+
+static int p12_login(ctok_token *tok, const char *code, size_t len)
+{
+    struct p12 *ks = P12(tok);
+    int r;
+
+    pthread_mutex_lock(&ks->lock);
+    r = login_locked(tok, code, len);
+    pthread_mutex_unlock(&ks->lock);
+    return r;
+}
+
+static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
+{
+    struct p12 *ks = P12(tok);
+    int ok = 1;
+
+    pthread_mutex_lock(&ks->lock);
+    for (int pass = 0; ok && pass < 2; pass++) {
+        for (size_t i = 0; ok && i < ks->n; i++) {
+            struct p12_entry *e = &ks->e[i];
+            struct ctok_object o = {CTOK_OBJ_CERT, e->label, e->id, e->id_len, e->kt,
+                                    e->cert, e->pub};
+
+            if (pass == 0 && !e->is_key) {
+                ok = cb(tok, &o, arg);
+            } else if (pass == 1 && e->is_key) {
+                o.type = CTOK_OBJ_PRIVATE;
+                ok = cb(tok, &o, arg);
+                if (ok && e->pub != NULL) {
+                    o.type = CTOK_OBJ_PUBLIC;
+                    ok = cb(tok, &o, arg);
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&ks->lock);
+    return ok;
+}
+
+static struct p12_entry *find_key(struct p12 *ks, const uint8_t *id, size_t id_len)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->e[i].is_key && ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0)
+            return &ks->e[i];
+    return NULL;
+}
+
+static int p12_key_load(ctok_token *tok, ctok_key *key)
+{
+    struct p12 *ks = P12(tok);
+    struct p12_entry *e;
+    int ok = 0;
+
+    pthread_mutex_lock(&ks->lock);
+    e = find_key(ks, key->id, key->id_len);
+    if (e != NULL && e->priv != NULL && EVP_PKEY_up_ref(e->priv)) {
+        key->be_data = e->priv;
+        if (EVP_PKEY_up_ref(e->pub))
+            key->pub = e->pub;
+        key->type = e->kt;
+        ok = key->pub != NULL;
+    }
+    pthread_mutex_unlock(&ks->lock);
+    if (!ok)
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': key '%s' is not available", tok->name,
+                 key->label);
+    return ok;
+}
+
+static void p12_key_free(ctok_key *key)
+{
+    EVP_PKEY_free(key->be_data);
+    key->be_data = NULL;
+}
+
+static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                    size_t tbslen, uint8_t *sig, size_t *siglen)
+{
+    ctok_ctx *cx = key->tok->ctx;
+    EVP_PKEY *priv = key->be_data;
+    OSSL_PARAM params[5], *q = params;
+    int ok = 0;
+
+    if (key->type == CTOK_KT_ED25519) {
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+
+        ok = m != NULL && EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, priv, NULL)
+             && EVP_DigestSign(m, sig, siglen, tbs, tbslen);
+        EVP_MD_CTX_free(m);
+    } else {
+        EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv, cx->propq);
+        int pad = p->pad, salt = p->saltlen;
+
+        if (p->md != NULL)
+            *q++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
+                                                    (char *)EVP_MD_get0_name(p->md), 0);
+        if (key->type == CTOK_KT_RSA || key->type == CTOK_KT_RSA_PSS) {
+            *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PAD_MODE, &pad);
+            if (pad == RSA_PKCS1_PSS_PADDING) {
+                *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &salt);
+                if (p->mgf1 != NULL)
+                    *q++ = OSSL_PARAM_construct_utf8_string(
+                        OSSL_SIGNATURE_PARAM_MGF1_DIGEST, (char *)EVP_MD_get0_name(p->mgf1), 0);
+            }
+        }
+        *q = OSSL_PARAM_construct_end();
+        ok = c != NULL && EVP_PKEY_sign_init_ex(c, params) > 0
+             && EVP_PKEY_sign(c, sig, siglen, tbs, tbslen) > 0;
+        EVP_PKEY_CTX_free(c);
+    }
+    if (!ok)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': signing failed", key->tok->name,
+                 key->label);
+    return ok;
+}
+
+static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                       size_t inlen, uint8_t *out, size_t *outlen)
+{
+    ctok_ctx *cx = key->tok->ctx;
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, key->be_data, cx->propq);
+    OSSL_PARAM params[7], *q = params;
+    int pad = p->pad, ok;
+    unsigned int cv = p->tls_client_version, nv = p->tls_negotiated_version;
+
+    *q++ = OSSL_PARAM_construct_int(OSSL_ASYM_CIPHER_PARAM_PAD_MODE, &pad);
+    if (p->oaep_md != NULL)
+        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST,
+                                                (char *)EVP_MD_get0_name(p->oaep_md), 0);
+    if (p->mgf1 != NULL)
+        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST,
+                                                (char *)EVP_MD_get0_name(p->mgf1), 0);
+    if (p->label != NULL)
+        *q++ = OSSL_PARAM_construct_octet_string(OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL,
+                                                 (void *)p->label, p->label_len);
+    if (cv != 0) {
+        *q++ = OSSL_PARAM_construct_uint(OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION, &cv);
+        *q++ = OSSL_PARAM_construct_uint(OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, &nv);
+    }
+    *q = OSSL_PARAM_construct_end();
+    /* errors of the decryption itself stay as OpenSSL raised them: padding oracles */
+    ok = c != NULL && EVP_PKEY_decrypt_init_ex(c, params) > 0
+         && EVP_PKEY_decrypt(c, out, outlen, in, inlen) > 0;
+    EVP_PKEY_CTX_free(c);
+    return ok;
+}
+
+static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
+{
+    ctok_ctx *cx = key->tok->ctx;
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, key->be_data, cx->propq);
+    int ok = c != NULL && EVP_PKEY_derive_init(c) > 0 && EVP_PKEY_derive_set_peer(c, peer) > 0
+             && EVP_PKEY_derive(c, secret, len) > 0;
+
+    EVP_PKEY_CTX_free(c);
+    if (!ok)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': key agreement failed", key->tok->name,
+                 key->label);
+    return ok;
+}
+
+static EVP_PKEY *p12_export_private(ctok_key *key)
+{
+    return EVP_PKEY_up_ref(key->be_data) ? key->be_data : NULL;
+}
+
+/* ---- writes ---- */
+
+/* Serializes every entry: one unencrypted safe, keys stay shrouded; MAC over it. */
+static int write_keystore(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+    STACK_OF(PKCS12_SAFEBAG) *bags = sk_PKCS12_SAFEBAG_new_null();
+    STACK_OF(PKCS7) *safes = sk_PKCS7_new_null();
+    PKCS7 *p7 = NULL;
+    PKCS12 *p12 = NULL;
+    uint8_t *der = NULL;
+    int len, ok = 0;
+
+    if (bags == NULL || safes == NULL)
+        goto end;
+    for (size_t i = 0; i < ks->n; i++)
+        if (!sk_PKCS12_SAFEBAG_push(bags, ks->e[i].bag))
+            goto end;
+    if ((p7 = PKCS12_pack_p7data(bags)) == NULL || !sk_PKCS7_push(safes, p7))
+        goto end;
+    p7 = NULL;
+    p12 = PKCS12_add_safes_ex(safes, 0, tok->ctx->libctx, tok->ctx->propq);
+    if (p12 == NULL
+        || !PKCS12_set_mac(p12, tok->code, (int)tok->code_len, NULL, 0, P12_ITER, EVP_sha256())
+        || (len = i2d_PKCS12(p12, &der)) <= 0)
+        goto end;
+    ok = ctok_file_write_atomic(ks->path, der, (size_t)len, 0600);
+end:
+    if (!ok)
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", tok->name,
+                 ks->path);
+    sk_PKCS12_SAFEBAG_free(bags); /* the entries keep their bags */
+    sk_PKCS7_pop_free(safes, PKCS7_free);
+    PKCS7_free(p7);
+    PKCS12_free(p12);
+    OPENSSL_free(der);
+    return ok;
+}
+
+/* Takes the keystore lock and re-reads the file, so no concurrent write is lost. */
+static int begin_write(ctok_token *tok, int *lockfd)
+{
+    struct p12 *ks = P12(tok);
+
+    if (!tok->active) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
+        return 0;
+    }
+    if ((*lockfd = ctok_file_lock(ks->path)) < 0)
+        return 0;
+    pthread_mutex_lock(&ks->lock);
+    if (read_keystore(tok) && login_locked(tok, tok->code, tok->code_len) > 0)
+        return 1;
+    pthread_mutex_unlock(&ks->lock);
+    ctok_file_unlock(*lockfd);
+    return 0;
+}
+
+static int end_write(ctok_token *tok, int lockfd, int ok)
+{
+    struct p12 *ks = P12(tok);
+
+    ok = ok && write_keystore(tok);
+    pthread_mutex_unlock(&ks->lock);
+    ctok_file_unlock(lockfd);
+    return ok;
+}
+
+static struct p12_entry *find_label(struct p12 *ks, int is_key, const char *label)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->e[i].is_key == is_key && strcmp(ks->e[i].label, label) == 0)
+            return &ks->e[i];
+    return NULL;
+}
+
+static EVP_PKEY *keygen(ctok_token *tok, const struct ctok_keyspec *spec)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(tok->ctx->libctx, ctok_key_type_name(spec->type),
+                                                 tok->ctx->propq);
+    EVP_PKEY *k = NULL;
+    OSSL_PARAM params[2];
+    size_t bits = (size_t)spec->bits;
+
+    params[0] = spec->type == CTOK_KT_EC
+                    ? OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                       (char *)spec->group, 0)
+                    : OSSL_PARAM_construct_size_t(OSSL_PKEY_PARAM_RSA_BITS, &bits);
+    params[1] = OSSL_PARAM_construct_end();
+    if (c == NULL || EVP_PKEY_keygen_init(c) <= 0
+        || (spec->type != CTOK_KT_ED25519 && !EVP_PKEY_CTX_set_params(c, params))
+        || EVP_PKEY_generate(c, &k) <= 0)
+        k = NULL;
+    EVP_PKEY_CTX_free(c);
+    return k;
+}
+
+static int set_attrs(PKCS12_SAFEBAG *bag, const char *alias, const uint8_t *id, size_t id_len)
+{
+    return PKCS12_add_friendlyname_utf8(bag, alias, -1)
+           && PKCS12_add_localkeyid(bag, (uint8_t *)id, (int)id_len);
+}
+
+static int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
+{
+    struct p12 *ks = P12(tok);
+    STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
+    struct p12_entry *e;
+    EVP_PKEY *k;
+    int lockfd, ok = 0;
+
+    if ((k = keygen(tok, spec)) == NULL) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed", tok->name, alias);
+        return 0;
+    }
+    if (!begin_write(tok, &lockfd)) {
+        EVP_PKEY_free(k);
+        return 0;
+    }
+    if (find_label(ks, 1, alias) != NULL) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name,
+                 alias);
+        goto end;
+    }
+    if ((e = entry_add(ks)) == NULL)
+        goto end;
+    e->is_key = 1;
+    e->label = strdup(alias);
+    e->priv = k;
+    k = NULL;
+    e->kt = ctok_key_type_of(e->priv);
+    e->pub = public_of(tok, e->priv);
+    e->id_len = 20;
+    if (e->label == NULL || e->pub == NULL || !ctok_pub_id(e->pub, e->id))
+        goto end;
+    e->bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, tok->code,
+                               tok->ctx->libctx, tok->ctx->propq);
+    if (e->bag == NULL || !set_attrs(e->bag, alias, e->id, e->id_len))
+        goto end;
+    sk_PKCS12_SAFEBAG_zero(bags); /* the entry owns the bag */
+    ok = 1;
+end:
+    sk_PKCS12_SAFEBAG_free(bags);
+    EVP_PKEY_free(k);
+    return end_write(tok, lockfd, ok);
+}
+
+static void entry_remove(struct p12 *ks, size_t i)
+{
+    struct p12_entry *e = &ks->e[i];
+
+    free(e->label);
+    PKCS12_SAFEBAG_free(e->bag);
+    X509_free(e->cert);
+    EVP_PKEY_free(e->pub);
+    EVP_PKEY_free(e->priv);
+    memmove(e, e + 1, (ks->n - i - 1) * sizeof(*e));
+    ks->n--;
+}
+
+static int p12_remove(ctok_token *tok, const char *alias)
+{
+    struct p12 *ks = P12(tok);
+    struct p12_entry *k;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    int lockfd;
+
+    if (!begin_write(tok, &lockfd))
+        return 0;
+    k = find_label(ks, 1, alias);
+    if (k == NULL) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
+        return end_write(tok, lockfd, 0);
+    }
+    id_len = k->id_len;
+    memcpy(id, k->id, id_len);
+    /* the key and the certificates that belong to it */
+    for (size_t i = ks->n; i-- > 0;)
+        if (ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0)
+            entry_remove(ks, i);
+    return end_write(tok, lockfd, 1);
+}
+
+static int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+{
+    struct p12 *ks = P12(tok);
+    struct p12_entry *e;
+    EVP_PKEY *cpub = X509_get0_pubkey(cert);
+    int lockfd, ok = 0;
+
+    if (cpub == NULL) {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': certificate '%s' has no usable public key",
+                 tok->name, alias);
+        return 0;
+    }
+    if (!begin_write(tok, &lockfd))
+        return 0;
+    if (find_label(ks, 0, alias) != NULL) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
+                 tok->name, alias);
+        goto end;
+    }
+    if ((e = entry_add(ks)) == NULL)
+        goto end;
+    e->label = strdup(alias);
+    e->cert = X509_dup(cert);
+    e->pub = X509_get_pubkey(cert);
+    e->kt = ctok_key_type_of(cpub);
+    /* the id of the key this certificate belongs to, else the key identifier */
+    for (size_t i = 0; i < ks->n - 1; i++)
+        if (ks->e[i].is_key && ks->e[i].pub != NULL && EVP_PKEY_eq(ks->e[i].pub, cpub) == 1) {
+            memcpy(e->id, ks->e[i].id, ks->e[i].id_len);
+            e->id_len = ks->e[i].id_len;
+            break;
+        }
+    if (e->id_len == 0) {
+        e->id_len = 20;
+        if (!ctok_pub_id(cpub, e->id))
+            goto end;
+    }
+    if (e->label == NULL || e->cert == NULL || (e->bag = PKCS12_SAFEBAG_create_cert(cert)) == NULL
+        || !set_attrs(e->bag, alias, e->id, e->id_len))
+        goto end;
+    ok = 1;
+end:
+    return end_write(tok, lockfd, ok);
+}
+
+/* A new, empty keystore protected by code (ctok token create). */
+int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
+{
+    struct p12 *ks = P12(tok);
+    int lockfd, ok;
+
+    if ((lockfd = ctok_file_lock(ks->path)) < 0)
+        return 0;
+    tok->code = OPENSSL_malloc(len + 1);
+    if (tok->code == NULL) {
+        ctok_file_unlock(lockfd);
+        return 0;
+    }
+    memcpy(tok->code, code, len);
+    tok->code[len] = '\0';
+    tok->code_len = len;
+    pthread_mutex_lock(&ks->lock);
+    entries_clear(ks);
+    ok = write_keystore(tok) && read_keystore(tok);
+    pthread_mutex_unlock(&ks->lock);
+    ctok_file_unlock(lockfd);
+    tok->opened = ok;
+    tok->active = ok;
+    return ok;
+}
+
+const struct ctok_backend ctok_pkcs12_backend = {
+    .type = "pkcs12",
+    .configure = p12_configure,
+    .open = p12_open,
+    .login = p12_login,
+    .enumerate = p12_enumerate,
+    .key_load = p12_key_load,
+    .key_free = p12_key_free,
+    .sign = p12_sign,
+    .decrypt = p12_decrypt,
+    .derive = p12_derive,
+    .export_private = p12_export_private,
+    .generate = p12_generate,
+    .remove = p12_remove,
+    .put_cert = p12_put_cert,
+    .close = p12_close,
+};

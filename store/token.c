@@ -1,0 +1,425 @@
+/* Tokens, activation, key handles and certificate-first lookup over all tokens. */
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "internal.h"
+
+#define DEFAULT_CONFIG "/etc/ctok/tokens.json"
+
+ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *config_path)
+{
+    ctok_ctx *ctx = calloc(1, sizeof(*ctx));
+    const char *env = getenv("CTOK_CONFIG");
+
+    if (ctx == NULL)
+        return NULL;
+    pthread_mutex_init(&ctx->lock, NULL);
+    ctx->libctx = libctx;
+    ctx->propq = propq != NULL ? strdup(propq) : NULL;
+    if (config_path == NULL || *config_path == '\0')
+        config_path = env != NULL && *env != '\0' ? env : DEFAULT_CONFIG;
+    ctx->config_path = strdup(config_path);
+    if (ctx->config_path == NULL || (propq != NULL && ctx->propq == NULL)) {
+        ctok_ctx_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void ctok_ctx_free(ctok_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    for (size_t i = 0; i < ctx->n_tokens; i++)
+        ctok_token_free(ctx->tokens[i]);
+    free(ctx->tokens);
+    free(ctx->master_key);
+    free(ctx->propq);
+    free(ctx->config_path);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}
+
+OSSL_LIB_CTX *ctok_ctx_libctx(const ctok_ctx *ctx)
+{
+    return ctx->libctx;
+}
+
+const char *ctok_ctx_propq(const ctok_ctx *ctx)
+{
+    return ctx->propq;
+}
+
+const char *ctok_ctx_config_path(const ctok_ctx *ctx)
+{
+    return ctx->config_path;
+}
+
+int ctok_ctx_load(ctok_ctx *ctx)
+{
+    int ok;
+
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->loaded == 0)
+        ctx->loaded = ctok_config_load(ctx) ? 1 : -1;
+    else if (ctx->loaded < 0)
+        CTOK_ERR(CTOK_R_CONFIG, "%s: configuration could not be loaded (see the first error)",
+                 ctx->config_path);
+    ok = ctx->loaded > 0;
+    pthread_mutex_unlock(&ctx->lock);
+    return ok;
+}
+
+size_t ctok_ctx_token_count(ctok_ctx *ctx)
+{
+    return ctx->n_tokens;
+}
+
+ctok_token *ctok_ctx_token_at(ctok_ctx *ctx, size_t i)
+{
+    return i < ctx->n_tokens ? ctx->tokens[i] : NULL;
+}
+
+ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id)
+{
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        ctok_token *t = ctx->tokens[i];
+
+        if ((name == NULL || strcmp(t->name, name) == 0) && (id == NULL || strcmp(t->id, id) == 0))
+            return t;
+    }
+    return NULL;
+}
+
+const char *ctok_token_name(const ctok_token *tok)
+{
+    return tok->name;
+}
+
+const char *ctok_token_id(const ctok_token *tok)
+{
+    return tok->id;
+}
+
+const char *ctok_token_type(const ctok_token *tok)
+{
+    return tok->type;
+}
+
+int ctok_token_allow_export(const ctok_token *tok)
+{
+    return tok->allow_export;
+}
+
+int ctok_token_explicit_ecc(const ctok_token *tok)
+{
+    return tok->explicit_ecc;
+}
+
+int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm)
+{
+    return (tok->perms & perm) != 0;
+}
+
+ctok_ctx *ctok_token_ctx(const ctok_token *tok)
+{
+    return tok->ctx;
+}
+
+int ctok_token_open(ctok_token *tok)
+{
+    int ok = 1;
+
+    pthread_mutex_lock(&tok->lock);
+    if (!tok->opened) {
+        ok = tok->be->open(tok);
+        tok->opened = ok;
+    }
+    pthread_mutex_unlock(&tok->lock);
+    return ok;
+}
+
+int ctok_token_is_active(const ctok_token *tok)
+{
+    return tok->active;
+}
+
+/* Sends a code to the backend unless the token already rejected it. Lock held. */
+static int login_locked(ctok_token *tok, const char *code, size_t len)
+{
+    uint8_t h[32];
+    int r;
+
+    SHA256((const uint8_t *)code, len, h);
+    for (int i = 0; i < tok->n_rejected; i++) {
+        if (CRYPTO_memcmp(h, tok->rejected[i], 32) == 0) {
+            CTOK_ERR(CTOK_R_WRONG_CODE,
+                     "token '%s': this authentication code was already rejected; not sending it "
+                     "again", tok->name);
+            return 0;
+        }
+    }
+    r = tok->be->login(tok, code, len);
+    if (r == 0) {
+        memcpy(tok->rejected[tok->n_rejected % 4], h, 32);
+        if (tok->n_rejected < 4)
+            tok->n_rejected++;
+        return 0;
+    }
+    if (r < 0)
+        return 0;
+    tok->code = OPENSSL_malloc(len + 1);
+    if (tok->code == NULL)
+        return 0;
+    memcpy(tok->code, code, len);
+    tok->code[len] = '\0';
+    tok->code_len = len;
+    tok->active = 1;
+    return 1;
+}
+
+int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+{
+    int ok;
+
+    if (!ctok_token_open(tok))
+        return 0;
+    pthread_mutex_lock(&tok->lock);
+    ok = tok->active || login_locked(tok, code, len);
+    pthread_mutex_unlock(&tok->lock);
+    return ok;
+}
+
+/* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
+static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui,
+                    char *buf, size_t bufsz, size_t *len)
+{
+    if (pin != NULL && pin->value != NULL) {
+        *len = strlen(pin->value);
+        if (*len >= bufsz)
+            return 0;
+        memcpy(buf, pin->value, *len + 1);
+        return 1;
+    }
+    if (pin != NULL && pin->source != NULL) {
+        const char *p = strncmp(pin->source, "file:", 5) == 0 ? pin->source + 5 : pin->source;
+
+        return ctok_auth_read_file(tok->name, p, buf, bufsz, len);
+    }
+    switch (tok->auth_kind) {
+    case CTOK_AUTH_FILE:
+        return ctok_auth_read_file(tok->name, tok->auth_arg, buf, bufsz, len);
+    case CTOK_AUTH_ENV: {
+        const char *v = getenv(tok->auth_arg);
+
+        if (v == NULL) {
+            CTOK_ERR(CTOK_R_NO_CODE, "token '%s': environment variable %s is not set", tok->name,
+                     tok->auth_arg);
+            return 0;
+        }
+        *len = strlen(v);
+        if (*len >= bufsz)
+            return 0;
+        memcpy(buf, v, *len + 1);
+        return 1;
+    }
+    case CTOK_AUTH_STORED:
+        return ctok_auth_stored_decrypt(tok, tok->auth_arg, buf, bufsz, len);
+    case CTOK_AUTH_PROMPT:
+        break;
+    }
+    if (ui != NULL && ui->get_code != NULL) {
+        char info[200];
+
+        snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
+        if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
+            buf[*len] = '\0';
+            return 1;
+        }
+    }
+    CTOK_ERR(CTOK_R_NO_CODE,
+             "token '%s' is not active and no authentication code was supplied (configure "
+             "\"auth\", pass ?pin-value=/?pin-source=, or answer the passphrase prompt)",
+             tok->name);
+    return 0;
+}
+
+int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui)
+{
+    char code[CTOK_MAX_CODE + 1];
+    size_t len = 0;
+    int ok = 0;
+
+    if (!ctok_token_open(tok))
+        return 0;
+    if (tok->active)
+        return 1;
+    /* the code is fetched without the lock: a prompt may take long */
+    if (!get_code(tok, pin, ui, code, sizeof(code), &len))
+        goto end;
+    pthread_mutex_lock(&tok->lock);
+    ok = tok->active || login_locked(tok, code, len);
+    pthread_mutex_unlock(&tok->lock);
+end:
+    OPENSSL_cleanse(code, sizeof(code));
+    return ok;
+}
+
+int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
+{
+    if (!ctok_token_open(tok))
+        return 0;
+    return tok->be->enumerate(tok, cb, arg);
+}
+
+struct key_search {
+    const uint8_t *id;
+    size_t id_len;
+    const char *label;
+    enum ctok_key_type type;
+    int found;
+};
+
+static int find_key_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    struct key_search *s = arg;
+
+    (void)tok;
+    if (o->type == CTOK_OBJ_PRIVATE && !s->found && o->id_len == s->id_len
+        && memcmp(o->id, s->id, s->id_len) == 0) {
+        s->found = 1;
+        s->label = o->label;
+        s->type = o->key_type;
+    }
+    return 1;
+}
+
+ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
+{
+    struct key_search s = {id, id_len, NULL, CTOK_KT_NONE, 0};
+    ctok_key *key;
+    char hex[2 * CTOK_MAX_ID + 1];
+
+    if (id_len > CTOK_MAX_ID || !ctok_token_enumerate(tok, find_key_cb, &s))
+        return NULL;
+    ctok_hex(id, id_len, hex);
+    if (!s.found) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", tok->name, hex);
+        return NULL;
+    }
+    if (!tok->active) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': not active; key %s needs an authentication code",
+                 tok->name, hex);
+        return NULL;
+    }
+    key = calloc(1, sizeof(*key));
+    if (key == NULL)
+        return NULL;
+    key->refs = 1;
+    key->tok = tok;
+    key->label = strdup(s.label != NULL ? s.label : "");
+    memcpy(key->id, id, id_len);
+    key->id_len = id_len;
+    key->type = s.type;
+    if (key->label == NULL || !tok->be->key_load(tok, key)) {
+        ctok_key_unref(key);
+        return NULL;
+    }
+    return key;
+}
+
+int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
+{
+    if (tok->be->generate == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key generation not supported", tok->name);
+        return 0;
+    }
+    return tok->be->generate(tok, alias, spec);
+}
+
+int ctok_token_remove(ctok_token *tok, const char *alias)
+{
+    return tok->be->remove(tok, alias);
+}
+
+int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+{
+    return tok->be->put_cert(tok, alias, cert);
+}
+
+ctok_key *ctok_key_ref(ctok_key *key)
+{
+    __atomic_add_fetch(&key->refs, 1, __ATOMIC_RELAXED);
+    return key;
+}
+
+void ctok_key_unref(ctok_key *key)
+{
+    if (key == NULL || __atomic_sub_fetch(&key->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    if (key->be_data != NULL)
+        key->tok->be->key_free(key);
+    EVP_PKEY_free(key->pub);
+    free(key->label);
+    free(key);
+}
+
+ctok_token *ctok_key_token(const ctok_key *key)
+{
+    return key->tok;
+}
+
+const char *ctok_key_label(const ctok_key *key)
+{
+    return key->label;
+}
+
+enum ctok_key_type ctok_key_type(const ctok_key *key)
+{
+    return key->type;
+}
+
+EVP_PKEY *ctok_key_pub(const ctok_key *key)
+{
+    return key->pub;
+}
+
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                  size_t tbslen, uint8_t *sig, size_t *siglen)
+{
+    return key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
+}
+
+int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                     size_t inlen, uint8_t *out, size_t *outlen)
+{
+    if (key->tok->be->decrypt == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': decryption not supported",
+                 key->tok->name, key->label);
+        return 0;
+    }
+    return key->tok->be->decrypt(key, p, in, inlen, out, outlen);
+}
+
+int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
+{
+    if (key->tok->be->derive == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': key agreement not supported",
+                 key->tok->name, key->label);
+        return 0;
+    }
+    return key->tok->be->derive(key, peer, secret, len);
+}
+
+EVP_PKEY *ctok_key_export_private(ctok_key *key)
+{
+    if (!key->tok->allow_export || key->tok->be->export_private == NULL) {
+        CTOK_ERR(CTOK_R_EXPORT_DENIED,
+                 "token '%s', key '%s': the token does not allow export of private keys",
+                 key->tok->name, key->label);
+        return NULL;
+    }
+    return key->tok->be->export_private(key);
+}

@@ -1,0 +1,205 @@
+/*
+ * ctok token layer: the contract between the front doors (provider/, cli/) and the
+ * token backends. Knows OpenSSL objects (EVP_PKEY, X509) but not OSSL_PARAM dispatch.
+ */
+#ifndef CTOK_TOKEN_H
+#define CTOK_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <jansson.h>
+
+#include "err.h"
+
+#define CTOK_MAX_ID 64
+#define CTOK_MAX_CODE 256
+
+/* Key types as OpenSSL names them (keymgmt names). */
+enum ctok_key_type { CTOK_KT_NONE = 0, CTOK_KT_RSA, CTOK_KT_RSA_PSS, CTOK_KT_EC, CTOK_KT_ED25519 };
+
+enum ctok_obj_type { CTOK_OBJ_CERT = 1, CTOK_OBJ_PUBLIC = 2, CTOK_OBJ_PRIVATE = 4 };
+#define CTOK_OBJ_ANY (CTOK_OBJ_CERT | CTOK_OBJ_PUBLIC | CTOK_OBJ_PRIVATE)
+
+/* Authorization rules of EJBCA's crypto tokens (seed 000). */
+enum ctok_perm {
+    CTOK_PERM_VIEW = 1 << 0,
+    CTOK_PERM_USE = 1 << 1,
+    CTOK_PERM_ACTIVATE = 1 << 2,
+    CTOK_PERM_DEACTIVATE = 1 << 3,
+    CTOK_PERM_MODIFY = 1 << 4,
+    CTOK_PERM_DELETE = 1 << 5,
+    CTOK_PERM_KEYGEN = 1 << 6,
+    CTOK_PERM_KEYREMOVE = 1 << 7,
+    CTOK_PERM_KEYTEST = 1 << 8,
+};
+#define CTOK_PERM_ALL 0x1ff
+
+typedef struct ctok_ctx ctok_ctx;
+typedef struct ctok_token ctok_token;
+typedef struct ctok_key ctok_key;
+
+/* One object a token holds, as enumeration reports it. Borrowed pointers. */
+struct ctok_object {
+    enum ctok_obj_type type;
+    const char *label;
+    const uint8_t *id;
+    size_t id_len;
+    enum ctok_key_type key_type; /* keys; certificates: type of their public key */
+    X509 *cert;                  /* certificates */
+    EVP_PKEY *pub;               /* public key when known (certificate's, or the key's) */
+};
+typedef int (*ctok_object_cb)(ctok_token *tok, const struct ctok_object *obj, void *arg);
+
+/* Where an auth code comes from when the configuration does not say. */
+struct ctok_ui {
+    /* Fills buf with the code for the token named in info; returns 1, or 0 if none. */
+    int (*get_code)(void *arg, const char *info, char *buf, size_t bufsz, size_t *len);
+    void *arg;
+};
+
+/* Per-use auth code from a URI query (?pin-value= / ?pin-source=). */
+struct ctok_pin {
+    const char *value;
+    const char *source; /* "file:/path" or a path */
+};
+
+/* Signature request. md == NULL: sign tbs as given (raw PKCS#1 block / ECDSA over tbs). */
+struct ctok_sig_params {
+    int pad;            /* RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING, RSA_NO_PADDING */
+    const EVP_MD *md;   /* digest that produced tbs */
+    const EVP_MD *mgf1; /* PSS */
+    int saltlen;        /* PSS, already resolved to a byte count */
+};
+
+struct ctok_dec_params {
+    int pad; /* RSA_PKCS1_PADDING, RSA_PKCS1_OAEP_PADDING, RSA_NO_PADDING, RSA_PKCS1_WITH_TLS */
+    const EVP_MD *oaep_md;
+    const EVP_MD *mgf1;
+    const uint8_t *label;
+    size_t label_len;
+    unsigned int tls_client_version;
+    unsigned int tls_negotiated_version;
+};
+
+struct ctok_keyspec {
+    enum ctok_key_type type;
+    int bits;          /* RSA */
+    const char *group; /* EC: OpenSSL group name */
+};
+
+/* ---- context: one per provider instance or tool process ---- */
+ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *config_path);
+void ctok_ctx_free(ctok_ctx *ctx);
+OSSL_LIB_CTX *ctok_ctx_libctx(const ctok_ctx *ctx);
+const char *ctok_ctx_propq(const ctok_ctx *ctx);
+/* The config path in force: explicit, else $CTOK_CONFIG, else /etc/ctok/tokens.json. */
+const char *ctok_ctx_config_path(const ctok_ctx *ctx);
+/* Loads the configuration on first use; later calls are free. */
+int ctok_ctx_load(ctok_ctx *ctx);
+size_t ctok_ctx_token_count(ctok_ctx *ctx);
+ctok_token *ctok_ctx_token_at(ctok_ctx *ctx, size_t i);
+ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id);
+
+/*
+ * Adds a token to the config file: under a lock, re-reading the file, atomically. The
+ * backend is initialized with code (a new keystore) or checked against it (an existing one).
+ */
+int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t len);
+/* A new random token id (UUID v4 text, 37 bytes with the NUL). */
+int ctok_new_id(char out[37]);
+
+/* ---- tokens ---- */
+const char *ctok_token_name(const ctok_token *tok);
+const char *ctok_token_id(const ctok_token *tok);
+const char *ctok_token_type(const ctok_token *tok);
+int ctok_token_allow_export(const ctok_token *tok);
+int ctok_token_explicit_ecc(const ctok_token *tok);
+int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm);
+ctok_ctx *ctok_token_ctx(const ctok_token *tok);
+/* Opens the backend (reads the keystore, no auth code needed). */
+int ctok_token_open(ctok_token *tok);
+int ctok_token_is_active(const ctok_token *tok);
+/* Activates the token if it is not active: pin, then config auth, then ui. */
+int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui);
+/* Activates with exactly this code (tool: check a code, create a keystore). */
+int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
+int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
+/* Key handle for the private key with this id; the token must be active. */
+ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);
+int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
+int ctok_token_remove(ctok_token *tok, const char *alias);
+int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+
+/* ---- key handles: refcounted, shareable between threads ---- */
+ctok_key *ctok_key_ref(ctok_key *key);
+void ctok_key_unref(ctok_key *key);
+ctok_token *ctok_key_token(const ctok_key *key);
+const char *ctok_key_label(const ctok_key *key);
+enum ctok_key_type ctok_key_type(const ctok_key *key);
+/* Public key, in the context's library context; never holds private parts. */
+EVP_PKEY *ctok_key_pub(const ctok_key *key);
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                  size_t tbslen, uint8_t *sig, size_t *siglen);
+int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                     size_t inlen, uint8_t *out, size_t *outlen);
+int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+/* The private key itself, only for tokens that allow export (else an error). */
+EVP_PKEY *ctok_key_export_private(ctok_key *key);
+
+/* ---- helpers shared by the front doors ---- */
+const char *ctok_key_type_name(enum ctok_key_type t); /* "RSA", "RSA-PSS", "EC", "ED25519" */
+enum ctok_key_type ctok_key_type_of(const EVP_PKEY *pkey);
+/* id of a public key: SHA-1 of the subjectPublicKey bits (RFC 5280 key identifier). */
+int ctok_pub_id(const EVP_PKEY *pub, uint8_t id[20]);
+int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec);
+void ctok_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
+
+/* ---- ctok: URIs and certificate-first lookup ---- */
+struct ctok_uri {
+    char *token;    /* token= */
+    char *token_id; /* token-id= */
+    char *object;   /* object= */
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    int has_id;
+    unsigned int types; /* CTOK_OBJ_* from type=, CTOK_OBJ_ANY when absent */
+    char *pin_value;
+    char *pin_source;
+};
+/* Parses a ctok: URI; raises CTOK_R_BAD_URI saying what is wrong. */
+int ctok_uri_parse(const char *s, struct ctok_uri *u);
+void ctok_uri_clear(struct ctok_uri *u);
+
+/* An object found by ctok_find: owns its copies. */
+struct ctok_found {
+    ctok_token *tok;
+    enum ctok_obj_type type;
+    char *label;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    enum ctok_key_type key_type;
+    X509 *cert;
+    EVP_PKEY *pub;
+};
+/*
+ * Every object the URI names, restricted to types, certificates first. A private key
+ * matches by its own label or id, or by the id of a matching certificate
+ * (certificate-first: object=<certificate label>;type=private finds the certificate's key).
+ * Raises CTOK_R_UNKNOWN_TOKEN for a token= that is not configured.
+ */
+int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struct ctok_found **out,
+              size_t *n);
+void ctok_found_free(struct ctok_found *f, size_t n);
+
+/* Debug tracing (CTOK_DEBUG=1 or provider parameter ctok-debug). */
+extern int ctok_debug_on;
+void ctok_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define CTOK_DBG(...)                                                                          \
+    do {                                                                                       \
+        if (ctok_debug_on)                                                                     \
+            ctok_debug(__VA_ARGS__);                                                           \
+    } while (0)
+
+#endif

@@ -1,0 +1,189 @@
+/* ctok: URIs, RFC 7512 style: path attributes split by ';', query after '?'. */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+#include <openssl/crypto.h>
+
+#include "token.h"
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Percent-decodes [s, s+len) into a new buffer; *outlen gets its length. */
+static char *pct_decode(const char *uri, const char *s, size_t len, size_t *outlen)
+{
+    char *out = malloc(len + 1);
+    size_t o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%') {
+            int hi = i + 1 < len ? hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
+
+            if (hi < 0 || lo < 0) {
+                CTOK_ERR(CTOK_R_BAD_URI, "'%s': bad percent-encoding", uri);
+                OPENSSL_clear_free(out, len + 1);
+                return NULL;
+            }
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+            continue;
+        }
+        out[o++] = s[i];
+    }
+    out[o] = '\0';
+    if (outlen != NULL)
+        *outlen = o;
+    return out;
+}
+
+static int set_string(const char *uri, char **dst, const char *attr, const char *v, size_t vlen)
+{
+    size_t n;
+
+    if (*dst != NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': attribute '%s' given twice", uri, attr);
+        return 0;
+    }
+    *dst = pct_decode(uri, v, vlen, &n);
+    if (*dst == NULL)
+        return 0;
+    if (strlen(*dst) != n) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': attribute '%s' contains a NUL byte", uri, attr);
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_attr(const char *uri, struct ctok_uri *u, const char *a, size_t alen, int query)
+{
+    const char *eq = memchr(a, '=', alen);
+    size_t klen, vlen;
+    const char *v;
+
+    if (eq == NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': '%.*s' is not name=value", uri, (int)alen, a);
+        return 0;
+    }
+    klen = (size_t)(eq - a);
+    v = eq + 1;
+    vlen = alen - klen - 1;
+#define IS(k) (klen == strlen(k) && memcmp(a, k, klen) == 0)
+    if (!query && IS("token"))
+        return set_string(uri, &u->token, "token", v, vlen);
+    if (!query && IS("token-id"))
+        return set_string(uri, &u->token_id, "token-id", v, vlen);
+    if (!query && IS("object"))
+        return set_string(uri, &u->object, "object", v, vlen);
+    if (!query && IS("id")) {
+        size_t n;
+        char *raw;
+
+        if (u->has_id) {
+            CTOK_ERR(CTOK_R_BAD_URI, "'%s': attribute 'id' given twice", uri);
+            return 0;
+        }
+        raw = pct_decode(uri, v, vlen, &n);
+        if (raw == NULL)
+            return 0;
+        if (n > CTOK_MAX_ID) {
+            free(raw);
+            CTOK_ERR(CTOK_R_BAD_URI, "'%s': id longer than %d bytes", uri, CTOK_MAX_ID);
+            return 0;
+        }
+        memcpy(u->id, raw, n);
+        u->id_len = n;
+        u->has_id = 1;
+        free(raw);
+        return 1;
+    }
+    if (!query && IS("type")) {
+        if (vlen == 4 && memcmp(v, "cert", 4) == 0)
+            u->types = CTOK_OBJ_CERT;
+        else if (vlen == 6 && memcmp(v, "public", 6) == 0)
+            u->types = CTOK_OBJ_PUBLIC;
+        else if (vlen == 7 && memcmp(v, "private", 7) == 0)
+            u->types = CTOK_OBJ_PRIVATE;
+        else {
+            CTOK_ERR(CTOK_R_BAD_URI, "'%s': type must be cert, public or private", uri);
+            return 0;
+        }
+        return 1;
+    }
+    if (query && IS("pin-value"))
+        return set_string(uri, &u->pin_value, "pin-value", v, vlen);
+    if (query && IS("pin-source"))
+        return set_string(uri, &u->pin_source, "pin-source", v, vlen);
+#undef IS
+    CTOK_ERR(CTOK_R_BAD_URI, "'%s': unknown attribute '%.*s'", uri, (int)klen, a);
+    return 0;
+}
+
+int ctok_uri_parse(const char *uri, struct ctok_uri *u)
+{
+    const char *p, *end, *q;
+    char s[512]; /* the URI as errors show it: the query may hold a PIN, so it is cut */
+    const char *qm = strchr(uri, '?');
+    size_t shown = qm != NULL ? (size_t)(qm - uri) : strlen(uri);
+
+    snprintf(s, sizeof(s), "%.*s%s", (int)(shown > 400 ? 400 : shown), uri,
+             qm != NULL ? "?..." : "");
+    memset(u, 0, sizeof(*u));
+    u->types = CTOK_OBJ_ANY;
+    if (strncmp(uri, "ctok:", 5) != 0) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': does not start with 'ctok:'", s);
+        return 0;
+    }
+    p = uri + 5;
+    q = strchr(p, '?');
+    end = q != NULL ? q : p + strlen(p);
+    while (p < end) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *aend = semi != NULL ? semi : end;
+
+        if (aend > p && !parse_attr(s, u, p, (size_t)(aend - p), 0))
+            goto err;
+        p = aend + 1;
+    }
+    if (q != NULL) {
+        p = q + 1;
+        end = p + strlen(p);
+        while (p < end) {
+            const char *amp = memchr(p, '&', (size_t)(end - p));
+            const char *aend = amp != NULL ? amp : end;
+
+            if (aend > p && !parse_attr(s, u, p, (size_t)(aend - p), 1))
+                goto err;
+            p = aend + 1;
+        }
+    }
+    if (u->pin_value != NULL && u->pin_source != NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': pin-value and pin-source exclude each other", s);
+        goto err;
+    }
+    return 1;
+err:
+    ctok_uri_clear(u);
+    return 0;
+}
+
+void ctok_uri_clear(struct ctok_uri *u)
+{
+    free(u->token);
+    free(u->token_id);
+    free(u->object);
+    if (u->pin_value != NULL)
+        OPENSSL_clear_free(u->pin_value, strlen(u->pin_value));
+    free(u->pin_source);
+    memset(u, 0, sizeof(*u));
+}
