@@ -1,0 +1,43 @@
+# ctok: the commands a user and CI run. Each installs what is missing (Debian 12, as root).
+BUILD   ?= build
+PYTHON  ?= /usr/bin/python3
+DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
+           libcurl4-openssl-dev python3-pytest python3-cryptography clang-format
+
+.PHONY: all deps build demo test bench install check-format format clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_DEPS); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	  done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing missing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCTOK_WERROR=ON
+	cmake --build $(BUILD) -j$$(nproc)
+
+demo: build
+	bash tests/demo.sh $(BUILD)
+
+test: build
+	$(PYTHON) -m pytest tests -q -p no:cacheprovider
+
+bench: build
+	$(PYTHON) bench/run.py --build $(BUILD)
+
+install: build
+	cmake --install $(BUILD)
+
+check-format:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)
