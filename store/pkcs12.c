@@ -338,6 +338,16 @@ static int p12_login(ctok_token *tok, const char *code, size_t len)
     return r;
 }
 
+/* A certificate of key entry e (same id), if the keystore has one. */
+static const struct p12_entry *cert_of(const struct p12 *ks, const struct p12_entry *e)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (!ks->e[i].is_key && ks->e[i].id_len == e->id_len
+            && memcmp(ks->e[i].id, e->id, e->id_len) == 0)
+            return &ks->e[i];
+    return NULL;
+}
+
 static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
     struct p12 *ks = P12(tok);
@@ -353,9 +363,15 @@ static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
             if (pass == 0 && !e->is_key) {
                 ok = cb(tok, &o, arg);
             } else if (pass == 1 && e->is_key) {
+                const struct p12_entry *c = e->pub == NULL ? cert_of(ks, e) : NULL;
+
+                if (c != NULL) { /* before login: the certificate knows the public key */
+                    o.pub = c->pub;
+                    o.key_type = c->kt;
+                }
                 o.type = CTOK_OBJ_PRIVATE;
                 ok = cb(tok, &o, arg);
-                if (ok && e->pub != NULL) {
+                if (ok && o.pub != NULL) {
                     o.type = CTOK_OBJ_PUBLIC;
                     ok = cb(tok, &o, arg);
                 }
