@@ -345,8 +345,26 @@ static int km_gen_set_params(void *vg, const OSSL_PARAM params[])
     return 1;
 }
 
+struct gen_cb {
+    OSSL_CALLBACK *cb;
+    void *arg;
+};
+
+/* Progress of the inner generation, reported to the application as it would see it. */
+static int gen_progress(EVP_PKEY_CTX *c)
+{
+    struct gen_cb *g = EVP_PKEY_CTX_get_app_data(c);
+    int potential = EVP_PKEY_CTX_get_keygen_info(c, 0);
+    int iteration = EVP_PKEY_CTX_get_keygen_info(c, 1);
+    OSSL_PARAM p[] = {OSSL_PARAM_int(OSSL_GEN_PARAM_POTENTIAL, &potential),
+                      OSSL_PARAM_int(OSSL_GEN_PARAM_ITERATION, &iteration), OSSL_PARAM_END};
+
+    return g->cb(p, g->arg);
+}
+
 static void *km_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
 {
+    struct gen_cb progress = {cb, cbarg};
     struct genctx *g = vg;
     struct ctok_provctx *pctx = g->pctx;
     EVP_PKEY_CTX *c;
@@ -354,13 +372,15 @@ static void *km_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
     struct ctok_pkey *k = NULL;
     int keypair = (g->selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
 
-    (void)cb;
-    (void)cbarg;
     c = g->template != NULL
             ? EVP_PKEY_CTX_new_from_pkey(pctx->child, g->template, pctx->propq)
             : EVP_PKEY_CTX_new_from_name(pctx->child, ctok_key_type_name(g->type), pctx->propq);
     CTOK_DBG("keymgmt: pass-through %s of %s", keypair ? "keygen" : "paramgen",
              ctok_key_type_name(g->type));
+    if (c != NULL && cb != NULL) {
+        EVP_PKEY_CTX_set_app_data(c, &progress);
+        EVP_PKEY_CTX_set_cb(c, gen_progress);
+    }
     if (c == NULL || (keypair ? EVP_PKEY_keygen_init(c) : EVP_PKEY_paramgen_init(c)) <= 0
         || (g->params != NULL && !EVP_PKEY_CTX_set_params(c, g->params))
         || EVP_PKEY_generate(c, &pkey) <= 0)
