@@ -73,7 +73,7 @@ int cmd_key_generate(struct cli *c)
         u.token = (char *)ctok_token_name(tok);
         u.object = (char *)alias;
         u.types = CTOK_OBJ_PRIVATE;
-        if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, &f, &n) || n == 0)
+        if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n) || n == 0)
             return cli_fail();
         memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
         key = ctok_token_key(tok, f[0].id, f[0].id_len);
@@ -173,7 +173,7 @@ static ctok_key *key_by_alias(struct cli *c, ctok_token *tok, const char *alias)
 
     u.token = (char *)ctok_token_name(tok);
     u.types = CTOK_OBJ_PRIVATE;
-    if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, &f, &n))
+    if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n))
         return NULL;
     for (i = 0; i < n && strcmp(f[i].label, alias) != 0; i++)
         ;
@@ -303,7 +303,7 @@ int cmd_cert_import(struct cli *c)
         u.token = (char *)ctok_token_name(tok);
         u.object = c->argv[1];
         u.types = CTOK_OBJ_CERT;
-        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, &f, &n) && n > 0) {
+        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n) && n > 0) {
             memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
             ctok_hex(id, f[0].id_len < 20 ? f[0].id_len : 20, hex);
         }

@@ -5,7 +5,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 
 #include "prov.h"
 
@@ -24,6 +26,12 @@ struct kxctx {
     struct ctok_provctx *pctx;
     struct ctok_pkey *key, *peer;
     EVP_PKEY_CTX *inner; /* pass-through keys */
+    /* token keys: the token derives Z; an X9.63 KDF, if asked for, runs here */
+    int x963;
+    char kdf_md[64];
+    size_t kdf_outlen;
+    unsigned char *ukm;
+    size_t ukm_len;
 };
 
 static void *kx_newctx(void *provctx)
@@ -44,6 +52,7 @@ static void kx_freectx(void *vc)
     ctok_pkey_free(c->key);
     ctok_pkey_free(c->peer);
     EVP_PKEY_CTX_free(c->inner);
+    OPENSSL_free(c->ukm);
     free(c);
 }
 
@@ -53,9 +62,14 @@ static void *kx_dupctx(void *vc)
 
     if (c == NULL)
         return NULL;
+    c->x963 = src->x963;
+    memcpy(c->kdf_md, src->kdf_md, sizeof(c->kdf_md));
+    c->kdf_outlen = src->kdf_outlen;
+    c->ukm_len = src->ukm_len;
     if ((src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL)
         || (src->peer != NULL && (c->peer = ctok_pkey_copy(src->peer)) == NULL)
-        || (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL)) {
+        || (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL)
+        || (src->ukm != NULL && (c->ukm = OPENSSL_memdup(src->ukm, src->ukm_len)) == NULL)) {
         kx_freectx(c);
         return NULL;
     }
@@ -100,9 +114,32 @@ static int kx_set_peer(void *vc, void *vpeer)
     return c->inner == NULL || EVP_PKEY_derive_set_peer(c->inner, peer->pkey) > 0;
 }
 
+/* ANSI X9.63 KDF over the token's shared secret, as OpenSSL's ECDH would apply it. */
+static int x963(struct kxctx *c, const unsigned char *z, size_t zlen, unsigned char *out,
+                size_t outlen)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(c->pctx->child, OSSL_KDF_NAME_X963KDF, c->pctx->propq);
+    EVP_KDF_CTX *kc = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM p[4], *q = p;
+    int ok;
+
+    *q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, c->kdf_md, 0);
+    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
+    if (c->ukm != NULL)
+        *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, c->ukm, c->ukm_len);
+    *q = OSSL_PARAM_construct_end();
+    ok = kc != NULL && EVP_KDF_derive(kc, out, outlen, p) > 0;
+    EVP_KDF_CTX_free(kc);
+    EVP_KDF_free(kdf);
+    return ok;
+}
+
 static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
     struct kxctx *c = vc;
+    unsigned char z[132];
+    size_t zlen = sizeof(z);
+    int ok;
 
     if (c->inner != NULL) {
         *secretlen = outlen;
@@ -111,11 +148,20 @@ static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t 
     if (c->key == NULL || c->peer == NULL)
         return 0;
     if (secret == NULL) {
-        *secretlen = (size_t)(EVP_PKEY_get_bits(c->key->pkey) + 7) / 8;
+        *secretlen = c->x963 ? c->kdf_outlen : (size_t)(EVP_PKEY_get_bits(c->key->pkey) + 7) / 8;
         return 1;
     }
-    *secretlen = outlen;
-    return ctok_key_derive(c->key->tok, c->peer->pkey, secret, secretlen);
+    if (!c->x963) {
+        *secretlen = outlen;
+        return ctok_key_derive(c->key->tok, c->peer->pkey, secret, secretlen);
+    }
+    if (outlen < c->kdf_outlen)
+        return 0;
+    ok = ctok_key_derive(c->key->tok, c->peer->pkey, z, &zlen)
+         && x963(c, z, zlen, secret, c->kdf_outlen);
+    OPENSSL_cleanse(z, sizeof(z));
+    *secretlen = c->kdf_outlen;
+    return ok;
 }
 
 static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
@@ -127,11 +173,38 @@ static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
         return 1;
     if (c->inner != NULL)
         return EVP_PKEY_CTX_set_params(c->inner, params);
-    /* a token derives the plain shared secret: no KDF on the token side */
-    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
-    if (p != NULL && p->data_type == OSSL_PARAM_UTF8_STRING && ((char *)p->data)[0] != '\0') {
-        CTOK_ERR(CTOK_R_UNSUPPORTED, "ECDH with a token key supports no KDF");
+    /* the token derives the plain shared secret; a KDF over it runs here */
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE)) != NULL) {
+        const char *name;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
+            return 0;
+        if (*name != '\0' && strcasecmp(name, OSSL_KDF_NAME_X963KDF) != 0) {
+            CTOK_ERR(CTOK_R_UNSUPPORTED, "ECDH with a token key: KDF '%s' is not supported "
+                     "(X963KDF is)", name);
+            return 0;
+        }
+        c->x963 = *name != '\0';
+    }
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST)) != NULL) {
+        const char *name;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || strlen(name) >= sizeof(c->kdf_md))
+            return 0;
+        strcpy(c->kdf_md, name);
+    }
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN)) != NULL
+        && !OSSL_PARAM_get_size_t(p, &c->kdf_outlen))
         return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM)) != NULL) {
+        void *ukm = NULL;
+        size_t len = 0;
+
+        if (!OSSL_PARAM_get_octet_string(p, &ukm, 0, &len))
+            return 0;
+        OPENSSL_free(c->ukm);
+        c->ukm = ukm;
+        c->ukm_len = len;
     }
     return 1;
 }

@@ -271,9 +271,12 @@ static void *km_dup(const void *vk, int selection)
     struct ctok_pkey *k;
     OSSL_PARAM *params = NULL;
 
-    if (src->tok != NULL || src->pkey == NULL || (selection & OSSL_KEYMGMT_SELECT_KEYPAIR))
+    if (src->pkey == NULL || (selection & OSSL_KEYMGMT_SELECT_KEYPAIR))
         return ctok_pkey_copy(src); /* pkeys are never modified in place but by set_params */
-    /* parameters only (EVP_PKEY_copy_parameters): a new key without key material */
+    /*
+     * Parameters only (EVP_PKEY_copy_parameters, e.g. the peer key of CMS ECDH): a new
+     * ordinary key without key material, even when copied from a token key.
+     */
     k = ctok_pkey_new(src->pctx, src->type);
     if (k == NULL)
         return NULL;

@@ -176,9 +176,12 @@ static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
     ctok_ctx *tokens;
 
     if (!c->searched) {
+        struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
+        struct ctok_ui ui = {ctok_pw_get_code, &pw};
+
         c->searched = 1;
         tokens = ctok_prov_tokens(c->pctx);
-        if (tokens == NULL || !ctok_find(tokens, &c->uri, c->expect, &c->found, &c->n))
+        if (tokens == NULL || !ctok_find(tokens, &c->uri, c->expect, &ui, &c->found, &c->n))
             return 0;
         CTOK_DBG("store: %zu object(s) match", c->n);
         if (c->n == 0) {

@@ -46,13 +46,17 @@ static int collect_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
     return 1;
 }
 
+static void ctok_found_free_one(struct ctok_found *f)
+{
+    free(f->label);
+    X509_free(f->cert);
+    EVP_PKEY_free(f->pub);
+}
+
 void ctok_found_free(struct ctok_found *f, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        free(f[i].label);
-        X509_free(f[i].cert);
-        EVP_PKEY_free(f[i].pub);
-    }
+    for (size_t i = 0; i < n; i++)
+        ctok_found_free_one(&f[i]);
     free(f);
 }
 
@@ -78,13 +82,93 @@ static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_
     return 0;
 }
 
-int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struct ctok_found **out,
-              size_t *nout)
+static int selected(const struct ctok_uri *u, const ctok_token *t)
+{
+    return (u->token == NULL || strcmp(t->name, u->token) == 0)
+           && (u->token_id == NULL || strcmp(t->id, u->token_id) == 0);
+}
+
+static int enumerate_into(struct collect *all, ctok_token *t)
+{
+    return ctok_token_enumerate(t, collect_cb, all) && !all->failed;
+}
+
+/* Drops what was collected from token t: it is about to be read again after login. */
+static void drop_token(struct collect *all, const ctok_token *t)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < all->n; i++) {
+        if (all->v[i].tok == t)
+            ctok_found_free_one(&all->v[i]);
+        else
+            all->v[k++] = all->v[i];
+    }
+    all->n = k;
+}
+
+/* Does the collection hold a certificate matching the URI, on token t (NULL: anywhere)? */
+static int has_matching_cert(const struct ctok_uri *u, const struct collect *all,
+                             const ctok_token *t)
+{
+    for (size_t i = 0; i < all->n; i++)
+        if (all->v[i].type == CTOK_OBJ_CERT && (t == NULL || all->v[i].tok == t)
+            && matches(u, all->v, all->n, &all->v[i]))
+            return 1;
+    return 0;
+}
+
+static int has_match(const struct ctok_uri *u, const struct collect *all, unsigned int want)
+{
+    for (size_t i = 0; i < all->n; i++)
+        if ((all->v[i].type & want) && matches(u, all->v, all->n, &all->v[i]))
+            return 1;
+    return 0;
+}
+
+/* Second phase of the search: log in where hidden objects may be what is asked for. */
+static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want,
+                  const struct ctok_ui *ui, struct collect *all)
+{
+    struct ctok_pin pin = {u->pin_value, u->pin_source};
+    int named = u->token != NULL || u->token_id != NULL;
+    int filtered = u->object != NULL || u->has_id;
+    int found = has_match(u, all, want);
+
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        ctok_token *t = ctx->tokens[i];
+        unsigned int hidden;
+
+        if (!selected(u, t) || !ctok_token_permits(t, CTOK_PERM_VIEW) || t->active
+            || t->be->hidden == NULL)
+            continue;
+        hidden = t->be->hidden(t) & want;
+        if (hidden == 0)
+            continue;
+        if (!(named || !filtered || !found
+              || ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(u, all, t))))
+            continue;
+        CTOK_DBG("lookup: token '%s' hides what is searched for: logging in", t->name);
+        if (!ctok_token_login(t, &pin, ui)) {
+            if (named)
+                return 0;
+            continue; /* another token may hold it: the error stays for the caller */
+        }
+        drop_token(all, t);
+        if (!enumerate_into(all, t))
+            return 0;
+    }
+    return 1;
+}
+
+int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
+              struct ctok_found **out, size_t *nout)
 {
     struct collect all = {0};
     struct ctok_found *res = NULL;
     size_t nres = 0;
     char *moved = NULL;
+    unsigned int want = types & u->types;
     static const enum ctok_obj_type order[] = {CTOK_OBJ_CERT, CTOK_OBJ_PUBLIC, CTOK_OBJ_PRIVATE};
 
     *out = NULL;
@@ -100,8 +184,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struc
     for (size_t i = 0; i < ctx->n_tokens; i++) {
         ctok_token *t = ctx->tokens[i];
 
-        if ((u->token != NULL && strcmp(t->name, u->token) != 0)
-            || (u->token_id != NULL && strcmp(t->id, u->token_id) != 0))
+        if (!selected(u, t))
             continue;
         if (!ctok_token_permits(t, CTOK_PERM_VIEW)) {
             if (u->token != NULL || u->token_id != NULL) {
@@ -110,15 +193,18 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struc
             }
             continue;
         }
-        if (!ctok_token_enumerate(t, collect_cb, &all) || all.failed)
+        if (!enumerate_into(&all, t))
             goto err;
     }
+    /* private keys are found through certificates: those must be visible too */
+    if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want, ui, &all))
+        goto err;
     res = calloc(all.n + 1, sizeof(*res));
     moved = calloc(all.n + 1, 1);
     if (res == NULL || moved == NULL)
         goto err;
     for (size_t k = 0; k < 3; k++) {
-        if (!(types & u->types & order[k]))
+        if (!(want & order[k]))
             continue;
         for (size_t i = 0; i < all.n; i++) {
             struct ctok_found *o = &all.v[i];

@@ -277,54 +277,76 @@ static int decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, s
     return 1;
 }
 
-/* Login: MAC check, then certificates of encrypted safes, then every key. Lock held. */
+/* Certificates in encrypted safes (OpenSSL's default for pkcs12 -export). Lock held. */
+static int decrypt_safes(ctok_token *tok, const char *code, size_t len)
+{
+    struct p12 *ks = P12(tok);
+    STACK_OF(PKCS7) *safes = PKCS12_unpack_authsafes(ks->p12);
+    int ok = safes != NULL;
+
+    for (int i = 0; ok && i < sk_PKCS7_num(safes); i++) {
+        PKCS7 *p7 = sk_PKCS7_value(safes, i);
+        STACK_OF(PKCS12_SAFEBAG) *bags;
+
+        if (OBJ_obj2nid(p7->type) != NID_pkcs7_encrypted)
+            continue;
+        bags = PKCS12_unpack_p7encdata(p7, code, (int)len);
+        ok = bags != NULL && add_bags(tok, bags);
+    }
+    sk_PKCS7_pop_free(safes, PKCS7_free);
+    if (ok)
+        ks->encrypted_safes = 0;
+    return ok;
+}
+
+/*
+ * Login checks the code against the keystore's MAC, nothing more: keys are decrypted
+ * one by one when used, so a one-shot signature pays for one key, not for all of them.
+ * A keystore without a MAC is checked by decrypting its first protected part. Lock held.
+ */
 static int login_locked(ctok_token *tok, const char *code, size_t len)
 {
     struct p12 *ks = P12(tok);
     int mac = verify_mac(ks->p12, code, len);
-    STACK_OF(PKCS7) *safes;
 
     if (mac == 0) {
         CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s' rejected the authentication code "
                  "(MAC verification failed)", tok->name, ks->path);
         return 0;
     }
-    if (ks->encrypted_safes && (safes = PKCS12_unpack_authsafes(ks->p12)) != NULL) {
-        for (int i = 0; i < sk_PKCS7_num(safes); i++) {
-            PKCS7 *p7 = sk_PKCS7_value(safes, i);
-            STACK_OF(PKCS12_SAFEBAG) *bags;
-
-            if (OBJ_obj2nid(p7->type) != NID_pkcs7_encrypted)
-                continue;
-            bags = PKCS12_unpack_p7encdata(p7, code, (int)len);
-            if (bags == NULL || !add_bags(tok, bags)) {
-                sk_PKCS7_pop_free(safes, PKCS7_free);
-                CTOK_ERR(mac < 0 ? CTOK_R_WRONG_CODE : CTOK_R_KEYSTORE,
-                         "token '%s': keystore '%s': encrypted safe cannot be decrypted",
-                         tok->name, ks->path);
-                return mac < 0 ? 0 : -1;
-            }
-        }
-        sk_PKCS7_pop_free(safes, PKCS7_free);
-        ks->encrypted_safes = 0;
+    if (mac > 0)
+        return 1;
+    if (ks->encrypted_safes && !decrypt_safes(tok, code, len)) {
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s': the authentication code does not "
+                 "decrypt it", tok->name, ks->path);
+        return 0;
     }
     for (size_t i = 0; i < ks->n; i++) {
-        struct p12_entry *e = &ks->e[i];
-        int r;
+        if (ks->e[i].is_key && ks->e[i].priv == NULL) {
+            int r = decrypt_key(tok, &ks->e[i], code, len);
 
-        if (!e->is_key || e->priv != NULL)
-            continue;
-        r = decrypt_key(tok, e, code, len);
-        if (r == 0) {
-            CTOK_ERR(mac < 0 ? CTOK_R_WRONG_CODE : CTOK_R_KEYSTORE,
-                     "token '%s': keystore '%s': key '%s' cannot be decrypted with this "
-                     "authentication code", tok->name, ks->path, e->label);
-            return mac < 0 ? 0 : -1;
+            if (r == 0)
+                CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s': key '%s' cannot be "
+                         "decrypted with this authentication code", tok->name, ks->path,
+                         ks->e[i].label);
+            return r > 0 ? 1 : r;
         }
-        if (r < 0)
-            return -1;
     }
     return 1;
+}
+
+/* After login: everything readable, for listings. Lock held. */
+static void reveal_all(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+
+    if (!tok->active || tok->code == NULL)
+        return;
+    if (ks->encrypted_safes)
+        (void)decrypt_safes(tok, tok->code, tok->code_len);
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->e[i].is_key && ks->e[i].priv == NULL)
+            (void)decrypt_key(tok, &ks->e[i], tok->code, tok->code_len);
 }
 
 static int p12_login(ctok_token *tok, const char *code, size_t len)
@@ -354,6 +376,7 @@ static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     int ok = 1;
 
     pthread_mutex_lock(&ks->lock);
+    reveal_all(tok);
     for (int pass = 0; ok && pass < 2; pass++) {
         for (size_t i = 0; ok && i < ks->n; i++) {
             struct p12_entry *e = &ks->e[i];
@@ -382,6 +405,17 @@ static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     return ok;
 }
 
+static unsigned int p12_hidden(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+    unsigned int h;
+
+    pthread_mutex_lock(&ks->lock);
+    h = ks->encrypted_safes ? CTOK_OBJ_CERT | CTOK_OBJ_PUBLIC : 0;
+    pthread_mutex_unlock(&ks->lock);
+    return h;
+}
+
 static struct p12_entry *find_key(struct p12 *ks, const uint8_t *id, size_t id_len)
 {
     for (size_t i = 0; i < ks->n; i++)
@@ -390,68 +424,150 @@ static struct p12_entry *find_key(struct p12 *ks, const uint8_t *id, size_t id_l
     return NULL;
 }
 
+/*
+ * A key handle's backend data: the private key and a few signing contexts already
+ * initialized on it. Setting up a context costs as much as an ECDSA signature's
+ * hashing, so contexts are reused across signatures (one at a time each).
+ */
+#define SIGN_POOL 8
+struct p12_sign_ctx {
+    EVP_PKEY_CTX *c;
+    const EVP_MD *md, *mgf1;
+    int pad, salt;
+};
+struct p12_key {
+    EVP_PKEY *priv;
+    pthread_mutex_t lock;
+    struct p12_sign_ctx pool[SIGN_POOL];
+    int n;
+};
+
 static int p12_key_load(ctok_token *tok, ctok_key *key)
 {
     struct p12 *ks = P12(tok);
     struct p12_entry *e;
+    struct p12_key *k = NULL;
     int ok = 0;
 
     pthread_mutex_lock(&ks->lock);
     e = find_key(ks, key->id, key->id_len);
-    if (e != NULL && e->priv != NULL && EVP_PKEY_up_ref(e->priv)) {
-        key->be_data = e->priv;
+    if (e != NULL && e->priv == NULL)
+        (void)decrypt_key(tok, e, tok->code, tok->code_len);
+    if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL
+        && EVP_PKEY_up_ref(e->priv)) {
+        k->priv = e->priv;
+        pthread_mutex_init(&k->lock, NULL);
+        key->be_data = k;
+        k = NULL;
         if (EVP_PKEY_up_ref(e->pub))
             key->pub = e->pub;
         key->type = e->kt;
-        ok = key->pub != NULL;
+        key->label = strdup(e->label);
+        ok = key->pub != NULL && key->label != NULL;
     }
     pthread_mutex_unlock(&ks->lock);
-    if (!ok)
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': key '%s' is not available", tok->name,
-                 key->label);
+    free(k);
+    if (!ok && e == NULL) {
+        char hex[2 * CTOK_MAX_ID + 1];
+
+        ctok_hex(key->id, key->id_len, hex);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", tok->name, hex);
+    } else if (!ok) {
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': key '%s' cannot be decrypted", tok->name,
+                 e->label);
+    }
     return ok;
 }
 
 static void p12_key_free(ctok_key *key)
 {
-    EVP_PKEY_free(key->be_data);
+    struct p12_key *k = key->be_data;
+
+    for (int i = 0; i < k->n; i++)
+        EVP_PKEY_CTX_free(k->pool[i].c);
+    EVP_PKEY_free(k->priv);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
     key->be_data = NULL;
+}
+
+static EVP_PKEY *priv_of(ctok_key *key)
+{
+    return ((struct p12_key *)key->be_data)->priv;
+}
+
+/* Applies the request to a signing context: only what differs from its last use. */
+static int prepare(ctok_key *key, struct p12_sign_ctx *sc, const struct ctok_sig_params *p)
+{
+    ctok_ctx *cx = key->tok->ctx;
+    int rsa = key->type == CTOK_KT_RSA || key->type == CTOK_KT_RSA_PSS;
+    int pss = rsa && p->pad == RSA_PKCS1_PSS_PADDING;
+    OSSL_PARAM params[5], *q = params;
+    int pad = p->pad, salt = p->saltlen;
+
+    /* a digest, once set, cannot be unset: a request without one needs a fresh context */
+    if (sc->c != NULL && sc->md != NULL && p->md == NULL) {
+        EVP_PKEY_CTX_free(sc->c);
+        sc->c = NULL;
+    }
+    if (sc->c == NULL) {
+        sc->c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
+        if (sc->c == NULL || EVP_PKEY_sign_init(sc->c) <= 0)
+            return 0;
+        sc->md = sc->mgf1 = NULL;
+        sc->pad = rsa ? RSA_PKCS1_PADDING : 0;
+        sc->salt = -1000;
+    }
+    if (rsa && sc->pad != pad)
+        *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PAD_MODE, &pad);
+    if (p->md != NULL && (sc->md != p->md || q != params))
+        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
+                                                (char *)EVP_MD_get0_name(p->md), 0);
+    if (pss && (sc->salt != salt || q != params))
+        *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &salt);
+    if (pss && p->mgf1 != NULL && (sc->mgf1 != p->mgf1 || q != params))
+        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST,
+                                                (char *)EVP_MD_get0_name(p->mgf1), 0);
+    *q = OSSL_PARAM_construct_end();
+    if (q != params && !EVP_PKEY_CTX_set_params(sc->c, params)) {
+        EVP_PKEY_CTX_free(sc->c);
+        sc->c = NULL;
+        return 0;
+    }
+    sc->md = p->md;
+    sc->mgf1 = pss ? p->mgf1 : NULL;
+    sc->pad = rsa ? pad : 0;
+    sc->salt = pss ? salt : -1000;
+    return 1;
 }
 
 static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
                     size_t tbslen, uint8_t *sig, size_t *siglen)
 {
     ctok_ctx *cx = key->tok->ctx;
-    EVP_PKEY *priv = key->be_data;
-    OSSL_PARAM params[5], *q = params;
-    int ok = 0;
+    struct p12_key *k = key->be_data;
+    struct p12_sign_ctx sc = {0};
+    int ok;
 
     if (key->type == CTOK_KT_ED25519) {
         EVP_MD_CTX *m = EVP_MD_CTX_new();
 
-        ok = m != NULL && EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, priv, NULL)
+        ok = m != NULL && EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, k->priv, NULL)
              && EVP_DigestSign(m, sig, siglen, tbs, tbslen);
         EVP_MD_CTX_free(m);
     } else {
-        EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv, cx->propq);
-        int pad = p->pad, salt = p->saltlen;
-
-        if (p->md != NULL)
-            *q++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
-                                                    (char *)EVP_MD_get0_name(p->md), 0);
-        if (key->type == CTOK_KT_RSA || key->type == CTOK_KT_RSA_PSS) {
-            *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PAD_MODE, &pad);
-            if (pad == RSA_PKCS1_PSS_PADDING) {
-                *q++ = OSSL_PARAM_construct_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, &salt);
-                if (p->mgf1 != NULL)
-                    *q++ = OSSL_PARAM_construct_utf8_string(
-                        OSSL_SIGNATURE_PARAM_MGF1_DIGEST, (char *)EVP_MD_get0_name(p->mgf1), 0);
-            }
+        pthread_mutex_lock(&k->lock);
+        if (k->n > 0)
+            sc = k->pool[--k->n];
+        pthread_mutex_unlock(&k->lock);
+        ok = prepare(key, &sc, p) && EVP_PKEY_sign(sc.c, sig, siglen, tbs, tbslen) > 0;
+        pthread_mutex_lock(&k->lock);
+        if (ok && k->n < SIGN_POOL) {
+            k->pool[k->n++] = sc;
+            sc.c = NULL;
         }
-        *q = OSSL_PARAM_construct_end();
-        ok = c != NULL && EVP_PKEY_sign_init_ex(c, params) > 0
-             && EVP_PKEY_sign(c, sig, siglen, tbs, tbslen) > 0;
-        EVP_PKEY_CTX_free(c);
+        pthread_mutex_unlock(&k->lock);
+        EVP_PKEY_CTX_free(sc.c);
     }
     if (!ok)
         CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': signing failed", key->tok->name,
@@ -463,7 +579,7 @@ static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
                        size_t inlen, uint8_t *out, size_t *outlen)
 {
     ctok_ctx *cx = key->tok->ctx;
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, key->be_data, cx->propq);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
     OSSL_PARAM params[7], *q = params;
     int pad = p->pad, ok;
     unsigned int cv = p->tls_client_version, nv = p->tls_negotiated_version;
@@ -493,7 +609,7 @@ static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
 static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 {
     ctok_ctx *cx = key->tok->ctx;
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, key->be_data, cx->propq);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
     int ok = c != NULL && EVP_PKEY_derive_init(c) > 0 && EVP_PKEY_derive_set_peer(c, peer) > 0
              && EVP_PKEY_derive(c, secret, len) > 0;
 
@@ -506,7 +622,7 @@ static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *le
 
 static EVP_PKEY *p12_export_private(ctok_key *key)
 {
-    return EVP_PKEY_up_ref(key->be_data) ? key->be_data : NULL;
+    return EVP_PKEY_up_ref(priv_of(key)) ? priv_of(key) : NULL;
 }
 
 /* ---- writes ---- */
@@ -707,6 +823,7 @@ static int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     }
     if (!begin_write(tok, &lockfd))
         return 0;
+    reveal_all(tok);
     if (find_label(ks, 0, alias) != NULL) {
         CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
                  tok->name, alias);
@@ -770,6 +887,7 @@ const struct ctok_backend ctok_pkcs12_backend = {
     .open = p12_open,
     .login = p12_login,
     .enumerate = p12_enumerate,
+    .hidden = p12_hidden,
     .key_load = p12_key_load,
     .key_free = p12_key_free,
     .sign = p12_sign,

@@ -274,42 +274,15 @@ int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     return tok->be->enumerate(tok, cb, arg);
 }
 
-struct key_search {
-    const uint8_t *id;
-    size_t id_len;
-    const char *label;
-    enum ctok_key_type type;
-    int found;
-};
-
-static int find_key_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
-{
-    struct key_search *s = arg;
-
-    (void)tok;
-    if (o->type == CTOK_OBJ_PRIVATE && !s->found && o->id_len == s->id_len
-        && memcmp(o->id, s->id, s->id_len) == 0) {
-        s->found = 1;
-        s->label = o->label;
-        s->type = o->key_type;
-    }
-    return 1;
-}
-
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 {
-    struct key_search s = {id, id_len, NULL, CTOK_KT_NONE, 0};
     ctok_key *key;
     char hex[2 * CTOK_MAX_ID + 1];
 
-    if (id_len > CTOK_MAX_ID || !ctok_token_enumerate(tok, find_key_cb, &s))
+    if (id_len > CTOK_MAX_ID || !ctok_token_open(tok))
         return NULL;
-    ctok_hex(id, id_len, hex);
-    if (!s.found) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", tok->name, hex);
-        return NULL;
-    }
     if (!tok->active) {
+        ctok_hex(id, id_len, hex);
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': not active; key %s needs an authentication code",
                  tok->name, hex);
         return NULL;
@@ -319,11 +292,10 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
         return NULL;
     key->refs = 1;
     key->tok = tok;
-    key->label = strdup(s.label != NULL ? s.label : "");
     memcpy(key->id, id, id_len);
     key->id_len = id_len;
-    key->type = s.type;
-    if (key->label == NULL || !tok->be->key_load(tok, key)) {
+    /* the backend fills in label, type, public key and its own handle */
+    if (!tok->be->key_load(tok, key) || (key->label == NULL && (key->label = strdup("")) == NULL)) {
         ctok_key_unref(key);
         return NULL;
     }

@@ -189,8 +189,15 @@ struct ctok_found {
  * (certificate-first: object=<certificate label>;type=private finds the certificate's key).
  * Raises CTOK_R_UNKNOWN_TOKEN for a token= that is not configured.
  */
-int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, struct ctok_found **out,
-              size_t *n);
+/*
+ * Tokens whose objects of the wanted types are hidden until login (private keys on most
+ * PKCS#11 tokens, private certificates, encrypted safes) are logged in only where the
+ * search needs them: the token is named, a certificate matching the URI lives there
+ * (certificate-first), the URI filters nothing, or nothing matched before login. The
+ * code comes from the URI's pin, the token's auth config, or ui.
+ */
+int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
+              struct ctok_found **out, size_t *n);
 void ctok_found_free(struct ctok_found *f, size_t n);
 
 /* Debug tracing (CTOK_DEBUG=1 or provider parameter ctok-debug). */
