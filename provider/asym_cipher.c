@@ -110,7 +110,7 @@ static int fetch_md(struct acctx *c, const OSSL_PARAM *p, EVP_MD **dst)
 
     if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
         return 0;
-    md = EVP_MD_fetch(c->pctx->child, name, c->pctx->propq);
+    md = EVP_MD_fetch(ctok_prov_child(c->pctx), name, c->pctx->propq);
     if (md == NULL) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': unknown digest '%s'", tokname(c),
                  ctok_key_label(c->key->tok), name);
@@ -191,7 +191,7 @@ static int begin(struct acctx *c, void *vkey, const char *fn)
 
 static int new_inner(struct acctx *c)
 {
-    c->inner = EVP_PKEY_CTX_new_from_pkey(c->pctx->child, c->key->pkey, c->pctx->propq);
+    c->inner = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), c->key->pkey, c->pctx->propq);
     return c->inner != NULL;
 }
 

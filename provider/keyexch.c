@@ -97,7 +97,7 @@ static int kx_init(void *vc, void *vkey, const OSSL_PARAM params[])
         }
         return kx_set_ctx_params(c, params);
     }
-    c->inner = EVP_PKEY_CTX_new_from_pkey(c->pctx->child, k->pkey, c->pctx->propq);
+    c->inner = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), k->pkey, c->pctx->propq);
     return c->inner != NULL && EVP_PKEY_derive_init_ex(c->inner, params) > 0;
 }
 
@@ -118,7 +118,7 @@ static int kx_set_peer(void *vc, void *vpeer)
 static int x963(struct kxctx *c, const unsigned char *z, size_t zlen, unsigned char *out,
                 size_t outlen)
 {
-    EVP_KDF *kdf = EVP_KDF_fetch(c->pctx->child, OSSL_KDF_NAME_X963KDF, c->pctx->propq);
+    EVP_KDF *kdf = EVP_KDF_fetch(ctok_prov_child(c->pctx), OSSL_KDF_NAME_X963KDF, c->pctx->propq);
     EVP_KDF_CTX *kc = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
     OSSL_PARAM p[4], *q = p;
     int ok;

@@ -171,7 +171,7 @@ static int km_validate(const void *vk, int selection, int checktype)
     (void)checktype;
     if (k->pkey == NULL)
         return 0;
-    c = EVP_PKEY_CTX_new_from_pkey(k->pctx->child, k->pkey, k->pctx->propq);
+    c = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(k->pctx), k->pkey, k->pctx->propq);
     if (c == NULL)
         return 0;
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && k->tok == NULL)
@@ -189,7 +189,7 @@ static int km_validate(const void *vk, int selection, int checktype)
 static EVP_PKEY *fromdata(struct ctok_provctx *pctx, enum ctok_key_type t, int selection,
                           const OSSL_PARAM params[])
 {
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(pctx->child, ctok_key_type_name(t),
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(t),
                                                  pctx->propq);
     EVP_PKEY *pkey = NULL;
 
@@ -376,8 +376,8 @@ static void *km_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
     int keypair = (g->selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
 
     c = g->template != NULL
-            ? EVP_PKEY_CTX_new_from_pkey(pctx->child, g->template, pctx->propq)
-            : EVP_PKEY_CTX_new_from_name(pctx->child, ctok_key_type_name(g->type), pctx->propq);
+            ? EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(pctx), g->template, pctx->propq)
+            : EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(g->type), pctx->propq);
     CTOK_DBG("keymgmt: pass-through %s of %s", keypair ? "keygen" : "paramgen",
              ctok_key_type_name(g->type));
     if (c != NULL && cb != NULL) {

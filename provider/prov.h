@@ -19,7 +19,13 @@
 
 struct ctok_provctx {
     const OSSL_CORE_HANDLE *handle;
-    OSSL_LIB_CTX *child; /* where pass-through keys live and every inner fetch happens */
+    const OSSL_DISPATCH *core_in;
+    /*
+     * A child of the application's library context, made on first use: the providers the
+     * application has, ctok excluded by the property query (propq) of every inner fetch.
+     * Pass-through keys live there. Use ctok_prov_child().
+     */
+    OSSL_LIB_CTX *child;
     char propq[80];      /* "provider!=<our name>": inner fetches never find ctok again */
     char *config_path;
     pthread_mutex_t lock;
@@ -36,6 +42,7 @@ struct ctok_pkey {
     int has; /* OSSL_KEYMGMT_SELECT_* bits present */
 };
 
+OSSL_LIB_CTX *ctok_prov_child(struct ctok_provctx *pctx);
 ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx);
 EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t);
 struct ctok_pkey *ctok_pkey_new(struct ctok_provctx *pctx, enum ctok_key_type t);

@@ -171,13 +171,38 @@ static void prov_teardown(void *vctx)
     free(pctx);
 }
 
+/*
+ * The child library context is made on first use: a process that never touches a ctok
+ * key or an ordinary key that lands in ctok's keymgmt does not pay for it.
+ */
+OSSL_LIB_CTX *ctok_prov_child(struct ctok_provctx *pctx)
+{
+    OSSL_LIB_CTX *child = __atomic_load_n(&pctx->child, __ATOMIC_ACQUIRE);
+
+    if (child != NULL)
+        return child;
+    pthread_mutex_lock(&pctx->lock);
+    if (pctx->child == NULL) {
+        child = OSSL_LIB_CTX_new_child(pctx->handle, pctx->core_in);
+        if (child == NULL)
+            CTOK_ERR(CTOK_R_INTERNAL, "cannot create a child library context");
+        __atomic_store_n(&pctx->child, child, __ATOMIC_RELEASE);
+    }
+    child = pctx->child;
+    pthread_mutex_unlock(&pctx->lock);
+    return child;
+}
+
 ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx)
 {
+    OSSL_LIB_CTX *child = ctok_prov_child(pctx); /* before the lock: it takes it too */
     ctok_ctx *c;
 
+    if (child == NULL)
+        return NULL;
     pthread_mutex_lock(&pctx->lock);
     if (pctx->tokens == NULL)
-        pctx->tokens = ctok_ctx_new(pctx->child, pctx->propq, pctx->config_path);
+        pctx->tokens = ctok_ctx_new(child, pctx->propq, pctx->config_path);
     c = pctx->tokens;
     pthread_mutex_unlock(&pctx->lock);
     return c;
@@ -188,7 +213,7 @@ EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t)
     EVP_KEYMGMT *km = __atomic_load_n(&pctx->km[t], __ATOMIC_ACQUIRE);
 
     if (km == NULL) {
-        km = EVP_KEYMGMT_fetch(pctx->child, ctok_key_type_name(t), pctx->propq);
+        km = EVP_KEYMGMT_fetch(ctok_prov_child(pctx), ctok_key_type_name(t), pctx->propq);
         if (km != NULL) {
             EVP_KEYMGMT *expected = NULL;
 
@@ -267,10 +292,8 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
              name != NULL && *name != '\0' ? name : "ctok");
     if (cfg != NULL && *cfg != '\0' && (pctx->config_path = strdup(cfg)) == NULL)
         goto err;
-    /* a child of the application's library context: the providers it has, ctok excluded
-     * by the property query of every inner fetch */
-    if ((pctx->child = OSSL_LIB_CTX_new_child(handle, in)) == NULL)
-        goto err;
+    /* the core's dispatch table is static in libcrypto: kept for the child context */
+    pctx->core_in = in;
     *provctx = pctx;
     *out = prov_functions;
     CTOK_DBG("provider loaded as '%s', config %s", name != NULL ? name : "ctok",

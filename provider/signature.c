@@ -145,7 +145,7 @@ static int begin(struct sigctx *c, void *vkey, const char *fn)
 
 static int new_inner(struct sigctx *c)
 {
-    c->inner = EVP_PKEY_CTX_new_from_pkey(c->pctx->child, c->key->pkey, c->pctx->propq);
+    c->inner = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), c->key->pkey, c->pctx->propq);
     return c->inner != NULL;
 }
 
@@ -158,7 +158,7 @@ static int is_rsa(const struct sigctx *c)
 
 static int fetch_md(struct sigctx *c, const char *name, EVP_MD **dst)
 {
-    EVP_MD *md = EVP_MD_fetch(c->pctx->child, name, c->pctx->propq);
+    EVP_MD *md = EVP_MD_fetch(ctok_prov_child(c->pctx), name, c->pctx->propq);
 
     if (md == NULL) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': unknown digest '%s'",
@@ -376,9 +376,9 @@ static int inner_digest_init(struct sigctx *c, const char *mdname, int sign,
     c->inner_md = EVP_MD_CTX_new();
     if (c->inner_md == NULL)
         return 0;
-    return sign ? EVP_DigestSignInit_ex(c->inner_md, NULL, mdname, c->pctx->child,
+    return sign ? EVP_DigestSignInit_ex(c->inner_md, NULL, mdname, ctok_prov_child(c->pctx),
                                         c->pctx->propq, c->key->pkey, params) > 0
-                : EVP_DigestVerifyInit_ex(c->inner_md, NULL, mdname, c->pctx->child,
+                : EVP_DigestVerifyInit_ex(c->inner_md, NULL, mdname, ctok_prov_child(c->pctx),
                                           c->pctx->propq, c->key->pkey, params) > 0;
 }
 
@@ -501,7 +501,7 @@ static int token_algorithm_id(struct sigctx *c, OSSL_PARAM *p)
 
     if (c->key->type == CTOK_KT_ED25519)
         return OSSL_PARAM_set_octet_string(p, ed25519_aid, sizeof(ed25519_aid));
-    v = EVP_PKEY_CTX_new_from_pkey(c->pctx->child, c->key->pkey, c->pctx->propq);
+    v = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), c->key->pkey, c->pctx->propq);
     if (c->md != NULL)
         *qp++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
                                                  (char *)EVP_MD_get0_name(c->md), 0);
