@@ -19,6 +19,8 @@ struct cli {
     const char *auth_file;
     const char *auth_env;
     const char *type, *name, *keystore;
+    const char *library, *ref_type, *ref, *attributes;
+    const char *puk_file, *puk_env;
     int allow_export, explicit_ecc;
     ctok_ctx *ctx;
 };
@@ -32,9 +34,14 @@ int cli_login(struct cli *c, ctok_token *tok);
 /* Reads a new auth code: --auth-file, --auth-env, or a prompt entered twice. */
 int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len);
 int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len);
+/* A secret from a file, an environment variable or the terminal (what names it). */
+int cli_read_secret(const char *file, const char *env, const char *what, char *buf, size_t bufsz,
+                    size_t *len);
 void cli_print_json(json_t *j);
 
 int cmd_token_create(struct cli *c);
+int cmd_slots(struct cli *c);
+int cmd_pin_unlock(struct cli *c);
 int cmd_token_list(struct cli *c);
 int cmd_key_generate(struct cli *c);
 int cmd_key_list(struct cli *c);

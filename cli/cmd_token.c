@@ -21,37 +21,74 @@ static char *absolute(const char *p)
     return out;
 }
 
+/* The type-specific fields of a new token's config entry. */
+static json_t *type_fields(struct cli *c)
+{
+    if (strcmp(c->type, "pkcs12") == 0) {
+        char *ks;
+        json_t *o;
+
+        if (c->keystore == NULL) {
+            cli_usage("a pkcs12 token needs --keystore FILE");
+            return NULL;
+        }
+        ks = absolute(c->keystore);
+        o = json_pack("{s:s}", "keystore", ks != NULL ? ks : "");
+        free(ks);
+        return o;
+    }
+    if (strcmp(c->type, "pkcs11") == 0) {
+        json_t *o;
+
+        if (c->library == NULL || c->ref == NULL) {
+            cli_usage("a pkcs11 token needs --library LIB and --ref REF (see 'ctok slots')");
+            return NULL;
+        }
+        o = json_pack("{s:s, s:s, s:s}", "library", c->library, "ref_type",
+                      c->ref_type != NULL ? c->ref_type : "label", "ref", c->ref);
+        if (c->attributes != NULL) {
+            char *a = absolute(c->attributes);
+
+            json_object_set_new(o, "attributes", json_string(a));
+            free(a);
+        }
+        return o;
+    }
+    cli_usage("token type '%s' is not supported (supported: pkcs12, pkcs11)", c->type);
+    return NULL;
+}
+
 int cmd_token_create(struct cli *c)
 {
     char code[CTOK_MAX_CODE + 1], id[37];
     size_t len = 0;
-    json_t *e;
-    char *ks, *af = NULL;
+    json_t *e, *fields;
+    char *af = NULL;
     int ok;
 
     if (c->type == NULL || c->name == NULL)
         return cli_usage("token create needs --type and --name");
-    if (strcmp(c->type, "pkcs12") != 0)
-        return cli_usage("token type '%s' is not supported (supported: pkcs12)", c->type);
-    if (c->keystore == NULL)
-        return cli_usage("a pkcs12 token needs --keystore FILE");
     if (c->auth_file != NULL && c->auth_env != NULL)
         return cli_usage("give --auth-file or --auth-env, not both");
-    if (!ctok_new_id(id) || !cli_read_new_code(c, c->name, code, sizeof(code), &len))
+    if ((fields = type_fields(c)) == NULL)
+        return EXIT_USAGE;
+    if (!ctok_new_id(id) || !cli_read_new_code(c, c->name, code, sizeof(code), &len)) {
+        json_decref(fields);
         return cli_fail();
-    ks = absolute(c->keystore);
+    }
     if (c->auth_file != NULL)
         af = absolute(c->auth_file);
-    e = json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:b}", "name", c->name, "id", id, "type",
-                  c->type, "keystore", ks != NULL ? ks : "", "auth",
-                  af != NULL           ? json_pack("{s:s}", "file", af)
-                  : c->auth_env != NULL ? json_pack("{s:s}", "env", c->auth_env)
-                                        : json_pack("{s:b}", "prompt", 1),
-                  "allow_export", c->allow_export, "explicit_ecc", c->explicit_ecc);
-    ok = e != NULL && ctok_config_add_token(c->ctx, e, code, len);
+    e = json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type);
+    json_object_update(e, fields);
+    json_decref(fields);
+    json_object_set_new(e, "auth", af != NULL ? json_pack("{s:s}", "file", af)
+                                   : c->auth_env != NULL ? json_pack("{s:s}", "env", c->auth_env)
+                                                         : json_pack("{s:b}", "prompt", 1));
+    json_object_set_new(e, "allow_export", json_boolean(c->allow_export));
+    json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
+    ok = ctok_config_add_token(c->ctx, e, code, len);
     OPENSSL_cleanse(code, sizeof(code));
     json_decref(e);
-    free(ks);
     free(af);
     if (!ok)
         return cli_fail();
@@ -59,6 +96,63 @@ int cmd_token_create(struct cli *c)
         cli_print_json(json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type));
     else
         printf("Created token '%s' (%s, id %s)\n", c->name, c->type, id);
+    return EXIT_OK;
+}
+
+int cmd_slots(struct cli *c)
+{
+    json_t *list, *s;
+    size_t i;
+
+    if (c->library == NULL)
+        return cli_usage("slots needs --library LIB");
+    list = ctok_p11_slot_list(c->library);
+    if (list == NULL)
+        return cli_fail();
+    if (c->json) {
+        cli_print_json(list);
+        return EXIT_OK;
+    }
+    printf("%-10s %-5s %-32s %-32s %-16s %s\n", "SLOT ID", "INDEX", "DESCRIPTION", "TOKEN LABEL",
+           "SERIAL", "FLAGS");
+    json_array_foreach(list, i, s) {
+        char flags[256] = "";
+        size_t k;
+        json_t *f;
+
+        json_array_foreach(json_object_get(s, "flags"), k, f) {
+            strncat(flags, k ? "," : "", sizeof(flags) - strlen(flags) - 1);
+            strncat(flags, json_string_value(f), sizeof(flags) - strlen(flags) - 1);
+        }
+        printf("%-10lld %-5lld %-32s %-32s %-16s %s\n",
+               (long long)json_integer_value(json_object_get(s, "id")),
+               (long long)json_integer_value(json_object_get(s, "index")),
+               json_string_value(json_object_get(s, "description")),
+               json_string_value(json_object_get(s, "token_label")),
+               json_string_value(json_object_get(s, "serial")), flags);
+    }
+    json_decref(list);
+    return EXIT_OK;
+}
+
+int cmd_pin_unlock(struct cli *c)
+{
+    char puk[CTOK_MAX_CODE + 1], pin[CTOK_MAX_CODE + 1], what[128];
+    size_t puk_len = 0, pin_len = 0;
+    ctok_token *tok = cli_token(c, c->argv[0]);
+    int ok;
+
+    if (tok == NULL)
+        return cli_fail();
+    snprintf(what, sizeof(what), "PUK of token '%s'", c->argv[0]);
+    ok = cli_read_secret(c->puk_file, c->puk_env, what, puk, sizeof(puk), &puk_len)
+         && cli_read_new_code(c, c->argv[0], pin, sizeof(pin), &pin_len)
+         && ctok_token_unlock_pin(tok, puk, puk_len, pin, pin_len);
+    OPENSSL_cleanse(puk, sizeof(puk));
+    OPENSSL_cleanse(pin, sizeof(pin));
+    if (!ok)
+        return cli_fail();
+    printf("The PIN of token '%s' is set and unlocked\n", c->argv[0]);
     return EXIT_OK;
 }
 

@@ -49,7 +49,12 @@ static const char usage[] =
     "Crypto tokens:\n"
     "  token create --type pkcs12 --name NAME --keystore FILE\n"
     "               [--auth-file FILE | --auth-env VAR] [--allow-export] [--explicit-ecc]\n"
+    "  token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
+    "               [--attributes FILE] [--auth-file FILE | --auth-env VAR]\n"
     "  token list\n"
+    "  slots --library LIB              every slot with a token: id, index, labels, flags\n"
+    "  pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file F | --auth-env V]\n"
+    "                                   set a new PIN (--auth-*) with the PUK (--puk-*)\n"
     "Keys and certificates:\n"
     "  key generate TOKEN ALIAS SPEC   SPEC: rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|\n"
     "                                  ec:P-521|ed25519\n"
@@ -71,7 +76,8 @@ static const struct {
     {"token", "create", cmd_token_create, 0}, {"token", "list", cmd_token_list, 0},
     {"key", "generate", cmd_key_generate, 3}, {"key", "list", cmd_key_list, 1},
     {"key", "test", cmd_key_test, 2},         {"key", "remove", cmd_key_remove, 2},
-    {"cert", "import", cmd_cert_import, 3},
+    {"cert", "import", cmd_cert_import, 3},   {"slots", NULL, cmd_slots, 0},
+    {"pin", "unlock", cmd_pin_unlock, 1},
 };
 
 /* Options may stand anywhere after the command words. */
@@ -87,6 +93,12 @@ static int parse_options(struct cli *c, int argc, char **argv)
         {"--type", offsetof(struct cli, type)},
         {"--name", offsetof(struct cli, name)},
         {"--keystore", offsetof(struct cli, keystore)},
+        {"--library", offsetof(struct cli, library)},
+        {"--ref-type", offsetof(struct cli, ref_type)},
+        {"--ref", offsetof(struct cli, ref)},
+        {"--attributes", offsetof(struct cli, attributes)},
+        {"--puk-file", offsetof(struct cli, puk_file)},
+        {"--puk-env", offsetof(struct cli, puk_env)},
     };
 
     c->argv = calloc((size_t)argc + 1, sizeof(char *));
@@ -155,28 +167,33 @@ int main(int argc, char **argv)
         free(c.argv);
         return EXIT_USAGE;
     }
-    if (c.argc < 2) {
+    if (c.argc < 1) {
         free(c.argv);
         return cli_usage("missing command");
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(c.argv[0], commands[i].group) != 0 || strcmp(c.argv[1], commands[i].verb) != 0)
+        int words = commands[i].verb != NULL ? 2 : 1;
+
+        if (strcmp(c.argv[0], commands[i].group) != 0
+            || (words == 2 && (c.argc < 2 || strcmp(c.argv[1], commands[i].verb) != 0)))
             continue;
-        if (c.argc - 2 != commands[i].nargs) {
-            rc = cli_usage("'%s %s' takes %d argument(s), got %d", commands[i].group,
-                           commands[i].verb, commands[i].nargs, c.argc - 2);
+        if (c.argc - words != commands[i].nargs) {
+            rc = cli_usage("'%s%s%s' takes %d argument(s), got %d", commands[i].group,
+                           words == 2 ? " " : "", words == 2 ? commands[i].verb : "",
+                           commands[i].nargs, c.argc - words);
         } else {
-            c.argc -= 2;
-            c.argv += 2;
+            c.argc -= words;
+            c.argv += words;
             c.ctx = ctok_ctx_new(NULL, NULL, c.config);
             rc = c.ctx == NULL ? EXIT_FAILED : commands[i].fn(&c);
             ctok_ctx_free(c.ctx);
-            c.argv -= 2;
+            c.argv -= words;
         }
         free(c.argv);
         return rc;
     }
-    rc = cli_usage("unknown command '%s %s'", c.argv[0], c.argv[1]);
+    rc = cli_usage("unknown command '%s%s%s'", c.argv[0], c.argc > 1 ? " " : "",
+                   c.argc > 1 ? c.argv[1] : "");
     free(c.argv);
     return rc;
 }

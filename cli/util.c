@@ -79,19 +79,17 @@ int cli_login(struct cli *c, ctok_token *tok)
     return ctok_token_login(tok, pin.value != NULL || pin.source != NULL ? &pin : NULL, &ui);
 }
 
-int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len)
+int cli_read_secret(const char *file, const char *env, const char *what, char *buf, size_t bufsz,
+                    size_t *len)
 {
-    char again[CTOK_MAX_CODE + 1], prompt[256];
-    size_t alen = 0;
-    int ok;
+    char prompt[256];
 
-    if (c->auth_file != NULL) {
-        FILE *f = fopen(c->auth_file, "rb");
+    if (file != NULL) {
+        FILE *f = fopen(file, "rb");
         size_t n;
 
         if (f == NULL) {
-            CTOK_ERR(CTOK_R_NO_CODE, "token '%s': cannot read auth file '%s'", tokname,
-                     c->auth_file);
+            CTOK_ERR(CTOK_R_NO_CODE, "%s: cannot read file '%s'", what, file);
             return 0;
         }
         n = fread(buf, 1, bufsz - 1, f);
@@ -102,17 +100,35 @@ int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufs
         *len = n;
         return 1;
     }
-    if (c->auth_env != NULL) {
-        const char *v = getenv(c->auth_env);
+    if (env != NULL) {
+        const char *v = getenv(env);
 
         if (v == NULL || strlen(v) >= bufsz) {
-            CTOK_ERR(CTOK_R_NO_CODE, "token '%s': environment variable %s is not set", tokname,
-                     c->auth_env);
+            CTOK_ERR(CTOK_R_NO_CODE, "%s: environment variable %s is not set", what, env);
             return 0;
         }
         *len = strlen(v);
         memcpy(buf, v, *len + 1);
         return 1;
+    }
+    snprintf(prompt, sizeof(prompt), "%s: ", what);
+    if (!cli_prompt(prompt, buf, bufsz, len)) {
+        CTOK_ERR(CTOK_R_NO_CODE, "%s: no terminal to ask on (give it in a file or a variable)",
+                 what);
+        return 0;
+    }
+    return 1;
+}
+
+int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len)
+{
+    char again[CTOK_MAX_CODE + 1], prompt[256];
+    size_t alen = 0;
+    int ok;
+
+    if (c->auth_file != NULL || c->auth_env != NULL) {
+        snprintf(prompt, sizeof(prompt), "token '%s': authentication code", tokname);
+        return cli_read_secret(c->auth_file, c->auth_env, prompt, buf, bufsz, len);
     }
     snprintf(prompt, sizeof(prompt), "Authentication code for new token '%s': ", tokname);
     if (!cli_prompt(prompt, buf, bufsz, len)) {

@@ -8,7 +8,7 @@
 
 #include "internal.h"
 
-static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend};
+static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend};
 
 static const struct {
     const char *name;
@@ -141,7 +141,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         if (strcmp(backends[i]->type, type) == 0)
             tok->be = backends[i];
     if (tok->be == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12)", path, name,
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11)", path, name,
                  type);
         goto err;
     }

@@ -30,10 +30,13 @@ struct ctok_backend {
     int (*generate)(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
     int (*remove)(ctok_token *tok, const char *alias);
     int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
+    int (*unlock_pin)(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
+                      size_t pin_len);
     void (*close)(ctok_token *tok);
 };
 
 extern const struct ctok_backend ctok_pkcs12_backend;
+extern const struct ctok_backend ctok_pkcs11_backend;
 
 enum ctok_auth_kind { CTOK_AUTH_PROMPT = 0, CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED };
 

@@ -321,6 +321,19 @@ int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     return tok->be->put_cert(tok, alias, cert);
 }
 
+int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
+                          size_t pin_len)
+{
+    if (tok->be->unlock_pin == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens have no PIN to unlock", tok->name,
+                 tok->type);
+        return 0;
+    }
+    if (!ctok_token_open(tok))
+        return 0;
+    return tok->be->unlock_pin(tok, puk, puk_len, pin, pin_len);
+}
+
 ctok_key *ctok_key_ref(ctok_key *key)
 {
     __atomic_add_fetch(&key->refs, 1, __ATOMIC_RELAXED);

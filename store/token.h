@@ -110,6 +110,10 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
 /* A new random token id (UUID v4 text, 37 bytes with the NUL). */
 int ctok_new_id(char out[37]);
 
+/* Every slot with a token of a PKCS#11 library, as JSON (id, index, description, token
+ * label, manufacturer, model, serial, flags). */
+json_t *ctok_p11_slot_list(const char *library);
+
 /* ---- tokens ---- */
 const char *ctok_token_name(const ctok_token *tok);
 const char *ctok_token_id(const ctok_token *tok);
@@ -131,6 +135,9 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
 int ctok_token_remove(ctok_token *tok, const char *alias);
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+/* Sets a new user PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN). */
+int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
+                          size_t pin_len);
 
 /* ---- key handles: refcounted, shareable between threads ---- */
 ctok_key *ctok_key_ref(ctok_key *key);

@@ -1,0 +1,504 @@
+/*
+ * The pkcs11 token type: one crypto token is one slot. Sessions come from a pool, login
+ * is shared by all of them, and a connection failure re-initializes the module, finds
+ * the slot again and logs in again with the known code (EJBCA's Pkcs11Ng behaviour).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "p11.h"
+
+static int p11_configure(ctok_token *tok, const json_t *conf)
+{
+    const char *path = tok->ctx->config_path;
+    const char *lib = json_string_value(json_object_get(conf, "library"));
+    const char *rt = json_string_value(json_object_get(conf, "ref_type"));
+    const json_t *refj = json_object_get(conf, "ref");
+    const char *attrs = json_string_value(json_object_get(conf, "attributes"));
+    struct p11_tok *pt;
+    char num[32];
+
+    if (lib == NULL || *lib == '\0') {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs11 token needs \"library\"", path, tok->name);
+        return 0;
+    }
+    if (refj == NULL || (!json_is_string(refj) && !json_is_integer(refj))) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs11 token needs \"ref\" (slot id, index or "
+                 "token label)", path, tok->name);
+        return 0;
+    }
+    pt = calloc(1, sizeof(*pt));
+    if (pt == NULL)
+        return 0;
+    pthread_mutex_init(&pt->lock, NULL);
+    pt->tok = tok;
+    tok->be_data = pt;
+    if (rt == NULL || strcmp(rt, "label") == 0) {
+        pt->ref_type = P11_REF_LABEL;
+    } else if (strcmp(rt, "id") == 0) {
+        pt->ref_type = P11_REF_ID;
+    } else if (strcmp(rt, "index") == 0) {
+        pt->ref_type = P11_REF_INDEX;
+    } else {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref_type must be id, index or label", path,
+                 tok->name);
+        return 0;
+    }
+    if (json_is_integer(refj))
+        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(refj));
+    pt->library = strdup(lib);
+    pt->ref = strdup(json_is_integer(refj) ? num : json_string_value(refj));
+    pt->attributes = attrs != NULL ? strdup(attrs) : NULL;
+    if (pt->ref_type != P11_REF_LABEL) {
+        char *end;
+
+        (void)strtoul(pt->ref, &end, 0);
+        if (*pt->ref == '\0' || *end != '\0') {
+            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref '%s' is not a number", path, tok->name,
+                     pt->ref);
+            return 0;
+        }
+    }
+    return pt->library != NULL && pt->ref != NULL;
+}
+
+static void p11_close(ctok_token *tok)
+{
+    struct p11_tok *pt = P11TOK(tok);
+
+    if (pt == NULL)
+        return;
+    /* sessions are not closed and the module is not finalized at exit: some modules crash
+     * when C_Finalize runs after their own library teardown (SoftHSM 2.6) */
+    ctok_p11_objects_clear(pt);
+    free(pt->idle);
+    free(pt->mechs);
+    free(pt->library);
+    free(pt->ref);
+    free(pt->attributes);
+    pthread_mutex_destroy(&pt->lock);
+    free(pt);
+    tok->be_data = NULL;
+}
+
+/* Lock held. */
+int ctok_p11_find_slot(struct p11_tok *pt)
+{
+    struct p11_slot *slots;
+    size_t n, i;
+    unsigned long want = pt->ref_type != P11_REF_LABEL ? strtoul(pt->ref, NULL, 0) : 0;
+
+    if (!ctok_p11_slots(pt->m, &slots, &n))
+        return 0;
+    for (i = 0; i < n; i++) {
+        if ((pt->ref_type == P11_REF_ID && slots[i].id == want)
+            || (pt->ref_type == P11_REF_INDEX && slots[i].index == want)
+            || (pt->ref_type == P11_REF_LABEL && strcmp(slots[i].label, pt->ref) == 0))
+            break;
+    }
+    if (i == n) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': no token present in a slot with %s '%s' (library "
+                 "%s; see 'ctok slots --library %s')", pt->tok->name,
+                 pt->ref_type == P11_REF_ID      ? "id"
+                 : pt->ref_type == P11_REF_INDEX ? "index"
+                                                 : "token label",
+                 pt->ref, pt->library, pt->library);
+        free(slots);
+        return 0;
+    }
+    pt->slot = slots[i].id;
+    pt->tinfo = slots[i].token;
+    pt->have_slot = 1;
+    pt->gen = pt->m->generation;
+    free(slots);
+    return 1;
+}
+
+/* Probes the token's mechanisms once, not per signature. Lock held. */
+static void probe_mechanisms(struct p11_tok *pt)
+{
+    CK_ULONG n = 0;
+
+    free(pt->mechs);
+    pt->mechs = NULL;
+    pt->n_mechs = 0;
+    if (P11_CALL(pt->m, C_GetMechanismList, (pt->slot, NULL, &n)) != CKR_OK || n == 0)
+        return;
+    pt->mechs = calloc(n, sizeof(*pt->mechs));
+    if (pt->mechs != NULL && P11_CALL(pt->m, C_GetMechanismList, (pt->slot, pt->mechs, &n)) == CKR_OK)
+        pt->n_mechs = n;
+}
+
+static int p11_open(ctok_token *tok)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    int ok;
+
+    pt->m = ctok_p11_module_get(pt->library);
+    if (pt->m == NULL || !ctok_p11_module_ready(pt->m))
+        return 0;
+    pthread_mutex_lock(&pt->lock);
+    ok = ctok_p11_find_slot(pt);
+    if (ok)
+        probe_mechanisms(pt);
+    pthread_mutex_unlock(&pt->lock);
+    return ok;
+}
+
+/* The pool belongs to one module generation; a new one starts empty. Lock held. */
+void ctok_p11_session_reset(struct p11_tok *pt)
+{
+    pt->n_idle = 0;
+    pt->logged_in = 0;
+    pt->have_slot = 0;
+    pt->objs_valid = 0;
+}
+
+/* Brings the token to the module's current generation: slot and login. Lock held. */
+static int catch_up(struct p11_tok *pt)
+{
+    if (!ctok_p11_module_ready(pt->m))
+        return 0;
+    if (pt->gen == pt->m->generation && pt->have_slot)
+        return 1;
+    ctok_p11_session_reset(pt);
+    if (!ctok_p11_find_slot(pt))
+        return 0;
+    return pt->tok->active ? ctok_p11_relogin(pt) : 1;
+}
+
+int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen)
+{
+    CK_RV rv = CKR_OK;
+    int ok;
+
+    pthread_mutex_lock(&pt->lock);
+    ok = catch_up(pt);
+    *gen = pt->gen;
+    if (ok && pt->n_idle > 0) {
+        *s = pt->idle[--pt->n_idle];
+        pthread_mutex_unlock(&pt->lock);
+        return 1;
+    }
+    pthread_mutex_unlock(&pt->lock);
+    if (!ok)
+        return 0;
+    rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                                         NULL, s));
+    if (rv == CKR_TOKEN_WRITE_PROTECTED)
+        rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, s));
+    if (rv != CKR_OK) {
+        if (ctok_p11_rv_is_disconnect(rv) && ctok_p11_recover(pt, *gen, rv, "C_OpenSession"))
+            return ctok_p11_session_get(pt, s, gen);
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
+                 ctok_p11_rv_name(rv));
+        return 0;
+    }
+    return 1;
+}
+
+/* Keeps an idle session for reuse; 0 if the pool is full. Lock held. */
+static int pool_push(struct p11_tok *pt, CK_SESSION_HANDLE s)
+{
+    if (pt->n_idle == pt->cap_idle) {
+        size_t cap = pt->cap_idle ? 2 * pt->cap_idle : 4;
+        CK_SESSION_HANDLE *v = cap <= 64 ? realloc(pt->idle, cap * sizeof(*v)) : NULL;
+
+        if (v == NULL)
+            return 0;
+        pt->idle = v;
+        pt->cap_idle = cap;
+    }
+    pt->idle[pt->n_idle++] = s;
+    return 1;
+}
+
+void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int gen)
+{
+    int kept = 0, alive;
+
+    pthread_mutex_lock(&pt->lock);
+    alive = gen == pt->m->generation; /* else the module was re-initialized: the handle died */
+    if (alive)
+        kept = pool_push(pt, s);
+    pthread_mutex_unlock(&pt->lock);
+    if (alive && !kept)
+        (void)P11_CALL(pt->m, C_CloseSession, (s));
+}
+
+/* C_Login with a code; maps the outcomes the user must tell apart. Lock not held. */
+static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code, size_t len)
+{
+    CK_RV rv = P11_CALL(pt->m, C_Login, (s, CKU_USER, (CK_UTF8CHAR_PTR)code, (CK_ULONG)len));
+    char label[33];
+
+    ctok_p11_str(pt->tinfo.label, sizeof(pt->tinfo.label), label);
+    switch (rv) {
+    case CKR_OK:
+    case CKR_USER_ALREADY_LOGGED_IN:
+        return 1;
+    case CKR_PIN_INCORRECT:
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN was rejected (CKR_PIN_INCORRECT); "
+                 "ctok will not send it again", pt->tok->name, label);
+        return 0;
+    case CKR_PIN_LOCKED:
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN is locked (CKR_PIN_LOCKED); "
+                 "unlock it with 'ctok pin unlock %s'", pt->tok->name, label, pt->tok->name);
+        return 0;
+    case CKR_PIN_EXPIRED:
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN has expired (CKR_PIN_EXPIRED); "
+                 "change it with 'ctok pin change %s'", pt->tok->name, label, pt->tok->name);
+        return 0;
+    case CKR_PIN_LEN_RANGE:
+    case CKR_PIN_INVALID:
+        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN is not valid for this token (%s)",
+                 pt->tok->name, label, ctok_p11_rv_name(rv));
+        return 0;
+    }
+    CTOK_ERR(CTOK_R_BACKEND, "token '%s' ('%s'): C_Login failed: %s", pt->tok->name, label,
+             ctok_p11_rv_name(rv));
+    return -1;
+}
+
+static int p11_login(ctok_token *tok, const char *code, size_t len)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    int r;
+
+    if (!ctok_p11_session_get(pt, &s, &gen))
+        return -1;
+    r = login_with(pt, s, code, len);
+    ctok_p11_session_put(pt, s, gen);
+    if (r > 0) {
+        pthread_mutex_lock(&pt->lock);
+        pt->logged_in = 1;
+        pt->objs_valid = 0; /* private objects are visible now */
+        pthread_mutex_unlock(&pt->lock);
+    }
+    return r;
+}
+
+/* Lock held: login again after re-initialization, with the code the token layer keeps. */
+int ctok_p11_relogin(struct p11_tok *pt)
+{
+    CK_SESSION_HANDLE s;
+    CK_RV rv;
+    int r;
+
+    if (pt->tok->code == NULL) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' was reconnected and must be activated again: its "
+                 "authentication code is not known (prompt only)", pt->tok->name);
+        pt->tok->active = 0;
+        return 0;
+    }
+    rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                                         NULL, &s));
+    if (rv != CKR_OK) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed after reconnecting: %s",
+                 pt->tok->name, ctok_p11_rv_name(rv));
+        return 0;
+    }
+    r = login_with(pt, s, pt->tok->code, pt->tok->code_len);
+    if (r > 0) {
+        pt->logged_in = 1;
+        if (!pool_push(pt, s))
+            (void)P11_CALL(pt->m, C_CloseSession, (s));
+    } else {
+        (void)P11_CALL(pt->m, C_CloseSession, (s));
+        if (r == 0)
+            pt->tok->active = 0; /* the known code no longer works: never resend it */
+    }
+    return r > 0;
+}
+
+int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char *what)
+{
+    int ok;
+
+    CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", pt->tok->name, what,
+             ctok_p11_rv_name(rv), pt->library);
+    if (!ctok_p11_module_reinit(pt->m, gen))
+        return 0;
+    pthread_mutex_lock(&pt->lock);
+    ok = catch_up(pt);
+    pthread_mutex_unlock(&pt->lock);
+    return ok;
+}
+
+static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    int ok = 1;
+
+    pthread_mutex_lock(&pt->lock);
+    if (!pt->objs_valid || pt->gen != pt->m->generation)
+        ok = catch_up(pt) && ctok_p11_objects_load(pt);
+    for (size_t i = 0; ok && i < pt->n_objs; i++) {
+        struct p11_obj *o = &pt->objs[i];
+        struct ctok_object obj = {0};
+
+        obj.label = o->label;
+        obj.id = o->id;
+        obj.id_len = o->id_len;
+        obj.cert = o->cert;
+        obj.pub = o->pub;
+        obj.key_type = o->kt == CKK_RSA ? CTOK_KT_RSA
+                       : o->kt == CKK_EC ? CTOK_KT_EC
+                       : o->kt == CKK_EC_EDWARDS ? CTOK_KT_ED25519
+                                                 : ctok_key_type_of(o->pub);
+        obj.type = o->cls == CKO_CERTIFICATE ? CTOK_OBJ_CERT
+                   : o->cls == CKO_PUBLIC_KEY ? CTOK_OBJ_PUBLIC
+                                              : CTOK_OBJ_PRIVATE;
+        ok = cb(tok, &obj, arg);
+    }
+    pthread_mutex_unlock(&pt->lock);
+    return ok;
+}
+
+static unsigned int p11_hidden(ctok_token *tok)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    unsigned int h = 0;
+    int certs = 0;
+
+    pthread_mutex_lock(&pt->lock);
+    if (!pt->logged_in && (pt->tinfo.flags & CKF_LOGIN_REQUIRED)) {
+        h = CTOK_OBJ_PRIVATE;
+        for (size_t i = 0; i < pt->n_objs; i++)
+            certs |= pt->objs[i].cls == CKO_CERTIFICATE;
+        /* no public certificate: they may be private (old single-PIN cards) */
+        if (!certs)
+            h |= CTOK_OBJ_CERT | CTOK_OBJ_PUBLIC;
+    }
+    pthread_mutex_unlock(&pt->lock);
+    return h;
+}
+
+static int p11_key_load(ctok_token *tok, ctok_key *key)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    struct p11_key *k;
+    const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
+    int ok = 0;
+
+    pthread_mutex_lock(&pt->lock);
+    if (!pt->objs_valid || pt->gen != pt->m->generation)
+        ok = catch_up(pt) && ctok_p11_objects_load(pt);
+    for (size_t i = 0; i < pt->n_objs; i++) {
+        const struct p11_obj *o = &pt->objs[i];
+
+        if (o->id_len != key->id_len || memcmp(o->id, key->id, key->id_len) != 0)
+            continue;
+        if (o->cls == CKO_PRIVATE_KEY && priv == NULL)
+            priv = o;
+        else if (o->cls == CKO_PUBLIC_KEY && o->pub != NULL && pub == NULL)
+            pub = o;
+        else if (o->cls == CKO_CERTIFICATE && o->pub != NULL && cert == NULL)
+            cert = o;
+    }
+    ok = 0;
+    if (priv != NULL && (k = calloc(1, sizeof(*k))) != NULL) {
+        EVP_PKEY *p = priv->pub != NULL ? priv->pub : pub != NULL ? pub->pub : cert ? cert->pub : NULL;
+
+        pthread_mutex_init(&k->lock, NULL);
+        k->h = priv->h;
+        k->gen = pt->gen;
+        k->kt = priv->kt;
+        key->be_data = k;
+        key->label = strdup(priv->label);
+        key->type = priv->kt == CKK_RSA ? CTOK_KT_RSA
+                    : priv->kt == CKK_EC ? CTOK_KT_EC
+                                         : CTOK_KT_ED25519;
+        if (p != NULL && EVP_PKEY_up_ref(p))
+            key->pub = p;
+        ok = key->pub != NULL && key->label != NULL;
+        if (!ok && key->pub == NULL)
+            CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': its public key is neither on the key, "
+                     "nor in a public key object, nor in a certificate with the same CKA_ID",
+                     tok->name, priv->label);
+    } else if (priv == NULL) {
+        char hex[2 * CTOK_MAX_ID + 1];
+
+        ctok_hex(key->id, key->id_len, hex);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with CKA_ID %s", tok->name, hex);
+    }
+    pthread_mutex_unlock(&pt->lock);
+    return ok;
+}
+
+static void p11_key_free(ctok_key *key)
+{
+    struct p11_key *k = key->be_data;
+
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+    key->be_data = NULL;
+}
+
+static EVP_PKEY *p11_export_private(ctok_key *key)
+{
+    CTOK_ERR(CTOK_R_EXPORT_DENIED, "token '%s', key '%s': PKCS#11 private keys are not exported "
+             "(they are generated CKA_SENSITIVE and not CKA_EXTRACTABLE)", key->tok->name,
+             key->label);
+    return NULL;
+}
+
+/*
+ * PIN unlock: the vendor extension C_UnlockPIN(session, puk, new PIN) where the library
+ * has it (smart-card middleware), else the standard way: SO login with the PUK, C_InitPIN.
+ */
+static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
+                          size_t pin_len)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv = CKR_FUNCTION_NOT_SUPPORTED;
+    const char *how = "C_UnlockPIN";
+
+    if (!ctok_p11_session_get(pt, &s, &gen))
+        return 0;
+    if (pt->m->unlock_pin != NULL)
+        rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)puk, puk_len,
+                                                             (CK_UTF8CHAR_PTR)pin, pin_len));
+    if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
+        how = "SO login and C_InitPIN";
+        rv = P11_CALL(pt->m, C_Login, (s, CKU_SO, (CK_UTF8CHAR_PTR)puk, puk_len));
+        if (rv == CKR_OK) {
+            rv = P11_CALL(pt->m, C_InitPIN, (s, (CK_UTF8CHAR_PTR)pin, pin_len));
+            (void)P11_CALL(pt->m, C_Logout, (s));
+        }
+    }
+    ctok_p11_session_put(pt, s, gen);
+    if (rv != CKR_OK) {
+        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
+                 "token '%s': PIN unlock (%s) failed: %s", tok->name, how,
+                 ctok_p11_rv_name(rv));
+        return 0;
+    }
+    CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, how);
+    return 1;
+}
+
+const struct ctok_backend ctok_pkcs11_backend = {
+    .type = "pkcs11",
+    .configure = p11_configure,
+    .open = p11_open,
+    .login = p11_login,
+    .enumerate = p11_enumerate,
+    .hidden = p11_hidden,
+    .key_load = p11_key_load,
+    .key_free = p11_key_free,
+    .sign = ctok_p11_sign,
+    .decrypt = ctok_p11_decrypt,
+    .derive = ctok_p11_derive,
+    .export_private = p11_export_private,
+    .generate = ctok_p11_generate,
+    .remove = ctok_p11_remove,
+    .put_cert = ctok_p11_put_cert,
+    .unlock_pin = p11_unlock_pin,
+    .close = p11_close,
+};

@@ -1,0 +1,395 @@
+/*
+ * Writing to a PKCS#11 token: key pair generation (with the token's attribute file, in
+ * the SunPKCS11 syntax EJBCA uses), key removal and certificate import.
+ *
+ *   attributes(generate, CKO_PRIVATE_KEY, *) = {
+ *     CKA_SENSITIVE = true
+ *     CKA_EXTRACTABLE = false
+ *   }
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/rand.h>
+
+#include "p11.h"
+
+#define MAX_ATTRS 40
+
+struct tmpl {
+    CK_ATTRIBUTE a[MAX_ATTRS];
+    CK_BBOOL b[MAX_ATTRS];
+    size_t n;
+};
+
+static void set_bool(struct tmpl *t, CK_ATTRIBUTE_TYPE type, CK_BBOOL v)
+{
+    size_t i;
+
+    for (i = 0; i < t->n && t->a[i].type != type; i++)
+        ;
+    if (i == MAX_ATTRS)
+        return;
+    t->b[i] = v;
+    t->a[i].type = type;
+    t->a[i].pValue = &t->b[i];
+    t->a[i].ulValueLen = sizeof(CK_BBOOL);
+    if (i == t->n)
+        t->n++;
+}
+
+static void set_bytes(struct tmpl *t, CK_ATTRIBUTE_TYPE type, const void *v, size_t len)
+{
+    if (t->n < MAX_ATTRS) {
+        t->a[t->n].type = type;
+        t->a[t->n].pValue = (void *)v;
+        t->a[t->n].ulValueLen = len;
+        t->n++;
+    }
+}
+
+static const struct {
+    const char *name;
+    CK_ATTRIBUTE_TYPE type;
+} bool_attrs[] = {
+    {"CKA_TOKEN", CKA_TOKEN},         {"CKA_PRIVATE", CKA_PRIVATE},
+    {"CKA_SENSITIVE", CKA_SENSITIVE}, {"CKA_EXTRACTABLE", CKA_EXTRACTABLE},
+    {"CKA_MODIFIABLE", CKA_MODIFIABLE}, {"CKA_SIGN", CKA_SIGN},
+    {"CKA_VERIFY", CKA_VERIFY},       {"CKA_DECRYPT", CKA_DECRYPT},
+    {"CKA_ENCRYPT", CKA_ENCRYPT},     {"CKA_DERIVE", CKA_DERIVE},
+    {"CKA_WRAP", CKA_WRAP},           {"CKA_UNWRAP", CKA_UNWRAP},
+    {"CKA_SIGN_RECOVER", CKA_SIGN_RECOVER}, {"CKA_VERIFY_RECOVER", CKA_VERIFY_RECOVER},
+    {"CKA_ALWAYS_AUTHENTICATE", CKA_ALWAYS_AUTHENTICATE},
+    {"CKA_WRAP_WITH_TRUSTED", CKA_WRAP_WITH_TRUSTED}, {"CKA_TRUSTED", CKA_TRUSTED},
+};
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Does a section header's (op, class, keytype) apply to this generation? */
+static int section_applies(const char *hdr, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
+{
+    char op[32], c[32], k[32];
+
+    if (sscanf(hdr, " attributes ( %31[^, ] , %31[^, ] , %31[^) ] )", op, c, k) != 3)
+        return -1;
+    if (strcmp(op, "*") != 0 && strcmp(op, "generate") != 0)
+        return 0;
+    if (strcmp(c, "*") != 0
+        && !((strcmp(c, "CKO_PRIVATE_KEY") == 0 && cls == CKO_PRIVATE_KEY)
+             || (strcmp(c, "CKO_PUBLIC_KEY") == 0 && cls == CKO_PUBLIC_KEY)))
+        return 0;
+    if (strcmp(k, "*") != 0
+        && !((strcmp(k, "CKK_RSA") == 0 && kt == CKK_RSA) || (strcmp(k, "CKK_EC") == 0 && kt == CKK_EC)
+             || (strcmp(k, "CKK_EC_EDWARDS") == 0 && kt == CKK_EC_EDWARDS)))
+        return 0;
+    return 1;
+}
+
+/* Applies the attribute file to a template; errors name file and line. */
+static int apply_file(const char *tokname, const char *path, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
+                      struct tmpl *t)
+{
+    FILE *f = fopen(path, "r");
+    char line[512];
+    int lineno = 0, in = 0, applies = 0;
+
+    if (f == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG, "token '%s': cannot read attribute file '%s'", tokname, path);
+        return 0;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *s = trim(line), *eq;
+
+        lineno++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (!in) {
+            if (strncmp(s, "attributes", 10) == 0) {
+                char *brace = strchr(s, '{');
+
+                if (brace == NULL || (*brace = '\0', applies = section_applies(s, cls, kt)) < 0)
+                    goto bad;
+                in = 1;
+                continue;
+            }
+            if (strncmp(s, "name", 4) == 0 || strncmp(s, "library", 7) == 0
+                || strncmp(s, "slot", 4) == 0)
+                continue; /* the rest of a SunPKCS11 configuration: not ours */
+            goto bad;
+        }
+        if (*s == '}') {
+            in = 0;
+            continue;
+        }
+        eq = strchr(s, '=');
+        if (eq == NULL)
+            goto bad;
+        *eq = '\0';
+        {
+            char *name = trim(s), *val = trim(eq + 1);
+            size_t k;
+
+            for (k = 0; k < sizeof(bool_attrs) / sizeof(bool_attrs[0]); k++)
+                if (strcmp(name, bool_attrs[k].name) == 0)
+                    break;
+            if (k == sizeof(bool_attrs) / sizeof(bool_attrs[0])
+                || (strcmp(val, "true") != 0 && strcmp(val, "false") != 0)) {
+                fclose(f);
+                CTOK_ERR(CTOK_R_CONFIG, "%s:%d: token '%s': unsupported attribute '%s = %s' "
+                         "(boolean CKA_* attributes: true or false)", path, lineno, tokname,
+                         name, val);
+                return 0;
+            }
+            if (applies)
+                set_bool(t, bool_attrs[k].type, strcmp(val, "true") == 0);
+        }
+    }
+    fclose(f);
+    if (in) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': a section is not closed with '}'", path, tokname);
+        return 0;
+    }
+    return 1;
+bad:
+    fclose(f);
+    CTOK_ERR(CTOK_R_CONFIG, "%s:%d: token '%s': expected 'attributes(generate|*, CKO_..., "
+             "CKK_...|*) = {' or 'CKA_X = true|false'", path, lineno, tokname);
+    return 0;
+}
+
+/* A session on which the user is logged in, for writes. */
+static int write_session(ctok_token *tok, CK_SESSION_HANDLE *s, unsigned int *gen)
+{
+    if (!tok->active) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
+        return 0;
+    }
+    return ctok_p11_session_get(P11TOK(tok), s, gen);
+}
+
+static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
+{
+    int used = 0;
+
+    pthread_mutex_lock(&pt->lock);
+    if (!pt->objs_valid || pt->gen != pt->m->generation)
+        (void)ctok_p11_objects_load(pt);
+    for (size_t i = 0; i < pt->n_objs; i++)
+        used |= pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0;
+    pthread_mutex_unlock(&pt->lock);
+    return used;
+}
+
+static void invalidate(struct p11_tok *pt)
+{
+    pthread_mutex_lock(&pt->lock);
+    pt->objs_valid = 0;
+    pthread_mutex_unlock(&pt->lock);
+}
+
+static int ec_params_der(const char *group, uint8_t **der, int *len)
+{
+    ASN1_OBJECT *oid = OBJ_nid2obj(OBJ_sn2nid(group));
+
+    *der = NULL;
+    *len = oid != NULL ? i2d_ASN1_OBJECT(oid, der) : -1;
+    return *len > 0;
+}
+
+int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    struct tmpl pub = {0}, priv = {0};
+    CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_KEY_TYPE kt = spec->type == CTOK_KT_EC ? CKK_EC
+                     : spec->type == CTOK_KT_ED25519 ? CKK_EC_EDWARDS
+                                                     : CKK_RSA;
+    CK_ULONG bits = (CK_ULONG)spec->bits;
+    static const uint8_t f4[] = {1, 0, 1};
+    uint8_t tmp_id[20], id[20], *params = NULL;
+    int plen = 0, ok = 0;
+    CK_OBJECT_HANDLE hpub, hpriv;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    EVP_PKEY *pk = NULL;
+    CK_RV rv;
+
+    if (label_used(pt, CKO_PRIVATE_KEY, alias)) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name, alias);
+        return 0;
+    }
+    if (RAND_bytes(tmp_id, sizeof(tmp_id)) != 1)
+        return 0;
+    set_bool(&pub, CKA_TOKEN, CK_TRUE);
+    set_bool(&pub, CKA_PRIVATE, CK_FALSE);
+    set_bool(&pub, CKA_VERIFY, CK_TRUE);
+    set_bool(&priv, CKA_TOKEN, CK_TRUE);
+    set_bool(&priv, CKA_PRIVATE, CK_TRUE);
+    set_bool(&priv, CKA_SENSITIVE, CK_TRUE);
+    set_bool(&priv, CKA_EXTRACTABLE, CK_FALSE);
+    set_bool(&priv, CKA_SIGN, CK_TRUE);
+    if (kt == CKK_RSA) {
+        set_bool(&pub, CKA_ENCRYPT, CK_TRUE);
+        set_bool(&priv, CKA_DECRYPT, CK_TRUE);
+        set_bytes(&pub, CKA_MODULUS_BITS, &bits, sizeof(bits));
+        set_bytes(&pub, CKA_PUBLIC_EXPONENT, f4, sizeof(f4));
+    } else {
+        if (kt == CKK_EC)
+            set_bool(&priv, CKA_DERIVE, CK_TRUE);
+        mech.mechanism = kt == CKK_EC ? CKM_EC_KEY_PAIR_GEN : CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        if (!ec_params_der(kt == CKK_EC ? spec->group : "ED25519", &params, &plen))
+            return 0;
+        set_bytes(&pub, CKA_EC_PARAMS, params, (size_t)plen);
+    }
+    if (pt->attributes != NULL
+        && (!apply_file(tok->name, pt->attributes, CKO_PUBLIC_KEY, kt, &pub)
+            || !apply_file(tok->name, pt->attributes, CKO_PRIVATE_KEY, kt, &priv)))
+        goto end;
+    set_bytes(&pub, CKA_LABEL, alias, strlen(alias));
+    set_bytes(&priv, CKA_LABEL, alias, strlen(alias));
+    set_bytes(&pub, CKA_ID, tmp_id, sizeof(tmp_id));
+    set_bytes(&priv, CKA_ID, tmp_id, sizeof(tmp_id));
+    if (!write_session(tok, &s, &gen))
+        goto end;
+    rv = P11_CALL(pt->m, C_GenerateKeyPair, (s, &mech, pub.a, pub.n, priv.a, priv.n, &hpub, &hpriv));
+    if (rv != CKR_OK) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed: %s", tok->name, alias,
+                 ctok_p11_rv_name(rv));
+    } else {
+        /* the id everyone else uses: SHA-1 of the public key (cert import matches on it) */
+        CK_ATTRIBUTE a = {CKA_ID, id, sizeof(id)};
+
+        pk = ctok_p11_public_key(pt, s, hpub, kt, NULL);
+        if (pk != NULL && ctok_pub_id(pk, id)
+            && P11_CALL(pt->m, C_SetAttributeValue, (s, hpub, &a, 1)) == CKR_OK)
+            (void)P11_CALL(pt->m, C_SetAttributeValue, (s, hpriv, &a, 1));
+        ok = 1;
+    }
+    ctok_p11_session_put(pt, s, gen);
+    invalidate(pt);
+end:
+    EVP_PKEY_free(pk);
+    OPENSSL_free(params);
+    return ok;
+}
+
+/* Destroys every object with this CKA_ID: the key pair and its certificates. */
+static int destroy_id(struct p11_tok *pt, CK_SESSION_HANDLE s, const uint8_t *id, size_t len)
+{
+    CK_ATTRIBUTE t = {CKA_ID, (void *)id, len};
+    CK_OBJECT_HANDLE h[64];
+    CK_ULONG n = 0;
+    CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, &t, 1));
+
+    if (rv == CKR_OK)
+        rv = P11_CALL(pt->m, C_FindObjects, (s, h, 64, &n));
+    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
+        rv = P11_CALL(pt->m, C_DestroyObject, (s, h[i]));
+    if (rv != CKR_OK)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': removing objects failed: %s", pt->tok->name,
+                 ctok_p11_rv_name(rv));
+    return rv == CKR_OK;
+}
+
+int ctok_p11_remove(ctok_token *tok, const char *alias)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len = 0;
+    int found = 0, ok;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+
+    pthread_mutex_lock(&pt->lock);
+    if (!pt->objs_valid || pt->gen != pt->m->generation)
+        (void)ctok_p11_objects_load(pt);
+    for (size_t i = 0; i < pt->n_objs && !found; i++)
+        if (pt->objs[i].cls == CKO_PRIVATE_KEY && strcmp(pt->objs[i].label, alias) == 0) {
+            found = 1;
+            id_len = pt->objs[i].id_len;
+            memcpy(id, pt->objs[i].id, id_len);
+        }
+    pthread_mutex_unlock(&pt->lock);
+    if (!found) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
+        return 0;
+    }
+    if (!write_session(tok, &s, &gen))
+        return 0;
+    ok = destroy_id(pt, s, id, id_len);
+    ctok_p11_session_put(pt, s, gen);
+    invalidate(pt);
+    return ok;
+}
+
+int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    EVP_PKEY *cpub = X509_get0_pubkey(cert);
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_CERTIFICATE_TYPE ct = CKC_X_509;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    uint8_t id[CTOK_MAX_ID], *der = NULL, *subj = NULL, *iss = NULL, *ser = NULL;
+    size_t id_len = 0;
+    int dl, sl, il, nl, ok = 0;
+    CK_OBJECT_HANDLE h;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv;
+
+    if (cpub == NULL)
+        return 0;
+    if (label_used(pt, CKO_CERTIFICATE, alias)) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
+                 tok->name, alias);
+        return 0;
+    }
+    pthread_mutex_lock(&pt->lock);
+    for (size_t i = 0; i < pt->n_objs && id_len == 0; i++)
+        if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL
+            && EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
+            id_len = pt->objs[i].id_len;
+            memcpy(id, pt->objs[i].id, id_len);
+        }
+    pthread_mutex_unlock(&pt->lock);
+    if (id_len == 0 && ctok_pub_id(cpub, id))
+        id_len = 20;
+    dl = i2d_X509(cert, &der);
+    sl = i2d_X509_NAME(X509_get_subject_name(cert), &subj);
+    il = i2d_X509_NAME(X509_get_issuer_name(cert), &iss);
+    nl = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &ser);
+    if (dl > 0 && sl > 0 && il > 0 && nl > 0 && write_session(tok, &s, &gen)) {
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof(cls)},      {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+            {CKA_TOKEN, &yes, sizeof(yes)},      {CKA_PRIVATE, &no, sizeof(no)},
+            {CKA_LABEL, (void *)alias, strlen(alias)}, {CKA_ID, id, id_len},
+            {CKA_VALUE, der, (CK_ULONG)dl},     {CKA_SUBJECT, subj, (CK_ULONG)sl},
+            {CKA_ISSUER, iss, (CK_ULONG)il},    {CKA_SERIAL_NUMBER, ser, (CK_ULONG)nl},
+        };
+
+        rv = P11_CALL(pt->m, C_CreateObject, (s, t, sizeof(t) / sizeof(t[0]), &h));
+        ok = rv == CKR_OK;
+        if (!ok)
+            CTOK_ERR(CTOK_R_BACKEND, "token '%s': storing certificate '%s' failed: %s", tok->name,
+                     alias, ctok_p11_rv_name(rv));
+        ctok_p11_session_put(pt, s, gen);
+        invalidate(pt);
+    }
+    OPENSSL_free(der);
+    OPENSSL_free(subj);
+    OPENSSL_free(iss);
+    OPENSSL_free(ser);
+    return ok;
+}

@@ -1,0 +1,249 @@
+/* PKCS#11 modules: loading, initialization, re-initialization after fork and failures. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "p11.h"
+
+/* Cryptoki 3.0 interface discovery; p11-kit 0.24's header predates it. */
+struct ck3_interface {
+    CK_UTF8CHAR *name;
+    void *function_list;
+    CK_FLAGS flags;
+};
+typedef CK_RV (*ck3_get_interface_fn)(CK_UTF8CHAR *name, CK_VERSION *version,
+                                      struct ck3_interface **iface, CK_FLAGS flags);
+
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct p11_module **modules;
+static size_t n_modules;
+
+static const struct {
+    CK_RV rv;
+    const char *name;
+} rv_names[] = {
+#define RV(x) {x, #x}
+    RV(CKR_OK),
+    RV(CKR_CANCEL),
+    RV(CKR_HOST_MEMORY),
+    RV(CKR_SLOT_ID_INVALID),
+    RV(CKR_GENERAL_ERROR),
+    RV(CKR_FUNCTION_FAILED),
+    RV(CKR_ARGUMENTS_BAD),
+    RV(CKR_ATTRIBUTE_READ_ONLY),
+    RV(CKR_ATTRIBUTE_SENSITIVE),
+    RV(CKR_ATTRIBUTE_TYPE_INVALID),
+    RV(CKR_ATTRIBUTE_VALUE_INVALID),
+    RV(CKR_DATA_INVALID),
+    RV(CKR_DATA_LEN_RANGE),
+    RV(CKR_DEVICE_ERROR),
+    RV(CKR_DEVICE_MEMORY),
+    RV(CKR_DEVICE_REMOVED),
+    RV(CKR_ENCRYPTED_DATA_INVALID),
+    RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    RV(CKR_FUNCTION_CANCELED),
+    RV(CKR_FUNCTION_NOT_SUPPORTED),
+    RV(CKR_KEY_HANDLE_INVALID),
+    RV(CKR_KEY_SIZE_RANGE),
+    RV(CKR_KEY_TYPE_INCONSISTENT),
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    RV(CKR_KEY_UNEXTRACTABLE),
+    RV(CKR_MECHANISM_INVALID),
+    RV(CKR_MECHANISM_PARAM_INVALID),
+    RV(CKR_OBJECT_HANDLE_INVALID),
+    RV(CKR_OPERATION_ACTIVE),
+    RV(CKR_OPERATION_NOT_INITIALIZED),
+    RV(CKR_PIN_INCORRECT),
+    RV(CKR_PIN_INVALID),
+    RV(CKR_PIN_LEN_RANGE),
+    RV(CKR_PIN_EXPIRED),
+    RV(CKR_PIN_LOCKED),
+    RV(CKR_SESSION_CLOSED),
+    RV(CKR_SESSION_COUNT),
+    RV(CKR_SESSION_HANDLE_INVALID),
+    RV(CKR_SESSION_READ_ONLY),
+    RV(CKR_SESSION_EXISTS),
+    RV(CKR_SIGNATURE_INVALID),
+    RV(CKR_SIGNATURE_LEN_RANGE),
+    RV(CKR_TEMPLATE_INCOMPLETE),
+    RV(CKR_TEMPLATE_INCONSISTENT),
+    RV(CKR_TOKEN_NOT_PRESENT),
+    RV(CKR_TOKEN_NOT_RECOGNIZED),
+    RV(CKR_TOKEN_WRITE_PROTECTED),
+    RV(CKR_USER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_NOT_LOGGED_IN),
+    RV(CKR_USER_PIN_NOT_INITIALIZED),
+    RV(CKR_USER_TYPE_INVALID),
+    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    RV(CKR_BUFFER_TOO_SMALL),
+    RV(CKR_CRYPTOKI_NOT_INITIALIZED),
+    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+#undef RV
+};
+
+const char *ctok_p11_rv_name(CK_RV rv)
+{
+    static __thread char buf[24];
+
+    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+        if (rv_names[i].rv == rv)
+            return rv_names[i].name;
+    snprintf(buf, sizeof(buf), "CKR_0x%08lx", (unsigned long)rv);
+    return buf;
+}
+
+int ctok_p11_rv_is_disconnect(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_DEVICE_ERROR:
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        return 1;
+    }
+    return 0;
+}
+
+CK_RV ctok_p11_trace(const char *fn, CK_RV rv)
+{
+    if (ctok_debug_on && rv != CKR_OK)
+        ctok_debug("pkcs11: %s -> %s", fn, ctok_p11_rv_name(rv));
+    return rv;
+}
+
+static int load(struct p11_module *m)
+{
+    ck3_get_interface_fn get_iface;
+    CK_C_GetFunctionList get_list;
+    struct ck3_interface *iface = NULL;
+    CK_RV rv;
+
+    m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
+    if (m->dl == NULL) {
+        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s' cannot be loaded: %s", m->path, dlerror());
+        return 0;
+    }
+    /* Cryptoki 3.x modules: the interface's function list starts as the 2.x one */
+    get_iface = (ck3_get_interface_fn)dlsym(m->dl, "C_GetInterface");
+    if (get_iface != NULL && get_iface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0) == CKR_OK
+        && iface != NULL && iface->function_list != NULL) {
+        m->f = iface->function_list;
+    } else {
+        get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
+        if (get_list == NULL || (rv = get_list(&m->f)) != CKR_OK || m->f == NULL) {
+            CTOK_ERR(CTOK_R_BACKEND, "'%s' is not a PKCS#11 library (no C_GetFunctionList)",
+                     m->path);
+            return 0;
+        }
+    }
+    /* only the major version counts: a module that says 2.11 speaks 2.x */
+    if (m->f->version.major < 2) {
+        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s' implements Cryptoki %u.%u; 2.x or 3.x "
+                 "is needed", m->path, m->f->version.major, m->f->version.minor);
+        return 0;
+    }
+    m->unlock_pin = (CK_RV(*)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR,
+                              CK_ULONG))dlsym(m->dl, "C_UnlockPIN");
+    return 1;
+}
+
+/* Lock held. */
+static int initialize(struct p11_module *m)
+{
+    CK_C_INITIALIZE_ARGS args;
+    CK_RV rv;
+
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    rv = P11_CALL(m, C_Initialize, (&args));
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s': C_Initialize failed: %s", m->path,
+                 ctok_p11_rv_name(rv));
+        return 0;
+    }
+    rv = P11_CALL(m, C_GetInfo, (&m->info));
+    if (rv != CKR_OK)
+        memset(&m->info, 0, sizeof(m->info));
+    m->initialized = 1;
+    m->pid = getpid();
+    m->generation++;
+    CTOK_DBG("pkcs11: %s initialized (Cryptoki %u.%u, generation %u)", m->path,
+             m->info.cryptokiVersion.major, m->info.cryptokiVersion.minor, m->generation);
+    return 1;
+}
+
+struct p11_module *ctok_p11_module_get(const char *path)
+{
+    struct p11_module *m = NULL;
+
+    pthread_mutex_lock(&modules_lock);
+    for (size_t i = 0; i < n_modules; i++)
+        if (strcmp(modules[i]->path, path) == 0) {
+            m = modules[i];
+            goto end;
+        }
+    m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->path = strdup(path)) == NULL) {
+        free(m);
+        m = NULL;
+        goto end;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    if (!load(m)) {
+        /* kept, so that the failure is not retried on every use */
+        m->f = NULL;
+    }
+    {
+        struct p11_module **nm = realloc(modules, (n_modules + 1) * sizeof(*nm));
+
+        if (nm != NULL) {
+            modules = nm;
+            modules[n_modules++] = m;
+        }
+    }
+end:
+    pthread_mutex_unlock(&modules_lock);
+    if (m != NULL && m->f == NULL) {
+        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s' is not usable", path);
+        return NULL;
+    }
+    return m;
+}
+
+int ctok_p11_module_ready(struct p11_module *m)
+{
+    int ok = 1;
+
+    if (m->initialized && m->pid == getpid())
+        return 1;
+    pthread_mutex_lock(&m->lock);
+    if (m->initialized && m->pid != getpid()) {
+        /* a forked child: the parent's sessions and login are not ours */
+        CTOK_DBG("pkcs11: fork detected, re-initializing %s", m->path);
+        (void)P11_CALL(m, C_Finalize, (NULL));
+        m->initialized = 0;
+    }
+    if (!m->initialized)
+        ok = initialize(m);
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation)
+{
+    int ok = 1;
+
+    pthread_mutex_lock(&m->lock);
+    /* another thread may have re-initialized it already since we saw the failure */
+    if (m->generation == seen_generation || !m->initialized) {
+        (void)P11_CALL(m, C_Finalize, (NULL));
+        m->initialized = 0;
+        ok = initialize(m);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}

@@ -1,0 +1,295 @@
+/*
+ * Objects (PKCS#11 "object management"): certificates, public and private keys, read
+ * once per login state and module generation. The public key of a private key is read
+ * from the token once (the key, its public key object, or its certificate) and kept,
+ * so verification and encoding never touch the token.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
+
+#include "p11.h"
+
+void ctok_p11_objects_clear(struct p11_tok *pt)
+{
+    for (size_t i = 0; i < pt->n_objs; i++) {
+        free(pt->objs[i].label);
+        X509_free(pt->objs[i].cert);
+        EVP_PKEY_free(pt->objs[i].pub);
+    }
+    free(pt->objs);
+    pt->objs = NULL;
+    pt->n_objs = 0;
+    pt->objs_valid = 0;
+}
+
+int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      CK_ATTRIBUTE_TYPE type, uint8_t **val, CK_ULONG *len)
+{
+    CK_ATTRIBUTE a = {type, NULL, 0};
+
+    *val = NULL;
+    *len = 0;
+    if (pt->m->f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+        return 0;
+    a.pValue = malloc(a.ulValueLen + 1);
+    if (a.pValue == NULL)
+        return 0;
+    if (P11_CALL(pt->m, C_GetAttributeValue, (s, h, &a, 1)) != CKR_OK) {
+        free(a.pValue);
+        return 0;
+    }
+    ((uint8_t *)a.pValue)[a.ulValueLen] = '\0';
+    *val = a.pValue;
+    *len = a.ulValueLen;
+    return 1;
+}
+
+static EVP_PKEY *fromdata(struct p11_tok *pt, const char *type, OSSL_PARAM_BLD *b)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(b);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(pt->tok->ctx->libctx, type, pt->tok->ctx->propq);
+    EVP_PKEY *k = NULL;
+
+    if (params == NULL || c == NULL || EVP_PKEY_fromdata_init(c) <= 0
+        || EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        k = NULL;
+    EVP_PKEY_CTX_free(c);
+    OSSL_PARAM_free(params);
+    return k;
+}
+
+/* CKA_EC_POINT is a DER OCTET STRING by the standard; some modules give the raw point. */
+static const uint8_t *ec_point(const uint8_t *v, CK_ULONG len, size_t *plen, ASN1_OCTET_STRING **os)
+{
+    const uint8_t *p = v;
+
+    *os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)len);
+    if (*os != NULL && p == v + len) {
+        *plen = (size_t)ASN1_STRING_length(*os);
+        return ASN1_STRING_get0_data(*os);
+    }
+    ASN1_OCTET_STRING_free(*os);
+    *os = NULL;
+    *plen = len;
+    return v;
+}
+
+/* The curve of CKA_EC_PARAMS: an OID, or a printable name for Edwards curves. */
+static int ec_group(const uint8_t *v, CK_ULONG len, char *name, size_t namelen)
+{
+    const uint8_t *p = v;
+    ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+    int nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
+
+    ASN1_OBJECT_free(oid);
+    if (nid == NID_undef && len > 2 && v[0] == V_ASN1_PRINTABLESTRING) {
+        if (len - 2 == 12 && memcmp(v + 2, "edwards25519", 12) == 0)
+            nid = NID_ED25519;
+    }
+    if (nid == NID_undef)
+        return 0;
+    snprintf(name, namelen, "%s", OBJ_nid2sn(nid));
+    return 1;
+}
+
+EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                              CK_KEY_TYPE kt, const struct p11_obj *cert)
+{
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    uint8_t *v1 = NULL, *v2 = NULL;
+    CK_ULONG l1, l2;
+    BIGNUM *n = NULL, *e = NULL;
+    ASN1_OCTET_STRING *os = NULL;
+    EVP_PKEY *k = NULL;
+    char group[64];
+
+    if (b == NULL)
+        return NULL;
+    if (kt == CKK_RSA) {
+        if (ctok_p11_get_attr(pt, s, h, CKA_MODULUS, &v1, &l1)
+            && ctok_p11_get_attr(pt, s, h, CKA_PUBLIC_EXPONENT, &v2, &l2)
+            && (n = BN_bin2bn(v1, (int)l1, NULL)) != NULL
+            && (e = BN_bin2bn(v2, (int)l2, NULL)) != NULL
+            && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n)
+            && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e))
+            k = fromdata(pt, "RSA", b);
+    } else if ((kt == CKK_EC || kt == CKK_EC_EDWARDS)
+               && ctok_p11_get_attr(pt, s, h, CKA_EC_POINT, &v2, &l2)
+               && ctok_p11_get_attr(pt, s, h, CKA_EC_PARAMS, &v1, &l1)
+               && ec_group(v1, l1, group, sizeof(group))) {
+        size_t plen;
+        const uint8_t *point = ec_point(v2, l2, &plen, &os);
+
+        if (kt == CKK_EC_EDWARDS) {
+            if (OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen))
+                k = fromdata(pt, "ED25519", b);
+        } else if (OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, group, 0)
+                   && OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen)) {
+            k = fromdata(pt, "EC", b);
+        }
+    }
+    if (k == NULL && cert != NULL && cert->pub != NULL && EVP_PKEY_up_ref(cert->pub))
+        k = cert->pub; /* an EC private key carries no point: its certificate does */
+    ASN1_OCTET_STRING_free(os);
+    BN_free(n);
+    BN_free(e);
+    free(v1);
+    free(v2);
+    OSSL_PARAM_BLD_free(b);
+    return k;
+}
+
+static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                    CK_OBJECT_HANDLE **out, CK_ULONG *n)
+{
+    CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
+    CK_OBJECT_HANDLE *v = NULL;
+    CK_ULONG cap = 0, got;
+    CK_RV rv;
+
+    *out = NULL;
+    *n = 0;
+    rv = P11_CALL(pt->m, C_FindObjectsInit, (s, &t, 1));
+    if (rv != CKR_OK)
+        return 0;
+    do {
+        if (*n == cap) {
+            CK_OBJECT_HANDLE *nv = realloc(v, (cap += 64) * sizeof(*v));
+
+            if (nv == NULL) {
+                rv = CKR_HOST_MEMORY;
+                break;
+            }
+            v = nv;
+        }
+        rv = P11_CALL(pt->m, C_FindObjects, (s, v + *n, cap - *n, &got));
+        if (rv == CKR_OK)
+            *n += got;
+    } while (rv == CKR_OK && got > 0);
+    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    if (rv != CKR_OK) {
+        free(v);
+        *n = 0;
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static int read_common(struct p11_tok *pt, CK_SESSION_HANDLE s, struct p11_obj *o)
+{
+    uint8_t *v;
+    CK_ULONG l;
+
+    if (ctok_p11_get_attr(pt, s, o->h, CKA_ID, &v, &l)) {
+        o->id_len = l < CTOK_MAX_ID ? l : CTOK_MAX_ID;
+        memcpy(o->id, v, o->id_len);
+        free(v);
+    }
+    if (ctok_p11_get_attr(pt, s, o->h, CKA_LABEL, &v, &l))
+        o->label = (char *)v;
+    else
+        o->label = strdup("");
+    if (o->cls != CKO_CERTIFICATE && ctok_p11_get_attr(pt, s, o->h, CKA_KEY_TYPE, &v, &l)) {
+        if (l == sizeof(CK_KEY_TYPE))
+            memcpy(&o->kt, v, sizeof(o->kt));
+        free(v);
+    }
+    return o->label != NULL;
+}
+
+/* Reads every object the session can see. Lock held. */
+int ctok_p11_objects_load(struct p11_tok *pt)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_CERTIFICATE, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY};
+    CK_SESSION_HANDLE s;
+    CK_RV rv;
+    int ok = 1;
+
+    ctok_p11_objects_clear(pt);
+    /* our own session: the pool's functions take the lock we hold */
+    rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+    if (rv != CKR_OK) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
+                 ctok_p11_rv_name(rv));
+        return 0;
+    }
+    for (size_t c = 0; ok && c < 3; c++) {
+        CK_OBJECT_HANDLE *hs;
+        CK_ULONG n;
+        struct p11_obj *v;
+
+        if (!find_all(pt, s, classes[c], &hs, &n)) {
+            ok = 0;
+            break;
+        }
+        v = realloc(pt->objs, (pt->n_objs + n + 1) * sizeof(*v));
+        if (v == NULL) {
+            free(hs);
+            ok = 0;
+            break;
+        }
+        pt->objs = v;
+        for (CK_ULONG i = 0; i < n; i++) {
+            struct p11_obj *o = &pt->objs[pt->n_objs];
+            uint8_t *der;
+            CK_ULONG l;
+
+            memset(o, 0, sizeof(*o));
+            o->cls = classes[c];
+            o->h = hs[i];
+            if (!read_common(pt, s, o))
+                continue;
+            if (o->cls == CKO_CERTIFICATE) {
+                if (ctok_p11_get_attr(pt, s, o->h, CKA_VALUE, &der, &l)) {
+                    const uint8_t *p = der;
+
+                    o->cert = d2i_X509(NULL, &p, (long)l);
+                    free(der);
+                }
+                if (o->cert == NULL || (o->pub = X509_get_pubkey(o->cert)) == NULL) {
+                    free(o->label);
+                    X509_free(o->cert);
+                    continue; /* not an X.509 certificate we can use */
+                }
+                o->kt = EVP_PKEY_is_a(o->pub, "RSA") ? CKK_RSA
+                        : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
+                                                       : CKK_EC_EDWARDS;
+            } else {
+                o->pub = ctok_p11_public_key(pt, s, o->h, o->kt, NULL);
+            }
+            pt->n_objs++;
+        }
+        free(hs);
+    }
+    (void)P11_CALL(pt->m, C_CloseSession, (s));
+    /* an EC private key has no point: its public key object or certificate has */
+    for (size_t i = 0; i < pt->n_objs; i++) {
+        struct p11_obj *k = &pt->objs[i];
+
+        for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < pt->n_objs; j++)
+            if (pt->objs[j].cls != CKO_PRIVATE_KEY && pt->objs[j].pub != NULL
+                && pt->objs[j].id_len == k->id_len && memcmp(pt->objs[j].id, k->id, k->id_len) == 0
+                && EVP_PKEY_up_ref(pt->objs[j].pub))
+                k->pub = pt->objs[j].pub;
+    }
+    pt->objs_valid = ok;
+    pt->objs_logged_in = pt->logged_in;
+    return ok;
+}
+
+int ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                      const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h)
+{
+    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, id_len}};
+    CK_ULONG got = 0;
+    CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, t, 2));
+
+    if (rv != CKR_OK)
+        return 0;
+    rv = P11_CALL(pt->m, C_FindObjects, (s, h, 1, &got));
+    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    return rv == CKR_OK && got == 1;
+}

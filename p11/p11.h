@@ -1,0 +1,141 @@
+/*
+ * PKCS#11 backend: modules, slots, sessions, objects and mechanisms, through the
+ * standard function list (pkcs11.h from p11-kit). Grouped as the specification groups
+ * them; every C_* call goes through one traced wrapper (P11_CALL) that maps CKR codes.
+ */
+#ifndef CTOK_P11_H
+#define CTOK_P11_H
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <p11-kit/pkcs11.h>
+
+#include "../store/internal.h"
+
+/* ---- modules (module.c) ---- */
+struct p11_module {
+    char *path;
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    CK_INFO info;
+    pthread_mutex_t lock; /* initialization state */
+    int initialized;
+    pid_t pid;             /* the process that initialized it: a forked child re-initializes */
+    unsigned int generation; /* bumped by every re-initialization; handles die with it */
+    /* CK_RV C_UnlockPIN(session, puk, puk_len, new_pin, new_pin_len): a vendor extension */
+    CK_RV (*unlock_pin)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
+};
+
+/* The module for this library path, loaded and initialized once per process. */
+struct p11_module *ctok_p11_module_get(const char *path);
+/* Makes sure the module is initialized in this process (after fork: again). */
+int ctok_p11_module_ready(struct p11_module *m);
+/* Finalizes and initializes again: after a connection failure. Returns the new generation. */
+int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation);
+const char *ctok_p11_rv_name(CK_RV rv);
+/* CKR codes after which EJBCA's Pkcs11Ng re-initializes the library. */
+int ctok_p11_rv_is_disconnect(CK_RV rv);
+
+/* Traced call: r = P11_CALL(m, C_Sign, (h, ...)); */
+#define P11_CALL(m, fn, args) ctok_p11_trace(#fn, (m)->f->fn args)
+CK_RV ctok_p11_trace(const char *fn, CK_RV rv);
+
+/* ---- slots (slots.c) ---- */
+enum p11_ref_type { P11_REF_ID, P11_REF_INDEX, P11_REF_LABEL };
+struct p11_slot {
+    CK_SLOT_ID id;
+    size_t index; /* among slots with a token present, in the module's order */
+    CK_SLOT_INFO slot;
+    CK_TOKEN_INFO token;
+    char label[33]; /* token label, blank padding removed */
+    char description[65];
+};
+/* Every slot with a token present. */
+int ctok_p11_slots(struct p11_module *m, struct p11_slot **out, size_t *n);
+/* Trims a blank-padded PKCS#11 string into out (size len + 1). */
+void ctok_p11_str(const unsigned char *in, size_t len, char *out);
+
+/* ---- the token (backend.c, session.c, objects.c, crypto.c, keygen.c) ---- */
+struct p11_obj {
+    CK_OBJECT_CLASS cls;
+    CK_OBJECT_HANDLE h;
+    char *label;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    CK_KEY_TYPE kt;
+    X509 *cert;
+    EVP_PKEY *pub;
+};
+
+struct p11_tok {
+    ctok_token *tok;
+    struct p11_module *m;
+    char *library;
+    enum p11_ref_type ref_type;
+    char *ref;
+    char *attributes; /* key generation attribute file */
+    pthread_mutex_t lock;
+    /* valid for one module generation */
+    unsigned int gen;
+    int have_slot;
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO tinfo;
+    int logged_in;
+    CK_SESSION_HANDLE *idle; /* the session pool */
+    size_t n_idle, cap_idle;
+    struct p11_obj *objs; /* object cache, refreshed on login and writes */
+    size_t n_objs;
+    int objs_valid;
+    int objs_logged_in; /* the cache was read after login */
+    CK_MECHANISM_TYPE *mechs;
+    CK_ULONG n_mechs;
+};
+
+#define P11TOK(t) ((struct p11_tok *)(t)->be_data)
+
+/* A pooled session on the token's slot, for this module generation. */
+int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen);
+void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int gen);
+/* Drops the pool and login state: the module was re-initialized. Lock held. */
+void ctok_p11_session_reset(struct p11_tok *pt);
+/* Finds the slot by the configured reference; lock held. */
+int ctok_p11_find_slot(struct p11_tok *pt);
+/* Logs in with the token's known code; lock held. */
+int ctok_p11_relogin(struct p11_tok *pt);
+/*
+ * After a disconnect-class failure: re-initialize the module, find the slot again and
+ * log in again with the known code. 1 if the operation may be retried.
+ */
+int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char *what);
+
+/* objects.c */
+int ctok_p11_objects_load(struct p11_tok *pt);
+void ctok_p11_objects_clear(struct p11_tok *pt);
+EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                              CK_KEY_TYPE kt, const struct p11_obj *cert);
+int ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                      const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h);
+int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                      CK_ATTRIBUTE_TYPE type, uint8_t **val, CK_ULONG *len);
+
+/* crypto.c */
+int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                  size_t tbslen, uint8_t *sig, size_t *siglen);
+int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                     size_t inlen, uint8_t *out, size_t *outlen);
+int ctok_p11_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+
+/* keygen.c */
+int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
+int ctok_p11_remove(ctok_token *tok, const char *alias);
+int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+
+/* The key handle data: the private key object, for one module generation. */
+struct p11_key {
+    CK_OBJECT_HANDLE h;
+    unsigned int gen;
+    CK_KEY_TYPE kt;
+    pthread_mutex_t lock;
+};
+
+#endif
