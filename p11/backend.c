@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <p11-kit/uri.h>
+
 #include "p11.h"
 
 static int p11_configure(ctok_token *tok, const json_t *conf)
@@ -483,6 +485,18 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
     return 1;
 }
 
+static int p11_match_uri(ctok_token *tok, void *uri)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    int ok;
+
+    pthread_mutex_lock(&pt->lock);
+    ok = pt->have_slot && p11_kit_uri_match_token_info(uri, &pt->tinfo)
+         && p11_kit_uri_match_module_info(uri, &pt->m->info);
+    pthread_mutex_unlock(&pt->lock);
+    return ok;
+}
+
 const struct ctok_backend ctok_pkcs11_backend = {
     .type = "pkcs11",
     .configure = p11_configure,
@@ -490,6 +504,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .login = p11_login,
     .enumerate = p11_enumerate,
     .hidden = p11_hidden,
+    .match_p11_uri = p11_match_uri,
     .key_load = p11_key_load,
     .key_free = p11_key_free,
     .sign = ctok_p11_sign,

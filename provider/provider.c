@@ -52,6 +52,7 @@ static const OSSL_ALGORITHM keyexch_algs[] = {
 
 static const OSSL_ALGORITHM store_algs[] = {
     {"ctok", PROPS, ctok_store_functions, "ctok: URIs of crypto token objects"},
+    {"pkcs11", PROPS, ctok_store_functions, "pkcs11: URIs (RFC 7512) on ctok's PKCS#11 tokens"},
     {NULL, NULL, NULL, NULL}};
 
 static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)

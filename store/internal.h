@@ -16,6 +16,8 @@ struct ctok_backend {
     /* Returns 1 on success, 0 on a rejected code (error raised), -1 on other failure. */
     int (*login)(ctok_token *tok, const char *code, size_t len);
     int (*enumerate)(ctok_token *tok, ctok_object_cb cb, void *arg);
+    /* Does the token match a pkcs11: URI's token attributes (P11KitUri)? */
+    int (*match_p11_uri)(ctok_token *tok, void *p11uri);
     /* CTOK_OBJ_* types that may be hidden until the token is logged in. */
     unsigned int (*hidden)(ctok_token *tok);
     /* Private key handle data for the key with this id (token active). */

@@ -82,8 +82,10 @@ static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_
     return 0;
 }
 
-static int selected(const struct ctok_uri *u, const ctok_token *t)
+static int selected(const struct ctok_uri *u, ctok_token *t)
 {
+    if (u->p11 != NULL) /* pkcs11: URIs select PKCS#11 tokens by their token info */
+        return t->be->match_p11_uri != NULL && ctok_token_open(t) && t->be->match_p11_uri(t, u->p11);
     return (u->token == NULL || strcmp(t->name, u->token) == 0)
            && (u->token_id == NULL || strcmp(t->id, u->token_id) == 0);
 }
@@ -131,7 +133,7 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want,
                   const struct ctok_ui *ui, struct collect *all)
 {
     struct ctok_pin pin = {u->pin_value, u->pin_source};
-    int named = u->token != NULL || u->token_id != NULL;
+    int named = u->token != NULL || u->token_id != NULL || u->p11 != NULL;
     int filtered = u->object != NULL || u->has_id;
     int found = has_match(u, all, want);
 

@@ -174,8 +174,13 @@ struct ctok_uri {
     unsigned int types; /* CTOK_OBJ_* from type=, CTOK_OBJ_ANY when absent */
     char *pin_value;
     char *pin_source;
+    void *p11; /* a pkcs11: URI (P11KitUri): its token attributes select PKCS#11 tokens */
 };
-/* Parses a ctok: URI; raises CTOK_R_BAD_URI saying what is wrong. */
+/*
+ * Parses a ctok: URI, or an RFC 7512 pkcs11: URI resolved against the PKCS#11 tokens ctok
+ * knows (token, manufacturer, model, serial, object, id, type, pin-value, pin-source).
+ * Raises CTOK_R_BAD_URI saying what is wrong.
+ */
 int ctok_uri_parse(const char *s, struct ctok_uri *u);
 void ctok_uri_clear(struct ctok_uri *u);
 

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <openssl/crypto.h>
+#include <p11-kit/uri.h>
 
 #include "token.h"
 
@@ -129,6 +130,73 @@ static int parse_attr(const char *uri, struct ctok_uri *u, const char *a, size_t
     return 0;
 }
 
+static char *dup_attr(P11KitUri *p, CK_ATTRIBUTE_TYPE type, size_t *len)
+{
+    CK_ATTRIBUTE *a = p11_kit_uri_get_attribute(p, type);
+    char *v;
+
+    if (a == NULL || a->pValue == NULL)
+        return NULL;
+    v = malloc(a->ulValueLen + 1);
+    if (v != NULL) {
+        memcpy(v, a->pValue, a->ulValueLen);
+        v[a->ulValueLen] = '\0';
+        *len = a->ulValueLen;
+    }
+    return v;
+}
+
+/* RFC 7512 URIs, as p11-kit reads them; the object part becomes ctok's filters. */
+static int parse_pkcs11(const char *uri, const char *shown, struct ctok_uri *u)
+{
+    P11KitUri *p = p11_kit_uri_new();
+    CK_ATTRIBUTE *cls;
+    size_t len;
+    int r;
+
+    if (p == NULL)
+        return 0;
+    r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, p);
+    if (r != P11_KIT_URI_OK) {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': %s", shown, p11_kit_uri_message(r));
+        p11_kit_uri_free(p);
+        return 0;
+    }
+    u->p11 = p;
+    u->object = dup_attr(p, CKA_LABEL, &len);
+    {
+        char *id = dup_attr(p, CKA_ID, &len);
+
+        if (id != NULL) {
+            if (len > CTOK_MAX_ID) {
+                free(id);
+                CTOK_ERR(CTOK_R_BAD_URI, "'%s': id longer than %d bytes", shown, CTOK_MAX_ID);
+                return 0;
+            }
+            memcpy(u->id, id, len);
+            u->id_len = len;
+            u->has_id = 1;
+            free(id);
+        }
+    }
+    cls = p11_kit_uri_get_attribute(p, CKA_CLASS);
+    if (cls != NULL && cls->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
+        CK_OBJECT_CLASS c = *(CK_OBJECT_CLASS *)cls->pValue;
+
+        u->types = c == CKO_CERTIFICATE   ? CTOK_OBJ_CERT
+                   : c == CKO_PUBLIC_KEY  ? CTOK_OBJ_PUBLIC
+                   : c == CKO_PRIVATE_KEY ? CTOK_OBJ_PRIVATE
+                                          : 0;
+    }
+    if (p11_kit_uri_get_pin_value(p) != NULL
+        && (u->pin_value = strdup(p11_kit_uri_get_pin_value(p))) == NULL)
+        return 0;
+    if (p11_kit_uri_get_pin_source(p) != NULL
+        && (u->pin_source = strdup(p11_kit_uri_get_pin_source(p))) == NULL)
+        return 0;
+    return 1;
+}
+
 int ctok_uri_parse(const char *uri, struct ctok_uri *u)
 {
     const char *p, *end, *q;
@@ -140,6 +208,12 @@ int ctok_uri_parse(const char *uri, struct ctok_uri *u)
              qm != NULL ? "?..." : "");
     memset(u, 0, sizeof(*u));
     u->types = CTOK_OBJ_ANY;
+    if (strncmp(uri, "pkcs11:", 7) == 0) {
+        if (parse_pkcs11(uri, s, u))
+            return 1;
+        ctok_uri_clear(u);
+        return 0;
+    }
     if (strncmp(uri, "ctok:", 5) != 0) {
         CTOK_ERR(CTOK_R_BAD_URI, "'%s': does not start with 'ctok:'", s);
         return 0;
@@ -185,5 +259,7 @@ void ctok_uri_clear(struct ctok_uri *u)
     if (u->pin_value != NULL)
         OPENSSL_clear_free(u->pin_value, strlen(u->pin_value));
     free(u->pin_source);
+    if (u->p11 != NULL)
+        p11_kit_uri_free(u->p11);
     memset(u, 0, sizeof(*u));
 }
