@@ -138,13 +138,14 @@ static int p11_open(ctok_token *tok)
     int ok;
 
     pt->m = ctok_p11_module_get(pt->library);
-    if (pt->m == NULL || !ctok_p11_module_ready(pt->m))
+    if (pt->m == NULL || !ctok_p11_enter(pt->m))
         return 0;
     pthread_mutex_lock(&pt->lock);
     ok = ctok_p11_find_slot(pt);
     if (ok)
         probe_mechanisms(pt);
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     return ok;
 }
 
@@ -157,11 +158,9 @@ void ctok_p11_session_reset(struct p11_tok *pt)
     pt->objs_valid = 0;
 }
 
-/* Brings the token to the module's current generation: slot and login. Lock held. */
+/* Brings the token to the module's current generation: slot and login. In a region, lock held. */
 static int catch_up(struct p11_tok *pt)
 {
-    if (!ctok_p11_module_ready(pt->m))
-        return 0;
     if (pt->gen == pt->m->generation && pt->have_slot)
         return 1;
     ctok_p11_session_reset(pt);
@@ -170,11 +169,12 @@ static int catch_up(struct p11_tok *pt)
     return pt->tok->active ? ctok_p11_relogin(pt) : 1;
 }
 
-int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen)
+int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen, CK_RV *rvp)
 {
     CK_RV rv = CKR_OK;
     int ok;
 
+    *rvp = CKR_OK;
     pthread_mutex_lock(&pt->lock);
     ok = catch_up(pt);
     *gen = pt->gen;
@@ -190,9 +190,8 @@ int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int 
                                          NULL, s));
     if (rv == CKR_TOKEN_WRITE_PROTECTED)
         rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, s));
+    *rvp = rv;
     if (rv != CKR_OK) {
-        if (ctok_p11_rv_is_disconnect(rv) && ctok_p11_recover(pt, *gen, rv, "C_OpenSession"))
-            return ctok_p11_session_get(pt, s, gen);
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
                  ctok_p11_rv_name(rv));
         return 0;
@@ -268,18 +267,22 @@ static int p11_login(ctok_token *tok, const char *code, size_t len)
     struct p11_tok *pt = P11TOK(tok);
     CK_SESSION_HANDLE s;
     unsigned int gen;
-    int r;
+    CK_RV rv;
+    int r = -1;
 
-    if (!ctok_p11_session_get(pt, &s, &gen))
+    if (!ctok_p11_enter(pt->m))
         return -1;
-    r = login_with(pt, s, code, len);
-    ctok_p11_session_put(pt, s, gen);
+    if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
+        r = login_with(pt, s, code, len);
+        ctok_p11_session_put(pt, s, gen);
+    }
     if (r > 0) {
         pthread_mutex_lock(&pt->lock);
         pt->logged_in = 1;
         pt->objs_valid = 0; /* private objects are visible now */
         pthread_mutex_unlock(&pt->lock);
     }
+    ctok_p11_leave(pt->m);
     return r;
 }
 
@@ -322,11 +325,12 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 
     CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", pt->tok->name, what,
              ctok_p11_rv_name(rv), pt->library);
-    if (!ctok_p11_module_reinit(pt->m, gen))
+    if (!ctok_p11_module_reinit(pt->m, gen) || !ctok_p11_enter(pt->m))
         return 0;
     pthread_mutex_lock(&pt->lock);
     ok = catch_up(pt);
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     return ok;
 }
 
@@ -335,6 +339,8 @@ static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     struct p11_tok *pt = P11TOK(tok);
     int ok = 1;
 
+    if (!ctok_p11_enter(pt->m))
+        return 0;
     pthread_mutex_lock(&pt->lock);
     if (!pt->objs_valid || pt->gen != pt->m->generation)
         ok = catch_up(pt) && ctok_p11_objects_load(pt);
@@ -357,6 +363,7 @@ static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
         ok = cb(tok, &obj, arg);
     }
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     return ok;
 }
 
@@ -386,6 +393,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
     const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
     int ok = 0;
 
+    if (!ctok_p11_enter(pt->m))
+        return 0;
     pthread_mutex_lock(&pt->lock);
     if (!pt->objs_valid || pt->gen != pt->m->generation)
         ok = catch_up(pt) && ctok_p11_objects_load(pt);
@@ -428,6 +437,7 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with CKA_ID %s", tok->name, hex);
     }
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     return ok;
 }
 
@@ -461,8 +471,12 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
     CK_RV rv = CKR_FUNCTION_NOT_SUPPORTED;
     const char *how = "C_UnlockPIN";
 
-    if (!ctok_p11_session_get(pt, &s, &gen))
+    if (!ctok_p11_enter(pt->m))
         return 0;
+    if (!ctok_p11_session_get(pt, &s, &gen, &rv)) {
+        ctok_p11_leave(pt->m);
+        return 0;
+    }
     if (pt->m->unlock_pin != NULL)
         rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)puk, puk_len,
                                                              (CK_UTF8CHAR_PTR)pin, pin_len));
@@ -475,6 +489,7 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
         }
     }
     ctok_p11_session_put(pt, s, gen);
+    ctok_p11_leave(pt->m);
     if (rv != CKR_OK) {
         CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
                  "token '%s': PIN unlock (%s) failed: %s", tok->name, how,

@@ -39,26 +39,46 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
     struct p11_tok *pt = P11TOK(key->tok);
     CK_SESSION_HANDLE s;
     CK_OBJECT_HANDLE h;
-    unsigned int gen;
+    unsigned int gen = 0;
     CK_RV rv = CKR_OK;
+    int found = 1;
 
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (!ctok_p11_session_get(pt, &s, &gen))
+    unsigned int failed_gen = 0;
+
+    /* one retry per failure event: a failure in a newer module generation is a new event */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (!key->tok->active) {
+            CTOK_ERR(CTOK_R_NO_CODE, "token '%s', key '%s': the token was reconnected and must "
+                     "be activated again (its authentication code was typed at a prompt and is "
+                     "not kept)", key->tok->name, key->label);
             return 0;
-        if (!key_handle(pt, key, s, gen, &h)) {
+        }
+        if (!ctok_p11_enter(pt->m))
+            return 0;
+        if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
+            found = key_handle(pt, key, s, gen, &h);
+            rv = found ? op(pt, s, h, arg) : CKR_OK;
             ctok_p11_session_put(pt, s, gen);
+        } else if (rv == CKR_OK) {
+            rv = CKR_GENERAL_ERROR; /* the slot is gone or login failed: already said */
+        }
+        ctok_p11_leave(pt->m);
+        if (!found && !key->tok->active)
+            continue; /* reported at the top of the loop */
+        if (!found) {
             CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s', key '%s': the private key is no longer on "
                      "the token", key->tok->name, key->label);
             return 0;
         }
-        rv = op(pt, s, h, arg);
-        ctok_p11_session_put(pt, s, gen);
         if (rv == CKR_OK)
             return 1;
-        if (attempt > 0 || !ctok_p11_rv_is_disconnect(rv) || !ctok_p11_recover(pt, gen, rv, what))
+        /* recovery happens outside the region: re-initialization waits for all to leave */
+        if ((attempt > 0 && gen == failed_gen) || !ctok_p11_rv_is_disconnect(rv)
+            || !ctok_p11_recover(pt, gen, rv, what))
             break;
+        failed_gen = gen;
     }
-    if (rv != CKR_OK)
+    if (rv != CKR_OK && rv != CKR_GENERAL_ERROR)
         CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", key->tok->name,
                  key->label, what, ctok_p11_rv_name(rv));
     return 0;

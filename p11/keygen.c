@@ -168,34 +168,54 @@ bad:
     return 0;
 }
 
-/* A session on which the user is logged in, for writes. */
+/* A session on which the user is logged in, for writes: enters a region on success. */
 static int write_session(ctok_token *tok, CK_SESSION_HANDLE *s, unsigned int *gen)
 {
+    struct p11_tok *pt = P11TOK(tok);
+    CK_RV rv;
+
     if (!tok->active) {
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
         return 0;
     }
-    return ctok_p11_session_get(P11TOK(tok), s, gen);
+    if (!ctok_p11_enter(pt->m))
+        return 0;
+    if (!ctok_p11_session_get(pt, s, gen, &rv)) {
+        ctok_p11_leave(pt->m);
+        return 0;
+    }
+    return 1;
+}
+
+static void write_done(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int gen)
+{
+    ctok_p11_session_put(pt, s, gen);
+    pthread_mutex_lock(&pt->lock);
+    pt->objs_valid = 0;
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+}
+
+/* Reads the token's objects if needed. In a region, lock held. */
+static void refresh(struct p11_tok *pt)
+{
+    if (!pt->objs_valid || pt->gen != pt->m->generation)
+        (void)ctok_p11_objects_load(pt);
 }
 
 static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
 {
     int used = 0;
 
+    if (!ctok_p11_enter(pt->m))
+        return 0;
     pthread_mutex_lock(&pt->lock);
-    if (!pt->objs_valid || pt->gen != pt->m->generation)
-        (void)ctok_p11_objects_load(pt);
+    refresh(pt);
     for (size_t i = 0; i < pt->n_objs; i++)
         used |= pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0;
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     return used;
-}
-
-static void invalidate(struct p11_tok *pt)
-{
-    pthread_mutex_lock(&pt->lock);
-    pt->objs_valid = 0;
-    pthread_mutex_unlock(&pt->lock);
 }
 
 static int ec_params_der(const char *group, uint8_t **der, int *len)
@@ -276,8 +296,7 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
             (void)P11_CALL(pt->m, C_SetAttributeValue, (s, hpriv, &a, 1));
         ok = 1;
     }
-    ctok_p11_session_put(pt, s, gen);
-    invalidate(pt);
+    write_done(pt, s, gen);
 end:
     EVP_PKEY_free(pk);
     OPENSSL_free(params);
@@ -312,9 +331,10 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
     CK_SESSION_HANDLE s;
     unsigned int gen;
 
+    if (!ctok_p11_enter(pt->m))
+        return 0;
     pthread_mutex_lock(&pt->lock);
-    if (!pt->objs_valid || pt->gen != pt->m->generation)
-        (void)ctok_p11_objects_load(pt);
+    refresh(pt);
     for (size_t i = 0; i < pt->n_objs && !found; i++)
         if (pt->objs[i].cls == CKO_PRIVATE_KEY && strcmp(pt->objs[i].label, alias) == 0) {
             found = 1;
@@ -322,6 +342,7 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
             memcpy(id, pt->objs[i].id, id_len);
         }
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     if (!found) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
         return 0;
@@ -329,8 +350,7 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
     if (!write_session(tok, &s, &gen))
         return 0;
     ok = destroy_id(pt, s, id, id_len);
-    ctok_p11_session_put(pt, s, gen);
-    invalidate(pt);
+    write_done(pt, s, gen);
     return ok;
 }
 
@@ -356,7 +376,10 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
                  tok->name, alias);
         return 0;
     }
+    if (!ctok_p11_enter(pt->m))
+        return 0;
     pthread_mutex_lock(&pt->lock);
+    refresh(pt);
     for (size_t i = 0; i < pt->n_objs && id_len == 0; i++)
         if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL
             && EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
@@ -364,6 +387,7 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
             memcpy(id, pt->objs[i].id, id_len);
         }
     pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
     if (id_len == 0 && ctok_pub_id(cpub, id))
         id_len = 20;
     dl = i2d_X509(cert, &der);
@@ -384,8 +408,7 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
         if (!ok)
             CTOK_ERR(CTOK_R_BACKEND, "token '%s': storing certificate '%s' failed: %s", tok->name,
                      alias, ctok_p11_rv_name(rv));
-        ctok_p11_session_put(pt, s, gen);
-        invalidate(pt);
+        write_done(pt, s, gen);
     }
     OPENSSL_free(der);
     OPENSSL_free(subj);

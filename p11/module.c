@@ -176,6 +176,17 @@ static int initialize(struct p11_module *m)
     return 1;
 }
 
+/* Writers first: a re-initialization must not wait while signers keep coming. */
+static void rwlock_init(pthread_rwlock_t *rw)
+{
+    pthread_rwlockattr_t a;
+
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(rw, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
 struct p11_module *ctok_p11_module_get(const char *path)
 {
     struct p11_module *m = NULL;
@@ -193,6 +204,7 @@ struct p11_module *ctok_p11_module_get(const char *path)
         goto end;
     }
     pthread_mutex_init(&m->lock, NULL);
+    rwlock_init(&m->rw);
     if (!load(m)) {
         /* kept, so that the failure is not retried on every use */
         m->f = NULL;
@@ -214,29 +226,47 @@ end:
     return m;
 }
 
-int ctok_p11_module_ready(struct p11_module *m)
+int ctok_p11_enter(struct p11_module *m)
 {
-    int ok = 1;
-
-    if (m->initialized && m->pid == getpid())
-        return 1;
-    pthread_mutex_lock(&m->lock);
     if (m->initialized && m->pid != getpid()) {
-        /* a forked child: the parent's sessions and login are not ours */
+        /*
+         * A forked child, alone in its process: the parent's sessions and login are not
+         * ours, and its locks may have been held by threads that do not exist here.
+         */
+        pthread_mutex_init(&m->lock, NULL);
+        rwlock_init(&m->rw);
         CTOK_DBG("pkcs11: fork detected, re-initializing %s", m->path);
         (void)P11_CALL(m, C_Finalize, (NULL));
         m->initialized = 0;
     }
-    if (!m->initialized)
-        ok = initialize(m);
-    pthread_mutex_unlock(&m->lock);
-    return ok;
+    if (!m->initialized) {
+        pthread_rwlock_wrlock(&m->rw);
+        pthread_mutex_lock(&m->lock);
+        if (!m->initialized)
+            (void)initialize(m);
+        pthread_mutex_unlock(&m->lock);
+        pthread_rwlock_unlock(&m->rw);
+    }
+    pthread_rwlock_rdlock(&m->rw);
+    if (!m->initialized) {
+        pthread_rwlock_unlock(&m->rw);
+        return 0;
+    }
+    return 1;
+}
+
+void ctok_p11_leave(struct p11_module *m)
+{
+    pthread_rwlock_unlock(&m->rw);
 }
 
 int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation)
 {
     int ok = 1;
 
+    if (__atomic_load_n(&m->generation, __ATOMIC_ACQUIRE) != seen_generation)
+        return 1; /* someone else already did */
+    pthread_rwlock_wrlock(&m->rw); /* waits for every thread to leave the module */
     pthread_mutex_lock(&m->lock);
     /* another thread may have re-initialized it already since we saw the failure */
     if (m->generation == seen_generation || !m->initialized) {
@@ -245,5 +275,6 @@ int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation)
         ok = initialize(m);
     }
     pthread_mutex_unlock(&m->lock);
+    pthread_rwlock_unlock(&m->rw);
     return ok;
 }

@@ -19,6 +19,11 @@ struct p11_module {
     CK_FUNCTION_LIST_PTR f;
     CK_INFO info;
     pthread_mutex_t lock; /* initialization state */
+    /*
+     * Held shared by every region of PKCS#11 calls, exclusively to finalize and
+     * initialize again: C_Finalize must never run while another thread is in the module.
+     */
+    pthread_rwlock_t rw;
     int initialized;
     pid_t pid;             /* the process that initialized it: a forked child re-initializes */
     unsigned int generation; /* bumped by every re-initialization; handles die with it */
@@ -28,9 +33,13 @@ struct p11_module {
 
 /* The module for this library path, loaded and initialized once per process. */
 struct p11_module *ctok_p11_module_get(const char *path);
-/* Makes sure the module is initialized in this process (after fork: again). */
-int ctok_p11_module_ready(struct p11_module *m);
-/* Finalizes and initializes again: after a connection failure. Returns the new generation. */
+/*
+ * Enters a region of calls into the module: initialized in this process (a forked child
+ * initializes it again), and not re-initialized before ctok_p11_leave. Regions do not nest.
+ */
+int ctok_p11_enter(struct p11_module *m);
+void ctok_p11_leave(struct p11_module *m);
+/* Finalizes and initializes again after a connection failure; outside any region. */
 int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation);
 const char *ctok_p11_rv_name(CK_RV rv);
 /* CKR codes after which EJBCA's Pkcs11Ng re-initializes the library. */
@@ -93,8 +102,8 @@ struct p11_tok {
 
 #define P11TOK(t) ((struct p11_tok *)(t)->be_data)
 
-/* A pooled session on the token's slot, for this module generation. */
-int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen);
+/* A pooled session on the token's slot, for this module generation. In a region. */
+int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen, CK_RV *rv);
 void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int gen);
 /* Drops the pool and login state: the module was re-initialized. Lock held. */
 void ctok_p11_session_reset(struct p11_tok *pt);
@@ -103,8 +112,8 @@ int ctok_p11_find_slot(struct p11_tok *pt);
 /* Logs in with the token's known code; lock held. */
 int ctok_p11_relogin(struct p11_tok *pt);
 /*
- * After a disconnect-class failure: re-initialize the module, find the slot again and
- * log in again with the known code. 1 if the operation may be retried.
+ * After a disconnect-class failure (outside any region): re-initialize the module, find
+ * the slot again and log in again with the known code. 1 if the operation may be retried.
  */
 int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char *what);
 

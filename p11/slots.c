@@ -22,8 +22,6 @@ int ctok_p11_slots(struct p11_module *m, struct p11_slot **out, size_t *n)
 
     *out = NULL;
     *n = 0;
-    if (!ctok_p11_module_ready(m))
-        return 0;
     rv = P11_CALL(m, C_GetSlotList, (CK_TRUE, NULL, &count));
     if (rv == CKR_OK && count > 0) {
         ids = calloc(count, sizeof(*ids));
@@ -89,7 +87,13 @@ json_t *ctok_p11_slot_list(const char *library)
     json_t *list;
     char manuf[33], model[17], serial[17];
 
-    if (m == NULL || !ctok_p11_slots(m, &slots, &n))
+    int ok;
+
+    if (m == NULL || !ctok_p11_enter(m))
+        return NULL;
+    ok = ctok_p11_slots(m, &slots, &n);
+    ctok_p11_leave(m);
+    if (!ok)
         return NULL;
     list = json_array();
     for (size_t i = 0; i < n; i++) {

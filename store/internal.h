@@ -9,6 +9,11 @@
 
 struct ctok_backend {
     const char *type;
+    /*
+     * Keep a code typed at a prompt while active? A keystore needs it for its rewrites; a
+     * PKCS#11 token does not, and after a reconnect asks to be activated again instead.
+     */
+    int keep_prompted_code;
     /* Reads the backend fields of the config entry; no I/O on the token yet. */
     int (*configure)(ctok_token *tok, const json_t *conf);
     /* Reads what can be read without an auth code (structure, public objects). */

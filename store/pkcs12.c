@@ -883,6 +883,7 @@ int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
 
 const struct ctok_backend ctok_pkcs12_backend = {
     .type = "pkcs12",
+    .keep_prompted_code = 1,
     .configure = p12_configure,
     .open = p12_open,
     .login = p12_login,

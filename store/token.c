@@ -147,7 +147,7 @@ int ctok_token_is_active(const ctok_token *tok)
 }
 
 /* Sends a code to the backend unless the token already rejected it. Lock held. */
-static int login_locked(ctok_token *tok, const char *code, size_t len)
+static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
 {
     uint8_t h[32];
     int r;
@@ -170,13 +170,15 @@ static int login_locked(ctok_token *tok, const char *code, size_t len)
     }
     if (r < 0)
         return 0;
+    tok->active = 1;
+    if (!keep)
+        return 1;
     tok->code = OPENSSL_malloc(len + 1);
     if (tok->code == NULL)
         return 0;
     memcpy(tok->code, code, len);
     tok->code[len] = '\0';
     tok->code_len = len;
-    tok->active = 1;
     return 1;
 }
 
@@ -187,15 +189,16 @@ int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
     if (!ctok_token_open(tok))
         return 0;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len);
+    ok = tok->active || login_locked(tok, code, len, 1);
     pthread_mutex_unlock(&tok->lock);
     return ok;
 }
 
 /* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
 static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui,
-                    char *buf, size_t bufsz, size_t *len)
+                    char *buf, size_t bufsz, size_t *len, int *prompted)
 {
+    *prompted = 0;
     if (pin != NULL && pin->value != NULL) {
         *len = strlen(pin->value);
         if (*len >= bufsz)
@@ -236,6 +239,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
         snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
         if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
             buf[*len] = '\0';
+            *prompted = 1;
             return 1;
         }
     }
@@ -250,17 +254,17 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
 {
     char code[CTOK_MAX_CODE + 1];
     size_t len = 0;
-    int ok = 0;
+    int ok = 0, prompted;
 
     if (!ctok_token_open(tok))
         return 0;
     if (tok->active)
         return 1;
     /* the code is fetched without the lock: a prompt may take long */
-    if (!get_code(tok, pin, ui, code, sizeof(code), &len))
+    if (!get_code(tok, pin, ui, code, sizeof(code), &len, &prompted))
         goto end;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len);
+    ok = tok->active || login_locked(tok, code, len, !prompted || tok->be->keep_prompted_code);
     pthread_mutex_unlock(&tok->lock);
 end:
     OPENSSL_cleanse(code, sizeof(code));
