@@ -415,8 +415,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
         EVP_PKEY *p = priv->pub != NULL ? priv->pub : pub != NULL ? pub->pub : cert ? cert->pub : NULL;
 
         pthread_mutex_init(&k->lock, NULL);
-        k->h = priv->h;
-        k->gen = pt->gen;
+        k->h = CK_INVALID_HANDLE;
+        k->gen = 0; /* looked up, and copied into a session object, at first use */
         k->kt = priv->kt;
         key->be_data = k;
         key->label = strdup(priv->label);

@@ -16,18 +16,54 @@
 typedef CK_RV (*p11_op_fn)(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            void *arg);
 
+/*
+ * A session copy of a private key (C_CopyObject with CKA_TOKEN false), made once per
+ * module generation in the token's anchor session: modules sign with in-memory session
+ * objects much faster (SoftHSM: ECDSA about 40%) than with token objects they must read
+ * back. The copy dies with the anchor session, at the latest when the process ends.
+ */
+static CK_OBJECT_HANDLE session_copy(struct p11_tok *pt, CK_OBJECT_HANDLE h, unsigned int gen)
+{
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE t = {CKA_TOKEN, &no, sizeof(no)};
+    CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+    CK_SESSION_HANDLE anchor;
+
+    pthread_mutex_lock(&pt->lock);
+    if (pt->anchor_gen != gen || pt->anchor == CK_INVALID_HANDLE) {
+        pt->anchor = CK_INVALID_HANDLE;
+        if (P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &anchor))
+            == CKR_OK) {
+            pt->anchor = anchor;
+            pt->anchor_gen = gen;
+        }
+    }
+    anchor = pt->anchor;
+    pthread_mutex_unlock(&pt->lock);
+    if (anchor == CK_INVALID_HANDLE
+        || P11_CALL(pt->m, C_CopyObject, (anchor, h, &t, 1, &copy)) != CKR_OK)
+        return CK_INVALID_HANDLE;
+    return copy;
+}
+
 /* The private key's handle in the current module generation (found again by CKA_ID). */
 static int key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, unsigned int gen,
                       CK_OBJECT_HANDLE *h)
 {
     struct p11_key *k = key->be_data;
+    CK_OBJECT_HANDLE obj, copy;
     int ok = 1;
 
     pthread_mutex_lock(&k->lock);
     if (k->gen != gen) {
-        ok = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &k->h);
-        if (ok)
+        ok = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &obj);
+        if (ok) {
+            copy = k->copy_refused ? CK_INVALID_HANDLE : session_copy(pt, obj, gen);
+            if (copy == CK_INVALID_HANDLE)
+                k->copy_refused = 1;
+            k->h = copy != CK_INVALID_HANDLE ? copy : obj;
             k->gen = gen;
+        }
     }
     *h = k->h;
     pthread_mutex_unlock(&k->lock);

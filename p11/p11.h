@@ -90,6 +90,8 @@ struct p11_tok {
     CK_SLOT_ID slot;
     CK_TOKEN_INFO tinfo;
     int logged_in;
+    CK_SESSION_HANDLE anchor; /* owns session copies of keys; never pooled */
+    unsigned int anchor_gen;
     CK_SESSION_HANDLE *idle; /* the session pool */
     size_t n_idle, cap_idle;
     struct p11_obj *objs; /* object cache, refreshed on login and writes */
@@ -141,8 +143,9 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert);
 
 /* The key handle data: the private key object, for one module generation. */
 struct p11_key {
-    CK_OBJECT_HANDLE h;
+    CK_OBJECT_HANDLE h; /* the session copy, else the token object */
     unsigned int gen;
+    int copy_refused; /* the module does not copy this key: sign with the token object */
     CK_KEY_TYPE kt;
     pthread_mutex_t lock;
 };
