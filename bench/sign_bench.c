@@ -1,0 +1,429 @@
+/*
+ * ctok-bench-sign: signs in a loop on N threads for S seconds of wall time and prints
+ * one machine-readable line. The same program measures a key read from a PEM file by
+ * the default provider and a ctok: key, so the two numbers differ only in the provider
+ * behind the EVP_PKEY (see ../shared/BENCHMARKS.md).
+ *
+ * Each operation does what an application such as libssl does per signature: a fresh
+ * EVP_PKEY_CTX, sign_init, parameters, sign, free. Key loading and the verification of
+ * the first signature happen before the clock starts.
+ */
+/* pthread barriers, clock_gettime, nanosleep under -std=c11 */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/provider.h>
+#include <openssl/rsa.h>
+#include <openssl/store.h>
+#include <openssl/ui.h>
+
+#define MAX_PROVIDERS 16
+#define MAX_THREADS 256
+#define SIG_BUF 1024
+#define TBS_LEN 32
+
+enum alg { ALG_RSA_PKCS1, ALG_RSA_PSS, ALG_ECDSA, ALG_ED25519 };
+
+static const struct {
+    const char *name;
+    enum alg alg;
+} alg_names[] = {
+    {"rsa-pkcs1", ALG_RSA_PKCS1},
+    {"rsa-pss", ALG_RSA_PSS},
+    {"ecdsa", ALG_ECDSA},
+    {"ed25519", ALG_ED25519},
+};
+
+struct worker {
+    pthread_t tid;
+    EVP_PKEY *pkey;
+    enum alg alg;
+    unsigned long count;
+    int failed;
+    /* keep each worker's hot fields on its own cache line */
+    char pad[64];
+};
+
+static pthread_barrier_t start_line;
+static atomic_int stop;
+static atomic_int any_failure;
+
+/* The digest that is signed: any 32 bytes will do, it is a SHA-256 sized input. */
+static const unsigned char tbs[TBS_LEN] = {
+    0x9f, 0x86, 0xd0, 0x81, 0x88, 0x4c, 0x7d, 0x65, 0x9a, 0x2f, 0xea, 0xa0, 0xc5, 0x5a, 0xd0, 0x15,
+    0xa3, 0xbf, 0x4f, 0x1b, 0x2b, 0x0b, 0x82, 0x2c, 0xd1, 0x5d, 0x6c, 0x15, 0xb0, 0xf0, 0x0a, 0x08,
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ctok-bench-sign --key URI|FILE --alg rsa-pkcs1|rsa-pss|ecdsa|ed25519\n"
+               "         [--threads N] [--seconds S] [--passin CODE]\n"
+               "         [--provider-path DIR] [--provider NAME]...\n"
+               "  --passin: pass:CODE, file:PATH, env:NAME, or the code itself\n"
+               "  prints: ops_per_sec=<float> threads=<n> sigs=<count> cpu_s=<float>\n");
+}
+
+static void die_ssl(const char *what)
+{
+    fprintf(stderr, "ctok-bench-sign: %s failed\n", what);
+    ERR_print_errors_fp(stderr);
+    exit(1);
+}
+
+static double clock_s(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- passphrase ---------------------------------------------------------------------- */
+
+static char *passphrase;
+
+static char *read_passin(const char *spec)
+{
+    char buf[1024], *ret;
+
+    if (strncmp(spec, "pass:", 5) == 0)
+        return OPENSSL_strdup(spec + 5);
+    if (strncmp(spec, "env:", 4) == 0) {
+        const char *v = getenv(spec + 4);
+
+        if (v == NULL) {
+            fprintf(stderr, "ctok-bench-sign: --passin: environment variable %s not set\n",
+                    spec + 4);
+            exit(2);
+        }
+        return OPENSSL_strdup(v);
+    }
+    if (strncmp(spec, "file:", 5) == 0) {
+        FILE *f = fopen(spec + 5, "r");
+        size_t n;
+
+        if (f == NULL) {
+            fprintf(stderr, "ctok-bench-sign: --passin: %s: %s\n", spec + 5, strerror(errno));
+            exit(2);
+        }
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        buf[strcspn(buf, "\r\n")] = '\0';
+        ret = OPENSSL_strdup(buf);
+        OPENSSL_cleanse(buf, sizeof(buf));
+        return ret;
+    }
+    return OPENSSL_strdup(spec);
+}
+
+static int pem_pass_cb(char *buf, int size, int rwflag, void *u)
+{
+    size_t len;
+
+    (void)rwflag;
+    (void)u;
+    if (passphrase == NULL)
+        return -1;
+    len = strlen(passphrase);
+    if (len > (size_t)size)
+        len = (size_t)size;
+    memcpy(buf, passphrase, len);
+    return (int)len;
+}
+
+/* ---- key loading --------------------------------------------------------------------- */
+
+static EVP_PKEY *load_key(const char *uri, UI_METHOD *ui)
+{
+    OSSL_STORE_CTX *sctx;
+    EVP_PKEY *pkey = NULL;
+
+    sctx = OSSL_STORE_open_ex(uri, NULL, NULL, ui, NULL, NULL, NULL, NULL);
+    if (sctx == NULL)
+        die_ssl("OSSL_STORE_open_ex");
+    while (pkey == NULL && !OSSL_STORE_eof(sctx)) {
+        OSSL_STORE_INFO *info = OSSL_STORE_load(sctx);
+
+        if (info == NULL) {
+            if (OSSL_STORE_error(sctx))
+                die_ssl("OSSL_STORE_load");
+            continue;
+        }
+        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+            pkey = OSSL_STORE_INFO_get1_PKEY(info);
+        OSSL_STORE_INFO_free(info);
+    }
+    OSSL_STORE_close(sctx);
+    if (pkey == NULL) {
+        fprintf(stderr, "ctok-bench-sign: no private key found at %s\n", uri);
+        ERR_print_errors_fp(stderr);
+        exit(1);
+    }
+    return pkey;
+}
+
+/* ---- one signature ------------------------------------------------------------------- */
+
+/* Returns 1 and sets *siglen on success; 0 with the error queue set on failure. */
+static int sign_once(EVP_PKEY *pkey, enum alg alg, unsigned char *sig, size_t *siglen)
+{
+    int ok = 0;
+
+    *siglen = SIG_BUF;
+    if (alg == ALG_ED25519) {
+        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+
+        if (mctx != NULL && EVP_DigestSignInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
+            EVP_DigestSign(mctx, sig, siglen, tbs, sizeof(tbs)) == 1)
+            ok = 1;
+        EVP_MD_CTX_free(mctx);
+        return ok;
+    }
+
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+
+    if (ctx == NULL || EVP_PKEY_sign_init(ctx) != 1)
+        goto end;
+    if (alg == ALG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
+        goto end;
+    if (alg == ALG_RSA_PSS && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+                               EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
+        goto end;
+    if (EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0)
+        goto end;
+    if (EVP_PKEY_sign(ctx, sig, siglen, tbs, sizeof(tbs)) != 1)
+        goto end;
+    ok = 1;
+end:
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+static int verify_once(EVP_PKEY *pkey, enum alg alg, const unsigned char *sig, size_t siglen)
+{
+    int ok = 0;
+
+    if (alg == ALG_ED25519) {
+        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+
+        if (mctx != NULL && EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
+            EVP_DigestVerify(mctx, sig, siglen, tbs, sizeof(tbs)) == 1)
+            ok = 1;
+        EVP_MD_CTX_free(mctx);
+        return ok;
+    }
+
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+
+    if (ctx == NULL || EVP_PKEY_verify_init(ctx) != 1)
+        goto end;
+    if (alg == ALG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
+        goto end;
+    if (alg == ALG_RSA_PSS && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+                               EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
+        goto end;
+    if (EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0)
+        goto end;
+    if (EVP_PKEY_verify(ctx, sig, siglen, tbs, sizeof(tbs)) != 1)
+        goto end;
+    ok = 1;
+end:
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+/* ---- workers ------------------------------------------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    unsigned char sig[SIG_BUF];
+    unsigned long n = 0;
+    size_t siglen;
+
+    pthread_barrier_wait(&start_line);
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        if (!sign_once(w->pkey, w->alg, sig, &siglen)) {
+            w->failed = 1;
+            fprintf(stderr, "ctok-bench-sign: signature %lu failed\n", n + 1);
+            ERR_print_errors_fp(stderr);
+            atomic_store(&any_failure, 1);
+            atomic_store(&stop, 1);
+            break;
+        }
+        n++;
+    }
+    w->count = n;
+    return NULL;
+}
+
+/* ---- main ---------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    const char *key = NULL, *alg_name = NULL, *provider_path = NULL, *passin = NULL;
+    const char *providers[MAX_PROVIDERS];
+    OSSL_PROVIDER *loaded[MAX_PROVIDERS];
+    int nproviders = 0, nthreads = 1, i;
+    double seconds = 2.0;
+    enum alg alg = ALG_RSA_PKCS1;
+    UI_METHOD *ui = NULL;
+    EVP_PKEY *pkey;
+    struct worker *workers;
+    unsigned char sig[SIG_BUF];
+    size_t siglen;
+    unsigned long total = 0;
+    double t0, t1, c0, c1;
+    struct timespec slice;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "ctok-bench-sign: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (strcmp(a, "--key") == 0) {
+            key = v;
+        } else if (strcmp(a, "--alg") == 0) {
+            alg_name = v;
+        } else if (strcmp(a, "--provider-path") == 0) {
+            provider_path = v;
+        } else if (strcmp(a, "--provider") == 0) {
+            if (nproviders == MAX_PROVIDERS) {
+                fprintf(stderr, "ctok-bench-sign: too many --provider\n");
+                return 2;
+            }
+            providers[nproviders++] = v;
+        } else if (strcmp(a, "--threads") == 0) {
+            nthreads = atoi(v);
+        } else if (strcmp(a, "--seconds") == 0) {
+            seconds = strtod(v, NULL);
+        } else if (strcmp(a, "--passin") == 0) {
+            passin = v;
+        } else {
+            fprintf(stderr, "ctok-bench-sign: unknown argument %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (key == NULL || alg_name == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    for (i = 0; i < (int)(sizeof(alg_names) / sizeof(alg_names[0])); i++)
+        if (strcmp(alg_name, alg_names[i].name) == 0)
+            break;
+    if (i == (int)(sizeof(alg_names) / sizeof(alg_names[0]))) {
+        fprintf(stderr, "ctok-bench-sign: unknown --alg %s\n", alg_name);
+        return 2;
+    }
+    alg = alg_names[i].alg;
+    if (nthreads < 1 || nthreads > MAX_THREADS || !(seconds > 0)) {
+        fprintf(stderr, "ctok-bench-sign: bad --threads or --seconds\n");
+        return 2;
+    }
+
+    if (provider_path != NULL && !OSSL_PROVIDER_set_default_search_path(NULL, provider_path))
+        die_ssl("OSSL_PROVIDER_set_default_search_path");
+    if (nproviders == 0)
+        providers[nproviders++] = "default";
+    for (i = 0; i < nproviders; i++) {
+        loaded[i] = OSSL_PROVIDER_load(NULL, providers[i]);
+        if (loaded[i] == NULL) {
+            fprintf(stderr, "ctok-bench-sign: cannot load provider %s\n", providers[i]);
+            die_ssl("OSSL_PROVIDER_load");
+        }
+    }
+
+    if (passin != NULL) {
+        passphrase = read_passin(passin);
+        ui = UI_UTIL_wrap_read_pem_callback(pem_pass_cb, 0);
+        if (ui == NULL)
+            die_ssl("UI_UTIL_wrap_read_pem_callback");
+    }
+    pkey = load_key(key, ui);
+
+    if (!sign_once(pkey, alg, sig, &siglen)) {
+        fprintf(stderr, "ctok-bench-sign: first signature (--alg %s, key type %s) failed\n",
+                alg_name, EVP_PKEY_get0_type_name(pkey) ? EVP_PKEY_get0_type_name(pkey) : "?");
+        ERR_print_errors_fp(stderr);
+        return 1;
+    }
+    if (!verify_once(pkey, alg, sig, siglen)) {
+        fprintf(stderr, "ctok-bench-sign: the first signature (%zu bytes) does not verify\n",
+                siglen);
+        ERR_print_errors_fp(stderr);
+        return 1;
+    }
+
+    if (pthread_barrier_init(&start_line, NULL, (unsigned)nthreads + 1) != 0) {
+        perror("pthread_barrier_init");
+        return 1;
+    }
+    workers = calloc((size_t)nthreads, sizeof(*workers));
+    if (workers == NULL) {
+        perror("calloc");
+        return 1;
+    }
+    for (i = 0; i < nthreads; i++) {
+        workers[i].pkey = pkey;
+        workers[i].alg = alg;
+        if (pthread_create(&workers[i].tid, NULL, worker_main, &workers[i]) != 0) {
+            perror("pthread_create");
+            return 1;
+        }
+    }
+
+    pthread_barrier_wait(&start_line);
+    t0 = clock_s(CLOCK_MONOTONIC);
+    c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+    slice.tv_sec = (time_t)seconds;
+    slice.tv_nsec = (long)((seconds - (double)slice.tv_sec) * 1e9);
+    while (nanosleep(&slice, &slice) != 0 && errno == EINTR)
+        ;
+    atomic_store(&stop, 1);
+    for (i = 0; i < nthreads; i++)
+        pthread_join(workers[i].tid, NULL);
+    t1 = clock_s(CLOCK_MONOTONIC);
+    c1 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+    pthread_barrier_destroy(&start_line);
+
+    if (atomic_load(&any_failure)) {
+        fprintf(stderr, "ctok-bench-sign: a signature failed during the run\n");
+        return 1;
+    }
+    for (i = 0; i < nthreads; i++)
+        total += workers[i].count;
+    /* cpu_s: CPU time of the whole process during the run; steadier than wall time on a
+     * shared machine, since other load slows a run down without adding to it. */
+    printf("ops_per_sec=%.1f threads=%d sigs=%lu cpu_s=%.3f\n", (double)total / (t1 - t0), nthreads,
+           total, c1 - c0);
+
+    free(workers);
+    EVP_PKEY_free(pkey);
+    UI_destroy_method(ui);
+    if (passphrase != NULL)
+        OPENSSL_clear_free(passphrase, strlen(passphrase));
+    for (i = nproviders - 1; i >= 0; i--)
+        OSSL_PROVIDER_unload(loaded[i]);
+    return 0;
+}
