@@ -19,6 +19,35 @@ typedef CK_RV (*ck3_get_interface_fn)(CK_UTF8CHAR *name, CK_VERSION *version,
 static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct p11_module **modules;
 static size_t n_modules;
+static int users; /* token contexts alive: the registry is freed with the last */
+
+void ctok_p11_registry_use(void)
+{
+    pthread_mutex_lock(&modules_lock);
+    users++;
+    pthread_mutex_unlock(&modules_lock);
+}
+
+/*
+ * The last token context is gone: free the bookkeeping. Modules are neither finalized
+ * nor unloaded: some crash when C_Finalize or dlclose runs during process teardown.
+ */
+void ctok_p11_registry_release(void)
+{
+    pthread_mutex_lock(&modules_lock);
+    if (--users == 0) {
+        for (size_t i = 0; i < n_modules; i++) {
+            pthread_rwlock_destroy(&modules[i]->rw);
+            pthread_mutex_destroy(&modules[i]->lock);
+            free(modules[i]->path);
+            free(modules[i]);
+        }
+        free(modules);
+        modules = NULL;
+        n_modules = 0;
+    }
+    pthread_mutex_unlock(&modules_lock);
+}
 
 static const struct {
     CK_RV rv;

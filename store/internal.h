@@ -95,6 +95,10 @@ struct ctok_ctx {
 /* pkcs12.c: a new, empty keystore protected by code (ctok token create). */
 int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len);
 
+/* p11/module.c: the PKCS#11 module registry lives while any token context does */
+void ctok_p11_registry_use(void);
+void ctok_p11_registry_release(void);
+
 /* config.c */
 int ctok_config_load(ctok_ctx *ctx);
 void ctok_token_free(ctok_token *tok);

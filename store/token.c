@@ -21,6 +21,7 @@ ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *conf
     if (config_path == NULL || *config_path == '\0')
         config_path = env != NULL && *env != '\0' ? env : DEFAULT_CONFIG;
     ctx->config_path = strdup(config_path);
+    ctok_p11_registry_use();
     if (ctx->config_path == NULL || (propq != NULL && ctx->propq == NULL)) {
         ctok_ctx_free(ctx);
         return NULL;
@@ -40,6 +41,7 @@ void ctok_ctx_free(ctok_ctx *ctx)
     free(ctx->config_path);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
+    ctok_p11_registry_release();
 }
 
 OSSL_LIB_CTX *ctok_ctx_libctx(const ctok_ctx *ctx)
