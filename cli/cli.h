@@ -48,5 +48,6 @@ int cmd_key_list(struct cli *c);
 int cmd_key_test(struct cli *c);
 int cmd_key_remove(struct cli *c);
 int cmd_cert_import(struct cli *c);
+int cmd_ref(struct cli *c);
 
 #endif

@@ -317,3 +317,54 @@ int cmd_cert_import(struct cli *c)
         printf("Imported certificate '%s' to token '%s' (id %s)\n", c->argv[1], c->argv[0], hex);
     return EXIT_OK;
 }
+
+/* Percent-encodes what a URI attribute value cannot hold as is. */
+static void uri_escape(const char *in, char *out, size_t outlen)
+{
+    static const char keep[] = "-._~";
+    size_t o = 0;
+
+    for (; *in != '\0' && o + 4 < outlen; in++) {
+        unsigned char ch = (unsigned char)*in;
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+            || strchr(keep, ch) != NULL)
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", ch);
+    }
+    out[o] = '\0';
+}
+
+int cmd_ref(struct cli *c)
+{
+    char tok[256], obj[256], uri[600];
+    struct ctok_uri u = {0};
+    struct ctok_found *f = NULL;
+    size_t n = 0;
+    BIO *out;
+    int ok;
+
+    if (cli_token(c, c->argv[0]) == NULL)
+        return cli_fail();
+    uri_escape(c->argv[0], tok, sizeof(tok));
+    uri_escape(c->argv[1], obj, sizeof(obj));
+    snprintf(uri, sizeof(uri), "ctok:token=%s;object=%s;type=private", tok, obj);
+    /* the reference must name something: certificate-first, as the provider will resolve it */
+    u.token = c->argv[0];
+    u.object = c->argv[1];
+    u.types = CTOK_OBJ_PRIVATE;
+    ok = ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n);
+    ctok_found_free(f, n);
+    if (!ok)
+        return cli_fail();
+    if (n == 0) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key or certificate named '%s'", c->argv[0],
+                 c->argv[1]);
+        return cli_fail();
+    }
+    out = BIO_new_fp(stdout, BIO_NOCLOSE);
+    ok = out != NULL && ctok_keyref_write_pem(out, uri);
+    BIO_free(out);
+    return ok ? EXIT_OK : cli_fail();
+}

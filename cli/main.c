@@ -62,6 +62,8 @@ static const char usage[] =
     "  key test TOKEN ALIAS            sign and verify with the key\n"
     "  key remove TOKEN ALIAS          the key and its certificates\n"
     "  cert import TOKEN ALIAS FILE    a PEM or DER certificate\n"
+    "  ref TOKEN ALIAS                 a key-reference PEM (-----BEGIN CTOK URI-----) on\n"
+    "                                  stdout: a key file for nginx, Python ssl, any app\n"
     "\n"
     "Auth codes never come from the command line: --auth-file FILE, --auth-env VAR, the\n"
     "token's configured \"auth\", or a prompt on the terminal.\n"
@@ -77,7 +79,7 @@ static const struct {
     {"key", "generate", cmd_key_generate, 3}, {"key", "list", cmd_key_list, 1},
     {"key", "test", cmd_key_test, 2},         {"key", "remove", cmd_key_remove, 2},
     {"cert", "import", cmd_cert_import, 3},   {"slots", NULL, cmd_slots, 0},
-    {"pin", "unlock", cmd_pin_unlock, 1},
+    {"pin", "unlock", cmd_pin_unlock, 1},     {"ref", NULL, cmd_ref, 2},
 };
 
 /* Options may stand anywhere after the command words. */

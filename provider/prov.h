@@ -30,6 +30,7 @@ struct ctok_provctx {
     char *config_path;
     pthread_mutex_t lock;
     ctok_ctx *tokens; /* created on first use: no config read until a ctok key is used */
+    OSSL_LIB_CTX *bio_libctx;
     EVP_KEYMGMT *km[5];
 };
 
@@ -57,6 +58,13 @@ struct ctok_pw_ui {
     void *arg;
 };
 int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len);
+/* The token key for found private key object f: activates its token (URI pin, config, or
+ * the passphrase callback) and checks the 'use' rule. */
+struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct ctok_uri *u,
+                                        const struct ctok_found *f,
+                                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg);
+/* Hands key k to OpenSSL as an object reference (STORE loader, decoder callbacks). */
+int ctok_prov_emit_key(struct ctok_pkey *k, OSSL_CALLBACK *cb, void *cbarg);
 
 extern const OSSL_DISPATCH ctok_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH ctok_rsapss_keymgmt_functions[];
@@ -68,5 +76,12 @@ extern const OSSL_DISPATCH ctok_ed25519_signature_functions[];
 extern const OSSL_DISPATCH ctok_rsa_asym_cipher_functions[];
 extern const OSSL_DISPATCH ctok_ecdh_keyexch_functions[];
 extern const OSSL_DISPATCH ctok_store_functions[];
+extern const OSSL_DISPATCH ctok_pem_decoder_functions[];
+extern const OSSL_DISPATCH ctok_rsa_uri_decoder_functions[];
+extern const OSSL_DISPATCH ctok_rsapss_uri_decoder_functions[];
+extern const OSSL_DISPATCH ctok_ec_uri_decoder_functions[];
+extern const OSSL_DISPATCH ctok_ed25519_uri_decoder_functions[];
+/* libctx with the core's BIO methods, for decoders (made on first use) */
+OSSL_LIB_CTX *ctok_prov_bio_libctx(struct ctok_provctx *pctx);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/core_object.h>
 #include <openssl/prov_ssl.h>
 
 #include "prov.h"
@@ -55,6 +56,22 @@ static const OSSL_ALGORITHM store_algs[] = {
     {"pkcs11", PROPS, ctok_store_functions, "pkcs11: URIs (RFC 7512) on ctok's PKCS#11 tokens"},
     {NULL, NULL, NULL, NULL}};
 
+/*
+ * Key-reference PEM files: a PEM-to-DER step that only takes the "CTOK URI" label, and
+ * DER-to-key steps named after the key types (OpenSSL collects decoders by key type).
+ */
+#define URI_DECODER_PROPS "provider=ctok,input=der,structure=ctok-uri"
+static const OSSL_ALGORITHM decoder_algs[] = {
+    {"DER", "provider=ctok,input=pem", ctok_pem_decoder_functions, "CTOK URI PEM to DER"},
+    {"RSA:rsaEncryption:1.2.840.113549.1.1.1", URI_DECODER_PROPS, ctok_rsa_uri_decoder_functions,
+     NULL},
+    {"RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10", URI_DECODER_PROPS,
+     ctok_rsapss_uri_decoder_functions, NULL},
+    {"EC:id-ecPublicKey:1.2.840.10045.2.1", URI_DECODER_PROPS, ctok_ec_uri_decoder_functions,
+     NULL},
+    {"ED25519:1.3.101.112", URI_DECODER_PROPS, ctok_ed25519_uri_decoder_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
 static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)
 {
     (void)provctx;
@@ -70,6 +87,8 @@ static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)
         return keyexch_algs;
     case OSSL_OP_STORE:
         return store_algs;
+    case OSSL_OP_DECODER:
+        return decoder_algs;
     }
     return NULL;
 }
@@ -167,6 +186,7 @@ static void prov_teardown(void *vctx)
     for (size_t i = 0; i < sizeof(pctx->km) / sizeof(pctx->km[0]); i++)
         EVP_KEYMGMT_free(pctx->km[i]);
     OSSL_LIB_CTX_free(pctx->child);
+    OSSL_LIB_CTX_free(pctx->bio_libctx);
     free(pctx->config_path);
     pthread_mutex_destroy(&pctx->lock);
     free(pctx);
@@ -226,6 +246,56 @@ EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t)
         }
     }
     return km;
+}
+
+struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct ctok_uri *u,
+                                        const struct ctok_found *f,
+                                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
+    struct ctok_ui ui = {ctok_pw_get_code, &pw};
+    struct ctok_pin pin = {u->pin_value, u->pin_source};
+    struct ctok_pkey *k;
+    ctok_key *key;
+
+    if (!ctok_token_permits(f->tok, CTOK_PERM_USE)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
+                 ctok_token_name(f->tok), f->label);
+        return NULL;
+    }
+    if (!ctok_token_login(f->tok, &pin, &ui))
+        return NULL;
+    key = ctok_token_key(f->tok, f->id, f->id_len);
+    if (key == NULL)
+        return NULL;
+    k = ctok_pkey_from_token(pctx, key);
+    ctok_key_unref(key);
+    return k;
+}
+
+int ctok_prov_emit_key(struct ctok_pkey *k, OSSL_CALLBACK *cb, void *cbarg)
+{
+    int objtype = OSSL_OBJECT_PKEY;
+    OSSL_PARAM p[4];
+
+    p[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &objtype);
+    p[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
+                                            (char *)ctok_key_type_name(k->type), 0);
+    p[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &k, sizeof(k));
+    p[3] = OSSL_PARAM_construct_end();
+    return cb(p, cbarg);
+}
+
+OSSL_LIB_CTX *ctok_prov_bio_libctx(struct ctok_provctx *pctx)
+{
+    OSSL_LIB_CTX *lc;
+
+    pthread_mutex_lock(&pctx->lock);
+    if (pctx->bio_libctx == NULL)
+        pctx->bio_libctx = OSSL_LIB_CTX_new_from_dispatch(pctx->handle, pctx->core_in);
+    lc = pctx->bio_libctx;
+    pthread_mutex_unlock(&pctx->lock);
+    return lc;
 }
 
 int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)

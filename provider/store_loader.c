@@ -136,34 +136,12 @@ static int load_public(struct ctok_found *f, OSSL_CALLBACK *cb, void *cbarg)
 static int load_private(struct stctx *c, struct ctok_found *f, OSSL_CALLBACK *cb, void *cbarg,
                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
-    struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
-    struct ctok_ui ui = {ctok_pw_get_code, &pw};
-    struct ctok_pin pin = {c->uri.pin_value, c->uri.pin_source};
-    int objtype = OSSL_OBJECT_PKEY, ok;
-    struct ctok_pkey *k;
-    ctok_key *key;
-    OSSL_PARAM p[4];
+    struct ctok_pkey *k = ctok_prov_private_key(c->pctx, &c->uri, f, pw_cb, pw_cbarg);
+    int ok;
 
-    if (!ctok_token_permits(f->tok, CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 ctok_token_name(f->tok), f->label);
-        return 0;
-    }
-    if (!ctok_token_login(f->tok, &pin, &ui))
-        return 0;
-    key = ctok_token_key(f->tok, f->id, f->id_len);
-    if (key == NULL)
-        return 0;
-    k = ctok_pkey_from_token(c->pctx, key);
-    ctok_key_unref(key);
     if (k == NULL)
         return 0;
-    p[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &objtype);
-    p[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
-                                            (char *)ctok_key_type_name(k->type), 0);
-    p[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &k, sizeof(k));
-    p[3] = OSSL_PARAM_construct_end();
-    ok = cb(p, cbarg);
+    ok = ctok_prov_emit_key(k, cb, cbarg);
     ctok_pkey_free(k); /* keymgmt load took its own reference */
     return ok;
 }

@@ -212,6 +212,12 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
               struct ctok_found **out, size_t *n);
 void ctok_found_free(struct ctok_found *f, size_t n);
 
+/* ---- key-reference PEM files ---- */
+#define CTOK_KEYREF_PEM_LABEL "CTOK URI"
+/* The URI a key-reference DER body holds (OPENSSL_free it), or NULL if it is not one. */
+char *ctok_keyref_decode(const uint8_t *der, size_t len);
+int ctok_keyref_write_pem(BIO *out, const char *uri);
+
 /* Debug tracing (CTOK_DEBUG=1 or provider parameter ctok-debug). */
 extern int ctok_debug_on;
 void ctok_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,0 +1,197 @@
+/*
+ * Decoders for key-reference PEM files. Every PEM read in the process passes through the
+ * PEM step, so it reads only up to the first BEGIN line and leaves any other label alone
+ * (OpenSSL seeks back for the next decoder). The DER step resolves the URI exactly as the
+ * STORE loader would, and hands OpenSSL the token key as an object reference.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/bio.h>
+#include <openssl/core_object.h>
+#include <openssl/evp.h>
+
+#include "prov.h"
+
+static OSSL_FUNC_decoder_newctx_fn dec_newctx;
+static OSSL_FUNC_decoder_freectx_fn dec_freectx;
+static OSSL_FUNC_decoder_decode_fn pem_decode;
+
+#define BEGIN "-----BEGIN " CTOK_KEYREF_PEM_LABEL "-----"
+#define END "-----END " CTOK_KEYREF_PEM_LABEL "-----"
+#define MAX_BODY 8192 /* a URI, base64: far below this */
+
+struct decctx {
+    struct ctok_provctx *pctx;
+    enum ctok_key_type type; /* DER step: the key type this instance produces */
+};
+
+static void *dec_newctx(void *provctx)
+{
+    struct decctx *c = calloc(1, sizeof(*c));
+
+    if (c != NULL)
+        c->pctx = provctx;
+    return c;
+}
+
+static void dec_freectx(void *vc)
+{
+    free(vc);
+}
+
+static void chomp(char *line)
+{
+    size_t n = strlen(line);
+
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+}
+
+/* The DER body of a CTOK URI PEM block at the start of in; 0 if the first block is not one. */
+static int read_block(BIO *in, unsigned char **der, int *derlen)
+{
+    char line[256];
+    EVP_ENCODE_CTX *b64 = NULL;
+    unsigned char *out = NULL;
+    int n, total = 0, ok = 0;
+
+    /* text before the first block is allowed, as in any PEM file */
+    do {
+        if (BIO_gets(in, line, sizeof(line)) <= 0)
+            return 0;
+        chomp(line);
+    } while (strncmp(line, "-----BEGIN ", 11) != 0);
+    if (strcmp(line, BEGIN) != 0)
+        return 0; /* somebody else's PEM: a certificate, a key, ... */
+    b64 = EVP_ENCODE_CTX_new();
+    out = OPENSSL_malloc(MAX_BODY);
+    if (b64 == NULL || out == NULL)
+        goto end;
+    EVP_DecodeInit(b64);
+    for (;;) {
+        if (BIO_gets(in, line, sizeof(line)) <= 0)
+            goto end;
+        chomp(line);
+        if (strcmp(line, END) == 0)
+            break;
+        if ((size_t)total + strlen(line) > MAX_BODY - 3
+            || EVP_DecodeUpdate(b64, out + total, &n, (unsigned char *)line, (int)strlen(line)) < 0)
+            goto end;
+        total += n;
+    }
+    if (EVP_DecodeFinal(b64, out + total, &n) < 0)
+        goto end;
+    *der = out;
+    *derlen = total + n;
+    out = NULL;
+    ok = 1;
+end:
+    if (!ok)
+        CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged");
+    EVP_ENCODE_CTX_free(b64);
+    OPENSSL_free(out);
+    return ok;
+}
+
+static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
+                      void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    struct decctx *c = vc;
+    OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
+    BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
+    unsigned char *der = NULL;
+    int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1;
+
+    (void)selection;
+    (void)pw_cb;
+    (void)pw_cbarg;
+    if (in == NULL)
+        return 0;
+    if (read_block(in, &der, &len)) {
+        OSSL_PARAM p[4] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, "ctok-uri", 0),
+            OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)len),
+            OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &objtype), OSSL_PARAM_END};
+
+        CTOK_DBG("decoder: key-reference PEM found");
+        ok = data_cb(p, data_cbarg);
+    }
+    OPENSSL_free(der);
+    BIO_free(in);
+    return ok; /* empty-handed is not an error */
+}
+
+/* DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. */
+static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_cb,
+                      void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
+    BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
+    unsigned char buf[MAX_BODY];
+    int len = in != NULL ? BIO_read(in, buf, sizeof(buf)) : -1, ok = 1;
+    struct ctok_uri u;
+    struct ctok_found *f = NULL;
+    size_t n = 0;
+    char *uri;
+    ctok_ctx *tokens;
+
+    BIO_free(in);
+    if (len <= 0 || (uri = ctok_keyref_decode(buf, (size_t)len)) == NULL)
+        return 1; /* not a key reference: another decoder's business */
+    if (!ctok_uri_parse(uri, &u)) {
+        OPENSSL_free(uri);
+        return 0;
+    }
+    OPENSSL_free(uri);
+    tokens = ctok_prov_tokens(c->pctx);
+    if (tokens == NULL || !ctok_find(tokens, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n)) {
+        ok = 0;
+    } else if (n == 0) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s",
+                 u.token != NULL ? "token '" : "any token", u.token != NULL ? u.token : "",
+                 u.token != NULL ? "'" : "");
+        ok = 0;
+    } else if (f[0].key_type == c->type || f[0].key_type == CTOK_KT_NONE) {
+        struct ctok_pkey *k = ctok_prov_private_key(c->pctx, &u, &f[0], pw_cb, pw_cbarg);
+
+        /* the key's real type is known once it is loaded: other instances take the others */
+        ok = k != NULL;
+        if (k != NULL && k->type == c->type)
+            ok = ctok_prov_emit_key(k, data_cb, data_cbarg);
+        ctok_pkey_free(k);
+    }
+    ctok_found_free(f, n);
+    ctok_uri_clear(&u);
+    return ok;
+}
+
+#define URI_DECODER(fam, T)                                                                    \
+    static void *fam##_newctx(void *provctx)                                                   \
+    {                                                                                          \
+        struct decctx *c = dec_newctx(provctx);                                                \
+        if (c != NULL)                                                                         \
+            c->type = T;                                                                       \
+        return c;                                                                              \
+    }                                                                                          \
+    static int fam##_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *cb,    \
+                            void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)      \
+    {                                                                                          \
+        (void)selection;                                                                       \
+        return uri_decode(vc, cin, cb, cbarg, pw_cb, pw_cbarg);                                \
+    }                                                                                          \
+    const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                               \
+        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                              \
+        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},                              \
+        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))fam##_decode},                              \
+        {0, NULL}};
+
+URI_DECODER(rsa, CTOK_KT_RSA)
+URI_DECODER(rsapss, CTOK_KT_RSA_PSS)
+URI_DECODER(ec, CTOK_KT_EC)
+URI_DECODER(ed25519, CTOK_KT_ED25519)
+
+const OSSL_DISPATCH ctok_pem_decoder_functions[] = {
+    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))dec_newctx},
+    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},
+    {OSSL_FUNC_DECODER_DECODE, (void (*)(void))pem_decode},
+    {0, NULL}};
