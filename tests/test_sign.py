@@ -1,0 +1,205 @@
+"""A user signs with a token key through `openssl pkeyutl` / `openssl dgst`, and anyone
+verifies the signature with the certificate's public key, without ctok (OpenSSL's
+default provider) and with another implementation (python-cryptography)."""
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+
+from ctoktest import (
+    assert_ok,
+    assert_verified,
+    describe,
+    digest_file,
+    load_cert,
+    sign_digest,
+    verify_digest,
+)
+
+HASHES = {
+    "sha1": hashes.SHA1(),
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+MD_LEN = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+RSA_KEYS = ["rsa2048", "rsa3072", "rsa4096"]
+
+
+def pubkey(tok, alias):
+    return load_cert(tok.cert(alias)).public_key()
+
+
+@pytest.mark.parametrize("md", ["sha1", "sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("alias", RSA_KEYS)
+def test_rsa_pkcs1_signature_verifies_with_certificate_public_key(shared_ws, signer, alias, md):
+    ws = shared_ws
+    p, sig, dg = sign_digest(ws, signer.key_uri(alias), "-pkeyopt", "rsa_padding_mode:pkcs1",
+                             md=md)
+    assert_ok(p)
+    assert_verified(verify_digest(ws, signer.cert(alias), dg, sig, "-pkeyopt",
+                                  "rsa_padding_mode:pkcs1", md=md))
+    pubkey(signer, alias).verify(sig.read_bytes(), dg.read_bytes(), padding.PKCS1v15(),
+                                 utils.Prehashed(HASHES[md]))
+
+
+# (key, digest, salt length asked for, salt length expected, MGF1 digest)
+PSS_CASES = [
+    ("rsa2048", "sha1", "20", 20, "sha1"),
+    ("rsa2048", "sha256", "digest", 32, "sha256"),
+    ("rsa2048", "sha384", "48", 48, "sha384"),
+    ("rsa2048", "sha512", "64", 64, "sha512"),
+    ("rsa2048", "sha256", "0", 0, "sha256"),
+    ("rsa2048", "sha256", "20", 20, "sha1"),
+    ("rsa2048", "sha256", "max", 256 - 32 - 2, "sha256"),
+    ("rsa3072", "sha256", "32", 32, "sha256"),
+    ("rsa3072", "sha384", "10", 10, "sha512"),
+    ("rsa4096", "sha512", "64", 64, "sha512"),
+    ("rsa4096", "sha1", "digest", 20, "sha256"),
+]
+
+
+@pytest.mark.parametrize(
+    "alias,md,saltlen,expected_salt,mgf1", PSS_CASES,
+    ids=["%s-%s-salt%s-mgf1%s" % (c[0], c[1], c[2], c[4]) for c in PSS_CASES])
+def test_rsa_pss_signature_honours_salt_length_and_mgf1_digest(shared_ws, signer, alias, md,
+                                                                saltlen, expected_salt, mgf1):
+    ws = shared_ws
+    opts = ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:%s" % saltlen,
+            "-pkeyopt", "rsa_mgf1_md:%s" % mgf1]
+    p, sig, dg = sign_digest(ws, signer.key_uri(alias), *opts, md=md)
+    assert_ok(p)
+    # The verifier insists on the exact salt length: a signature with another salt fails.
+    strict = ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt",
+              "rsa_pss_saltlen:%d" % expected_salt, "-pkeyopt", "rsa_mgf1_md:%s" % mgf1]
+    assert_verified(verify_digest(ws, signer.cert(alias), dg, sig, *strict, md=md))
+    pubkey(signer, alias).verify(
+        sig.read_bytes(), dg.read_bytes(),
+        padding.PSS(mgf=padding.MGF1(HASHES[mgf1]), salt_length=expected_salt),
+        utils.Prehashed(HASHES[md]))
+
+
+@pytest.mark.parametrize("alias,md", [("p256", "sha256"), ("p256", "sha1"), ("p384", "sha384"),
+                                      ("p384", "sha256"), ("p521", "sha512")])
+def test_ecdsa_signature_is_der_and_verifies_with_certificate_public_key(shared_ws, signer,
+                                                                         alias, md):
+    ws = shared_ws
+    p, sig, dg = sign_digest(ws, signer.key_uri(alias), md=md)
+    assert_ok(p)
+    assert sig.read_bytes()[0] == 0x30, "ECDSA signature is not a DER SEQUENCE"
+    assert_verified(verify_digest(ws, signer.cert(alias), dg, sig, md=md))
+    # python-cryptography accepts only DER-encoded ECDSA signatures
+    pubkey(signer, alias).verify(sig.read_bytes(), dg.read_bytes(),
+                                 ec.ECDSA(utils.Prehashed(HASHES[md])))
+
+
+def test_ed25519_signature_over_raw_message_verifies(shared_ws, signer):
+    ws = shared_ws
+    msg, _ = digest_file(ws)
+    sig = ws.path("ed25519.sig")
+    assert_ok(ws.ossl("pkeyutl", "-sign", "-rawin", "-inkey", signer.key_uri("ed25519"),
+                      "-in", msg, "-out", sig))
+    assert len(sig.read_bytes()) == 64
+    v = ws.ossl("pkeyutl", "-verify", "-rawin", "-certin", "-inkey", signer.cert("ed25519"),
+                "-in", msg, "-sigfile", sig, providers=None)
+    assert_verified(v)
+    pubkey(signer, "ed25519").verify(sig.read_bytes(), msg.read_bytes())
+
+
+@pytest.mark.parametrize("alias,opts", [
+    ("rsa2048", []),
+    ("rsa3072", ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"]),
+    ("p256", []),
+    ("p521", []),
+], ids=["rsa2048-pkcs1", "rsa3072-pss", "p256", "p521"])
+def test_dgst_sign_with_token_key_verifies_with_dgst_verify(shared_ws, signer, alias, opts):
+    """`openssl dgst -sign` hashes the message itself (digest-sign in the provider)."""
+    ws = shared_ws
+    msg, _ = digest_file(ws)
+    sig = ws.path("dgst-%s.sig" % alias)
+    assert_ok(ws.ossl("dgst", "-sha256", "-sign", signer.key_uri(alias), *opts, "-out", sig,
+                      msg))
+    v = ws.ossl("dgst", "-sha256", "-verify", signer.pubkey_pem(alias), *opts, "-signature",
+                sig, msg, providers=None)
+    assert_ok(v)
+    assert "Verified OK" in v.stdout, describe(v)
+
+
+@pytest.mark.parametrize("alias", ["rsa2048", "p384"])
+def test_pkeyutl_rawin_digest_sign_verifies(shared_ws, signer, alias):
+    ws = shared_ws
+    msg, _ = digest_file(ws)
+    sig = ws.path("rawin-%s.sig" % alias)
+    assert_ok(ws.ossl("pkeyutl", "-sign", "-rawin", "-digest", "sha384", "-inkey",
+                      signer.key_uri(alias), "-in", msg, "-out", sig))
+    v = ws.ossl("dgst", "-sha384", "-verify", signer.pubkey_pem(alias), "-signature", sig, msg,
+                providers=None)
+    assert_ok(v)
+    assert "Verified OK" in v.stdout, describe(v)
+
+
+def test_signature_over_other_data_does_not_verify(shared_ws, signer):
+    """Control: the verification used above really checks the signature."""
+    ws = shared_ws
+    p, sig, dg = sign_digest(ws, signer.key_uri("p256"))
+    assert_ok(p)
+    _, other = digest_file(ws, data=b"something else")
+    v = verify_digest(ws, signer.cert("p256"), other, sig)
+    assert v.returncode != 0 and "Signature Verified Successfully" not in v.stdout
+
+
+def test_sign_with_certificate_label_finds_key_with_same_id(ws, make_token):
+    """Certificate-first: object=<certificate label>;type=private names the key whose
+    id equals the certificate's, even though the key's own label differs."""
+    tok = make_token("soft1")
+    ws.generate(tok, "key-0001", "ec:P-256")
+    cert = ws.self_signed(tok, "key-0001", subject="/CN=Alice")
+    ws.import_cert(tok, "alice", cert)
+    p, sig, dg = sign_digest(ws, tok.uri(object="alice", type="private"))
+    assert_ok(p)
+    assert_verified(verify_digest(ws, cert, dg, sig))
+
+
+def test_sign_with_role_certificate_uses_shared_key(ws, make_token):
+    """Two role certificates share one key: each certificate's label reaches that key."""
+    tok = make_token("card")
+    ws.generate(tok, "shared", "rsa:2048")
+    sign_cert = ws.self_signed(tok, "shared", subject="/CN=Bob (signature)",
+                               out=ws.path("role-sign.pem"))
+    auth_cert = ws.self_signed(tok, "shared", subject="/CN=Bob (authentication)",
+                               out=ws.path("role-auth.pem"))
+    ws.import_cert(tok, "bob-sign", sign_cert)
+    ws.import_cert(tok, "bob-auth", auth_cert)
+    for label, cert in (("bob-sign", sign_cert), ("bob-auth", auth_cert)):
+        p, sig, dg = sign_digest(ws, tok.uri(object=label, type="private"))
+        assert_ok(p)
+        assert_verified(verify_digest(ws, cert, dg, sig))
+        # the same key: the other role certificate verifies it too
+        other = auth_cert if cert == sign_cert else sign_cert
+        assert_verified(verify_digest(ws, other, dg, sig))
+
+
+def test_sign_with_key_named_by_id(ws, make_token):
+    tok = make_token("soft1")
+    kid = ws.add_key(tok, "k1", "ec:P-384")
+    p, sig, dg = sign_digest(ws, tok.uri(id=kid, type="private"), md="sha384")
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("k1"), dg, sig, md="sha384"))
+
+
+def test_sign_with_token_named_by_its_id(ws, make_token):
+    tok = make_token("soft1", {"k1": "ec:P-256"})
+    p, sig, dg = sign_digest(ws, tok.key_uri("k1", token_id=True))
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("k1"), dg, sig))
+
+
+def test_sign_with_key_of_second_token(ws, make_token):
+    """Several tokens in one config: the URI's token decides which key signs."""
+    t1 = make_token("first", {"k1": "ec:P-256"})
+    t2 = make_token("second", {"k1": "ec:P-256"})
+    p, sig, dg = sign_digest(ws, t2.key_uri("k1"))
+    assert_ok(p)
+    assert_verified(verify_digest(ws, t2.cert("k1"), dg, sig))
+    wrong = verify_digest(ws, t1.cert("k1"), dg, sig)
+    assert wrong.returncode != 0, "signed with the first token's key"
