@@ -2,7 +2,8 @@
 BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
-           libcurl4-openssl-dev python3-pytest python3-cryptography clang-format
+           libcurl4-openssl-dev python3-pytest python3-cryptography clang-format \
+           softhsm2 opensc valgrind
 
 .PHONY: all deps build demo test bench install check-format format clean
 
@@ -25,7 +26,7 @@ demo: build
 	bash tests/demo.sh $(BUILD)
 
 test: build
-	$(PYTHON) -m pytest tests -q -p no:cacheprovider
+	CTOK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest tests -q -p no:cacheprovider
 
 bench: build
 	$(PYTHON) bench/run.py --build $(BUILD)
