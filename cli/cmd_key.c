@@ -31,8 +31,8 @@ static void describe(EVP_PKEY *pub, enum ctok_key_type t, char *out, size_t outl
 
     *bits = pub != NULL ? EVP_PKEY_get_bits(pub) : 0;
     *curve = NULL;
-    if (t == CTOK_KT_EC && pub != NULL
-        && EVP_PKEY_get_group_name(pub, group, sizeof(group), NULL)) {
+    if (t == CTOK_KT_EC && pub != NULL &&
+        EVP_PKEY_get_group_name(pub, group, sizeof(group), NULL)) {
         *curve = EC_curve_nid2nist(OBJ_txt2nid(group));
         if (*curve == NULL)
             *curve = OBJ_nid2sn(OBJ_txt2nid(group));
@@ -111,11 +111,10 @@ static int list_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
         json_array_append_new(l->certs, json_pack("{s:s, s:s}", "label", o->label, "id", hex));
     } else if (o->type == CTOK_OBJ_PRIVATE) {
         describe(o->pub, o->key_type, desc, sizeof(desc), &bits, &curve);
-        json_array_append_new(l->keys, json_pack("{s:s, s:s, s:s, s:i, s:s?, s:[], s:s}",
-                                                 "alias", o->label, "id", hex, "key_type",
-                                                 ctok_key_type_name(o->key_type), "bits", bits,
-                                                 "curve", curve, "certificates", "description",
-                                                 desc));
+        json_array_append_new(
+            l->keys, json_pack("{s:s, s:s, s:s, s:i, s:s?, s:[], s:s}", "alias", o->label, "id",
+                               hex, "key_type", ctok_key_type_name(o->key_type), "bits", bits,
+                               "curve", curve, "certificates", "description", desc));
     }
     return 1;
 }
@@ -132,8 +131,10 @@ int cmd_key_list(struct cli *c)
         json_decref(l.certs);
         return cli_fail();
     }
-    json_array_foreach(l.keys, i, k) {
-        json_array_foreach(l.certs, j, ce) {
+    json_array_foreach(l.keys, i, k)
+    {
+        json_array_foreach(l.certs, j, ce)
+        {
             if (json_equal(json_object_get(ce, "id"), json_object_get(k, "id")))
                 json_array_append(json_object_get(k, "certificates"), json_object_get(ce, "label"));
         }
@@ -148,10 +149,12 @@ int cmd_key_list(struct cli *c)
         printf("No keys on token '%s'\n", c->argv[0]);
     else
         printf("%-20s %-12s %-40s %s\n", "ALIAS", "TYPE", "ID", "CERTIFICATES");
-    json_array_foreach(l.keys, i, k) {
+    json_array_foreach(l.keys, i, k)
+    {
         char certs[512] = "";
 
-        json_array_foreach(json_object_get(k, "certificates"), j, ce) {
+        json_array_foreach(json_object_get(k, "certificates"), j, ce)
+        {
             strncat(certs, j ? ", " : "", sizeof(certs) - strlen(certs) - 1);
             strncat(certs, json_string_value(ce), sizeof(certs) - strlen(certs) - 1);
         }
@@ -201,20 +204,20 @@ static int key_test(ctok_key *key)
     if (m == NULL || RAND_bytes(msg, sizeof(msg)) != 1)
         goto end;
     if (t == CTOK_KT_ED25519) {
-        ok = ctok_key_sign(key, &sp, msg, sizeof(msg), sig, &siglen)
-             && EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub)
-             && EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
+        ok = ctok_key_sign(key, &sp, msg, sizeof(msg), sig, &siglen) &&
+             EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub) &&
+             EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
         goto end;
     }
-    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL)
-        || !ctok_key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL) ||
+        !ctok_key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
         goto end;
     pc = EVP_PKEY_CTX_new(pub, NULL);
-    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0
-         && EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0
-         && (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0)
-         && (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0)
-         && EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 &&
+         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0 &&
+         (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0) &&
+         (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0) &&
+         EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
 end:
     EVP_PKEY_CTX_free(pc);
     EVP_MD_CTX_free(m);
@@ -235,17 +238,19 @@ int cmd_key_test(struct cli *c)
     ok = key_test(key);
     ctok_key_unref(key);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1],
-                                 "passed", ok));
+        cli_print_json(
+            json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1], "passed", ok));
     if (!ok) {
         if (!c->json)
-            fprintf(stderr, "ctok: token '%s', key '%s' (%s): key test FAILED: the signature "
-                    "does not verify\n", c->argv[0], c->argv[1], desc);
+            fprintf(stderr,
+                    "ctok: token '%s', key '%s' (%s): key test FAILED: the signature "
+                    "does not verify\n",
+                    c->argv[0], c->argv[1], desc);
         return EXIT_FAILED;
     }
     if (!c->json)
-        printf("Key '%s' on token '%s' (%s): sign and verify test passed\n", c->argv[1],
-               c->argv[0], desc);
+        printf("Key '%s' on token '%s' (%s): sign and verify test passed\n", c->argv[1], c->argv[0],
+               desc);
     return EXIT_OK;
 }
 
@@ -256,11 +261,10 @@ int cmd_key_remove(struct cli *c)
     if (tok == NULL || !ctok_token_remove(tok, c->argv[1]))
         return cli_fail();
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1],
-                                 "removed", 1));
+        cli_print_json(
+            json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1], "removed", 1));
     else
-        printf("Removed key '%s' and its certificates from token '%s'\n", c->argv[1],
-               c->argv[0]);
+        printf("Removed key '%s' and its certificates from token '%s'\n", c->argv[1], c->argv[0]);
     return EXIT_OK;
 }
 
@@ -311,8 +315,8 @@ int cmd_cert_import(struct cli *c)
     }
     X509_free(x);
     if (c->json)
-        cli_print_json(json_pack("{s:s, s:s, s:s}", "token", c->argv[0], "alias", c->argv[1],
-                                 "id", hex));
+        cli_print_json(
+            json_pack("{s:s, s:s, s:s}", "token", c->argv[0], "alias", c->argv[1], "id", hex));
     else
         printf("Imported certificate '%s' to token '%s' (id %s)\n", c->argv[1], c->argv[0], hex);
     return EXIT_OK;
@@ -327,8 +331,8 @@ static void uri_escape(const char *in, char *out, size_t outlen)
     for (; *in != '\0' && o + 4 < outlen; in++) {
         unsigned char ch = (unsigned char)*in;
 
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
-            || strchr(keep, ch) != NULL)
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            strchr(keep, ch) != NULL)
             out[o++] = (char)ch;
         else
             o += (size_t)snprintf(out + o, outlen - o, "%%%02X", ch);

@@ -81,9 +81,10 @@ int cmd_token_create(struct cli *c)
     e = json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type);
     json_object_update(e, fields);
     json_decref(fields);
-    json_object_set_new(e, "auth", af != NULL ? json_pack("{s:s}", "file", af)
-                                   : c->auth_env != NULL ? json_pack("{s:s}", "env", c->auth_env)
-                                                         : json_pack("{s:b}", "prompt", 1));
+    json_object_set_new(e, "auth",
+                        af != NULL            ? json_pack("{s:s}", "file", af)
+                        : c->auth_env != NULL ? json_pack("{s:s}", "env", c->auth_env)
+                                              : json_pack("{s:b}", "prompt", 1));
     json_object_set_new(e, "allow_export", json_boolean(c->allow_export));
     json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
     ok = ctok_config_add_token(c->ctx, e, code, len);
@@ -115,12 +116,14 @@ int cmd_slots(struct cli *c)
     }
     printf("%-10s %-5s %-32s %-32s %-16s %s\n", "SLOT ID", "INDEX", "DESCRIPTION", "TOKEN LABEL",
            "SERIAL", "FLAGS");
-    json_array_foreach(list, i, s) {
+    json_array_foreach(list, i, s)
+    {
         char flags[256] = "";
         size_t k;
         json_t *f;
 
-        json_array_foreach(json_object_get(s, "flags"), k, f) {
+        json_array_foreach(json_object_get(s, "flags"), k, f)
+        {
             strncat(flags, k ? "," : "", sizeof(flags) - strlen(flags) - 1);
             strncat(flags, json_string_value(f), sizeof(flags) - strlen(flags) - 1);
         }
@@ -145,9 +148,9 @@ int cmd_pin_unlock(struct cli *c)
     if (tok == NULL)
         return cli_fail();
     snprintf(what, sizeof(what), "PUK of token '%s'", c->argv[0]);
-    ok = cli_read_secret(c->puk_file, c->puk_env, what, puk, sizeof(puk), &puk_len)
-         && cli_read_new_code(c, c->argv[0], pin, sizeof(pin), &pin_len)
-         && ctok_token_unlock_pin(tok, puk, puk_len, pin, pin_len);
+    ok = cli_read_secret(c->puk_file, c->puk_env, what, puk, sizeof(puk), &puk_len) &&
+         cli_read_new_code(c, c->argv[0], pin, sizeof(pin), &pin_len) &&
+         ctok_token_unlock_pin(tok, puk, puk_len, pin, pin_len);
     OPENSSL_cleanse(puk, sizeof(puk));
     OPENSSL_cleanse(pin, sizeof(pin));
     if (!ok)
@@ -168,16 +171,17 @@ int cmd_token_list(struct cli *c)
     /* the config is the source of truth for the fields: show what it says */
     root = json_load_file(ctok_ctx_config_path(c->ctx), 0, &jerr);
     list = json_array();
-    json_array_foreach(json_object_get(root, "tokens"), i, o) {
+    json_array_foreach(json_object_get(root, "tokens"), i, o)
+    {
         ctok_token *tok = ctok_ctx_token_at(c->ctx, i);
         json_t *item;
 
         if (tok == NULL || !ctok_token_permits(tok, CTOK_PERM_VIEW))
             continue;
-        item = json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", ctok_token_name(tok), "id",
-                         ctok_token_id(tok), "type", ctok_token_type(tok), "allow_export",
-                         ctok_token_allow_export(tok), "explicit_ecc",
-                         ctok_token_explicit_ecc(tok));
+        item =
+            json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", ctok_token_name(tok), "id",
+                      ctok_token_id(tok), "type", ctok_token_type(tok), "allow_export",
+                      ctok_token_allow_export(tok), "explicit_ecc", ctok_token_explicit_ecc(tok));
         if (json_object_get(o, "keystore") != NULL)
             json_object_set(item, "keystore", json_object_get(o, "keystore"));
         json_array_append_new(list, item);
@@ -191,7 +195,8 @@ int cmd_token_list(struct cli *c)
         printf("No tokens in %s\n", ctok_ctx_config_path(c->ctx));
     else
         printf("%-20s %-8s %-36s %s\n", "NAME", "TYPE", "ID", "LOCATION");
-    json_array_foreach(list, i, o) {
+    json_array_foreach(list, i, o)
+    {
         printf("%-20s %-8s %-36s %s\n", json_string_value(json_object_get(o, "name")),
                json_string_value(json_object_get(o, "type")),
                json_string_value(json_object_get(o, "id")),

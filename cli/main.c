@@ -10,8 +10,8 @@
 static char first_error[1024];
 
 /* The first error of a failed operation is its cause: keep it for the one-line report. */
-static void cli_err_sink(int reason, const char *file, int line, const char *func,
-                         const char *fmt, va_list ap)
+static void cli_err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
+                         va_list ap)
 {
     int n;
 
@@ -139,10 +139,11 @@ static int parse_options(struct cli *c, int argc, char **argv)
         if (k < sizeof(valued) / sizeof(valued[0]))
             continue;
         if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
-            if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0
-                || strncmp(a, "--auth-code", 11) == 0)
+            if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0 ||
+                strncmp(a, "--auth-code", 11) == 0)
                 cli_usage("%s: auth codes are never taken from the command line; use "
-                          "--auth-file or --auth-env", a);
+                          "--auth-file or --auth-env",
+                          a);
             else
                 cli_usage("unknown option %s", a);
             return 0;
@@ -176,8 +177,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         int words = commands[i].verb != NULL ? 2 : 1;
 
-        if (strcmp(c.argv[0], commands[i].group) != 0
-            || (words == 2 && (c.argc < 2 || strcmp(c.argv[1], commands[i].verb) != 0)))
+        if (strcmp(c.argv[0], commands[i].group) != 0 ||
+            (words == 2 && (c.argc < 2 || strcmp(c.argv[1], commands[i].verb) != 0)))
             continue;
         if (c.argc - words != commands[i].nargs) {
             rc = cli_usage("'%s%s%s' takes %d argument(s), got %d", commands[i].group,

@@ -132,17 +132,21 @@ int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufs
     }
     snprintf(prompt, sizeof(prompt), "Authentication code for new token '%s': ", tokname);
     if (!cli_prompt(prompt, buf, bufsz, len)) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': no terminal to ask for the authentication code "
-                 "(use --auth-file or --auth-env)", tokname);
+        CTOK_ERR(CTOK_R_NO_CODE,
+                 "token '%s': no terminal to ask for the authentication code "
+                 "(use --auth-file or --auth-env)",
+                 tokname);
         return 0;
     }
-    ok = cli_prompt("Repeat Authentication Code: ", again, sizeof(again), &alen)
-         && alen == *len && CRYPTO_memcmp(again, buf, alen) == 0;
+    ok = cli_prompt("Repeat Authentication Code: ", again, sizeof(again), &alen) && alen == *len &&
+         CRYPTO_memcmp(again, buf, alen) == 0;
     OPENSSL_cleanse(again, sizeof(again));
     if (!ok) {
         OPENSSL_cleanse(buf, bufsz);
-        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': the repeated authentication code does not "
-                 "match", tokname);
+        CTOK_ERR(CTOK_R_INVALID_ARG,
+                 "token '%s': the repeated authentication code does not "
+                 "match",
+                 tokname);
     }
     return ok;
 }

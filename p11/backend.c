@@ -26,8 +26,10 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
         return 0;
     }
     if (refj == NULL || (!json_is_string(refj) && !json_is_integer(refj))) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs11 token needs \"ref\" (slot id, index or "
-                 "token label)", path, tok->name);
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "%s: token '%s': pkcs11 token needs \"ref\" (slot id, index or "
+                 "token label)",
+                 path, tok->name);
         return 0;
     }
     pt = calloc(1, sizeof(*pt));
@@ -94,14 +96,16 @@ int ctok_p11_find_slot(struct p11_tok *pt)
     if (!ctok_p11_slots(pt->m, &slots, &n))
         return 0;
     for (i = 0; i < n; i++) {
-        if ((pt->ref_type == P11_REF_ID && slots[i].id == want)
-            || (pt->ref_type == P11_REF_INDEX && slots[i].index == want)
-            || (pt->ref_type == P11_REF_LABEL && strcmp(slots[i].label, pt->ref) == 0))
+        if ((pt->ref_type == P11_REF_ID && slots[i].id == want) ||
+            (pt->ref_type == P11_REF_INDEX && slots[i].index == want) ||
+            (pt->ref_type == P11_REF_LABEL && strcmp(slots[i].label, pt->ref) == 0))
             break;
     }
     if (i == n) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': no token present in a slot with %s '%s' (library "
-                 "%s; see 'ctok slots --library %s')", pt->tok->name,
+        CTOK_ERR(CTOK_R_BACKEND,
+                 "token '%s': no token present in a slot with %s '%s' (library "
+                 "%s; see 'ctok slots --library %s')",
+                 pt->tok->name,
                  pt->ref_type == P11_REF_ID      ? "id"
                  : pt->ref_type == P11_REF_INDEX ? "index"
                                                  : "token label",
@@ -128,7 +132,8 @@ static void probe_mechanisms(struct p11_tok *pt)
     if (P11_CALL(pt->m, C_GetMechanismList, (pt->slot, NULL, &n)) != CKR_OK || n == 0)
         return;
     pt->mechs = calloc(n, sizeof(*pt->mechs));
-    if (pt->mechs != NULL && P11_CALL(pt->m, C_GetMechanismList, (pt->slot, pt->mechs, &n)) == CKR_OK)
+    if (pt->mechs != NULL &&
+        P11_CALL(pt->m, C_GetMechanismList, (pt->slot, pt->mechs, &n)) == CKR_OK)
         pt->n_mechs = n;
 }
 
@@ -186,8 +191,8 @@ int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int 
     pthread_mutex_unlock(&pt->lock);
     if (!ok)
         return 0;
-    rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                         NULL, s));
+    rv = P11_CALL(pt->m, C_OpenSession,
+                  (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s));
     if (rv == CKR_TOKEN_WRITE_PROTECTED)
         rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, s));
     *rvp = rv;
@@ -240,16 +245,22 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code,
     case CKR_USER_ALREADY_LOGGED_IN:
         return 1;
     case CKR_PIN_INCORRECT:
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN was rejected (CKR_PIN_INCORRECT); "
-                 "ctok will not send it again", pt->tok->name, label);
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s' ('%s'): the PIN was rejected (CKR_PIN_INCORRECT); "
+                 "ctok will not send it again",
+                 pt->tok->name, label);
         return 0;
     case CKR_PIN_LOCKED:
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN is locked (CKR_PIN_LOCKED); "
-                 "unlock it with 'ctok pin unlock %s'", pt->tok->name, label, pt->tok->name);
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s' ('%s'): the PIN is locked (CKR_PIN_LOCKED); "
+                 "unlock it with 'ctok pin unlock %s'",
+                 pt->tok->name, label, pt->tok->name);
         return 0;
     case CKR_PIN_EXPIRED:
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN has expired (CKR_PIN_EXPIRED); "
-                 "change it with 'ctok pin change %s'", pt->tok->name, label, pt->tok->name);
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s' ('%s'): the PIN has expired (CKR_PIN_EXPIRED); "
+                 "change it with 'ctok pin change %s'",
+                 pt->tok->name, label, pt->tok->name);
         return 0;
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_INVALID:
@@ -294,13 +305,15 @@ int ctok_p11_relogin(struct p11_tok *pt)
     int r;
 
     if (pt->tok->code == NULL) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' was reconnected and must be activated again: its "
-                 "authentication code is not known (prompt only)", pt->tok->name);
+        CTOK_ERR(CTOK_R_NO_CODE,
+                 "token '%s' was reconnected and must be activated again: its "
+                 "authentication code is not known (prompt only)",
+                 pt->tok->name);
         pt->tok->active = 0;
         return 0;
     }
-    rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
-                                         NULL, &s));
+    rv = P11_CALL(pt->m, C_OpenSession,
+                  (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s));
     if (rv != CKR_OK) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed after reconnecting: %s",
                  pt->tok->name, ctok_p11_rv_name(rv));
@@ -353,11 +366,11 @@ static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
         obj.id_len = o->id_len;
         obj.cert = o->cert;
         obj.pub = o->pub;
-        obj.key_type = o->kt == CKK_RSA ? CTOK_KT_RSA
-                       : o->kt == CKK_EC ? CTOK_KT_EC
+        obj.key_type = o->kt == CKK_RSA          ? CTOK_KT_RSA
+                       : o->kt == CKK_EC         ? CTOK_KT_EC
                        : o->kt == CKK_EC_EDWARDS ? CTOK_KT_ED25519
                                                  : ctok_key_type_of(o->pub);
-        obj.type = o->cls == CKO_CERTIFICATE ? CTOK_OBJ_CERT
+        obj.type = o->cls == CKO_CERTIFICATE  ? CTOK_OBJ_CERT
                    : o->cls == CKO_PUBLIC_KEY ? CTOK_OBJ_PUBLIC
                                               : CTOK_OBJ_PRIVATE;
         ok = cb(tok, &obj, arg);
@@ -412,7 +425,10 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
     }
     ok = 0;
     if (priv != NULL && (k = calloc(1, sizeof(*k))) != NULL) {
-        EVP_PKEY *p = priv->pub != NULL ? priv->pub : pub != NULL ? pub->pub : cert ? cert->pub : NULL;
+        EVP_PKEY *p = priv->pub != NULL ? priv->pub
+                      : pub != NULL     ? pub->pub
+                      : cert            ? cert->pub
+                                        : NULL;
 
         pthread_mutex_init(&k->lock, NULL);
         k->h = CK_INVALID_HANDLE;
@@ -420,14 +436,15 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
         k->kt = priv->kt;
         key->be_data = k;
         key->label = strdup(priv->label);
-        key->type = priv->kt == CKK_RSA ? CTOK_KT_RSA
+        key->type = priv->kt == CKK_RSA  ? CTOK_KT_RSA
                     : priv->kt == CKK_EC ? CTOK_KT_EC
                                          : CTOK_KT_ED25519;
         if (p != NULL && EVP_PKEY_up_ref(p))
             key->pub = p;
         ok = key->pub != NULL && key->label != NULL;
         if (!ok && key->pub == NULL)
-            CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': its public key is neither on the key, "
+            CTOK_ERR(CTOK_R_BACKEND,
+                     "token '%s', key '%s': its public key is neither on the key, "
                      "nor in a public key object, nor in a certificate with the same CKA_ID",
                      tok->name, priv->label);
     } else if (priv == NULL) {
@@ -452,9 +469,10 @@ static void p11_key_free(ctok_key *key)
 
 static EVP_PKEY *p11_export_private(ctok_key *key)
 {
-    CTOK_ERR(CTOK_R_EXPORT_DENIED, "token '%s', key '%s': PKCS#11 private keys are not exported "
-             "(they are generated CKA_SENSITIVE and not CKA_EXTRACTABLE)", key->tok->name,
-             key->label);
+    CTOK_ERR(CTOK_R_EXPORT_DENIED,
+             "token '%s', key '%s': PKCS#11 private keys are not exported "
+             "(they are generated CKA_SENSITIVE and not CKA_EXTRACTABLE)",
+             key->tok->name, key->label);
     return NULL;
 }
 
@@ -492,8 +510,7 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
     ctok_p11_leave(pt->m);
     if (rv != CKR_OK) {
         CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-                 "token '%s': PIN unlock (%s) failed: %s", tok->name, how,
-                 ctok_p11_rv_name(rv));
+                 "token '%s': PIN unlock (%s) failed: %s", tok->name, how, ctok_p11_rv_name(rv));
         return 0;
     }
     CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, how);
@@ -506,8 +523,8 @@ static int p11_match_uri(ctok_token *tok, void *uri)
     int ok;
 
     pthread_mutex_lock(&pt->lock);
-    ok = pt->have_slot && p11_kit_uri_match_token_info(uri, &pt->tinfo)
-         && p11_kit_uri_match_module_info(uri, &pt->m->info);
+    ok = pt->have_slot && p11_kit_uri_match_token_info(uri, &pt->tinfo) &&
+         p11_kit_uri_match_module_info(uri, &pt->m->info);
     pthread_mutex_unlock(&pt->lock);
     return ok;
 }

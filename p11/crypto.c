@@ -13,8 +13,7 @@
 
 #include "p11.h"
 
-typedef CK_RV (*p11_op_fn)(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-                           void *arg);
+typedef CK_RV (*p11_op_fn)(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, void *arg);
 
 /*
  * A session copy of a private key (C_CopyObject with CKA_TOKEN false), made once per
@@ -32,16 +31,16 @@ static CK_OBJECT_HANDLE session_copy(struct p11_tok *pt, CK_OBJECT_HANDLE h, uns
     pthread_mutex_lock(&pt->lock);
     if (pt->anchor_gen != gen || pt->anchor == CK_INVALID_HANDLE) {
         pt->anchor = CK_INVALID_HANDLE;
-        if (P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &anchor))
-            == CKR_OK) {
+        if (P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &anchor)) ==
+            CKR_OK) {
             pt->anchor = anchor;
             pt->anchor_gen = gen;
         }
     }
     anchor = pt->anchor;
     pthread_mutex_unlock(&pt->lock);
-    if (anchor == CK_INVALID_HANDLE
-        || P11_CALL(pt->m, C_CopyObject, (anchor, h, &t, 1, &copy)) != CKR_OK)
+    if (anchor == CK_INVALID_HANDLE ||
+        P11_CALL(pt->m, C_CopyObject, (anchor, h, &t, 1, &copy)) != CKR_OK)
         return CK_INVALID_HANDLE;
     return copy;
 }
@@ -84,9 +83,11 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
     /* one retry per failure event: a failure in a newer module generation is a new event */
     for (int attempt = 0; attempt < 3; attempt++) {
         if (!key->tok->active) {
-            CTOK_ERR(CTOK_R_NO_CODE, "token '%s', key '%s': the token was reconnected and must "
+            CTOK_ERR(CTOK_R_NO_CODE,
+                     "token '%s', key '%s': the token was reconnected and must "
                      "be activated again (its authentication code was typed at a prompt and is "
-                     "not kept)", key->tok->name, key->label);
+                     "not kept)",
+                     key->tok->name, key->label);
             return 0;
         }
         if (!ctok_p11_enter(pt->m))
@@ -102,21 +103,23 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
         if (!found && !key->tok->active)
             continue; /* reported at the top of the loop */
         if (!found) {
-            CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s', key '%s': the private key is no longer on "
-                     "the token", key->tok->name, key->label);
+            CTOK_ERR(CTOK_R_NOT_FOUND,
+                     "token '%s', key '%s': the private key is no longer on "
+                     "the token",
+                     key->tok->name, key->label);
             return 0;
         }
         if (rv == CKR_OK)
             return 1;
         /* recovery happens outside the region: re-initialization waits for all to leave */
-        if ((attempt > 0 && gen == failed_gen) || !ctok_p11_rv_is_disconnect(rv)
-            || !ctok_p11_recover(pt, gen, rv, what))
+        if ((attempt > 0 && gen == failed_gen) || !ctok_p11_rv_is_disconnect(rv) ||
+            !ctok_p11_recover(pt, gen, rv, what))
             break;
         failed_gen = gen;
     }
     if (rv != CKR_OK && rv != CKR_GENERAL_ERROR)
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", key->tok->name,
-                 key->label, what, ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", key->tok->name, key->label,
+                 what, ctok_p11_rv_name(rv));
     return 0;
 }
 
@@ -156,8 +159,8 @@ static int digest_info(const EVP_MD *md, const uint8_t *dgst, size_t dlen, uint8
     X509_SIG_getm(sig, &alg, &os);
     *out = NULL;
     *outlen = -1;
-    if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL)
-        && ASN1_OCTET_STRING_set(os, dgst, (int)dlen))
+    if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) &&
+        ASN1_OCTET_STRING_set(os, dgst, (int)dlen))
         *outlen = i2d_X509_SIG(sig, out);
     X509_SIG_free(sig);
     return *outlen > 0;
@@ -182,8 +185,8 @@ static CK_RV do_sign(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h
     return rv;
 }
 
-int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
-                  size_t tbslen, uint8_t *sig, size_t *siglen)
+int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen)
 {
     struct sign_op o = {{0, NULL, 0}, tbs, (CK_ULONG)tbslen, {0}, 0};
     CK_RSA_PKCS_PSS_PARAMS pss;
@@ -194,10 +197,12 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
     case CTOK_KT_RSA:
     case CTOK_KT_RSA_PSS:
         if (p->pad == RSA_PKCS1_PSS_PADDING) {
-            if (!md_mechs(p->md, &pss.hashAlg, NULL)
-                || !md_mechs(p->mgf1 != NULL ? p->mgf1 : p->md, NULL, &pss.mgf)) {
-                CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': RSA-PSS needs a SHA-1 or "
-                         "SHA-2 digest", key->tok->name, key->label);
+            if (!md_mechs(p->md, &pss.hashAlg, NULL) ||
+                !md_mechs(p->mgf1 != NULL ? p->mgf1 : p->md, NULL, &pss.mgf)) {
+                CTOK_ERR(CTOK_R_UNSUPPORTED,
+                         "token '%s', key '%s': RSA-PSS needs a SHA-1 or "
+                         "SHA-2 digest",
+                         key->tok->name, key->label);
                 return 0;
             }
             pss.sLen = (CK_ULONG)p->saltlen;
@@ -295,10 +300,12 @@ int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
     if (p->pad == RSA_PKCS1_OAEP_PADDING) {
         const EVP_MD *md = p->oaep_md != NULL ? p->oaep_md : EVP_sha1();
 
-        if (!md_mechs(md, &oaep.hashAlg, NULL)
-            || !md_mechs(p->mgf1 != NULL ? p->mgf1 : md, NULL, &oaep.mgf)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': OAEP needs a SHA-1 or SHA-2 "
-                     "digest", key->tok->name, key->label);
+        if (!md_mechs(md, &oaep.hashAlg, NULL) ||
+            !md_mechs(p->mgf1 != NULL ? p->mgf1 : md, NULL, &oaep.mgf)) {
+            CTOK_ERR(CTOK_R_UNSUPPORTED,
+                     "token '%s', key '%s': OAEP needs a SHA-1 or SHA-2 "
+                     "digest",
+                     key->tok->name, key->label);
             return 0;
         }
         oaep.source = CKZ_DATA_SPECIFIED;
@@ -317,8 +324,8 @@ int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
          * (Bleichenbacher). The token's own padding check is not constant-time here.
          */
         uint8_t rnd[48];
-        int good = ok && o.outlen == 48 && buf[0] == (p->tls_client_version >> 8)
-                   && buf[1] == (p->tls_client_version & 0xff);
+        int good = ok && o.outlen == 48 && buf[0] == (p->tls_client_version >> 8) &&
+                   buf[1] == (p->tls_client_version & 0xff);
 
         ERR_clear_error();
         if (*outlen < 48 || RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -351,9 +358,10 @@ static CK_RV do_derive(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
     CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
-    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
-                        {CKA_TOKEN, &no, sizeof(no)},           {CKA_SENSITIVE, &no, sizeof(no)},
-                        {CKA_EXTRACTABLE, &yes, sizeof(yes)},   {CKA_VALUE_LEN, &o->len, sizeof(o->len)}};
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
+        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE_LEN, &o->len, sizeof(o->len)}};
     CK_OBJECT_HANDLE secret;
     CK_ATTRIBUTE v = {CKA_VALUE, o->out, o->len};
     CK_RV rv = P11_CALL(pt->m, C_DeriveKey, (s, &mech, h, t, sizeof(t) / sizeof(t[0]), &secret));
@@ -372,9 +380,9 @@ int ctok_p11_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
     size_t plen = 0;
     struct derive_op o;
 
-    if (key->type != CTOK_KT_EC
-        || !EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
-                                            sizeof(point), &plen))
+    if (key->type != CTOK_KT_EC ||
+        !EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
+                                         sizeof(point), &plen))
         return 0;
     memset(&o, 0, sizeof(o));
     o.params.kdf = CKD_NULL;

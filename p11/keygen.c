@@ -53,15 +53,23 @@ static const struct {
     const char *name;
     CK_ATTRIBUTE_TYPE type;
 } bool_attrs[] = {
-    {"CKA_TOKEN", CKA_TOKEN},         {"CKA_PRIVATE", CKA_PRIVATE},
-    {"CKA_SENSITIVE", CKA_SENSITIVE}, {"CKA_EXTRACTABLE", CKA_EXTRACTABLE},
-    {"CKA_MODIFIABLE", CKA_MODIFIABLE}, {"CKA_SIGN", CKA_SIGN},
-    {"CKA_VERIFY", CKA_VERIFY},       {"CKA_DECRYPT", CKA_DECRYPT},
-    {"CKA_ENCRYPT", CKA_ENCRYPT},     {"CKA_DERIVE", CKA_DERIVE},
-    {"CKA_WRAP", CKA_WRAP},           {"CKA_UNWRAP", CKA_UNWRAP},
-    {"CKA_SIGN_RECOVER", CKA_SIGN_RECOVER}, {"CKA_VERIFY_RECOVER", CKA_VERIFY_RECOVER},
+    {"CKA_TOKEN", CKA_TOKEN},
+    {"CKA_PRIVATE", CKA_PRIVATE},
+    {"CKA_SENSITIVE", CKA_SENSITIVE},
+    {"CKA_EXTRACTABLE", CKA_EXTRACTABLE},
+    {"CKA_MODIFIABLE", CKA_MODIFIABLE},
+    {"CKA_SIGN", CKA_SIGN},
+    {"CKA_VERIFY", CKA_VERIFY},
+    {"CKA_DECRYPT", CKA_DECRYPT},
+    {"CKA_ENCRYPT", CKA_ENCRYPT},
+    {"CKA_DERIVE", CKA_DERIVE},
+    {"CKA_WRAP", CKA_WRAP},
+    {"CKA_UNWRAP", CKA_UNWRAP},
+    {"CKA_SIGN_RECOVER", CKA_SIGN_RECOVER},
+    {"CKA_VERIFY_RECOVER", CKA_VERIFY_RECOVER},
     {"CKA_ALWAYS_AUTHENTICATE", CKA_ALWAYS_AUTHENTICATE},
-    {"CKA_WRAP_WITH_TRUSTED", CKA_WRAP_WITH_TRUSTED}, {"CKA_TRUSTED", CKA_TRUSTED},
+    {"CKA_WRAP_WITH_TRUSTED", CKA_WRAP_WITH_TRUSTED},
+    {"CKA_TRUSTED", CKA_TRUSTED},
 };
 
 static char *trim(char *s)
@@ -85,13 +93,12 @@ static int section_applies(const char *hdr, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
         return -1;
     if (strcmp(op, "*") != 0 && strcmp(op, "generate") != 0)
         return 0;
-    if (strcmp(c, "*") != 0
-        && !((strcmp(c, "CKO_PRIVATE_KEY") == 0 && cls == CKO_PRIVATE_KEY)
-             || (strcmp(c, "CKO_PUBLIC_KEY") == 0 && cls == CKO_PUBLIC_KEY)))
+    if (strcmp(c, "*") != 0 && !((strcmp(c, "CKO_PRIVATE_KEY") == 0 && cls == CKO_PRIVATE_KEY) ||
+                                 (strcmp(c, "CKO_PUBLIC_KEY") == 0 && cls == CKO_PUBLIC_KEY)))
         return 0;
-    if (strcmp(k, "*") != 0
-        && !((strcmp(k, "CKK_RSA") == 0 && kt == CKK_RSA) || (strcmp(k, "CKK_EC") == 0 && kt == CKK_EC)
-             || (strcmp(k, "CKK_EC_EDWARDS") == 0 && kt == CKK_EC_EDWARDS)))
+    if (strcmp(k, "*") != 0 && !((strcmp(k, "CKK_RSA") == 0 && kt == CKK_RSA) ||
+                                 (strcmp(k, "CKK_EC") == 0 && kt == CKK_EC) ||
+                                 (strcmp(k, "CKK_EC_EDWARDS") == 0 && kt == CKK_EC_EDWARDS)))
         return 0;
     return 1;
 }
@@ -123,8 +130,8 @@ static int apply_file(const char *tokname, const char *path, CK_OBJECT_CLASS cls
                 in = 1;
                 continue;
             }
-            if (strncmp(s, "name", 4) == 0 || strncmp(s, "library", 7) == 0
-                || strncmp(s, "slot", 4) == 0)
+            if (strncmp(s, "name", 4) == 0 || strncmp(s, "library", 7) == 0 ||
+                strncmp(s, "slot", 4) == 0)
                 continue; /* the rest of a SunPKCS11 configuration: not ours */
             goto bad;
         }
@@ -143,12 +150,13 @@ static int apply_file(const char *tokname, const char *path, CK_OBJECT_CLASS cls
             for (k = 0; k < sizeof(bool_attrs) / sizeof(bool_attrs[0]); k++)
                 if (strcmp(name, bool_attrs[k].name) == 0)
                     break;
-            if (k == sizeof(bool_attrs) / sizeof(bool_attrs[0])
-                || (strcmp(val, "true") != 0 && strcmp(val, "false") != 0)) {
+            if (k == sizeof(bool_attrs) / sizeof(bool_attrs[0]) ||
+                (strcmp(val, "true") != 0 && strcmp(val, "false") != 0)) {
                 fclose(f);
-                CTOK_ERR(CTOK_R_CONFIG, "%s:%d: token '%s': unsupported attribute '%s = %s' "
-                         "(boolean CKA_* attributes: true or false)", path, lineno, tokname,
-                         name, val);
+                CTOK_ERR(CTOK_R_CONFIG,
+                         "%s:%d: token '%s': unsupported attribute '%s = %s' "
+                         "(boolean CKA_* attributes: true or false)",
+                         path, lineno, tokname, name, val);
                 return 0;
             }
             if (applies)
@@ -163,8 +171,10 @@ static int apply_file(const char *tokname, const char *path, CK_OBJECT_CLASS cls
     return 1;
 bad:
     fclose(f);
-    CTOK_ERR(CTOK_R_CONFIG, "%s:%d: token '%s': expected 'attributes(generate|*, CKO_..., "
-             "CKK_...|*) = {' or 'CKA_X = true|false'", path, lineno, tokname);
+    CTOK_ERR(CTOK_R_CONFIG,
+             "%s:%d: token '%s': expected 'attributes(generate|*, CKO_..., "
+             "CKK_...|*) = {' or 'CKA_X = true|false'",
+             path, lineno, tokname);
     return 0;
 }
 
@@ -232,7 +242,7 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
     struct p11_tok *pt = P11TOK(tok);
     struct tmpl pub = {0}, priv = {0};
     CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
-    CK_KEY_TYPE kt = spec->type == CTOK_KT_EC ? CKK_EC
+    CK_KEY_TYPE kt = spec->type == CTOK_KT_EC        ? CKK_EC
                      : spec->type == CTOK_KT_ED25519 ? CKK_EC_EDWARDS
                                                      : CKK_RSA;
     CK_ULONG bits = (CK_ULONG)spec->bits;
@@ -272,9 +282,9 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
             return 0;
         set_bytes(&pub, CKA_EC_PARAMS, params, (size_t)plen);
     }
-    if (pt->attributes != NULL
-        && (!apply_file(tok->name, pt->attributes, CKO_PUBLIC_KEY, kt, &pub)
-            || !apply_file(tok->name, pt->attributes, CKO_PRIVATE_KEY, kt, &priv)))
+    if (pt->attributes != NULL &&
+        (!apply_file(tok->name, pt->attributes, CKO_PUBLIC_KEY, kt, &pub) ||
+         !apply_file(tok->name, pt->attributes, CKO_PRIVATE_KEY, kt, &priv)))
         goto end;
     set_bytes(&pub, CKA_LABEL, alias, strlen(alias));
     set_bytes(&priv, CKA_LABEL, alias, strlen(alias));
@@ -282,7 +292,8 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
     set_bytes(&priv, CKA_ID, tmp_id, sizeof(tmp_id));
     if (!write_session(tok, &s, &gen))
         goto end;
-    rv = P11_CALL(pt->m, C_GenerateKeyPair, (s, &mech, pub.a, pub.n, priv.a, priv.n, &hpub, &hpriv));
+    rv =
+        P11_CALL(pt->m, C_GenerateKeyPair, (s, &mech, pub.a, pub.n, priv.a, priv.n, &hpub, &hpriv));
     if (rv != CKR_OK) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed: %s", tok->name, alias,
                  ctok_p11_rv_name(rv));
@@ -291,8 +302,8 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
         CK_ATTRIBUTE a = {CKA_ID, id, sizeof(id)};
 
         pk = ctok_p11_public_key(pt, s, hpub, kt, NULL);
-        if (pk != NULL && ctok_pub_id(pk, id)
-            && P11_CALL(pt->m, C_SetAttributeValue, (s, hpub, &a, 1)) == CKR_OK)
+        if (pk != NULL && ctok_pub_id(pk, id) &&
+            P11_CALL(pt->m, C_SetAttributeValue, (s, hpub, &a, 1)) == CKR_OK)
             (void)P11_CALL(pt->m, C_SetAttributeValue, (s, hpriv, &a, 1));
         ok = 1;
     }
@@ -372,8 +383,8 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     if (cpub == NULL)
         return 0;
     if (label_used(pt, CKO_CERTIFICATE, alias)) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
-                 tok->name, alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already", tok->name,
+                 alias);
         return 0;
     }
     if (!ctok_p11_enter(pt->m))
@@ -381,8 +392,8 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     pthread_mutex_lock(&pt->lock);
     refresh(pt);
     for (size_t i = 0; i < pt->n_objs && id_len == 0; i++)
-        if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL
-            && EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
+        if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL &&
+            EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
             id_len = pt->objs[i].id_len;
             memcpy(id, pt->objs[i].id, id_len);
         }
@@ -396,11 +407,16 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     nl = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &ser);
     if (dl > 0 && sl > 0 && il > 0 && nl > 0 && write_session(tok, &s, &gen)) {
         CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &cls, sizeof(cls)},      {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
-            {CKA_TOKEN, &yes, sizeof(yes)},      {CKA_PRIVATE, &no, sizeof(no)},
-            {CKA_LABEL, (void *)alias, strlen(alias)}, {CKA_ID, id, id_len},
-            {CKA_VALUE, der, (CK_ULONG)dl},     {CKA_SUBJECT, subj, (CK_ULONG)sl},
-            {CKA_ISSUER, iss, (CK_ULONG)il},    {CKA_SERIAL_NUMBER, ser, (CK_ULONG)nl},
+            {CKA_CLASS, &cls, sizeof(cls)},
+            {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+            {CKA_TOKEN, &yes, sizeof(yes)},
+            {CKA_PRIVATE, &no, sizeof(no)},
+            {CKA_LABEL, (void *)alias, strlen(alias)},
+            {CKA_ID, id, id_len},
+            {CKA_VALUE, der, (CK_ULONG)dl},
+            {CKA_SUBJECT, subj, (CK_ULONG)sl},
+            {CKA_ISSUER, iss, (CK_ULONG)il},
+            {CKA_SERIAL_NUMBER, ser, (CK_ULONG)nl},
         };
 
         rv = P11_CALL(pt->m, C_CreateObject, (s, t, sizeof(t) / sizeof(t[0]), &h));

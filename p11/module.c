@@ -53,7 +53,10 @@ static const struct {
     CK_RV rv;
     const char *name;
 } rv_names[] = {
-#define RV(x) {x, #x}
+#define RV(x)                                                                                      \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
     RV(CKR_OK),
     RV(CKR_CANCEL),
     RV(CKR_HOST_MEMORY),
@@ -158,8 +161,8 @@ static int load(struct p11_module *m)
     }
     /* Cryptoki 3.x modules: the interface's function list starts as the 2.x one */
     get_iface = (ck3_get_interface_fn)dlsym(m->dl, "C_GetInterface");
-    if (get_iface != NULL && get_iface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0) == CKR_OK
-        && iface != NULL && iface->function_list != NULL) {
+    if (get_iface != NULL && get_iface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0) == CKR_OK &&
+        iface != NULL && iface->function_list != NULL) {
         m->f = iface->function_list;
     } else {
         get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
@@ -171,8 +174,10 @@ static int load(struct p11_module *m)
     }
     /* only the major version counts: a module that says 2.11 speaks 2.x */
     if (m->f->version.major < 2) {
-        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s' implements Cryptoki %u.%u; 2.x or 3.x "
-                 "is needed", m->path, m->f->version.major, m->f->version.minor);
+        CTOK_ERR(CTOK_R_BACKEND,
+                 "PKCS#11 library '%s' implements Cryptoki %u.%u; 2.x or 3.x "
+                 "is needed",
+                 m->path, m->f->version.major, m->f->version.minor);
         return 0;
     }
     m->unlock_pin = (CK_RV(*)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR,
@@ -294,7 +299,7 @@ int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation)
     int ok = 1;
 
     if (__atomic_load_n(&m->generation, __ATOMIC_ACQUIRE) != seen_generation)
-        return 1; /* someone else already did */
+        return 1;                  /* someone else already did */
     pthread_rwlock_wrlock(&m->rw); /* waits for every thread to leave the module */
     pthread_mutex_lock(&m->lock);
     /* another thread may have re-initialized it already since we saw the failure */

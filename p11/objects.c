@@ -31,7 +31,8 @@ int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
 
     *val = NULL;
     *len = 0;
-    if (pt->m->f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+    if (pt->m->f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK ||
+        a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return 0;
     a.pValue = malloc(a.ulValueLen + 1);
     if (a.pValue == NULL)
@@ -52,8 +53,8 @@ static EVP_PKEY *fromdata(struct p11_tok *pt, const char *type, OSSL_PARAM_BLD *
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(pt->tok->ctx->libctx, type, pt->tok->ctx->propq);
     EVP_PKEY *k = NULL;
 
-    if (params == NULL || c == NULL || EVP_PKEY_fromdata_init(c) <= 0
-        || EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+    if (params == NULL || c == NULL || EVP_PKEY_fromdata_init(c) <= 0 ||
+        EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         k = NULL;
     EVP_PKEY_CTX_free(c);
     OSSL_PARAM_free(params);
@@ -108,25 +109,25 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
     if (b == NULL)
         return NULL;
     if (kt == CKK_RSA) {
-        if (ctok_p11_get_attr(pt, s, h, CKA_MODULUS, &v1, &l1)
-            && ctok_p11_get_attr(pt, s, h, CKA_PUBLIC_EXPONENT, &v2, &l2)
-            && (n = BN_bin2bn(v1, (int)l1, NULL)) != NULL
-            && (e = BN_bin2bn(v2, (int)l2, NULL)) != NULL
-            && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n)
-            && OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e))
+        if (ctok_p11_get_attr(pt, s, h, CKA_MODULUS, &v1, &l1) &&
+            ctok_p11_get_attr(pt, s, h, CKA_PUBLIC_EXPONENT, &v2, &l2) &&
+            (n = BN_bin2bn(v1, (int)l1, NULL)) != NULL &&
+            (e = BN_bin2bn(v2, (int)l2, NULL)) != NULL &&
+            OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n) &&
+            OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e))
             k = fromdata(pt, "RSA", b);
-    } else if ((kt == CKK_EC || kt == CKK_EC_EDWARDS)
-               && ctok_p11_get_attr(pt, s, h, CKA_EC_POINT, &v2, &l2)
-               && ctok_p11_get_attr(pt, s, h, CKA_EC_PARAMS, &v1, &l1)
-               && ec_group(v1, l1, group, sizeof(group))) {
+    } else if ((kt == CKK_EC || kt == CKK_EC_EDWARDS) &&
+               ctok_p11_get_attr(pt, s, h, CKA_EC_POINT, &v2, &l2) &&
+               ctok_p11_get_attr(pt, s, h, CKA_EC_PARAMS, &v1, &l1) &&
+               ec_group(v1, l1, group, sizeof(group))) {
         size_t plen;
         const uint8_t *point = ec_point(v2, l2, &plen, &os);
 
         if (kt == CKK_EC_EDWARDS) {
             if (OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen))
                 k = fromdata(pt, "ED25519", b);
-        } else if (OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, group, 0)
-                   && OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen)) {
+        } else if (OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) &&
+                   OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen)) {
             k = fromdata(pt, "EC", b);
         }
     }
@@ -254,9 +255,9 @@ int ctok_p11_objects_load(struct p11_tok *pt)
                     X509_free(o->cert);
                     continue; /* not an X.509 certificate we can use */
                 }
-                o->kt = EVP_PKEY_is_a(o->pub, "RSA") ? CKK_RSA
+                o->kt = EVP_PKEY_is_a(o->pub, "RSA")  ? CKK_RSA
                         : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
-                                                       : CKK_EC_EDWARDS;
+                                                      : CKK_EC_EDWARDS;
             } else {
                 o->pub = ctok_p11_public_key(pt, s, o->h, o->kt, NULL);
             }
@@ -270,9 +271,9 @@ int ctok_p11_objects_load(struct p11_tok *pt)
         struct p11_obj *k = &pt->objs[i];
 
         for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < pt->n_objs; j++)
-            if (pt->objs[j].cls != CKO_PRIVATE_KEY && pt->objs[j].pub != NULL
-                && pt->objs[j].id_len == k->id_len && memcmp(pt->objs[j].id, k->id, k->id_len) == 0
-                && EVP_PKEY_up_ref(pt->objs[j].pub))
+            if (pt->objs[j].cls != CKO_PRIVATE_KEY && pt->objs[j].pub != NULL &&
+                pt->objs[j].id_len == k->id_len && memcmp(pt->objs[j].id, k->id, k->id_len) == 0 &&
+                EVP_PKEY_up_ref(pt->objs[j].pub))
                 k->pub = pt->objs[j].pub;
     }
     pt->objs_valid = ok;

@@ -25,7 +25,7 @@ struct p11_module {
      */
     pthread_rwlock_t rw;
     int initialized;
-    pid_t pid;             /* the process that initialized it: a forked child re-initializes */
+    pid_t pid;               /* the process that initialized it: a forked child re-initializes */
     unsigned int generation; /* bumped by every re-initialization; handles die with it */
     /* CK_RV C_UnlockPIN(session, puk, puk_len, new_pin, new_pin_len): a vendor extension */
     CK_RV (*unlock_pin)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
@@ -130,8 +130,8 @@ int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
                       CK_ATTRIBUTE_TYPE type, uint8_t **val, CK_ULONG *len);
 
 /* crypto.c */
-int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
-                  size_t tbslen, uint8_t *sig, size_t *siglen);
+int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen);
 int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen);
 int ctok_p11_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);

@@ -42,9 +42,9 @@ int ctok_p11_slots(struct p11_module *m, struct p11_slot **out, size_t *n)
         struct p11_slot *s = &v[k];
 
         s->id = ids[i];
-        if (P11_CALL(m, C_GetSlotInfo, (ids[i], &s->slot)) != CKR_OK
-            || !(s->slot.flags & CKF_TOKEN_PRESENT)
-            || P11_CALL(m, C_GetTokenInfo, (ids[i], &s->token)) != CKR_OK)
+        if (P11_CALL(m, C_GetSlotInfo, (ids[i], &s->slot)) != CKR_OK ||
+            !(s->slot.flags & CKF_TOKEN_PRESENT) ||
+            P11_CALL(m, C_GetTokenInfo, (ids[i], &s->token)) != CKR_OK)
             continue; /* a reader emptied meanwhile */
         s->index = k;
         ctok_p11_str(s->token.label, sizeof(s->token.label), s->label);
@@ -100,12 +100,12 @@ json_t *ctok_p11_slot_list(const char *library)
         ctok_p11_str(slots[i].token.manufacturerID, 32, manuf);
         ctok_p11_str(slots[i].token.model, 16, model);
         ctok_p11_str(slots[i].token.serialNumber, 16, serial);
-        json_array_append_new(
-            list, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:o}", "id",
-                            (json_int_t)slots[i].id, "index", (json_int_t)slots[i].index,
-                            "description", slots[i].description, "token_label", slots[i].label,
-                            "manufacturer", manuf, "model", model, "serial", serial, "flags",
-                            flags_of(slots[i].token.flags)));
+        json_array_append_new(list, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:s, s:o}", "id",
+                                              (json_int_t)slots[i].id, "index",
+                                              (json_int_t)slots[i].index, "description",
+                                              slots[i].description, "token_label", slots[i].label,
+                                              "manufacturer", manuf, "model", model, "serial",
+                                              serial, "flags", flags_of(slots[i].token.flags)));
     }
     free(slots);
     return list;

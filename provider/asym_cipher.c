@@ -82,9 +82,9 @@ static void *ac_dupctx(void *vc)
     c->inner = NULL;
     c->md = c->mgf1 = NULL;
     c->label = NULL;
-    if ((src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL)
-        || (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL)
-        || (src->md != NULL && !EVP_MD_up_ref(src->md))) {
+    if ((src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL) ||
+        (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) ||
+        (src->md != NULL && !EVP_MD_up_ref(src->md))) {
         ac_freectx(c);
         return NULL;
     }
@@ -141,19 +141,21 @@ static int token_set_params(struct acctx *c, const OSSL_PARAM params[])
         } else if (!OSSL_PARAM_get_int(p, &mode)) {
             return 0;
         }
-        if (mode != RSA_NO_PADDING && mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_OAEP_PADDING
-            && mode != RSA_PKCS1_WITH_TLS_PADDING) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': RSA padding mode %d not supported "
-                     "for decryption", tokname(c), ctok_key_label(c->key->tok), mode);
+        if (mode != RSA_NO_PADDING && mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_OAEP_PADDING &&
+            mode != RSA_PKCS1_WITH_TLS_PADDING) {
+            CTOK_ERR(CTOK_R_UNSUPPORTED,
+                     "token '%s', key '%s': RSA padding mode %d not supported "
+                     "for decryption",
+                     tokname(c), ctok_key_label(c->key->tok), mode);
             return 0;
         }
         c->pad = mode;
     }
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST)) != NULL
-        && !fetch_md(c, p, &c->md))
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST)) != NULL &&
+        !fetch_md(c, p, &c->md))
         return 0;
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST)) != NULL
-        && !fetch_md(c, p, &c->mgf1))
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST)) != NULL &&
+        !fetch_md(c, p, &c->mgf1))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL)) != NULL) {
         void *label = NULL;
@@ -165,12 +167,12 @@ static int token_set_params(struct acctx *c, const OSSL_PARAM params[])
         c->label = label;
         c->label_len = len;
     }
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION)) != NULL
-        && !OSSL_PARAM_get_uint(p, &c->client_version))
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION)) != NULL &&
+        !OSSL_PARAM_get_uint(p, &c->client_version))
         return 0;
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION))
-            != NULL
-        && !OSSL_PARAM_get_uint(p, &c->negotiated_version))
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION)) !=
+            NULL &&
+        !OSSL_PARAM_get_uint(p, &c->negotiated_version))
         return 0;
     return 1;
 }
@@ -199,8 +201,8 @@ static int ac_encrypt_init(void *vc, void *vkey, const OSSL_PARAM params[])
 {
     struct acctx *c = vc;
 
-    return begin(c, vkey, "encrypt_init") >= 0 && new_inner(c)
-           && EVP_PKEY_encrypt_init_ex(c->inner, params) > 0;
+    return begin(c, vkey, "encrypt_init") >= 0 && new_inner(c) &&
+           EVP_PKEY_encrypt_init_ex(c->inner, params) > 0;
 }
 
 static int ac_encrypt(void *vc, unsigned char *out, size_t *outlen, size_t outsize,
@@ -223,8 +225,8 @@ static int ac_decrypt_init(void *vc, void *vkey, const OSSL_PARAM params[])
         return new_inner(c) && EVP_PKEY_decrypt_init_ex(c->inner, params) > 0;
     c->token = 1;
     if (!ctok_token_permits(ctok_key_token(c->key->tok), CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 tokname(c), ctok_key_label(c->key->tok));
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted", tokname(c),
+                 ctok_key_label(c->key->tok));
         return 0;
     }
     return token_set_params(c, params);
@@ -234,8 +236,8 @@ static int ac_decrypt(void *vc, unsigned char *out, size_t *outlen, size_t outsi
                       const unsigned char *in, size_t inlen)
 {
     struct acctx *c = vc;
-    struct ctok_dec_params dp = {c->pad, c->md, c->mgf1, c->label, c->label_len,
-                                 c->client_version, c->negotiated_version};
+    struct ctok_dec_params dp = {
+        c->pad, c->md, c->mgf1, c->label, c->label_len, c->client_version, c->negotiated_version};
 
     if (!c->token) {
         *outlen = outsize;
@@ -258,11 +260,11 @@ static int ac_get_ctx_params(void *vc, OSSL_PARAM params[])
         return 0;
     if (!c->token)
         return EVP_PKEY_CTX_get_params(c->inner, params);
-    if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_PAD_MODE)) != NULL
-        && p->data_type == OSSL_PARAM_INTEGER && !OSSL_PARAM_set_int(p, c->pad))
+    if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_PAD_MODE)) != NULL &&
+        p->data_type == OSSL_PARAM_INTEGER && !OSSL_PARAM_set_int(p, c->pad))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST)) != NULL
-        && !OSSL_PARAM_set_utf8_string(p, c->md != NULL ? EVP_MD_get0_name(c->md) : "SHA1"))
+    if ((p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST)) != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, c->md != NULL ? EVP_MD_get0_name(c->md) : "SHA1"))
         return 0;
     return 1;
 }

@@ -74,8 +74,8 @@ static int read_block(BIO *in, unsigned char **der, int *derlen)
         chomp(line);
         if (strcmp(line, END) == 0)
             break;
-        if ((size_t)total + strlen(line) > MAX_BODY - 3
-            || EVP_DecodeUpdate(b64, out + total, &n, (unsigned char *)line, (int)strlen(line)) < 0)
+        if ((size_t)total + strlen(line) > MAX_BODY - 3 ||
+            EVP_DecodeUpdate(b64, out + total, &n, (unsigned char *)line, (int)strlen(line)) < 0)
             goto end;
         total += n;
     }
@@ -165,24 +165,24 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_
     return ok;
 }
 
-#define URI_DECODER(fam, T)                                                                    \
-    static void *fam##_newctx(void *provctx)                                                   \
-    {                                                                                          \
-        struct decctx *c = dec_newctx(provctx);                                                \
-        if (c != NULL)                                                                         \
-            c->type = T;                                                                       \
-        return c;                                                                              \
-    }                                                                                          \
-    static int fam##_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *cb,    \
-                            void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)      \
-    {                                                                                          \
-        (void)selection;                                                                       \
-        return uri_decode(vc, cin, cb, cbarg, pw_cb, pw_cbarg);                                \
-    }                                                                                          \
-    const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                               \
-        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                              \
-        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},                              \
-        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))fam##_decode},                              \
+#define URI_DECODER(fam, T)                                                                        \
+    static void *fam##_newctx(void *provctx)                                                       \
+    {                                                                                              \
+        struct decctx *c = dec_newctx(provctx);                                                    \
+        if (c != NULL)                                                                             \
+            c->type = T;                                                                           \
+        return c;                                                                                  \
+    }                                                                                              \
+    static int fam##_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *cb,        \
+                            void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)          \
+    {                                                                                              \
+        (void)selection;                                                                           \
+        return uri_decode(vc, cin, cb, cbarg, pw_cb, pw_cbarg);                                    \
+    }                                                                                              \
+    const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                                   \
+        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                                  \
+        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},                                  \
+        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))fam##_decode},                                  \
         {0, NULL}};
 
 URI_DECODER(rsa, CTOK_KT_RSA)

@@ -66,10 +66,10 @@ static void *kx_dupctx(void *vc)
     memcpy(c->kdf_md, src->kdf_md, sizeof(c->kdf_md));
     c->kdf_outlen = src->kdf_outlen;
     c->ukm_len = src->ukm_len;
-    if ((src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL)
-        || (src->peer != NULL && (c->peer = ctok_pkey_copy(src->peer)) == NULL)
-        || (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL)
-        || (src->ukm != NULL && (c->ukm = OPENSSL_memdup(src->ukm, src->ukm_len)) == NULL)) {
+    if ((src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL) ||
+        (src->peer != NULL && (c->peer = ctok_pkey_copy(src->peer)) == NULL) ||
+        (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) ||
+        (src->ukm != NULL && (c->ukm = OPENSSL_memdup(src->ukm, src->ukm_len)) == NULL)) {
         kx_freectx(c);
         return NULL;
     }
@@ -157,8 +157,8 @@ static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t 
     }
     if (outlen < c->kdf_outlen)
         return 0;
-    ok = ctok_key_derive(c->key->tok, c->peer->pkey, z, &zlen)
-         && x963(c, z, zlen, secret, c->kdf_outlen);
+    ok = ctok_key_derive(c->key->tok, c->peer->pkey, z, &zlen) &&
+         x963(c, z, zlen, secret, c->kdf_outlen);
     OPENSSL_cleanse(z, sizeof(z));
     *secretlen = c->kdf_outlen;
     return ok;
@@ -180,8 +180,10 @@ static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
         if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
             return 0;
         if (*name != '\0' && strcasecmp(name, OSSL_KDF_NAME_X963KDF) != 0) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED, "ECDH with a token key: KDF '%s' is not supported "
-                     "(X963KDF is)", name);
+            CTOK_ERR(CTOK_R_UNSUPPORTED,
+                     "ECDH with a token key: KDF '%s' is not supported "
+                     "(X963KDF is)",
+                     name);
             return 0;
         }
         c->x963 = *name != '\0';
@@ -193,8 +195,8 @@ static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
             return 0;
         strcpy(c->kdf_md, name);
     }
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN)) != NULL
-        && !OSSL_PARAM_get_size_t(p, &c->kdf_outlen))
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN)) != NULL &&
+        !OSSL_PARAM_get_size_t(p, &c->kdf_outlen))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM)) != NULL) {
         void *ukm = NULL;

@@ -47,16 +47,15 @@ static int probe_has(const EVP_PKEY *pkey, enum ctok_key_type t)
             has |= OSSL_KEYMGMT_SELECT_PRIVATE_KEY;
         BN_clear_free(bn);
     } else {
-        if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, NULL, 0, &len)
-            && len > 0)
+        if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, NULL, 0, &len) &&
+            len > 0)
             has |= OSSL_KEYMGMT_SELECT_PUBLIC_KEY;
         if (t == CTOK_KT_EC) {
             if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &bn))
                 has |= OSSL_KEYMGMT_SELECT_PRIVATE_KEY;
             BN_clear_free(bn);
-        } else if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, NULL, 0,
-                                                   &len)
-                   && len > 0) {
+        } else if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, NULL, 0, &len) &&
+                   len > 0) {
             has |= OSSL_KEYMGMT_SELECT_PRIVATE_KEY;
         }
     }
@@ -176,7 +175,7 @@ static int km_validate(const void *vk, int selection, int checktype)
         return 0;
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && k->tok == NULL)
         r = (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? EVP_PKEY_check(c)
-                                                          : EVP_PKEY_private_check(c);
+                                                         : EVP_PKEY_private_check(c);
     else if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
         r = EVP_PKEY_public_check(c);
     else
@@ -189,12 +188,12 @@ static int km_validate(const void *vk, int selection, int checktype)
 static EVP_PKEY *fromdata(struct ctok_provctx *pctx, enum ctok_key_type t, int selection,
                           const OSSL_PARAM params[])
 {
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(t),
-                                                 pctx->propq);
+    EVP_PKEY_CTX *c =
+        EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(t), pctx->propq);
     EVP_PKEY *pkey = NULL;
 
-    if (c == NULL || EVP_PKEY_fromdata_init(c) <= 0
-        || EVP_PKEY_fromdata(c, &pkey, selection, (OSSL_PARAM *)params) <= 0)
+    if (c == NULL || EVP_PKEY_fromdata_init(c) <= 0 ||
+        EVP_PKEY_fromdata(c, &pkey, selection, (OSSL_PARAM *)params) <= 0)
         pkey = NULL;
     EVP_PKEY_CTX_free(c);
     return pkey;
@@ -301,8 +300,7 @@ struct genctx {
     EVP_PKEY *template;
 };
 
-static void *gen_init(void *provctx, enum ctok_key_type t, int selection,
-                      const OSSL_PARAM params[])
+static void *gen_init(void *provctx, enum ctok_key_type t, int selection, const OSSL_PARAM params[])
 {
     struct genctx *g = calloc(1, sizeof(*g));
 
@@ -377,16 +375,17 @@ static void *km_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
 
     c = g->template != NULL
             ? EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(pctx), g->template, pctx->propq)
-            : EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(g->type), pctx->propq);
+            : EVP_PKEY_CTX_new_from_name(ctok_prov_child(pctx), ctok_key_type_name(g->type),
+                                         pctx->propq);
     CTOK_DBG("keymgmt: pass-through %s of %s", keypair ? "keygen" : "paramgen",
              ctok_key_type_name(g->type));
     if (c != NULL && cb != NULL) {
         EVP_PKEY_CTX_set_app_data(c, &progress);
         EVP_PKEY_CTX_set_cb(c, gen_progress);
     }
-    if (c == NULL || (keypair ? EVP_PKEY_keygen_init(c) : EVP_PKEY_paramgen_init(c)) <= 0
-        || (g->params != NULL && !EVP_PKEY_CTX_set_params(c, g->params))
-        || EVP_PKEY_generate(c, &pkey) <= 0)
+    if (c == NULL || (keypair ? EVP_PKEY_keygen_init(c) : EVP_PKEY_paramgen_init(c)) <= 0 ||
+        (g->params != NULL && !EVP_PKEY_CTX_set_params(c, g->params)) ||
+        EVP_PKEY_generate(c, &pkey) <= 0)
         goto end;
     k = ctok_pkey_new(pctx, g->type);
     if (k == NULL)
@@ -420,63 +419,63 @@ static const OSSL_PARAM *types_or_empty(const OSSL_PARAM *p)
     return p != NULL ? p : empty;
 }
 
-#define KEYMGMT_TYPE(fam, T, SIGNAME, CIPHERNAME, KEXNAME)                                     \
-    static void *fam##_new(void *provctx)                                                      \
-    {                                                                                          \
-        return ctok_pkey_new(provctx, T);                                                      \
-    }                                                                                          \
-    static void *fam##_gen_init(void *provctx, int selection, const OSSL_PARAM params[])       \
-    {                                                                                          \
-        return gen_init(provctx, T, selection, params);                                        \
-    }                                                                                          \
-    static const OSSL_PARAM *fam##_gettable(void *provctx)                                     \
-    {                                                                                          \
-        return types_or_empty(EVP_KEYMGMT_gettable_params(ctok_prov_keymgmt(provctx, T)));     \
-    }                                                                                          \
-    static const OSSL_PARAM *fam##_settable(void *provctx)                                     \
-    {                                                                                          \
-        return types_or_empty(EVP_KEYMGMT_settable_params(ctok_prov_keymgmt(provctx, T)));     \
-    }                                                                                          \
-    static const OSSL_PARAM *fam##_gen_settable(void *genctx, void *provctx)                   \
-    {                                                                                          \
-        (void)genctx;                                                                          \
-        return types_or_empty(EVP_KEYMGMT_gen_settable_params(ctok_prov_keymgmt(provctx, T))); \
-    }                                                                                          \
-    static const char *fam##_query(int op)                                                     \
-    {                                                                                          \
-        switch (op) {                                                                          \
-        case OSSL_OP_SIGNATURE:                                                                \
-            return SIGNAME;                                                                    \
-        case OSSL_OP_ASYM_CIPHER:                                                              \
-            return CIPHERNAME;                                                                 \
-        case OSSL_OP_KEYEXCH:                                                                  \
-            return KEXNAME;                                                                    \
-        }                                                                                      \
-        return NULL;                                                                           \
-    }                                                                                          \
-    const OSSL_DISPATCH ctok_##fam##_keymgmt_functions[] = {                                   \
-        {OSSL_FUNC_KEYMGMT_NEW, (void (*)(void))fam##_new},                                    \
-        {OSSL_FUNC_KEYMGMT_FREE, (void (*)(void))km_free},                                     \
-        {OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void))km_load},                                     \
-        {OSSL_FUNC_KEYMGMT_HAS, (void (*)(void))km_has},                                       \
-        {OSSL_FUNC_KEYMGMT_MATCH, (void (*)(void))km_match},                                   \
-        {OSSL_FUNC_KEYMGMT_VALIDATE, (void (*)(void))km_validate},                             \
-        {OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void))km_import},                                 \
-        {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void))key_types},                           \
-        {OSSL_FUNC_KEYMGMT_EXPORT, (void (*)(void))km_export},                                 \
-        {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, (void (*)(void))key_types},                           \
-        {OSSL_FUNC_KEYMGMT_GET_PARAMS, (void (*)(void))km_get_params},                         \
-        {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void))fam##_gettable},                   \
-        {OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void))km_set_params},                         \
-        {OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void))fam##_settable},                   \
-        {OSSL_FUNC_KEYMGMT_DUP, (void (*)(void))km_dup},                                       \
-        {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))fam##_query},                 \
-        {OSSL_FUNC_KEYMGMT_GEN_INIT, (void (*)(void))fam##_gen_init},                          \
-        {OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void))km_gen_set_template},             \
-        {OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, (void (*)(void))km_gen_set_params},                 \
-        {OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, (void (*)(void))fam##_gen_settable},           \
-        {OSSL_FUNC_KEYMGMT_GEN, (void (*)(void))km_gen},                                       \
-        {OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void))km_gen_cleanup},                       \
+#define KEYMGMT_TYPE(fam, T, SIGNAME, CIPHERNAME, KEXNAME)                                         \
+    static void *fam##_new(void *provctx)                                                          \
+    {                                                                                              \
+        return ctok_pkey_new(provctx, T);                                                          \
+    }                                                                                              \
+    static void *fam##_gen_init(void *provctx, int selection, const OSSL_PARAM params[])           \
+    {                                                                                              \
+        return gen_init(provctx, T, selection, params);                                            \
+    }                                                                                              \
+    static const OSSL_PARAM *fam##_gettable(void *provctx)                                         \
+    {                                                                                              \
+        return types_or_empty(EVP_KEYMGMT_gettable_params(ctok_prov_keymgmt(provctx, T)));         \
+    }                                                                                              \
+    static const OSSL_PARAM *fam##_settable(void *provctx)                                         \
+    {                                                                                              \
+        return types_or_empty(EVP_KEYMGMT_settable_params(ctok_prov_keymgmt(provctx, T)));         \
+    }                                                                                              \
+    static const OSSL_PARAM *fam##_gen_settable(void *genctx, void *provctx)                       \
+    {                                                                                              \
+        (void)genctx;                                                                              \
+        return types_or_empty(EVP_KEYMGMT_gen_settable_params(ctok_prov_keymgmt(provctx, T)));     \
+    }                                                                                              \
+    static const char *fam##_query(int op)                                                         \
+    {                                                                                              \
+        switch (op) {                                                                              \
+        case OSSL_OP_SIGNATURE:                                                                    \
+            return SIGNAME;                                                                        \
+        case OSSL_OP_ASYM_CIPHER:                                                                  \
+            return CIPHERNAME;                                                                     \
+        case OSSL_OP_KEYEXCH:                                                                      \
+            return KEXNAME;                                                                        \
+        }                                                                                          \
+        return NULL;                                                                               \
+    }                                                                                              \
+    const OSSL_DISPATCH ctok_##fam##_keymgmt_functions[] = {                                       \
+        {OSSL_FUNC_KEYMGMT_NEW, (void (*)(void))fam##_new},                                        \
+        {OSSL_FUNC_KEYMGMT_FREE, (void (*)(void))km_free},                                         \
+        {OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void))km_load},                                         \
+        {OSSL_FUNC_KEYMGMT_HAS, (void (*)(void))km_has},                                           \
+        {OSSL_FUNC_KEYMGMT_MATCH, (void (*)(void))km_match},                                       \
+        {OSSL_FUNC_KEYMGMT_VALIDATE, (void (*)(void))km_validate},                                 \
+        {OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void))km_import},                                     \
+        {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void))key_types},                               \
+        {OSSL_FUNC_KEYMGMT_EXPORT, (void (*)(void))km_export},                                     \
+        {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, (void (*)(void))key_types},                               \
+        {OSSL_FUNC_KEYMGMT_GET_PARAMS, (void (*)(void))km_get_params},                             \
+        {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void))fam##_gettable},                       \
+        {OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void))km_set_params},                             \
+        {OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void))fam##_settable},                       \
+        {OSSL_FUNC_KEYMGMT_DUP, (void (*)(void))km_dup},                                           \
+        {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void))fam##_query},                     \
+        {OSSL_FUNC_KEYMGMT_GEN_INIT, (void (*)(void))fam##_gen_init},                              \
+        {OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void))km_gen_set_template},                 \
+        {OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, (void (*)(void))km_gen_set_params},                     \
+        {OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, (void (*)(void))fam##_gen_settable},               \
+        {OSSL_FUNC_KEYMGMT_GEN, (void (*)(void))km_gen},                                           \
+        {OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void))km_gen_cleanup},                           \
         {0, NULL}};
 
 /*

@@ -26,7 +26,7 @@ struct ctok_provctx {
      * Pass-through keys live there. Use ctok_prov_child().
      */
     OSSL_LIB_CTX *child;
-    char propq[80];      /* "provider!=<our name>": inner fetches never find ctok again */
+    char propq[80]; /* "provider!=<our name>": inner fetches never find ctok again */
     char *config_path;
     pthread_mutex_t lock;
     ctok_ctx *tokens; /* created on first use: no config read until a ctok key is used */
@@ -61,8 +61,8 @@ int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_
 /* The token key for found private key object f: activates its token (URI pin, config, or
  * the passphrase callback) and checks the 'use' rule. */
 struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct ctok_uri *u,
-                                        const struct ctok_found *f,
-                                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg);
+                                        const struct ctok_found *f, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                                        void *pw_cbarg);
 /* Hands key k to OpenSSL as an object reference (STORE loader, decoder callbacks). */
 int ctok_prov_emit_key(struct ctok_pkey *k, OSSL_CALLBACK *cb, void *cbarg);
 

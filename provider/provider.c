@@ -18,8 +18,8 @@ static OSSL_FUNC_core_set_error_debug_fn *c_set_error_debug;
 static OSSL_FUNC_core_vset_error_fn *c_vset_error;
 static const OSSL_CORE_HANDLE *err_handle;
 
-static void prov_err_sink(int reason, const char *file, int line, const char *func,
-                          const char *fmt, va_list ap)
+static void prov_err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
+                          va_list ap)
 {
     if (c_new_error == NULL || c_vset_error == NULL)
         return;
@@ -45,8 +45,7 @@ static const OSSL_ALGORITHM signature_algs[] = {
     {NULL, NULL, NULL, NULL}};
 
 static const OSSL_ALGORITHM asym_cipher_algs[] = {
-    {CTOK_NAME_CIPHER_RSA, PROPS, ctok_rsa_asym_cipher_functions, NULL},
-    {NULL, NULL, NULL, NULL}};
+    {CTOK_NAME_CIPHER_RSA, PROPS, ctok_rsa_asym_cipher_functions, NULL}, {NULL, NULL, NULL, NULL}};
 
 static const OSSL_ALGORITHM keyexch_algs[] = {
     {CTOK_NAME_KEX_ECDH, PROPS, ctok_ecdh_keyexch_functions, NULL}, {NULL, NULL, NULL, NULL}};
@@ -67,8 +66,7 @@ static const OSSL_ALGORITHM decoder_algs[] = {
      NULL},
     {"RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10", URI_DECODER_PROPS,
      ctok_rsapss_uri_decoder_functions, NULL},
-    {"EC:id-ecPublicKey:1.2.840.10045.2.1", URI_DECODER_PROPS, ctok_ec_uri_decoder_functions,
-     NULL},
+    {"EC:id-ecPublicKey:1.2.840.10045.2.1", URI_DECODER_PROPS, ctok_ec_uri_decoder_functions, NULL},
     {"ED25519:1.3.101.112", URI_DECODER_PROPS, ctok_ed25519_uri_decoder_functions, NULL},
     {NULL, NULL, NULL, NULL}};
 
@@ -154,14 +152,14 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
     OSSL_PARAM *p;
 
     (void)provctx;
-    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL
-        && !OSSL_PARAM_set_utf8_ptr(p, "ctok crypto token provider"))
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, "ctok crypto token provider"))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL
-        && !OSSL_PARAM_set_utf8_ptr(p, CTOK_VERSION))
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, CTOK_VERSION))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL
-        && !OSSL_PARAM_set_int(p, 1))
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL &&
+        !OSSL_PARAM_set_int(p, 1))
         return 0;
     return 1;
 }
@@ -172,7 +170,7 @@ static const OSSL_ITEM *prov_reason_strings(void *provctx)
 #define CTOK_ITEM(name, num, str) {num, str},
         CTOK_REASONS(CTOK_ITEM)
 #undef CTOK_ITEM
-        {0, NULL}};
+            {0, NULL}};
 
     (void)provctx;
     return items;
@@ -249,8 +247,8 @@ EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t)
 }
 
 struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct ctok_uri *u,
-                                        const struct ctok_found *f,
-                                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+                                        const struct ctok_found *f, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                                        void *pw_cbarg)
 {
     struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
     struct ctok_ui ui = {ctok_pw_get_code, &pw};
@@ -320,14 +318,14 @@ static const OSSL_DISPATCH prov_functions[] = {
     {0, NULL}};
 
 __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
-                                                          const OSSL_DISPATCH *in,
-                       const OSSL_DISPATCH **out, void **provctx)
+                                                              const OSSL_DISPATCH *in,
+                                                              const OSSL_DISPATCH **out,
+                                                              void **provctx)
 {
     struct ctok_provctx *pctx;
     char *cfg = NULL, *dbg = NULL, *name = NULL;
     OSSL_PARAM core_params[] = {
-        OSSL_PARAM_utf8_ptr("ctok-config", &cfg, 0),
-        OSSL_PARAM_utf8_ptr("ctok-debug", &dbg, 0),
+        OSSL_PARAM_utf8_ptr("ctok-config", &cfg, 0), OSSL_PARAM_utf8_ptr("ctok-debug", &dbg, 0),
         OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_CORE_PROV_NAME, &name, 0), OSSL_PARAM_END};
     const char *env = getenv("CTOK_DEBUG");
 
@@ -349,8 +347,8 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     }
     if (c_get_params != NULL && !c_get_params(handle, core_params))
         return 0;
-    if ((env != NULL && *env != '\0' && strcmp(env, "0") != 0)
-        || (dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0 && strcmp(dbg, "no") != 0))
+    if ((env != NULL && *env != '\0' && strcmp(env, "0") != 0) ||
+        (dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0 && strcmp(dbg, "no") != 0))
         ctok_debug_on = 1;
     pctx = calloc(1, sizeof(*pctx));
     if (pctx == NULL)

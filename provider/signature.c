@@ -112,11 +112,11 @@ static void *sig_dupctx(void *vc)
         c->md = src->md;
     if (src->mgf1 != NULL && EVP_MD_up_ref(src->mgf1))
         c->mgf1 = src->mgf1;
-    if ((src->md != NULL && c->md == NULL) || (src->mgf1 != NULL && c->mgf1 == NULL)
-        || (src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL)
-        || (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL)
-        || (src->inner_md != NULL && (c->inner_md = md_ctx_dup(src->inner_md)) == NULL)
-        || (src->mdctx != NULL && (c->mdctx = md_ctx_dup(src->mdctx)) == NULL)) {
+    if ((src->md != NULL && c->md == NULL) || (src->mgf1 != NULL && c->mgf1 == NULL) ||
+        (src->key != NULL && (c->key = ctok_pkey_copy(src->key)) == NULL) ||
+        (src->inner != NULL && (c->inner = EVP_PKEY_CTX_dup(src->inner)) == NULL) ||
+        (src->inner_md != NULL && (c->inner_md = md_ctx_dup(src->inner_md)) == NULL) ||
+        (src->mdctx != NULL && (c->mdctx = md_ctx_dup(src->mdctx)) == NULL)) {
         sig_freectx(c);
         return NULL;
     }
@@ -211,9 +211,9 @@ static int token_set_params(struct sigctx *c, const OSSL_PARAM params[])
         } else if (!OSSL_PARAM_get_int(p, &mode)) {
             return 0;
         }
-        if (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_PSS_PADDING
-            && mode != RSA_NO_PADDING) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': RSA padding mode not supported "
+        if (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_PSS_PADDING && mode != RSA_NO_PADDING) {
+            CTOK_ERR(CTOK_R_UNSUPPORTED,
+                     "token '%s', key '%s': RSA padding mode not supported "
                      "for signing (use pkcs1, pss or none)",
                      ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok));
             return 0;
@@ -296,12 +296,13 @@ static int token_sign(struct sigctx *c, unsigned char *sig, size_t *siglen, size
         CTOK_ERR(CTOK_R_INVALID_ARG, "signature buffer too small (%zu < %zu)", sigsize, max);
         return 0;
     }
-    if (c->md != NULL && c->key->type != CTOK_KT_ED25519
-        && tbslen != (size_t)EVP_MD_get_size(c->md)) {
-        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': data to sign is %zu bytes, the %s "
-                 "digest is %d", ctok_token_name(ctok_key_token(c->key->tok)),
-                 ctok_key_label(c->key->tok), tbslen, EVP_MD_get0_name(c->md),
-                 EVP_MD_get_size(c->md));
+    if (c->md != NULL && c->key->type != CTOK_KT_ED25519 &&
+        tbslen != (size_t)EVP_MD_get_size(c->md)) {
+        CTOK_ERR(CTOK_R_INVALID_ARG,
+                 "token '%s', key '%s': data to sign is %zu bytes, the %s "
+                 "digest is %d",
+                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok), tbslen,
+                 EVP_MD_get0_name(c->md), EVP_MD_get_size(c->md));
         return 0;
     }
     if (c->pad == RSA_PKCS1_PSS_PADDING)
@@ -339,8 +340,8 @@ static int sig_verify_init(void *vc, void *vkey, const OSSL_PARAM params[])
 {
     struct sigctx *c = vc;
 
-    return begin(c, vkey, "verify_init") >= 0 && new_inner(c)
-           && EVP_PKEY_verify_init_ex(c->inner, params) > 0;
+    return begin(c, vkey, "verify_init") >= 0 && new_inner(c) &&
+           EVP_PKEY_verify_init_ex(c->inner, params) > 0;
 }
 
 static int sig_verify(void *vc, const unsigned char *sig, size_t siglen, const unsigned char *tbs,
@@ -355,8 +356,8 @@ static int sig_verify_recover_init(void *vc, void *vkey, const OSSL_PARAM params
 {
     struct sigctx *c = vc;
 
-    return begin(c, vkey, "verify_recover_init") >= 0 && new_inner(c)
-           && EVP_PKEY_verify_recover_init_ex(c->inner, params) > 0;
+    return begin(c, vkey, "verify_recover_init") >= 0 && new_inner(c) &&
+           EVP_PKEY_verify_recover_init_ex(c->inner, params) > 0;
 }
 
 static int sig_verify_recover(void *vc, unsigned char *rout, size_t *routlen, size_t routsize,
@@ -382,8 +383,7 @@ static int inner_digest_init(struct sigctx *c, const char *mdname, int sign,
                                           c->pctx->propq, c->key->pkey, params) > 0;
 }
 
-static int sig_digest_sign_init(void *vc, const char *mdname, void *vkey,
-                                const OSSL_PARAM params[])
+static int sig_digest_sign_init(void *vc, const char *mdname, void *vkey, const OSSL_PARAM params[])
 {
     struct sigctx *c = vc;
     int t = begin(c, vkey, "digest_sign_init");
@@ -446,8 +446,8 @@ static int sig_digest_sign(void *vc, unsigned char *sig, size_t *siglen, size_t 
         return EVP_DigestSign(c->inner_md, sig, siglen, tbs, tbslen) > 0;
     }
     if (c->key->type != CTOK_KT_ED25519)
-        return sig_digest_sign_update(c, tbs, tbslen)
-               && sig_digest_sign_final(c, sig, siglen, sigsize);
+        return sig_digest_sign_update(c, tbs, tbslen) &&
+               sig_digest_sign_final(c, sig, siglen, sigsize);
     return token_sign(c, sig, siglen, sigsize, tbs, tbslen);
 }
 
@@ -535,14 +535,14 @@ static int sig_get_ctx_params(void *vc, OSSL_PARAM params[])
         return 0;
     if (!c->token)
         return EVP_PKEY_CTX_get_params(inner_pkey_ctx(c), params);
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL
-        && !token_algorithm_id(c, p))
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
+        !token_algorithm_id(c, p))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL
-        && !OSSL_PARAM_set_utf8_string(p, c->md != NULL ? EVP_MD_get0_name(c->md) : ""))
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, c->md != NULL ? EVP_MD_get0_name(c->md) : ""))
         return 0;
-    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST_SIZE)) != NULL
-        && !OSSL_PARAM_set_size_t(p, c->md != NULL ? (size_t)EVP_MD_get_size(c->md) : 0))
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST_SIZE)) != NULL &&
+        !OSSL_PARAM_set_size_t(p, c->md != NULL ? (size_t)EVP_MD_get_size(c->md) : 0))
         return 0;
     if (!is_rsa(c))
         return 1;
@@ -552,7 +552,8 @@ static int sig_get_ctx_params(void *vc, OSSL_PARAM params[])
                 return 0;
         } else {
             for (size_t i = 0; i < sizeof(pad_names) / sizeof(pad_names[0]); i++)
-                if (pad_names[i].mode == c->pad && !OSSL_PARAM_set_utf8_string(p, pad_names[i].name))
+                if (pad_names[i].mode == c->pad &&
+                    !OSSL_PARAM_set_utf8_string(p, pad_names[i].name))
                     return 0;
         }
     }
@@ -622,26 +623,30 @@ static const OSSL_PARAM *sig_settable_ctx_params(void *vc, void *provctx)
     return p;
 }
 
-#define SIG_COMMON                                                                             \
-    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_newctx},                                  \
-        {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))sig_freectx},                            \
-        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))sig_dupctx},                              \
-        {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void))sig_sign_init},                        \
-        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void))sig_sign},                                  \
-        {OSSL_FUNC_SIGNATURE_VERIFY_INIT, (void (*)(void))sig_verify_init},                    \
-        {OSSL_FUNC_SIGNATURE_VERIFY, (void (*)(void))sig_verify},                              \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},          \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))sig_digest_verify_init},      \
-        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))sig_get_ctx_params},              \
-        {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))sig_gettable_ctx_params},    \
-        {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))sig_set_ctx_params},              \
-        {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_settable_ctx_params}
+#define SIG_COMMON                                                                                 \
+    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void))sig_newctx},                                      \
+        {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void))sig_freectx},                                \
+        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void))sig_dupctx},                                  \
+        {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void))sig_sign_init},                            \
+        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void))sig_sign},                                      \
+        {OSSL_FUNC_SIGNATURE_VERIFY_INIT, (void (*)(void))sig_verify_init},                        \
+        {OSSL_FUNC_SIGNATURE_VERIFY, (void (*)(void))sig_verify},                                  \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void))sig_digest_sign_init},              \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, (void (*)(void))sig_digest_verify_init},          \
+        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void))sig_get_ctx_params},                  \
+        {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, (void (*)(void))sig_gettable_ctx_params},        \
+        {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void))sig_set_ctx_params},                  \
+    {                                                                                              \
+        OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, (void (*)(void))sig_settable_ctx_params           \
+    }
 
-#define SIG_STREAMING                                                                          \
-    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))sig_digest_sign_update},          \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))sig_digest_sign_final},        \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))sig_digest_verify_update},  \
-        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))sig_digest_verify_final}
+#define SIG_STREAMING                                                                              \
+    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, (void (*)(void))sig_digest_sign_update},              \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void))sig_digest_sign_final},            \
+        {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, (void (*)(void))sig_digest_verify_update},      \
+    {                                                                                              \
+        OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, (void (*)(void))sig_digest_verify_final           \
+    }
 
 const OSSL_DISPATCH ctok_rsa_signature_functions[] = {
     SIG_COMMON,

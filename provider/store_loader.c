@@ -46,17 +46,16 @@ static void *st_open(void *provctx, const char *uri)
 
 static const OSSL_PARAM *st_settable_ctx_params(void *provctx)
 {
-    static const OSSL_PARAM p[] = {
-        OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
-        OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_PROPERTIES, NULL, 0),
-        OSSL_PARAM_octet_string(OSSL_STORE_PARAM_SUBJECT, NULL, 0),
-        OSSL_PARAM_octet_string(OSSL_STORE_PARAM_ISSUER, NULL, 0),
-        OSSL_PARAM_BN(OSSL_STORE_PARAM_SERIAL, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_ALIAS, NULL, 0),
-        OSSL_PARAM_octet_string(OSSL_STORE_PARAM_FINGERPRINT, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_DIGEST, NULL, 0),
-        OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_INPUT_TYPE, NULL, 0),
-        OSSL_PARAM_END};
+    static const OSSL_PARAM p[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+                                   OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_PROPERTIES, NULL, 0),
+                                   OSSL_PARAM_octet_string(OSSL_STORE_PARAM_SUBJECT, NULL, 0),
+                                   OSSL_PARAM_octet_string(OSSL_STORE_PARAM_ISSUER, NULL, 0),
+                                   OSSL_PARAM_BN(OSSL_STORE_PARAM_SERIAL, NULL, 0),
+                                   OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_ALIAS, NULL, 0),
+                                   OSSL_PARAM_octet_string(OSSL_STORE_PARAM_FINGERPRINT, NULL, 0),
+                                   OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_DIGEST, NULL, 0),
+                                   OSSL_PARAM_utf8_string(OSSL_STORE_PARAM_INPUT_TYPE, NULL, 0),
+                                   OSSL_PARAM_END};
 
     (void)provctx;
     return p;
@@ -101,8 +100,8 @@ static int emit_data(OSSL_CALLBACK *cb, void *cbarg, int objtype, const char *da
     if (data_type != NULL)
         *q++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE, (char *)data_type, 0);
     if (structure != NULL)
-        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
-                                                (char *)structure, 0);
+        *q++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, (char *)structure,
+                                                0);
     *q++ = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, (void *)der, len);
     *q = OSSL_PARAM_construct_end();
     return cb(p, cbarg);

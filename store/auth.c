@@ -11,8 +11,7 @@
 #define GCM_NONCE 12
 #define GCM_TAG 16
 
-int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,
-                        size_t *len)
+int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz, size_t *len)
 {
     FILE *f;
     size_t n;
@@ -82,9 +81,9 @@ static int gcm(int enc, const uint8_t key[32], const char *token_id, const uint8
 
     if (c == NULL || aadlen < 0 || (size_t)aadlen >= sizeof(aad))
         goto end;
-    if (!EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce, enc)
-        || !EVP_CipherUpdate(c, NULL, &n, (const uint8_t *)aad, aadlen)
-        || !EVP_CipherUpdate(c, out, &n, in, (int)inlen))
+    if (!EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce, enc) ||
+        !EVP_CipherUpdate(c, NULL, &n, (const uint8_t *)aad, aadlen) ||
+        !EVP_CipherUpdate(c, out, &n, in, (int)inlen))
         goto end;
     if (!enc && !EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, GCM_TAG, tag))
         goto end;
@@ -116,17 +115,20 @@ int ctok_auth_stored_decrypt(ctok_token *tok, const char *blob, char *buf, size_
     }
     rawlen -= pad;
     if (rawlen < GCM_NONCE + GCM_TAG || (size_t)(rawlen - GCM_NONCE - GCM_TAG) >= bufsz) {
-        CTOK_ERR(CTOK_R_CONFIG, "token '%s': stored auth code is not valid base64 of "
-                 "nonce||ciphertext||tag", tok->name);
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "token '%s': stored auth code is not valid base64 of "
+                 "nonce||ciphertext||tag",
+                 tok->name);
         return 0;
     }
     if (!ctok_master_key_read(tok->ctx->master_key, tok->name, key))
         return 0;
     *len = (size_t)rawlen - GCM_NONCE - GCM_TAG;
-    if (!gcm(0, key, tok->id, raw, raw + GCM_NONCE, *len, (uint8_t *)buf,
-             raw + GCM_NONCE + *len)) {
-        CTOK_ERR(CTOK_R_CONFIG, "token '%s': stored auth code does not decrypt under master key "
-                 "'%s' (wrong key or token id)", tok->name, tok->ctx->master_key);
+    if (!gcm(0, key, tok->id, raw, raw + GCM_NONCE, *len, (uint8_t *)buf, raw + GCM_NONCE + *len)) {
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "token '%s': stored auth code does not decrypt under master key "
+                 "'%s' (wrong key or token id)",
+                 tok->name, tok->ctx->master_key);
         OPENSSL_cleanse(buf, bufsz);
         goto end;
     }

@@ -14,10 +14,10 @@ static const struct {
     const char *name;
     enum ctok_perm bit;
 } perm_names[] = {
-    {"view", CTOK_PERM_VIEW},       {"use", CTOK_PERM_USE},
+    {"view", CTOK_PERM_VIEW},         {"use", CTOK_PERM_USE},
     {"activate", CTOK_PERM_ACTIVATE}, {"deactivate", CTOK_PERM_DEACTIVATE},
-    {"modify", CTOK_PERM_MODIFY},   {"delete", CTOK_PERM_DELETE},
-    {"keygen", CTOK_PERM_KEYGEN},   {"keyremove", CTOK_PERM_KEYREMOVE},
+    {"modify", CTOK_PERM_MODIFY},     {"delete", CTOK_PERM_DELETE},
+    {"keygen", CTOK_PERM_KEYGEN},     {"keyremove", CTOK_PERM_KEYREMOVE},
     {"keytest", CTOK_PERM_KEYTEST},
 };
 
@@ -53,7 +53,8 @@ static int parse_perms(const char *path, const char *name, const json_t *v, unsi
         return 0;
     }
     *out = 0;
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         size_t k;
         const char *s = json_string_value(e);
 
@@ -83,7 +84,8 @@ static int parse_auth(const char *path, ctok_token *tok, const json_t *auth)
     if (!json_is_object(auth) || json_object_size(auth) != 1) {
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': \"auth\" must be one of {\"prompt\":true}, {\"file\":P}, "
-                 "{\"env\":NAME}, {\"stored\":S}", path, tok->name);
+                 "{\"env\":NAME}, {\"stored\":S}",
+                 path, tok->name);
         return 0;
     }
     if (json_object_get(auth, "prompt") != NULL)
@@ -94,8 +96,8 @@ static int parse_auth(const char *path, ctok_token *tok, const json_t *auth)
         if (v == NULL)
             continue;
         if (!json_is_string(v) || json_string_length(v) == 0) {
-            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': auth \"%s\" must be a non-empty string",
-                     path, tok->name, keys[i]);
+            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': auth \"%s\" must be a non-empty string", path,
+                     tok->name, keys[i]);
             return 0;
         }
         tok->auth_kind = kinds[i];
@@ -141,12 +143,12 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         if (strcmp(backends[i]->type, type) == 0)
             tok->be = backends[i];
     if (tok->be == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11)", path, name,
-                 type);
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11)", path,
+                 name, type);
         goto err;
     }
-    if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms)
-        || !parse_auth(path, tok, json_object_get(o, "auth")) || !tok->be->configure(tok, o))
+    if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms) ||
+        !parse_auth(path, tok, json_object_get(o, "auth")) || !tok->be->configure(tok, o))
         goto err;
     return tok;
 err:
@@ -179,20 +181,21 @@ int ctok_config_load(ctok_ctx *ctx)
         CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
         goto end;
     }
-    if (str_field(root, "master_key") != NULL
-        && (ctx->master_key = strdup(str_field(root, "master_key"))) == NULL)
+    if (str_field(root, "master_key") != NULL &&
+        (ctx->master_key = strdup(str_field(root, "master_key"))) == NULL)
         goto end;
     ctx->tokens = calloc(json_array_size(tokens) + 1, sizeof(*ctx->tokens));
     if (ctx->tokens == NULL)
         goto end;
-    json_array_foreach(tokens, i, o) {
+    json_array_foreach(tokens, i, o)
+    {
         ctok_token *tok = token_from_json(ctx, path, i, o);
 
         if (tok == NULL)
             goto end;
         for (size_t k = 0; k < ctx->n_tokens; k++) {
-            if (strcmp(ctx->tokens[k]->name, tok->name) == 0
-                || strcmp(ctx->tokens[k]->id, tok->id) == 0) {
+            if (strcmp(ctx->tokens[k]->name, tok->name) == 0 ||
+                strcmp(ctx->tokens[k]->id, tok->id) == 0) {
                 CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s' is configured twice (same name or id)",
                          path, tok->name);
                 ctok_token_free(tok);
@@ -287,7 +290,8 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
         CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
         goto end;
     }
-    json_array_foreach(tokens, i, o) {
+    json_array_foreach(tokens, i, o)
+    {
         const char *n = json_string_value(json_object_get(o, "name"));
 
         if (n != NULL && strcmp(n, json_string_value(json_object_get(entry, "name"))) == 0) {
@@ -302,8 +306,7 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
         goto end;
     json_array_append(tokens, entry);
     text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    ok = text != NULL
-         && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
+    ok = text != NULL && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
 end:
     free(text);
     ctok_token_free(tok);

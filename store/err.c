@@ -12,8 +12,8 @@ static ctok_err_sink err_sink;
 const char *ctok_reason_string(int reason)
 {
     switch (reason) {
-#define CTOK_CASE(name, num, str)                                                              \
-    case name:                                                                                 \
+#define CTOK_CASE(name, num, str)                                                                  \
+    case name:                                                                                     \
         return str;
         CTOK_REASONS(CTOK_CASE)
 #undef CTOK_CASE
@@ -26,8 +26,7 @@ void ctok_err_set_sink(ctok_err_sink sink)
     err_sink = sink;
 }
 
-void ctok_err_raise(int reason, const char *file, int line, const char *func, const char *fmt,
-                    ...)
+void ctok_err_raise(int reason, const char *file, int line, const char *func, const char *fmt, ...)
 {
     va_list ap;
 

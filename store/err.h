@@ -8,22 +8,22 @@
 
 #include <stdarg.h>
 
-#define CTOK_REASONS(X)                                                                        \
-    X(CTOK_R_CONFIG, 1, "configuration error")                                                \
-    X(CTOK_R_INSECURE_FILE, 2, "insecure file permissions")                                   \
-    X(CTOK_R_BAD_URI, 3, "invalid ctok URI")                                                  \
-    X(CTOK_R_UNKNOWN_TOKEN, 4, "unknown token")                                               \
-    X(CTOK_R_NOT_FOUND, 5, "object not found")                                                \
-    X(CTOK_R_WRONG_CODE, 6, "wrong authentication code")                                      \
-    X(CTOK_R_NO_CODE, 7, "no authentication code")                                            \
-    X(CTOK_R_KEYSTORE, 8, "keystore error")                                                   \
-    X(CTOK_R_EXPORT_DENIED, 9, "private key export not allowed")                              \
-    X(CTOK_R_UNSUPPORTED, 10, "unsupported operation")                                        \
-    X(CTOK_R_BACKEND, 11, "token operation failed")                                           \
-    X(CTOK_R_DUPLICATE, 12, "duplicate alias")                                                \
-    X(CTOK_R_PERMISSION, 13, "operation not permitted")                                       \
-    X(CTOK_R_INVALID_ARG, 14, "invalid argument")                                             \
-    X(CTOK_R_IO, 15, "I/O error")                                                             \
+#define CTOK_REASONS(X)                                                                            \
+    X(CTOK_R_CONFIG, 1, "configuration error")                                                     \
+    X(CTOK_R_INSECURE_FILE, 2, "insecure file permissions")                                        \
+    X(CTOK_R_BAD_URI, 3, "invalid ctok URI")                                                       \
+    X(CTOK_R_UNKNOWN_TOKEN, 4, "unknown token")                                                    \
+    X(CTOK_R_NOT_FOUND, 5, "object not found")                                                     \
+    X(CTOK_R_WRONG_CODE, 6, "wrong authentication code")                                           \
+    X(CTOK_R_NO_CODE, 7, "no authentication code")                                                 \
+    X(CTOK_R_KEYSTORE, 8, "keystore error")                                                        \
+    X(CTOK_R_EXPORT_DENIED, 9, "private key export not allowed")                                   \
+    X(CTOK_R_UNSUPPORTED, 10, "unsupported operation")                                             \
+    X(CTOK_R_BACKEND, 11, "token operation failed")                                                \
+    X(CTOK_R_DUPLICATE, 12, "duplicate alias")                                                     \
+    X(CTOK_R_PERMISSION, 13, "operation not permitted")                                            \
+    X(CTOK_R_INVALID_ARG, 14, "invalid argument")                                                  \
+    X(CTOK_R_IO, 15, "I/O error")                                                                  \
     X(CTOK_R_INTERNAL, 16, "internal error")
 
 enum ctok_reason {
@@ -37,8 +37,8 @@ const char *ctok_reason_string(int reason);
 typedef void (*ctok_err_sink)(int reason, const char *file, int line, const char *func,
                               const char *fmt, va_list ap);
 void ctok_err_set_sink(ctok_err_sink sink);
-void ctok_err_raise(int reason, const char *file, int line, const char *func, const char *fmt,
-                    ...) __attribute__((format(printf, 5, 6)));
+void ctok_err_raise(int reason, const char *file, int line, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* CTOK_ERR(reason, "token '%s': ...", ...): the message names token, object and cause. */
 #define CTOK_ERR(reason, ...) ctok_err_raise((reason), __FILE__, __LINE__, __func__, __VA_ARGS__)

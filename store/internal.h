@@ -30,8 +30,8 @@ struct ctok_backend {
     void (*key_free)(ctok_key *key);
     int (*sign)(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                 uint8_t *sig, size_t *siglen);
-    int (*decrypt)(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
-                   size_t inlen, uint8_t *out, size_t *outlen);
+    int (*decrypt)(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in, size_t inlen,
+                   uint8_t *out, size_t *outlen);
     int (*derive)(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
     EVP_PKEY *(*export_private)(ctok_key *key);
     int (*generate)(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
@@ -58,7 +58,7 @@ struct ctok_token {
     int explicit_ecc;
     unsigned int perms;
     enum ctok_auth_kind auth_kind;
-    char *auth_arg; /* file path, variable name or stored blob */
+    char *auth_arg;    /* file path, variable name or stored blob */
     const json_t *cfg; /* the config entry, while a token is being added */
 
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
@@ -86,7 +86,7 @@ struct ctok_ctx {
     char *propq;
     char *config_path;
     pthread_mutex_t lock;
-    int loaded;  /* 1 loaded, -1 failed */
+    int loaded; /* 1 loaded, -1 failed */
     char *master_key;
     ctok_token **tokens;
     size_t n_tokens;

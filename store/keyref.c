@@ -14,23 +14,24 @@ typedef struct {
     ASN1_UTF8STRING *uri;
 } CTOK_KEYREF;
 
-ASN1_SEQUENCE(CTOK_KEYREF) = {
-    ASN1_SIMPLE(CTOK_KEYREF, version, ASN1_INTEGER),
-    ASN1_SIMPLE(CTOK_KEYREF, uri, ASN1_UTF8STRING),
+ASN1_SEQUENCE(CTOK_KEYREF) =
+    {
+        ASN1_SIMPLE(CTOK_KEYREF, version, ASN1_INTEGER),
+        ASN1_SIMPLE(CTOK_KEYREF, uri, ASN1_UTF8STRING),
 } ASN1_SEQUENCE_END(CTOK_KEYREF)
 
-DECLARE_ASN1_FUNCTIONS(CTOK_KEYREF)
-IMPLEMENT_ASN1_FUNCTIONS(CTOK_KEYREF)
+        DECLARE_ASN1_FUNCTIONS(CTOK_KEYREF) IMPLEMENT_ASN1_FUNCTIONS(CTOK_KEYREF)
 
-char *ctok_keyref_decode(const uint8_t *der, size_t len)
+            char *
+    ctok_keyref_decode(const uint8_t *der, size_t len)
 {
     const uint8_t *p = der;
     CTOK_KEYREF *r = d2i_CTOK_KEYREF(NULL, &p, (long)len);
     char *uri = NULL;
 
-    if (r != NULL && p == der + len && ASN1_INTEGER_get(r->version) == 0
-        && ASN1_STRING_length(r->uri) > 0
-        && memchr(ASN1_STRING_get0_data(r->uri), 0, ASN1_STRING_length(r->uri)) == NULL)
+    if (r != NULL && p == der + len && ASN1_INTEGER_get(r->version) == 0 &&
+        ASN1_STRING_length(r->uri) > 0 &&
+        memchr(ASN1_STRING_get0_data(r->uri), 0, ASN1_STRING_length(r->uri)) == NULL)
         uri = OPENSSL_strndup((const char *)ASN1_STRING_get0_data(r->uri),
                               ASN1_STRING_length(r->uri));
     CTOK_KEYREF_free(r);
@@ -43,8 +44,8 @@ int ctok_keyref_write_pem(BIO *out, const char *uri)
     uint8_t *der = NULL;
     int len = -1, ok = 0;
 
-    if (r != NULL && ASN1_INTEGER_set(r->version, 0)
-        && ASN1_STRING_set(r->uri, uri, (int)strlen(uri)))
+    if (r != NULL && ASN1_INTEGER_set(r->version, 0) &&
+        ASN1_STRING_set(r->uri, uri, (int)strlen(uri)))
         len = i2d_CTOK_KEYREF(r, &der);
     if (len > 0)
         ok = PEM_write_bio(out, CTOK_KEYREF_PEM_LABEL, "", der, len) > 0;

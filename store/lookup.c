@@ -76,8 +76,8 @@ static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_
     if (o->type == CTOK_OBJ_CERT || o->id_len == 0)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (all[i].type == CTOK_OBJ_CERT && all[i].tok == o->tok
-            && strcmp(all[i].label, u->object) == 0 && same_id(&all[i], o))
+        if (all[i].type == CTOK_OBJ_CERT && all[i].tok == o->tok &&
+            strcmp(all[i].label, u->object) == 0 && same_id(&all[i], o))
             return 1;
     return 0;
 }
@@ -85,9 +85,10 @@ static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_
 static int selected(const struct ctok_uri *u, ctok_token *t)
 {
     if (u->p11 != NULL) /* pkcs11: URIs select PKCS#11 tokens by their token info */
-        return t->be->match_p11_uri != NULL && ctok_token_open(t) && t->be->match_p11_uri(t, u->p11);
-    return (u->token == NULL || strcmp(t->name, u->token) == 0)
-           && (u->token_id == NULL || strcmp(t->id, u->token_id) == 0);
+        return t->be->match_p11_uri != NULL && ctok_token_open(t) &&
+               t->be->match_p11_uri(t, u->p11);
+    return (u->token == NULL || strcmp(t->name, u->token) == 0) &&
+           (u->token_id == NULL || strcmp(t->id, u->token_id) == 0);
 }
 
 static int enumerate_into(struct collect *all, ctok_token *t)
@@ -114,8 +115,8 @@ static int has_matching_cert(const struct ctok_uri *u, const struct collect *all
                              const ctok_token *t)
 {
     for (size_t i = 0; i < all->n; i++)
-        if (all->v[i].type == CTOK_OBJ_CERT && (t == NULL || all->v[i].tok == t)
-            && matches(u, all->v, all->n, &all->v[i]))
+        if (all->v[i].type == CTOK_OBJ_CERT && (t == NULL || all->v[i].tok == t) &&
+            matches(u, all->v, all->n, &all->v[i]))
             return 1;
     return 0;
 }
@@ -141,14 +142,14 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want,
         ctok_token *t = ctx->tokens[i];
         unsigned int hidden;
 
-        if (!selected(u, t) || !ctok_token_permits(t, CTOK_PERM_VIEW) || t->active
-            || t->be->hidden == NULL)
+        if (!selected(u, t) || !ctok_token_permits(t, CTOK_PERM_VIEW) || t->active ||
+            t->be->hidden == NULL)
             continue;
         hidden = t->be->hidden(t) & want;
         if (hidden == 0)
             continue;
-        if (!(named || !filtered || !found
-              || ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(u, all, t))))
+        if (!(named || !filtered || !found ||
+              ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(u, all, t))))
             continue;
         CTOK_DBG("lookup: token '%s' hides what is searched for: logging in", t->name);
         if (!ctok_token_login(t, &pin, ui)) {
@@ -177,8 +178,8 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     *nout = 0;
     if (!ctok_ctx_load(ctx))
         return 0;
-    if ((u->token != NULL || u->token_id != NULL)
-        && ctok_ctx_token_find(ctx, u->token, u->token_id) == NULL) {
+    if ((u->token != NULL || u->token_id != NULL) &&
+        ctok_ctx_token_find(ctx, u->token, u->token_id) == NULL) {
         CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s",
                  u->token != NULL ? u->token : u->token_id, ctx->config_path);
         return 0;
@@ -216,9 +217,9 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
             res[nres] = *o;
             /* the certificate supplies a key's public key when the token does not */
             for (size_t j = 0; res[nres].pub == NULL && j < all.n; j++)
-                if (all.v[j].type == CTOK_OBJ_CERT && all.v[j].tok == o->tok
-                    && same_id(&all.v[j], o) && all.v[j].pub != NULL
-                    && EVP_PKEY_up_ref(all.v[j].pub)) {
+                if (all.v[j].type == CTOK_OBJ_CERT && all.v[j].tok == o->tok &&
+                    same_id(&all.v[j], o) && all.v[j].pub != NULL &&
+                    EVP_PKEY_up_ref(all.v[j].pub)) {
                     res[nres].pub = all.v[j].pub;
                     res[nres].key_type = all.v[j].key_type;
                 }

@@ -135,8 +135,8 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
                 return 0;
         return 1;
     }
-    if (nid != NID_keyBag && nid != NID_pkcs8ShroudedKeyBag
-        && !(nid == NID_certBag && PKCS12_SAFEBAG_get_bag_nid(bag) == NID_x509Certificate))
+    if (nid != NID_keyBag && nid != NID_pkcs8ShroudedKeyBag &&
+        !(nid == NID_certBag && PKCS12_SAFEBAG_get_bag_nid(bag) == NID_x509Certificate))
         return 1; /* CRLs, secrets: not ours to show, kept out of rewrites */
     if ((e = entry_add(ks)) == NULL)
         return 0;
@@ -170,7 +170,7 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
     return e->label != NULL;
 }
 
-static int add_bags(ctok_token *tok, STACK_OF(PKCS12_SAFEBAG) *bags)
+static int add_bags(ctok_token *tok, STACK_OF(PKCS12_SAFEBAG) * bags)
 {
     int ok = 1;
 
@@ -191,15 +191,17 @@ static int read_keystore(ctok_token *tok)
     entries_clear(ks);
     in = BIO_new_file(ks->path, "rb");
     if (in == NULL) {
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': cannot read keystore '%s': %s", tok->name,
-                 ks->path, strerror(errno));
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': cannot read keystore '%s': %s", tok->name, ks->path,
+                 strerror(errno));
         return 0;
     }
     ks->p12 = d2i_PKCS12_bio(in, NULL);
     BIO_free(in);
     if (ks->p12 == NULL || (safes = PKCS12_unpack_authsafes(ks->p12)) == NULL) {
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': '%s' is not a valid PKCS#12 keystore (damaged or "
-                 "truncated)", tok->name, ks->path);
+        CTOK_ERR(CTOK_R_KEYSTORE,
+                 "token '%s': '%s' is not a valid PKCS#12 keystore (damaged or "
+                 "truncated)",
+                 tok->name, ks->path);
         goto end;
     }
     for (int i = 0; i < sk_PKCS7_num(safes); i++) {
@@ -210,8 +212,10 @@ static int read_keystore(ctok_token *tok)
             STACK_OF(PKCS12_SAFEBAG) *bags = PKCS12_unpack_p7data(p7);
 
             if (bags == NULL || !add_bags(tok, bags)) {
-                CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': '%s' is not a valid PKCS#12 keystore "
-                         "(bad safe contents)", tok->name, ks->path);
+                CTOK_ERR(CTOK_R_KEYSTORE,
+                         "token '%s': '%s' is not a valid PKCS#12 keystore "
+                         "(bad safe contents)",
+                         tok->name, ks->path);
                 goto end;
             }
         } else if (nid == NID_pkcs7_encrypted) {
@@ -286,7 +290,7 @@ static int decrypt_safes(ctok_token *tok, const char *code, size_t len)
 
     for (int i = 0; ok && i < sk_PKCS7_num(safes); i++) {
         PKCS7 *p7 = sk_PKCS7_value(safes, i);
-        STACK_OF(PKCS12_SAFEBAG) *bags;
+        STACK_OF(PKCS12_SAFEBAG) * bags;
 
         if (OBJ_obj2nid(p7->type) != NID_pkcs7_encrypted)
             continue;
@@ -310,15 +314,19 @@ static int login_locked(ctok_token *tok, const char *code, size_t len)
     int mac = verify_mac(ks->p12, code, len);
 
     if (mac == 0) {
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s' rejected the authentication code "
-                 "(MAC verification failed)", tok->name, ks->path);
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s': keystore '%s' rejected the authentication code "
+                 "(MAC verification failed)",
+                 tok->name, ks->path);
         return 0;
     }
     if (mac > 0)
         return 1;
     if (ks->encrypted_safes && !decrypt_safes(tok, code, len)) {
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s': the authentication code does not "
-                 "decrypt it", tok->name, ks->path);
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s': keystore '%s': the authentication code does not "
+                 "decrypt it",
+                 tok->name, ks->path);
         return 0;
     }
     for (size_t i = 0; i < ks->n; i++) {
@@ -326,9 +334,10 @@ static int login_locked(ctok_token *tok, const char *code, size_t len)
             int r = decrypt_key(tok, &ks->e[i], code, len);
 
             if (r == 0)
-                CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s': keystore '%s': key '%s' cannot be "
-                         "decrypted with this authentication code", tok->name, ks->path,
-                         ks->e[i].label);
+                CTOK_ERR(CTOK_R_WRONG_CODE,
+                         "token '%s': keystore '%s': key '%s' cannot be "
+                         "decrypted with this authentication code",
+                         tok->name, ks->path, ks->e[i].label);
             return r > 0 ? 1 : r;
         }
     }
@@ -364,8 +373,8 @@ static int p12_login(ctok_token *tok, const char *code, size_t len)
 static const struct p12_entry *cert_of(const struct p12 *ks, const struct p12_entry *e)
 {
     for (size_t i = 0; i < ks->n; i++)
-        if (!ks->e[i].is_key && ks->e[i].id_len == e->id_len
-            && memcmp(ks->e[i].id, e->id, e->id_len) == 0)
+        if (!ks->e[i].is_key && ks->e[i].id_len == e->id_len &&
+            memcmp(ks->e[i].id, e->id, e->id_len) == 0)
             return &ks->e[i];
     return NULL;
 }
@@ -380,8 +389,8 @@ static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     for (int pass = 0; ok && pass < 2; pass++) {
         for (size_t i = 0; ok && i < ks->n; i++) {
             struct p12_entry *e = &ks->e[i];
-            struct ctok_object o = {CTOK_OBJ_CERT, e->label, e->id, e->id_len, e->kt,
-                                    e->cert, e->pub};
+            struct ctok_object o = {CTOK_OBJ_CERT, e->label, e->id, e->id_len,
+                                    e->kt,         e->cert,  e->pub};
 
             if (pass == 0 && !e->is_key) {
                 ok = cb(tok, &o, arg);
@@ -453,8 +462,8 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
     e = find_key(ks, key->id, key->id_len);
     if (e != NULL && e->priv == NULL)
         (void)decrypt_key(tok, e, tok->code, tok->code_len);
-    if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL
-        && EVP_PKEY_up_ref(e->priv)) {
+    if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL &&
+        EVP_PKEY_up_ref(e->priv)) {
         k->priv = e->priv;
         pthread_mutex_init(&k->lock, NULL);
         key->be_data = k;
@@ -473,8 +482,7 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
         ctok_hex(key->id, key->id_len, hex);
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", tok->name, hex);
     } else if (!ok) {
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': key '%s' cannot be decrypted", tok->name,
-                 e->label);
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': key '%s' cannot be decrypted", tok->name, e->label);
     }
     return ok;
 }
@@ -552,8 +560,9 @@ static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
     if (key->type == CTOK_KT_ED25519) {
         EVP_MD_CTX *m = EVP_MD_CTX_new();
 
-        ok = m != NULL && EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, k->priv, NULL)
-             && EVP_DigestSign(m, sig, siglen, tbs, tbslen);
+        ok = m != NULL &&
+             EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, k->priv, NULL) &&
+             EVP_DigestSign(m, sig, siglen, tbs, tbslen);
         EVP_MD_CTX_free(m);
     } else {
         pthread_mutex_lock(&k->lock);
@@ -600,8 +609,8 @@ static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
     }
     *q = OSSL_PARAM_construct_end();
     /* errors of the decryption itself stay as OpenSSL raised them: padding oracles */
-    ok = c != NULL && EVP_PKEY_decrypt_init_ex(c, params) > 0
-         && EVP_PKEY_decrypt(c, out, outlen, in, inlen) > 0;
+    ok = c != NULL && EVP_PKEY_decrypt_init_ex(c, params) > 0 &&
+         EVP_PKEY_decrypt(c, out, outlen, in, inlen) > 0;
     EVP_PKEY_CTX_free(c);
     return ok;
 }
@@ -610,8 +619,8 @@ static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *le
 {
     ctok_ctx *cx = key->tok->ctx;
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
-    int ok = c != NULL && EVP_PKEY_derive_init(c) > 0 && EVP_PKEY_derive_set_peer(c, peer) > 0
-             && EVP_PKEY_derive(c, secret, len) > 0;
+    int ok = c != NULL && EVP_PKEY_derive_init(c) > 0 && EVP_PKEY_derive_set_peer(c, peer) > 0 &&
+             EVP_PKEY_derive(c, secret, len) > 0;
 
     EVP_PKEY_CTX_free(c);
     if (!ok)
@@ -647,15 +656,14 @@ static int write_keystore(ctok_token *tok)
         goto end;
     p7 = NULL;
     p12 = PKCS12_add_safes_ex(safes, 0, tok->ctx->libctx, tok->ctx->propq);
-    if (p12 == NULL
-        || !PKCS12_set_mac(p12, tok->code, (int)tok->code_len, NULL, 0, P12_ITER, EVP_sha256())
-        || (len = i2d_PKCS12(p12, &der)) <= 0)
+    if (p12 == NULL ||
+        !PKCS12_set_mac(p12, tok->code, (int)tok->code_len, NULL, 0, P12_ITER, EVP_sha256()) ||
+        (len = i2d_PKCS12(p12, &der)) <= 0)
         goto end;
     ok = ctok_file_write_atomic(ks->path, der, (size_t)len, 0600);
 end:
     if (!ok)
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", tok->name,
-                 ks->path);
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", tok->name, ks->path);
     sk_PKCS12_SAFEBAG_free(bags); /* the entries keep their bags */
     sk_PKCS7_pop_free(safes, PKCS7_free);
     PKCS7_free(p7);
@@ -709,14 +717,14 @@ static EVP_PKEY *keygen(ctok_token *tok, const struct ctok_keyspec *spec)
     OSSL_PARAM params[2];
     size_t bits = (size_t)spec->bits;
 
-    params[0] = spec->type == CTOK_KT_EC
-                    ? OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                       (char *)spec->group, 0)
-                    : OSSL_PARAM_construct_size_t(OSSL_PKEY_PARAM_RSA_BITS, &bits);
+    params[0] =
+        spec->type == CTOK_KT_EC
+            ? OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)spec->group, 0)
+            : OSSL_PARAM_construct_size_t(OSSL_PKEY_PARAM_RSA_BITS, &bits);
     params[1] = OSSL_PARAM_construct_end();
-    if (c == NULL || EVP_PKEY_keygen_init(c) <= 0
-        || (spec->type != CTOK_KT_ED25519 && !EVP_PKEY_CTX_set_params(c, params))
-        || EVP_PKEY_generate(c, &k) <= 0)
+    if (c == NULL || EVP_PKEY_keygen_init(c) <= 0 ||
+        (spec->type != CTOK_KT_ED25519 && !EVP_PKEY_CTX_set_params(c, params)) ||
+        EVP_PKEY_generate(c, &k) <= 0)
         k = NULL;
     EVP_PKEY_CTX_free(c);
     return k;
@@ -724,8 +732,8 @@ static EVP_PKEY *keygen(ctok_token *tok, const struct ctok_keyspec *spec)
 
 static int set_attrs(PKCS12_SAFEBAG *bag, const char *alias, const uint8_t *id, size_t id_len)
 {
-    return PKCS12_add_friendlyname_utf8(bag, alias, -1)
-           && PKCS12_add_localkeyid(bag, (uint8_t *)id, (int)id_len);
+    return PKCS12_add_friendlyname_utf8(bag, alias, -1) &&
+           PKCS12_add_localkeyid(bag, (uint8_t *)id, (int)id_len);
 }
 
 static int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
@@ -745,8 +753,7 @@ static int p12_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         return 0;
     }
     if (find_label(ks, 1, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name,
-                 alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name, alias);
         goto end;
     }
     if ((e = entry_add(ks)) == NULL)
@@ -825,8 +832,8 @@ static int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
         return 0;
     reveal_all(tok);
     if (find_label(ks, 0, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
-                 tok->name, alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already", tok->name,
+                 alias);
         goto end;
     }
     if ((e = entry_add(ks)) == NULL)
@@ -847,8 +854,9 @@ static int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
         if (!ctok_pub_id(cpub, e->id))
             goto end;
     }
-    if (e->label == NULL || e->cert == NULL || (e->bag = PKCS12_SAFEBAG_create_cert(cert)) == NULL
-        || !set_attrs(e->bag, alias, e->id, e->id_len))
+    if (e->label == NULL || e->cert == NULL ||
+        (e->bag = PKCS12_SAFEBAG_create_cert(cert)) == NULL ||
+        !set_attrs(e->bag, alias, e->id, e->id_len))
         goto end;
     ok = 1;
 end:

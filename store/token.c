@@ -159,7 +159,8 @@ static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
         if (CRYPTO_memcmp(h, tok->rejected[i], 32) == 0) {
             CTOK_ERR(CTOK_R_WRONG_CODE,
                      "token '%s': this authentication code was already rejected; not sending it "
-                     "again", tok->name);
+                     "again",
+                     tok->name);
             return 0;
         }
     }
@@ -377,8 +378,8 @@ EVP_PKEY *ctok_key_pub(const ctok_key *key)
     return key->pub;
 }
 
-int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
-                  size_t tbslen, uint8_t *sig, size_t *siglen)
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen)
 {
     return key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
 }

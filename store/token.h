@@ -147,8 +147,8 @@ const char *ctok_key_label(const ctok_key *key);
 enum ctok_key_type ctok_key_type(const ctok_key *key);
 /* Public key, in the context's library context; never holds private parts. */
 EVP_PKEY *ctok_key_pub(const ctok_key *key);
-int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
-                  size_t tbslen, uint8_t *sig, size_t *siglen);
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen);
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen);
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
@@ -221,10 +221,10 @@ int ctok_keyref_write_pem(BIO *out, const char *uri);
 /* Debug tracing (CTOK_DEBUG=1 or provider parameter ctok-debug). */
 extern int ctok_debug_on;
 void ctok_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-#define CTOK_DBG(...)                                                                          \
-    do {                                                                                       \
-        if (ctok_debug_on)                                                                     \
-            ctok_debug(__VA_ARGS__);                                                           \
+#define CTOK_DBG(...)                                                                              \
+    do {                                                                                           \
+        if (ctok_debug_on)                                                                         \
+            ctok_debug(__VA_ARGS__);                                                               \
     } while (0)
 
 #endif

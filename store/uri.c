@@ -188,11 +188,11 @@ static int parse_pkcs11(const char *uri, const char *shown, struct ctok_uri *u)
                    : c == CKO_PRIVATE_KEY ? CTOK_OBJ_PRIVATE
                                           : 0;
     }
-    if (p11_kit_uri_get_pin_value(p) != NULL
-        && (u->pin_value = strdup(p11_kit_uri_get_pin_value(p))) == NULL)
+    if (p11_kit_uri_get_pin_value(p) != NULL &&
+        (u->pin_value = strdup(p11_kit_uri_get_pin_value(p))) == NULL)
         return 0;
-    if (p11_kit_uri_get_pin_source(p) != NULL
-        && (u->pin_source = strdup(p11_kit_uri_get_pin_source(p))) == NULL)
+    if (p11_kit_uri_get_pin_source(p) != NULL &&
+        (u->pin_source = strdup(p11_kit_uri_get_pin_source(p))) == NULL)
         return 0;
     return 1;
 }

@@ -57,8 +57,8 @@ static const struct {
     const char *name;
     const char *group;
 } curves[] = {
-    {"P-256", "prime256v1"}, {"prime256v1", "prime256v1"}, {"secp256r1", "prime256v1"},
-    {"P-384", "secp384r1"},  {"secp384r1", "secp384r1"},   {"P-521", "secp521r1"},
+    {"P-256", "prime256v1"},    {"prime256v1", "prime256v1"}, {"secp256r1", "prime256v1"},
+    {"P-384", "secp384r1"},     {"secp384r1", "secp384r1"},   {"P-521", "secp521r1"},
     {"secp521r1", "secp521r1"},
 };
 
