@@ -34,11 +34,13 @@ bench: build
 install: build
 	cmake --install $(BUILD)
 
+SOURCES = $$(git ls-files '*.c' '*.h' | grep -v '^tests/')
+
 check-format:
-	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	clang-format --dry-run --Werror $(SOURCES)
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $(SOURCES)
 
 clean:
 	rm -rf $(BUILD)
