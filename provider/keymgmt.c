@@ -74,15 +74,36 @@ struct ctok_pkey *ctok_pkey_new(struct ctok_provctx *pctx, enum ctok_key_type t)
     return k;
 }
 
+/*
+ * EJBCA's "explicit ECC parameters" (ICAO CSCA and DS certificates): the public key the
+ * token's keys show to encoders (CSRs, certificates) carries the curve's parameters, not
+ * its name.
+ */
+static EVP_PKEY *public_for(ctok_key *key)
+{
+    EVP_PKEY *pub = ctok_key_pub(key), *dup;
+
+    if (ctok_key_type(key) != CTOK_KT_EC || !ctok_token_explicit_ecc(ctok_key_token(key)))
+        return EVP_PKEY_up_ref(pub) ? pub : NULL;
+    dup = EVP_PKEY_dup(pub);
+    if (dup != NULL && !EVP_PKEY_set_utf8_string_param(dup, OSSL_PKEY_PARAM_EC_ENCODING,
+                                                       OSSL_PKEY_EC_ENCODING_EXPLICIT)) {
+        EVP_PKEY_free(dup);
+        dup = NULL;
+    }
+    return dup;
+}
+
 struct ctok_pkey *ctok_pkey_from_token(struct ctok_provctx *pctx, ctok_key *key)
 {
     struct ctok_pkey *k = ctok_pkey_new(pctx, ctok_key_type(key));
+    EVP_PKEY *pub = k != NULL ? public_for(key) : NULL;
 
-    if (k == NULL || !EVP_PKEY_up_ref(ctok_key_pub(key))) {
+    if (pub == NULL) {
         free(k);
         return NULL;
     }
-    k->pkey = ctok_key_pub(key);
+    k->pkey = pub;
     k->tok = ctok_key_ref(key);
     k->has = OSSL_KEYMGMT_SELECT_ALL;
     return k;

@@ -31,6 +31,7 @@ void ctok_token_free(ctok_token *tok)
         OPENSSL_clear_free(tok->code, tok->code_len + 1);
     if (tok->auth_arg != NULL)
         OPENSSL_clear_free(tok->auth_arg, strlen(tok->auth_arg));
+    free(tok->audit_file);
     free(tok->name);
     free(tok->id);
     free(tok->type);
@@ -136,6 +137,9 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     tok->id = strdup(id != NULL ? id : name);
     tok->type = strdup(type);
     tok->allow_export = json_is_true(json_object_get(o, "allow_export"));
+    tok->audit_use = json_is_true(json_object_get(o, "audit_use"));
+    if (str_field(o, "audit_file") != NULL)
+        tok->audit_file = strdup(str_field(o, "audit_file"));
     tok->explicit_ecc = json_is_true(json_object_get(o, "explicit_ecc"));
     if (tok->name == NULL || tok->id == NULL || tok->type == NULL)
         goto err;

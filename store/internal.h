@@ -60,6 +60,8 @@ struct ctok_token {
     enum ctok_auth_kind auth_kind;
     char *auth_arg;    /* file path, variable name or stored blob */
     const json_t *cfg; /* the config entry, while a token is being added */
+    char *audit_file;  /* "audit_file": JSON lines of what happened */
+    int audit_use;     /* "audit_use": every private key use too */
 
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
     int opened;
@@ -98,6 +100,10 @@ int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len);
 /* p11/module.c: the PKCS#11 module registry lives while any token context does */
 void ctok_p11_registry_use(void);
 void ctok_p11_registry_release(void);
+
+/* audit.c: one JSON line per operation; object and detail may be NULL; never secrets */
+void ctok_audit(ctok_token *tok, const char *operation, const char *object, int ok,
+                const char *detail);
 
 /* config.c */
 int ctok_config_load(ctok_ctx *ctx);

@@ -165,6 +165,7 @@ static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
         }
     }
     r = tok->be->login(tok, code, len);
+    ctok_audit(tok, "activate", NULL, r > 0, r == 0 ? "authentication code rejected" : NULL);
     if (r == 0) {
         memcpy(tok->rejected[tok->n_rejected % 4], h, 32);
         if (tok->n_rejected < 4)
@@ -311,21 +312,36 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
 {
+    char what[64];
+    int ok;
+
     if (tok->be->generate == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key generation not supported", tok->name);
         return 0;
     }
-    return tok->be->generate(tok, alias, spec);
+    ok = tok->be->generate(tok, alias, spec);
+    snprintf(what, sizeof(what), "%s%s%s", ctok_key_type_name(spec->type),
+             spec->group != NULL ? " " : "", spec->group != NULL ? spec->group : "");
+    if (spec->type == CTOK_KT_RSA)
+        snprintf(what, sizeof(what), "RSA %d", spec->bits);
+    ctok_audit(tok, "key_generate", alias, ok, what);
+    return ok;
 }
 
 int ctok_token_remove(ctok_token *tok, const char *alias)
 {
-    return tok->be->remove(tok, alias);
+    int ok = tok->be->remove(tok, alias);
+
+    ctok_audit(tok, "key_remove", alias, ok, NULL);
+    return ok;
 }
 
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
 {
-    return tok->be->put_cert(tok, alias, cert);
+    int ok = tok->be->put_cert(tok, alias, cert);
+
+    ctok_audit(tok, "cert_import", alias, ok, NULL);
+    return ok;
 }
 
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
@@ -392,7 +408,13 @@ int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
                  key->tok->name, key->label);
         return 0;
     }
-    return key->tok->be->decrypt(key, p, in, inlen, out, outlen);
+    {
+        int ok = key->tok->be->decrypt(key, p, in, inlen, out, outlen);
+
+        if (key->tok->audit_use)
+            ctok_audit(key->tok, "key_use", key->label, ok, "decrypt");
+        return ok;
+    }
 }
 
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
@@ -402,7 +424,13 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
                  key->tok->name, key->label);
         return 0;
     }
-    return key->tok->be->derive(key, peer, secret, len);
+    {
+        int ok = key->tok->be->derive(key, peer, secret, len);
+
+        if (key->tok->audit_use)
+            ctok_audit(key->tok, "key_use", key->label, ok, "derive");
+        return ok;
+    }
 }
 
 EVP_PKEY *ctok_key_export_private(ctok_key *key)

@@ -1,0 +1,68 @@
+/*
+ * The audit trail: one JSON line per key generation, removal, certificate import,
+ * activation and (with "audit_use") private key use, appended to the token's audit file
+ * with a single write(2) on an O_APPEND descriptor, so lines from several processes never
+ * interleave. Lines name what happened, never a secret.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static void program_name(char *out, size_t len)
+{
+    FILE *f = fopen("/proc/self/comm", "r");
+
+    out[0] = '\0';
+    if (f != NULL) {
+        if (fgets(out, (int)len, f) != NULL)
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
+void ctok_audit(ctok_token *tok, const char *operation, const char *object, int ok,
+                const char *detail)
+{
+    struct timeval tv;
+    struct tm tm;
+    char when[64], prog[32];
+    json_t *j;
+    char *line;
+    int fd;
+
+    if (tok->audit_file == NULL)
+        return;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+    program_name(prog, sizeof(prog));
+    j = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:{s:i, s:s}}", "time", when, "token", tok->name,
+                  "operation", operation, "object", object, "outcome", ok ? "success" : "failure",
+                  "process", "pid", (int)getpid(), "program", prog);
+    if (j != NULL && detail != NULL)
+        json_object_set_new(j, "detail", json_string(detail));
+    line = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    if (line == NULL)
+        return;
+    fd = open(tok->audit_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        size_t n = strlen(line);
+
+        line[n] = '\n'; /* json_dumps left room: the NUL */
+        if (write(fd, line, n + 1) != (ssize_t)(n + 1))
+            CTOK_DBG("audit: cannot append to %s: %s", tok->audit_file, strerror(errno));
+        close(fd);
+    } else {
+        CTOK_DBG("audit: cannot open %s: %s", tok->audit_file, strerror(errno));
+    }
+    free(line);
+}
