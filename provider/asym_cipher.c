@@ -110,7 +110,7 @@ static int fetch_md(struct acctx *c, const OSSL_PARAM *p, EVP_MD **dst)
 
     if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
         return 0;
-    md = EVP_MD_fetch(ctok_prov_child(c->pctx), name, c->pctx->propq);
+    md = ctok_prov_md(c->pctx, name);
     if (md == NULL) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': unknown digest '%s'", tokname(c),
                  ctok_key_label(c->key->tok), name);

@@ -32,6 +32,12 @@ struct ctok_provctx {
     ctok_ctx *tokens; /* created on first use: no config read until a ctok key is used */
     OSSL_LIB_CTX *bio_libctx;
     EVP_KEYMGMT *km[5];
+    /* digests fetched once: a fetch per signature cost ~2% of an HSM ECDSA signature */
+    struct {
+        char name[32];
+        EVP_MD *md;
+    } mds[16];
+    int n_mds;
 };
 
 /* keydata of ctok's keymgmt: a pass-through key (tok == NULL) or a token key */
@@ -44,6 +50,8 @@ struct ctok_pkey {
 };
 
 OSSL_LIB_CTX *ctok_prov_child(struct ctok_provctx *pctx);
+/* A digest from the child context, fetched once per name; a new reference, or NULL. */
+EVP_MD *ctok_prov_md(struct ctok_provctx *pctx, const char *name);
 ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx);
 EVP_KEYMGMT *ctok_prov_keymgmt(struct ctok_provctx *pctx, enum ctok_key_type t);
 struct ctok_pkey *ctok_pkey_new(struct ctok_provctx *pctx, enum ctok_key_type t);

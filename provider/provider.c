@@ -183,6 +183,8 @@ static void prov_teardown(void *vctx)
     ctok_ctx_free(pctx->tokens);
     for (size_t i = 0; i < sizeof(pctx->km) / sizeof(pctx->km[0]); i++)
         EVP_KEYMGMT_free(pctx->km[i]);
+    for (int i = 0; i < pctx->n_mds; i++)
+        EVP_MD_free(pctx->mds[i].md);
     OSSL_LIB_CTX_free(pctx->child);
     OSSL_LIB_CTX_free(pctx->bio_libctx);
     free(pctx->config_path);
@@ -210,6 +212,33 @@ OSSL_LIB_CTX *ctok_prov_child(struct ctok_provctx *pctx)
     child = pctx->child;
     pthread_mutex_unlock(&pctx->lock);
     return child;
+}
+
+EVP_MD *ctok_prov_md(struct ctok_provctx *pctx, const char *name)
+{
+    OSSL_LIB_CTX *child;
+    EVP_MD *md = NULL;
+
+    pthread_mutex_lock(&pctx->lock);
+    for (int i = 0; i < pctx->n_mds; i++)
+        if (strcmp(pctx->mds[i].name, name) == 0) {
+            md = pctx->mds[i].md;
+            break;
+        }
+    pthread_mutex_unlock(&pctx->lock);
+    if (md != NULL)
+        return EVP_MD_up_ref(md) ? md : NULL;
+    child = ctok_prov_child(pctx);
+    md = child != NULL ? EVP_MD_fetch(child, name, pctx->propq) : NULL;
+    if (md == NULL || strlen(name) >= sizeof(pctx->mds[0].name))
+        return md;
+    pthread_mutex_lock(&pctx->lock);
+    if (pctx->n_mds < (int)(sizeof(pctx->mds) / sizeof(pctx->mds[0])) && EVP_MD_up_ref(md)) {
+        strcpy(pctx->mds[pctx->n_mds].name, name);
+        pctx->mds[pctx->n_mds++].md = md;
+    }
+    pthread_mutex_unlock(&pctx->lock);
+    return md;
 }
 
 ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx)

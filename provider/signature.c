@@ -158,7 +158,7 @@ static int is_rsa(const struct sigctx *c)
 
 static int fetch_md(struct sigctx *c, const char *name, EVP_MD **dst)
 {
-    EVP_MD *md = EVP_MD_fetch(ctok_prov_child(c->pctx), name, c->pctx->propq);
+    EVP_MD *md = ctok_prov_md(c->pctx, name);
 
     if (md == NULL) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': unknown digest '%s'",

@@ -1,4 +1,5 @@
 /* The token registry: one JSON file (ARCHITECTURE.md, Configuration). */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ void ctok_token_free(ctok_token *tok)
     if (tok->auth_arg != NULL)
         OPENSSL_clear_free(tok->auth_arg, strlen(tok->auth_arg));
     free(tok->audit_file);
+    json_decref(tok->entry);
     free(tok->name);
     free(tok->id);
     free(tok->type);
@@ -133,6 +135,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         return NULL;
     pthread_mutex_init(&tok->lock, NULL);
     tok->ctx = ctx;
+    tok->entry = json_incref(o);
     tok->name = strdup(name);
     tok->id = strdup(id != NULL ? id : name);
     tok->type = strdup(type);
@@ -251,7 +254,7 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
     struct stat st;
 
     if (strcmp(tok->type, "pkcs12") == 0) {
-        const char *ks = json_string_value(json_object_get(tok->cfg, "keystore"));
+        const char *ks = json_string_value(json_object_get(tok->entry, "keystore"));
 
         if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
             return ctok_pkcs12_create(tok, code, len);
@@ -259,15 +262,67 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
     return ctok_token_login_code(tok, code, len);
 }
 
+/* Reads the config file for a change (lock held): an empty one if it does not exist. */
+static json_t *read_for_update(const char *path)
+{
+    json_error_t jerr;
+    struct stat st;
+    json_t *root;
+
+    if (stat(path, &st) != 0)
+        return json_pack("{s:[]}", "tokens");
+    if (!ctok_file_check(path, 0, "config file"))
+        return NULL;
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+    else if (!json_is_object(root)) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: the top level must be an object with \"tokens\"", path);
+        json_decref(root);
+        root = NULL;
+    } else if (json_object_get(root, "tokens") == NULL) {
+        json_object_set_new(root, "tokens", json_array());
+    }
+    if (root != NULL && !json_is_array(json_object_get(root, "tokens"))) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
+        json_decref(root);
+        root = NULL;
+    }
+    return root;
+}
+
+static int write_config(const char *path, json_t *root)
+{
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int ok = text != NULL && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
+
+    free(text);
+    return ok;
+}
+
+static json_t *entry_named(json_t *tokens, const char *name, size_t *index)
+{
+    size_t i;
+    json_t *o;
+
+    json_array_foreach(tokens, i, o) {
+        const char *n = json_string_value(json_object_get(o, "name"));
+
+        if (n != NULL && strcmp(n, name) == 0) {
+            if (index != NULL)
+                *index = i;
+            return o;
+        }
+    }
+    return NULL;
+}
+
 int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t len)
 {
     const char *path = ctx->config_path;
-    json_t *root = NULL, *tokens, *o;
-    json_error_t jerr;
+    const char *name = json_string_value(json_object_get(entry, "name"));
+    json_t *root = NULL, *tokens;
     ctok_token *tok = NULL;
-    struct stat st;
-    char *text = NULL;
-    size_t i;
     int lockfd = -1, ok = 0;
 
     if (!mkdir_parent(path)) {
@@ -276,45 +331,93 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
     }
     if ((lockfd = ctok_file_lock(path)) < 0)
         return 0;
-    if (stat(path, &st) == 0) {
-        if (!ctok_file_check(path, 0, "config file"))
-            goto end;
-        root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-        if (root == NULL) {
-            CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-            goto end;
-        }
-    } else {
-        root = json_pack("{s:[]}", "tokens");
-    }
-    tokens = json_object_get(root, "tokens");
-    if (tokens == NULL && json_is_object(root))
-        json_object_set_new(root, "tokens", tokens = json_array());
-    if (!json_is_array(tokens)) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
+    if ((root = read_for_update(path)) == NULL)
         goto end;
-    }
-    json_array_foreach(tokens, i, o)
-    {
-        const char *n = json_string_value(json_object_get(o, "name"));
-
-        if (n != NULL && strcmp(n, json_string_value(json_object_get(entry, "name"))) == 0) {
-            CTOK_ERR(CTOK_R_DUPLICATE, "%s: a token named '%s' exists already", path, n);
-            goto end;
-        }
+    tokens = json_object_get(root, "tokens");
+    if (entry_named(tokens, name, NULL) != NULL) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "%s: a token named '%s' exists already", path, name);
+        goto end;
     }
     if ((tok = token_from_json(ctx, path, json_array_size(tokens), entry)) == NULL)
         goto end;
-    tok->cfg = entry;
     if (!init_backend(tok, code, len))
         goto end;
     json_array_append(tokens, entry);
-    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    ok = text != NULL && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
+    ok = write_config(path, root);
 end:
-    free(text);
     ctok_token_free(tok);
     json_decref(root);
     ctok_file_unlock(lockfd);
     return ok;
+}
+
+int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, void *arg)
+{
+    const char *path = ctx->config_path;
+    json_t *root = NULL, *tokens, *entry, *copy = NULL;
+    ctok_token *check;
+    size_t index = 0;
+    int lockfd, ok = 0;
+
+    if ((lockfd = ctok_file_lock(path)) < 0)
+        return 0;
+    if ((root = read_for_update(path)) == NULL)
+        goto end;
+    tokens = json_object_get(root, "tokens");
+    if ((entry = entry_named(tokens, name, &index)) == NULL) {
+        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s", name, path);
+        goto end;
+    }
+    copy = json_deep_copy(entry);
+    if (copy == NULL || !edit(root, copy, arg))
+        goto end;
+    if (json_object_size(copy) == 0) {
+        json_array_remove(tokens, index); /* the edit deleted the token */
+    } else {
+        /* the edited entry must still be a valid token before anything is written */
+        if ((check = token_from_json(ctx, path, index, copy)) == NULL)
+            goto end;
+        ctok_token_free(check);
+        json_array_set(tokens, index, copy);
+    }
+    ok = write_config(path, root);
+end:
+    json_decref(copy);
+    json_decref(root);
+    ctok_file_unlock(lockfd);
+    return ok;
+}
+
+int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32])
+{
+    const char *path = json_string_value(json_object_get(config, "master_key"));
+    char *def = NULL;
+    struct stat st;
+    int ok;
+
+    if (path == NULL) {
+        const char *slash = strrchr(ctx->config_path, '/');
+
+        if (asprintf(&def, "%.*smaster.key", slash != NULL ? (int)(slash - ctx->config_path + 1) : 0,
+                     ctx->config_path) < 0)
+            return 0;
+        path = def;
+        json_object_set_new(config, "master_key", json_string(def));
+    }
+    if (stat(path, &st) != 0 && errno == ENOENT) {
+        ok = RAND_priv_bytes(key, 32) == 1 && ctok_file_write_atomic(path, key, 32, 0600);
+        OPENSSL_cleanse(key, 32);
+        if (!ok) {
+            free(def);
+            return 0;
+        }
+    }
+    ok = ctok_master_key_read(path, "master", key);
+    free(def);
+    return ok;
+}
+
+char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char *code, size_t len)
+{
+    return ctok_auth_stored_encrypt(key, token_id, code, len);
 }

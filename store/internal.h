@@ -39,6 +39,8 @@ struct ctok_backend {
     int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
     int (*unlock_pin)(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                       size_t pin_len);
+    /* New auth code for an active token (keystore password, user PIN). */
+    int (*change_code)(ctok_token *tok, const char *code, size_t len);
     void (*close)(ctok_token *tok);
 };
 
@@ -59,7 +61,7 @@ struct ctok_token {
     unsigned int perms;
     enum ctok_auth_kind auth_kind;
     char *auth_arg;    /* file path, variable name or stored blob */
-    const json_t *cfg; /* the config entry, while a token is being added */
+    json_t *entry;     /* the config entry it was made from */
     char *audit_file;  /* "audit_file": JSON lines of what happened */
     int audit_use;     /* "audit_use": every private key use too */
 

@@ -344,6 +344,69 @@ int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     return ok;
 }
 
+void ctok_token_deactivate(ctok_token *tok)
+{
+    pthread_mutex_lock(&tok->lock);
+    if (tok->code != NULL)
+        OPENSSL_clear_free(tok->code, tok->code_len + 1);
+    tok->code = NULL;
+    tok->code_len = 0;
+    tok->active = 0;
+    pthread_mutex_unlock(&tok->lock);
+    ctok_audit(tok, "deactivate", NULL, 1, NULL);
+}
+
+const char *ctok_token_auth_kind(const ctok_token *tok)
+{
+    switch (tok->auth_kind) {
+    case CTOK_AUTH_FILE:
+        return "file";
+    case CTOK_AUTH_ENV:
+        return "env";
+    case CTOK_AUTH_STORED:
+        return "stored";
+    default:
+        return "prompt";
+    }
+}
+
+const json_t *ctok_token_config(const ctok_token *tok)
+{
+    return tok->entry;
+}
+
+int ctok_token_change_code(ctok_token *tok, const char *code, size_t len)
+{
+    int ok;
+
+    if (tok->be->change_code == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens have no code to change", tok->name,
+                 tok->type);
+        return 0;
+    }
+    if (!tok->active) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated first", tok->name);
+        return 0;
+    }
+    ok = tok->be->change_code(tok, code, len);
+    if (ok) {
+        char *c = OPENSSL_malloc(len + 1);
+
+        if (c != NULL) {
+            memcpy(c, code, len);
+            c[len] = '\0';
+        }
+        pthread_mutex_lock(&tok->lock);
+        if (tok->code != NULL)
+            OPENSSL_clear_free(tok->code, tok->code_len + 1);
+        tok->code = c;
+        tok->code_len = c != NULL ? len : 0;
+        pthread_mutex_unlock(&tok->lock);
+    }
+    ctok_audit(tok, "code_change", NULL, ok, NULL);
+    return ok;
+}
+
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len)
 {

@@ -107,6 +107,26 @@ ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id)
  * backend is initialized with code (a new keystore) or checked against it (an existing one).
  */
 int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t len);
+/*
+ * Changes one token's config entry: under the lock, on a fresh read of the file; edit gets
+ * the whole config and a copy of the entry to change (emptied: the token is deleted) and
+ * returns 1 to write it. The result must be a valid token entry.
+ */
+typedef int (*ctok_config_edit_fn)(json_t *config, json_t *entry, void *arg);
+int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, void *arg);
+/* The master key file for stored codes: the config's, else master.key beside the config;
+ * created (32 random bytes, mode 0600) if absent. Sets "master_key" in config if missing. */
+int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32]);
+/* base64(nonce || AES-256-GCM(code) || tag), bound to the token id. */
+char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char *code, size_t len);
+/* Forgets the token's activation in this process (and zeroizes the code). */
+void ctok_token_deactivate(ctok_token *tok);
+/* A description of the token's auth source: "file /p", "env VAR", "stored", "prompt". */
+const char *ctok_token_auth_kind(const ctok_token *tok);
+/* The token's config entry as loaded (borrowed; NULL if unknown). */
+const json_t *ctok_token_config(const ctok_token *tok);
+int ctok_token_change_code(ctok_token *tok, const char *code, size_t len);
+
 /* A new random token id (UUID v4 text, 37 bytes with the NUL). */
 int ctok_new_id(char out[37]);
 
