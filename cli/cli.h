@@ -21,6 +21,8 @@ struct cli {
     const char *type, *name, *keystore;
     const char *library, *ref_type, *ref, *attributes;
     const char *puk_file, *puk_env;
+    const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
+    int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;
     int allow_export, explicit_ecc;
     ctok_ctx *ctx;
 };
@@ -49,5 +51,14 @@ int cmd_key_test(struct cli *c);
 int cmd_key_remove(struct cli *c);
 int cmd_cert_import(struct cli *c);
 int cmd_ref(struct cli *c);
+int cmd_token_show(struct cli *c);
+int cmd_token_modify(struct cli *c);
+int cmd_token_delete(struct cli *c);
+int cmd_token_activate(struct cli *c);
+int cmd_token_deactivate(struct cli *c);
+int cmd_pin_change(struct cli *c);
+int cmd_secret_encrypt(struct cli *c);
+int cmd_cert_list(struct cli *c);
+int cmd_cert_export(struct cli *c);
 
 #endif

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/ec.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -370,5 +371,112 @@ int cmd_ref(struct cli *c)
     out = BIO_new_fp(stdout, BIO_NOCLOSE);
     ok = out != NULL && ctok_keyref_write_pem(out, uri);
     BIO_free(out);
+    return ok ? EXIT_OK : cli_fail();
+}
+
+static ctok_token *viewable(struct cli *c, const char *name)
+{
+    ctok_token *tok = cli_token(c, name);
+
+    if (tok != NULL && !ctok_token_permits(tok, CTOK_PERM_VIEW)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'view' is not permitted", name);
+        return NULL;
+    }
+    return tok;
+}
+
+static void asn1_time(const ASN1_TIME *t, char *out, size_t len)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm))
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    else
+        snprintf(out, len, "?");
+}
+
+/* Certificates are public: listing them needs no auth code (certificate-first). */
+int cmd_cert_list(struct cli *c)
+{
+    ctok_token *tok = viewable(c, c->argv[0]);
+    struct ctok_uri u = {0};
+    struct ctok_found *f = NULL;
+    size_t n = 0;
+    json_t *list;
+
+    if (tok == NULL)
+        return cli_fail();
+    u.token = c->argv[0];
+    u.types = CTOK_OBJ_CERT;
+    if (!ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n))
+        return cli_fail();
+    list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char hex[2 * CTOK_MAX_ID + 1], nb[32], na[32];
+        char *subj = X509_NAME_oneline(X509_get_subject_name(f[i].cert), NULL, 0);
+        char *iss = X509_NAME_oneline(X509_get_issuer_name(f[i].cert), NULL, 0);
+
+        ctok_hex(f[i].id, f[i].id_len, hex);
+        asn1_time(X509_get0_notBefore(f[i].cert), nb, sizeof(nb));
+        asn1_time(X509_get0_notAfter(f[i].cert), na, sizeof(na));
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "alias", f[i].label,
+                                              "id", hex, "subject", subj ? subj : "", "issuer",
+                                              iss ? iss : "", "not_before", nb, "not_after", na));
+        OPENSSL_free(subj);
+        OPENSSL_free(iss);
+    }
+    ctok_found_free(f, n);
+    if (c->json) {
+        cli_print_json(list);
+        return EXIT_OK;
+    }
+    if (json_array_size(list) == 0)
+        printf("No certificates on token '%s'\n", c->argv[0]);
+    else
+        printf("%-20s %-40s %-21s %s\n", "ALIAS", "ID", "NOT AFTER", "SUBJECT");
+    {
+        size_t i;
+        json_t *e;
+
+        json_array_foreach(list, i, e)
+        {
+            printf("%-20s %-40s %-21s %s\n", json_string_value(json_object_get(e, "alias")),
+                   json_string_value(json_object_get(e, "id")),
+                   json_string_value(json_object_get(e, "not_after")),
+                   json_string_value(json_object_get(e, "subject")));
+        }
+    }
+    json_decref(list);
+    return EXIT_OK;
+}
+
+int cmd_cert_export(struct cli *c)
+{
+    ctok_token *tok = viewable(c, c->argv[0]);
+    struct ctok_uri u = {0};
+    struct ctok_found *f = NULL;
+    size_t n = 0, i;
+    BIO *out = NULL;
+    int ok = 0;
+
+    if (tok == NULL)
+        return cli_fail();
+    u.token = c->argv[0];
+    u.object = c->argv[1];
+    u.types = CTOK_OBJ_CERT;
+    if (!ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n))
+        return cli_fail();
+    for (i = 0; i < n && strcmp(f[i].label, c->argv[1]) != 0; i++)
+        ;
+    if (i == n) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s'", c->argv[0], c->argv[1]);
+    } else {
+        out = c->out != NULL ? BIO_new_file(c->out, "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
+        ok = out != NULL && PEM_write_bio_X509(out, f[i].cert);
+        if (out == NULL)
+            CTOK_ERR(CTOK_R_IO, "cannot write '%s'", c->out);
+    }
+    BIO_free(out);
+    ctok_found_free(f, n);
     return ok ? EXIT_OK : cli_fail();
 }

@@ -44,42 +44,96 @@ int cli_usage(const char *fmt, ...)
 }
 
 static const char usage[] =
-    "usage: ctok [--config FILE] [--json] COMMAND ...\n"
+    "usage: ctok [--config FILE] [--json] COMMAND ...    ctok COMMAND --help for details\n"
     "\n"
-    "Crypto tokens:\n"
-    "  token create --type pkcs12 --name NAME --keystore FILE\n"
-    "               [--auth-file FILE | --auth-env VAR] [--allow-export] [--explicit-ecc]\n"
-    "  token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
-    "               [--attributes FILE] [--auth-file FILE | --auth-env VAR]\n"
-    "  token list\n"
-    "  slots --library LIB              every slot with a token: id, index, labels, flags\n"
-    "  pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file F | --auth-env V]\n"
-    "                                   set a new PIN (--auth-*) with the PUK (--puk-*)\n"
+    "Crypto tokens (EJBCA's crypto token operations):\n"
+    "  token create --type pkcs12|pkcs11 --name NAME ...   add a token (new unique id)\n"
+    "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
+    "  token activate TOKEN [--remember] | deactivate TOKEN\n"
+    "  slots --library LIB                 the slots of a PKCS#11 library\n"
+    "  pin unlock TOKEN | pin change TOKEN\n"
+    "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
     "Keys and certificates:\n"
-    "  key generate TOKEN ALIAS SPEC   SPEC: rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|\n"
-    "                                  ec:P-521|ed25519\n"
-    "  key list TOKEN\n"
-    "  key test TOKEN ALIAS            sign and verify with the key\n"
-    "  key remove TOKEN ALIAS          the key and its certificates\n"
-    "  cert import TOKEN ALIAS FILE    a PEM or DER certificate\n"
-    "  ref TOKEN ALIAS                 a key-reference PEM (-----BEGIN CTOK URI-----) on\n"
-    "                                  stdout: a key file for nginx, Python ssl, any app\n"
+    "  key generate TOKEN ALIAS SPEC       rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|\n"
+    "                                      ec:P-521|ed25519\n"
+    "  key list TOKEN | test TOKEN ALIAS | remove TOKEN ALIAS\n"
+    "  cert import TOKEN ALIAS FILE | list TOKEN | export TOKEN ALIAS [--out FILE]\n"
+    "  ref TOKEN ALIAS                     a key-reference PEM for applications\n"
     "\n"
     "Auth codes never come from the command line: --auth-file FILE, --auth-env VAR, the\n"
     "token's configured \"auth\", or a prompt on the terminal.\n"
     "Config: --config, else $CTOK_CONFIG, else /etc/ctok/tokens.json.\n"
+    "Every operation obeys the token's \"permissions\" (view, use, activate, deactivate,\n"
+    "modify, delete, keygen, keyremove, keytest).\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error.\n";
 
 static const struct {
     const char *group, *verb;
     int (*fn)(struct cli *);
     int nargs;
+    const char *help;
 } commands[] = {
-    {"token", "create", cmd_token_create, 0}, {"token", "list", cmd_token_list, 0},
-    {"key", "generate", cmd_key_generate, 3}, {"key", "list", cmd_key_list, 1},
-    {"key", "test", cmd_key_test, 2},         {"key", "remove", cmd_key_remove, 2},
-    {"cert", "import", cmd_cert_import, 3},   {"slots", NULL, cmd_slots, 0},
-    {"pin", "unlock", cmd_pin_unlock, 1},     {"ref", NULL, cmd_ref, 2},
+    {"token", "create", cmd_token_create, 0,
+     "token create --type pkcs12 --name NAME --keystore FILE [--auth-file F | --auth-env V]\n"
+     "             [--allow-export] [--explicit-ecc]\n"
+     "token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
+     "             [--attributes FILE] [--auth-file F | --auth-env V] [--allow-export]\n"
+     "             [--explicit-ecc]\n"
+     "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
+     "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
+     "  A pkcs12 keystore that does not exist is created; an existing one, or a PKCS#11 slot,\n"
+     "  is checked with the code."},
+    {"token", "list", cmd_token_list, 0, "token list [--json]\n  The tokens you may view."},
+    {"token", "show", cmd_token_show, 1,
+     "token show TOKEN [--json]\n  The token's configuration (never a stored code)."},
+    {"token", "modify", cmd_token_modify, 1,
+     "token modify TOKEN [--name NEW] [--allow-export | --no-allow-export]\n"
+     "             [--explicit-ecc | --no-explicit-ecc] [--auth-file F | --auth-env V |\n"
+     "             --auth-prompt] [--keystore F] [--library L] [--ref-type T] [--ref R]\n"
+     "             [--attributes F] [--permissions view,use,...] [--audit-file F]\n"
+     "             [--audit-use | --no-audit-use]\n  Needs the 'modify' rule."},
+    {"token", "delete", cmd_token_delete, 1,
+     "token delete TOKEN\n  Removes the token from the config; the keystore or HSM slot is "
+     "left as it is.\n  Needs the 'delete' rule."},
+    {"token", "activate", cmd_token_activate, 1,
+     "token activate TOKEN [--auth-file F | --auth-env V] [--remember]\n"
+     "  Checks the code against the token. --remember stores it encrypted under the master\n"
+     "  key (created 0600 beside the config if absent): applications then use the token\n"
+     "  without asking. Needs the 'activate' rule."},
+    {"token", "deactivate", cmd_token_deactivate, 1,
+     "token deactivate TOKEN\n  Forgets a stored code: applications ask for it again. Needs "
+     "the 'deactivate' rule."},
+    {"key", "generate", cmd_key_generate, 3,
+     "key generate TOKEN ALIAS rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|ec:P-521|ed25519\n"
+     "  Needs the 'keygen' rule."},
+    {"key", "list", cmd_key_list, 1, "key list TOKEN [--json]\n  Needs the 'view' rule."},
+    {"key", "test", cmd_key_test, 2,
+     "key test TOKEN ALIAS\n  Signs a random message with the key and verifies it in software."
+     "\n  Needs the 'keytest' rule."},
+    {"key", "remove", cmd_key_remove, 2,
+     "key remove TOKEN ALIAS\n  Removes the key pair and the certificates with its id. Needs "
+     "the 'keyremove' rule."},
+    {"cert", "import", cmd_cert_import, 3,
+     "cert import TOKEN ALIAS FILE\n  A PEM or DER certificate, stored with the id of the key "
+     "it certifies.\n  Needs the 'modify' rule."},
+    {"cert", "list", cmd_cert_list, 1, "cert list TOKEN [--json]\n  Needs the 'view' rule."},
+    {"cert", "export", cmd_cert_export, 2,
+     "cert export TOKEN ALIAS [--out FILE]\n  The certificate as PEM. Needs the 'view' rule."},
+    {"ref", NULL, cmd_ref, 2,
+     "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
+     "for nginx,\n  Python ssl or any application that reads PEM keys."},
+    {"slots", NULL, cmd_slots, 0,
+     "slots --library LIB [--json]\n  Every slot with a token: id, index, description, token "
+     "label, serial, flags."},
+    {"pin", "unlock", cmd_pin_unlock, 1,
+     "pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file NEW | --auth-env NEW]\n"
+     "  Sets a new PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN)."},
+    {"pin", "change", cmd_pin_change, 1,
+     "pin change TOKEN [--auth-file OLD | --auth-env OLD] [--new-auth-file F | --new-auth-env "
+     "V]\n  Changes the PIN or keystore password. Needs the 'modify' rule."},
+    {"secret", "encrypt", cmd_secret_encrypt, 0,
+     "secret encrypt --token TOKEN [--auth-file F | --auth-env V]\n"
+     "  Prints {\"stored\": ...}: the code encrypted for the token's \"auth\"."},
 };
 
 /* Options may stand anywhere after the command words. */
@@ -101,6 +155,12 @@ static int parse_options(struct cli *c, int argc, char **argv)
         {"--attributes", offsetof(struct cli, attributes)},
         {"--puk-file", offsetof(struct cli, puk_file)},
         {"--puk-env", offsetof(struct cli, puk_env)},
+        {"--new-auth-file", offsetof(struct cli, new_auth_file)},
+        {"--new-auth-env", offsetof(struct cli, new_auth_env)},
+        {"--audit-file", offsetof(struct cli, audit_file)},
+        {"--permissions", offsetof(struct cli, permissions)},
+        {"--token", offsetof(struct cli, token)},
+        {"--out", offsetof(struct cli, out)},
     };
 
     c->argv = calloc((size_t)argc + 1, sizeof(char *));
@@ -114,13 +174,29 @@ static int parse_options(struct cli *c, int argc, char **argv)
             c->json = 1;
             continue;
         }
-        if (strcmp(a, "--allow-export") == 0) {
-            c->allow_export = 1;
-            continue;
-        }
-        if (strcmp(a, "--explicit-ecc") == 0) {
-            c->explicit_ecc = 1;
-            continue;
+        {
+            static const struct {
+                const char *name;
+                size_t off;
+            } flags[] = {
+                {"--allow-export", offsetof(struct cli, allow_export)},
+                {"--no-allow-export", offsetof(struct cli, no_allow_export)},
+                {"--explicit-ecc", offsetof(struct cli, explicit_ecc)},
+                {"--no-explicit-ecc", offsetof(struct cli, no_explicit_ecc)},
+                {"--audit-use", offsetof(struct cli, audit_use)},
+                {"--no-audit-use", offsetof(struct cli, no_audit_use)},
+                {"--auth-prompt", offsetof(struct cli, auth_prompt)},
+                {"--remember", offsetof(struct cli, remember)},
+            };
+            size_t f;
+
+            for (f = 0; f < sizeof(flags) / sizeof(flags[0]); f++)
+                if (strcmp(a, flags[f].name) == 0)
+                    break;
+            if (f < sizeof(flags) / sizeof(flags[0])) {
+                *(int *)((char *)c + flags[f].off) = 1;
+                continue;
+            }
         }
         for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
             size_t n = strlen(valued[k].name);
@@ -163,6 +239,14 @@ int main(int argc, char **argv)
         ctok_debug_on = 1;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            /* 'ctok key generate --help': that command's help; else all of it */
+            for (size_t k = 0; argc > 2 && k < sizeof(commands) / sizeof(commands[0]); k++)
+                if (strcmp(argv[1], commands[k].group) == 0 &&
+                    (commands[k].verb == NULL ||
+                     (argc > 3 && strcmp(argv[2], commands[k].verb) == 0))) {
+                    printf("usage: ctok [--config FILE] [--json] %s\n", commands[k].help);
+                    return EXIT_OK;
+                }
             fputs(usage, stdout);
             return EXIT_OK;
         }

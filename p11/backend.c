@@ -529,6 +529,30 @@ static int p11_match_uri(ctok_token *tok, void *uri)
     return ok;
 }
 
+static int p11_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                           size_t len)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (!ctok_p11_enter(pt->m))
+        return 0;
+    if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
+        rv = P11_CALL(pt->m, C_SetPIN,
+                      (s, (CK_UTF8CHAR_PTR)old, old_len, (CK_UTF8CHAR_PTR)code, len));
+        ctok_p11_session_put(pt, s, gen);
+    }
+    ctok_p11_leave(pt->m);
+    if (rv != CKR_OK) {
+        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
+                 "token '%s': C_SetPIN failed: %s", tok->name, ctok_p11_rv_name(rv));
+        return 0;
+    }
+    return 1;
+}
+
 const struct ctok_backend ctok_pkcs11_backend = {
     .type = "pkcs11",
     .configure = p11_configure,
@@ -547,5 +571,6 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .remove = ctok_p11_remove,
     .put_cert = ctok_p11_put_cert,
     .unlock_pin = p11_unlock_pin,
+    .change_code = p11_change_code,
     .close = p11_close,
 };

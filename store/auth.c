@@ -49,11 +49,6 @@ int ctok_master_key_read(const char *path, const char *tokname, uint8_t key[32])
     char what[160];
 
     snprintf(what, sizeof(what), "token '%s': master key file", tokname);
-    if (path == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "token '%s': stored auth code but no \"master_key\" in the config",
-                 tokname);
-        return 0;
-    }
     if (!ctok_file_check(path, 1, what))
         return 0;
     f = fopen(path, "rb");

@@ -294,7 +294,8 @@ static json_t *read_for_update(const char *path)
 static int write_config(const char *path, json_t *root)
 {
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    int ok = text != NULL && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
+    int ok =
+        text != NULL && ctok_file_write_atomic(path, (const uint8_t *)text, strlen(text), 0644);
 
     free(text);
     return ok;
@@ -305,7 +306,8 @@ static json_t *entry_named(json_t *tokens, const char *name, size_t *index)
     size_t i;
     json_t *o;
 
-    json_array_foreach(tokens, i, o) {
+    json_array_foreach(tokens, i, o)
+    {
         const char *n = json_string_value(json_object_get(o, "name"));
 
         if (n != NULL && strcmp(n, name) == 0) {
@@ -398,8 +400,8 @@ int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32])
     if (path == NULL) {
         const char *slash = strrchr(ctx->config_path, '/');
 
-        if (asprintf(&def, "%.*smaster.key", slash != NULL ? (int)(slash - ctx->config_path + 1) : 0,
-                     ctx->config_path) < 0)
+        if (asprintf(&def, "%.*smaster.key",
+                     slash != NULL ? (int)(slash - ctx->config_path + 1) : 0, ctx->config_path) < 0)
             return 0;
         path = def;
         json_object_set_new(config, "master_key", json_string(def));

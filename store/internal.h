@@ -39,8 +39,9 @@ struct ctok_backend {
     int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
     int (*unlock_pin)(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                       size_t pin_len);
-    /* New auth code for an active token (keystore password, user PIN). */
-    int (*change_code)(ctok_token *tok, const char *code, size_t len);
+    /* New auth code (keystore password, user PIN); the token is active with old. */
+    int (*change_code)(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                       size_t len);
     void (*close)(ctok_token *tok);
 };
 
@@ -60,10 +61,10 @@ struct ctok_token {
     int explicit_ecc;
     unsigned int perms;
     enum ctok_auth_kind auth_kind;
-    char *auth_arg;    /* file path, variable name or stored blob */
-    json_t *entry;     /* the config entry it was made from */
-    char *audit_file;  /* "audit_file": JSON lines of what happened */
-    int audit_use;     /* "audit_use": every private key use too */
+    char *auth_arg;   /* file path, variable name or stored blob */
+    json_t *entry;    /* the config entry it was made from */
+    char *audit_file; /* "audit_file": JSON lines of what happened */
+    int audit_use;    /* "audit_use": every private key use too */
 
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
     int opened;

@@ -863,6 +863,54 @@ end:
     return end_write(tok, lockfd, ok);
 }
 
+/* Re-protects every key bag and the MAC with a new code. */
+static int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                           size_t len)
+{
+    struct p12 *ks = P12(tok);
+    int lockfd, ok = 1;
+
+    (void)old;
+    (void)old_len;
+    if (!begin_write(tok, &lockfd))
+        return 0;
+    for (size_t i = 0; ok && i < ks->n; i++) {
+        struct p12_entry *e = &ks->e[i];
+        STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
+        PKCS12_SAFEBAG *bag;
+
+        if (!e->is_key)
+            continue;
+        if (e->priv == NULL && decrypt_key(tok, e, tok->code, tok->code_len) <= 0) {
+            ok = 0;
+            break;
+        }
+        bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, code,
+                                tok->ctx->libctx, tok->ctx->propq);
+        ok = bag != NULL && set_attrs(bag, e->label, e->id, e->id_len);
+        if (ok) {
+            PKCS12_SAFEBAG_free(e->bag);
+            e->bag = bag;
+            sk_PKCS12_SAFEBAG_zero(bags);
+        }
+        sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
+    }
+    if (ok) {
+        /* the MAC is written under the new code */
+        char *c = OPENSSL_malloc(len + 1);
+
+        ok = c != NULL;
+        if (ok) {
+            memcpy(c, code, len);
+            c[len] = '\0';
+            OPENSSL_clear_free(tok->code, tok->code_len + 1);
+            tok->code = c;
+            tok->code_len = len;
+        }
+    }
+    return end_write(tok, lockfd, ok);
+}
+
 /* A new, empty keystore protected by code (ctok token create). */
 int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
 {
@@ -906,5 +954,6 @@ const struct ctok_backend ctok_pkcs12_backend = {
     .generate = p12_generate,
     .remove = p12_remove,
     .put_cert = p12_put_cert,
+    .change_code = p12_change_code,
     .close = p12_close,
 };

@@ -1,4 +1,5 @@
 /* Tokens, activation, key handles and certificate-first lookup over all tokens. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
@@ -64,9 +65,18 @@ int ctok_ctx_load(ctok_ctx *ctx)
     int ok;
 
     pthread_mutex_lock(&ctx->lock);
-    if (ctx->loaded == 0)
+    if (ctx->loaded == 0) {
         ctx->loaded = ctok_config_load(ctx) ? 1 : -1;
-    else if (ctx->loaded < 0)
+        if (ctx->loaded > 0 && ctx->master_key == NULL) {
+            /* stored codes without "master_key": the master key beside the config */
+            const char *slash = strrchr(ctx->config_path, '/');
+            int dl = slash != NULL ? (int)(slash - ctx->config_path + 1) : 0;
+
+            ctx->master_key = malloc((size_t)dl + sizeof("master.key"));
+            if (ctx->master_key != NULL)
+                sprintf(ctx->master_key, "%.*smaster.key", dl, ctx->config_path);
+        }
+    } else if (ctx->loaded < 0)
         CTOK_ERR(CTOK_R_CONFIG, "%s: configuration could not be loaded (see the first error)",
                  ctx->config_path);
     ok = ctx->loaded > 0;
@@ -375,8 +385,10 @@ const json_t *ctok_token_config(const ctok_token *tok)
     return tok->entry;
 }
 
-int ctok_token_change_code(ctok_token *tok, const char *code, size_t len)
+int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                           size_t len)
 {
+    char *c;
     int ok;
 
     if (tok->be->change_code == NULL) {
@@ -384,27 +396,24 @@ int ctok_token_change_code(ctok_token *tok, const char *code, size_t len)
                  tok->type);
         return 0;
     }
-    if (!tok->active) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated first", tok->name);
+    if (!ctok_token_login_code(tok, old, old_len))
         return 0;
-    }
-    ok = tok->be->change_code(tok, code, len);
-    if (ok) {
-        char *c = OPENSSL_malloc(len + 1);
-
-        if (c != NULL) {
-            memcpy(c, code, len);
-            c[len] = '\0';
-        }
-        pthread_mutex_lock(&tok->lock);
-        if (tok->code != NULL)
-            OPENSSL_clear_free(tok->code, tok->code_len + 1);
-        tok->code = c;
-        tok->code_len = c != NULL ? len : 0;
-        pthread_mutex_unlock(&tok->lock);
-    }
+    ok = tok->be->change_code(tok, old, old_len, code, len);
     ctok_audit(tok, "code_change", NULL, ok, NULL);
-    return ok;
+    if (!ok)
+        return 0;
+    c = OPENSSL_malloc(len + 1);
+    if (c != NULL) {
+        memcpy(c, code, len);
+        c[len] = '\0';
+    }
+    pthread_mutex_lock(&tok->lock);
+    if (tok->code != NULL)
+        OPENSSL_clear_free(tok->code, tok->code_len + 1);
+    tok->code = c;
+    tok->code_len = c != NULL ? len : 0;
+    pthread_mutex_unlock(&tok->lock);
+    return 1;
 }
 
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,

@@ -125,7 +125,9 @@ void ctok_token_deactivate(ctok_token *tok);
 const char *ctok_token_auth_kind(const ctok_token *tok);
 /* The token's config entry as loaded (borrowed; NULL if unknown). */
 const json_t *ctok_token_config(const ctok_token *tok);
-int ctok_token_change_code(ctok_token *tok, const char *code, size_t len);
+/* Replaces the token's auth code (PKCS#11 C_SetPIN; a keystore is re-protected). */
+int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                           size_t len);
 
 /* A new random token id (UUID v4 text, 37 bytes with the NUL). */
 int ctok_new_id(char out[37]);

@@ -1,0 +1,303 @@
+/* ctok token show|modify|delete|activate|deactivate, pin change, secret encrypt */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+
+#include "cli.h"
+
+/* A token the caller may act on with this rule, or NULL with the reason raised. */
+static ctok_token *permitted(struct cli *c, const char *name, enum ctok_perm perm, const char *rule)
+{
+    ctok_token *tok = cli_token(c, name);
+
+    if (tok != NULL && !ctok_token_permits(tok, perm)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
+        return NULL;
+    }
+    return tok;
+}
+
+int cmd_token_show(struct cli *c)
+{
+    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
+    json_t *j, *auth;
+    const char *k;
+    json_t *v;
+
+    if (tok == NULL)
+        return cli_fail();
+    /* the config entry, with the auth code's source but never a stored code itself */
+    j = json_deep_copy(ctok_token_config(tok));
+    auth = json_object_get(j, "auth");
+    if (json_object_get(auth, "stored") != NULL)
+        json_object_set_new(j, "auth", json_pack("{s:b}", "stored", 1));
+    if (!ctok_token_open(tok)) {
+        json_decref(j);
+        return cli_fail();
+    }
+    if (c->json) {
+        cli_print_json(j);
+        return EXIT_OK;
+    }
+    json_object_foreach(j, k, v)
+    {
+        char *text = json_is_string(v) ? strdup(json_string_value(v))
+                                       : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+
+        printf("%-14s %s\n", k, text != NULL ? text : "");
+        free(text);
+    }
+    if (json_object_get(j, "permissions") == NULL)
+        printf("%-14s %s\n", "permissions", "all");
+    json_decref(j);
+    return EXIT_OK;
+}
+
+struct modify {
+    struct cli *c;
+    const char *op;
+};
+
+static char *abs_path(const char *p)
+{
+    char cwd[4096], *out;
+
+    if (p[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        return strdup(p);
+    return asprintf(&out, "%s/%s", cwd, p) < 0 ? NULL : out;
+}
+
+static void set_path(json_t *e, const char *key, const char *path)
+{
+    char *a = abs_path(path);
+
+    json_object_set_new(e, key, json_string(a != NULL ? a : path));
+    free(a);
+}
+
+/* Parses "view,use,keygen": unknown rules are refused when the config is checked. */
+static json_t *perm_list(const char *s)
+{
+    json_t *a = json_array();
+    char *copy = strdup(s), *save = NULL;
+
+    for (char *t = copy != NULL ? strtok_r(copy, ",", &save) : NULL; t != NULL;
+         t = strtok_r(NULL, ",", &save))
+        json_array_append_new(a, json_string(t));
+    free(copy);
+    return a;
+}
+
+static int edit_modify(json_t *config, json_t *e, void *arg)
+{
+    struct cli *c = ((struct modify *)arg)->c;
+    int changed = 0;
+
+    (void)config;
+#define SET(cond, stmt)                                                                            \
+    if (cond) {                                                                                    \
+        stmt;                                                                                      \
+        changed = 1;                                                                               \
+    }
+    SET(c->name != NULL, json_object_set_new(e, "name", json_string(c->name)))
+    SET(c->allow_export, json_object_set_new(e, "allow_export", json_true()))
+    SET(c->no_allow_export, json_object_set_new(e, "allow_export", json_false()))
+    SET(c->explicit_ecc, json_object_set_new(e, "explicit_ecc", json_true()))
+    SET(c->no_explicit_ecc, json_object_set_new(e, "explicit_ecc", json_false()))
+    SET(c->audit_use, json_object_set_new(e, "audit_use", json_true()))
+    SET(c->no_audit_use, json_object_set_new(e, "audit_use", json_false()))
+    SET(c->audit_file != NULL, set_path(e, "audit_file", c->audit_file))
+    SET(c->keystore != NULL, set_path(e, "keystore", c->keystore))
+    SET(c->library != NULL, json_object_set_new(e, "library", json_string(c->library)))
+    SET(c->ref_type != NULL, json_object_set_new(e, "ref_type", json_string(c->ref_type)))
+    SET(c->ref != NULL, json_object_set_new(e, "ref", json_string(c->ref)))
+    SET(c->attributes != NULL, set_path(e, "attributes", c->attributes))
+    SET(c->permissions != NULL, json_object_set_new(e, "permissions", perm_list(c->permissions)))
+    SET(c->auth_prompt, json_object_set_new(e, "auth", json_pack("{s:b}", "prompt", 1)))
+    SET(c->auth_env != NULL, json_object_set_new(e, "auth", json_pack("{s:s}", "env", c->auth_env)))
+    if (c->auth_file != NULL) {
+        char *a = abs_path(c->auth_file);
+
+        json_object_set_new(e, "auth", json_pack("{s:s}", "file", a != NULL ? a : c->auth_file));
+        free(a);
+        changed = 1;
+    }
+#undef SET
+    if (!changed)
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token modify: nothing to change (see 'ctok token modify "
+                                     "--help')");
+    return changed;
+}
+
+int cmd_token_modify(struct cli *c)
+{
+    struct modify m = {c, "modify"};
+
+    if (permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify") == NULL ||
+        !ctok_config_edit(c->ctx, c->argv[0], edit_modify, &m))
+        return cli_fail();
+    printf("Token '%s' modified\n", c->argv[0]);
+    return EXIT_OK;
+}
+
+static int edit_delete(json_t *config, json_t *e, void *arg)
+{
+    (void)config;
+    (void)arg;
+    json_object_clear(e);
+    return 1;
+}
+
+int cmd_token_delete(struct cli *c)
+{
+    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_DELETE, "delete");
+
+    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_delete, NULL))
+        return cli_fail();
+    printf("Token '%s' removed from %s (its keystore or HSM slot is left as it is)\n", c->argv[0],
+           ctok_ctx_config_path(c->ctx));
+    return EXIT_OK;
+}
+
+struct remember {
+    ctok_ctx *ctx;
+    const char *token_id;
+    const char *code;
+    size_t len;
+};
+
+/* Stores the code encrypted under the master key: the token auto-activates from now on. */
+static int edit_remember(json_t *config, json_t *e, void *arg)
+{
+    struct remember *r = arg;
+    uint8_t key[32];
+    char *blob;
+
+    if (!ctok_master_key_ensure(r->ctx, config, key))
+        return 0;
+    blob = ctok_code_encrypt(key, r->token_id, r->code, r->len);
+    OPENSSL_cleanse(key, sizeof(key));
+    if (blob == NULL)
+        return 0;
+    json_object_set_new(e, "auth", json_pack("{s:s}", "stored", blob));
+    OPENSSL_clear_free(blob, strlen(blob));
+    return 1;
+}
+
+int cmd_token_activate(struct cli *c)
+{
+    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activate");
+    char code[CTOK_MAX_CODE + 1], what[128];
+    size_t len = 0;
+    int ok;
+
+    if (tok == NULL)
+        return cli_fail();
+    snprintf(what, sizeof(what), "Authentication code for token '%s'", c->argv[0]);
+    ok = cli_read_secret(c->auth_file, c->auth_env, what, code, sizeof(code), &len) &&
+         ctok_token_login_code(tok, code, len);
+    if (ok && c->remember) {
+        struct remember r = {c->ctx, ctok_token_id(tok), code, len};
+
+        ok = ctok_config_edit(c->ctx, c->argv[0], edit_remember, &r);
+    }
+    OPENSSL_cleanse(code, sizeof(code));
+    if (!ok)
+        return cli_fail();
+    if (c->remember)
+        printf("Token '%s' activated; its authentication code is stored encrypted "
+               "(auto-activation)\n",
+               c->argv[0]);
+    else
+        printf("Token '%s': authentication code accepted\n", c->argv[0]);
+    return EXIT_OK;
+}
+
+static int edit_forget(json_t *config, json_t *e, void *arg)
+{
+    (void)config;
+    (void)arg;
+    if (json_object_get(json_object_get(e, "auth"), "stored") == NULL)
+        return 1; /* nothing stored: nothing to forget */
+    json_object_set_new(e, "auth", json_pack("{s:b}", "prompt", 1));
+    return 1;
+}
+
+int cmd_token_deactivate(struct cli *c)
+{
+    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_DEACTIVATE, "deactivate");
+
+    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_forget, NULL))
+        return cli_fail();
+    ctok_token_deactivate(tok);
+    printf("Token '%s' deactivated: no stored authentication code; applications will ask for "
+           "it\n",
+           c->argv[0]);
+    return EXIT_OK;
+}
+
+int cmd_pin_change(struct cli *c)
+{
+    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify");
+    char old[CTOK_MAX_CODE + 1], code[CTOK_MAX_CODE + 1], what[128];
+    size_t old_len = 0, len = 0;
+    struct cli nc = *c;
+    int ok, stored;
+
+    if (tok == NULL)
+        return cli_fail();
+    snprintf(what, sizeof(what), "Current authentication code of token '%s'", c->argv[0]);
+    nc.auth_file = c->new_auth_file;
+    nc.auth_env = c->new_auth_env;
+    ok = cli_read_secret(c->auth_file, c->auth_env, what, old, sizeof(old), &old_len) &&
+         cli_read_new_code(&nc, c->argv[0], code, sizeof(code), &len) &&
+         ctok_token_change_code(tok, old, old_len, code, len);
+    stored = strcmp(ctok_token_auth_kind(tok), "stored") == 0;
+    if (ok && stored) {
+        struct remember r = {c->ctx, ctok_token_id(tok), code, len};
+
+        ok = ctok_config_edit(c->ctx, c->argv[0], edit_remember, &r);
+    }
+    OPENSSL_cleanse(old, sizeof(old));
+    OPENSSL_cleanse(code, sizeof(code));
+    if (!ok)
+        return cli_fail();
+    printf("The authentication code of token '%s' is changed%s\n", c->argv[0],
+           stored ? " (the stored copy too)"
+           : strcmp(ctok_token_auth_kind(tok), "prompt") != 0
+               ? "; update the token's auth file or variable"
+               : "");
+    return EXIT_OK;
+}
+
+int cmd_secret_encrypt(struct cli *c)
+{
+    ctok_token *tok;
+    char code[CTOK_MAX_CODE + 1];
+    size_t len = 0;
+    uint8_t key[32];
+    json_error_t jerr;
+    json_t *config;
+    char *blob = NULL;
+    int ok;
+
+    if (c->token == NULL)
+        return cli_usage("secret encrypt needs --token NAME (the code is bound to its id)");
+    if ((tok = cli_token(c, c->token)) == NULL)
+        return cli_fail();
+    config = json_load_file(ctok_ctx_config_path(c->ctx), 0, &jerr);
+    ok = config != NULL && cli_read_new_code(c, c->token, code, sizeof(code), &len) &&
+         ctok_master_key_ensure(c->ctx, config, key);
+    if (ok && (blob = ctok_code_encrypt(key, ctok_token_id(tok), code, len)) != NULL)
+        printf("{\"stored\": \"%s\"}\n", blob);
+    ok = ok && blob != NULL;
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(code, sizeof(code));
+    if (blob != NULL)
+        OPENSSL_clear_free(blob, strlen(blob));
+    json_decref(config);
+    return ok ? EXIT_OK : cli_fail();
+}
