@@ -115,6 +115,8 @@ int ctok_p11_find_slot(struct p11_tok *pt)
     }
     pt->slot = slots[i].id;
     pt->tinfo = slots[i].token;
+    /* the prompt names the token's own label: "eID Card (signature)" */
+    snprintf(pt->tok->label, sizeof(pt->tok->label), "%s", slots[i].label);
     pt->have_slot = 1;
     pt->gen = pt->m->generation;
     free(slots);
@@ -495,6 +497,7 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
         ctok_p11_leave(pt->m);
         return 0;
     }
+    rv = CKR_FUNCTION_NOT_SUPPORTED; /* until the extension says otherwise */
     if (pt->m->unlock_pin != NULL)
         rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)puk, puk_len,
                                                              (CK_UTF8CHAR_PTR)pin, pin_len));

@@ -46,17 +46,17 @@ static CK_OBJECT_HANDLE session_copy(struct p11_tok *pt, CK_OBJECT_HANDLE h, uns
 }
 
 /* The private key's handle in the current module generation (found again by CKA_ID). */
-static int key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, unsigned int gen,
-                      CK_OBJECT_HANDLE *h)
+static CK_RV key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, unsigned int gen,
+                        CK_OBJECT_HANDLE *h)
 {
     struct p11_key *k = key->be_data;
     CK_OBJECT_HANDLE obj, copy;
-    int ok = 1;
+    CK_RV rv = CKR_OK;
 
     pthread_mutex_lock(&k->lock);
     if (k->gen != gen) {
-        ok = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &obj);
-        if (ok) {
+        rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &obj);
+        if (rv == CKR_OK) {
             copy = k->copy_refused ? CK_INVALID_HANDLE : session_copy(pt, obj, gen);
             if (copy == CK_INVALID_HANDLE)
                 k->copy_refused = 1;
@@ -66,9 +66,13 @@ static int key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, un
     }
     *h = k->h;
     pthread_mutex_unlock(&k->lock);
-    return ok;
+    return rv;
 }
 
+/*
+ * Runs op on a pooled session. A connection failure (also while finding the key again)
+ * re-initializes the module outside the region and retries the operation once.
+ */
 static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
 {
     struct p11_tok *pt = P11TOK(key->tok);
@@ -76,12 +80,9 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
     CK_OBJECT_HANDLE h;
     unsigned int gen = 0;
     CK_RV rv = CKR_OK;
-    int found = 1;
+    const char *step = what;
 
-    unsigned int failed_gen = 0;
-
-    /* one retry per failure event: a failure in a newer module generation is a new event */
-    for (int attempt = 0; attempt < 3; attempt++) {
+    for (int attempt = 0; attempt < 2; attempt++) {
         if (!key->tok->active) {
             CTOK_ERR(CTOK_R_NO_CODE,
                      "token '%s', key '%s': the token was reconnected and must "
@@ -92,34 +93,40 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
         }
         if (!ctok_p11_enter(pt->m))
             return 0;
-        if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
-            found = key_handle(pt, key, s, gen, &h);
-            rv = found ? op(pt, s, h, arg) : CKR_OK;
+        if (!ctok_p11_session_get(pt, &s, &gen, &rv)) {
+            ctok_p11_leave(pt->m);
+            if (rv == CKR_OK)
+                return 0; /* the slot is gone or login failed: already reported */
+            step = "C_OpenSession";
+        } else {
+            rv = key_handle(pt, key, s, gen, &h);
+            step = rv == CKR_OK ? what : "finding the key";
+            if (rv == CKR_OK)
+                rv = op(pt, s, h, arg);
             ctok_p11_session_put(pt, s, gen);
-        } else if (rv == CKR_OK) {
-            rv = CKR_GENERAL_ERROR; /* the slot is gone or login failed: already said */
+            ctok_p11_leave(pt->m);
         }
-        ctok_p11_leave(pt->m);
-        if (!found && !key->tok->active)
-            continue; /* reported at the top of the loop */
-        if (!found) {
+        if (rv == CKR_OK)
+            return 1;
+        if (rv == CKR_KEY_HANDLE_INVALID && step != what) {
             CTOK_ERR(CTOK_R_NOT_FOUND,
                      "token '%s', key '%s': the private key is no longer on "
                      "the token",
                      key->tok->name, key->label);
             return 0;
         }
-        if (rv == CKR_OK)
-            return 1;
         /* recovery happens outside the region: re-initialization waits for all to leave */
-        if ((attempt > 0 && gen == failed_gen) || !ctok_p11_rv_is_disconnect(rv) ||
-            !ctok_p11_recover(pt, gen, rv, what))
+        if (attempt > 0 || !ctok_p11_rv_is_disconnect(rv) || !ctok_p11_recover(pt, gen, rv, step))
             break;
-        failed_gen = gen;
     }
-    if (rv != CKR_OK && rv != CKR_GENERAL_ERROR)
+    if (!key->tok->active)
+        CTOK_ERR(CTOK_R_NO_CODE,
+                 "token '%s', key '%s': the token was reconnected and must be "
+                 "activated again",
+                 key->tok->name, key->label);
+    else
         CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", key->tok->name, key->label,
-                 what, ctok_p11_rv_name(rv));
+                 step, ctok_p11_rv_name(rv));
     return 0;
 }
 

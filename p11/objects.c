@@ -281,16 +281,16 @@ int ctok_p11_objects_load(struct p11_tok *pt)
     return ok;
 }
 
-int ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
-                      const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h)
+CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                        const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h)
 {
     CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, id_len}};
     CK_ULONG got = 0;
     CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, t, 2));
 
     if (rv != CKR_OK)
-        return 0;
+        return rv;
     rv = P11_CALL(pt->m, C_FindObjects, (s, h, 1, &got));
     (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
-    return rv == CKR_OK && got == 1;
+    return rv != CKR_OK ? rv : got == 1 ? CKR_OK : CKR_KEY_HANDLE_INVALID;
 }

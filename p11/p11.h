@@ -124,8 +124,9 @@ int ctok_p11_objects_load(struct p11_tok *pt);
 void ctok_p11_objects_clear(struct p11_tok *pt);
 EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               CK_KEY_TYPE kt, const struct p11_obj *cert);
-int ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
-                      const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h);
+/* CKR_OK, CKR_KEY_HANDLE_INVALID when there is no such key, or the module's failure. */
+CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                        const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h);
 int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                       CK_ATTRIBUTE_TYPE type, uint8_t **val, CK_ULONG *len);
 

@@ -63,6 +63,7 @@ struct ctok_token {
     enum ctok_auth_kind auth_kind;
     char *auth_arg;   /* file path, variable name or stored blob */
     json_t *entry;    /* the config entry it was made from */
+    char label[64];   /* the token's own label (PKCS#11), for prompts */
     char *audit_file; /* "audit_file": JSON lines of what happened */
     int audit_use;    /* "audit_use": every private key use too */
 

@@ -250,7 +250,10 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
     if (ui != NULL && ui->get_code != NULL) {
         char info[200];
 
-        snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
+        if (tok->label[0] != '\0')
+            snprintf(info, sizeof(info), "%s (ctok token '%s')", tok->label, tok->name);
+        else
+            snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
         if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
             buf[*len] = '\0';
             *prompted = 1;
