@@ -478,6 +478,51 @@ static EVP_PKEY *p11_export_private(ctok_key *key)
     return NULL;
 }
 
+/* Runs fn on a pooled session inside a region: fn's CKR, or the session's failure. */
+static CK_RV with_session(struct p11_tok *pt,
+                          CK_RV (*fn)(struct p11_tok *, CK_SESSION_HANDLE, void *), void *arg)
+{
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (!ctok_p11_enter(pt->m))
+        return rv;
+    if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
+        rv = fn(pt, s, arg);
+        ctok_p11_session_put(pt, s, gen);
+    } else if (rv == CKR_OK) {
+        rv = CKR_GENERAL_ERROR;
+    }
+    ctok_p11_leave(pt->m);
+    return rv;
+}
+
+struct pins {
+    const char *a, *b; /* PUK and new PIN, or old and new PIN */
+    size_t a_len, b_len;
+    const char *how;
+};
+
+static CK_RV do_unlock(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
+{
+    struct pins *p = arg;
+    CK_RV rv = CKR_FUNCTION_NOT_SUPPORTED;
+
+    if (pt->m->unlock_pin != NULL)
+        rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)p->a, p->a_len,
+                                                             (CK_UTF8CHAR_PTR)p->b, p->b_len));
+    if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
+        p->how = "SO login and C_InitPIN";
+        rv = P11_CALL(pt->m, C_Login, (s, CKU_SO, (CK_UTF8CHAR_PTR)p->a, p->a_len));
+        if (rv == CKR_OK) {
+            rv = P11_CALL(pt->m, C_InitPIN, (s, (CK_UTF8CHAR_PTR)p->b, p->b_len));
+            (void)P11_CALL(pt->m, C_Logout, (s));
+        }
+    }
+    return rv;
+}
+
 /*
  * PIN unlock: the vendor extension C_UnlockPIN(session, puk, new PIN) where the library
  * has it (smart-card middleware), else the standard way: SO login with the PUK, C_InitPIN.
@@ -485,38 +530,37 @@ static EVP_PKEY *p11_export_private(ctok_key *key)
 static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len)
 {
-    struct p11_tok *pt = P11TOK(tok);
-    CK_SESSION_HANDLE s;
-    unsigned int gen;
-    CK_RV rv = CKR_FUNCTION_NOT_SUPPORTED;
-    const char *how = "C_UnlockPIN";
+    struct pins p = {puk, pin, puk_len, pin_len, "C_UnlockPIN"};
+    CK_RV rv = with_session(P11TOK(tok), do_unlock, &p);
 
-    if (!ctok_p11_enter(pt->m))
-        return 0;
-    if (!ctok_p11_session_get(pt, &s, &gen, &rv)) {
-        ctok_p11_leave(pt->m);
-        return 0;
-    }
-    rv = CKR_FUNCTION_NOT_SUPPORTED; /* until the extension says otherwise */
-    if (pt->m->unlock_pin != NULL)
-        rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)puk, puk_len,
-                                                             (CK_UTF8CHAR_PTR)pin, pin_len));
-    if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
-        how = "SO login and C_InitPIN";
-        rv = P11_CALL(pt->m, C_Login, (s, CKU_SO, (CK_UTF8CHAR_PTR)puk, puk_len));
-        if (rv == CKR_OK) {
-            rv = P11_CALL(pt->m, C_InitPIN, (s, (CK_UTF8CHAR_PTR)pin, pin_len));
-            (void)P11_CALL(pt->m, C_Logout, (s));
-        }
-    }
-    ctok_p11_session_put(pt, s, gen);
-    ctok_p11_leave(pt->m);
     if (rv != CKR_OK) {
         CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-                 "token '%s': PIN unlock (%s) failed: %s", tok->name, how, ctok_p11_rv_name(rv));
+                 "token '%s': PIN unlock (%s) failed: %s", tok->name, p.how, ctok_p11_rv_name(rv));
         return 0;
     }
-    CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, how);
+    CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, p.how);
+    return 1;
+}
+
+static CK_RV do_set_pin(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
+{
+    struct pins *p = arg;
+
+    return P11_CALL(pt->m, C_SetPIN,
+                    (s, (CK_UTF8CHAR_PTR)p->a, p->a_len, (CK_UTF8CHAR_PTR)p->b, p->b_len));
+}
+
+static int p11_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                           size_t len)
+{
+    struct pins p = {old, code, old_len, len, "C_SetPIN"};
+    CK_RV rv = with_session(P11TOK(tok), do_set_pin, &p);
+
+    if (rv != CKR_OK) {
+        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
+                 "token '%s': C_SetPIN failed: %s", tok->name, ctok_p11_rv_name(rv));
+        return 0;
+    }
     return 1;
 }
 
@@ -530,30 +574,6 @@ static int p11_match_uri(ctok_token *tok, void *uri)
          p11_kit_uri_match_module_info(uri, &pt->m->info);
     pthread_mutex_unlock(&pt->lock);
     return ok;
-}
-
-static int p11_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
-                           size_t len)
-{
-    struct p11_tok *pt = P11TOK(tok);
-    CK_SESSION_HANDLE s;
-    unsigned int gen;
-    CK_RV rv = CKR_GENERAL_ERROR;
-
-    if (!ctok_p11_enter(pt->m))
-        return 0;
-    if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
-        rv = P11_CALL(pt->m, C_SetPIN,
-                      (s, (CK_UTF8CHAR_PTR)old, old_len, (CK_UTF8CHAR_PTR)code, len));
-        ctok_p11_session_put(pt, s, gen);
-    }
-    ctok_p11_leave(pt->m);
-    if (rv != CKR_OK) {
-        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-                 "token '%s': C_SetPIN failed: %s", tok->name, ctok_p11_rv_name(rv));
-        return 0;
-    }
-    return 1;
 }
 
 const struct ctok_backend ctok_pkcs11_backend = {
