@@ -3,7 +3,7 @@ BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
            libcurl4-openssl-dev python3-pytest python3-cryptography clang-format \
-           softhsm2 opensc valgrind
+           softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin
 
 .PHONY: all deps build demo test bench install check-format format clean
 

@@ -86,6 +86,21 @@ static void p11_close(ctok_token *tok)
     tok->be_data = NULL;
 }
 
+int ctok_p11_enter_token(struct p11_tok *pt)
+{
+    char who[96];
+
+    if (ctok_p11_enter(pt->m))
+        return 1;
+    ctok_p11_whoami(who, sizeof(who));
+    CTOK_ERR(CTOK_R_BACKEND,
+             "token '%s': its PKCS#11 library %s cannot be used (%s; after a "
+             "fork, a server's worker initializes it again and must be able to read the "
+             "module's configuration and token storage)",
+             pt->tok->name, pt->library, who);
+    return 0;
+}
+
 /* Lock held. */
 int ctok_p11_find_slot(struct p11_tok *pt)
 {
@@ -102,14 +117,17 @@ int ctok_p11_find_slot(struct p11_tok *pt)
             break;
     }
     if (i == n) {
+        char who[96];
+
+        ctok_p11_whoami(who, sizeof(who));
         CTOK_ERR(CTOK_R_BACKEND,
-                 "token '%s': no token present in a slot with %s '%s' (library "
-                 "%s; see 'ctok slots --library %s')",
+                 "token '%s': no token present in a slot with %s '%s' (library %s; see 'ctok "
+                 "slots --library %s'; %s)",
                  pt->tok->name,
                  pt->ref_type == P11_REF_ID      ? "id"
                  : pt->ref_type == P11_REF_INDEX ? "index"
                                                  : "token label",
-                 pt->ref, pt->library, pt->library);
+                 pt->ref, pt->library, pt->library, who);
         free(slots);
         return 0;
     }
@@ -145,7 +163,7 @@ static int p11_open(ctok_token *tok)
     int ok;
 
     pt->m = ctok_p11_module_get(pt->library);
-    if (pt->m == NULL || !ctok_p11_enter(pt->m))
+    if (pt->m == NULL || !ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     ok = ctok_p11_find_slot(pt);
@@ -283,7 +301,7 @@ static int p11_login(ctok_token *tok, const char *code, size_t len)
     CK_RV rv;
     int r = -1;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return -1;
     if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
         r = login_with(pt, s, code, len);
@@ -340,7 +358,7 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 
     CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", pt->tok->name, what,
              ctok_p11_rv_name(rv), pt->library);
-    if (!ctok_p11_module_reinit(pt->m, gen) || !ctok_p11_enter(pt->m))
+    if (!ctok_p11_module_reinit(pt->m, gen) || !ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     ok = catch_up(pt);
@@ -354,7 +372,7 @@ static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     struct p11_tok *pt = P11TOK(tok);
     int ok = 1;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     if (!pt->objs_valid || pt->gen != pt->m->generation)
@@ -408,7 +426,7 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
     const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
     int ok = 0;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     if (!pt->objs_valid || pt->gen != pt->m->generation)
@@ -486,7 +504,7 @@ static CK_RV with_session(struct p11_tok *pt,
     unsigned int gen;
     CK_RV rv = CKR_GENERAL_ERROR;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return rv;
     if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
         rv = fn(pt, s, arg);
@@ -509,9 +527,12 @@ static CK_RV do_unlock(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
     struct pins *p = arg;
     CK_RV rv = CKR_FUNCTION_NOT_SUPPORTED;
 
-    if (pt->m->unlock_pin != NULL)
-        rv = ctok_p11_trace("C_UnlockPIN", pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)p->a, p->a_len,
-                                                             (CK_UTF8CHAR_PTR)p->b, p->b_len));
+    if (pt->m->unlock_pin != NULL) {
+        ERR_set_mark();
+        rv = pt->m->unlock_pin(s, (CK_UTF8CHAR_PTR)p->a, p->a_len, (CK_UTF8CHAR_PTR)p->b, p->b_len);
+        ERR_pop_to_mark();
+        rv = ctok_p11_trace("C_UnlockPIN", rv);
+    }
     if (rv == CKR_FUNCTION_NOT_SUPPORTED) {
         p->how = "SO login and C_InitPIN";
         rv = P11_CALL(pt->m, C_Login, (s, CKU_SO, (CK_UTF8CHAR_PTR)p->a, p->a_len));

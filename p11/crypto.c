@@ -91,7 +91,7 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
                      key->tok->name, key->label);
             return 0;
         }
-        if (!ctok_p11_enter(pt->m))
+        if (!ctok_p11_enter_token(pt))
             return 0;
         if (!ctok_p11_session_get(pt, &s, &gen, &rv)) {
             ctok_p11_leave(pt->m);

@@ -188,7 +188,7 @@ static int write_session(ctok_token *tok, CK_SESSION_HANDLE *s, unsigned int *ge
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
         return 0;
     }
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     if (!ctok_p11_session_get(pt, s, gen, &rv)) {
         ctok_p11_leave(pt->m);
@@ -217,7 +217,7 @@ static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias
 {
     int used = 0;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     refresh(pt);
@@ -342,7 +342,7 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
     CK_SESSION_HANDLE s;
     unsigned int gen;
 
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     refresh(pt);
@@ -387,7 +387,7 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
                  alias);
         return 0;
     }
-    if (!ctok_p11_enter(pt->m))
+    if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
     refresh(pt);

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include "p11.h"
@@ -147,6 +148,16 @@ CK_RV ctok_p11_trace(const char *fn, CK_RV rv)
     return rv;
 }
 
+void ctok_p11_whoami(char *out, size_t len)
+{
+    struct passwd pw, *r = NULL;
+    char buf[1024];
+
+    getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &r);
+    snprintf(out, len, "this process runs as uid %u (%s)", (unsigned)geteuid(),
+             r != NULL ? r->pw_name : "?");
+}
+
 static int load(struct p11_module *m)
 {
     ck3_get_interface_fn get_iface;
@@ -195,8 +206,13 @@ static int initialize(struct p11_module *m)
     args.flags = CKF_OS_LOCKING_OK;
     rv = P11_CALL(m, C_Initialize, (&args));
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-        CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s': C_Initialize failed: %s", m->path,
-                 ctok_p11_rv_name(rv));
+        char who[96];
+
+        ctok_p11_whoami(who, sizeof(who));
+        CTOK_ERR(CTOK_R_BACKEND,
+                 "PKCS#11 library '%s': C_Initialize failed: %s (%s: the "
+                 "module's configuration and token storage must be readable by it)",
+                 m->path, ctok_p11_rv_name(rv), who);
         return 0;
     }
     rv = P11_CALL(m, C_GetInfo, (&m->info));

@@ -31,7 +31,7 @@ int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
 
     *val = NULL;
     *len = 0;
-    if (pt->m->f->C_GetAttributeValue(s, h, &a, 1) != CKR_OK ||
+    if (P11_QUIET(pt->m, C_GetAttributeValue, (s, h, &a, 1)) != CKR_OK ||
         a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return 0;
     a.pValue = malloc(a.ulValueLen + 1);

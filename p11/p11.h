@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <p11-kit/pkcs11.h>
+#include <openssl/err.h>
 
 #include "../store/internal.h"
 
@@ -42,12 +43,35 @@ void ctok_p11_leave(struct p11_module *m);
 /* Finalizes and initializes again after a connection failure; outside any region. */
 int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation);
 const char *ctok_p11_rv_name(CK_RV rv);
+/* "this process runs as uid 33 (www-data)": most module failures in servers are file access. */
+void ctok_p11_whoami(char *out, size_t len);
 /* CKR codes after which EJBCA's Pkcs11Ng re-initializes the library. */
 int ctok_p11_rv_is_disconnect(CK_RV rv);
 
-/* Traced call: r = P11_CALL(m, C_Sign, (h, ...)); */
-#define P11_CALL(m, fn, args) ctok_p11_trace(#fn, (m)->f->fn args)
+/*
+ * Traced call: r = P11_CALL(m, C_Sign, (h, ...)). Modules built on OpenSSL (SoftHSM) leave
+ * errors of their own on the thread's queue (its C_Initialize looks for the rdrand engine);
+ * libssl takes any queued error for a failed handshake, so the queue is kept as it was:
+ * ctok reports failures by their CKR code.
+ */
+#define P11_CALL(m, fn, args)                                                                      \
+    ({                                                                                             \
+        CK_RV rv_;                                                                                 \
+        ERR_set_mark();                                                                            \
+        rv_ = (m)->f->fn args;                                                                     \
+        ERR_pop_to_mark();                                                                         \
+        ctok_p11_trace(#fn, rv_);                                                                  \
+    })
 CK_RV ctok_p11_trace(const char *fn, CK_RV rv);
+/* The same, untraced: for calls whose failure is an expected answer (attribute probes). */
+#define P11_QUIET(m, fn, args)                                                                     \
+    ({                                                                                             \
+        CK_RV rv_;                                                                                 \
+        ERR_set_mark();                                                                            \
+        rv_ = (m)->f->fn args;                                                                     \
+        ERR_pop_to_mark();                                                                         \
+        rv_;                                                                                       \
+    })
 
 /* ---- slots (slots.c) ---- */
 enum p11_ref_type { P11_REF_ID, P11_REF_INDEX, P11_REF_LABEL };
@@ -109,6 +133,8 @@ int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int 
 void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int gen);
 /* Drops the pool and login state: the module was re-initialized. Lock held. */
 void ctok_p11_session_reset(struct p11_tok *pt);
+/* ctok_p11_enter for a token's operation: a failure names the token and the process user. */
+int ctok_p11_enter_token(struct p11_tok *pt);
 /* Finds the slot by the configured reference; lock held. */
 int ctok_p11_find_slot(struct p11_tok *pt);
 /* Logs in with the token's known code; lock held. */

@@ -93,6 +93,36 @@ end:
     return ok;
 }
 
+/* Does the reference name a private key? (No login: that happens when it is used.) */
+static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
+{
+    char *uri = ctok_keyref_decode(der, len);
+    ctok_ctx *tokens = ctok_prov_tokens(c->pctx);
+    struct ctok_found *f = NULL;
+    struct ctok_uri u;
+    size_t n = 0;
+    int ok;
+
+    if (uri == NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block holds no key reference");
+        return 0;
+    }
+    ok = ctok_uri_parse(uri, &u);
+    OPENSSL_free(uri);
+    if (!ok)
+        return 0;
+    ok = tokens != NULL && ctok_find(tokens, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n);
+    if (ok && n == 0) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s%s",
+                 u.token != NULL ? "token '" : "any token", u.token != NULL ? u.token : "",
+                 u.token != NULL ? "'" : "", u.object != NULL ? " with that object label" : "");
+        ok = 0;
+    }
+    ctok_found_free(f, n);
+    ctok_uri_clear(&u);
+    return ok;
+}
+
 static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
                       void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
@@ -108,6 +138,17 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     if (in == NULL)
         return 0;
     if (read_block(in, &der, &len)) {
+        /*
+         * A reference to nothing fails here, with the URI's own error: past this step the
+         * file loader decodes by value, and OpenSSL 3.0 drops errors of that path.
+         */
+        if (!resolvable(c, der, (size_t)len)) {
+            OPENSSL_free(der);
+            BIO_free(in);
+            return 0;
+        }
+    }
+    if (der != NULL) {
         OSSL_PARAM p[4] = {
             OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, "ctok-uri", 0),
             OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t)len),
