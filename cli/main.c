@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 
@@ -234,6 +236,13 @@ int main(int argc, char **argv)
     struct cli c = {0};
     int rc;
 
+    /* the tool holds auth codes in memory: it never leaves a core dump */
+    {
+        struct rlimit no_core = {0, 0};
+
+        setrlimit(RLIMIT_CORE, &no_core);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     ctok_err_set_sink(cli_err_sink);
     if (getenv("CTOK_DEBUG") != NULL && strcmp(getenv("CTOK_DEBUG"), "0") != 0)
         ctok_debug_on = 1;
