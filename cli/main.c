@@ -217,13 +217,15 @@ static int parse_options(struct cli *c, int argc, char **argv)
         if (k < sizeof(valued) / sizeof(valued[0]))
             continue;
         if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
+            int n = (int)strcspn(a, "="); /* the value may be a secret: never repeated */
+
             if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0 ||
-                strncmp(a, "--auth-code", 11) == 0)
-                cli_usage("%s: auth codes are never taken from the command line; use "
+                strncmp(a, "--auth-code", 11) == 0 || strncmp(a, "--puk", 5) == 0)
+                cli_usage("%.*s: auth codes are never taken from the command line; use "
                           "--auth-file or --auth-env",
-                          a);
+                          n, a);
             else
-                cli_usage("unknown option %s", a);
+                cli_usage("unknown option %.*s", n, a);
             return 0;
         }
         c->argv[c->argc++] = argv[i];

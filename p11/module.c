@@ -237,7 +237,52 @@ static void rwlock_init(pthread_rwlock_t *rw)
     pthread_rwlockattr_destroy(&a);
 }
 
-struct p11_module *ctok_p11_module_get(const char *path)
+/*
+ * A library named without a path is a module registered with p11-kit (seed 000: "PKCS#11
+ * library configured as available"): <name>.module in p11-kit's module directories, whose
+ * "module:" line gives the library, relative to p11-kit's module path.
+ */
+static char *registered_module(const char *name)
+{
+    static const char *dirs[] = {"/etc/pkcs11/modules", "/usr/share/p11-kit/modules"};
+    char file[512], line[512], *path = NULL;
+
+    for (size_t i = 0; path == NULL && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        FILE *f;
+
+        snprintf(file, sizeof(file), "%s/%s.module", dirs[i], name);
+        if ((f = fopen(file, "r")) == NULL)
+            continue;
+        while (path == NULL && fgets(line, sizeof(line), f) != NULL) {
+            char *v = line;
+
+            if (strncmp(v, "module:", 7) != 0)
+                continue;
+            v += 7;
+            v += strspn(v, " \t");
+            v[strcspn(v, " \t\r\n")] = '\0';
+            if (*v == '/')
+                path = strdup(v);
+            else if (asprintf(&path, "%s/%s", CTOK_P11_MODULE_PATH, v) < 0)
+                path = NULL;
+        }
+        fclose(f);
+    }
+    return path;
+}
+
+static struct p11_module *module_get(const char *path);
+
+struct p11_module *ctok_p11_module_get(const char *library)
+{
+    char *resolved = strchr(library, '/') == NULL ? registered_module(library) : NULL;
+    struct p11_module *m = module_get(resolved != NULL ? resolved : library);
+
+    free(resolved);
+    return m;
+}
+
+static struct p11_module *module_get(const char *path)
 {
     struct p11_module *m = NULL;
 

@@ -376,6 +376,13 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, 
     if (json_object_size(copy) == 0) {
         json_array_remove(tokens, index); /* the edit deleted the token */
     } else {
+        const char *nn = json_string_value(json_object_get(copy, "name"));
+        json_t *other = nn != NULL ? entry_named(tokens, nn, NULL) : NULL;
+
+        if (other != NULL && other != entry) {
+            CTOK_ERR(CTOK_R_DUPLICATE, "%s: a token named '%s' exists already", path, nn);
+            goto end;
+        }
         /* the edited entry must still be a valid token before anything is written */
         if ((check = token_from_json(ctx, path, index, copy)) == NULL)
             goto end;

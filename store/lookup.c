@@ -130,7 +130,7 @@ static int has_match(const struct ctok_uri *u, const struct collect *all, unsign
 }
 
 /* Second phase of the search: log in where hidden objects may be what is asked for. */
-static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want,
+static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, int use_only,
                   const struct ctok_ui *ui, struct collect *all)
 {
     struct ctok_pin pin = {u->pin_value, u->pin_source};
@@ -142,7 +142,7 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want,
         ctok_token *t = ctx->tokens[i];
         unsigned int hidden;
 
-        if (!selected(u, t) || !ctok_token_permits(t, CTOK_PERM_VIEW) || t->active ||
+        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || t->active ||
             t->be->hidden == NULL)
             continue;
         hidden = t->be->hidden(t) & want;
@@ -189,7 +189,9 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
 
         if (!selected(u, t))
             continue;
-        if (!ctok_token_permits(t, CTOK_PERM_VIEW)) {
+        /* asking for a private key to use it is 'use' (checked when it is loaded);
+         * anything else lists the token's objects: 'view' */
+        if (!ctok_token_permits(t, CTOK_PERM_VIEW) && want != CTOK_OBJ_PRIVATE) {
             if (u->token != NULL || u->token_id != NULL) {
                 CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'view' is not permitted", t->name);
                 goto err;
@@ -200,7 +202,8 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
             goto err;
     }
     /* private keys are found through certificates: those must be visible too */
-    if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want, ui, &all))
+    if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
+                want == CTOK_OBJ_PRIVATE, ui, &all))
         goto err;
     res = calloc(all.n + 1, sizeof(*res));
     moved = calloc(all.n + 1, 1);

@@ -472,7 +472,11 @@ EVP_PKEY *ctok_key_pub(const ctok_key *key)
 int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                   uint8_t *sig, size_t *siglen)
 {
-    return key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
+    int ok = key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
+
+    if (key->tok->audit_use)
+        ctok_audit(key->tok, "key_use", key->label, ok, "sign");
+    return ok;
 }
 
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
