@@ -182,8 +182,11 @@ int cmd_token_list(struct cli *c)
             json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", ctok_token_name(tok), "id",
                       ctok_token_id(tok), "type", ctok_token_type(tok), "allow_export",
                       ctok_token_allow_export(tok), "explicit_ecc", ctok_token_explicit_ecc(tok));
-        if (json_object_get(o, "keystore") != NULL)
-            json_object_set(item, "keystore", json_object_get(o, "keystore"));
+        /* where the token is: its keystore, or its library and slot reference */
+        for (const char **f = (const char *[]){"keystore", "library", "ref_type", "ref", NULL};
+             *f != NULL; f++)
+            if (json_object_get(o, *f) != NULL)
+                json_object_set(item, *f, json_object_get(o, *f));
         json_array_append_new(list, item);
     }
     json_decref(root);
@@ -197,12 +200,23 @@ int cmd_token_list(struct cli *c)
         printf("%-20s %-8s %-36s %s\n", "NAME", "TYPE", "ID", "LOCATION");
     json_array_foreach(list, i, o)
     {
+        char where[600];
+        json_t *ref = json_object_get(o, "ref");
+        char *refs = ref != NULL ? json_dumps(ref, JSON_ENCODE_ANY) : NULL;
+
+        if (json_object_get(o, "keystore") != NULL)
+            snprintf(where, sizeof(where), "%s", json_string_value(json_object_get(o, "keystore")));
+        else
+            snprintf(where, sizeof(where), "%s, slot %s %s",
+                     json_string_value(json_object_get(o, "library")),
+                     json_string_value(json_object_get(o, "ref_type")) != NULL
+                         ? json_string_value(json_object_get(o, "ref_type"))
+                         : "label",
+                     refs != NULL ? refs : "?");
+        free(refs);
         printf("%-20s %-8s %-36s %s\n", json_string_value(json_object_get(o, "name")),
                json_string_value(json_object_get(o, "type")),
-               json_string_value(json_object_get(o, "id")),
-               json_string_value(json_object_get(o, "keystore")) != NULL
-                   ? json_string_value(json_object_get(o, "keystore"))
-                   : "");
+               json_string_value(json_object_get(o, "id")), where);
     }
     json_decref(list);
     return EXIT_OK;

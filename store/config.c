@@ -414,7 +414,8 @@ int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32])
         json_object_set_new(config, "master_key", json_string(def));
     }
     if (stat(path, &st) != 0 && errno == ENOENT) {
-        ok = RAND_priv_bytes(key, 32) == 1 && ctok_file_write_atomic(path, key, 32, 0600);
+        /* several tools may get here at once: one creates the key, all use that one */
+        ok = RAND_priv_bytes(key, 32) == 1 && ctok_file_create_exclusive(path, key, 32, 0600) >= 0;
         OPENSSL_cleanse(key, 32);
         if (!ok) {
             free(def);

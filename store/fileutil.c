@@ -173,3 +173,28 @@ void ctok_file_unlock(int fd)
     if (fd >= 0)
         close(fd);
 }
+
+int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len, int mode)
+{
+    char *tmp = NULL;
+    int fd, r = -1;
+
+    if (asprintf(&tmp, "%s.new.XXXXXX", path) < 0)
+        return -1;
+    fd = mkstemp(tmp);
+    if (fd >= 0 && fchmod(fd, (mode_t)mode) == 0 && write_all(fd, data, len) && fsync(fd) == 0) {
+        /* link() never replaces: of several creators one wins, the others read its file */
+        if (link(tmp, path) == 0)
+            r = 1;
+        else if (errno == EEXIST)
+            r = 0;
+    }
+    if (r < 0)
+        CTOK_ERR(CTOK_R_IO, "cannot create '%s': %s", path, strerror(errno));
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    free(tmp);
+    return r;
+}

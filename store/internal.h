@@ -128,6 +128,8 @@ int ctok_file_check(const char *path, int secret, const char *what);
 /* Writes data to path through a temp file, fsync and rename: never a torn file. */
 int ctok_file_write_atomic(const char *path, const uint8_t *data, size_t len, int mode);
 int ctok_file_read(const char *path, uint8_t **data, size_t *len);
+/* Creates path with data unless it exists: 1 created, 0 it existed, -1 error. */
+int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len, int mode);
 /* An exclusive advisory lock beside path (path.lock); returns the fd or -1. */
 int ctok_file_lock(const char *path);
 void ctok_file_unlock(int fd);
