@@ -178,6 +178,7 @@ static int p11_open(ctok_token *tok)
 void ctok_p11_session_reset(struct p11_tok *pt)
 {
     pt->n_idle = 0;
+    pt->n_copies = 0; /* they died with their sessions */
     pt->logged_in = 0;
     pt->have_slot = 0;
     pt->objs_valid = 0;
@@ -248,6 +249,15 @@ void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int 
     alive = gen == pt->m->generation; /* else the module was re-initialized: the handle died */
     if (alive)
         kept = pool_push(pt, s);
+    if (alive && !kept) {
+        /* the session's key copies die with it */
+        size_t k = 0;
+
+        for (size_t i = 0; i < pt->n_copies; i++)
+            if (pt->copies[i].s != s)
+                pt->copies[k++] = pt->copies[i];
+        pt->n_copies = k;
+    }
     pthread_mutex_unlock(&pt->lock);
     if (alive && !kept)
         (void)P11_CALL(pt->m, C_CloseSession, (s));
@@ -451,8 +461,11 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
                                         : NULL;
 
         pthread_mutex_init(&k->lock, NULL);
+        static unsigned long serials;
+
         k->h = CK_INVALID_HANDLE;
-        k->gen = 0; /* looked up, and copied into a session object, at first use */
+        k->gen = 0; /* looked up, and copied into session objects, at first use */
+        k->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
         k->kt = priv->kt;
         key->be_data = k;
         key->label = strdup(priv->label);
@@ -481,6 +494,16 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
 static void p11_key_free(ctok_key *key)
 {
     struct p11_key *k = key->be_data;
+    struct p11_tok *pt = P11TOK(key->tok);
+    size_t n = 0;
+
+    /* its session copies end with their sessions; the table forgets them now */
+    pthread_mutex_lock(&pt->lock);
+    for (size_t i = 0; i < pt->n_copies; i++)
+        if (pt->copies[i].key != k->serial)
+            pt->copies[n++] = pt->copies[i];
+    pt->n_copies = n;
+    pthread_mutex_unlock(&pt->lock);
 
     pthread_mutex_destroy(&k->lock);
     free(k);

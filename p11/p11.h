@@ -114,8 +114,14 @@ struct p11_tok {
     CK_SLOT_ID slot;
     CK_TOKEN_INFO tinfo;
     int logged_in;
-    CK_SESSION_HANDLE anchor; /* owns session copies of keys; never pooled */
-    unsigned int anchor_gen;
+    /* session copies of keys, one per (pooled session, key): modules sign fastest with a
+     * copy made in the signing session itself */
+    struct p11_copy {
+        CK_SESSION_HANDLE s;
+        unsigned long key;
+        CK_OBJECT_HANDLE h;
+    } copies[128];
+    size_t n_copies;
     CK_SESSION_HANDLE *idle; /* the session pool */
     size_t n_idle, cap_idle;
     struct p11_obj *objs; /* object cache, refreshed on login and writes */
@@ -170,9 +176,10 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert);
 
 /* The key handle data: the private key object, for one module generation. */
 struct p11_key {
-    CK_OBJECT_HANDLE h; /* the session copy, else the token object */
+    CK_OBJECT_HANDLE h; /* the token object */
     unsigned int gen;
-    int copy_refused; /* the module does not copy this key: sign with the token object */
+    unsigned long serial; /* names the key in the token's copy table */
+    int copy_refused;     /* the module does not copy this key: sign with the token object */
     CK_KEY_TYPE kt;
     pthread_mutex_t lock;
 };
