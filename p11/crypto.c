@@ -303,6 +303,51 @@ static CK_RV do_decrypt(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDL
     return rv;
 }
 
+/* All-ones when a == b, else zero; no branch on the data. */
+static unsigned int ct_eq(unsigned int a, unsigned int b)
+{
+    unsigned int x = a ^ b;
+
+    return 0u - (((x | (0u - x)) >> (sizeof(x) * 8 - 1)) ^ 1u);
+}
+
+/*
+ * TLS 1.2 RSA key exchange (RFC 5246 7.4.7.1): the block is decrypted raw (CKM_RSA_X_509)
+ * and checked here in constant time: a bad block yields a random premaster, never an error
+ * or a different timing, so the token's own padding check cannot become an oracle. The
+ * premaster is always 48 bytes, so every position in the block is known in advance.
+ */
+static int tls_premaster(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
+                         size_t inlen, uint8_t *out, size_t *outlen)
+{
+    uint8_t em[1024], rnd[48];
+    struct dec_op o = {{CKM_RSA_X_509, NULL, 0}, in, (CK_ULONG)inlen, em, sizeof(em)};
+    size_t k = (size_t)(EVP_PKEY_get_bits(key->pub) + 7) / 8;
+    unsigned int good;
+    int ok;
+
+    if (*outlen < 48 || k < 48 + 11 || k > sizeof(em) || RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return 0;
+    ERR_set_mark();
+    ok = run(key, "C_Decrypt", do_decrypt, &o);
+    ERR_pop_to_mark();
+    /* a failed raw decryption is as good as a bad block: the random premaster goes on */
+    good = ct_eq((unsigned int)ok, 1) & ct_eq((unsigned int)o.outlen, (unsigned int)k);
+    if (!ok || o.outlen != k)
+        memset(em, 0, sizeof(em));
+    good &= ct_eq(em[0], 0) & ct_eq(em[1], 2);
+    for (size_t i = 2; i < k - 49; i++)
+        good &= ~ct_eq(em[i], 0); /* PS: non-zero */
+    good &= ct_eq(em[k - 49], 0);
+    good &= ct_eq(em[k - 48], (p->tls_client_version >> 8) & 0xff) &
+            ct_eq(em[k - 47], p->tls_client_version & 0xff);
+    for (size_t i = 0; i < 48; i++)
+        out[i] = (uint8_t)((em[k - 48 + i] & good) | (rnd[i] & ~good));
+    *outlen = 48;
+    OPENSSL_cleanse(em, sizeof(em));
+    return 1;
+}
+
 int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen)
 {
@@ -333,24 +378,9 @@ int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
     } else if (p->pad == RSA_NO_PADDING) {
         o.mech.mechanism = CKM_RSA_X_509;
     }
+    if (p->pad == RSA_PKCS1_WITH_TLS_PADDING)
+        return tls_premaster(key, p, in, inlen, out, outlen);
     ok = run(key, "C_Decrypt", do_decrypt, &o);
-    if (p->pad == RSA_PKCS1_WITH_TLS_PADDING) {
-        /*
-         * TLS 1.2 RSA key exchange: a bad block gives a random premaster, never an error
-         * (Bleichenbacher). The token's own padding check is not constant-time here.
-         */
-        uint8_t rnd[48];
-        int good = ok && o.outlen == 48 && buf[0] == (p->tls_client_version >> 8) &&
-                   buf[1] == (p->tls_client_version & 0xff);
-
-        ERR_clear_error();
-        if (*outlen < 48 || RAND_bytes(rnd, sizeof(rnd)) != 1)
-            return 0;
-        memcpy(out, good ? buf : rnd, 48);
-        *outlen = 48;
-        OPENSSL_cleanse(buf, sizeof(buf));
-        return 1;
-    }
     if (ok && o.outlen <= *outlen) {
         memcpy(out, buf, o.outlen);
         *outlen = o.outlen;
