@@ -175,86 +175,12 @@ static EVP_PKEY *load_key(const char *uri, UI_METHOD *ui)
 
 /* ---- one signature ------------------------------------------------------------------- */
 
-/* Returns 1 and sets *siglen on success; 0 with the error queue set on failure. */
-static int sign_once(EVP_PKEY *pkey, enum alg alg, unsigned char *sig, size_t *siglen)
-{
-    int ok = 0;
-
-    *siglen = SIG_BUF;
-    if (alg == ALG_ED25519) {
-        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-
-        if (mctx != NULL && EVP_DigestSignInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
-            EVP_DigestSign(mctx, sig, siglen, tbs, sizeof(tbs)) == 1)
-            ok = 1;
-        EVP_MD_CTX_free(mctx);
-        return ok;
-    }
-
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-
-    if (ctx == NULL || EVP_PKEY_sign_init(ctx) != 1)
-        goto end;
-    if (alg == ALG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
-        goto end;
-    if (alg == ALG_RSA_PSS && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-                               EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
-        goto end;
-    if (EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0)
-        goto end;
-    if (EVP_PKEY_sign(ctx, sig, siglen, tbs, sizeof(tbs)) != 1)
-        goto end;
-    ok = 1;
-end:
-    EVP_PKEY_CTX_free(ctx);
-    return ok;
-}
-
-static int verify_once(EVP_PKEY *pkey, enum alg alg, const unsigned char *sig, size_t siglen)
-{
-    int ok = 0;
-
-    if (alg == ALG_ED25519) {
-        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-
-        if (mctx != NULL && EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
-            EVP_DigestVerify(mctx, sig, siglen, tbs, sizeof(tbs)) == 1)
-            ok = 1;
-        EVP_MD_CTX_free(mctx);
-        return ok;
-    }
-
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-
-    if (ctx == NULL || EVP_PKEY_verify_init(ctx) != 1)
-        goto end;
-    if (alg == ALG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
-        goto end;
-    if (alg == ALG_RSA_PSS && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-                               EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
-        goto end;
-    if (EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0)
-        goto end;
-    if (EVP_PKEY_verify(ctx, sig, siglen, tbs, sizeof(tbs)) != 1)
-        goto end;
-    ok = 1;
-end:
-    EVP_PKEY_CTX_free(ctx);
-    return ok;
-}
-
-/*
- * --reuse-ctx: one context per thread, initialized once, EVP_PKEY_sign per signature (valid
- * OpenSSL usage). It separates what a provider costs from what creating and initializing
- * an EVP_PKEY_CTX per signature costs the application.
- */
-static int reuse_ctx;
-
-static EVP_PKEY_CTX *prepared_ctx(EVP_PKEY *pkey, enum alg alg)
+/* A context for signing or verifying with alg's parameters; NULL with the error queue set. */
+static EVP_PKEY_CTX *prepared_ctx(EVP_PKEY *pkey, enum alg alg, int verify)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
 
-    if (ctx == NULL || EVP_PKEY_sign_init(ctx) != 1 ||
+    if (ctx == NULL || (verify ? EVP_PKEY_verify_init(ctx) : EVP_PKEY_sign_init(ctx)) != 1 ||
         (alg == ALG_RSA_PKCS1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0) ||
         (alg == ALG_RSA_PSS &&
          (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
@@ -266,6 +192,55 @@ static EVP_PKEY_CTX *prepared_ctx(EVP_PKEY *pkey, enum alg alg)
     return ctx;
 }
 
+/* Ed25519 signs the message itself, in one shot, with a digest-sign context. */
+static int eddsa(EVP_PKEY *pkey, int verify, unsigned char *sig, size_t *siglen)
+{
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    int ok =
+        mctx != NULL && (verify ? EVP_DigestVerifyInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
+                                      EVP_DigestVerify(mctx, sig, *siglen, tbs, sizeof(tbs)) == 1
+                                : EVP_DigestSignInit(mctx, NULL, NULL, NULL, pkey) == 1 &&
+                                      EVP_DigestSign(mctx, sig, siglen, tbs, sizeof(tbs)) == 1);
+
+    EVP_MD_CTX_free(mctx);
+    return ok;
+}
+
+/* Returns 1 and sets *siglen on success; 0 with the error queue set on failure. */
+static int sign_once(EVP_PKEY *pkey, enum alg alg, unsigned char *sig, size_t *siglen)
+{
+    EVP_PKEY_CTX *ctx;
+    int ok;
+
+    *siglen = SIG_BUF;
+    if (alg == ALG_ED25519)
+        return eddsa(pkey, 0, sig, siglen);
+    ctx = prepared_ctx(pkey, alg, 0);
+    ok = ctx != NULL && EVP_PKEY_sign(ctx, sig, siglen, tbs, sizeof(tbs)) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+static int verify_once(EVP_PKEY *pkey, enum alg alg, const unsigned char *sig, size_t siglen)
+{
+    EVP_PKEY_CTX *ctx;
+    int ok;
+
+    if (alg == ALG_ED25519)
+        return eddsa(pkey, 1, (unsigned char *)sig, &siglen);
+    ctx = prepared_ctx(pkey, alg, 1);
+    ok = ctx != NULL && EVP_PKEY_verify(ctx, sig, siglen, tbs, sizeof(tbs)) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    return ok;
+}
+
+/*
+ * --reuse-ctx: one context per thread, initialized once, EVP_PKEY_sign per signature (valid
+ * OpenSSL usage). It separates what a provider costs from what creating and initializing
+ * an EVP_PKEY_CTX per signature costs the application.
+ */
+static int reuse_ctx;
+
 /* ---- workers ------------------------------------------------------------------------- */
 
 static void *worker_main(void *arg)
@@ -275,7 +250,8 @@ static void *worker_main(void *arg)
     unsigned long n = 0;
     size_t siglen;
 
-    EVP_PKEY_CTX *ctx = reuse_ctx && w->alg != ALG_ED25519 ? prepared_ctx(w->pkey, w->alg) : NULL;
+    EVP_PKEY_CTX *ctx =
+        reuse_ctx && w->alg != ALG_ED25519 ? prepared_ctx(w->pkey, w->alg, 0) : NULL;
 
     pthread_barrier_wait(&start_line);
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {

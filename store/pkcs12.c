@@ -1,8 +1,7 @@
 /*
- * Soft PKCS#12 crypto tokens. Certificates and the attributes of key bags are read
- * without the auth code; login verifies the MAC and decrypts the keys. Writes rebuild
- * the keystore (existing shrouded key bags are kept as they are) and replace the file
- * atomically, under a lock, after re-reading it.
+ * Soft PKCS#12 crypto tokens, reading and using them. Certificates and the attributes of
+ * key bags are read without the auth code; login verifies the MAC; a key is decrypted when
+ * first used. Writing is in pkcs12_write.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -11,34 +10,9 @@
 #include <openssl/pkcs12.h>
 #include <openssl/rsa.h>
 
-#include "internal.h"
+#include "pkcs12.h"
 
-#define P12_ITER 2048
-
-struct p12_entry {
-    int is_key;
-    char *label;
-    uint8_t id[CTOK_MAX_ID];
-    size_t id_len;
-    PKCS12_SAFEBAG *bag;
-    X509 *cert;
-    EVP_PKEY *pub;  /* public-only */
-    EVP_PKEY *priv; /* after login */
-    enum ctok_key_type kt;
-};
-
-struct p12 {
-    char *path;
-    pthread_mutex_t lock;
-    PKCS12 *p12;
-    struct p12_entry *e;
-    size_t n, cap;
-    int encrypted_safes; /* certificates in encrypted safes: read at login */
-};
-
-#define P12(tok) ((struct p12 *)(tok)->be_data)
-
-static void entries_clear(struct p12 *ks)
+void p12_entries_clear(struct p12 *ks)
 {
     for (size_t i = 0; i < ks->n; i++) {
         free(ks->e[i].label);
@@ -81,7 +55,7 @@ static void p12_close(ctok_token *tok)
 
     if (ks == NULL)
         return;
-    entries_clear(ks);
+    p12_entries_clear(ks);
     pthread_mutex_destroy(&ks->lock);
     free(ks->path);
     free(ks);
@@ -89,7 +63,7 @@ static void p12_close(ctok_token *tok)
 }
 
 /* A public-only copy of a key, in the token context's library context. */
-static EVP_PKEY *public_of(ctok_token *tok, EVP_PKEY *k)
+EVP_PKEY *p12_public_of(ctok_token *tok, EVP_PKEY *k)
 {
     uint8_t *der = NULL;
     const uint8_t *p;
@@ -104,7 +78,7 @@ static EVP_PKEY *public_of(ctok_token *tok, EVP_PKEY *k)
     return pub;
 }
 
-static struct p12_entry *entry_add(struct p12 *ks)
+struct p12_entry *p12_entry_add(struct p12 *ks)
 {
     if (ks->n == ks->cap) {
         size_t cap = ks->cap ? 2 * ks->cap : 8;
@@ -138,7 +112,7 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
     if (nid != NID_keyBag && nid != NID_pkcs8ShroudedKeyBag &&
         !(nid == NID_certBag && PKCS12_SAFEBAG_get_bag_nid(bag) == NID_x509Certificate))
         return 1; /* CRLs, secrets: not ours to show, kept out of rewrites */
-    if ((e = entry_add(ks)) == NULL)
+    if ((e = p12_entry_add(ks)) == NULL)
         return 0;
     e->bag = ASN1_item_dup(ASN1_ITEM_rptr(PKCS12_SAFEBAG), (void *)bag);
     if (e->bag == NULL)
@@ -181,14 +155,14 @@ static int add_bags(ctok_token *tok, STACK_OF(PKCS12_SAFEBAG) * bags)
 }
 
 /* Reads the keystore: structure, certificates, key bag attributes. Lock held. */
-static int read_keystore(ctok_token *tok)
+int p12_read_keystore(ctok_token *tok)
 {
     struct p12 *ks = P12(tok);
     STACK_OF(PKCS7) *safes = NULL;
     BIO *in;
     int ok = 0;
 
-    entries_clear(ks);
+    p12_entries_clear(ks);
     in = BIO_new_file(ks->path, "rb");
     if (in == NULL) {
         CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': cannot read keystore '%s': %s", tok->name, ks->path,
@@ -234,7 +208,7 @@ static int p12_open(ctok_token *tok)
     int ok;
 
     pthread_mutex_lock(&ks->lock);
-    ok = read_keystore(tok);
+    ok = p12_read_keystore(tok);
     pthread_mutex_unlock(&ks->lock);
     return ok;
 }
@@ -249,7 +223,7 @@ static int verify_mac(PKCS12 *p12, const char *code, size_t len)
     return len == 0 && PKCS12_verify_mac(p12, NULL, 0);
 }
 
-static int decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size_t len)
+int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size_t len)
 {
     PKCS8_PRIV_KEY_INFO *p8 = NULL;
     const PKCS8_PRIV_KEY_INFO *p8c;
@@ -268,7 +242,7 @@ static int decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, s
         return 0;
     e->priv = EVP_PKCS82PKEY_ex(p8c, lc, pq);
     PKCS8_PRIV_KEY_INFO_free(p8);
-    if (e->priv == NULL || (e->pub = public_of(tok, e->priv)) == NULL) {
+    if (e->priv == NULL || (e->pub = p12_public_of(tok, e->priv)) == NULL) {
         CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': key '%s' cannot be decoded",
                  tok->name, P12(tok)->path, e->label);
         return -1;
@@ -308,7 +282,7 @@ static int decrypt_safes(ctok_token *tok, const char *code, size_t len)
  * one by one when used, so a one-shot signature pays for one key, not for all of them.
  * A keystore without a MAC is checked by decrypting its first protected part. Lock held.
  */
-static int login_locked(ctok_token *tok, const char *code, size_t len)
+int p12_login_locked(ctok_token *tok, const char *code, size_t len)
 {
     struct p12 *ks = P12(tok);
     int mac = verify_mac(ks->p12, code, len);
@@ -331,7 +305,7 @@ static int login_locked(ctok_token *tok, const char *code, size_t len)
     }
     for (size_t i = 0; i < ks->n; i++) {
         if (ks->e[i].is_key && ks->e[i].priv == NULL) {
-            int r = decrypt_key(tok, &ks->e[i], code, len);
+            int r = p12_decrypt_key(tok, &ks->e[i], code, len);
 
             if (r == 0)
                 CTOK_ERR(CTOK_R_WRONG_CODE,
@@ -345,7 +319,7 @@ static int login_locked(ctok_token *tok, const char *code, size_t len)
 }
 
 /* After login: everything readable, for listings. Lock held. */
-static void reveal_all(ctok_token *tok)
+void p12_reveal_all(ctok_token *tok)
 {
     struct p12 *ks = P12(tok);
 
@@ -355,7 +329,7 @@ static void reveal_all(ctok_token *tok)
         (void)decrypt_safes(tok, tok->code, tok->code_len);
     for (size_t i = 0; i < ks->n; i++)
         if (ks->e[i].is_key && ks->e[i].priv == NULL)
-            (void)decrypt_key(tok, &ks->e[i], tok->code, tok->code_len);
+            (void)p12_decrypt_key(tok, &ks->e[i], tok->code, tok->code_len);
 }
 
 static int p12_login(ctok_token *tok, const char *code, size_t len)
@@ -364,7 +338,7 @@ static int p12_login(ctok_token *tok, const char *code, size_t len)
     int r;
 
     pthread_mutex_lock(&ks->lock);
-    r = login_locked(tok, code, len);
+    r = p12_login_locked(tok, code, len);
     pthread_mutex_unlock(&ks->lock);
     return r;
 }
@@ -385,7 +359,7 @@ static int p12_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     int ok = 1;
 
     pthread_mutex_lock(&ks->lock);
-    reveal_all(tok);
+    p12_reveal_all(tok);
     for (int pass = 0; ok && pass < 2; pass++) {
         for (size_t i = 0; ok && i < ks->n; i++) {
             struct p12_entry *e = &ks->e[i];
@@ -461,7 +435,7 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
     pthread_mutex_lock(&ks->lock);
     e = find_key(ks, key->id, key->id_len);
     if (e != NULL && e->priv == NULL)
-        (void)decrypt_key(tok, e, tok->code, tok->code_len);
+        (void)p12_decrypt_key(tok, e, tok->code, tok->code_len);
     if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL &&
         EVP_PKEY_up_ref(e->priv)) {
         k->priv = e->priv;
@@ -632,309 +606,6 @@ static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *le
 static EVP_PKEY *p12_export_private(ctok_key *key)
 {
     return EVP_PKEY_up_ref(priv_of(key)) ? priv_of(key) : NULL;
-}
-
-/* ---- writes ---- */
-
-/* Serializes every entry: one unencrypted safe, keys stay shrouded; MAC over it. */
-static int write_keystore(ctok_token *tok)
-{
-    struct p12 *ks = P12(tok);
-    STACK_OF(PKCS12_SAFEBAG) *bags = sk_PKCS12_SAFEBAG_new_null();
-    STACK_OF(PKCS7) *safes = sk_PKCS7_new_null();
-    PKCS7 *p7 = NULL;
-    PKCS12 *p12 = NULL;
-    uint8_t *der = NULL;
-    int len, ok = 0;
-
-    if (bags == NULL || safes == NULL)
-        goto end;
-    for (size_t i = 0; i < ks->n; i++)
-        if (!sk_PKCS12_SAFEBAG_push(bags, ks->e[i].bag))
-            goto end;
-    if ((p7 = PKCS12_pack_p7data(bags)) == NULL || !sk_PKCS7_push(safes, p7))
-        goto end;
-    p7 = NULL;
-    p12 = PKCS12_add_safes_ex(safes, 0, tok->ctx->libctx, tok->ctx->propq);
-    if (p12 == NULL ||
-        !PKCS12_set_mac(p12, tok->code, (int)tok->code_len, NULL, 0, P12_ITER, EVP_sha256()) ||
-        (len = i2d_PKCS12(p12, &der)) <= 0)
-        goto end;
-    ok = ctok_file_write_atomic(ks->path, der, (size_t)len, 0600);
-end:
-    if (!ok)
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", tok->name, ks->path);
-    sk_PKCS12_SAFEBAG_free(bags); /* the entries keep their bags */
-    sk_PKCS7_pop_free(safes, PKCS7_free);
-    PKCS7_free(p7);
-    PKCS12_free(p12);
-    OPENSSL_free(der);
-    return ok;
-}
-
-/* Takes the keystore lock and re-reads the file, so no concurrent write is lost. */
-static int begin_write(ctok_token *tok, int *lockfd)
-{
-    struct p12 *ks = P12(tok);
-
-    if (!tok->active) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
-        return 0;
-    }
-    if ((*lockfd = ctok_file_lock(ks->path)) < 0)
-        return 0;
-    pthread_mutex_lock(&ks->lock);
-    if (read_keystore(tok) && login_locked(tok, tok->code, tok->code_len) > 0)
-        return 1;
-    pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(*lockfd);
-    return 0;
-}
-
-static int end_write(ctok_token *tok, int lockfd, int ok)
-{
-    struct p12 *ks = P12(tok);
-
-    ok = ok && write_keystore(tok);
-    pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(lockfd);
-    return ok;
-}
-
-static struct p12_entry *find_label(struct p12 *ks, int is_key, const char *label)
-{
-    for (size_t i = 0; i < ks->n; i++)
-        if (ks->e[i].is_key == is_key && strcmp(ks->e[i].label, label) == 0)
-            return &ks->e[i];
-    return NULL;
-}
-
-static EVP_PKEY *keygen(ctok_token *tok, const struct ctok_keyspec *spec)
-{
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(tok->ctx->libctx, ctok_key_type_name(spec->type),
-                                                 tok->ctx->propq);
-    EVP_PKEY *k = NULL;
-    OSSL_PARAM params[2];
-    size_t bits = (size_t)spec->bits;
-
-    params[0] =
-        spec->type == CTOK_KT_EC
-            ? OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)spec->group, 0)
-            : OSSL_PARAM_construct_size_t(OSSL_PKEY_PARAM_RSA_BITS, &bits);
-    params[1] = OSSL_PARAM_construct_end();
-    if (c == NULL || EVP_PKEY_keygen_init(c) <= 0 ||
-        (spec->type != CTOK_KT_ED25519 && !EVP_PKEY_CTX_set_params(c, params)) ||
-        EVP_PKEY_generate(c, &k) <= 0)
-        k = NULL;
-    EVP_PKEY_CTX_free(c);
-    return k;
-}
-
-static int set_attrs(PKCS12_SAFEBAG *bag, const char *alias, const uint8_t *id, size_t id_len)
-{
-    return PKCS12_add_friendlyname_utf8(bag, alias, -1) &&
-           PKCS12_add_localkeyid(bag, (uint8_t *)id, (int)id_len);
-}
-
-static int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
-{
-    struct p12 *ks = P12(tok);
-    STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
-    struct p12_entry *e;
-    EVP_PKEY *k;
-    int lockfd, ok = 0;
-
-    if ((k = keygen(tok, spec)) == NULL) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed", tok->name, alias);
-        return 0;
-    }
-    if (!begin_write(tok, &lockfd)) {
-        EVP_PKEY_free(k);
-        return 0;
-    }
-    if (find_label(ks, 1, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name, alias);
-        goto end;
-    }
-    if ((e = entry_add(ks)) == NULL)
-        goto end;
-    e->is_key = 1;
-    e->label = strdup(alias);
-    e->priv = k;
-    k = NULL;
-    e->kt = ctok_key_type_of(e->priv);
-    e->pub = public_of(tok, e->priv);
-    e->id_len = 20;
-    if (e->label == NULL || e->pub == NULL || !ctok_pub_id(e->pub, e->id))
-        goto end;
-    e->bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, tok->code,
-                               tok->ctx->libctx, tok->ctx->propq);
-    if (e->bag == NULL || !set_attrs(e->bag, alias, e->id, e->id_len))
-        goto end;
-    sk_PKCS12_SAFEBAG_zero(bags); /* the entry owns the bag */
-    ok = 1;
-end:
-    sk_PKCS12_SAFEBAG_free(bags);
-    EVP_PKEY_free(k);
-    return end_write(tok, lockfd, ok);
-}
-
-static void entry_remove(struct p12 *ks, size_t i)
-{
-    struct p12_entry *e = &ks->e[i];
-
-    free(e->label);
-    PKCS12_SAFEBAG_free(e->bag);
-    X509_free(e->cert);
-    EVP_PKEY_free(e->pub);
-    EVP_PKEY_free(e->priv);
-    memmove(e, e + 1, (ks->n - i - 1) * sizeof(*e));
-    ks->n--;
-}
-
-static int p12_remove(ctok_token *tok, const char *alias)
-{
-    struct p12 *ks = P12(tok);
-    struct p12_entry *k;
-    uint8_t id[CTOK_MAX_ID];
-    size_t id_len;
-    int lockfd;
-
-    if (!begin_write(tok, &lockfd))
-        return 0;
-    k = find_label(ks, 1, alias);
-    if (k == NULL) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
-        return end_write(tok, lockfd, 0);
-    }
-    id_len = k->id_len;
-    memcpy(id, k->id, id_len);
-    /* the key and the certificates that belong to it */
-    for (size_t i = ks->n; i-- > 0;)
-        if (ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0)
-            entry_remove(ks, i);
-    return end_write(tok, lockfd, 1);
-}
-
-static int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
-{
-    struct p12 *ks = P12(tok);
-    struct p12_entry *e;
-    EVP_PKEY *cpub = X509_get0_pubkey(cert);
-    int lockfd, ok = 0;
-
-    if (cpub == NULL) {
-        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': certificate '%s' has no usable public key",
-                 tok->name, alias);
-        return 0;
-    }
-    if (!begin_write(tok, &lockfd))
-        return 0;
-    reveal_all(tok);
-    if (find_label(ks, 0, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already", tok->name,
-                 alias);
-        goto end;
-    }
-    if ((e = entry_add(ks)) == NULL)
-        goto end;
-    e->label = strdup(alias);
-    e->cert = X509_dup(cert);
-    e->pub = X509_get_pubkey(cert);
-    e->kt = ctok_key_type_of(cpub);
-    /* the id of the key this certificate belongs to, else the key identifier */
-    for (size_t i = 0; i < ks->n - 1; i++)
-        if (ks->e[i].is_key && ks->e[i].pub != NULL && EVP_PKEY_eq(ks->e[i].pub, cpub) == 1) {
-            memcpy(e->id, ks->e[i].id, ks->e[i].id_len);
-            e->id_len = ks->e[i].id_len;
-            break;
-        }
-    if (e->id_len == 0) {
-        e->id_len = 20;
-        if (!ctok_pub_id(cpub, e->id))
-            goto end;
-    }
-    if (e->label == NULL || e->cert == NULL ||
-        (e->bag = PKCS12_SAFEBAG_create_cert(cert)) == NULL ||
-        !set_attrs(e->bag, alias, e->id, e->id_len))
-        goto end;
-    ok = 1;
-end:
-    return end_write(tok, lockfd, ok);
-}
-
-/* Re-protects every key bag and the MAC with a new code. */
-static int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
-                           size_t len)
-{
-    struct p12 *ks = P12(tok);
-    int lockfd, ok = 1;
-
-    (void)old;
-    (void)old_len;
-    if (!begin_write(tok, &lockfd))
-        return 0;
-    for (size_t i = 0; ok && i < ks->n; i++) {
-        struct p12_entry *e = &ks->e[i];
-        STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
-        PKCS12_SAFEBAG *bag;
-
-        if (!e->is_key)
-            continue;
-        if (e->priv == NULL && decrypt_key(tok, e, tok->code, tok->code_len) <= 0) {
-            ok = 0;
-            break;
-        }
-        bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, code,
-                                tok->ctx->libctx, tok->ctx->propq);
-        ok = bag != NULL && set_attrs(bag, e->label, e->id, e->id_len);
-        if (ok) {
-            PKCS12_SAFEBAG_free(e->bag);
-            e->bag = bag;
-            sk_PKCS12_SAFEBAG_zero(bags);
-        }
-        sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
-    }
-    if (ok) {
-        /* the MAC is written under the new code */
-        char *c = OPENSSL_malloc(len + 1);
-
-        ok = c != NULL;
-        if (ok) {
-            memcpy(c, code, len);
-            c[len] = '\0';
-            OPENSSL_clear_free(tok->code, tok->code_len + 1);
-            tok->code = c;
-            tok->code_len = len;
-        }
-    }
-    return end_write(tok, lockfd, ok);
-}
-
-/* A new, empty keystore protected by code (ctok token create). */
-int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
-{
-    struct p12 *ks = P12(tok);
-    int lockfd, ok;
-
-    if ((lockfd = ctok_file_lock(ks->path)) < 0)
-        return 0;
-    tok->code = OPENSSL_malloc(len + 1);
-    if (tok->code == NULL) {
-        ctok_file_unlock(lockfd);
-        return 0;
-    }
-    memcpy(tok->code, code, len);
-    tok->code[len] = '\0';
-    tok->code_len = len;
-    pthread_mutex_lock(&ks->lock);
-    entries_clear(ks);
-    ok = write_keystore(tok) && read_keystore(tok);
-    pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(lockfd);
-    tok->opened = ok;
-    tok->active = ok;
-    return ok;
 }
 
 const struct ctok_backend ctok_pkcs12_backend = {
