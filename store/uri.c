@@ -48,6 +48,22 @@ static char *pct_decode(const char *uri, const char *s, size_t len, size_t *outl
     return out;
 }
 
+/* Takes raw (freed here) as the URI's id. */
+static int set_id(const char *uri, struct ctok_uri *u, char *raw, size_t n)
+{
+    int ok = n <= CTOK_MAX_ID;
+
+    if (ok) {
+        memcpy(u->id, raw, n);
+        u->id_len = n;
+        u->has_id = 1;
+    } else {
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': id longer than %d bytes", uri, CTOK_MAX_ID);
+    }
+    free(raw);
+    return ok;
+}
+
 static int set_string(const char *uri, char **dst, const char *attr, const char *v, size_t vlen)
 {
     size_t n;
@@ -95,18 +111,7 @@ static int parse_attr(const char *uri, struct ctok_uri *u, const char *a, size_t
             return 0;
         }
         raw = pct_decode(uri, v, vlen, &n);
-        if (raw == NULL)
-            return 0;
-        if (n > CTOK_MAX_ID) {
-            free(raw);
-            CTOK_ERR(CTOK_R_BAD_URI, "'%s': id longer than %d bytes", uri, CTOK_MAX_ID);
-            return 0;
-        }
-        memcpy(u->id, raw, n);
-        u->id_len = n;
-        u->has_id = 1;
-        free(raw);
-        return 1;
+        return raw != NULL && set_id(uri, u, raw, n);
     }
     if (!query && IS("type")) {
         if (vlen == 4 && memcmp(v, "cert", 4) == 0)
@@ -167,17 +172,8 @@ static int parse_pkcs11(const char *uri, const char *shown, struct ctok_uri *u)
     {
         char *id = dup_attr(p, CKA_ID, &len);
 
-        if (id != NULL) {
-            if (len > CTOK_MAX_ID) {
-                free(id);
-                CTOK_ERR(CTOK_R_BAD_URI, "'%s': id longer than %d bytes", shown, CTOK_MAX_ID);
-                return 0;
-            }
-            memcpy(u->id, id, len);
-            u->id_len = len;
-            u->has_id = 1;
-            free(id);
-        }
+        if (id != NULL && !set_id(shown, u, id, len))
+            return 0;
     }
     cls = p11_kit_uri_get_attribute(p, CKA_CLASS);
     if (cls != NULL && cls->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
