@@ -100,20 +100,11 @@ int cmd_token_create(struct cli *c)
     return EXIT_OK;
 }
 
-int cmd_slots(struct cli *c)
+static void print_slots(json_t *list)
 {
-    json_t *list, *s;
+    json_t *s;
     size_t i;
 
-    if (c->library == NULL)
-        return cli_usage("slots needs --library LIB");
-    list = ctok_p11_slot_list(c->library);
-    if (list == NULL)
-        return cli_fail();
-    if (c->json) {
-        cli_print_json(list);
-        return EXIT_OK;
-    }
     printf("%-10s %-5s %-32s %-32s %-16s %s\n", "SLOT ID", "INDEX", "DESCRIPTION", "TOKEN LABEL",
            "SERIAL", "FLAGS");
     json_array_foreach(list, i, s)
@@ -134,6 +125,55 @@ int cmd_slots(struct cli *c)
                json_string_value(json_object_get(s, "token_label")),
                json_string_value(json_object_get(s, "serial")), flags);
     }
+}
+
+/* Without --library: every library registered with p11-kit, and its slots. */
+static int all_registered(struct cli *c)
+{
+    json_t *mods = ctok_p11_registered_modules(), *m;
+    size_t i;
+
+    json_array_foreach(mods, i, m)
+    {
+        json_t *slots = ctok_p11_slot_list(json_string_value(json_object_get(m, "path")));
+
+        /* a library that cannot be used is shown with its error, the others still listed */
+        json_object_set_new(m, "slots", slots != NULL ? slots : json_array());
+        if (slots == NULL)
+            json_object_set_new(m, "error", json_string("cannot be loaded or initialized"));
+    }
+    if (c->json) {
+        cli_print_json(mods);
+        return EXIT_OK;
+    }
+    if (json_array_size(mods) == 0)
+        printf("No PKCS#11 library is registered with p11-kit; give one with --library PATH\n");
+    json_array_foreach(mods, i, m)
+    {
+        printf("%s%s (%s)%s\n", i ? "\n" : "", json_string_value(json_object_get(m, "name")),
+               json_string_value(json_object_get(m, "path")),
+               json_object_get(m, "error") != NULL ? ": cannot be loaded or initialized" : "");
+        if (json_array_size(json_object_get(m, "slots")) > 0)
+            print_slots(json_object_get(m, "slots"));
+    }
+    json_decref(mods);
+    return EXIT_OK;
+}
+
+int cmd_slots(struct cli *c)
+{
+    json_t *list;
+
+    if (c->library == NULL)
+        return all_registered(c);
+    list = ctok_p11_slot_list(c->library);
+    if (list == NULL)
+        return cli_fail();
+    if (c->json) {
+        cli_print_json(list);
+        return EXIT_OK;
+    }
+    print_slots(list);
     json_decref(list);
     return EXIT_OK;
 }

@@ -52,7 +52,8 @@ static const char usage[] =
     "  token create --type pkcs12|pkcs11 --name NAME ...   add a token (new unique id)\n"
     "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
     "  token activate TOKEN [--remember] | deactivate TOKEN\n"
-    "  slots --library LIB                 the slots of a PKCS#11 library\n"
+    "  slots [--library LIB]               the slots of a PKCS#11 library, or of all\n"
+    "                                      registered with p11-kit\n"
     "  pin unlock TOKEN | pin change TOKEN\n"
     "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
     "Keys and certificates:\n"
@@ -125,8 +126,9 @@ static const struct {
      "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
      "for nginx,\n  Python ssl or any application that reads PEM keys."},
     {"slots", NULL, cmd_slots, 0,
-     "slots --library LIB [--json]\n  Every slot with a token: id, index, description, token "
-     "label, serial, flags."},
+     "slots [--library LIB] [--json]\n  Every slot with a token: id, index, description, token "
+     "label, serial, flags.\n  Without --library: every library registered with p11-kit "
+     "(its name works as --library)."},
     {"pin", "unlock", cmd_pin_unlock, 1,
      "pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file NEW | --auth-env NEW]\n"
      "  Sets a new PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN)."},

@@ -1,5 +1,6 @@
 /* PKCS#11 modules: loading, initialization, re-initialization after fork and failures. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,9 @@ static void rwlock_init(pthread_rwlock_t *rw)
     pthread_rwlockattr_destroy(&a);
 }
 
+/* where p11-kit's registered modules are described; /etc overrides /usr/share */
+static const char *module_dirs[] = {"/etc/pkcs11/modules", "/usr/share/p11-kit/modules"};
+
 /*
  * A library named without a path is a module registered with p11-kit (seed 000: "PKCS#11
  * library configured as available"): <name>.module in p11-kit's module directories, whose
@@ -244,13 +248,12 @@ static void rwlock_init(pthread_rwlock_t *rw)
  */
 static char *registered_module(const char *name)
 {
-    static const char *dirs[] = {"/etc/pkcs11/modules", "/usr/share/p11-kit/modules"};
     char file[512], line[512], *path = NULL;
 
-    for (size_t i = 0; path == NULL && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+    for (size_t i = 0; path == NULL && i < sizeof(module_dirs) / sizeof(module_dirs[0]); i++) {
         FILE *f;
 
-        snprintf(file, sizeof(file), "%s/%s.module", dirs[i], name);
+        snprintf(file, sizeof(file), "%s/%s.module", module_dirs[i], name);
         if ((f = fopen(file, "r")) == NULL)
             continue;
         while (path == NULL && fgets(line, sizeof(line), f) != NULL) {
@@ -272,6 +275,37 @@ static char *registered_module(const char *name)
 }
 
 static struct p11_module *module_get(const char *path);
+
+json_t *ctok_p11_registered_modules(void)
+{
+    json_t *list = json_array();
+
+    for (size_t i = 0; i < sizeof(module_dirs) / sizeof(module_dirs[0]); i++) {
+        DIR *d = opendir(module_dirs[i]);
+        struct dirent *e;
+
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            size_t n = strlen(e->d_name);
+            char name[256], *path;
+            size_t k;
+            json_t *m;
+
+            if (n <= 7 || n - 7 >= sizeof(name) || strcmp(e->d_name + n - 7, ".module") != 0)
+                continue;
+            snprintf(name, sizeof(name), "%.*s", (int)(n - 7), e->d_name);
+            json_array_foreach(list, k,
+                               m) if (strcmp(json_string_value(json_object_get(m, "name")), name) ==
+                                      0) break; /* /etc overrides /usr/share */
+            if (k < json_array_size(list) || (path = registered_module(name)) == NULL)
+                continue;
+            json_array_append_new(list, json_pack("{s:s, s:s}", "name", name, "path", path));
+            free(path);
+        }
+        if (d != NULL)
+            closedir(d);
+    }
+    return list;
+}
 
 struct p11_module *ctok_p11_module_get(const char *library)
 {

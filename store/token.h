@@ -135,6 +135,8 @@ int ctok_new_id(char out[37]);
 /* Every slot with a token of a PKCS#11 library, as JSON (id, index, description, token
  * label, manufacturer, model, serial, flags). */
 json_t *ctok_p11_slot_list(const char *library);
+/* The PKCS#11 libraries registered with p11-kit: [{"name", "path"}]. */
+json_t *ctok_p11_registered_modules(void);
 
 /* ---- tokens ---- */
 const char *ctok_token_name(const ctok_token *tok);
