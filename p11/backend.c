@@ -77,7 +77,6 @@ static void p11_close(ctok_token *tok)
      * when C_Finalize runs after their own library teardown (SoftHSM 2.6) */
     ctok_p11_objects_clear(pt);
     free(pt->idle);
-    free(pt->mechs);
     free(pt->library);
     free(pt->ref);
     free(pt->attributes);
@@ -141,22 +140,6 @@ int ctok_p11_find_slot(struct p11_tok *pt)
     return 1;
 }
 
-/* Probes the token's mechanisms once, not per signature. Lock held. */
-static void probe_mechanisms(struct p11_tok *pt)
-{
-    CK_ULONG n = 0;
-
-    free(pt->mechs);
-    pt->mechs = NULL;
-    pt->n_mechs = 0;
-    if (P11_CALL(pt->m, C_GetMechanismList, (pt->slot, NULL, &n)) != CKR_OK || n == 0)
-        return;
-    pt->mechs = calloc(n, sizeof(*pt->mechs));
-    if (pt->mechs != NULL &&
-        P11_CALL(pt->m, C_GetMechanismList, (pt->slot, pt->mechs, &n)) == CKR_OK)
-        pt->n_mechs = n;
-}
-
 static int p11_open(ctok_token *tok)
 {
     struct p11_tok *pt = P11TOK(tok);
@@ -167,8 +150,6 @@ static int p11_open(ctok_token *tok)
         return 0;
     pthread_mutex_lock(&pt->lock);
     ok = ctok_p11_find_slot(pt);
-    if (ok)
-        probe_mechanisms(pt);
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     return ok;
@@ -466,7 +447,6 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
         k->h = CK_INVALID_HANDLE;
         k->gen = 0; /* looked up, and copied into session objects, at first use */
         k->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
-        k->kt = priv->kt;
         key->be_data = k;
         key->label = strdup(priv->label);
         key->type = priv->kt == CKK_RSA  ? CTOK_KT_RSA

@@ -301,7 +301,7 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
         /* the id everyone else uses: SHA-1 of the public key (cert import matches on it) */
         CK_ATTRIBUTE a = {CKA_ID, id, sizeof(id)};
 
-        pk = ctok_p11_public_key(pt, s, hpub, kt, NULL);
+        pk = ctok_p11_public_key(pt, s, hpub, kt);
         if (pk != NULL && ctok_pub_id(pk, id) &&
             P11_CALL(pt->m, C_SetAttributeValue, (s, hpub, &a, 1)) == CKR_OK)
             (void)P11_CALL(pt->m, C_SetAttributeValue, (s, hpriv, &a, 1));

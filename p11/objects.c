@@ -96,7 +96,7 @@ static int ec_group(const uint8_t *v, CK_ULONG len, char *name, size_t namelen)
 }
 
 EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-                              CK_KEY_TYPE kt, const struct p11_obj *cert)
+                              CK_KEY_TYPE kt)
 {
     OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
     uint8_t *v1 = NULL, *v2 = NULL;
@@ -131,8 +131,6 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
             k = fromdata(pt, "EC", b);
         }
     }
-    if (k == NULL && cert != NULL && cert->pub != NULL && EVP_PKEY_up_ref(cert->pub))
-        k = cert->pub; /* an EC private key carries no point: its certificate does */
     ASN1_OCTET_STRING_free(os);
     BN_free(n);
     BN_free(e);
@@ -259,7 +257,7 @@ int ctok_p11_objects_load(struct p11_tok *pt)
                         : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
                                                       : CKK_EC_EDWARDS;
             } else {
-                o->pub = ctok_p11_public_key(pt, s, o->h, o->kt, NULL);
+                o->pub = ctok_p11_public_key(pt, s, o->h, o->kt);
             }
             pt->n_objs++;
         }
@@ -277,7 +275,6 @@ int ctok_p11_objects_load(struct p11_tok *pt)
                 k->pub = pt->objs[j].pub;
     }
     pt->objs_valid = ok;
-    pt->objs_logged_in = pt->logged_in;
     return ok;
 }
 

@@ -127,9 +127,6 @@ struct p11_tok {
     struct p11_obj *objs; /* object cache, refreshed on login and writes */
     size_t n_objs;
     int objs_valid;
-    int objs_logged_in; /* the cache was read after login */
-    CK_MECHANISM_TYPE *mechs;
-    CK_ULONG n_mechs;
 };
 
 #define P11TOK(t) ((struct p11_tok *)(t)->be_data)
@@ -155,7 +152,7 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 int ctok_p11_objects_load(struct p11_tok *pt);
 void ctok_p11_objects_clear(struct p11_tok *pt);
 EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
-                              CK_KEY_TYPE kt, const struct p11_obj *cert);
+                              CK_KEY_TYPE kt);
 /* CKR_OK, CKR_KEY_HANDLE_INVALID when there is no such key, or the module's failure. */
 CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                         const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h);
