@@ -8,21 +8,9 @@
 
 #include "cli.h"
 
-/* A token the caller may act on with this rule, or NULL with the reason raised. */
-static ctok_token *permitted(struct cli *c, const char *name, enum ctok_perm perm, const char *rule)
-{
-    ctok_token *tok = cli_token(c, name);
-
-    if (tok != NULL && !ctok_token_permits(tok, perm)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
-        return NULL;
-    }
-    return tok;
-}
-
 int cmd_token_show(struct cli *c)
 {
-    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
     json_t *j, *auth;
     const char *k;
     json_t *v;
@@ -61,18 +49,9 @@ struct modify {
     const char *op;
 };
 
-static char *abs_path(const char *p)
-{
-    char cwd[4096], *out;
-
-    if (p[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
-        return strdup(p);
-    return asprintf(&out, "%s/%s", cwd, p) < 0 ? NULL : out;
-}
-
 static void set_path(json_t *e, const char *key, const char *path)
 {
-    char *a = abs_path(path);
+    char *a = cli_absolute(path);
 
     json_object_set_new(e, key, json_string(a != NULL ? a : path));
     free(a);
@@ -119,7 +98,7 @@ static int edit_modify(json_t *config, json_t *e, void *arg)
     SET(c->auth_prompt, json_object_set_new(e, "auth", json_pack("{s:b}", "prompt", 1)))
     SET(c->auth_env != NULL, json_object_set_new(e, "auth", json_pack("{s:s}", "env", c->auth_env)))
     if (c->auth_file != NULL) {
-        char *a = abs_path(c->auth_file);
+        char *a = cli_absolute(c->auth_file);
 
         json_object_set_new(e, "auth", json_pack("{s:s}", "file", a != NULL ? a : c->auth_file));
         free(a);
@@ -136,7 +115,7 @@ int cmd_token_modify(struct cli *c)
 {
     struct modify m = {c, "modify"};
 
-    if (permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify") == NULL ||
+    if (cli_permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify") == NULL ||
         !ctok_config_edit(c->ctx, c->argv[0], edit_modify, &m))
         return cli_fail();
     printf("Token '%s' modified\n", c->argv[0]);
@@ -153,7 +132,7 @@ static int edit_delete(json_t *config, json_t *e, void *arg)
 
 int cmd_token_delete(struct cli *c)
 {
-    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_DELETE, "delete");
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_DELETE, "delete");
 
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_delete, NULL))
         return cli_fail();
@@ -189,7 +168,7 @@ static int edit_remember(json_t *config, json_t *e, void *arg)
 
 int cmd_token_activate(struct cli *c)
 {
-    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activate");
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activate");
     char code[CTOK_MAX_CODE + 1], what[128];
     size_t len = 0;
     int ok;
@@ -228,7 +207,7 @@ static int edit_forget(json_t *config, json_t *e, void *arg)
 
 int cmd_token_deactivate(struct cli *c)
 {
-    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_DEACTIVATE, "deactivate");
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_DEACTIVATE, "deactivate");
 
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_forget, NULL))
         return cli_fail();
@@ -241,7 +220,7 @@ int cmd_token_deactivate(struct cli *c)
 
 int cmd_pin_change(struct cli *c)
 {
-    ctok_token *tok = permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify");
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify");
     char old[CTOK_MAX_CODE + 1], code[CTOK_MAX_CODE + 1], what[128];
     size_t old_len = 0, len = 0;
     struct cli nc = *c;

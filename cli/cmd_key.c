@@ -14,15 +14,9 @@
 static ctok_token *active_token(struct cli *c, const char *name, enum ctok_perm perm,
                                 const char *rule)
 {
-    ctok_token *tok = cli_token(c, name);
+    ctok_token *tok = cli_permitted(c, name, perm, rule);
 
-    if (tok == NULL)
-        return NULL;
-    if (!ctok_token_permits(tok, perm)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
-        return NULL;
-    }
-    return cli_login(c, tok) ? tok : NULL;
+    return tok != NULL && cli_login(c, tok) ? tok : NULL;
 }
 
 static void describe(EVP_PKEY *pub, enum ctok_key_type t, char *out, size_t outlen, int *bits,
@@ -374,17 +368,6 @@ int cmd_ref(struct cli *c)
     return ok ? EXIT_OK : cli_fail();
 }
 
-static ctok_token *viewable(struct cli *c, const char *name)
-{
-    ctok_token *tok = cli_token(c, name);
-
-    if (tok != NULL && !ctok_token_permits(tok, CTOK_PERM_VIEW)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'view' is not permitted", name);
-        return NULL;
-    }
-    return tok;
-}
-
 static void asn1_time(const ASN1_TIME *t, char *out, size_t len)
 {
     struct tm tm;
@@ -398,7 +381,7 @@ static void asn1_time(const ASN1_TIME *t, char *out, size_t len)
 /* Certificates are public: listing them needs no auth code (certificate-first). */
 int cmd_cert_list(struct cli *c)
 {
-    ctok_token *tok = viewable(c, c->argv[0]);
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
     struct ctok_uri u = {0};
     struct ctok_found *f = NULL;
     size_t n = 0;
@@ -452,7 +435,7 @@ int cmd_cert_list(struct cli *c)
 
 int cmd_cert_export(struct cli *c)
 {
-    ctok_token *tok = viewable(c, c->argv[0]);
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
     struct ctok_uri u = {0};
     struct ctok_found *f = NULL;
     size_t n = 0, i;

@@ -9,18 +9,6 @@
 
 #include "cli.h"
 
-/* An absolute path for the config: the tool may run from anywhere. */
-static char *absolute(const char *p)
-{
-    char cwd[PATH_MAX], *out;
-
-    if (p[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
-        return strdup(p);
-    if (asprintf(&out, "%s/%s", cwd, p) < 0)
-        return NULL;
-    return out;
-}
-
 /* The type-specific fields of a new token's config entry. */
 static json_t *type_fields(struct cli *c)
 {
@@ -32,7 +20,7 @@ static json_t *type_fields(struct cli *c)
             cli_usage("a pkcs12 token needs --keystore FILE");
             return NULL;
         }
-        ks = absolute(c->keystore);
+        ks = cli_absolute(c->keystore);
         o = json_pack("{s:s}", "keystore", ks != NULL ? ks : "");
         free(ks);
         return o;
@@ -47,7 +35,7 @@ static json_t *type_fields(struct cli *c)
         o = json_pack("{s:s, s:s, s:s}", "library", c->library, "ref_type",
                       c->ref_type != NULL ? c->ref_type : "label", "ref", c->ref);
         if (c->attributes != NULL) {
-            char *a = absolute(c->attributes);
+            char *a = cli_absolute(c->attributes);
 
             json_object_set_new(o, "attributes", json_string(a));
             free(a);
@@ -77,7 +65,7 @@ int cmd_token_create(struct cli *c)
         return cli_fail();
     }
     if (c->auth_file != NULL)
-        af = absolute(c->auth_file);
+        af = cli_absolute(c->auth_file);
     e = json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type);
     json_object_update(e, fields);
     json_decref(fields);

@@ -1,5 +1,7 @@
+#define _GNU_SOURCE
 /* Shared pieces of the tool: tokens by name, auth codes from files, env or the terminal. */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,29 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+
+/* An absolute path for the config: the tool may run from anywhere. */
+char *cli_absolute(const char *p)
+{
+    char cwd[PATH_MAX], *out;
+
+    if (p[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+        return strdup(p);
+    if (asprintf(&out, "%s/%s", cwd, p) < 0)
+        return NULL;
+    return out;
+}
+
+ctok_token *cli_permitted(struct cli *c, const char *name, enum ctok_perm perm, const char *rule)
+{
+    ctok_token *tok = cli_token(c, name);
+
+    if (tok != NULL && !ctok_token_permits(tok, perm)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
+        return NULL;
+    }
+    return tok;
+}
 
 ctok_token *cli_token(struct cli *c, const char *name)
 {
