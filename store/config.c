@@ -163,6 +163,18 @@ err:
     return NULL;
 }
 
+/* Without "master_key", stored codes use master.key beside the config file. */
+static char *default_master_key(const char *config_path)
+{
+    const char *slash = strrchr(config_path, '/');
+    char *path;
+
+    if (asprintf(&path, "%.*smaster.key", slash != NULL ? (int)(slash - config_path + 1) : 0,
+                 config_path) < 0)
+        return NULL;
+    return path;
+}
+
 int ctok_config_load(ctok_ctx *ctx)
 {
     const char *path = ctx->config_path;
@@ -188,8 +200,9 @@ int ctok_config_load(ctok_ctx *ctx)
         CTOK_ERR(CTOK_R_CONFIG, "%s: \"tokens\" must be a list", path);
         goto end;
     }
-    if (str_field(root, "master_key") != NULL &&
-        (ctx->master_key = strdup(str_field(root, "master_key"))) == NULL)
+    ctx->master_key = str_field(root, "master_key") != NULL ? strdup(str_field(root, "master_key"))
+                                                            : default_master_key(path);
+    if (ctx->master_key == NULL)
         goto end;
     ctx->tokens = calloc(json_array_size(tokens) + 1, sizeof(*ctx->tokens));
     if (ctx->tokens == NULL)
@@ -405,10 +418,7 @@ int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32])
     int ok;
 
     if (path == NULL) {
-        const char *slash = strrchr(ctx->config_path, '/');
-
-        if (asprintf(&def, "%.*smaster.key",
-                     slash != NULL ? (int)(slash - ctx->config_path + 1) : 0, ctx->config_path) < 0)
+        if ((def = default_master_key(ctx->config_path)) == NULL)
             return 0;
         path = def;
         json_object_set_new(config, "master_key", json_string(def));

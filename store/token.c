@@ -65,18 +65,9 @@ int ctok_ctx_load(ctok_ctx *ctx)
     int ok;
 
     pthread_mutex_lock(&ctx->lock);
-    if (ctx->loaded == 0) {
+    if (ctx->loaded == 0)
         ctx->loaded = ctok_config_load(ctx) ? 1 : -1;
-        if (ctx->loaded > 0 && ctx->master_key == NULL) {
-            /* stored codes without "master_key": the master key beside the config */
-            const char *slash = strrchr(ctx->config_path, '/');
-            int dl = slash != NULL ? (int)(slash - ctx->config_path + 1) : 0;
-
-            ctx->master_key = malloc((size_t)dl + sizeof("master.key"));
-            if (ctx->master_key != NULL)
-                sprintf(ctx->master_key, "%.*smaster.key", dl, ctx->config_path);
-        }
-    } else if (ctx->loaded < 0)
+    else if (ctx->loaded < 0)
         CTOK_ERR(CTOK_R_CONFIG, "%s: configuration could not be loaded (see the first error)",
                  ctx->config_path);
     ok = ctx->loaded > 0;
