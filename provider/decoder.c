@@ -93,34 +93,50 @@ end:
     return ok;
 }
 
-/* Does the reference name a private key? (No login: that happens when it is used.) */
+/*
+ * The private keys a key reference names: 1 with at least one in *f (free it and u), else 0
+ * with the URI's own error raised. No login: that happens when the key is used.
+ */
+static int find_ref(struct decctx *c, char *uri, struct ctok_uri *u, struct ctok_found **f,
+                    size_t *n)
+{
+    ctok_ctx *tokens = ctok_prov_tokens(c->pctx);
+    int ok = ctok_uri_parse(uri, u);
+
+    OPENSSL_free(uri);
+    if (!ok)
+        return 0;
+    ok = tokens != NULL && ctok_find(tokens, u, CTOK_OBJ_PRIVATE, NULL, f, n);
+    if (ok && *n == 0) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s%s",
+                 u->token != NULL ? "token '" : "any token", u->token != NULL ? u->token : "",
+                 u->token != NULL ? "'" : "", u->object != NULL ? " with that object label" : "");
+        ok = 0;
+    }
+    if (!ok) {
+        ctok_found_free(*f, *n);
+        ctok_uri_clear(u);
+    }
+    return ok;
+}
+
+/* Does the reference name a private key? */
 static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
 {
     char *uri = ctok_keyref_decode(der, len);
-    ctok_ctx *tokens = ctok_prov_tokens(c->pctx);
     struct ctok_found *f = NULL;
     struct ctok_uri u;
     size_t n = 0;
-    int ok;
 
     if (uri == NULL) {
         CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block holds no key reference");
         return 0;
     }
-    ok = ctok_uri_parse(uri, &u);
-    OPENSSL_free(uri);
-    if (!ok)
+    if (!find_ref(c, uri, &u, &f, &n))
         return 0;
-    ok = tokens != NULL && ctok_find(tokens, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n);
-    if (ok && n == 0) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s%s",
-                 u.token != NULL ? "token '" : "any token", u.token != NULL ? u.token : "",
-                 u.token != NULL ? "'" : "", u.object != NULL ? " with that object label" : "");
-        ok = 0;
-    }
     ctok_found_free(f, n);
     ctok_uri_clear(&u);
-    return ok;
+    return 1;
 }
 
 static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
@@ -174,25 +190,13 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_
     struct ctok_found *f = NULL;
     size_t n = 0;
     char *uri;
-    ctok_ctx *tokens;
 
     BIO_free(in);
     if (len <= 0 || (uri = ctok_keyref_decode(buf, (size_t)len)) == NULL)
         return 1; /* not a key reference: another decoder's business */
-    if (!ctok_uri_parse(uri, &u)) {
-        OPENSSL_free(uri);
+    if (!find_ref(c, uri, &u, &f, &n))
         return 0;
-    }
-    OPENSSL_free(uri);
-    tokens = ctok_prov_tokens(c->pctx);
-    if (tokens == NULL || !ctok_find(tokens, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n)) {
-        ok = 0;
-    } else if (n == 0) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s",
-                 u.token != NULL ? "token '" : "any token", u.token != NULL ? u.token : "",
-                 u.token != NULL ? "'" : "");
-        ok = 0;
-    } else if (f[0].key_type == c->type || f[0].key_type == CTOK_KT_NONE) {
+    if (f[0].key_type == c->type || f[0].key_type == CTOK_KT_NONE) {
         struct ctok_pkey *k = ctok_prov_private_key(c->pctx, &u, &f[0], pw_cb, pw_cbarg);
 
         /* the key's real type is known once it is loaded: other instances take the others */
