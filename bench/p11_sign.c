@@ -27,6 +27,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "timed_run.h"
+
 #define MAX_THREADS 256
 #define SIG_BUF 1024
 #define DIGEST_LEN 32
@@ -57,13 +59,8 @@ static const unsigned char sha256_prefix[19] = {
 };
 
 struct worker {
-    pthread_t tid;
     int index;
     CK_OBJECT_HANDLE key; /* the token object or the shared copy; replaced by the own copy */
-    unsigned long count;
-    int failed;
-    /* keep each worker's hot fields on its own cache line */
-    char pad[64];
 };
 
 static CK_FUNCTION_LIST_PTR p11;
@@ -75,10 +72,6 @@ static unsigned char tbs[sizeof(sha256_prefix) + DIGEST_LEN];
 static CK_ULONG tbs_len;
 static CK_RSA_PKCS_PSS_PARAMS pss_params = {CKM_SHA256, CKG_MGF1_SHA256, DIGEST_LEN};
 static CK_MECHANISM mechanism;
-
-static pthread_barrier_t ready_line, start_line;
-static atomic_int stop;
-static atomic_int any_failure;
 
 static void usage(FILE *f)
 {
@@ -141,14 +134,6 @@ static void die_rv(const char *what, CK_RV rv)
             (unsigned long)rv);
     fflush(NULL);
     _exit(1); /* no exit handlers: see the end of main */
-}
-
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static char *read_pin(const char *spec)
@@ -297,12 +282,10 @@ static void fail(struct worker *w, const char *what, CK_RV rv)
 {
     fprintf(stderr, "ctok-bench-p11: thread %d: %s failed: %s (0x%lx)\n", w->index, what,
             rv_name(rv), (unsigned long)rv);
-    w->failed = 1;
-    atomic_store(&any_failure, 1);
-    atomic_store(&stop, 1);
+    bench_fail();
 }
 
-static void *worker_main(void *arg)
+static unsigned long sign_worker(void *arg)
 {
     struct worker *w = arg;
     unsigned char sig[SIG_BUF];
@@ -329,9 +312,8 @@ static void *worker_main(void *arg)
                 fail(w, "C_Verify of the first signature", rv);
         }
     }
-    pthread_barrier_wait(&ready_line);
-    pthread_barrier_wait(&start_line);
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    bench_ready();
+    while (bench_running()) {
         rv = sign_once(s, w->key, sig, &siglen);
         if (rv != CKR_OK) {
             fprintf(stderr, "ctok-bench-p11: signature %lu:\n", n + 1);
@@ -340,10 +322,9 @@ static void *worker_main(void *arg)
         }
         n++;
     }
-    w->count = n;
     /* The session (and the session copy with it) stays open until the process ends, so
      * that closing one thread's session cannot disturb the others while they still run. */
-    return NULL;
+    return n;
 }
 
 /* ---- main ---------------------------------------------------------------------------- */
@@ -361,9 +342,8 @@ int main(int argc, char **argv)
     CK_KEY_TYPE kt = 0;
     CK_ATTRIBUTE kt_attr = {CKA_KEY_TYPE, &kt, sizeof(kt)};
     struct worker *workers;
-    unsigned long total = 0;
-    double t0, t1, c0, c1;
-    struct timespec slice;
+    void **args;
+    int rc;
     CK_RV rv;
 
     for (i = 1; i < argc; i++) {
@@ -488,51 +468,22 @@ int main(int argc, char **argv)
     if (copy_mode == COPY_SHARED)
         key = session_copy(main_s, key);
 
-    if (pthread_barrier_init(&ready_line, NULL, (unsigned)nthreads + 1) != 0 ||
-        pthread_barrier_init(&start_line, NULL, (unsigned)nthreads + 1) != 0) {
-        perror("pthread_barrier_init");
-        return 1;
-    }
     workers = calloc((size_t)nthreads, sizeof(*workers));
-    if (workers == NULL) {
+    args = calloc((size_t)nthreads, sizeof(*args));
+    if (workers == NULL || args == NULL) {
         perror("calloc");
         return 1;
     }
     for (i = 0; i < nthreads; i++) {
         workers[i].index = i;
         workers[i].key = key;
-        if (pthread_create(&workers[i].tid, NULL, worker_main, &workers[i]) != 0) {
-            perror("pthread_create");
-            return 1;
-        }
+        args[i] = &workers[i];
     }
-
-    /* every thread has its session, its copy and a verified signature: start the clock */
-    pthread_barrier_wait(&ready_line);
-    pthread_barrier_wait(&start_line);
-    t0 = clock_s(CLOCK_MONOTONIC);
-    c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-    slice.tv_sec = (time_t)seconds;
-    slice.tv_nsec = (long)((seconds - (double)slice.tv_sec) * 1e9);
-    while (!atomic_load(&stop) && nanosleep(&slice, &slice) != 0 && errno == EINTR)
-        ;
-    atomic_store(&stop, 1);
-    for (i = 0; i < nthreads; i++)
-        pthread_join(workers[i].tid, NULL);
-    t1 = clock_s(CLOCK_MONOTONIC);
-    c1 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-
-    if (atomic_load(&any_failure)) {
-        fprintf(stderr, "ctok-bench-p11: a signature failed\n");
-        fflush(NULL);
-        _exit(1);
-    }
-    for (i = 0; i < nthreads; i++)
-        total += workers[i].count;
-    printf("ops_per_sec=%.1f threads=%d sigs=%lu cpu_s=%.3f\n", (double)total / (t1 - t0), nthreads,
-           total, c1 - c0);
+    /* each thread opens its session, makes its copy and checks a first signature before
+     * the clock starts */
+    rc = bench_run("ctok-bench-p11", nthreads, seconds, sign_worker, args);
     fflush(NULL);
     /* No C_Finalize, and no exit handlers: SoftHSM 2.6 can crash in its static destructors
      * at exit (after OpenSSL's own atexit cleanup). The sessions end with the process. */
-    _exit(0);
+    _exit(rc);
 }

@@ -27,6 +27,8 @@
 #include <openssl/store.h>
 #include <openssl/ui.h>
 
+#include "timed_run.h"
+
 #define MAX_PROVIDERS 16
 #define MAX_THREADS 256
 #define SIG_BUF 1024
@@ -45,18 +47,9 @@ static const struct {
 };
 
 struct worker {
-    pthread_t tid;
     EVP_PKEY *pkey;
     enum alg alg;
-    unsigned long count;
-    int failed;
-    /* keep each worker's hot fields on its own cache line */
-    char pad[64];
 };
-
-static pthread_barrier_t start_line;
-static atomic_int stop;
-static atomic_int any_failure;
 
 /* The digest that is signed: any 32 bytes will do, it is a SHA-256 sized input. */
 static const unsigned char tbs[TBS_LEN] = {
@@ -78,14 +71,6 @@ static void die_ssl(const char *what)
     fprintf(stderr, "ctok-bench-sign: %s failed\n", what);
     ERR_print_errors_fp(stderr);
     exit(1);
-}
-
-static double clock_s(clockid_t id)
-{
-    struct timespec ts;
-
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- passphrase ---------------------------------------------------------------------- */
@@ -243,36 +228,32 @@ static int reuse_ctx;
 
 /* ---- workers ------------------------------------------------------------------------- */
 
-static void *worker_main(void *arg)
+static unsigned long sign_worker(void *arg)
 {
     struct worker *w = arg;
     unsigned char sig[SIG_BUF];
     unsigned long n = 0;
     size_t siglen;
-
     EVP_PKEY_CTX *ctx =
         reuse_ctx && w->alg != ALG_ED25519 ? prepared_ctx(w->pkey, w->alg, 0) : NULL;
 
-    pthread_barrier_wait(&start_line);
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    bench_ready();
+    while (bench_running()) {
         int ok;
 
         siglen = SIG_BUF;
         ok = ctx != NULL ? EVP_PKEY_sign(ctx, sig, &siglen, tbs, sizeof(tbs)) == 1
                          : sign_once(w->pkey, w->alg, sig, &siglen);
         if (!ok) {
-            w->failed = 1;
             fprintf(stderr, "ctok-bench-sign: signature %lu failed\n", n + 1);
             ERR_print_errors_fp(stderr);
-            atomic_store(&any_failure, 1);
-            atomic_store(&stop, 1);
+            bench_fail();
             break;
         }
         n++;
     }
     EVP_PKEY_CTX_free(ctx);
-    w->count = n;
-    return NULL;
+    return n;
 }
 
 /* ---- main ---------------------------------------------------------------------------- */
@@ -290,9 +271,8 @@ int main(int argc, char **argv)
     struct worker *workers;
     unsigned char sig[SIG_BUF];
     size_t siglen;
-    unsigned long total = 0;
-    double t0, t1, c0, c1;
-    struct timespec slice;
+    void **args;
+    int rc;
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -386,49 +366,20 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    if (pthread_barrier_init(&start_line, NULL, (unsigned)nthreads + 1) != 0) {
-        perror("pthread_barrier_init");
-        return 1;
-    }
     workers = calloc((size_t)nthreads, sizeof(*workers));
-    if (workers == NULL) {
+    args = calloc((size_t)nthreads, sizeof(*args));
+    if (workers == NULL || args == NULL) {
         perror("calloc");
         return 1;
     }
     for (i = 0; i < nthreads; i++) {
         workers[i].pkey = pkey;
         workers[i].alg = alg;
-        if (pthread_create(&workers[i].tid, NULL, worker_main, &workers[i]) != 0) {
-            perror("pthread_create");
-            return 1;
-        }
+        args[i] = &workers[i];
     }
+    rc = bench_run("ctok-bench-sign", nthreads, seconds, sign_worker, args);
 
-    pthread_barrier_wait(&start_line);
-    t0 = clock_s(CLOCK_MONOTONIC);
-    c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-    slice.tv_sec = (time_t)seconds;
-    slice.tv_nsec = (long)((seconds - (double)slice.tv_sec) * 1e9);
-    while (nanosleep(&slice, &slice) != 0 && errno == EINTR)
-        ;
-    atomic_store(&stop, 1);
-    for (i = 0; i < nthreads; i++)
-        pthread_join(workers[i].tid, NULL);
-    t1 = clock_s(CLOCK_MONOTONIC);
-    c1 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-    pthread_barrier_destroy(&start_line);
-
-    if (atomic_load(&any_failure)) {
-        fprintf(stderr, "ctok-bench-sign: a signature failed during the run\n");
-        return 1;
-    }
-    for (i = 0; i < nthreads; i++)
-        total += workers[i].count;
-    /* cpu_s: CPU time of the whole process during the run; steadier than wall time on a
-     * shared machine, since other load slows a run down without adding to it. */
-    printf("ops_per_sec=%.1f threads=%d sigs=%lu cpu_s=%.3f\n", (double)total / (t1 - t0), nthreads,
-           total, c1 - c0);
-
+    free(args);
     free(workers);
     EVP_PKEY_free(pkey);
     UI_destroy_method(ui);
@@ -436,5 +387,5 @@ int main(int argc, char **argv)
         OPENSSL_clear_free(passphrase, strlen(passphrase));
     for (i = nproviders - 1; i >= 0; i--)
         OSSL_PROVIDER_unload(loaded[i]);
-    return 0;
+    return rc;
 }
