@@ -110,20 +110,10 @@ int cli_read_secret(const char *file, const char *env, const char *what, char *b
     char prompt[256];
 
     if (file != NULL) {
-        FILE *f = fopen(file, "rb");
-        size_t n;
+        char fwhat[300];
 
-        if (f == NULL) {
-            CTOK_ERR(CTOK_R_NO_CODE, "%s: cannot read file '%s'", what, file);
-            return 0;
-        }
-        n = fread(buf, 1, bufsz - 1, f);
-        fclose(f);
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            n--;
-        buf[n] = '\0';
-        *len = n;
-        return 1;
+        snprintf(fwhat, sizeof(fwhat), "%s: file", what);
+        return ctok_auth_file_read(fwhat, file, buf, bufsz, len);
     }
     if (env != NULL) {
         const char *v = getenv(env);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 
 #include "p11.h"
@@ -107,12 +108,16 @@ static int section_applies(const char *hdr, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
 static int apply_file(const char *tokname, const char *path, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
                       struct tmpl *t)
 {
-    FILE *f = fopen(path, "r");
-    char line[512];
-    int lineno = 0, in = 0, applies = 0;
+    char line[512], what[160];
+    int lineno = 0, in = 0, applies = 0, fd;
+    FILE *f;
 
-    if (f == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "token '%s': cannot read attribute file '%s'", tokname, path);
+    snprintf(what, sizeof(what), "token '%s': attribute file", tokname);
+    if ((fd = ctok_file_open(path, 0, CTOK_R_CONFIG, what)) < 0)
+        return 0;
+    if ((f = fdopen(fd, "r")) == NULL) {
+        close(fd);
+        CTOK_ERR(CTOK_R_IO, "token '%s': cannot read attribute file '%s'", tokname, path);
         return 0;
     }
     while (fgets(line, sizeof(line), f) != NULL) {

@@ -1,5 +1,4 @@
 /* Auth codes: files, environment variables and codes stored encrypted (AES-256-GCM). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,56 +10,55 @@
 #define GCM_NONCE 12
 #define GCM_TAG 16
 
+/*
+ * The one reader of auth-code files, for the provider and the tool alike (a code read two
+ * ways is a wrong code sent by one of them): the file's bytes less one line ending ("\n" or
+ * "\r\n"); nothing else is trimmed.
+ */
+int ctok_auth_file_read(const char *what, const char *path, char *buf, size_t bufsz, size_t *len)
+{
+    uint8_t *data;
+    size_t n;
+
+    if (!ctok_file_read(path, 1, CTOK_R_NO_CODE, what, &data, &n))
+        return 0;
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n > 0 && data[n - 1] == '\r')
+        n--;
+    if (n >= bufsz) {
+        CTOK_ERR(CTOK_R_NO_CODE, "%s '%s' is too long (at most %zu bytes)", what, path, bufsz - 1);
+        ctok_file_free(data, n);
+        return 0;
+    }
+    memcpy(buf, data, n);
+    buf[n] = '\0';
+    *len = n;
+    ctok_file_free(data, n);
+    return 1;
+}
+
 int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz, size_t *len)
 {
-    FILE *f;
-    size_t n;
     char what[160];
 
     snprintf(what, sizeof(what), "token '%s': auth file", tokname);
-    if (!ctok_file_check(path, 1, what))
-        return 0;
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': cannot read auth file '%s': %s", tokname, path,
-                 strerror(errno));
-        return 0;
-    }
-    n = fread(buf, 1, bufsz, f);
-    fclose(f);
-    if (n == bufsz) {
-        OPENSSL_cleanse(buf, bufsz);
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': auth file '%s' is too long", tokname, path);
-        return 0;
-    }
-    if (n > 0 && buf[n - 1] == '\n')
-        n--;
-    if (n > 0 && buf[n - 1] == '\r')
-        n--;
-    buf[n] = '\0';
-    *len = n;
-    return 1;
+    return ctok_auth_file_read(what, path, buf, bufsz, len);
 }
 
 int ctok_master_key_read(const char *path, const char *tokname, uint8_t key[32])
 {
-    FILE *f;
+    uint8_t *data;
     size_t n;
     char what[160];
 
     snprintf(what, sizeof(what), "token '%s': master key file", tokname);
-    if (!ctok_file_check(path, 1, what))
+    if (!ctok_file_read(path, 1, CTOK_R_NO_CODE, what, &data, &n))
         return 0;
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': cannot read master key '%s': %s", tokname, path,
-                 strerror(errno));
-        return 0;
-    }
-    n = fread(key, 1, 32, f);
-    fclose(f);
+    if (n == 32)
+        memcpy(key, data, 32);
+    ctok_file_free(data, n);
     if (n != 32) {
-        OPENSSL_cleanse(key, 32);
         CTOK_ERR(CTOK_R_CONFIG, "token '%s': master key '%s' must hold 32 bytes", tokname, path);
         return 0;
     }

@@ -175,22 +175,33 @@ static char *default_master_key(const char *config_path)
     return path;
 }
 
+/* The config file's JSON, read from the descriptor that passed the file checks. */
+static json_t *load_json(const char *path)
+{
+    json_error_t jerr;
+    uint8_t *text;
+    size_t len;
+    json_t *root;
+
+    if (!ctok_file_read(path, 0, CTOK_R_CONFIG, "config file", &text, &len))
+        return NULL;
+    root = json_loadb((const char *)text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+    ctok_file_free(text, len);
+    return root;
+}
+
 int ctok_config_load(ctok_ctx *ctx)
 {
     const char *path = ctx->config_path;
-    json_error_t jerr;
     json_t *root = NULL, *tokens;
     size_t i;
     json_t *o;
     int ok = 0;
 
-    if (!ctok_file_check(path, 0, "config file"))
+    if ((root = load_json(path)) == NULL)
         return 0;
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-        return 0;
-    }
     if (!json_is_object(root)) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: the top level must be an object with \"tokens\"", path);
         goto end;
@@ -278,18 +289,14 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
 /* Reads the config file for a change (lock held): an empty one if it does not exist. */
 static json_t *read_for_update(const char *path)
 {
-    json_error_t jerr;
     struct stat st;
     json_t *root;
 
     if (stat(path, &st) != 0)
         return json_pack("{s:[]}", "tokens");
-    if (!ctok_file_check(path, 0, "config file"))
+    if ((root = load_json(path)) == NULL)
         return NULL;
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL)
-        CTOK_ERR(CTOK_R_CONFIG, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-    else if (!json_is_object(root)) {
+    if (!json_is_object(root)) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: the top level must be an object with \"tokens\"", path);
         json_decref(root);
         root = NULL;
@@ -304,6 +311,7 @@ static json_t *read_for_update(const char *path)
     return root;
 }
 
+/* 0644 is for a new config only: a rewrite keeps the mode and owner the file has. */
 static int write_config(const char *path, json_t *root)
 {
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -13,13 +13,63 @@
 
 #include "internal.h"
 
-int ctok_file_check(const char *path, int secret, const char *what)
+/*
+ * The folders above a file ctok trusts must not let anyone else swap it: each one, up to /,
+ * is owned by root or by us and writable by nobody else. Like sshd's StrictModes, except that
+ * a root-owned sticky folder (/tmp) is accepted: there others cannot rename or delete what
+ * is ours. Symbolic links in the folders are resolved first and the real folders checked.
+ */
+static int dirs_safe(const char *path, const char *what)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir =
+        slash == NULL ? strdup(".") : strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    char *real = dir != NULL ? realpath(dir, NULL) : NULL;
+    int ok = real != NULL;
+
+    if (!ok)
+        CTOK_ERR(CTOK_R_CONFIG, "%s '%s': its folder cannot be resolved: %s", what, path,
+                 strerror(errno));
+    while (ok) {
+        struct stat st;
+        char *cut;
+
+        if (stat(real, &st) != 0) {
+            CTOK_ERR(CTOK_R_CONFIG, "%s '%s': folder '%s': %s", what, path, real, strerror(errno));
+            ok = 0;
+        } else if (st.st_uid != 0 && st.st_uid != geteuid()) {
+            CTOK_ERR(CTOK_R_INSECURE_FILE,
+                     "%s '%s': folder '%s' is owned by another user (uid %u); refusing it", what,
+                     path, real, (unsigned)st.st_uid);
+            ok = 0;
+        } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+                   !(st.st_uid == 0 && (st.st_mode & S_ISVTX))) {
+            CTOK_ERR(CTOK_R_INSECURE_FILE,
+                     "%s '%s': folder '%s' is writable by others (mode %04o); refusing it", what,
+                     path, real, (unsigned)(st.st_mode & 07777));
+            ok = 0;
+        }
+        if (!ok || strcmp(real, "/") == 0)
+            break;
+        cut = strrchr(real, '/');
+        cut[cut == real ? 1 : 0] = '\0';
+    }
+    free(dir);
+    free(real);
+    return ok;
+}
+
+/* The checks on what an open descriptor is: a regular file nobody else controls. */
+static int fd_safe(int fd, const char *path, int secret, const char *what)
 {
     struct stat st;
 
-    if (stat(path, &st) != 0) {
-        CTOK_ERR(secret ? CTOK_R_NO_CODE : CTOK_R_CONFIG, "%s '%s': %s", what, path,
-                 strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        CTOK_ERR(CTOK_R_IO, "%s '%s': %s", what, path, strerror(errno));
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        CTOK_ERR(CTOK_R_INSECURE_FILE, "%s '%s' is not a regular file; refusing it", what, path);
         return 0;
     }
     if (st.st_mode & (S_IWOTH | S_IWGRP)) {
@@ -41,40 +91,83 @@ int ctok_file_check(const char *path, int secret, const char *what)
     return 1;
 }
 
-int ctok_file_read(const char *path, uint8_t **data, size_t *len)
+int ctok_file_open(const char *path, int secret, int reason, const char *what)
 {
-    FILE *f = fopen(path, "rb");
+    int fd;
+
+    if (!dirs_safe(path, what))
+        return -1;
+    /* O_NONBLOCK: a FIFO put in place of the file must not hang us before fstat sees it */
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 && errno == ELOOP) {
+        CTOK_ERR(CTOK_R_INSECURE_FILE, "%s '%s' is a symbolic link; refusing it", what, path);
+        return -1;
+    }
+    if (fd < 0) {
+        CTOK_ERR(reason, "%s '%s': %s", what, path, strerror(errno));
+        return -1;
+    }
+    if (!fd_safe(fd, path, secret, what)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+#define MAX_FILE (16 * 1024 * 1024) /* configs, codes, keystores: far below this */
+
+int ctok_file_read(const char *path, int secret, int reason, const char *what, uint8_t **data,
+                   size_t *len)
+{
+    int fd = ctok_file_open(path, secret, reason, what);
     uint8_t *buf = NULL;
     size_t n = 0, cap = 0;
 
-    if (f == NULL)
+    if (fd < 0)
         return 0;
     for (;;) {
-        size_t r;
+        ssize_t r;
 
         if (cap - n < 4096) {
-            uint8_t *nb = realloc(buf, cap ? cap * 2 : 8192);
+            /* not realloc: a secret must not be left behind in a freed block */
+            size_t ncap = cap ? cap * 2 : 8192;
+            uint8_t *nb = ncap <= MAX_FILE ? OPENSSL_malloc(ncap + 1) : NULL;
 
-            if (nb == NULL)
+            if (nb == NULL) {
+                CTOK_ERR(CTOK_R_IO, "%s '%s' is too large", what, path);
                 goto err;
+            }
+            if (n > 0)
+                memcpy(nb, buf, n);
+            OPENSSL_clear_free(buf, cap + 1);
             buf = nb;
-            cap = cap ? cap * 2 : 8192;
+            cap = ncap;
         }
-        r = fread(buf + n, 1, cap - n, f);
-        n += r;
+        r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            CTOK_ERR(CTOK_R_IO, "%s '%s': %s", what, path, strerror(errno));
+            goto err;
+        }
         if (r == 0)
             break;
+        n += (size_t)r;
     }
-    if (ferror(f))
-        goto err;
-    fclose(f);
+    close(fd);
+    buf[n] = 0; /* text readers may use it as a string */
     *data = buf;
     *len = n;
     return 1;
 err:
-    fclose(f);
-    free(buf);
+    close(fd);
+    OPENSSL_clear_free(buf, cap + 1);
     return 0;
+}
+
+void ctok_file_free(uint8_t *data, size_t len)
+{
+    OPENSSL_clear_free(data, len + 1);
 }
 
 void ctok_test_point(const char *point)
@@ -103,15 +196,30 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 int ctok_file_write_atomic(const char *path, const uint8_t *data, size_t len, int mode)
 {
     char *tmp = NULL, *dcopy = NULL;
-    int fd = -1, dfd = -1, ok = 0;
+    int fd = -1, dfd = -1, ok = 0, old = 0;
     size_t half = len / 2;
+    struct stat st;
 
+    /* a rewrite keeps the file what it was: its mode and owner; a link is not replaced */
+    if (lstat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) {
+            CTOK_ERR(CTOK_R_INSECURE_FILE, "'%s' is %s; refusing to replace it", path,
+                     S_ISLNK(st.st_mode) ? "a symbolic link" : "not a regular file");
+            return 0;
+        }
+        old = 1;
+    } else if (errno != ENOENT) {
+        goto err;
+    }
     if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
         tmp = NULL;
         goto err;
     }
     fd = mkstemp(tmp);
-    if (fd < 0 || fchmod(fd, (mode_t)mode) != 0)
+    if (fd < 0 ||
+        (old && (st.st_uid != geteuid() || st.st_gid != getegid()) &&
+         fchown(fd, st.st_uid, st.st_gid) != 0) ||
+        fchmod(fd, old ? st.st_mode & 07777 : (mode_t)mode) != 0)
         goto err;
     /* written in two halves so that the crash test can stop us in between */
     if (!write_all(fd, data, half))
@@ -152,7 +260,7 @@ int ctok_file_lock(const char *path)
 
     if (asprintf(&lp, "%s.lock", path) < 0)
         return -1;
-    fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     free(lp);
     if (fd < 0) {
         CTOK_ERR(CTOK_R_IO, "cannot lock '%s': %s", path, strerror(errno));

@@ -123,11 +123,23 @@ char *ctok_auth_stored_encrypt(const uint8_t key[32], const char *token_id, cons
 int ctok_master_key_read(const char *path, const char *tokname, uint8_t key[32]);
 
 /* fileutil.c */
-/* 1 if the file is safe; raises CTOK_R_INSECURE_FILE naming it otherwise. */
-int ctok_file_check(const char *path, int secret, const char *what);
-/* Writes data to path through a temp file, fsync and rename: never a torn file. */
+/*
+ * Opens a file ctok trusts (config, auth code, master key, keystore, attribute file) for
+ * reading: never through a symbolic link, a regular file owned by us or root that nobody
+ * else can write (secret: nor read), in folders nobody else can write. The descriptor is
+ * what was checked: read from it, not from the path. -1 with the error raised (reason for
+ * a missing file; CTOK_R_INSECURE_FILE naming the path and the cause otherwise).
+ */
+int ctok_file_open(const char *path, int secret, int reason, const char *what);
+/* ctok_file_open and the whole file, NUL-terminated; free with ctok_file_free. */
+int ctok_file_read(const char *path, int secret, int reason, const char *what, uint8_t **data,
+                   size_t *len);
+void ctok_file_free(uint8_t *data, size_t len);
+/*
+ * Writes data to path through a temp file, fsync and rename: never a torn file. An existing
+ * file keeps its mode and owner; a symbolic link is refused. mode is for a new file.
+ */
 int ctok_file_write_atomic(const char *path, const uint8_t *data, size_t len, int mode);
-int ctok_file_read(const char *path, uint8_t **data, size_t *len);
 /* Creates path with data unless it exists: 1 created, 0 it existed, -1 error. */
 int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len, int mode);
 /* An exclusive advisory lock beside path (path.lock); returns the fd or -1. */

@@ -117,6 +117,13 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, 
 /* The master key file for stored codes: the config's, else master.key beside the config;
  * created (32 random bytes, mode 0600) if absent. Sets "master_key" in config if missing. */
 int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32]);
+/*
+ * Reads an auth code (PIN, PUK, password) from a file, as the provider does: the file must
+ * be ours or root's, readable by nobody else, no symbolic link, in folders nobody else can
+ * write; one trailing line ending is dropped. what names it in errors ("token 'x': auth
+ * file"). buf gets a NUL-terminated code of *len < bufsz bytes.
+ */
+int ctok_auth_file_read(const char *what, const char *path, char *buf, size_t bufsz, size_t *len);
 /* base64(nonce || AES-256-GCM(code) || tag), bound to the token id. */
 char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char *code, size_t len);
 /* Forgets the token's activation in this process (and zeroizes the code). */
