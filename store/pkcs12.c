@@ -3,7 +3,8 @@
  * key bags are read without the auth code; login verifies the MAC; a key is decrypted when
  * first used. Writing is in pkcs12_write.c.
  */
-#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_names.h>
@@ -109,7 +110,17 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
                 return 0;
         return 1;
     }
-    if (nid != NID_keyBag && nid != NID_pkcs8ShroudedKeyBag &&
+    if (nid == NID_keyBag) {
+        /* a plain key bag is readable by anyone who reads the file: never accepted */
+        fn = PKCS12_get_friendlyname((PKCS12_SAFEBAG *)bag);
+        CTOK_ERR(CTOK_R_KEYSTORE,
+                 "token '%s': keystore '%s': key '%s' is stored unencrypted (plain key bag); "
+                 "refusing the keystore (export it with an encrypted key, -keypbe AES-256-CBC)",
+                 tok->name, ks->path, fn != NULL ? fn : "");
+        OPENSSL_free(fn);
+        return 0;
+    }
+    if (nid != NID_pkcs8ShroudedKeyBag &&
         !(nid == NID_certBag && PKCS12_SAFEBAG_get_bag_nid(bag) == NID_x509Certificate))
         return 1; /* CRLs, secrets: not ours to show, kept out of rewrites */
     if ((e = p12_entry_add(ks)) == NULL)
@@ -117,7 +128,7 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
     e->bag = ASN1_item_dup(ASN1_ITEM_rptr(PKCS12_SAFEBAG), (void *)bag);
     if (e->bag == NULL)
         return 0;
-    e->is_key = nid != NID_certBag;
+    e->is_key = nid == NID_pkcs8ShroudedKeyBag;
     fn = PKCS12_get_friendlyname((PKCS12_SAFEBAG *)bag);
     e->label = strdup(fn != NULL ? fn : "");
     OPENSSL_free(fn);
@@ -159,22 +170,31 @@ int p12_read_keystore(ctok_token *tok)
 {
     struct p12 *ks = P12(tok);
     STACK_OF(PKCS7) *safes = NULL;
-    BIO *in;
+    uint8_t *der;
+    const uint8_t *p;
+    size_t len;
+    char what[160];
     int ok = 0;
 
     p12_entries_clear(ks);
-    in = BIO_new_file(ks->path, "rb");
-    if (in == NULL) {
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': cannot read keystore '%s': %s", tok->name, ks->path,
-                 strerror(errno));
+    snprintf(what, sizeof(what), "token '%s': keystore", tok->name);
+    if (!ctok_file_read(ks->path, 1, CTOK_R_KEYSTORE, what, &der, &len))
         return 0;
-    }
-    ks->p12 = d2i_PKCS12_bio(in, NULL);
-    BIO_free(in);
+    p = der;
+    ks->p12 = len <= LONG_MAX ? d2i_PKCS12(NULL, &p, (long)len) : NULL;
+    ctok_file_free(der, len);
     if (ks->p12 == NULL || (safes = PKCS12_unpack_authsafes(ks->p12)) == NULL) {
         CTOK_ERR(CTOK_R_KEYSTORE,
                  "token '%s': '%s' is not a valid PKCS#12 keystore (damaged or "
                  "truncated)",
+                 tok->name, ks->path);
+        goto end;
+    }
+    /* without a MAC nothing checks the code, and anyone could have changed the file */
+    if (!PKCS12_mac_present(ks->p12)) {
+        CTOK_ERR(CTOK_R_KEYSTORE,
+                 "token '%s': keystore '%s' has no MAC: its integrity cannot be checked; "
+                 "refusing it (export it with a MAC)",
                  tok->name, ks->path);
         goto end;
     }
@@ -213,10 +233,9 @@ static int p12_open(ctok_token *tok)
     return ok;
 }
 
+/* Every keystore read has a MAC (p12_read_keystore refuses others). */
 static int verify_mac(PKCS12 *p12, const char *code, size_t len)
 {
-    if (!PKCS12_mac_present(p12))
-        return -1;
     if (PKCS12_verify_mac(p12, code, (int)len))
         return 1;
     /* an empty password may have been applied as NULL or as "" */
@@ -225,24 +244,23 @@ static int verify_mac(PKCS12 *p12, const char *code, size_t len)
 
 int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size_t len)
 {
-    PKCS8_PRIV_KEY_INFO *p8 = NULL;
-    const PKCS8_PRIV_KEY_INFO *p8c;
+    PKCS8_PRIV_KEY_INFO *p8;
     OSSL_LIB_CTX *lc = tok->ctx->libctx;
     const char *pq = tok->ctx->propq;
 
-    if (PKCS12_SAFEBAG_get_nid(e->bag) == NID_keyBag) {
-        p8c = PKCS12_SAFEBAG_get0_p8inf(e->bag);
-    } else {
-        p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
-        if (p8 == NULL && len == 0)
-            p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, lc, pq);
-        p8c = p8;
-    }
-    if (p8c == NULL)
+    p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
+    if (p8 == NULL && len == 0)
+        p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, lc, pq);
+    if (p8 == NULL)
         return 0;
-    e->priv = EVP_PKCS82PKEY_ex(p8c, lc, pq);
+    e->priv = EVP_PKCS82PKEY_ex(p8, lc, pq);
     PKCS8_PRIV_KEY_INFO_free(p8);
-    if (e->priv == NULL || (e->pub = p12_public_of(tok, e->priv)) == NULL) {
+    if (e->priv != NULL && (e->pub = p12_public_of(tok, e->priv)) == NULL) {
+        /* a key is usable only with its public half (p12_key_load takes both) */
+        EVP_PKEY_free(e->priv);
+        e->priv = NULL;
+    }
+    if (e->priv == NULL) {
         CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': key '%s' cannot be decoded",
                  tok->name, P12(tok)->path, e->label);
         return -1;
@@ -280,42 +298,19 @@ static int decrypt_safes(ctok_token *tok, const char *code, size_t len)
 /*
  * Login checks the code against the keystore's MAC, nothing more: keys are decrypted
  * one by one when used, so a one-shot signature pays for one key, not for all of them.
- * A keystore without a MAC is checked by decrypting its first protected part. Lock held.
+ * Lock held.
  */
 int p12_login_locked(ctok_token *tok, const char *code, size_t len)
 {
     struct p12 *ks = P12(tok);
-    int mac = verify_mac(ks->p12, code, len);
 
-    if (mac == 0) {
-        CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s': keystore '%s' rejected the authentication code "
-                 "(MAC verification failed)",
-                 tok->name, ks->path);
-        return 0;
-    }
-    if (mac > 0)
+    if (verify_mac(ks->p12, code, len))
         return 1;
-    if (ks->encrypted_safes && !decrypt_safes(tok, code, len)) {
-        CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s': keystore '%s': the authentication code does not "
-                 "decrypt it",
-                 tok->name, ks->path);
-        return 0;
-    }
-    for (size_t i = 0; i < ks->n; i++) {
-        if (ks->e[i].is_key && ks->e[i].priv == NULL) {
-            int r = p12_decrypt_key(tok, &ks->e[i], code, len);
-
-            if (r == 0)
-                CTOK_ERR(CTOK_R_WRONG_CODE,
-                         "token '%s': keystore '%s': key '%s' cannot be "
-                         "decrypted with this authentication code",
-                         tok->name, ks->path, ks->e[i].label);
-            return r > 0 ? 1 : r;
-        }
-    }
-    return 1;
+    CTOK_ERR(CTOK_R_WRONG_CODE,
+             "token '%s': keystore '%s' rejected the authentication code "
+             "(MAC verification failed)",
+             tok->name, ks->path);
+    return 0;
 }
 
 /* After login: everything readable, for listings. Lock held. */
@@ -436,7 +431,7 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
     e = find_key(ks, key->id, key->id_len);
     if (e != NULL && e->priv == NULL)
         (void)p12_decrypt_key(tok, e, tok->code, tok->code_len);
-    if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL &&
+    if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL && e->pub != NULL &&
         EVP_PKEY_up_ref(e->priv)) {
         k->priv = e->priv;
         pthread_mutex_init(&k->lock, NULL);

@@ -153,6 +153,72 @@ def test_attribute_file_writable_by_others_is_refused(fresh_hsm):
     assert_fails_with(p, "writable by others", str(attrs))
 
 
+# ---------------------------------------------------------------- 9: keystore integrity
+
+
+@pytest.mark.parametrize("change", ["readable", "writable", "other-owner"])
+def test_keystore_others_can_read_or_write_is_refused(ws, soft1, change):
+    if change == "other-owner":
+        os.chown(soft1.keystore, pwd.getpwnam(OTHER_USER).pw_uid, -1)
+        phrase = "owned by another user"
+    else:
+        os.chmod(soft1.keystore, 0o640 if change == "readable" else 0o620)
+        phrase = "readable by others" if change == "readable" else "writable by others"
+    p, _, _ = sign_digest(ws, soft1.key_uri("k1"))
+    assert_fails_with(p, phrase, str(soft1.keystore), "soft1")
+
+
+def test_keystore_through_a_symbolic_link_is_refused(ws, soft1):
+    link = ws.path("link.p12")
+    os.symlink(soft1.keystore, link)
+    ws.set_token_fields(soft1, keystore=str(link))
+    p = ws.ctok("key", "list", "soft1")
+    assert_fails_with(p, "symbolic link", str(link))
+
+
+@pytest.fixture
+def exported(ws):
+    """exported(*openssl_pkcs12_options) -> a token 'imp' over a keystore made by
+    `openssl pkcs12 -export` of a fresh EC key and its certificate, and the certificate."""
+
+    def make(*options):
+        key, cert = ws.path("imp.key"), ws.path("imp.pem")
+        assert_ok(ws.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-nodes", "-keyout", key, "-subj", "/CN=imp", "-days", "3", "-out",
+                          cert, providers=None))
+        ks = ws.path("imp.p12")
+        assert_ok(ws.ossl("pkcs12", "-export", "-inkey", key, "-in", cert, "-name", "k1",
+                          "-passout", "pass:" + PIN, "-out", ks, *options, providers=None))
+        os.chmod(ks, 0o600)
+        pin = ws.write("imp.pin", PIN)
+        ws.config.write_text(json.dumps({"tokens": [entry("imp", ks, pin)]}))
+        return ws.config, cert
+
+    return make
+
+
+def test_keystore_exported_by_openssl_with_a_mac_is_used(ws, exported):
+    _, cert = exported()
+    p, sig, dg = sign_digest(ws, "ctok:token=imp;object=k1;type=private")
+    assert_ok(p)
+    assert_verified(verify_digest(ws, cert, dg, sig))
+
+
+@pytest.mark.parametrize("options, phrase", [
+    (("-nomac",), "has no MAC"),
+    (("-nomac", "-keypbe", "NONE", "-certpbe", "NONE"), "has no MAC"),
+    (("-keypbe", "NONE"), "stored unencrypted"),
+], ids=["nomac", "nomac-nothing-encrypted", "plain-key-bag"])
+def test_keystore_without_mac_or_with_a_plain_key_bag_is_refused(ws, exported, options, phrase):
+    exported(*options)
+    uri = "ctok:token=imp;object=k1;type=private"
+    for code in (PIN, "any-other-code"):
+        ws.write("imp.pin", code)
+        p, sig, _ = sign_digest(ws, uri)
+        assert_fails_with(p, phrase, "imp", str(ws.path("imp.p12")))
+    assert_fails_with(ws.ctok("key", "list", "imp"), phrase, "imp")
+
+
 # ---------------------------------------------------------------- 12: rewrites keep metadata
 
 
