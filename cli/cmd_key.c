@@ -51,8 +51,10 @@ int cmd_key_generate(struct cli *c)
     const char *curve;
     int bits;
 
-    if (!ctok_keyspec_parse(c->argv[2], &spec))
-        return cli_usage("%s", "invalid key spec");
+    if (!ctok_keyspec_parse(c->argv[2], &spec)) {
+        cli_fail(); /* the parser's error lists what is accepted */
+        return EXIT_USAGE;
+    }
     if (*alias == '\0')
         return cli_usage("the alias must not be empty");
     tok = active_token(c, c->argv[0], CTOK_PERM_KEYGEN, "keygen");

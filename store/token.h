@@ -15,6 +15,8 @@
 
 #define CTOK_MAX_ID 64
 #define CTOK_MAX_CODE 256
+/* Signatures are made in 1024-byte buffers (p11/crypto.c): no larger RSA key is generated. */
+#define CTOK_MAX_RSA_BITS 8192
 
 /* Key types as OpenSSL names them (keymgmt names). */
 enum ctok_key_type { CTOK_KT_NONE = 0, CTOK_KT_RSA, CTOK_KT_RSA_PSS, CTOK_KT_EC, CTOK_KT_ED25519 };

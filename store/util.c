@@ -69,8 +69,11 @@ int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec)
         char *end;
         long bits = s[3] == ':' ? strtol(s + 4, &end, 10) : 2048;
 
-        if ((s[3] == ':' && *end != '\0') || bits < 2048 || bits > 16384 || bits % 8) {
-            CTOK_ERR(CTOK_R_INVALID_ARG, "key spec '%s': RSA size must be 2048 to 16384 bits", s);
+        if ((s[3] == ':' && *end != '\0') || bits < 2048 || bits > CTOK_MAX_RSA_BITS || bits % 8) {
+            CTOK_ERR(CTOK_R_INVALID_ARG,
+                     "key spec '%s': RSA size must be 2048 to %d bits, a multiple of 8 "
+                     "(e.g. rsa:2048, rsa:3072, rsa:4096, rsa:8192)",
+                     s, CTOK_MAX_RSA_BITS);
             return 0;
         }
         spec->type = CTOK_KT_RSA;
@@ -92,9 +95,9 @@ int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec)
         }
     }
     CTOK_ERR(CTOK_R_INVALID_ARG,
-             "key spec '%s': expected rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|ec:P-521|"
+             "key spec '%s': expected rsa:BITS (2048 to %d), ec:P-256, ec:P-384, ec:P-521 or "
              "ed25519",
-             s);
+             s, CTOK_MAX_RSA_BITS);
     return 0;
 }
 

@@ -251,3 +251,13 @@ def test_symlinked_config_is_not_replaced_by_a_plain_file(ws, soft1):
                 ws.path("soft2.p12"), "--auth-file", soft1.pin_file)
     assert_fails_with(p, "symbolic link", str(ws.config))
     assert ws.config.is_symlink() and real.read_bytes() == before
+
+
+# ---------------------------------------------------------------- confirm or fix
+
+
+def test_rsa_key_larger_than_ctok_can_sign_with_is_refused(ws, soft1):
+    before = soft1.keystore_bytes()
+    p = ws.ctok("key", "generate", "soft1", "big", "rsa:16384", timeout=30)
+    assert_fails_with(p, "rsa:16384", "8192")
+    assert soft1.keystore_bytes() == before
