@@ -343,7 +343,7 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
     struct p11_tok *pt = P11TOK(tok);
     uint8_t id[CTOK_MAX_ID];
     size_t id_len = 0;
-    int found = 0, ok;
+    int found = 0, same_id = 0, ok;
     CK_SESSION_HANDLE s;
     unsigned int gen;
 
@@ -357,10 +357,21 @@ int ctok_p11_remove(ctok_token *tok, const char *alias)
             id_len = pt->objs[i].id_len;
             memcpy(id, pt->objs[i].id, id_len);
         }
+    for (size_t i = 0; i < pt->n_objs && found; i++)
+        same_id += pt->objs[i].cls == CKO_PRIVATE_KEY && pt->objs[i].id_len == id_len &&
+                   memcmp(pt->objs[i].id, id, id_len) == 0;
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     if (!found) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
+        return 0;
+    }
+    /* removal goes by CKA_ID: an empty or shared one would destroy other keys too */
+    if (id_len == 0 || same_id != 1) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s': key '%s' %s; refusing to remove it (it cannot be told apart)",
+                 tok->name, alias,
+                 id_len == 0 ? "has no CKA_ID" : "shares its CKA_ID with another key");
         return 0;
     }
     if (!write_session(tok, &s, &gen))

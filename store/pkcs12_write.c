@@ -166,6 +166,26 @@ static void entry_remove(struct p12 *ks, size_t i)
     ks->n--;
 }
 
+/*
+ * Removal goes by id (the key and its certificates): it must name this key alone, or a
+ * key whose id is empty or shared would take other keys with it.
+ */
+static int one_key_with_id(ctok_token *tok, const char *alias, const uint8_t *id, size_t id_len)
+{
+    struct p12 *ks = P12(tok);
+    size_t n = 0;
+
+    for (size_t i = 0; i < ks->n; i++)
+        n += ks->e[i].is_key && ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0;
+    if (id_len == 0 || n != 1) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s': key '%s' %s; refusing to remove it (it cannot be told apart)",
+                 tok->name, alias, id_len == 0 ? "has no id" : "shares its id with another key");
+        return 0;
+    }
+    return 1;
+}
+
 int p12_remove(ctok_token *tok, const char *alias)
 {
     struct p12 *ks = P12(tok);
@@ -176,6 +196,7 @@ int p12_remove(ctok_token *tok, const char *alias)
 
     if (!begin_write(tok, &lockfd))
         return 0;
+    p12_reveal_all(tok); /* a key without localKeyID gets its id from its public key */
     k = find_label(ks, 1, alias);
     if (k == NULL) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
@@ -183,6 +204,8 @@ int p12_remove(ctok_token *tok, const char *alias)
     }
     id_len = k->id_len;
     memcpy(id, k->id, id_len);
+    if (!one_key_with_id(tok, alias, id, id_len))
+        return end_write(tok, lockfd, 0);
     /* the key and the certificates that belong to it */
     for (size_t i = ks->n; i-- > 0;)
         if (ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0)

@@ -261,3 +261,68 @@ def test_rsa_key_larger_than_ctok_can_sign_with_is_refused(ws, soft1):
     p = ws.ctok("key", "generate", "soft1", "big", "rsa:16384", timeout=30)
     assert_fails_with(p, "rsa:16384", "8192")
     assert soft1.keystore_bytes() == before
+
+
+def test_removing_an_hsm_key_without_cka_id_leaves_other_keys(fresh_hsm):
+    hw = fresh_hsm
+    hw.hsm.init_token("noid", PIN)
+    for label in ("a", "b"):
+        assert_ok(hw.hsm.tool("--token-label", "noid", "--login", "--pin", PIN, "--keypairgen",
+                              "--key-type", "EC:prime256v1", "--label", label))
+    objs = hw.hsm.objects("noid", "privkey", pin=PIN)
+    assert sorted(o.get("label") for o in objs) == ["a", "b"], objs
+    assert all(not o.get("id") for o in objs), "pkcs11-tool set a CKA_ID: %s" % objs
+    hw.create_p11_token("hsm", ref="noid")
+    p = hw.ctok("key", "remove", "hsm", "a")
+    assert_fails_with(p, "hsm", "has no CKA_ID")
+    assert sorted(o.get("label") for o in hw.hsm.objects("noid", "privkey", pin=PIN)) == \
+        ["a", "b"]
+
+
+def test_removing_a_soft_key_without_local_key_id_leaves_the_other_keys(ws):
+    """A keystore made elsewhere whose keys carry no localKeyID: removal tells them apart
+    by their public keys."""
+    pems = [assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt",
+                              "ec_paramgen_curve:P-256", providers=None, text=False)).stdout
+            for _ in range(2)]
+    ks = ws.path("noid.p12")
+    two_key_keystore(pems, ["first-key", "second-key"], PIN, ks)
+    os.chmod(ks, 0o600)
+    ws.config.write_text(json.dumps({"tokens": [entry("noid", ks, ws.write("noid.pin", PIN))]}))
+    assert_ok(ws.ctok("key", "remove", "noid", "first-key"))
+    listed = assert_ok(ws.ctok("key", "list", "noid")).stdout
+    assert "second-key" in listed and "first-key" not in listed, listed
+
+
+def two_key_keystore(pems, names, password, out):
+    """A PKCS#12 file (MAC, shrouded key bags, no localKeyID) with several keys: what
+    `openssl pkcs12 -export` cannot make, made with libcrypto's own PKCS12 calls."""
+    c = ctypes.CDLL("libcrypto.so.3")
+    vp, pvp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)
+    sigs = {
+        "BIO_new_mem_buf": (vp, [ctypes.c_char_p, ctypes.c_int]),
+        "PEM_read_bio_PrivateKey": (vp, [vp, vp, vp, vp]),
+        "PKCS12_add_key": (vp, [pvp, vp, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                ctypes.c_char_p]),
+        "PKCS12_add_friendlyname_asc": (ctypes.c_int, [vp, ctypes.c_char_p, ctypes.c_int]),
+        "PKCS12_add_safe": (ctypes.c_int, [pvp, vp, ctypes.c_int, ctypes.c_int,
+                                           ctypes.c_char_p]),
+        "PKCS12_add_safes": (vp, [vp, ctypes.c_int]),
+        "PKCS12_set_mac": (ctypes.c_int, [vp, ctypes.c_char_p, ctypes.c_int, vp, ctypes.c_int,
+                                          ctypes.c_int, vp]),
+        "i2d_PKCS12": (ctypes.c_int, [vp, ctypes.POINTER(ctypes.c_char_p)]),
+    }
+    for name, (res, args) in sigs.items():
+        getattr(c, name).restype, getattr(c, name).argtypes = res, args
+    bags, safes, pw = vp(), vp(), password.encode()
+    for pem, name in zip(pems, names):
+        key = c.PEM_read_bio_PrivateKey(c.BIO_new_mem_buf(pem, len(pem)), None, None, None)
+        bag = c.PKCS12_add_key(ctypes.byref(bags), key, 0, 2048, 427, pw)  # AES-256-CBC
+        assert key and bag and c.PKCS12_add_friendlyname_asc(bag, name.encode(), -1) == 1
+    assert c.PKCS12_add_safe(ctypes.byref(safes), bags, -1, 0, None) == 1
+    p12 = c.PKCS12_add_safes(safes, 0)
+    assert p12 and c.PKCS12_set_mac(p12, pw, -1, None, 0, 2048, None) == 1
+    der = ctypes.c_char_p()
+    n = c.i2d_PKCS12(p12, ctypes.byref(der))
+    assert n > 0
+    out.write_bytes(ctypes.string_at(der, n))  # a test process: leaks are not kept
