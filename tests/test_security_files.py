@@ -253,6 +253,68 @@ def test_symlinked_config_is_not_replaced_by_a_plain_file(ws, soft1):
     assert ws.config.is_symlink() and real.read_bytes() == before
 
 
+# ---------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("replaced", ["keystore", "config"])
+def test_file_renamed_over_while_a_server_uses_its_key_keeps_it_serving(ws, soft1, replaced):
+    """A TLS server has loaded its token key; then an administrator renames another keystore
+    (another code) or another config over the file. The server keeps serving with the key it
+    holds, and the files are what the administrator put there."""
+    other = ws.create_token("other", pin="another-code")
+    ws.generate(other, "o1", "ec:P-256")
+    with TlsServer(ws, soft1.key_uri("k1"), soft1.certs["k1"]) as srv:
+        if replaced == "keystore":
+            target, new = soft1.keystore, other.keystore.read_bytes()
+            os.rename(other.keystore, target)
+        else:
+            target = ws.config
+            conf = ws.load_config()
+            conf["tokens"] = [t for t in conf["tokens"] if t["name"] == "other"]
+            new = json.dumps(conf).encode()
+            staged = ws.write("staged.json", new, mode=0o644)
+            os.rename(staged, target)
+        assert_handshake(tls_client(ws, srv.port, soft1.certs["k1"]), srv)
+    assert target.read_bytes() == new
+    if replaced == "keystore":  # a new process sees the new file: no k1 there
+        p, _, _ = sign_digest(ws, soft1.key_uri("k1"))
+        assert_fails_with(p, "soft1", "object not found")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        pytest.skip("cannot mount a tmpfs for the disk-full test: %s" % p.stderr.strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def test_disk_full_while_writing_a_keystore_keeps_the_old_one(ws, small_disk):
+    tok = ws.create_token("soft1", keystore=small_disk / "soft1.p12")
+    ws.generate(tok, "k1", "ec:P-256")
+    before = tok.keystore.read_bytes()
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    p = ws.ctok("key", "generate", "soft1", "k2", "rsa:2048")
+    assert_fails_with(p, "soft1", "No space left on device")
+    assert tok.keystore.read_bytes() == before, "the keystore changed on a full disk"
+    left = sorted(x.name for x in small_disk.iterdir())
+    assert left == ["filler", "soft1.p12", "soft1.p12.lock"], left
+    filler.unlink()
+    assert "k1" in assert_ok(ws.ctok("key", "list", "soft1")).stdout
+
+
 # ---------------------------------------------------------------- confirm or fix
 
 
