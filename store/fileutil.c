@@ -18,8 +18,9 @@
  * is owned by root or by us and writable by nobody else. Like sshd's StrictModes, except that
  * a root-owned sticky folder (/tmp) is accepted: there others cannot rename or delete what
  * is ours. Symbolic links in the folders are resolved first and the real folders checked.
+ * reason is for a folder that is missing or unreadable.
  */
-static int dirs_safe(const char *path, const char *what)
+static int dirs_safe(const char *path, int reason, const char *what)
 {
     const char *slash = strrchr(path, '/');
     char *dir =
@@ -28,14 +29,13 @@ static int dirs_safe(const char *path, const char *what)
     int ok = real != NULL;
 
     if (!ok)
-        CTOK_ERR(CTOK_R_CONFIG, "%s '%s': its folder cannot be resolved: %s", what, path,
-                 strerror(errno));
+        CTOK_ERR(reason, "%s '%s': its folder cannot be resolved: %s", what, path, strerror(errno));
     while (ok) {
         struct stat st;
         char *cut;
 
         if (stat(real, &st) != 0) {
-            CTOK_ERR(CTOK_R_CONFIG, "%s '%s': folder '%s': %s", what, path, real, strerror(errno));
+            CTOK_ERR(reason, "%s '%s': folder '%s': %s", what, path, real, strerror(errno));
             ok = 0;
         } else if (st.st_uid != 0 && st.st_uid != geteuid()) {
             CTOK_ERR(CTOK_R_INSECURE_FILE,
@@ -95,7 +95,7 @@ int ctok_file_open(const char *path, int secret, int reason, const char *what)
 {
     int fd;
 
-    if (!dirs_safe(path, what))
+    if (!dirs_safe(path, reason, what))
         return -1;
     /* O_NONBLOCK: a FIFO put in place of the file must not hang us before fstat sees it */
     fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
