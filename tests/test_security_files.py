@@ -325,18 +325,23 @@ def test_rsa_key_larger_than_ctok_can_sign_with_is_refused(ws, soft1):
     assert soft1.keystore_bytes() == before
 
 
-def test_removing_an_hsm_key_without_cka_id_leaves_other_keys(fresh_hsm):
+@pytest.mark.parametrize("ids, phrase", [
+    ((None, None), "has no CKA_ID"),
+    (("01", "01"), "shares its CKA_ID with another key"),
+], ids=["empty-id", "shared-id"])
+def test_removing_an_hsm_key_whose_id_is_not_its_own_leaves_other_keys(fresh_hsm, ids, phrase):
     hw = fresh_hsm
     hw.hsm.init_token("noid", PIN)
-    for label in ("a", "b"):
+    for label, kid in zip(("a", "b"), ids):
         assert_ok(hw.hsm.tool("--token-label", "noid", "--login", "--pin", PIN, "--keypairgen",
-                              "--key-type", "EC:prime256v1", "--label", label))
+                              "--key-type", "EC:prime256v1", "--label", label,
+                              *(("--id", kid) if kid else ())))
     objs = hw.hsm.objects("noid", "privkey", pin=PIN)
     assert sorted(o.get("label") for o in objs) == ["a", "b"], objs
-    assert all(not o.get("id") for o in objs), "pkcs11-tool set a CKA_ID: %s" % objs
+    assert all(o.get("id", "") == (ids[0] or "") for o in objs), objs
     hw.create_p11_token("hsm", ref="noid")
     p = hw.ctok("key", "remove", "hsm", "a")
-    assert_fails_with(p, "hsm", "has no CKA_ID")
+    assert_fails_with(p, "hsm", phrase)
     assert sorted(o.get("label") for o in hw.hsm.objects("noid", "privkey", pin=PIN)) == \
         ["a", "b"]
 
