@@ -285,6 +285,45 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const struct ctok
     return -1;
 }
 
+/* The PIN state the token reports now, not when its slot was found. Lock held, in a region. */
+static unsigned int pin_flags(struct p11_tok *pt, int puk)
+{
+    CK_TOKEN_INFO ti;
+    CK_FLAGS f;
+
+    if (P11_CALL(pt->m, C_GetTokenInfo, (pt->slot, &ti)) != CKR_OK)
+        return 0;
+    f = ti.flags;
+    if (puk)
+        return (f & CKF_SO_PIN_COUNT_LOW ? CTOK_PIN_COUNT_LOW : 0) |
+               (f & CKF_SO_PIN_FINAL_TRY ? CTOK_PIN_FINAL_TRY : 0) |
+               (f & CKF_SO_PIN_LOCKED ? CTOK_PIN_LOCKED : 0);
+    return (f & CKF_USER_PIN_COUNT_LOW ? CTOK_PIN_COUNT_LOW : 0) |
+           (f & CKF_USER_PIN_FINAL_TRY ? CTOK_PIN_FINAL_TRY : 0) |
+           (f & CKF_USER_PIN_LOCKED ? CTOK_PIN_LOCKED : 0);
+}
+
+static unsigned int p11_pin_state(ctok_token *tok, int puk)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    unsigned int st = 0;
+
+    if (!ctok_p11_enter_token(pt))
+        return 0;
+    pthread_mutex_lock(&pt->lock);
+    if (catch_up(pt))
+        st = pin_flags(pt, puk);
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+    return st;
+}
+
+static unsigned int state_cb(ctok_token *tok, int puk, void *arg)
+{
+    (void)arg;
+    return p11_pin_state(tok, puk);
+}
+
 static int p11_login(ctok_token *tok, const struct ctok_code *c)
 {
     struct p11_tok *pt = P11TOK(tok);
@@ -315,6 +354,12 @@ struct relogin {
     CK_SESSION_HANDLE s;
 };
 
+static unsigned int relogin_state(ctok_token *tok, int puk, void *arg)
+{
+    (void)tok;
+    return pin_flags(((struct relogin *)arg)->pt, puk);
+}
+
 static int relogin_send(ctok_token *tok, const struct ctok_code *c, void *arg)
 {
     (void)tok;
@@ -325,7 +370,7 @@ static int relogin_send(ctok_token *tok, const struct ctok_code *c, void *arg)
 int ctok_p11_relogin(struct p11_tok *pt)
 {
     struct relogin rl = {pt, CK_INVALID_HANDLE};
-    struct ctok_sender snd = {relogin_send, &rl};
+    struct ctok_sender snd = {relogin_state, relogin_send, &rl};
     CK_RV rv;
     int r;
 
@@ -576,8 +621,8 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
                           size_t pin_len)
 {
     struct pins p = {puk, pin, puk_len, pin_len, "C_UnlockPIN", do_unlock};
-    struct ctok_code c = {puk, puk_len, 1, "the ctok tool"};
-    struct ctok_sender snd = {pins_send, &p};
+    struct ctok_code c = {puk, puk_len, 1, "the ctok tool", 0};
+    struct ctok_sender snd = {state_cb, pins_send, &p};
 
     if (ctok_token_send_code(tok, &c, &snd) <= 0)
         return 0;
@@ -597,8 +642,8 @@ static int p11_change_code(ctok_token *tok, const char *old, size_t old_len, con
                            size_t len)
 {
     struct pins p = {old, code, old_len, len, "C_SetPIN", do_set_pin};
-    struct ctok_code c = {old, old_len, 0, "the ctok tool"};
-    struct ctok_sender snd = {pins_send, &p};
+    struct ctok_code c = {old, old_len, 0, "the ctok tool", 0};
+    struct ctok_sender snd = {state_cb, pins_send, &p};
 
     return ctok_token_send_code(tok, &c, &snd) > 0;
 }
@@ -620,6 +665,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .configure = p11_configure,
     .open = p11_open,
     .login_code = p11_login,
+    .pin_state = p11_pin_state,
     .enumerate = p11_enumerate,
     .hidden = p11_hidden,
     .match_p11_uri = p11_match_uri,

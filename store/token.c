@@ -214,6 +214,50 @@ static int was_rejected(ctok_token *tok, const struct ctok_code *c)
     return r;
 }
 
+/* PIN lockout guard: a locked PIN is not tried, a final try is spent only on a typed code. */
+static int pin_guard(ctok_token *tok, const struct ctok_code *c, unsigned int st)
+{
+    const char *what = c->puk ? "PUK" : "PIN";
+    int warn;
+
+    if (st & CTOK_PIN_LOCKED) {
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s': its %s is locked (the token reports it); ctok does not try the "
+                 "%s from %s%s%s%s",
+                 tok->name, what, what, c->src,
+                 c->puk ? "" : ": set a new PIN with the PUK ('ctok pin unlock ",
+                 c->puk ? "" : tok->name, c->puk ? "" : "')");
+        ctok_audit(tok, c->puk ? "pin_unlock" : "activate", NULL, 0, "refused: locked");
+        return 0;
+    }
+    if (st & CTOK_PIN_FINAL_TRY) {
+        if (!c->typed) {
+            CTOK_ERR(CTOK_R_WRONG_CODE,
+                     "token '%s': one %s try is left before the token locks; ctok does not "
+                     "spend it on the %s from %s: type it once with 'ctok token activate %s' at "
+                     "a terminal, or set a new PIN with the PUK ('ctok pin unlock %s')",
+                     tok->name, what, what, c->src, tok->name, tok->name);
+            ctok_audit(tok, c->puk ? "pin_unlock" : "activate", NULL, 0, "refused: final try left");
+            return 0;
+        }
+        ctok_debug("warning: token '%s': one %s try is left; it is spent on the %s from %s "
+                   "(if it is wrong, the token locks)",
+                   tok->name, what, what, c->src);
+        return 1;
+    }
+    if (st & CTOK_PIN_COUNT_LOW) {
+        pthread_mutex_lock(&code_lock);
+        warn = !tok->warned_low;
+        tok->warned_low = 1;
+        pthread_mutex_unlock(&code_lock);
+        if (warn)
+            ctok_debug("warning: token '%s': the token counts wrong %s tries (%s count low); a "
+                       "few more lock it",
+                       tok->name, what, what);
+    }
+    return 1;
+}
+
 int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struct ctok_sender *s)
 {
     const char *what = c->puk ? "PUK" : "authentication code";
@@ -229,6 +273,8 @@ int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struc
             CTOK_ERR(CTOK_R_INTERNAL, "token '%s': cannot hash the %s", tok->name, what);
         return r > 0 ? 0 : -1;
     }
+    if (s->state != NULL && !pin_guard(tok, c, s->state(tok, c->puk, s->arg)))
+        return -1;
     r = s->send(tok, c, s->arg);
     if (r == 0)
         mark_rejected(tok, c, 1);
@@ -259,7 +305,7 @@ static void keep_code(ctok_token *tok, const struct ctok_code *c)
 int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
 {
     char code[CTOK_MAX_CODE + 1], src[sizeof(tok->code_src)];
-    struct ctok_code c = {code, 0, 0, src};
+    struct ctok_code c = {code, 0, 0, src, 0};
     int r = -1;
 
     pthread_mutex_lock(&code_lock);
@@ -302,6 +348,12 @@ void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len)
     pthread_mutex_unlock(&code_lock);
 }
 
+static unsigned int be_state(ctok_token *tok, int puk, void *arg)
+{
+    (void)arg;
+    return tok->be->pin_state(tok, puk);
+}
+
 static int be_login(ctok_token *tok, const struct ctok_code *c, void *arg)
 {
     int r = tok->be->login_code != NULL ? tok->be->login_code(tok, c)
@@ -315,7 +367,7 @@ static int be_login(ctok_token *tok, const struct ctok_code *c, void *arg)
 /* Logs in through the one door. Lock held. */
 static int login_locked(ctok_token *tok, const struct ctok_code *c, int keep)
 {
-    struct ctok_sender s = {be_login, NULL};
+    struct ctok_sender s = {tok->be->pin_state != NULL ? be_state : NULL, be_login, NULL};
 
     if (ctok_token_send_code(tok, c, &s) <= 0)
         return 0;
@@ -325,9 +377,10 @@ static int login_locked(ctok_token *tok, const struct ctok_code *c, int keep)
     return 1;
 }
 
-int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
+                             int typed)
 {
-    struct ctok_code c = {code, len, 0, "the code given to the ctok tool"};
+    struct ctok_code c = {code, len, 0, src, typed};
     int ok;
 
     if (!ctok_token_open(tok))
@@ -336,6 +389,11 @@ int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
     ok = tok->active || login_locked(tok, &c, 1);
     pthread_mutex_unlock(&tok->lock);
     return ok;
+}
+
+int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+{
+    return ctok_token_activate_code(tok, code, len, "the code given to the ctok tool", 0);
 }
 
 /* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
@@ -406,7 +464,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
 int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui)
 {
     char code[CTOK_MAX_CODE + 1], src[320];
-    struct ctok_code c = {code, 0, 0, src};
+    struct ctok_code c = {code, 0, 0, src, 0};
     int ok = 0, prompted;
 
     if (!ctok_token_open(tok))
@@ -529,7 +587,7 @@ const json_t *ctok_token_config(const ctok_token *tok)
 int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
                            size_t len)
 {
-    struct ctok_code c = {code, len, 0, "the new code given to the ctok tool"};
+    struct ctok_code c = {code, len, 0, "the new code given to the ctok tool", 0};
     int ok;
 
     if (tok->be->change_code == NULL) {
@@ -553,7 +611,7 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len)
 {
-    struct ctok_code c = {pin, pin_len, 0, "the new PIN given to the ctok tool"};
+    struct ctok_code c = {pin, pin_len, 0, "the new PIN given to the ctok tool", 0};
 
     if (tok->be->unlock_pin == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens have no PIN to unlock", tok->name,

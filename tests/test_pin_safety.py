@@ -1,11 +1,14 @@
 """A smart card locks after a few wrong PINs, so ctok spends PIN tries with care (issue 8,
-defect 5). A code a token rejected is never sent again by the same process, whichever path
-would send it (first login, the re-login after a reconnect, each key reference, each thread);
-the error names where the code came from.
+defects 5 and 10). A code a token rejected is never sent again by the same process, whichever
+path would send it (first login, the re-login after a reconnect, each key reference, each
+thread); the error names where the code came from. A locked PIN is not tried, the final try is
+never spent by an automatic source (file, variable, stored code, key reference, re-login),
+only by a code typed at `ctok token activate`, and a low retry count is reported once.
 
-The calls a process made are the PKCS#11 test shim's log. Signing applications are the
-p11_sign_loop C driver (tests/p11_sign_loop.c), whose `reload` mode loads the key afresh for
-every signature, in several threads."""
+The card's retry counter is the PKCS#11 test shim's (CTOK_SHIM_PIN_TRIES, a counter file that
+all processes share, as a card's is); the calls a process made are the shim's log. Signing
+applications are the p11_sign_loop C driver (tests/p11_sign_loop.c), whose `reload` mode
+loads the key afresh for every signature, in several threads."""
 
 import json
 import os
@@ -17,8 +20,12 @@ import pytest
 
 from ctoktest import (
     PIN,
+    assert_fails_with,
     assert_ok,
     describe,
+    run_with_tty,
+    sign_digest,
+    stored_auth,
 )
 from p11fixtures import (  # noqa: F401  (fixtures)
     ShimLog,
@@ -47,6 +54,33 @@ def detail(p, log):
 
 def rejected(log):
     return [c for c in logins(log) if c["rv"] == "CKR_PIN_INCORRECT"]
+
+
+class Counter:
+    """The card's retry counter (CTOK_SHIM_PIN_TRIES=<tries>:<file>) of one token label."""
+
+    def __init__(self, path, label, tries=3):
+        self.path, self.label, self.tries = path, label, tries
+
+    def env(self, log, **shim):
+        return log.env(pin_tries="%d:%s" % (self.tries, self.path), **shim)
+
+    def set(self, wrong):
+        self.path.write_text("%d %s\n" % (wrong, self.label) if wrong else "")
+
+    def wrong(self):
+        if not self.path.exists():
+            return 0
+        for line in self.path.read_text().splitlines():
+            n, _, label = line.partition(" ")
+            if label == self.label:
+                return int(n)
+        return 0
+
+
+@pytest.fixture
+def counter(tmp_path, main_hsm):
+    return Counter(tmp_path / "pin-tries", main_hsm.label)
 
 
 def view_with_auth(main_hsm, name, auth):
@@ -155,3 +189,102 @@ def test_wrong_keystore_code_is_tried_once_however_often_one_process_loads_the_k
     tries = [e for e in tries if e["operation"] == "activate"]
     assert [e["outcome"] for e in tries] == ["failure"], tries
     assert "does not send it again" in p.stderr, describe(p)
+
+
+# ---------------------------------------------------------------- defect 10: lockout guard
+
+
+@pytest.mark.parametrize("auth", ["file", "env", "stored"])
+def test_final_try_is_never_spent_by_an_automatic_source(main_hsm, log, counter, auth):
+    ws, env = main_hsm.shim_ws, counter.env(log)
+    if auth == "file":
+        conf = copy_config(ws, hsm={"auth": {"file": str(main_hsm.shim_tok.pin_file)}})
+        source = "auth file %s" % main_hsm.shim_tok.pin_file
+    elif auth == "env":
+        conf = copy_config(ws, hsm={"auth": {"env": "HSM_PIN_FOR_TEST"}})
+        env["HSM_PIN_FOR_TEST"] = PIN
+        source = "environment variable HSM_PIN_FOR_TEST"
+    else:
+        key = os.urandom(32)
+        conf = copy_config(ws)
+        conf["master_key"] = str(ws.write("final-master.key", key))
+        conf["tokens"][0]["auth"] = {"stored": stored_auth(key, conf["tokens"][0]["id"], PIN)}
+        source = "stored"
+    view = ws.view("final-%s.json" % auth, conf)
+    tok = same_token_in(view, main_hsm.shim_tok)
+    counter.set(2)
+    p, _, _ = sign_digest(view, tok.key_uri("p256"), env=env)
+    assert_fails_with(p, "one PIN try is left", source, "ctok token activate hsm",
+                      "ctok pin unlock hsm")
+    assert logins(log) == [], log.text()
+    assert counter.wrong() == 2
+
+
+def test_locked_pin_is_not_tried(main_hsm, log, counter):
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    counter.set(3)
+    p, _, _ = sign_digest(ws, tok.key_uri("p256"), env=counter.env(log))
+    assert_fails_with(p, "PIN is locked", "ctok pin unlock hsm")
+    assert logins(log) == [], log.text()
+
+
+def test_low_retry_count_is_reported_once_and_a_good_pin_resets_it(main_hsm, sign_loop_bin, log,
+                                                                    counter):
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    counter.set(1)
+    p, kv = sign_loop(ws, sign_loop_bin, "reload", tok.key_uri("p256"), "1", "6",
+                      env=counter.env(log))
+    assert p.returncode == 0 and kv.get("ok") == "6", detail(p, log)
+    warnings = [ln for ln in p.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "PIN count low" in warnings[0], describe(p)
+    assert warnings[0].startswith("ctok["), describe(p)
+    assert [c["rv"] for c in logins(log)] == ["CKR_OK"], log.text()
+    assert counter.wrong() == 0
+
+
+def test_processes_with_a_wrong_pin_stop_before_the_card_locks(main_hsm, log, counter):
+    """Five processes in a row with a wrong PIN in the auth file: the first two spend a try
+    each, the rest find the final try left and do not spend it. The card never locks."""
+    view, tok = view_with_auth(main_hsm, "wrong-procs.json",
+                               {"file": str(main_hsm.shim_ws.write("wrong2.pin", WRONG_PIN))})
+    errors = []
+    for _ in range(5):
+        p, _, _ = sign_digest(view, tok.key_uri("p256"), env=counter.env(log))
+        assert p.returncode != 0 and p.returncode not in (134, 139), describe(p)
+        errors.append(p.stderr)
+    assert len(rejected(log)) == 2 and len(logins(log)) == 2, log.text()
+    assert counter.wrong() == 2
+    assert all("one PIN try is left" in e for e in errors[2:]), errors
+
+
+def test_reconnect_does_not_spend_the_final_try(main_hsm, sign_loop_bin, log, counter):
+    """Wrong tries made elsewhere while a signer runs leave one try: the signer's re-login
+    after a disconnect does not spend it, not even with the code that worked before."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    argv = [sign_loop_bin, "--provider-path", ws.build, "sign", tok.key_uri("p256"), "1", "6"]
+    p, stopped = run_stopping_at(ws, argv, counter.env(log, disconnect_every=3), "p11-reconnect",
+                                 lambda: counter.set(2))
+    assert stopped, detail(p, log)
+    assert kv_of(p).get("ok") == "3", detail(p, log)
+    assert [c["rv"] for c in logins(log)] == ["CKR_OK"], log.text()
+    assert "one PIN try is left" in p.stderr, describe(p)
+    assert counter.wrong() == 2
+
+
+def test_admin_spends_the_final_try_only_by_typing_the_pin_at_token_activate(main_hsm, log,
+                                                                             counter):
+    ws = main_hsm.shim_ws
+    counter.set(2)
+    # a code from a file is refused even here
+    p = ws.ctok("token", "activate", "hsm", "--auth-file", main_hsm.shim_tok.pin_file,
+                env=counter.env(log))
+    assert p.returncode != 0 and "one PIN try is left" in p.stderr, describe(p)
+    assert logins(log) == [], log.text()
+    # typed at the terminal: a warning, then the try
+    code, out, prompts = run_with_tty([ws.build / "ctok", "token", "activate", "hsm"],
+                                      ws.env(counter.env(log)), answers=[PIN])
+    assert code == 0, out
+    assert len(prompts) == 1 and "warning" in out and "one PIN try is left" in out, out
+    assert "accepted" in out, out
+    assert [c["rv"] for c in logins(log)] == ["CKR_OK"], log.text()
+    assert counter.wrong() == 0
