@@ -169,15 +169,23 @@ static int edit_remember(json_t *config, json_t *e, void *arg)
 int cmd_token_activate(struct cli *c)
 {
     ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activate");
-    char code[CTOK_MAX_CODE + 1], what[128];
+    char code[CTOK_MAX_CODE + 1], what[128], src[320];
     size_t len = 0;
     int ok;
 
     if (tok == NULL)
         return cli_fail();
     snprintf(what, sizeof(what), "Authentication code for token '%s'", c->argv[0]);
+    /* only a code typed here may spend a PIN's final try */
+    snprintf(src, sizeof(src), "%s%s",
+             c->auth_file != NULL  ? "--auth-file "
+             : c->auth_env != NULL ? "--auth-env "
+                                   : "the tool's prompt",
+             c->auth_file != NULL  ? c->auth_file
+             : c->auth_env != NULL ? c->auth_env
+                                   : "");
     ok = cli_read_secret(c->auth_file, c->auth_env, what, code, sizeof(code), &len) &&
-         ctok_token_login_code(tok, code, len);
+         ctok_token_activate_code(tok, code, len, src, c->auth_file == NULL && c->auth_env == NULL);
     if (ok && c->remember) {
         struct remember r = {c->ctx, ctok_token_id(tok), code, len};
 

@@ -245,9 +245,9 @@ void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int 
 }
 
 /* C_Login with a code; maps the outcomes the user must tell apart. Lock not held. */
-static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code, size_t len)
+static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const struct ctok_code *c)
 {
-    CK_RV rv = P11_CALL(pt->m, C_Login, (s, CKU_USER, (CK_UTF8CHAR_PTR)code, (CK_ULONG)len));
+    CK_RV rv = P11_CALL(pt->m, C_Login, (s, CKU_USER, (CK_UTF8CHAR_PTR)c->code, (CK_ULONG)c->len));
     char label[33];
 
     ctok_p11_str(pt->tinfo.label, sizeof(pt->tinfo.label), label);
@@ -257,9 +257,9 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code,
         return 1;
     case CKR_PIN_INCORRECT:
         CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s' ('%s'): the PIN was rejected (CKR_PIN_INCORRECT); "
+                 "token '%s' ('%s'): the PIN from %s was rejected (CKR_PIN_INCORRECT); "
                  "ctok will not send it again",
-                 pt->tok->name, label);
+                 pt->tok->name, label, c->src);
         return 0;
     case CKR_PIN_LOCKED:
         CTOK_ERR(CTOK_R_WRONG_CODE,
@@ -275,8 +275,9 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code,
         return 0;
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_INVALID:
-        CTOK_ERR(CTOK_R_WRONG_CODE, "token '%s' ('%s'): the PIN is not valid for this token (%s)",
-                 pt->tok->name, label, ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s' ('%s'): the PIN from %s is not valid for this token (%s)",
+                 pt->tok->name, label, c->src, ctok_p11_rv_name(rv));
         return 0;
     }
     CTOK_ERR(CTOK_R_BACKEND, "token '%s' ('%s'): C_Login failed: %s", pt->tok->name, label,
@@ -284,7 +285,46 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const char *code,
     return -1;
 }
 
-static int p11_login(ctok_token *tok, const char *code, size_t len)
+/* The PIN state the token reports now, not when its slot was found. Lock held, in a region. */
+static unsigned int pin_flags(struct p11_tok *pt, int puk)
+{
+    CK_TOKEN_INFO ti;
+    CK_FLAGS f;
+
+    if (P11_CALL(pt->m, C_GetTokenInfo, (pt->slot, &ti)) != CKR_OK)
+        return 0;
+    f = ti.flags;
+    if (puk)
+        return (f & CKF_SO_PIN_COUNT_LOW ? CTOK_PIN_COUNT_LOW : 0) |
+               (f & CKF_SO_PIN_FINAL_TRY ? CTOK_PIN_FINAL_TRY : 0) |
+               (f & CKF_SO_PIN_LOCKED ? CTOK_PIN_LOCKED : 0);
+    return (f & CKF_USER_PIN_COUNT_LOW ? CTOK_PIN_COUNT_LOW : 0) |
+           (f & CKF_USER_PIN_FINAL_TRY ? CTOK_PIN_FINAL_TRY : 0) |
+           (f & CKF_USER_PIN_LOCKED ? CTOK_PIN_LOCKED : 0);
+}
+
+static unsigned int p11_pin_state(ctok_token *tok, int puk)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    unsigned int st = 0;
+
+    if (!ctok_p11_enter_token(pt))
+        return 0;
+    pthread_mutex_lock(&pt->lock);
+    if (catch_up(pt))
+        st = pin_flags(pt, puk);
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+    return st;
+}
+
+static unsigned int state_cb(ctok_token *tok, int puk, void *arg)
+{
+    (void)arg;
+    return p11_pin_state(tok, puk);
+}
+
+static int p11_login(ctok_token *tok, const struct ctok_code *c)
 {
     struct p11_tok *pt = P11TOK(tok);
     CK_SESSION_HANDLE s;
@@ -295,7 +335,7 @@ static int p11_login(ctok_token *tok, const char *code, size_t len)
     if (!ctok_p11_enter_token(pt))
         return -1;
     if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
-        r = login_with(pt, s, code, len);
+        r = login_with(pt, s, c);
         ctok_p11_session_put(pt, s, gen);
     }
     if (r > 0) {
@@ -308,37 +348,47 @@ static int p11_login(ctok_token *tok, const char *code, size_t len)
     return r;
 }
 
+/* Re-login on a session of its own: lock held, in a region. */
+struct relogin {
+    struct p11_tok *pt;
+    CK_SESSION_HANDLE s;
+};
+
+static unsigned int relogin_state(ctok_token *tok, int puk, void *arg)
+{
+    (void)tok;
+    return pin_flags(((struct relogin *)arg)->pt, puk);
+}
+
+static int relogin_send(ctok_token *tok, const struct ctok_code *c, void *arg)
+{
+    (void)tok;
+    return login_with(((struct relogin *)arg)->pt, ((struct relogin *)arg)->s, c);
+}
+
 /* Lock held: login again after re-initialization, with the code the token layer keeps. */
 int ctok_p11_relogin(struct p11_tok *pt)
 {
-    CK_SESSION_HANDLE s;
+    struct relogin rl = {pt, CK_INVALID_HANDLE};
+    struct ctok_sender snd = {relogin_state, relogin_send, &rl};
     CK_RV rv;
     int r;
 
-    if (pt->tok->code == NULL) {
-        CTOK_ERR(CTOK_R_NO_CODE,
-                 "token '%s' was reconnected and must be activated again: its "
-                 "authentication code is not known (prompt only)",
-                 pt->tok->name);
-        pt->tok->active = 0;
-        return 0;
-    }
     rv = P11_CALL(pt->m, C_OpenSession,
-                  (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s));
+                  (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &rl.s));
     if (rv != CKR_OK) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed after reconnecting: %s",
                  pt->tok->name, ctok_p11_rv_name(rv));
         return 0;
     }
-    r = login_with(pt, s, pt->tok->code, pt->tok->code_len);
+    /* the token layer's one door: a code the token rejected is never sent again */
+    r = ctok_token_send_kept_code(pt->tok, &snd);
     if (r > 0) {
         pt->logged_in = 1;
-        if (!pool_push(pt, s))
-            (void)P11_CALL(pt->m, C_CloseSession, (s));
+        if (!pool_push(pt, rl.s))
+            (void)P11_CALL(pt->m, C_CloseSession, (rl.s));
     } else {
-        (void)P11_CALL(pt->m, C_CloseSession, (s));
-        if (r == 0)
-            pt->tok->active = 0; /* the known code no longer works: never resend it */
+        (void)P11_CALL(pt->m, C_CloseSession, (rl.s));
     }
     return r > 0;
 }
@@ -349,6 +399,7 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 
     CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", pt->tok->name, what,
              ctok_p11_rv_name(rv), pt->library);
+    ctok_test_point("p11-reconnect");
     if (!ctok_p11_module_reinit(pt->m, gen) || !ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
@@ -523,6 +574,7 @@ struct pins {
     const char *a, *b; /* PUK and new PIN, or old and new PIN */
     size_t a_len, b_len;
     const char *how;
+    CK_RV (*fn)(struct p11_tok *, CK_SESSION_HANDLE, void *);
 };
 
 static CK_RV do_unlock(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
@@ -547,6 +599,20 @@ static CK_RV do_unlock(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
     return rv;
 }
 
+/* C_UnlockPIN or C_SetPIN through the token layer's door: c is the PUK or the old PIN. */
+static int pins_send(ctok_token *tok, const struct ctok_code *c, void *arg)
+{
+    struct pins *p = arg;
+    CK_RV rv = with_session(P11TOK(tok), p->fn, p);
+
+    if (rv == CKR_OK)
+        return 1;
+    CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
+             "token '%s': %s with the %s from %s failed: %s", tok->name, p->how,
+             c->puk ? "PUK" : "current PIN", c->src, ctok_p11_rv_name(rv));
+    return rv == CKR_PIN_INCORRECT ? 0 : -1;
+}
+
 /*
  * PIN unlock: the vendor extension C_UnlockPIN(session, puk, new PIN) where the library
  * has it (smart-card middleware), else the standard way: SO login with the PUK, C_InitPIN.
@@ -554,14 +620,12 @@ static CK_RV do_unlock(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
 static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len)
 {
-    struct pins p = {puk, pin, puk_len, pin_len, "C_UnlockPIN"};
-    CK_RV rv = with_session(P11TOK(tok), do_unlock, &p);
+    struct pins p = {puk, pin, puk_len, pin_len, "C_UnlockPIN", do_unlock};
+    struct ctok_code c = {puk, puk_len, 1, "the ctok tool", 0};
+    struct ctok_sender snd = {state_cb, pins_send, &p};
 
-    if (rv != CKR_OK) {
-        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-                 "token '%s': PIN unlock (%s) failed: %s", tok->name, p.how, ctok_p11_rv_name(rv));
+    if (ctok_token_send_code(tok, &c, &snd) <= 0)
         return 0;
-    }
     CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, p.how);
     return 1;
 }
@@ -577,15 +641,11 @@ static CK_RV do_set_pin(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
 static int p11_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
                            size_t len)
 {
-    struct pins p = {old, code, old_len, len, "C_SetPIN"};
-    CK_RV rv = with_session(P11TOK(tok), do_set_pin, &p);
+    struct pins p = {old, code, old_len, len, "C_SetPIN", do_set_pin};
+    struct ctok_code c = {old, old_len, 0, "the ctok tool", 0};
+    struct ctok_sender snd = {state_cb, pins_send, &p};
 
-    if (rv != CKR_OK) {
-        CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-                 "token '%s': C_SetPIN failed: %s", tok->name, ctok_p11_rv_name(rv));
-        return 0;
-    }
-    return 1;
+    return ctok_token_send_code(tok, &c, &snd) > 0;
 }
 
 static int p11_match_uri(ctok_token *tok, void *uri)
@@ -604,7 +664,8 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .type = "pkcs11",
     .configure = p11_configure,
     .open = p11_open,
-    .login = p11_login,
+    .login_code = p11_login,
+    .pin_state = p11_pin_state,
     .enumerate = p11_enumerate,
     .hidden = p11_hidden,
     .match_p11_uri = p11_match_uri,

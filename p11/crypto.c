@@ -93,11 +93,13 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
 
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!key->tok->active) {
+            char why[400];
+
+            ctok_token_inactive_why(key->tok, why, sizeof(why));
             CTOK_ERR(CTOK_R_NO_CODE,
-                     "token '%s', key '%s': the token was reconnected and must "
-                     "be activated again (its authentication code was typed at a prompt and is "
-                     "not kept)",
-                     key->tok->name, key->label);
+                     "token '%s', key '%s': the token was reconnected and must be activated "
+                     "again (%s)",
+                     key->tok->name, key->label, why);
             return 0;
         }
         if (!ctok_p11_enter_token(pt))

@@ -7,6 +7,43 @@
 
 #include "token.h"
 
+/* A token's PIN state (PKCS#11 CKF_USER_PIN_* / CKF_SO_PIN_* flags). */
+enum { CTOK_PIN_COUNT_LOW = 1, CTOK_PIN_FINAL_TRY = 2, CTOK_PIN_LOCKED = 4 };
+
+/* An auth code on its way to a token, and where it came from (errors name it; never the code). */
+struct ctok_code {
+    const char *code;
+    size_t len;
+    int puk;         /* a PUK (SO PIN), not the user's code */
+    const char *src; /* "auth file /etc/ctok/hsm.pin", "environment variable HSM_PIN" */
+    int typed;       /* typed at the tool's prompt to activate: may spend a PIN's final try */
+};
+
+/*
+ * How a backend sends a code. state (may be NULL) returns the CTOK_PIN_* bits the token
+ * reports right before; send returns 1 accepted, 0 rejected (error raised), -1 other failure.
+ */
+struct ctok_sender {
+    unsigned int (*state)(ctok_token *tok, int puk, void *arg);
+    int (*send)(ctok_token *tok, const struct ctok_code *c, void *arg);
+    void *arg;
+};
+
+/*
+ * The one door every auth code goes through to a token (first login, re-login after a
+ * reconnect, code change, PIN unlock; every key reference and thread): a code the token
+ * rejected is never sent again in this process, a locked PIN is not tried and a final try
+ * is spent only on a code typed for it. Returns what send returned, or 0 / -1 when refused.
+ */
+int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struct ctok_sender *s);
+/*
+ * Sends the code kept while active again (re-login after a reconnect). A rejected one is
+ * dropped and the token deactivated; without one the token must be activated again.
+ */
+int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s);
+/* Why a token that was active is not any more (reconnect), for errors. */
+void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len);
+
 struct ctok_backend {
     const char *type;
     /*
@@ -20,6 +57,10 @@ struct ctok_backend {
     int (*open)(ctok_token *tok);
     /* Returns 1 on success, 0 on a rejected code (error raised), -1 on other failure. */
     int (*login)(ctok_token *tok, const char *code, size_t len);
+    /* The same with the code's source, for errors (used instead of login when set). */
+    int (*login_code)(ctok_token *tok, const struct ctok_code *c);
+    /* CTOK_PIN_* bits the token reports now for its user PIN or its PUK; 0 if unknown. */
+    unsigned int (*pin_state)(ctok_token *tok, int puk);
     int (*enumerate)(ctok_token *tok, ctok_object_cb cb, void *arg);
     /* Does the token match a pkcs11: URI's token attributes (P11KitUri)? */
     int (*match_p11_uri)(ctok_token *tok, void *p11uri);
@@ -70,10 +111,15 @@ struct ctok_token {
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
     int opened;
     int active;
-    char *code; /* the auth code while active (re-login, keystore rewrites); cleansed */
+    /* token.c's code_lock (a leaf) guards the fields below; tok->lock too where it says */
+    char *code; /* the auth code while active (re-login, keystore rewrites); cleansed; lock too */
     size_t code_len;
-    uint8_t rejected[4][32]; /* SHA-256 of codes the token rejected: never sent again */
+    char code_src[320];      /* where it came from */
+    char inactive_why[400];  /* why a reconnect deactivated the token */
+    uint8_t rejected[8][32]; /* salted SHA-256 of codes the token rejected: never sent again */
     int n_rejected;
+    uint8_t salt[16];
+    int salted, warned_low;
 };
 
 struct ctok_key {

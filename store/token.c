@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <openssl/rand.h>
 
 #include "internal.h"
 
@@ -149,62 +149,260 @@ int ctok_token_is_active(const ctok_token *tok)
     return tok->active;
 }
 
-/* Sends a code to the backend unless the token already rejected it. Lock held. */
-static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
+/* Guards what the token layer remembers of codes (see struct ctok_token): a leaf lock. */
+static pthread_mutex_t code_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Salted, so a core dump does not hand out a table of PIN hashes. code_lock held. */
+static int code_hash(ctok_token *tok, const struct ctok_code *c, uint8_t h[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    uint8_t kind = c->puk ? 'P' : 'U';
+    int ok;
+
+    if (!tok->salted)
+        tok->salted = RAND_bytes(tok->salt, sizeof(tok->salt)) == 1;
+    ok = md != NULL && tok->salted && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+         EVP_DigestUpdate(md, tok->salt, sizeof(tok->salt)) && EVP_DigestUpdate(md, &kind, 1) &&
+         EVP_DigestUpdate(md, c->code, c->len) && EVP_DigestFinal_ex(md, h, NULL);
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+/* code_lock held. */
+static int find_rejected(const ctok_token *tok, const uint8_t h[32])
+{
+    for (int i = 0; i < tok->n_rejected; i++)
+        if (CRYPTO_memcmp(h, tok->rejected[i], 32) == 0)
+            return i;
+    return -1;
+}
+
+/* Marks a code rejected (1) or, once a PIN is set to it, sendable again (0). */
+static void mark_rejected(ctok_token *tok, const struct ctok_code *c, int rejected)
+{
+    uint8_t h[32];
+    int i;
+
+    pthread_mutex_lock(&code_lock);
+    if (code_hash(tok, c, h)) {
+        i = find_rejected(tok, h);
+        if (rejected && i < 0) {
+            int n = (int)(sizeof(tok->rejected) / sizeof(tok->rejected[0]));
+
+            /* the oldest goes when full */
+            memmove(tok->rejected[1], tok->rejected[0], (size_t)(n - 1) * 32);
+            memcpy(tok->rejected[0], h, 32);
+            tok->n_rejected += tok->n_rejected < n;
+        } else if (!rejected && i >= 0) {
+            memmove(tok->rejected[i], tok->rejected[i + 1], (size_t)(tok->n_rejected - i - 1) * 32);
+            tok->n_rejected--;
+        }
+    }
+    pthread_mutex_unlock(&code_lock);
+    OPENSSL_cleanse(h, sizeof(h));
+}
+
+static int was_rejected(ctok_token *tok, const struct ctok_code *c)
 {
     uint8_t h[32];
     int r;
 
-    SHA256((const uint8_t *)code, len, h);
-    for (int i = 0; i < tok->n_rejected; i++) {
-        if (CRYPTO_memcmp(h, tok->rejected[i], 32) == 0) {
+    pthread_mutex_lock(&code_lock);
+    r = code_hash(tok, c, h) ? find_rejected(tok, h) >= 0 : -1;
+    pthread_mutex_unlock(&code_lock);
+    OPENSSL_cleanse(h, sizeof(h));
+    return r;
+}
+
+/* PIN lockout guard: a locked PIN is not tried, a final try is spent only on a typed code. */
+static int pin_guard(ctok_token *tok, const struct ctok_code *c, unsigned int st)
+{
+    const char *what = c->puk ? "PUK" : "PIN";
+    int warn;
+
+    if (st & CTOK_PIN_LOCKED) {
+        CTOK_ERR(CTOK_R_WRONG_CODE,
+                 "token '%s': its %s is locked (the token reports it); ctok does not try the "
+                 "%s from %s%s%s%s",
+                 tok->name, what, what, c->src,
+                 c->puk ? "" : ": set a new PIN with the PUK ('ctok pin unlock ",
+                 c->puk ? "" : tok->name, c->puk ? "" : "')");
+        ctok_audit(tok, c->puk ? "pin_unlock" : "activate", NULL, 0, "refused: locked");
+        return 0;
+    }
+    if (st & CTOK_PIN_FINAL_TRY) {
+        if (!c->typed) {
             CTOK_ERR(CTOK_R_WRONG_CODE,
-                     "token '%s': this authentication code was already rejected; not sending it "
-                     "again",
-                     tok->name);
+                     "token '%s': one %s try is left before the token locks; ctok does not "
+                     "spend it on the %s from %s: type it once with 'ctok token activate %s' at "
+                     "a terminal, or set a new PIN with the PUK ('ctok pin unlock %s')",
+                     tok->name, what, what, c->src, tok->name, tok->name);
+            ctok_audit(tok, c->puk ? "pin_unlock" : "activate", NULL, 0, "refused: final try left");
             return 0;
         }
-    }
-    r = tok->be->login(tok, code, len);
-    ctok_audit(tok, "activate", NULL, r > 0, r == 0 ? "authentication code rejected" : NULL);
-    if (r == 0) {
-        memcpy(tok->rejected[tok->n_rejected % 4], h, 32);
-        if (tok->n_rejected < 4)
-            tok->n_rejected++;
-        return 0;
-    }
-    if (r < 0)
-        return 0;
-    tok->active = 1;
-    if (!keep)
+        ctok_debug("warning: token '%s': one %s try is left; it is spent on the %s from %s "
+                   "(if it is wrong, the token locks)",
+                   tok->name, what, what, c->src);
         return 1;
-    tok->code = OPENSSL_malloc(len + 1);
-    if (tok->code == NULL)
-        return 0;
-    memcpy(tok->code, code, len);
-    tok->code[len] = '\0';
-    tok->code_len = len;
+    }
+    if (st & CTOK_PIN_COUNT_LOW) {
+        pthread_mutex_lock(&code_lock);
+        warn = !tok->warned_low;
+        tok->warned_low = 1;
+        pthread_mutex_unlock(&code_lock);
+        if (warn)
+            ctok_debug("warning: token '%s': the token counts wrong %s tries (%s count low); a "
+                       "few more lock it",
+                       tok->name, what, what);
+    }
     return 1;
 }
 
-int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struct ctok_sender *s)
 {
+    const char *what = c->puk ? "PUK" : "authentication code";
+    int r = was_rejected(tok, c);
+
+    if (r != 0) {
+        if (r > 0)
+            CTOK_ERR(CTOK_R_WRONG_CODE,
+                     "token '%s': the token rejected the %s from %s before; ctok does not send "
+                     "it again (wrong tries lock smart cards): correct it and start again",
+                     tok->name, what, c->src);
+        else
+            CTOK_ERR(CTOK_R_INTERNAL, "token '%s': cannot hash the %s", tok->name, what);
+        return r > 0 ? 0 : -1;
+    }
+    if (s->state != NULL && !pin_guard(tok, c, s->state(tok, c->puk, s->arg)))
+        return -1;
+    r = s->send(tok, c, s->arg);
+    if (r == 0)
+        mark_rejected(tok, c, 1);
+    return r;
+}
+
+/* Keeps the code while active, for re-login and keystore rewrites. tok->lock held. */
+static void keep_code(ctok_token *tok, const struct ctok_code *c)
+{
+    char *copy = OPENSSL_malloc(c->len + 1), *old;
+    size_t old_len;
+
+    if (copy != NULL) {
+        memcpy(copy, c->code, c->len);
+        copy[c->len] = '\0';
+    }
+    pthread_mutex_lock(&code_lock);
+    old = tok->code;
+    old_len = tok->code_len;
+    tok->code = copy;
+    tok->code_len = copy != NULL ? c->len : 0;
+    snprintf(tok->code_src, sizeof(tok->code_src), "%s", c->src);
+    pthread_mutex_unlock(&code_lock);
+    if (old != NULL)
+        OPENSSL_clear_free(old, old_len + 1);
+}
+
+int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
+{
+    char code[CTOK_MAX_CODE + 1], src[sizeof(tok->code_src)];
+    struct ctok_code c = {code, 0, 0, src, 0};
+    int r = -1;
+
+    pthread_mutex_lock(&code_lock);
+    if (tok->code != NULL && tok->code_len < sizeof(code)) {
+        memcpy(code, tok->code, tok->code_len);
+        c.len = tok->code_len;
+        memcpy(src, tok->code_src, sizeof(src));
+        r = 0;
+    }
+    pthread_mutex_unlock(&code_lock);
+    if (r < 0) {
+        snprintf(tok->inactive_why, sizeof(tok->inactive_why),
+                 "its authentication code was typed at a prompt and is not kept");
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' was reconnected and must be activated again: %s",
+                 tok->name, tok->inactive_why);
+        tok->active = 0;
+        return 0;
+    }
+    r = ctok_token_send_code(tok, &c, s);
+    if (r == 0) {
+        /* the known code no longer works: forget it, never resend it */
+        pthread_mutex_lock(&code_lock);
+        if (tok->code != NULL)
+            OPENSSL_clear_free(tok->code, tok->code_len + 1);
+        tok->code = NULL;
+        tok->code_len = 0;
+        snprintf(tok->inactive_why, sizeof(tok->inactive_why),
+                 "the token rejected the authentication code from %s when logging in again", src);
+        pthread_mutex_unlock(&code_lock);
+        tok->active = 0;
+    }
+    OPENSSL_cleanse(code, sizeof(code));
+    return r;
+}
+
+void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len)
+{
+    pthread_mutex_lock(&code_lock);
+    snprintf(buf, len, "%s", tok->inactive_why[0] ? tok->inactive_why : "it is not active");
+    pthread_mutex_unlock(&code_lock);
+}
+
+static unsigned int be_state(ctok_token *tok, int puk, void *arg)
+{
+    (void)arg;
+    return tok->be->pin_state(tok, puk);
+}
+
+static int be_login(ctok_token *tok, const struct ctok_code *c, void *arg)
+{
+    int r = tok->be->login_code != NULL ? tok->be->login_code(tok, c)
+                                        : tok->be->login(tok, c->code, c->len);
+
+    (void)arg;
+    ctok_audit(tok, "activate", NULL, r > 0, r == 0 ? "authentication code rejected" : NULL);
+    return r;
+}
+
+/* Logs in through the one door. Lock held. */
+static int login_locked(ctok_token *tok, const struct ctok_code *c, int keep)
+{
+    struct ctok_sender s = {tok->be->pin_state != NULL ? be_state : NULL, be_login, NULL};
+
+    if (ctok_token_send_code(tok, c, &s) <= 0)
+        return 0;
+    tok->active = 1;
+    if (keep)
+        keep_code(tok, c);
+    return 1;
+}
+
+int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
+                             int typed)
+{
+    struct ctok_code c = {code, len, 0, src, typed};
     int ok;
 
     if (!ctok_token_open(tok))
         return 0;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len, 1);
+    ok = tok->active || login_locked(tok, &c, 1);
     pthread_mutex_unlock(&tok->lock);
     return ok;
 }
 
+int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+{
+    return ctok_token_activate_code(tok, code, len, "the code given to the ctok tool", 0);
+}
+
 /* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
 static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui,
-                    char *buf, size_t bufsz, size_t *len, int *prompted)
+                    char *buf, size_t bufsz, size_t *len, int *prompted, char *src, size_t srcsz)
 {
     *prompted = 0;
     if (pin != NULL && pin->value != NULL) {
+        snprintf(src, srcsz, "the pin-value of the key reference");
         *len = strlen(pin->value);
         if (*len >= bufsz)
             return 0;
@@ -214,14 +412,17 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
     if (pin != NULL && pin->source != NULL) {
         const char *p = strncmp(pin->source, "file:", 5) == 0 ? pin->source + 5 : pin->source;
 
+        snprintf(src, srcsz, "pin-source file %s", p);
         return ctok_auth_read_file(tok->name, p, buf, bufsz, len);
     }
     switch (tok->auth_kind) {
     case CTOK_AUTH_FILE:
+        snprintf(src, srcsz, "auth file %s", tok->auth_arg);
         return ctok_auth_read_file(tok->name, tok->auth_arg, buf, bufsz, len);
     case CTOK_AUTH_ENV: {
         const char *v = getenv(tok->auth_arg);
 
+        snprintf(src, srcsz, "environment variable %s", tok->auth_arg);
         if (v == NULL) {
             CTOK_ERR(CTOK_R_NO_CODE, "token '%s': environment variable %s is not set", tok->name,
                      tok->auth_arg);
@@ -234,6 +435,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
         return 1;
     }
     case CTOK_AUTH_STORED:
+        snprintf(src, srcsz, "the stored (encrypted) auth code in the config");
         return ctok_auth_stored_decrypt(tok, tok->auth_arg, buf, bufsz, len);
     case CTOK_AUTH_PROMPT:
         break;
@@ -248,6 +450,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
         if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
             buf[*len] = '\0';
             *prompted = 1;
+            snprintf(src, srcsz, "the application's passphrase prompt");
             return 1;
         }
     }
@@ -260,8 +463,8 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
 
 int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui)
 {
-    char code[CTOK_MAX_CODE + 1];
-    size_t len = 0;
+    char code[CTOK_MAX_CODE + 1], src[320];
+    struct ctok_code c = {code, 0, 0, src, 0};
     int ok = 0, prompted;
 
     if (!ctok_token_open(tok))
@@ -269,10 +472,10 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
     if (tok->active)
         return 1;
     /* the code is fetched without the lock: a prompt may take long */
-    if (!get_code(tok, pin, ui, code, sizeof(code), &len, &prompted))
+    if (!get_code(tok, pin, ui, code, sizeof(code), &c.len, &prompted, src, sizeof(src)))
         goto end;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len, !prompted || tok->be->keep_prompted_code);
+    ok = tok->active || login_locked(tok, &c, !prompted || tok->be->keep_prompted_code);
     pthread_mutex_unlock(&tok->lock);
 end:
     OPENSSL_cleanse(code, sizeof(code));
@@ -351,10 +554,12 @@ int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
 void ctok_token_deactivate(ctok_token *tok)
 {
     pthread_mutex_lock(&tok->lock);
+    pthread_mutex_lock(&code_lock);
     if (tok->code != NULL)
         OPENSSL_clear_free(tok->code, tok->code_len + 1);
     tok->code = NULL;
     tok->code_len = 0;
+    pthread_mutex_unlock(&code_lock);
     tok->active = 0;
     pthread_mutex_unlock(&tok->lock);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
@@ -382,7 +587,7 @@ const json_t *ctok_token_config(const ctok_token *tok)
 int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
                            size_t len)
 {
-    char *c;
+    struct ctok_code c = {code, len, 0, "the new code given to the ctok tool", 0};
     int ok;
 
     if (tok->be->change_code == NULL) {
@@ -396,16 +601,9 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
     ctok_audit(tok, "code_change", NULL, ok, NULL);
     if (!ok)
         return 0;
-    c = OPENSSL_malloc(len + 1);
-    if (c != NULL) {
-        memcpy(c, code, len);
-        c[len] = '\0';
-    }
+    mark_rejected(tok, &c, 0); /* the token takes it now */
     pthread_mutex_lock(&tok->lock);
-    if (tok->code != NULL)
-        OPENSSL_clear_free(tok->code, tok->code_len + 1);
-    tok->code = c;
-    tok->code_len = c != NULL ? len : 0;
+    keep_code(tok, &c);
     pthread_mutex_unlock(&tok->lock);
     return 1;
 }
@@ -413,14 +611,17 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len)
 {
+    struct ctok_code c = {pin, pin_len, 0, "the new PIN given to the ctok tool", 0};
+
     if (tok->be->unlock_pin == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens have no PIN to unlock", tok->name,
                  tok->type);
         return 0;
     }
-    if (!ctok_token_open(tok))
+    if (!ctok_token_open(tok) || !tok->be->unlock_pin(tok, puk, puk_len, pin, pin_len))
         return 0;
-    return tok->be->unlock_pin(tok, puk, puk_len, pin, pin_len);
+    mark_rejected(tok, &c, 0); /* the token takes it now */
+    return 1;
 }
 
 ctok_key *ctok_key_ref(ctok_key *key)

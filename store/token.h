@@ -162,6 +162,13 @@ int ctok_token_is_active(const ctok_token *tok);
 int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui);
 /* Activates with exactly this code (tool: check a code, create a keystore). */
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
+/*
+ * The same, saying where the code came from ("auth file /p", for errors). typed: the user
+ * typed it at the tool's prompt to activate the token, the one source that may spend a PIN's
+ * final try (after a warning); automatic sources (file, variable, stored, URI) never do.
+ */
+int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
+                             int typed);
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
 /* Key handle for the private key with this id; the token must be active. */
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);

@@ -10,6 +10,9 @@
  *   p11_sign_loop [--provider-path DIR] [--passin CODE] fork URI COUNT
  *       the parent loads the key and signs once, then forks; the child signs COUNT times;
  *       the parent waits for the child and signs once more
+ *   p11_sign_loop [--provider-path DIR] [--passin CODE] reload URI THREADS COUNT
+ *       COUNT times over THREADS threads: load the key afresh, sign once, free it; a failed
+ *       load counts and the loop goes on (an application that opens key references often)
  *
  * Prints key=value lines: ok=<signatures made and verified> failed=<failures>, and for fork
  * also child_exit=<status>. The OpenSSL errors of the first failures go to stderr.
@@ -126,8 +129,17 @@ static int is_eddsa(EVP_PKEY *k)
     return EVP_PKEY_is_a(k, "ED25519") || EVP_PKEY_is_a(k, "ED448");
 }
 
+static int sign_with(EVP_PKEY *g_key, EVP_PKEY *g_pub);
+
 /* One signature with a fresh context, verified in the plain library context. */
 static int sign_once(void)
+{
+    return sign_with(g_key, g_pub);
+}
+
+/* The parameters shadow the globals on purpose: one body signs with the shared key or a
+ * thread's freshly loaded one. */
+static int sign_with(EVP_PKEY *g_key, EVP_PKEY *g_pub)
 {
     unsigned char sig[1024];
     size_t siglen = sizeof(sig);
@@ -177,24 +189,57 @@ static int sign_once(void)
 struct job {
     pthread_t tid;
     long count;
+    const char *reload; /* the URI to load afresh for each signature */
 };
+
+static atomic_long g_load_failed;
 
 static void *worker(void *arg)
 {
     struct job *j = arg;
     for (long i = 0; i < j->count; i++) {
-        if (sign_once())
+        EVP_PKEY *key = g_key, *pub = g_pub;
+        if (j->reload != NULL) {
+            key = load_key(j->reload);
+            pub = key != NULL ? plain_public_key(key) : NULL;
+            if (key == NULL)
+                atomic_fetch_add(&g_load_failed, 1);
+        }
+        if (pub != NULL && sign_with(key, pub))
             atomic_fetch_add(&g_ok, 1);
         else
             atomic_fetch_add(&g_failed, 1);
+        if (j->reload != NULL) {
+            EVP_PKEY_free(key);
+            EVP_PKEY_free(pub);
+        }
     }
     return NULL;
+}
+
+static int run_threads(int threads, long count, const char *reload)
+{
+    struct job jobs[64];
+    for (int t = 0; t < threads; t++) {
+        jobs[t].count = count / threads + (t < count % threads ? 1 : 0);
+        jobs[t].reload = reload;
+        if (pthread_create(&jobs[t].tid, NULL, worker, &jobs[t]) != 0) {
+            perror("pthread_create");
+            return 1;
+        }
+    }
+    for (int t = 0; t < threads; t++)
+        pthread_join(jobs[t].tid, NULL);
+    printf("ok=%ld failed=%ld load_failed=%ld\n", (long)g_ok, (long)g_failed,
+           (long)g_load_failed);
+    fflush(stdout);
+    return g_failed == 0 && g_ok == count ? 0 : 1;
 }
 
 static int usage(void)
 {
     fprintf(stderr, "usage: p11_sign_loop [--provider-path DIR] [--passin CODE] "
-                    "sign URI THREADS COUNT | fork URI COUNT\n");
+                    "sign URI THREADS COUNT | fork URI COUNT | reload URI THREADS COUNT\n");
     return 2;
 }
 
@@ -223,30 +268,22 @@ int main(int argc, char **argv)
     g_plain = OSSL_LIB_CTX_new();
     if (g_plain == NULL || OSSL_PROVIDER_load(g_plain, "default") == NULL)
         return report("a plain library context"), 1;
+    /* sign and reload: THREADS COUNT */
+    int reload = strcmp(mode, "reload") == 0;
+    int threaded = (reload || strcmp(mode, "sign") == 0) && argc - i == 4;
+    int threads = threaded ? atoi(argv[i + 2]) : 0;
+    long count = threaded ? atol(argv[i + 3]) : 0;
+    if (threaded && (threads < 1 || threads > 64 || count < 1))
+        return usage();
+    if (threaded && reload)
+        return run_threads(threads, count, uri);
     if ((g_key = load_key(uri)) == NULL || (g_pub = plain_public_key(g_key)) == NULL) {
         printf("ok=0 failed=1\n");
         return 1;
     }
 
-    if (strcmp(mode, "sign") == 0 && argc - i == 4) {
-        int threads = atoi(argv[i + 2]);
-        long count = atol(argv[i + 3]);
-        if (threads < 1 || threads > 64 || count < 1)
-            return usage();
-        struct job jobs[64];
-        for (int t = 0; t < threads; t++) {
-            jobs[t].count = count / threads + (t < count % threads ? 1 : 0);
-            if (pthread_create(&jobs[t].tid, NULL, worker, &jobs[t]) != 0) {
-                perror("pthread_create");
-                return 1;
-            }
-        }
-        for (int t = 0; t < threads; t++)
-            pthread_join(jobs[t].tid, NULL);
-        printf("ok=%ld failed=%ld\n", (long)g_ok, (long)g_failed);
-        fflush(stdout);
-        return g_failed == 0 && g_ok == count ? 0 : 1;
-    }
+    if (threaded)
+        return run_threads(threads, count, NULL);
 
     if (strcmp(mode, "fork") == 0 && argc - i == 3) {
         long count = atol(argv[i + 2]);

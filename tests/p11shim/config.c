@@ -152,6 +152,17 @@ int shim_parse_config(struct config *c)
     c->private_certs = env_flag("CTOK_SHIM_PRIVATE_CERTS");
     c->no_unlock = env_flag("CTOK_SHIM_NO_UNLOCK");
 
+    v = getenv("CTOK_SHIM_PIN_TRIES");
+    if (v && *v) {
+        const char *colon = strchr(v, ':');
+        if (!colon || !parse_ulong(v, (size_t)(colon - v), &c->pin_tries) || c->pin_tries == 0 ||
+            !colon[1] || strlen(colon + 1) >= sizeof(c->pin_state)) {
+            complain("CTOK_SHIM_PIN_TRIES", v, "expected <N>:<counter file>, N >= 1");
+            return 0;
+        }
+        strcpy(c->pin_state, colon + 1);
+    }
+
     v = getenv("CTOK_SHIM_FAIL");
     if (v && *v && !parse_fail(c, v))
         return 0;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -307,8 +308,6 @@ FWD_SLOT(C_OpenSession,
           CK_SESSION_HANDLE_PTR s),
          (slot, flags, app, notify, s))
 FWD_SLOT(C_CloseAllSessions, (CK_SLOT_ID slot), (slot))
-FWD_S(C_InitPIN, (S s, B pin, CK_ULONG len), (s, pin, len))
-FWD_S(C_SetPIN, (S s, B old, CK_ULONG old_len, B pin, CK_ULONG len), (s, old, old_len, pin, len))
 FWD_S(C_CloseSession, (S s), (s))
 FWD_S(C_GetSessionInfo, (S s, CK_SESSION_INFO_PTR info), (s, info))
 FWD_S(C_GetOperationState, (S s, B state, LP len), (s, state, len))
@@ -506,6 +505,118 @@ static CK_RV shim_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
     return leave(&c, rv);
 }
 
+/* ---- CTOK_SHIM_PIN_TRIES: a card's retry counter ---- */
+
+/* The wrapped module's own label of the slot's token, blank padding removed. */
+static int raw_label(CK_SLOT_ID slot, char label[33])
+{
+    CK_TOKEN_INFO ti;
+    size_t len = sizeof(ti.label);
+
+    if (g_soft->C_GetTokenInfo(slot, &ti) != CKR_OK)
+        return 0;
+    memcpy(label, ti.label, len);
+    while (len > 0 && label[len - 1] == ' ')
+        len--;
+    label[len] = '\0';
+    return 1;
+}
+
+enum tries_op { TRIES_READ, TRIES_WRONG, TRIES_RESET };
+
+/*
+ * Wrong user PIN tries of a token since its last good one, kept in the counter file as lines
+ * "<count> <label>" so that every process sees the card's count, as with a real card. Returns
+ * the count after op, or -1 when the counter is off or unusable.
+ */
+static long pin_tries(CK_SLOT_ID slot, enum tries_op op, unsigned long *max)
+{
+    char path[PATH_MAX], label[33], buf[8192], out[8192], *line, *save;
+    long count = 0;
+    size_t o = 0;
+    ssize_t n;
+    int fd;
+
+    pthread_mutex_lock(&g_lock);
+    *max = g_cfg.pin_tries;
+    strcpy(path, g_cfg.pin_state);
+    pthread_mutex_unlock(&g_lock);
+    if (*max == 0 || !raw_label(slot, label))
+        return -1;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    flock(fd, LOCK_EX);
+    n = read(fd, buf, sizeof(buf) - 1);
+    buf[n > 0 ? n : 0] = '\0';
+    for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *sp = strchr(line, ' ');
+        if (sp && strcmp(sp + 1, label) == 0)
+            count = strtol(line, NULL, 10);
+        else if (o + strlen(line) + 2 < sizeof(out))
+            o += (size_t)sprintf(out + o, "%s\n", line);
+    }
+    if (op == TRIES_WRONG)
+        count++;
+    else if (op == TRIES_RESET)
+        count = 0;
+    if (op != TRIES_READ) {
+        if (count > 0 && o + strlen(label) + 24 < sizeof(out))
+            o += (size_t)sprintf(out + o, "%ld %s\n", count, label);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, out, o, 0) != (ssize_t)o)
+            count = -1;
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    return count;
+}
+
+static int session_slot(S s, CK_SLOT_ID *slot)
+{
+    CK_SESSION_INFO si;
+
+    if (g_soft->C_GetSessionInfo(s, &si) != CKR_OK)
+        return 0;
+    *slot = si.slotID;
+    return 1;
+}
+
+/* Before a call that checks the user PIN: CKR_PIN_LOCKED when no try is left. */
+static CK_RV pin_locked(S s)
+{
+    CK_SLOT_ID slot;
+    unsigned long max;
+    long n = session_slot(s, &slot) ? pin_tries(slot, TRIES_READ, &max) : -1;
+
+    return n >= 0 && (unsigned long)n >= max ? CKR_PIN_LOCKED : CKR_OK;
+}
+
+/* After it: a wrong PIN counts, a good one resets the count. */
+static void pin_checked(S s, CK_RV rv)
+{
+    CK_SLOT_ID slot;
+    unsigned long max;
+
+    if ((rv == CKR_PIN_INCORRECT || rv == CKR_OK) && session_slot(s, &slot))
+        (void)pin_tries(slot, rv == CKR_OK ? TRIES_RESET : TRIES_WRONG, &max);
+}
+
+/* C_GetTokenInfo shows the count as a card does. */
+static void pin_flags(CK_SLOT_ID slot, CK_TOKEN_INFO *ti)
+{
+    unsigned long max;
+    long n = pin_tries(slot, TRIES_READ, &max);
+
+    if (n <= 0)
+        return;
+    if ((unsigned long)n >= max)
+        ti->flags |= CKF_USER_PIN_LOCKED;
+    else if (max - (unsigned long)n == 1)
+        ti->flags |= CKF_USER_PIN_FINAL_TRY;
+    else
+        ti->flags |= CKF_USER_PIN_COUNT_LOW;
+}
+
 static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
     struct call c;
@@ -515,8 +626,10 @@ static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
         detail_slot(&c, slot);
         rv = g_soft->C_GetTokenInfo(slot, info);
     }
-    if (rv == CKR_OK)
+    if (rv == CKR_OK) {
         present_token(info);
+        pin_flags(slot, info);
+    }
     return leave(&c, rv);
 }
 
@@ -527,7 +640,12 @@ static CK_RV shim_C_Login(S s, CK_USER_TYPE user, B pin, CK_ULONG len)
 
     if (rv == CKR_OK) {
         detail_session(&c, s);
-        rv = g_soft->C_Login(s, user, pin, len);
+        if (user == CKU_USER)
+            rv = pin_locked(s);
+        if (rv == CKR_OK)
+            rv = g_soft->C_Login(s, user, pin, len);
+        if (user == CKU_USER)
+            pin_checked(s, rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv);
     }
     detail_user(&c, user);
     return leave(&c, rv);
@@ -627,6 +745,44 @@ static CK_RV shim_C_Sign(S s, B in, CK_ULONG il, B sig, LP sl)
     return leave(&c, rv);
 }
 
+/* With CTOK_SHIM_PIN_TRIES, C_SetPIN checks the old PIN against the counter as C_Login does,
+ * and setting a PIN with C_InitPIN (the SO's) unlocks it. */
+static CK_RV shim_C_SetPIN(S s, B old, CK_ULONG old_len, B pin, CK_ULONG len)
+{
+    struct call c;
+    CK_RV rv = enter(&c, FN_C_SetPIN);
+
+    if (rv == CKR_OK) {
+        detail_session(&c, s);
+        rv = pin_locked(s);
+        if (rv == CKR_OK)
+            rv = g_soft->C_SetPIN(s, old, old_len, pin, len);
+        pin_checked(s, rv);
+    }
+    return leave(&c, rv);
+}
+
+static CK_RV init_pin(S s, B pin, CK_ULONG len)
+{
+    CK_RV rv = g_soft->C_InitPIN(s, pin, len);
+
+    if (rv == CKR_OK)
+        pin_checked(s, rv);
+    return rv;
+}
+
+static CK_RV shim_C_InitPIN(S s, B pin, CK_ULONG len)
+{
+    struct call c;
+    CK_RV rv = enter(&c, FN_C_InitPIN);
+
+    if (rv == CKR_OK) {
+        detail_session(&c, s);
+        rv = init_pin(s, pin, len);
+    }
+    return leave(&c, rv);
+}
+
 /* The card extension (seed 004): like C_SetPIN with the PUK, which is the token's SO PIN. */
 EXPORT CK_RV C_UnlockPIN(CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR puk, CK_ULONG puk_len,
                          CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
@@ -647,7 +803,7 @@ EXPORT CK_RV C_UnlockPIN(CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR puk, CK_ULONG puk_
         rv = g_soft->C_Login(s, CKU_SO, puk, puk_len);
         if (rv == CKR_OK) {
             CK_RV out;
-            rv = g_soft->C_InitPIN(s, pin, pin_len);
+            rv = init_pin(s, pin, pin_len);
             out = g_soft->C_Logout(s);
             if (rv == CKR_OK)
                 rv = out;

@@ -107,6 +107,8 @@ struct config {
     unsigned long disconnect_every; /* 0: never */
     CK_RV disconnect_rv;
     int no_unlock;
+    unsigned long pin_tries;  /* CTOK_SHIM_PIN_TRIES: 0 never locks */
+    char pin_state[PATH_MAX]; /* its counter file, shared by processes */
 };
 
 /* Reads every CTOK_SHIM_* variable into c; 0 (after a message on stderr) on a malformed one. */

@@ -321,6 +321,30 @@ def test_unlock_pin_with_the_puk(hsm):
                     check=False).returncode != 0
 
 
+def test_pin_tries_count_wrong_pins_across_processes_and_lock_like_a_card(hsm, tmp_path):
+    hsm.init_token("card", "1111")
+    tries = "3:%s" % (tmp_path / "tries")
+
+    def flags():
+        out = hsm.tool("-L", pin_tries=tries).stdout
+        return re.search(r"token flags\s*: (.*)", out).group(1)
+
+    assert "user PIN count low" not in flags()
+    for want in ("user PIN count low", "final user PIN try", "user PIN locked"):
+        p = hsm.tool("--token-label", "card", "--login", "--pin", "0000", "-O", check=False,
+                     pin_tries=tries, log=hsm.log)
+        assert p.returncode != 0
+        assert want in flags()
+    # locked: the right PIN does not reach SoftHSM any more; the PUK sets a new one
+    p = hsm.tool("--token-label", "card", "--login", "--pin", "1111", "-O", check=False,
+                 pin_tries=tries, log=hsm.log)
+    assert p.returncode != 0
+    assert hsm.calls("C_Login") == ["CKR_PIN_INCORRECT"] * 3 + ["CKR_PIN_LOCKED"]
+    hsm.driver("unlock", "card", SO_PIN, "4444", pin_tries=tries)
+    assert "final user PIN try" not in flags() and "user PIN locked" not in flags()
+    assert (tmp_path / "tries").read_text() == ""
+
+
 def test_no_unlock_answers_function_not_supported(hsm):
     hsm.init_token("card", "1111")
     p = hsm.driver("unlock", "card", SO_PIN, "4444", check=False, no_unlock=1, log=hsm.log)
