@@ -223,12 +223,7 @@ static int ac_decrypt_init(void *vc, void *vkey, const OSSL_PARAM params[])
         return 0;
     if (!t)
         return new_inner(c) && EVP_PKEY_decrypt_init_ex(c->inner, params) > 0;
-    c->token = 1;
-    if (!ctok_token_permits(ctok_key_token(c->key->tok), CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted", tokname(c),
-                 ctok_key_label(c->key->tok));
-        return 0;
-    }
+    c->token = 1; /* rule use: ctok_key_decrypt checks it */
     return token_set_params(c, params);
 }
 

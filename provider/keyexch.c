@@ -89,14 +89,8 @@ static int kx_init(void *vc, void *vkey, const OSSL_PARAM params[])
     c->inner = NULL;
     if ((c->key = ctok_pkey_copy(k)) == NULL)
         return 0;
-    if (k->tok != NULL) {
-        if (!ctok_token_permits(ctok_key_token(k->tok), CTOK_PERM_USE)) {
-            CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                     ctok_token_name(ctok_key_token(k->tok)), ctok_key_label(k->tok));
-            return 0;
-        }
+    if (k->tok != NULL) /* rule use: ctok_key_derive checks it */
         return kx_set_ctx_params(c, params);
-    }
     c->inner = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), k->pkey, c->pctx->propq);
     return c->inner != NULL && EVP_PKEY_derive_init_ex(c->inner, params) > 0;
 }

@@ -285,11 +285,9 @@ struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct 
     struct ctok_pkey *k;
     ctok_key *key;
 
-    if (!ctok_token_permits(f->tok, CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 ctok_token_name(f->tok), f->label);
+    /* refused before any login; the key operations check the rule again */
+    if (!ctok_token_authorize(f->tok, CTOK_PERM_USE, "key load", f->label))
         return NULL;
-    }
     if (!ctok_token_login(f->tok, &pin, &ui))
         return NULL;
     key = ctok_token_key(f->tok, f->id, f->id_len);

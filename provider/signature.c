@@ -273,12 +273,7 @@ static int token_init(struct sigctx *c, const OSSL_PARAM params[])
 {
     c->token = 1;
     c->pad = c->key->type == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING;
-    c->saltlen = RSA_PSS_SALTLEN_AUTO;
-    if (!ctok_token_permits(ctok_key_token(c->key->tok), CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok));
-        return 0;
-    }
+    c->saltlen = RSA_PSS_SALTLEN_AUTO; /* rule use: ctok_key_sign checks it */
     return token_set_params(c, params);
 }
 

@@ -93,7 +93,7 @@ static int selected(const struct ctok_uri *u, ctok_token *t)
 
 static int enumerate_into(struct collect *all, ctok_token *t)
 {
-    return ctok_token_enumerate(t, collect_cb, all) && !all->failed;
+    return ctok_token_scan(t, collect_cb, all) && !all->failed;
 }
 
 /* Drops what was collected from token t: it is about to be read again after login. */

@@ -1,8 +1,13 @@
-/* Tokens, activation, key handles and certificate-first lookup over all tokens. */
+/*
+ * Tokens, activation, key handles, and the authorization rules every token operation checks
+ * here (not in the front doors). Certificate-first lookup is in lookup.c.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/sha.h>
 
 #include "internal.h"
@@ -126,6 +131,23 @@ int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm)
     return (tok->perms & perm) != 0;
 }
 
+int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm perm,
+                         const char *operation, const char *object)
+{
+    if ((perms & perm) != 0)
+        return 1;
+    CTOK_ERR(CTOK_R_PERMISSION, "token '%s'%s%s%s: rule '%s' is not permitted (%s)", tokname,
+             object != NULL ? ", key '" : "", object != NULL ? object : "",
+             object != NULL ? "'" : "", ctok_perm_name(perm), operation);
+    return 0;
+}
+
+int ctok_token_authorize(const ctok_token *tok, enum ctok_perm perm, const char *operation,
+                         const char *object)
+{
+    return ctok_perms_authorize(tok->name, tok->perms, perm, operation, object);
+}
+
 ctok_ctx *ctok_token_ctx(const ctok_token *tok)
 {
     return tok->ctx;
@@ -188,6 +210,13 @@ static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
 }
 
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
+{
+    if (!ctok_token_authorize(tok, CTOK_PERM_ACTIVATE, "activation", NULL))
+        return 0;
+    return ctok_token_login_with(tok, code, len);
+}
+
+int ctok_token_login_with(ctok_token *tok, const char *code, size_t len)
 {
     int ok;
 
@@ -281,6 +310,13 @@ end:
 
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
+    if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "listing", NULL))
+        return 0;
+    return ctok_token_scan(tok, cb, arg);
+}
+
+int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)
+{
     if (!ctok_token_open(tok))
         return 0;
     return tok->be->enumerate(tok, cb, arg);
@@ -319,6 +355,8 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     char what[64];
     int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_KEYGEN, "key generation", alias))
+        return 0;
     if (tok->be->generate == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key generation not supported", tok->name);
         return 0;
@@ -334,22 +372,30 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
 
 int ctok_token_remove(ctok_token *tok, const char *alias)
 {
-    int ok = tok->be->remove(tok, alias);
+    int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_KEYREMOVE, "key removal", alias))
+        return 0;
+    ok = tok->be->remove(tok, alias);
     ctok_audit(tok, "key_remove", alias, ok, NULL);
     return ok;
 }
 
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
 {
-    int ok = tok->be->put_cert(tok, alias, cert);
+    int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "certificate import", alias))
+        return 0;
+    ok = tok->be->put_cert(tok, alias, cert);
     ctok_audit(tok, "cert_import", alias, ok, NULL);
     return ok;
 }
 
-void ctok_token_deactivate(ctok_token *tok)
+int ctok_token_deactivate(ctok_token *tok)
 {
+    if (!ctok_token_authorize(tok, CTOK_PERM_DEACTIVATE, "deactivation", NULL))
+        return 0;
     pthread_mutex_lock(&tok->lock);
     if (tok->code != NULL)
         OPENSSL_clear_free(tok->code, tok->code_len + 1);
@@ -358,6 +404,7 @@ void ctok_token_deactivate(ctok_token *tok)
     tok->active = 0;
     pthread_mutex_unlock(&tok->lock);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
+    return 1;
 }
 
 const char *ctok_token_auth_kind(const ctok_token *tok)
@@ -376,7 +423,8 @@ const char *ctok_token_auth_kind(const ctok_token *tok)
 
 const json_t *ctok_token_config(const ctok_token *tok)
 {
-    return tok->entry;
+    return ctok_token_authorize(tok, CTOK_PERM_VIEW, "showing the configuration", NULL) ? tok->entry
+                                                                                        : NULL;
 }
 
 int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
@@ -390,7 +438,8 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
                  tok->type);
         return 0;
     }
-    if (!ctok_token_login_code(tok, old, old_len))
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "authentication code change", NULL) ||
+        !ctok_token_login_with(tok, old, old_len))
         return 0;
     ok = tok->be->change_code(tok, old, old_len, code, len);
     ctok_audit(tok, "code_change", NULL, ok, NULL);
@@ -460,8 +509,9 @@ EVP_PKEY *ctok_key_pub(const ctok_key *key)
     return key->pub;
 }
 
-int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
-                  uint8_t *sig, size_t *siglen)
+/* Signs with the backend; the caller has checked the rule that allows it. */
+static int key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                    size_t tbslen, uint8_t *sig, size_t *siglen)
 {
     int ok = key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
 
@@ -470,37 +520,84 @@ int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
     return ok;
 }
 
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen)
+{
+    return ctok_token_authorize(key->tok, CTOK_PERM_USE, "sign", key->label) &&
+           key_sign(key, p, tbs, tbslen, sig, siglen);
+}
+
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen)
 {
+    int ok;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "decrypt", key->label))
+        return 0;
     if (key->tok->be->decrypt == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': decryption not supported",
                  key->tok->name, key->label);
         return 0;
     }
-    {
-        int ok = key->tok->be->decrypt(key, p, in, inlen, out, outlen);
-
-        if (key->tok->audit_use)
-            ctok_audit(key->tok, "key_use", key->label, ok, "decrypt");
-        return ok;
-    }
+    ok = key->tok->be->decrypt(key, p, in, inlen, out, outlen);
+    if (key->tok->audit_use)
+        ctok_audit(key->tok, "key_use", key->label, ok, "decrypt");
+    return ok;
 }
 
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 {
+    int ok;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "derive", key->label))
+        return 0;
     if (key->tok->be->derive == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': key agreement not supported",
                  key->tok->name, key->label);
         return 0;
     }
-    {
-        int ok = key->tok->be->derive(key, peer, secret, len);
+    ok = key->tok->be->derive(key, peer, secret, len);
+    if (key->tok->audit_use)
+        ctok_audit(key->tok, "key_use", key->label, ok, "derive");
+    return ok;
+}
 
-        if (key->tok->audit_use)
-            ctok_audit(key->tok, "key_use", key->label, ok, "derive");
-        return ok;
+/* EJBCA's key test: sign a random message with the token key, verify in software. */
+int ctok_key_test(ctok_key *key)
+{
+    EVP_PKEY *pub = key->pub;
+    enum ctok_key_type t = key->type;
+    struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
+                                 t == CTOK_KT_ED25519 ? NULL : EVP_sha256(), EVP_sha256(), 32};
+    unsigned char msg[64], dgst[32], sig[1024];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *m = NULL;
+    EVP_PKEY_CTX *pc = NULL;
+    int ok = 0;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_KEYTEST, "key test", key->label))
+        return -1;
+    if (pub == NULL || (m = EVP_MD_CTX_new()) == NULL || RAND_bytes(msg, sizeof(msg)) != 1)
+        goto end;
+    if (t == CTOK_KT_ED25519) {
+        ok = key_sign(key, &sp, msg, sizeof(msg), sig, &siglen) &&
+             EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub) &&
+             EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
+        goto end;
     }
+    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL) ||
+        !key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+        goto end;
+    pc = EVP_PKEY_CTX_new(pub, NULL);
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 &&
+         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0 &&
+         (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0) &&
+         (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0) &&
+         EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+end:
+    EVP_PKEY_CTX_free(pc);
+    EVP_MD_CTX_free(m);
+    return ok;
 }
 
 EVP_PKEY *ctok_key_export_private(ctok_key *key)
