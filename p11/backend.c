@@ -173,7 +173,7 @@ static int catch_up(struct p11_tok *pt)
     ctok_p11_session_reset(pt);
     if (!ctok_p11_find_slot(pt))
         return 0;
-    return pt->tok->active ? ctok_p11_relogin(pt) : 1;
+    return ctok_token_is_active(pt->tok) ? ctok_p11_relogin(pt) : 1;
 }
 
 int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen, CK_RV *rvp)
@@ -320,7 +320,7 @@ int ctok_p11_relogin(struct p11_tok *pt)
                  "token '%s' was reconnected and must be activated again: its "
                  "authentication code is not known (prompt only)",
                  pt->tok->name);
-        pt->tok->active = 0;
+        ctok_token_set_active(pt->tok, 0);
         return 0;
     }
     rv = P11_CALL(pt->m, C_OpenSession,
@@ -338,7 +338,7 @@ int ctok_p11_relogin(struct p11_tok *pt)
     } else {
         (void)P11_CALL(pt->m, C_CloseSession, (s));
         if (r == 0)
-            pt->tok->active = 0; /* the known code no longer works: never resend it */
+            ctok_token_set_active(pt->tok, 0); /* the known code no longer works: never resend it */
     }
     return r > 0;
 }

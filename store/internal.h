@@ -69,7 +69,7 @@ struct ctok_token {
 
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
     int opened;
-    int active;
+    int active; /* atomic: ctok_token_is_active / ctok_token_set_active, never the field */
     char *code; /* the auth code while active (re-login, keystore rewrites); cleansed */
     size_t code_len;
     uint8_t rejected[4][32]; /* SHA-256 of codes the token rejected: never sent again */
@@ -116,6 +116,8 @@ int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm
                          const char *operation, const char *object);
 /* token.c: the backend's objects with no rule checked (lookup checks view or use itself) */
 int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg);
+/* token.c: writers hold the token lock (or, on a reconnect, the backend's); readers need none */
+void ctok_token_set_active(ctok_token *tok, int active);
 /* token.c: login with this code for an operation already authorized (create, code change) */
 int ctok_token_login_with(ctok_token *tok, const char *code, size_t len);
 void ctok_token_free(ctok_token *tok);

@@ -142,8 +142,8 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         ctok_token *t = ctx->tokens[i];
         unsigned int hidden;
 
-        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || t->active ||
-            t->be->hidden == NULL)
+        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) ||
+            ctok_token_is_active(t) || t->be->hidden == NULL)
             continue;
         hidden = t->be->hidden(t) & want;
         if (hidden == 0)

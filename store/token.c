@@ -166,9 +166,15 @@ int ctok_token_open(ctok_token *tok)
     return ok;
 }
 
+/* Read without the token lock by every key operation: an atomic, written under the lock. */
 int ctok_token_is_active(const ctok_token *tok)
 {
-    return tok->active;
+    return __atomic_load_n(&tok->active, __ATOMIC_ACQUIRE);
+}
+
+void ctok_token_set_active(ctok_token *tok, int active)
+{
+    __atomic_store_n(&tok->active, active, __ATOMIC_RELEASE);
 }
 
 /* Sends a code to the backend unless the token already rejected it. Lock held. */
@@ -197,7 +203,7 @@ static int login_locked(ctok_token *tok, const char *code, size_t len, int keep)
     }
     if (r < 0)
         return 0;
-    tok->active = 1;
+    ctok_token_set_active(tok, 1);
     if (!keep)
         return 1;
     tok->code = OPENSSL_malloc(len + 1);
@@ -223,7 +229,7 @@ int ctok_token_login_with(ctok_token *tok, const char *code, size_t len)
     if (!ctok_token_open(tok))
         return 0;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len, 1);
+    ok = ctok_token_is_active(tok) || login_locked(tok, code, len, 1);
     pthread_mutex_unlock(&tok->lock);
     return ok;
 }
@@ -295,13 +301,14 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
 
     if (!ctok_token_open(tok))
         return 0;
-    if (tok->active)
+    if (ctok_token_is_active(tok))
         return 1;
     /* the code is fetched without the lock: a prompt may take long */
     if (!get_code(tok, pin, ui, code, sizeof(code), &len, &prompted))
         goto end;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, code, len, !prompted || tok->be->keep_prompted_code);
+    ok = ctok_token_is_active(tok) ||
+         login_locked(tok, code, len, !prompted || tok->be->keep_prompted_code);
     pthread_mutex_unlock(&tok->lock);
 end:
     OPENSSL_cleanse(code, sizeof(code));
@@ -329,7 +336,7 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 
     if (id_len > CTOK_MAX_ID || !ctok_token_open(tok))
         return NULL;
-    if (!tok->active) {
+    if (!ctok_token_is_active(tok)) {
         ctok_hex(id, id_len, hex);
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': not active; key %s needs an authentication code",
                  tok->name, hex);
@@ -401,7 +408,7 @@ int ctok_token_deactivate(ctok_token *tok)
         OPENSSL_clear_free(tok->code, tok->code_len + 1);
     tok->code = NULL;
     tok->code_len = 0;
-    tok->active = 0;
+    ctok_token_set_active(tok, 0);
     pthread_mutex_unlock(&tok->lock);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
     return 1;
