@@ -137,7 +137,7 @@ int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm
     if ((perms & perm) != 0)
         return 1;
     CTOK_ERR(CTOK_R_PERMISSION, "token '%s'%s%s%s: rule '%s' is not permitted (%s)", tokname,
-             object != NULL ? ", key '" : "", object != NULL ? object : "",
+             object != NULL ? ", object '" : "", object != NULL ? object : "",
              object != NULL ? "'" : "", ctok_perm_name(perm), operation);
     return 0;
 }

@@ -155,7 +155,7 @@ int ctok_token_explicit_ecc(const ctok_token *tok);
  * needs one (enumerate: view; key sign/decrypt/derive: use; login_code: activate; deactivate;
  * put_cert, change_code, config edits: modify; deleting: delete; generate: keygen; remove:
  * keyremove; key test: keytest), so no front door can skip one. ctok_token_permits only asks.
- * ctok_token_authorize raises CTOK_R_PERMISSION "token 'T'[, key 'K']: rule 'R' is not
+ * ctok_token_authorize raises CTOK_R_PERMISSION "token 'T'[, object 'O']: rule 'R' is not
  * permitted (operation)"; a front door calls it only to refuse before prompting or logging in.
  */
 int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm);

@@ -87,8 +87,8 @@ def test_token_layer_refuses_an_operation_whose_rule_is_off(perm, driver, rule, 
     assert len(refusal) == 1, describe(p)
     assert refusal[0].startswith("error: operation not permitted: token 'tok'"), refusal[0]
     assert refusal[0].endswith(")"), refusal[0]  # the operation is named
-    if argv[0] in ("sign", "decrypt", "derive", "keytest"):
-        assert "key '%s'" % argv[1] in refusal[0], refusal[0]
+    if argv[0] in ("sign", "decrypt", "derive", "keytest", "keygen", "keyremove", "put-cert"):
+        assert "object '%s'" % argv[1] in refusal[0], refusal[0]
     assert perm.storage_digest() == before
     assert PIN not in p.stderr + p.stdout
 
