@@ -31,8 +31,12 @@ int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail(void);
 /* An absolute path (the config outlives the working directory); NULL on failure. */
 char *cli_absolute(const char *p);
-/* The token, if it permits the rule (named in the error otherwise). */
-ctok_token *cli_permitted(struct cli *c, const char *name, enum ctok_perm perm, const char *rule);
+/*
+ * The token, if it permits the rule (ctok_token_authorize). The token layer checks every rule
+ * itself: call this only to refuse before asking for a code or logging in.
+ */
+ctok_token *cli_permitted(struct cli *c, const char *name, enum ctok_perm perm,
+                          const char *operation);
 /* Loads the config and finds token name; raises errors. */
 ctok_token *cli_token(struct cli *c, const char *name);
 /* Activates tok with --auth-file/--auth-env, else its config, else a prompt. */

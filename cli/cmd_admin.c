@@ -10,15 +10,16 @@
 
 int cmd_token_show(struct cli *c)
 {
-    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_VIEW, "view");
+    ctok_token *tok = cli_token(c, c->argv[0]);
+    const json_t *entry = tok != NULL ? ctok_token_config(tok) : NULL; /* rule view */
     json_t *j, *auth;
     const char *k;
     json_t *v;
 
-    if (tok == NULL)
+    if (entry == NULL)
         return cli_fail();
     /* the config entry, with the auth code's source but never a stored code itself */
-    j = json_deep_copy(ctok_token_config(tok));
+    j = json_deep_copy(entry);
     auth = json_object_get(j, "auth");
     if (json_object_get(auth, "stored") != NULL)
         json_object_set_new(j, "auth", json_pack("{s:b}", "stored", 1));
@@ -115,8 +116,8 @@ int cmd_token_modify(struct cli *c)
 {
     struct modify m = {c, "modify"};
 
-    if (cli_permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify") == NULL ||
-        !ctok_config_edit(c->ctx, c->argv[0], edit_modify, &m))
+    if (cli_token(c, c->argv[0]) == NULL ||
+        !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
         return cli_fail();
     printf("Token '%s' modified\n", c->argv[0]);
     return EXIT_OK;
@@ -132,9 +133,9 @@ static int edit_delete(json_t *config, json_t *e, void *arg)
 
 int cmd_token_delete(struct cli *c)
 {
-    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_DELETE, "delete");
+    ctok_token *tok = cli_token(c, c->argv[0]);
 
-    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_delete, NULL))
+    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DELETE, edit_delete, NULL))
         return cli_fail();
     printf("Token '%s' removed from %s (its keystore or HSM slot is left as it is)\n", c->argv[0],
            ctok_ctx_config_path(c->ctx));
@@ -168,7 +169,8 @@ static int edit_remember(json_t *config, json_t *e, void *arg)
 
 int cmd_token_activate(struct cli *c)
 {
-    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activate");
+    /* refused before the code is asked for; ctok_token_activate_code checks again */
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_ACTIVATE, "activation");
     char code[CTOK_MAX_CODE + 1], what[128], src[320];
     size_t len = 0;
     int ok;
@@ -189,7 +191,7 @@ int cmd_token_activate(struct cli *c)
     if (ok && c->remember) {
         struct remember r = {c->ctx, ctok_token_id(tok), code, len};
 
-        ok = ctok_config_edit(c->ctx, c->argv[0], edit_remember, &r);
+        ok = ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_ACTIVATE, edit_remember, &r);
     }
     OPENSSL_cleanse(code, sizeof(code));
     if (!ok)
@@ -215,11 +217,12 @@ static int edit_forget(json_t *config, json_t *e, void *arg)
 
 int cmd_token_deactivate(struct cli *c)
 {
-    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_DEACTIVATE, "deactivate");
+    ctok_token *tok = cli_token(c, c->argv[0]);
 
-    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], edit_forget, NULL))
+    if (tok == NULL ||
+        !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DEACTIVATE, edit_forget, NULL) ||
+        !ctok_token_deactivate(tok))
         return cli_fail();
-    ctok_token_deactivate(tok);
     printf("Token '%s' deactivated: no stored authentication code; applications will ask for "
            "it\n",
            c->argv[0]);
@@ -228,7 +231,8 @@ int cmd_token_deactivate(struct cli *c)
 
 int cmd_pin_change(struct cli *c)
 {
-    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_MODIFY, "modify");
+    /* refused before the codes are asked for; the token layer checks again */
+    ctok_token *tok = cli_permitted(c, c->argv[0], CTOK_PERM_MODIFY, "authentication code change");
     char old[CTOK_MAX_CODE + 1], code[CTOK_MAX_CODE + 1], what[128];
     size_t old_len = 0, len = 0;
     struct cli nc = *c;
@@ -246,7 +250,7 @@ int cmd_pin_change(struct cli *c)
     if (ok && stored) {
         struct remember r = {c->ctx, ctok_token_id(tok), code, len};
 
-        ok = ctok_config_edit(c->ctx, c->argv[0], edit_remember, &r);
+        ok = ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_remember, &r);
     }
     OPENSSL_cleanse(old, sizeof(old));
     OPENSSL_cleanse(code, sizeof(code));

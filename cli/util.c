@@ -23,15 +23,12 @@ char *cli_absolute(const char *p)
     return out;
 }
 
-ctok_token *cli_permitted(struct cli *c, const char *name, enum ctok_perm perm, const char *rule)
+ctok_token *cli_permitted(struct cli *c, const char *name, enum ctok_perm perm,
+                          const char *operation)
 {
     ctok_token *tok = cli_token(c, name);
 
-    if (tok != NULL && !ctok_token_permits(tok, perm)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule '%s' is not permitted", name, rule);
-        return NULL;
-    }
-    return tok;
+    return tok != NULL && ctok_token_authorize(tok, perm, operation, NULL) ? tok : NULL;
 }
 
 ctok_token *cli_token(struct cli *c, const char *name)

@@ -173,7 +173,7 @@ static int catch_up(struct p11_tok *pt)
     ctok_p11_session_reset(pt);
     if (!ctok_p11_find_slot(pt))
         return 0;
-    return pt->tok->active ? ctok_p11_relogin(pt) : 1;
+    return ctok_token_is_active(pt->tok) ? ctok_p11_relogin(pt) : 1;
 }
 
 int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen, CK_RV *rvp)

@@ -92,7 +92,7 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
     const char *step = what;
 
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (!key->tok->active) {
+        if (!ctok_token_is_active(key->tok)) {
             char why[400];
 
             ctok_token_inactive_why(key->tok, why, sizeof(why));
@@ -130,7 +130,7 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
         if (attempt > 0 || !ctok_p11_rv_is_disconnect(rv) || !ctok_p11_recover(pt, gen, rv, step))
             break;
     }
-    if (!key->tok->active)
+    if (!ctok_token_is_active(key->tok))
         CTOK_ERR(CTOK_R_NO_CODE,
                  "token '%s', key '%s': the token was reconnected and must be "
                  "activated again",

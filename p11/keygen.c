@@ -189,7 +189,7 @@ static int write_session(ctok_token *tok, CK_SESSION_HANDLE *s, unsigned int *ge
     struct p11_tok *pt = P11TOK(tok);
     CK_RV rv;
 
-    if (!tok->active) {
+    if (!ctok_token_is_active(tok)) {
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
         return 0;
     }

@@ -105,10 +105,10 @@ static const char *tokname(const struct acctx *c)
 
 static int fetch_md(struct acctx *c, const OSSL_PARAM *p, EVP_MD **dst)
 {
-    const char *name;
+    char name[64];
     EVP_MD *md;
 
-    if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
+    if (!ctok_param_utf8(p, name, sizeof(name)))
         return 0;
     md = ctok_prov_md(c->pctx, name);
     if (md == NULL) {
@@ -126,21 +126,13 @@ static int token_set_params(struct acctx *c, const OSSL_PARAM params[])
     const OSSL_PARAM *p;
 
     if ((p = OSSL_PARAM_locate_const(params, OSSL_ASYM_CIPHER_PARAM_PAD_MODE)) != NULL) {
-        static const struct {
-            const char *name;
-            int mode;
-        } names[] = {{"none", RSA_NO_PADDING},
-                     {"pkcs1", RSA_PKCS1_PADDING},
-                     {"oaep", RSA_PKCS1_OAEP_PADDING}};
+        static const struct ctok_param_name names[] = {{"none", RSA_NO_PADDING},
+                                                       {"pkcs1", RSA_PKCS1_PADDING},
+                                                       {"oaep", RSA_PKCS1_OAEP_PADDING}};
         int mode = -1;
 
-        if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-                if (strcasecmp(p->data, names[i].name) == 0)
-                    mode = names[i].mode;
-        } else if (!OSSL_PARAM_get_int(p, &mode)) {
+        if (!ctok_param_int_or_name(p, names, sizeof(names) / sizeof(names[0]), 0, &mode))
             return 0;
-        }
         if (mode != RSA_NO_PADDING && mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_OAEP_PADDING &&
             mode != RSA_PKCS1_WITH_TLS_PADDING) {
             CTOK_ERR(CTOK_R_UNSUPPORTED,
@@ -223,12 +215,7 @@ static int ac_decrypt_init(void *vc, void *vkey, const OSSL_PARAM params[])
         return 0;
     if (!t)
         return new_inner(c) && EVP_PKEY_decrypt_init_ex(c->inner, params) > 0;
-    c->token = 1;
-    if (!ctok_token_permits(ctok_key_token(c->key->tok), CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted", tokname(c),
-                 ctok_key_label(c->key->tok));
-        return 0;
-    }
+    c->token = 1; /* rule use: ctok_key_decrypt checks it */
     return token_set_params(c, params);
 }
 

@@ -89,14 +89,8 @@ static int kx_init(void *vc, void *vkey, const OSSL_PARAM params[])
     c->inner = NULL;
     if ((c->key = ctok_pkey_copy(k)) == NULL)
         return 0;
-    if (k->tok != NULL) {
-        if (!ctok_token_permits(ctok_key_token(k->tok), CTOK_PERM_USE)) {
-            CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                     ctok_token_name(ctok_key_token(k->tok)), ctok_key_label(k->tok));
-            return 0;
-        }
+    if (k->tok != NULL) /* rule use: ctok_key_derive checks it */
         return kx_set_ctx_params(c, params);
-    }
     c->inner = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), k->pkey, c->pctx->propq);
     return c->inner != NULL && EVP_PKEY_derive_init_ex(c->inner, params) > 0;
 }
@@ -175,9 +169,9 @@ static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
         return EVP_PKEY_CTX_set_params(c->inner, params);
     /* the token derives the plain shared secret; a KDF over it runs here */
     if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE)) != NULL) {
-        const char *name;
+        char name[64];
 
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name))
+        if (!ctok_param_utf8(p, name, sizeof(name)))
             return 0;
         if (*name != '\0' && strcasecmp(name, OSSL_KDF_NAME_X963KDF) != 0) {
             CTOK_ERR(CTOK_R_UNSUPPORTED,
@@ -188,13 +182,9 @@ static int kx_set_ctx_params(void *vc, const OSSL_PARAM params[])
         }
         c->x963 = *name != '\0';
     }
-    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST)) != NULL) {
-        const char *name;
-
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || strlen(name) >= sizeof(c->kdf_md))
-            return 0;
-        strcpy(c->kdf_md, name);
-    }
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST)) != NULL &&
+        !ctok_param_utf8(p, c->kdf_md, sizeof(c->kdf_md)))
+        return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN)) != NULL &&
         !OSSL_PARAM_get_size_t(p, &c->kdf_outlen))
         return 0;

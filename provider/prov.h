@@ -89,6 +89,23 @@ extern const OSSL_DISPATCH ctok_rsa_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_rsapss_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_ec_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_ed25519_uri_decoder_functions[];
+/*
+ * Parameters from the application. An OSSL_PARAM string is data_size bytes: the terminating
+ * NUL is not part of it and may be missing, so nothing here reads past data_size (no
+ * strcmp/atoi on p->data). A wrong type, or a value that does not fit, is refused with an
+ * error naming the parameter.
+ */
+/* A UTF8 string parameter (UTF8_STRING or UTF8_PTR), copied NUL-terminated into buf. */
+int ctok_param_utf8(const OSSL_PARAM *p, char *buf, size_t bufsz);
+struct ctok_param_name {
+    const char *name;
+    int value;
+};
+/* An integer parameter that may also be given as a name from names (case-insensitive), or,
+ * with numeric, as a decimal string (PSS salt length). */
+int ctok_param_int_or_name(const OSSL_PARAM *p, const struct ctok_param_name *names, size_t n,
+                           int numeric, int *out);
+
 /* libctx with the core's BIO methods, for decoders (made on first use) */
 OSSL_LIB_CTX *ctok_prov_bio_libctx(struct ctok_provctx *pctx);
 

@@ -1,4 +1,6 @@
 /* OSSL_provider_init, the algorithm tables, TLS-GROUP capabilities and error upcalls. */
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -241,6 +243,60 @@ EVP_MD *ctok_prov_md(struct ctok_provctx *pctx, const char *name)
     return md;
 }
 
+int ctok_param_utf8(const OSSL_PARAM *p, char *buf, size_t bufsz)
+{
+    const char *s = NULL;
+    size_t n;
+
+    if (p->data_type == OSSL_PARAM_UTF8_STRING)
+        s = p->data;
+    else if (p->data_type == OSSL_PARAM_UTF8_PTR && p->data != NULL &&
+             p->data_size >= sizeof(char *))
+        s = *(const char *const *)p->data;
+    if (s == NULL) {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "parameter '%s': a UTF8 string is expected", p->key);
+        return 0;
+    }
+    n = OPENSSL_strnlen(s, p->data_type == OSSL_PARAM_UTF8_STRING ? p->data_size : bufsz);
+    if (n >= bufsz) {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "parameter '%s': the value is too long (at most %zu bytes)",
+                 p->key, bufsz - 1);
+        return 0;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return 1;
+}
+
+int ctok_param_int_or_name(const OSSL_PARAM *p, const struct ctok_param_name *names, size_t n,
+                           int numeric, int *out)
+{
+    char s[32], *end;
+    long v;
+
+    if (p->data_type != OSSL_PARAM_UTF8_STRING && p->data_type != OSSL_PARAM_UTF8_PTR) {
+        if (OSSL_PARAM_get_int(p, out))
+            return 1;
+        CTOK_ERR(CTOK_R_INVALID_ARG, "parameter '%s': an integer or a name is expected", p->key);
+        return 0;
+    }
+    if (!ctok_param_utf8(p, s, sizeof(s)))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(s, names[i].name) == 0) {
+            *out = names[i].value;
+            return 1;
+        }
+    errno = 0;
+    v = numeric && s[0] != '\0' ? strtol(s, &end, 10) : 0;
+    if (numeric && s[0] != '\0' && *end == '\0' && errno == 0 && v >= INT_MIN && v <= INT_MAX) {
+        *out = (int)v;
+        return 1;
+    }
+    CTOK_ERR(CTOK_R_INVALID_ARG, "parameter '%s': unknown value '%s'", p->key, s);
+    return 0;
+}
+
 ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx)
 {
     OSSL_LIB_CTX *child = ctok_prov_child(pctx); /* before the lock: it takes it too */
@@ -285,11 +341,9 @@ struct ctok_pkey *ctok_prov_private_key(struct ctok_provctx *pctx, const struct 
     struct ctok_pkey *k;
     ctok_key *key;
 
-    if (!ctok_token_permits(f->tok, CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 ctok_token_name(f->tok), f->label);
+    /* refused before any login; the key operations check the rule again */
+    if (!ctok_token_authorize(f->tok, CTOK_PERM_USE, "key load", f->label))
         return NULL;
-    }
     if (!ctok_token_login(f->tok, &pin, &ui))
         return NULL;
     key = ctok_token_key(f->tok, f->id, f->id_len);

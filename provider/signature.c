@@ -170,31 +170,25 @@ static int fetch_md(struct sigctx *c, const char *name, EVP_MD **dst)
     return 1;
 }
 
-static const struct {
-    const char *name;
-    int mode;
-} pad_names[] = {{"none", RSA_NO_PADDING},
-                 {"pkcs1", RSA_PKCS1_PADDING},
-                 {"pss", RSA_PKCS1_PSS_PADDING},
-                 {"oaep", RSA_PKCS1_OAEP_PADDING},
-                 {"x931", RSA_X931_PADDING}};
+static const struct ctok_param_name pad_names[] = {{"none", RSA_NO_PADDING},
+                                                   {"pkcs1", RSA_PKCS1_PADDING},
+                                                   {"pss", RSA_PKCS1_PSS_PADDING},
+                                                   {"oaep", RSA_PKCS1_OAEP_PADDING},
+                                                   {"x931", RSA_X931_PADDING}};
 
-static const struct {
-    const char *name;
-    int len;
-} salt_names[] = {{"digest", RSA_PSS_SALTLEN_DIGEST},
-                  {"max", RSA_PSS_SALTLEN_MAX},
-                  {"auto", RSA_PSS_SALTLEN_AUTO},
-                  {"auto-digestmax", -4}};
+static const struct ctok_param_name salt_names[] = {{"digest", RSA_PSS_SALTLEN_DIGEST},
+                                                    {"max", RSA_PSS_SALTLEN_MAX},
+                                                    {"auto", RSA_PSS_SALTLEN_AUTO},
+                                                    {"auto-digestmax", -4}};
 
 static int token_set_params(struct sigctx *c, const OSSL_PARAM params[])
 {
     const OSSL_PARAM *p;
 
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL) {
-        const char *name;
+        char name[64];
 
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || !fetch_md(c, name, &c->md))
+        if (!ctok_param_utf8(p, name, sizeof(name)) || !fetch_md(c, name, &c->md))
             return 0;
         if (c->mdctx != NULL && !EVP_DigestInit_ex2(c->mdctx, c->md, NULL))
             return 0;
@@ -204,13 +198,9 @@ static int token_set_params(struct sigctx *c, const OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL) {
         int mode = -1;
 
-        if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            for (size_t i = 0; i < sizeof(pad_names) / sizeof(pad_names[0]); i++)
-                if (strcasecmp(p->data, pad_names[i].name) == 0)
-                    mode = pad_names[i].mode;
-        } else if (!OSSL_PARAM_get_int(p, &mode)) {
+        if (!ctok_param_int_or_name(p, pad_names, sizeof(pad_names) / sizeof(pad_names[0]), 0,
+                                    &mode))
             return 0;
-        }
         if (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_PSS_PADDING && mode != RSA_NO_PADDING) {
             CTOK_ERR(CTOK_R_UNSUPPORTED,
                      "token '%s', key '%s': RSA padding mode not supported "
@@ -228,23 +218,17 @@ static int token_set_params(struct sigctx *c, const OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL) {
         int len = -100;
 
-        if (p->data_type == OSSL_PARAM_UTF8_STRING) {
-            for (size_t i = 0; i < sizeof(salt_names) / sizeof(salt_names[0]); i++)
-                if (strcmp(p->data, salt_names[i].name) == 0)
-                    len = salt_names[i].len;
-            if (len == -100)
-                len = atoi(p->data);
-        } else if (!OSSL_PARAM_get_int(p, &len)) {
+        if (!ctok_param_int_or_name(p, salt_names, sizeof(salt_names) / sizeof(salt_names[0]), 1,
+                                    &len))
             return 0;
-        }
         if (len < -4)
             return 0;
         c->saltlen = len;
     }
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
-        const char *name;
+        char name[64];
 
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || !fetch_md(c, name, &c->mgf1))
+        if (!ctok_param_utf8(p, name, sizeof(name)) || !fetch_md(c, name, &c->mgf1))
             return 0;
     }
     return 1;
@@ -273,12 +257,7 @@ static int token_init(struct sigctx *c, const OSSL_PARAM params[])
 {
     c->token = 1;
     c->pad = c->key->type == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING;
-    c->saltlen = RSA_PSS_SALTLEN_AUTO;
-    if (!ctok_token_permits(ctok_key_token(c->key->tok), CTOK_PERM_USE)) {
-        CTOK_ERR(CTOK_R_PERMISSION, "token '%s', key '%s': rule 'use' is not permitted",
-                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok));
-        return 0;
-    }
+    c->saltlen = RSA_PSS_SALTLEN_AUTO; /* rule use: ctok_key_sign checks it */
     return token_set_params(c, params);
 }
 
@@ -552,7 +531,7 @@ static int sig_get_ctx_params(void *vc, OSSL_PARAM params[])
                 return 0;
         } else {
             for (size_t i = 0; i < sizeof(pad_names) / sizeof(pad_names[0]); i++)
-                if (pad_names[i].mode == c->pad &&
+                if (pad_names[i].value == c->pad &&
                     !OSSL_PARAM_set_utf8_string(p, pad_names[i].name))
                     return 0;
         }

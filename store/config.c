@@ -22,6 +22,14 @@ static const struct {
     {"keytest", CTOK_PERM_KEYTEST},
 };
 
+const char *ctok_perm_name(enum ctok_perm perm)
+{
+    for (size_t k = 0; k < sizeof(perm_names) / sizeof(perm_names[0]); k++)
+        if (perm_names[k].bit == perm)
+            return perm_names[k].name;
+    return "?";
+}
+
 void ctok_token_free(ctok_token *tok)
 {
     if (tok == NULL)
@@ -283,7 +291,7 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
         if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
             return ctok_pkcs12_create(tok, code, len);
     }
-    return ctok_token_login_code(tok, code, len);
+    return ctok_token_login_with(tok, code, len);
 }
 
 /* Reads the config file for a change (lock held): an empty one if it does not exist. */
@@ -374,12 +382,33 @@ end:
     return ok;
 }
 
-int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, void *arg)
+/*
+ * What an edit needs besides the caller's rule, whoever asks: 'delete' to delete the token,
+ * 'modify' to change anything but "auth". perms: the entry's, as the file has it now.
+ */
+static int edit_permitted(const char *name, unsigned int perms, json_t *entry, json_t *copy)
+{
+    const char *k;
+    json_t *v;
+    int other = 0;
+
+    if (json_object_size(copy) == 0)
+        return ctok_perms_authorize(name, perms, CTOK_PERM_DELETE, "token deletion", NULL);
+    json_object_foreach(copy, k, v) other |=
+        strcmp(k, "auth") != 0 && !json_equal(v, json_object_get(entry, k));
+    json_object_foreach(entry, k, v) other |= json_object_get(copy, k) == NULL;
+    return !other ||
+           ctok_perms_authorize(name, perms, CTOK_PERM_MODIFY, "configuration change", NULL);
+}
+
+int ctok_config_edit(ctok_ctx *ctx, const char *name, enum ctok_perm rule, ctok_config_edit_fn edit,
+                     void *arg)
 {
     const char *path = ctx->config_path;
     json_t *root = NULL, *tokens, *entry, *copy = NULL;
     ctok_token *check;
     size_t index = 0;
+    unsigned int perms;
     int lockfd, ok = 0;
 
     if ((lockfd = ctok_file_lock(path)) < 0)
@@ -391,8 +420,12 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, 
         CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s", name, path);
         goto end;
     }
+    /* the rules as the file has them now, before the edit has any effect */
+    if (!parse_perms(path, name, json_object_get(entry, "permissions"), &perms) ||
+        !ctok_perms_authorize(name, perms, rule, "configuration edit", NULL))
+        goto end;
     copy = json_deep_copy(entry);
-    if (copy == NULL || !edit(root, copy, arg))
+    if (copy == NULL || !edit(root, copy, arg) || !edit_permitted(name, perms, entry, copy))
         goto end;
     if (json_object_size(copy) == 0) {
         json_array_remove(tokens, index); /* the edit deleted the token */

@@ -110,7 +110,7 @@ struct ctok_token {
 
     pthread_mutex_t lock; /* open/login state; never held during a key operation */
     int opened;
-    int active;
+    int active; /* atomic: ctok_token_is_active / ctok_token_set_active, never the field */
     /* token.c's code_lock (a leaf) guards the fields below; tok->lock too where it says */
     char *code; /* the auth code while active (re-login, keystore rewrites); cleansed; lock too */
     size_t code_len;
@@ -157,6 +157,15 @@ void ctok_audit(ctok_token *tok, const char *operation, const char *object, int 
 
 /* config.c */
 int ctok_config_load(ctok_ctx *ctx);
+/* token.c: authorization of a token known by name and rules (a config entry being edited) */
+int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm perm,
+                         const char *operation, const char *object);
+/* token.c: the backend's objects with no rule checked (lookup checks view or use itself) */
+int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg);
+/* token.c: writers hold the token lock (or, on a reconnect, the backend's); readers need none */
+void ctok_token_set_active(ctok_token *tok, int active);
+/* token.c: login with this code for an operation already authorized (create, code change) */
+int ctok_token_login_with(ctok_token *tok, const char *code, size_t len);
 void ctok_token_free(ctok_token *tok);
 
 /* auth.c */

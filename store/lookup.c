@@ -93,7 +93,7 @@ static int selected(const struct ctok_uri *u, ctok_token *t)
 
 static int enumerate_into(struct collect *all, ctok_token *t)
 {
-    return ctok_token_enumerate(t, collect_cb, all) && !all->failed;
+    return ctok_token_scan(t, collect_cb, all) && !all->failed;
 }
 
 /* Drops what was collected from token t: it is about to be read again after login. */
@@ -142,8 +142,8 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         ctok_token *t = ctx->tokens[i];
         unsigned int hidden;
 
-        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || t->active ||
-            t->be->hidden == NULL)
+        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) ||
+            ctok_token_is_active(t) || t->be->hidden == NULL)
             continue;
         hidden = t->be->hidden(t) & want;
         if (hidden == 0)

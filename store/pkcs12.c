@@ -318,7 +318,7 @@ void p12_reveal_all(ctok_token *tok)
 {
     struct p12 *ks = P12(tok);
 
-    if (!tok->active || tok->code == NULL)
+    if (!ctok_token_is_active(tok) || tok->code == NULL)
         return;
     if (ks->encrypted_safes)
         (void)decrypt_safes(tok, tok->code, tok->code_len);

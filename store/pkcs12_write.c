@@ -51,7 +51,7 @@ static int begin_write(ctok_token *tok, int *lockfd)
 {
     struct p12 *ks = P12(tok);
 
-    if (!tok->active) {
+    if (!ctok_token_is_active(tok)) {
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
         return 0;
     }
@@ -329,6 +329,6 @@ int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
     pthread_mutex_unlock(&ks->lock);
     ctok_file_unlock(lockfd);
     tok->opened = ok;
-    tok->active = ok;
+    ctok_token_set_active(tok, ok);
     return ok;
 }

@@ -1,13 +1,18 @@
-/* Tokens, activation, key handles and certificate-first lookup over all tokens. */
+/*
+ * Tokens, activation, key handles, and the authorization rules every token operation checks
+ * here (not in the front doors). Certificate-first lookup is in lookup.c.
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 
 #include "internal.h"
 
 #define DEFAULT_CONFIG "/etc/ctok/tokens.json"
+#define TOOL_CODE "the code given to the ctok tool"
 
 ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *config_path)
 {
@@ -126,6 +131,23 @@ int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm)
     return (tok->perms & perm) != 0;
 }
 
+int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm perm,
+                         const char *operation, const char *object)
+{
+    if ((perms & perm) != 0)
+        return 1;
+    CTOK_ERR(CTOK_R_PERMISSION, "token '%s'%s%s%s: rule '%s' is not permitted (%s)", tokname,
+             object != NULL ? ", object '" : "", object != NULL ? object : "",
+             object != NULL ? "'" : "", ctok_perm_name(perm), operation);
+    return 0;
+}
+
+int ctok_token_authorize(const ctok_token *tok, enum ctok_perm perm, const char *operation,
+                         const char *object)
+{
+    return ctok_perms_authorize(tok->name, tok->perms, perm, operation, object);
+}
+
 ctok_ctx *ctok_token_ctx(const ctok_token *tok)
 {
     return tok->ctx;
@@ -144,9 +166,15 @@ int ctok_token_open(ctok_token *tok)
     return ok;
 }
 
+/* Read without the token lock by every key operation: an atomic, written under the lock. */
 int ctok_token_is_active(const ctok_token *tok)
 {
-    return tok->active;
+    return __atomic_load_n(&tok->active, __ATOMIC_ACQUIRE);
+}
+
+void ctok_token_set_active(ctok_token *tok, int active)
+{
+    __atomic_store_n(&tok->active, active, __ATOMIC_RELEASE);
 }
 
 /* Guards what the token layer remembers of codes (see struct ctok_token): a leaf lock. */
@@ -321,7 +349,7 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
                  "its authentication code was typed at a prompt and is not kept");
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' was reconnected and must be activated again: %s",
                  tok->name, tok->inactive_why);
-        tok->active = 0;
+        ctok_token_set_active(tok, 0);
         return 0;
     }
     r = ctok_token_send_code(tok, &c, s);
@@ -335,7 +363,7 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
         snprintf(tok->inactive_why, sizeof(tok->inactive_why),
                  "the token rejected the authentication code from %s when logging in again", src);
         pthread_mutex_unlock(&code_lock);
-        tok->active = 0;
+        ctok_token_set_active(tok, 0);
     }
     OPENSSL_cleanse(code, sizeof(code));
     return r;
@@ -371,29 +399,45 @@ static int login_locked(ctok_token *tok, const struct ctok_code *c, int keep)
 
     if (ctok_token_send_code(tok, c, &s) <= 0)
         return 0;
-    tok->active = 1;
+    /* the code first: a reconnect that sees the token active must find its code */
     if (keep)
         keep_code(tok, c);
+    ctok_token_set_active(tok, 1);
     return 1;
+}
+
+/* Activates with exactly this code; no rule checked (the callers check theirs). */
+static int activate_with(ctok_token *tok, const struct ctok_code *c)
+{
+    int ok;
+
+    if (!ctok_token_open(tok))
+        return 0;
+    pthread_mutex_lock(&tok->lock);
+    ok = ctok_token_is_active(tok) || login_locked(tok, c, 1);
+    pthread_mutex_unlock(&tok->lock);
+    return ok;
 }
 
 int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
                              int typed)
 {
     struct ctok_code c = {code, len, 0, src, typed};
-    int ok;
 
-    if (!ctok_token_open(tok))
-        return 0;
-    pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, &c, 1);
-    pthread_mutex_unlock(&tok->lock);
-    return ok;
+    return ctok_token_authorize(tok, CTOK_PERM_ACTIVATE, "activation", NULL) &&
+           activate_with(tok, &c);
+}
+
+int ctok_token_login_with(ctok_token *tok, const char *code, size_t len)
+{
+    struct ctok_code c = {code, len, 0, TOOL_CODE, 0};
+
+    return activate_with(tok, &c);
 }
 
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
 {
-    return ctok_token_activate_code(tok, code, len, "the code given to the ctok tool", 0);
+    return ctok_token_activate_code(tok, code, len, TOOL_CODE, 0);
 }
 
 /* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
@@ -469,13 +513,14 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
 
     if (!ctok_token_open(tok))
         return 0;
-    if (tok->active)
+    if (ctok_token_is_active(tok))
         return 1;
     /* the code is fetched without the lock: a prompt may take long */
     if (!get_code(tok, pin, ui, code, sizeof(code), &c.len, &prompted, src, sizeof(src)))
         goto end;
     pthread_mutex_lock(&tok->lock);
-    ok = tok->active || login_locked(tok, &c, !prompted || tok->be->keep_prompted_code);
+    ok = ctok_token_is_active(tok) ||
+         login_locked(tok, &c, !prompted || tok->be->keep_prompted_code);
     pthread_mutex_unlock(&tok->lock);
 end:
     OPENSSL_cleanse(code, sizeof(code));
@@ -483,6 +528,13 @@ end:
 }
 
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
+{
+    if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "listing", NULL))
+        return 0;
+    return ctok_token_scan(tok, cb, arg);
+}
+
+int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
     if (!ctok_token_open(tok))
         return 0;
@@ -496,7 +548,7 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 
     if (id_len > CTOK_MAX_ID || !ctok_token_open(tok))
         return NULL;
-    if (!tok->active) {
+    if (!ctok_token_is_active(tok)) {
         ctok_hex(id, id_len, hex);
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': not active; key %s needs an authentication code",
                  tok->name, hex);
@@ -522,6 +574,8 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     char what[64];
     int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_KEYGEN, "key generation", alias))
+        return 0;
     if (tok->be->generate == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key generation not supported", tok->name);
         return 0;
@@ -537,22 +591,30 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
 
 int ctok_token_remove(ctok_token *tok, const char *alias)
 {
-    int ok = tok->be->remove(tok, alias);
+    int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_KEYREMOVE, "key removal", alias))
+        return 0;
+    ok = tok->be->remove(tok, alias);
     ctok_audit(tok, "key_remove", alias, ok, NULL);
     return ok;
 }
 
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
 {
-    int ok = tok->be->put_cert(tok, alias, cert);
+    int ok;
 
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "certificate import", alias))
+        return 0;
+    ok = tok->be->put_cert(tok, alias, cert);
     ctok_audit(tok, "cert_import", alias, ok, NULL);
     return ok;
 }
 
-void ctok_token_deactivate(ctok_token *tok)
+int ctok_token_deactivate(ctok_token *tok)
 {
+    if (!ctok_token_authorize(tok, CTOK_PERM_DEACTIVATE, "deactivation", NULL))
+        return 0;
     pthread_mutex_lock(&tok->lock);
     pthread_mutex_lock(&code_lock);
     if (tok->code != NULL)
@@ -560,9 +622,10 @@ void ctok_token_deactivate(ctok_token *tok)
     tok->code = NULL;
     tok->code_len = 0;
     pthread_mutex_unlock(&code_lock);
-    tok->active = 0;
+    ctok_token_set_active(tok, 0);
     pthread_mutex_unlock(&tok->lock);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
+    return 1;
 }
 
 const char *ctok_token_auth_kind(const ctok_token *tok)
@@ -581,7 +644,8 @@ const char *ctok_token_auth_kind(const ctok_token *tok)
 
 const json_t *ctok_token_config(const ctok_token *tok)
 {
-    return tok->entry;
+    return ctok_token_authorize(tok, CTOK_PERM_VIEW, "showing the configuration", NULL) ? tok->entry
+                                                                                        : NULL;
 }
 
 int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
@@ -595,7 +659,8 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
                  tok->type);
         return 0;
     }
-    if (!ctok_token_login_code(tok, old, old_len))
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "authentication code change", NULL) ||
+        !ctok_token_login_with(tok, old, old_len))
         return 0;
     ok = tok->be->change_code(tok, old, old_len, code, len);
     ctok_audit(tok, "code_change", NULL, ok, NULL);
@@ -661,8 +726,9 @@ EVP_PKEY *ctok_key_pub(const ctok_key *key)
     return key->pub;
 }
 
-int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
-                  uint8_t *sig, size_t *siglen)
+/* Signs with the backend; the caller has checked the rule that allows it. */
+static int key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                    size_t tbslen, uint8_t *sig, size_t *siglen)
 {
     int ok = key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
 
@@ -671,37 +737,84 @@ int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
     return ok;
 }
 
+int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
+                  uint8_t *sig, size_t *siglen)
+{
+    return ctok_token_authorize(key->tok, CTOK_PERM_USE, "sign", key->label) &&
+           key_sign(key, p, tbs, tbslen, sig, siglen);
+}
+
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen)
 {
+    int ok;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "decrypt", key->label))
+        return 0;
     if (key->tok->be->decrypt == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': decryption not supported",
                  key->tok->name, key->label);
         return 0;
     }
-    {
-        int ok = key->tok->be->decrypt(key, p, in, inlen, out, outlen);
-
-        if (key->tok->audit_use)
-            ctok_audit(key->tok, "key_use", key->label, ok, "decrypt");
-        return ok;
-    }
+    ok = key->tok->be->decrypt(key, p, in, inlen, out, outlen);
+    if (key->tok->audit_use)
+        ctok_audit(key->tok, "key_use", key->label, ok, "decrypt");
+    return ok;
 }
 
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 {
+    int ok;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "derive", key->label))
+        return 0;
     if (key->tok->be->derive == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': key agreement not supported",
                  key->tok->name, key->label);
         return 0;
     }
-    {
-        int ok = key->tok->be->derive(key, peer, secret, len);
+    ok = key->tok->be->derive(key, peer, secret, len);
+    if (key->tok->audit_use)
+        ctok_audit(key->tok, "key_use", key->label, ok, "derive");
+    return ok;
+}
 
-        if (key->tok->audit_use)
-            ctok_audit(key->tok, "key_use", key->label, ok, "derive");
-        return ok;
+/* EJBCA's key test: sign a random message with the token key, verify in software. */
+int ctok_key_test(ctok_key *key)
+{
+    EVP_PKEY *pub = key->pub;
+    enum ctok_key_type t = key->type;
+    struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
+                                 t == CTOK_KT_ED25519 ? NULL : EVP_sha256(), EVP_sha256(), 32};
+    unsigned char msg[64], dgst[32], sig[1024];
+    size_t siglen = sizeof(sig);
+    EVP_MD_CTX *m = NULL;
+    EVP_PKEY_CTX *pc = NULL;
+    int ok = 0;
+
+    if (!ctok_token_authorize(key->tok, CTOK_PERM_KEYTEST, "key test", key->label))
+        return -1;
+    if (pub == NULL || (m = EVP_MD_CTX_new()) == NULL || RAND_bytes(msg, sizeof(msg)) != 1)
+        goto end;
+    if (t == CTOK_KT_ED25519) {
+        ok = key_sign(key, &sp, msg, sizeof(msg), sig, &siglen) &&
+             EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub) &&
+             EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
+        goto end;
     }
+    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL) ||
+        !key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+        goto end;
+    pc = EVP_PKEY_CTX_new(pub, NULL);
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 &&
+         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0 &&
+         (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0) &&
+         (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0) &&
+         EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+end:
+    EVP_PKEY_CTX_free(pc);
+    EVP_MD_CTX_free(m);
+    return ok;
 }
 
 EVP_PKEY *ctok_key_export_private(ctok_key *key)

@@ -115,7 +115,13 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
  * returns 1 to write it. The result must be a valid token entry.
  */
 typedef int (*ctok_config_edit_fn)(json_t *config, json_t *entry, void *arg);
-int ctok_config_edit(ctok_ctx *ctx, const char *name, ctok_config_edit_fn edit, void *arg);
+/*
+ * Authorized on the entry as it is in the file: the caller's rule (activate for storing a code,
+ * deactivate for forgetting it, modify, delete), and whatever the change itself needs
+ * whoever asks: 'delete' to delete the token, 'modify' to change anything but "auth".
+ */
+int ctok_config_edit(ctok_ctx *ctx, const char *name, enum ctok_perm rule, ctok_config_edit_fn edit,
+                     void *arg);
 /* The master key file for stored codes: the config's, else master.key beside the config;
  * created (32 random bytes, mode 0600) if absent. Sets "master_key" in config if missing. */
 int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32]);
@@ -128,13 +134,13 @@ int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32]);
 int ctok_auth_file_read(const char *what, const char *path, char *buf, size_t bufsz, size_t *len);
 /* base64(nonce || AES-256-GCM(code) || tag), bound to the token id. */
 char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char *code, size_t len);
-/* Forgets the token's activation in this process (and zeroizes the code). */
-void ctok_token_deactivate(ctok_token *tok);
+/* Forgets the token's activation in this process (and zeroizes the code); rule deactivate. */
+int ctok_token_deactivate(ctok_token *tok);
 /* A description of the token's auth source: "file /p", "env VAR", "stored", "prompt". */
 const char *ctok_token_auth_kind(const ctok_token *tok);
-/* The token's config entry as loaded (borrowed; NULL if unknown). */
+/* The token's config entry as loaded (borrowed; NULL if unknown or rule view is off). */
 const json_t *ctok_token_config(const ctok_token *tok);
-/* Replaces the token's auth code (PKCS#11 C_SetPIN; a keystore is re-protected). */
+/* Replaces the token's auth code (PKCS#11 C_SetPIN; a keystore is re-protected); rule modify. */
 int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
                            size_t len);
 
@@ -153,14 +159,26 @@ const char *ctok_token_id(const ctok_token *tok);
 const char *ctok_token_type(const ctok_token *tok);
 int ctok_token_allow_export(const ctok_token *tok);
 int ctok_token_explicit_ecc(const ctok_token *tok);
+/*
+ * Authorization: EJBCA's rules are checked by the token layer itself, in every operation that
+ * needs one (enumerate: view; key sign/decrypt/derive: use; login_code: activate; deactivate;
+ * put_cert, change_code, config edits: modify; deleting: delete; generate: keygen; remove:
+ * keyremove; key test: keytest), so no front door can skip one. ctok_token_permits only asks.
+ * ctok_token_authorize raises CTOK_R_PERMISSION "token 'T'[, object 'O']: rule 'R' is not
+ * permitted (operation)"; a front door calls it only to refuse before prompting or logging in.
+ */
 int ctok_token_permits(const ctok_token *tok, enum ctok_perm perm);
+int ctok_token_authorize(const ctok_token *tok, enum ctok_perm perm, const char *operation,
+                         const char *object);
+/* The rule's name in the config ("view", "use", ...). */
+const char *ctok_perm_name(enum ctok_perm perm);
 ctok_ctx *ctok_token_ctx(const ctok_token *tok);
 /* Opens the backend (reads the keystore, no auth code needed). */
 int ctok_token_open(ctok_token *tok);
 int ctok_token_is_active(const ctok_token *tok);
 /* Activates the token if it is not active: pin, then config auth, then ui. */
 int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui);
-/* Activates with exactly this code (tool: check a code, create a keystore). */
+/* Activates with exactly this code (tool: token activate); rule activate. */
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
 /*
  * The same, saying where the code came from ("auth file /p", for errors). typed: the user
@@ -169,8 +187,10 @@ int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
  */
 int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
                              int typed);
+/* Every object of the token; rule view. */
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
-/* Key handle for the private key with this id; the token must be active. */
+/* Key handle for the private key with this id; the token must be active. Its operations
+ * check their rule (use, keytest) each time. */
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
 int ctok_token_remove(ctok_token *tok, const char *alias);
@@ -192,6 +212,9 @@ int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen);
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+/* EJBCA's key test (rule keytest, not use): signs a random message with the key and verifies
+ * it with the public key. 1 passed, 0 the signature does not verify, -1 refused. */
+int ctok_key_test(ctok_key *key);
 /* The private key itself, only for tokens that allow export (else an error). */
 EVP_PKEY *ctok_key_export_private(ctok_key *key);
 
