@@ -96,7 +96,8 @@ def mismatched_ec_key(ws):
     from cryptography.hazmat.primitives.asymmetric import ec
 
     a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    der = a.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+    der = a.private_bytes(serialization.Encoding.DER,
+                          serialization.PrivateFormat.TraditionalOpenSSL,
                           serialization.NoEncryption())
     point = b.public_key().public_bytes(serialization.Encoding.X962,
                                         serialization.PublicFormat.UncompressedPoint)

@@ -491,3 +491,18 @@ def test_allow_export_cannot_export_a_sensitive_hsm_key(main_hsm):
         assert_no_crash(p)
         assert p.returncode != 0, describe(p)
         assert "PRIVATE KEY" not in p.stdout, describe(p)
+
+
+# (Debian 12's pkcs11-tool cannot read a P-384 public key object)
+@pytest.mark.parametrize("alias", ["rsa2048", "rsa3072", "p256"])
+def test_certificates_the_tests_verify_with_hold_the_tokens_own_public_key(main_hsm, tmp_path,
+                                                                          alias):
+    """The certificates every signature test verifies against were made through ctok: their
+    public key must be the one SoftHSM itself holds (read with pkcs11-tool, without ctok),
+    or a ctok that exported a wrong public key would verify its own mistakes."""
+    hsm, tok = main_hsm.hsm, main_hsm.tok
+    out = tmp_path / "pub.der"
+    assert_ok(hsm.tool("--token-label", MAIN_LABEL, "--read-object", "--type", "pubkey",
+                       "--id", main_hsm.key_ids[alias].hex(), "-o", str(out)))
+    token_pub = serialization.load_der_public_key(out.read_bytes())
+    assert public_der(token_pub) == public_der(pubkey(tok, alias))

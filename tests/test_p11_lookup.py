@@ -170,5 +170,7 @@ def test_verification_with_an_hsm_key_never_calls_the_token_to_verify(main_hsm, 
                     "-in", dg, "-sigfile", sig, "-pkeyopt", "digest:sha256",
                     env=dict(log.env(), CTOK_SHIM_LOG_ALL="1"))
         assert_verified(v)
+    # and with the certificate, not only with ctok's own idea of the public key
+    assert_verified(verify_digest(ws, tok.cert("rsa2048"), dg, sig))
     assert log.entries(), "the shim logged nothing"
     assert not [e for e in log.entries() if e["fn"].startswith("C_Verify")], log.summary()
