@@ -27,6 +27,7 @@ from ctoktest import (
     tls_client,
     verify_digest,
 )
+from p11fixtures import ShimLog, main_hsm  # noqa: F401  (fixture)
 
 
 @pytest.fixture(params=PROVIDER_ORDERS)
@@ -289,3 +290,26 @@ def test_token_keys_still_sign_in_the_token_with_base_loaded(shared_ws, signer):
     assert any(SIGNATURE_TRACE.search(l) and "token key" in l and "pass-through" not in l
                for l in p.stderr.splitlines()), describe(p)
     assert_verified(verify_digest(ws, signer.cert("p256"), dg, sig))
+
+
+def test_ordinary_keys_never_load_the_pkcs11_module_of_a_configured_token(main_hsm, files, order,
+                                                                          tmp_path):
+    """ctok loaded, its config naming a PKCS#11 token (through the shim, which logs every
+    C_Initialize), only file keys used: key generation (which lands in ctok's keymgmt when
+    ctok sorts first), signing and ECDH run without ctok ever loading the module. Positive
+    control: a token key in the same setup does load it."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    log = ShimLog(tmp_path / "shim.log")
+    key, s1 = tmp_path / "gen.pem", tmp_path / "s1.bin"
+    runs = [ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", key, providers=order, env=log.env()),
+            ws.ossl("pkeyutl", "-derive", "-inkey", files["ec"], "-peerkey",
+                    files["ec-peer.pub"], "-out", s1, providers=order, env=log.env())]
+    p, _, _ = sign_digest(ws, files["rsa"], providers=order, env=log.env())
+    for r in runs + [p]:
+        assert_ok(r)
+    assert not log.entries(), "the PKCS#11 module was loaded for file keys:\n" + log.text()
+    p, sig, dg = sign_digest(ws, tok.key_uri("p256"), providers=order, env=log.env())
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("p256"), dg, sig))
+    assert log.calls("C_Initialize", "CKR_OK"), log.text()
