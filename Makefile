@@ -5,7 +5,7 @@ DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-ki
            libcurl4-openssl-dev python3-pytest python3-cryptography clang-format \
            softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin
 
-.PHONY: all deps build demo test bench install check-format format clean
+.PHONY: all deps build demo test bench bench-readme install check-format format clean
 
 all: build
 
@@ -29,7 +29,11 @@ test: build
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest tests -q -p no:cacheprovider
 
 bench: build
-	$(PYTHON) bench/run.py --build $(BUILD)
+	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md
+
+# README.md's performance section from the last run's bench/results.md (commit both)
+bench-readme:
+	$(PYTHON) bench/paste_results.py bench/results.md README.md
 
 install: build
 	cmake --install $(BUILD)

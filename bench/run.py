@@ -174,10 +174,14 @@ def timed(cmd, env, env_extra):
     return time.perf_counter() - t0
 
 
+def missed(ratio, target, higher_is_better):
+    return not (ratio >= target if higher_is_better else ratio <= target)
+
+
 def verdict(ratio, target, higher_is_better):
-    ok = ratio >= target if higher_is_better else ratio <= target
     sign = ">=" if higher_is_better else "<="
-    return f"{sign} {target:.2f}  " + ("ok" if ok else "MISSED")
+    return f"{sign} {target:.2f}  " + ("MISSED" if missed(ratio, target, higher_is_better)
+                                       else "ok")
 
 
 # ---- soft token ------------------------------------------------------------------------------
@@ -744,6 +748,93 @@ def tls_report(args, results):
               f"{r['cpu_pair_ratio_min']:5.2f}-{r['cpu_pair_ratio_max']:<5.2f}")
 
 
+# ---- markdown (bench/results.md, pasted into README.md by bench/paste_results.py) -------------
+
+def first_line(cmd):
+    """The first output line of cmd, or 'unknown' (version probes must not fail a run)."""
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=10)
+        lines = p.stdout.decode(errors="replace").strip().splitlines()
+        return lines[0].strip() if p.returncode == 0 and lines else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_info(openssl):
+    """What a reader needs to weigh the figures: date, CPUs, and the versions measured."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "nproc": os.cpu_count(), "cpu": cpu, "kernel": os.uname().release,
+            "openssl": first_line([openssl, "version"]),
+            "softhsm": first_line(["softhsm2-util", "--version"]),
+            "nginx": first_line(["nginx", "-v"])}
+
+
+def md_verdict(ratio, target, higher_is_better):
+    sign = "≥" if higher_is_better else "≤"
+    return f"{sign} {target:.2f}", "**MISSED**" if missed(ratio, target, higher_is_better) else "ok"
+
+
+def md_section(caption, header, rows):
+    """A caption and its table (rows: lists of cells), or nothing when there are no rows."""
+    if not rows:
+        return []
+    return [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
+
+
+def markdown_report(args, results, machine):
+    """The tables of a run as markdown, with its date and machine and a MISSED mark on every
+    ratio that misses its target (../shared/BENCHMARKS.md). A pure function of its inputs."""
+    m = machine
+    out = [f"Measured {m['date']} by `make bench` on {m['nproc']} × {m['cpu']} "
+           f"(Linux {m['kernel']}), {m['openssl']}, SoftHSM {m['softhsm']}. Medians of "
+           f"interleaved runs; ratios, not absolute figures, carry across machines.", ""]
+    out += md_section(
+        f"Soft token signing vs OpenSSL's default provider with the same key in a PEM file "
+        f"(ops/s; {args.rounds} rounds × {args.seconds:g} s, a fresh context per signature):",
+        ["key", "signature", "threads", "ctok", "PEM file", "ratio", "target", ""],
+        [[r["key"], r["alg"], r["threads"], f"{r['ctok']:.0f}", f"{r['file']:.0f}",
+          f"{r['ratio']:.2f}", *md_verdict(r["ratio"], THROUGHPUT_TARGET, True)]
+         for r in results.get("throughput", []) if "ratio" in r])
+    out += md_section(
+        f"SoftHSM signing vs bare `C_Sign` on the same key, the faster of the token object and "
+        f"a session copy (ops/s; {results.get('hsm_rounds')} rounds × "
+        f"{results.get('hsm_seconds')} s); ctok with a fresh context per signature, and with "
+        f"one context per thread (reuse):",
+        ["key", "signature", "threads", "ctok", "limit", "ratio", "target", "", "reuse ratio",
+         ""],
+        [[r["key"], r["alg"], r["threads"], f"{r['ctok']:.0f}",
+          f"{r['limit']:.0f} ({r['limit_side']})", f"{r['ratio']:.2f}",
+          *md_verdict(r["ratio"], HSM_TARGET, True), f"{r['ratio_reuse']:.2f}",
+          md_verdict(r["ratio_reuse"], HSM_TARGET, True)[1]]
+         for r in results.get("hsm", []) if "ratio" in r])
+    out += md_section(
+        f"One-shot `openssl pkeyutl -sign`, whole process (ms, median of {args.startup_runs}):",
+        ["comparison", "key", "ctok", "base", "ratio", "target", ""],
+        [[r["what"], r["key"], f"{r['ctok_ms']:.1f}", f"{r['base_ms']:.1f}",
+          f"{r['ratio']:.2f}", *md_verdict(r["ratio"], r["target"], False)]
+         for r in results.get("startup", []) if "ratio" in r])
+    out += md_section(
+        f"nginx TLS 1.3 full handshakes, server CPU per handshake (µs; "
+        f"{results.get('tls_rounds')} rounds × {results.get('tls_seconds')} s, {m['nginx']}):",
+        ["key", "ctok key", "ctok", "PEM file", "ratio", "target", ""],
+        [[r["key"], "soft token" if r["side"] == "soft" else "SoftHSM",
+          f"{r['ctok_cpu_us']:.0f}", f"{r['file_cpu_us']:.0f}", f"{r['cpu_ratio']:.2f}",
+          *(md_verdict(r["cpu_ratio"], r["target"], False) if r["target"]
+            else ("none (a different key)", ""))]
+         for r in results.get("tls", []) if r.get("side") != "file"])
+    out += [f"Left out: {e.splitlines()[0]}" for e in results.get("tls_errors", [])]
+    return "\n".join(out).rstrip() + "\n"
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 def main():
@@ -778,6 +869,9 @@ def main():
     ap.add_argument("--openssl", default=shutil.which("openssl") or "/usr/bin/openssl")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--markdown",
+                    help="also write the tables as markdown here (make bench: bench/results.md; "
+                         "make bench-readme pastes it into README.md)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
     args = ap.parse_args()
 
@@ -860,9 +954,14 @@ def main():
               file=sys.stderr)
     print(f"\n(total {elapsed:.0f} s)")
 
+    results["machine"] = machine_info(args.openssl)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    if args.markdown and not failed and not args.file_only:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_report(args, results, results["machine"]))
+        print(f"run.py: tables written to {args.markdown}")
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 
 from ctoktest import PIN, assert_ok, describe, sign_digest
+from p11fixtures import sign_loop_bin  # noqa: F401
 from test_cli_support import NEW_PIN, WRONG_PIN, error_line, kind  # noqa: F401
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -201,26 +202,45 @@ def test_refused_use_is_not_logged_as_a_success(kind):
                 e["outcome"] == "success"]
 
 
-def test_audit_lines_of_concurrent_processes_never_interleave(build, tmp_path):
+def test_audit_lines_of_concurrent_processes_never_interleave(build, tmp_path, sign_loop_bin):
+    """Many writers at once, in processes and threads, with long lines: every line must parse
+    and every process must have exactly as many lines as it made signatures. A line written
+    with its newline in a second write(2) is caught: another writer lands in between."""
     from test_cli_support import Kind
 
     k = Kind("pkcs12", tmp_path, build)
     tok = k.create("tok")
-    audit = Audit(k)
-    n = 24
-    procs = [subprocess.Popen([str(k.ws.build / "ctok"), "token", "activate", "tok",
-                               "--auth-file", str(tok.pin_file)], env=k.ws.env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL) for _ in range(n)]
-    pids = set()
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        pids.add(p.pid)
-    lines = audit.new()
-    assert len(lines) == n
-    assert {e["process"]["pid"] for e in lines} == pids
-    assert all(e["operation"] == "activate" and e["outcome"] == "success" for e in lines)
+    alias = "an-audited-key-with-a-long-label-" + "x" * 160
+    k.ws.add_key(tok, alias, "ec:P-256", cert=False)
+    audit = Audit(k, use=True)
+    nproc, threads, count = 6, 4, 400
+    argv = [str(sign_loop_bin), "--provider-path", str(k.ws.build), "sign",
+            tok.key_uri(alias), str(threads), str(count)]
+    signers = [subprocess.Popen(argv, env=k.ws.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+               for _ in range(nproc)]
+    activators = [subprocess.Popen([str(k.ws.build / "ctok"), "token", "activate", "tok",
+                                    "--auth-file", str(tok.pin_file)], env=k.ws.env(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL) for _ in range(8)]
+    for p in signers + activators:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, (out, err)
+    lines = audit.new()  # raises on any line that is not one JSON object
+    per_pid = {}
+    for e in lines:
+        per_pid.setdefault(e["process"]["pid"], []).append(e)
+    for p in signers:
+        mine = per_pid.get(p.pid, [])
+        assert {e["operation"] for e in mine} <= {"key_use", "activate"}, mine
+        uses = ops(mine, "key_use")
+        assert len(uses) == count, "process %d: %d audit lines for %d signatures" % (
+            p.pid, len(uses), count)
+        assert all(e["object"] == alias and e["outcome"] == "success" for e in uses)
+    for p in activators:
+        assert [(e["operation"], e["outcome"]) for e in per_pid.get(p.pid, [])] == [
+            ("activate", "success")]
+    assert len(ops(lines, "key_use")) == nproc * count
 
 
 def test_each_token_writes_only_to_its_own_audit_file(kind):

@@ -3,6 +3,7 @@ certificates and makes key references with the ctok tool, on pkcs12 and pkcs11 (
 tokens, in human and --json output; an unknown or duplicate alias is a clear one-line error
 that changes nothing."""
 
+import base64
 import json
 import re
 
@@ -19,6 +20,7 @@ from ctoktest import (
     sign_digest,
     verify_digest,
 )
+from test_cli_audit import Audit
 from test_cli_support import kind, error_line  # noqa: F401  (fixture kind)
 
 
@@ -78,9 +80,69 @@ def test_key_generate_with_an_unknown_spec_is_a_usage_error(kind):
 
 def test_key_test_signs_and_verifies(kind):
     kind.with_key("tok", "k1", "ec:P-256", cert=False)
+    audit = Audit(kind, use=True)
     p = assert_ok(kind.ctok("key", "test", "tok", "k1"))
     assert p.stdout.strip() == \
         "Key 'k1' on token 'tok' (EC P-256): sign and verify test passed", describe(p)
+    # the token really signed: the token layer logged one use of the key
+    assert [(e["object"], e["outcome"], e.get("detail")) for e in audit.new()
+            if e["operation"] == "key_use"] == [("k1", "success", "sign")]
+
+
+def mismatched_ec_key(ws):
+    """A P-256 private key (PEM) whose public key is another key's: the private scalar of
+    one key with the public point of a second one, made without ctok. Returns the PEM and
+    the DER SubjectPublicKeyInfo of the public key it claims."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    der = a.private_bytes(serialization.Encoding.DER,
+                          serialization.PrivateFormat.TraditionalOpenSSL,
+                          serialization.NoEncryption())
+    point = b.public_key().public_bytes(serialization.Encoding.X962,
+                                        serialization.PublicFormat.UncompressedPoint)
+    assert der[-65:] == a.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    der = der[:-65] + point  # ECPrivateKey ends with its publicKey BIT STRING
+    pem = ws.write("mismatched.pem", b"-----BEGIN EC PRIVATE KEY-----\n" +
+                   base64.encodebytes(der) + b"-----END EC PRIVATE KEY-----\n")
+    spki = b.public_key().public_bytes(serialization.Encoding.DER,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, spki
+
+
+def give_key_a_wrong_public_key(kind, tok, alias):
+    """Token key `alias` whose public key (the one the token reports) is not its own."""
+    ws = kind.ws
+    pem, spki = mismatched_ec_key(ws)
+    if kind.kind == "pkcs12":
+        # a keystore made by openssl pkcs12 from that key, under the token's code
+        out = ws.path("mismatched.p12")
+        assert_ok(ws.ossl("pkcs12", "-export", "-nocerts", "-inkey", pem, "-name", alias,
+                          "-passout", "file:%s" % tok.pin_file, "-out", out, providers=None))
+        tok.keystore.write_bytes(out.read_bytes())
+        return
+    # SoftHSM: the key's public key object replaced by another key's, same CKA_ID and label
+    label = kind.labels[tok.name]
+    kid = [k["id"] for k in kind.keys(tok.name) if k["alias"] == alias][0]
+    login = ["--token-label", label, "--login", "--pin", tok.pin]
+    assert_ok(kind.hsm.tool(*login, "--delete-object", "--type", "pubkey", "--id", kid))
+    assert_ok(kind.hsm.tool(*login, "--write-object", ws.write("other.pub.der", spki),
+                            "--type", "pubkey", "--id", kid, "--label", alias))
+
+
+def test_key_test_fails_when_the_public_key_is_not_the_private_keys(kind):
+    tok = kind.with_key("tok", "k1", "ec:P-256", cert=False)
+    give_key_a_wrong_public_key(kind, tok, "k1")
+    audit = Audit(kind, use=True)
+    p = kind.ctok("key", "test", "tok", "k1")
+    line = error_line(p, "key test FAILED", "does not verify", "k1")
+    assert "tok" in line and p.stdout == "", describe(p)
+    # it failed for the right reason: the token did sign, the signature did not verify
+    assert [(e["object"], e["outcome"]) for e in audit.new()
+            if e["operation"] == "key_use"] == [("k1", "success")]
+    p = kind.ctok("--json", "key", "test", "tok", "k1")
+    assert p.returncode == 1 and json.loads(p.stdout)["passed"] is False, describe(p)
 
 
 @pytest.mark.parametrize("argv", [

@@ -53,6 +53,16 @@ def test_role_certificates_with_one_cka_id_resolve_to_the_same_key(main_hsm, tmp
         assert_verified(verify_digest(ws, tok.cert(other), dg, sig))
 
 
+@pytest.mark.parametrize("label", ["role-a", "role-b", "rsa2048-copy", "p256"])
+def test_a_certificate_label_names_exactly_one_private_key(main_hsm, label):
+    """The token holds several keys: a certificate's label selects only the key with the
+    certificate's CKA_ID, never the others (a signature alone cannot tell when the first key
+    listed happens to be the right one)."""
+    ws, tok = main_hsm.ws, main_hsm.tok
+    p = assert_ok(ws.ossl("storeutl", "-keys", tok.uri(object=label, type="private")))
+    assert count_items(p.stdout, "Pkey") == 1, describe(p)
+
+
 def test_the_same_certificate_imported_twice_resolves_to_the_same_key(main_hsm, tmp_path):
     ws, tok = main_hsm.ws, main_hsm.tok
     a = public_key_at(ws, tok.uri(object="rsa2048", type="private"), tmp_path / "a.pem")
@@ -160,5 +170,7 @@ def test_verification_with_an_hsm_key_never_calls_the_token_to_verify(main_hsm, 
                     "-in", dg, "-sigfile", sig, "-pkeyopt", "digest:sha256",
                     env=dict(log.env(), CTOK_SHIM_LOG_ALL="1"))
         assert_verified(v)
+    # and with the certificate, not only with ctok's own idea of the public key
+    assert_verified(verify_digest(ws, tok.cert("rsa2048"), dg, sig))
     assert log.entries(), "the shim logged nothing"
     assert not [e for e in log.entries() if e["fn"].startswith("C_Verify")], log.summary()

@@ -27,6 +27,7 @@ from ctoktest import (
     tls_client,
     verify_digest,
 )
+from p11fixtures import ShimLog, main_hsm  # noqa: F401  (fixture)
 
 
 @pytest.fixture(params=PROVIDER_ORDERS)
@@ -155,12 +156,35 @@ def test_file_key_rsa_encrypt_and_decrypt_with_ctok_loaded(ws, files, order, pad
     assert out.read_bytes() == pt.read_bytes()
 
 
+# ctok's key exchange entered. Not part of CAPTURE_TRACE: in TLS, an ephemeral key that
+# ctok's keymgmt generated (pass-through) is derived through ctok's pass-through key exchange.
+KEYEXCH_TRACE = re.compile(r"ctok\[\d+\]: *keyexch:")
+
+
+def test_token_key_derive_is_traced_as_ctok(shared_ws, signer, order, tmp_path):
+    """Positive control for the key-exchange trace the file-key derive test looks for."""
+    ws = shared_ws
+    peer, peer_pub = tmp_path / "peer.pem", tmp_path / "peer.pub"
+    assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-out", peer, providers=None))
+    assert_ok(ws.ossl("pkey", "-in", peer, "-pubout", "-out", peer_pub, providers=None))
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    p = assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", signer.key_uri("p256"), "-peerkey",
+                          peer_pub, "-out", s1, providers=order, debug=True))
+    assert re.search(r"ctok\[\d+\]: *keyexch: init \(token key\)", p.stderr), describe(p)
+    assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", peer, "-peerkey", signer.pubkey_pem("p256"),
+                      "-out", s2, providers=None))
+    assert s1.read_bytes() == s2.read_bytes() and len(s1.read_bytes()) == 32
+
+
 @pytest.mark.parametrize("kind", ["ec", "x25519"])
 def test_file_key_derive_gives_same_secret_with_ctok_loaded(ws, files, order, kind):
     s1, s2 = ws.path("s1.bin"), ws.path("s2.bin")
     p = assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", files[kind], "-peerkey",
                           files[kind + "-peer.pub"], "-out", s1, providers=order, debug=True))
     assert_no_capture(p)
+    hits = [l for l in p.stderr.splitlines() if KEYEXCH_TRACE.search(l)]
+    assert not hits, "ctok's key exchange took a file key:\n%s" % "\n".join(hits)
     assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", files[kind], "-peerkey",
                       files[kind + "-peer.pub"], "-out", s2, providers=None))
     assert s1.read_bytes() == s2.read_bytes() and len(s1.read_bytes()) == 32
@@ -245,3 +269,47 @@ def test_file_keys_decoded_by_the_base_provider_are_only_delegated_never_sent_to
     assert not any("token key" in l for l in trace), "\n".join(trace)
     assert not any(w in l for l in trace for w in ("store:", "lookup:", "pkcs11:")), "\n".join(trace)
     assert all("pass-through key" in l for l in trace if CAPTURE_TRACE.search(l)), "\n".join(trace)
+    # positive control: tracing is on in this configuration, and the signature did pass
+    # through ctok's code as the docstring says (so the checks above saw real trace lines)
+    assert any(SIGNATURE_TRACE.search(l) and "pass-through key" in l for l in trace), \
+        describe(p)
+
+
+def test_token_keys_still_sign_in_the_token_with_base_loaded(shared_ws, signer):
+    """Positive control of the default + ctok + base test: in that configuration a token key
+    does reach the token (traced as a token key) and verifies with its certificate."""
+    ws = shared_ws
+    cnf = ws.three_providers_cnf(third="base")
+    dg = ws.path("base-token.dgst")
+    dg.write_bytes(bytes(range(32)))
+    sig = ws.path("base-token.sig")
+    p = run([OPENSSL, "pkeyutl", "-sign", "-inkey", signer.key_uri("p256"), "-in", str(dg),
+             "-out", str(sig), "-pkeyopt", "digest:sha256"],
+            ws.env({"OPENSSL_CONF": str(cnf), "CTOK_DEBUG": "1"}))
+    assert_ok(p)
+    assert any(SIGNATURE_TRACE.search(l) and "token key" in l and "pass-through" not in l
+               for l in p.stderr.splitlines()), describe(p)
+    assert_verified(verify_digest(ws, signer.cert("p256"), dg, sig))
+
+
+def test_ordinary_keys_never_load_the_pkcs11_module_of_a_configured_token(main_hsm, files, order,
+                                                                          tmp_path):
+    """ctok loaded, its config naming a PKCS#11 token (through the shim, which logs every
+    C_Initialize), only file keys used: key generation (which lands in ctok's keymgmt when
+    ctok sorts first), signing and ECDH run without ctok ever loading the module. Positive
+    control: a token key in the same setup does load it."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    log = ShimLog(tmp_path / "shim.log")
+    key, s1 = tmp_path / "gen.pem", tmp_path / "s1.bin"
+    runs = [ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", key, providers=order, env=log.env()),
+            ws.ossl("pkeyutl", "-derive", "-inkey", files["ec"], "-peerkey",
+                    files["ec-peer.pub"], "-out", s1, providers=order, env=log.env())]
+    p, _, _ = sign_digest(ws, files["rsa"], providers=order, env=log.env())
+    for r in runs + [p]:
+        assert_ok(r)
+    assert not log.entries(), "the PKCS#11 module was loaded for file keys:\n" + log.text()
+    p, sig, dg = sign_digest(ws, tok.key_uri("p256"), providers=order, env=log.env())
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("p256"), dg, sig))
+    assert log.calls("C_Initialize", "CKR_OK"), log.text()

@@ -203,3 +203,30 @@ def test_sign_with_key_of_second_token(ws, make_token):
     assert_verified(verify_digest(ws, t2.cert("k1"), dg, sig))
     wrong = verify_digest(ws, t1.cert("k1"), dg, sig)
     assert wrong.returncode != 0, "signed with the first token's key"
+
+
+def test_certificate_first_on_a_token_with_several_keys_signs_with_the_certified_key(
+        ws, make_token):
+    """Three keys of one type, four certificates (one a role certificate) whose labels are not
+    the keys' labels, imported in another order: each certificate's label reaches exactly
+    the key with the certificate's id. Each signature verifies with that certificate's
+    public key and with no other key's certificate."""
+    tok = make_token("soft1")
+    for alias in ("key-a", "key-b", "key-c"):
+        ws.generate(tok, alias, "ec:P-256")
+    owner = {"alice": "key-b", "bob": "key-c", "carol": "key-a", "bob-role": "key-c"}
+    certs = {}
+    for label, key in owner.items():
+        certs[label] = ws.self_signed(tok, key, subject="/CN=%s" % label,
+                                      out=ws.path("%s.pem" % label))
+        ws.import_cert(tok, label, certs[label])
+    for label, key in owner.items():
+        p, sig, dg = sign_digest(ws, tok.uri(object=label, type="private"))
+        assert_ok(p)
+        assert_verified(verify_digest(ws, certs[label], dg, sig))
+        load_cert(certs[label]).public_key().verify(sig.read_bytes(), dg.read_bytes(),
+                                                    ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        for other, other_key in owner.items():
+            if other_key != key:
+                v = verify_digest(ws, certs[other], dg, sig)
+                assert v.returncode != 0, "%s's key signed for %s" % (other_key, label)

@@ -299,6 +299,39 @@ def test_keystore_is_standard_pkcs12_with_alias_and_id(ws, make_token):
     assert "localKeyID: %s" % " ".join("%02X" % b for b in kid) in p.stdout, describe(p)
 
 
+def test_tools_writing_one_keystore_at_once_lose_nothing(ws, make_token):
+    """Several `ctok key generate` and `ctok cert import` runs on one keystore at the same
+    time: every key and certificate is there afterwards, and the keystore is a valid
+    PKCS#12 file (MAC checked by openssl) with one private key per generated key."""
+    tok = make_token("soft1", {"c0": "ec:P-256", "c1": "ec:P-256"}, certs=False)
+    certs = {"c%d-cert" % i: ws.self_signed(tok, "c%d" % i, out=ws.path("c%d.pem" % i))
+             for i in range(2)}
+    tool, env = str(ws.build / "ctok"), ws.env()
+    generated = []
+    for rnd in range(3):
+        argvs = []
+        for i in range(5):
+            generated.append("g%d-%d" % (rnd, i))
+            argvs.append(["key", "generate", "soft1", generated[-1], "ec:P-256"])
+        if rnd == 0:
+            argvs += [["cert", "import", "soft1", label, str(path)]
+                      for label, path in certs.items()]
+        procs = [subprocess.Popen([tool, *a], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                 for a in argvs]
+        for a, p in zip(argvs, procs):
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, "%s: %s%s" % (" ".join(a), out, err)
+    keys = key_list(ws, "soft1")
+    assert sorted(k["alias"] for k in keys) == sorted(["c0", "c1", *generated])
+    assert {k["alias"]: k["certificates"] for k in keys if k["alias"] in ("c0", "c1")} == {
+        "c0": ["c0-cert"], "c1": ["c1-cert"]}
+    p = assert_ok(ws.ossl("pkcs12", "-in", tok.keystore, "-passin", "file:%s" % tok.pin_file,
+                          "-nodes", providers=None))
+    assert p.stdout.count("-----BEGIN PRIVATE KEY-----") == 2 + len(generated), describe(p)
+    assert p.stdout.count("-----BEGIN CERTIFICATE-----") == 2, describe(p)
+
+
 # ------------------------------------------------------------------ command line
 
 

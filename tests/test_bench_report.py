@@ -1,0 +1,119 @@
+"""The README's performance section comes from `make bench` output: bench/run.py writes its
+tables as markdown with the run's date and machine and marks every ratio that misses its
+target MISSED; bench/paste_results.py puts that file between the README's markers. Tested on
+made-up results (the formatter only: a real run belongs on a quiet machine)."""
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from ctoktest import REPO
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location("bench_" + name, REPO / "bench" / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+run = load("run.py")
+paste = load("paste_results.py")
+
+MACHINE = {"date": "2026-11-29 04:00 UTC", "nproc": 2, "cpu": "AMD EPYC", "kernel": "6.1.0",
+           "openssl": "OpenSSL 3.0.19", "softhsm": "2.6.1", "nginx": "nginx version: 1.22.1"}
+ARGS = argparse.Namespace(rounds=5, seconds=1.5, startup_runs=10)
+
+
+def results():
+    return {
+        "throughput": [
+            {"key": "RSA-2048", "alg": "rsa-pkcs1", "threads": 1, "file": 1000.0,
+             "ctok": 990.0, "ratio": 0.99},
+            {"key": "P-256", "alg": "ecdsa", "threads": 2, "file": 10000.0, "ctok": 9000.0,
+             "ratio": 0.90},
+        ],
+        "startup": [
+            {"key": "P-256", "what": "ctok key vs file key", "target": run.STARTUP_TARGET,
+             "base_ms": 20.0, "ctok_ms": 30.0, "ratio": 1.5},
+        ],
+        "hsm": [
+            {"key": "P-256", "alg": "ecdsa", "threads": 1, "ctok": 930.0, "limit": 1000.0,
+             "limit_side": "raw-copy", "ratio": 0.93, "ratio_reuse": 0.99},
+        ],
+        "hsm_rounds": 3, "hsm_seconds": 1.5,
+        "tls": [
+            {"key": "P-256", "side": "soft", "target": run.TLS_CPU_TARGET, "ctok_cpu_us": 100.0,
+             "file_cpu_us": 100.0, "cpu_ratio": 1.0},
+            {"key": "P-256", "side": "hsm", "target": None, "ctok_cpu_us": 300.0,
+             "file_cpu_us": 100.0, "cpu_ratio": 3.0},
+        ],
+        "tls_rounds": 3, "tls_seconds": 3.0, "tls_errors": [],
+    }
+
+
+def rows(md):
+    return [[c.strip() for c in l.strip("|").split("|")] for l in md.splitlines()
+            if l.startswith("| ") and not l.startswith("| key") and
+            not l.startswith("| comparison")]
+
+
+def test_markdown_names_the_date_and_the_machine():
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    first = md.splitlines()[0]
+    for what in ("2026-11-29 04:00 UTC", "2 × AMD EPYC", "OpenSSL 3.0.19", "SoftHSM 2.6.1"):
+        assert what in first, first
+
+
+def test_every_missed_target_is_marked_missed_and_only_those():
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    by_first = {(r[0], r[1], r[2]): r for r in rows(md)}
+    assert by_first[("RSA-2048", "rsa-pkcs1", "1")][-1] == "ok"
+    assert by_first[("P-256", "ecdsa", "2")][-1] == "**MISSED**"  # 0.90 < 0.95
+    hsm = by_first[("P-256", "ecdsa", "1")]
+    assert hsm[5:8] == ["0.93", "≥ 0.95", "**MISSED**"] and hsm[-1] == "ok", hsm
+    startup = by_first[("ctok key vs file key", "P-256", "30.0")]
+    assert startup[-2:] == ["≤ %.2f" % run.STARTUP_TARGET, "**MISSED**"]
+    soft_tls = by_first[("P-256", "soft token", "100")]
+    assert soft_tls[-1] == "ok"
+    hsm_tls = by_first[("P-256", "SoftHSM", "300")]
+    assert hsm_tls[-1] == "" and "none" in hsm_tls[-2]  # no target: never MISSED
+    assert md.count("MISSED") == 3
+
+
+def test_a_ratio_exactly_on_its_target_is_not_missed():
+    assert not run.missed(0.95, 0.95, True) and not run.missed(1.05, 1.05, False)
+    assert run.missed(0.949, 0.95, True) and run.missed(1.051, 1.05, False)
+
+
+README = "# x\n\n## Performance\n\n<!-- bench-results:begin -->\nold\n" \
+         "<!-- bench-results:end -->\n\n## Layout\n"
+
+
+def test_paste_replaces_only_what_is_between_the_markers(tmp_path):
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    res, readme = tmp_path / "results.md", tmp_path / "README.md"
+    res.write_text(md)
+    readme.write_text(README)
+    for _ in range(2):  # idempotent
+        p = subprocess.run([sys.executable, str(REPO / "bench" / "paste_results.py"), str(res),
+                            str(readme)], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        text = readme.read_text()
+        assert text.startswith("# x\n\n## Performance\n\n<!-- bench-results:begin -->\n")
+        assert text.endswith("<!-- bench-results:end -->\n\n## Layout\n")
+        assert "old" not in text and md.strip() in text
+
+
+@pytest.mark.parametrize("readme", ["no markers\n", README + "<!-- bench-results:end -->\n"])
+def test_paste_refuses_a_readme_without_one_pair_of_markers(readme):
+    with pytest.raises(ValueError):
+        paste.paste(readme, "Measured ...")
+
+
+def test_the_readme_has_the_markers():
+    readme = (REPO / "README.md").read_text()
+    assert paste.paste(readme, "Measured x") != readme
