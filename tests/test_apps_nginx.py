@@ -118,8 +118,9 @@ def test_every_handshake_in_every_nginx_worker_running_as_www_data_succeeds(worl
     assert os.stat(world.ws.config).st_mode & 0o022 == 0
     with Nginx(world, key.cert, key.ref, workers=2) as ngx:
         workers = ngx.worker_pids()
-        uids = {pid: proc_uid(pid) for pid in workers}
         results, elapsed = handshake_storm(ngx.port, world.ca, 200, concurrency=8, time_limit=40)
+        # read once they have served: a worker forked a moment ago may not have switched yet
+        uids = {pid: proc_uid(pid) for pid in workers}
         log = ngx.error_log()
         master_alive = ngx.server.alive()
         workers_after = ngx.worker_pids()
