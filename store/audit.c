@@ -53,7 +53,9 @@ void ctok_audit(ctok_token *tok, const char *operation, const char *object, int 
     json_decref(j);
     if (line == NULL)
         return;
-    fd = open(tok->audit_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    /* never through a symlink: root appending to a file somebody else chose */
+    fd = open(tok->audit_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY,
+              0600);
     if (fd >= 0) {
         size_t n = strlen(line);
 

@@ -143,6 +143,17 @@ def test_audit_file_is_created_readable_only_by_its_owner(kind):
     assert audit.path.stat().st_mode & 0o077 == 0, oct(audit.path.stat().st_mode)
 
 
+def test_audit_file_is_never_written_through_a_symbolic_link(kind):
+    """A root process appending to a link somebody planted would write wherever it points."""
+    kind.create("tok")
+    audit = Audit(kind)
+    target = kind.ws.path("elsewhere.txt")
+    target.write_text("untouched\n")
+    audit.path.symlink_to(target)
+    assert_ok(kind.ctok("key", "generate", "tok", "k1", "ec:P-256"))
+    assert target.read_text() == "untouched\n"
+
+
 def test_audit_use_logs_each_signature_made_by_openssl(kind):
     tok = kind.with_key("tok", "k1", "ec:P-256")
     audit = Audit(kind, use=True)
