@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/bio.h>
+#include <openssl/buffer.h>
 #include <openssl/core_object.h>
 #include <openssl/evp.h>
 
@@ -18,7 +19,9 @@ static OSSL_FUNC_decoder_decode_fn pem_decode;
 
 #define BEGIN "-----BEGIN " CTOK_KEYREF_PEM_LABEL "-----"
 #define END "-----END " CTOK_KEYREF_PEM_LABEL "-----"
-#define MAX_BODY 8192 /* a URI, base64: far below this */
+#define MAX_BODY 8192               /* a key reference's DER: a URI, far below this */
+#define MAX_TEXT (MAX_BODY / 3 * 4) /* its base64 text */
+#define MAX_PREAMBLE 65536          /* text before the BEGIN line that is read at all */
 
 struct decctx {
     struct ctok_provctx *pctx;
@@ -47,49 +50,77 @@ static void chomp(char *line)
         line[--n] = '\0';
 }
 
-/* The DER body of a CTOK URI PEM block at the start of in; 0 if the first block is not one. */
-static int read_block(BIO *in, unsigned char **der, int *derlen)
+/*
+ * The base64 text of a CTOK URI block at the start of in, newlines dropped, in text; 0 if the
+ * first block is not one. Reads at most MAX_PREAMBLE bytes before the BEGIN line and MAX_TEXT
+ * characters of body: every PEM read in the process passes here, huge files included.
+ */
+static int read_text(BIO *in, BUF_MEM *text)
 {
     char line[256];
-    EVP_ENCODE_CTX *b64 = NULL;
-    unsigned char *out = NULL;
-    int n, total = 0, ok = 0;
+    size_t seen = 0, n;
 
     /* text before the first block is allowed, as in any PEM file */
     do {
-        if (BIO_gets(in, line, sizeof(line)) <= 0)
+        if (seen > MAX_PREAMBLE || BIO_gets(in, line, sizeof(line)) <= 0)
             return 0;
+        seen += strlen(line);
         chomp(line);
     } while (strncmp(line, "-----BEGIN ", 11) != 0);
     if (strcmp(line, BEGIN) != 0)
         return 0; /* somebody else's PEM: a certificate, a key, ... */
+    for (;;) {
+        if (BIO_gets(in, line, sizeof(line)) <= 0)
+            return -1;
+        chomp(line);
+        if (strcmp(line, END) == 0)
+            return 1;
+        n = strlen(line);
+        if (text->length + n > MAX_TEXT || !BUF_MEM_grow(text, text->length + n))
+            return -1;
+        memcpy(text->data + text->length - n, line, n);
+    }
+}
+
+/*
+ * The DER body of a CTOK URI PEM block at the start of in: 1, or 0 if the first block is not
+ * one, or -1 (error raised) if it is one but damaged.
+ * The text is decoded in one go into a buffer sized for it: EVP_DecodeUpdate also flushes
+ * characters it kept from earlier calls, so a per-line bound does not bound what it writes.
+ */
+static int read_block(BIO *in, unsigned char **der, int *derlen)
+{
+    BUF_MEM *text = BUF_MEM_new();
+    EVP_ENCODE_CTX *b64 = NULL;
+    unsigned char *out = NULL;
+    int r = text != NULL ? read_text(in, text) : -1, n, total = 0, ok = 0;
+
+    if (r == 0)
+        goto end;
     b64 = EVP_ENCODE_CTX_new();
-    out = OPENSSL_malloc(MAX_BODY);
+    /* 4 base64 characters make at most 3 bytes */
+    out = r > 0 ? OPENSSL_malloc(text->length / 4 * 3 + 3) : NULL;
     if (b64 == NULL || out == NULL)
         goto end;
     EVP_DecodeInit(b64);
-    for (;;) {
-        if (BIO_gets(in, line, sizeof(line)) <= 0)
-            goto end;
-        chomp(line);
-        if (strcmp(line, END) == 0)
-            break;
-        if ((size_t)total + strlen(line) > MAX_BODY - 3 ||
-            EVP_DecodeUpdate(b64, out + total, &n, (unsigned char *)line, (int)strlen(line)) < 0)
-            goto end;
-        total += n;
-    }
-    if (EVP_DecodeFinal(b64, out + total, &n) < 0)
+    if (EVP_DecodeUpdate(b64, out, &total, (unsigned char *)text->data, (int)text->length) < 0 ||
+        EVP_DecodeFinal(b64, out + total, &n) < 0)
         goto end;
     *der = out;
     *derlen = total + n;
     out = NULL;
     ok = 1;
 end:
-    if (!ok)
-        CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged");
+    if (r != 0 && !ok) {
+        ok = -1;
+        CTOK_ERR(CTOK_R_BAD_URI,
+                 "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged or longer "
+                 "than %d characters",
+                 MAX_TEXT);
+    }
     EVP_ENCODE_CTX_free(b64);
     OPENSSL_free(out);
+    BUF_MEM_free(text);
     return ok;
 }
 
@@ -146,19 +177,21 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
     BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
     unsigned char *der = NULL;
-    int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1;
+    int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1, r;
 
     (void)selection;
     (void)pw_cb;
     (void)pw_cbarg;
     if (in == NULL)
         return 0;
-    if (read_block(in, &der, &len)) {
+    r = read_block(in, &der, &len);
+    if (r != 0) {
         /*
-         * A reference to nothing fails here, with the URI's own error: past this step the
-         * file loader decodes by value, and OpenSSL 3.0 drops errors of that path.
+         * A damaged block, or a reference to nothing, fails here with its own error: past
+         * this step the file loader decodes by value, and OpenSSL 3.0 drops errors of that
+         * path.
          */
-        if (!resolvable(c, der, (size_t)len)) {
+        if (r < 0 || !resolvable(c, der, (size_t)len)) {
             OPENSSL_free(der);
             BIO_free(in);
             return 0;
