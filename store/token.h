@@ -207,6 +207,12 @@ struct ctok_uri {
  */
 int ctok_uri_parse(const char *s, struct ctok_uri *u);
 void ctok_uri_clear(struct ctok_uri *u);
+/*
+ * The URI as an error, trace or audit line may show it (ctok: or pkcs11:): the values of
+ * pin-value, pin-source (in the path or the query, however encoded) and every attribute
+ * without '=' are replaced by "...". Cut to outlen - 1 characters.
+ */
+void ctok_uri_redact(const char *uri, char *out, size_t outlen);
 
 /* An object found by ctok_find: owns its copies. */
 struct ctok_found {

@@ -5,12 +5,13 @@ so its input is hostile: it must not write out of bounds (checked under valgrind
 the writes happen inside the system libcrypto, which ASan cannot see), must not log in or
 read files the reference names, and nothing ctok prints may carry an auth code."""
 
+import re
 import shutil
 
 import pytest
 
 from appfixtures import keyref_pem
-from ctoktest import TIMEOUT, assert_fails_with, describe, run
+from ctoktest import TIMEOUT, assert_fails_with, assert_ok, describe, run
 
 VALGRIND = shutil.which("valgrind")
 
@@ -61,3 +62,59 @@ def test_junk_in_a_key_reference_pem_is_one_clear_error_and_no_decode(ws, body):
     assert p.returncode not in (0, 134, 139) and p.returncode > 0, describe(p)
     assert "invalid ctok URI: a 'CTOK URI' PEM block" in err, describe(p)
     assert "key-reference PEM found" not in err, describe(p)
+
+
+# ---------------------------------------------------------------- defect 6: no PIN echoed
+
+SECRET = "s3cr3t-4711-pin"
+# ctok's own output on an openssl run: its traces and its entries of the error queue
+# (openssl itself echoes the URI it was given, which is not ctok's to redact).
+CTOK_LINE = re.compile(r"^ctok\[\d+\]:|:error:[0-9A-F]+:ctok:")
+
+
+def ctok_lines(p):
+    return [l for l in p.stderr.splitlines() if CTOK_LINE.search(l)]
+
+
+@pytest.fixture
+def audited(ws, make_token):
+    tok = make_token("soft1", {"k1": "ec:P-256"})
+    audit = ws.path("audit.jsonl")
+    assert_ok(ws.ctok("token", "modify", "soft1", "--audit-file", audit, "--audit-use"))
+    return tok, audit
+
+
+@pytest.mark.parametrize("uri", [
+    "ctok:token=soft1;object=k1;type=bogus?pin-value=" + SECRET,
+    "ctok:token=soft1;object=k1?" + SECRET,
+    "ctok:token=soft1;object=k1?pin-source=x&" + SECRET,
+    "ctok:token=soft1;" + SECRET,
+    "ctok:token=soft1;object=k1?pin%2Dvalue=" + SECRET,
+    "pkcs11:token=soft1;object=%zz;pin-value=" + SECRET,
+    "pkcs11:token=soft1;object=%zz;pin%2Dvalue=" + SECRET,
+    "pkcs11:token=soft1;object=k1?pin-value=" + SECRET + "&" + SECRET,
+], ids=["query-pin-value", "query-attribute-without-equals", "second-query-attribute",
+        "path-attribute-without-equals", "percent-encoded-name", "pkcs11-path-pin-value",
+        "pkcs11-path-percent-encoded-name", "pkcs11-query-attribute-without-equals"])
+@pytest.mark.parametrize("cmd", ["pkey", "storeutl"])
+def test_no_auth_code_in_a_uri_reaches_an_error_trace_or_audit_line(ws, audited, uri, cmd):
+    _, audit = audited
+    args = ["-pubout", "-in", uri] if cmd == "pkey" else [uri]
+    p = ws.ossl(cmd, *args, debug=True)
+    assert_fails_with(p)
+    mine = ctok_lines(p)
+    assert any("invalid ctok URI" in l for l in mine), describe(p)  # the URI was echoed
+    leaked = [l for l in mine if SECRET in l]
+    assert not leaked, "auth code in ctok's output:\n%s" % "\n".join(leaked)
+    assert SECRET not in p.stdout, describe(p)
+    assert not audit.exists() or SECRET not in audit.read_text()
+
+
+def test_a_pin_value_that_works_is_in_no_trace_or_audit_line(ws, audited):
+    tok, audit = audited
+    p = ws.ossl("pkey", "-pubout", "-in",
+                "ctok:token=soft1;object=k1;type=private?pin-value=" + tok.pin, debug=True)
+    assert_ok(p)
+    assert any("store: open" in l for l in ctok_lines(p)), describe(p)
+    assert tok.pin not in "\n".join(ctok_lines(p)) + p.stdout, describe(p)
+    assert '"activate"' in audit.read_text() and tok.pin not in audit.read_text()
