@@ -125,49 +125,59 @@ end:
 }
 
 /*
- * The private keys a key reference names: 1 with at least one in *f (free it and u), else 0
- * with the URI's own error raised. No login: that happens when the key is used.
+ * The private keys a key reference names: 1 with at least one in *f (free it and u), 2 if
+ * only a login could tell (nothing to free), else 0 with the reference's own error raised.
+ * The search itself never logs in, and opens only tokens that permit 'use'. ui == NULL
+ * (the PEM step) stops there; the DER step, which hands the application its key, then logs
+ * in where the key may hide, with the token's configured auth or the application's ui.
  */
-static int find_ref(struct decctx *c, char *uri, struct ctok_uri *u, struct ctok_found **f,
-                    size_t *n)
+static int find_ref(struct decctx *c, char *uri, const struct ctok_ui *ui, struct ctok_uri *u,
+                    struct ctok_found **f, size_t *n)
 {
     ctok_ctx *tokens = ctok_prov_tokens(c->pctx);
-    int ok = ctok_uri_parse(uri, u);
+    const unsigned int ref = CTOK_OBJ_PRIVATE | CTOK_FIND_USE;
+    int ok = ctok_keyref_uri_parse(uri, u);
 
     OPENSSL_free(uri);
     if (!ok)
         return 0;
-    ok = tokens != NULL && ctok_find(tokens, u, CTOK_OBJ_PRIVATE, NULL, f, n);
-    if (ok && *n == 0) {
+    ok = tokens != NULL ? ctok_find(tokens, u, ref | CTOK_FIND_NO_LOGIN, NULL, f, n) : 0;
+    if (ok == 2 && ui != NULL) {
+        ctok_found_free(*f, *n);
+        ok = ctok_find(tokens, u, ref, ui, f, n);
+    }
+    if (ok == 1 && *n == 0) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s%s",
                  u->token != NULL ? "token '" : "any token", u->token != NULL ? u->token : "",
                  u->token != NULL ? "'" : "", u->object != NULL ? " with that object label" : "");
         ok = 0;
     }
-    if (!ok) {
+    if (ok != 1) {
         ctok_found_free(*f, *n);
         ctok_uri_clear(u);
     }
     return ok;
 }
 
-/* Does the reference name a private key? */
+/* Does the reference name a private key, as far as can be told without logging in? */
 static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
 {
     char *uri = ctok_keyref_decode(der, len);
     struct ctok_found *f = NULL;
     struct ctok_uri u;
     size_t n = 0;
+    int r;
 
     if (uri == NULL) {
         CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block holds no key reference");
         return 0;
     }
-    if (!find_ref(c, uri, &u, &f, &n))
-        return 0;
-    ctok_found_free(f, n);
-    ctok_uri_clear(&u);
-    return 1;
+    r = find_ref(c, uri, NULL, &u, &f, &n);
+    if (r == 1) {
+        ctok_found_free(f, n);
+        ctok_uri_clear(&u);
+    }
+    return r != 0;
 }
 
 static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
@@ -211,23 +221,31 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     return ok; /* empty-handed is not an error */
 }
 
-/* DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. */
-static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_cb,
+/*
+ * DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. Only
+ * a caller that asks for a private key gets one: reading a reference as a public key (or as
+ * anything else) opens no session and logs in nowhere.
+ */
+static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
                       void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
     BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
     unsigned char buf[MAX_BODY];
     int len = in != NULL ? BIO_read(in, buf, sizeof(buf)) : -1, ok = 1;
+    struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
+    struct ctok_ui ui = {ctok_pw_get_code, &pw};
     struct ctok_uri u;
     struct ctok_found *f = NULL;
     size_t n = 0;
     char *uri;
 
     BIO_free(in);
+    if (selection != 0 && !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
+        return 1;
     if (len <= 0 || (uri = ctok_keyref_decode(buf, (size_t)len)) == NULL)
         return 1; /* not a key reference: another decoder's business */
-    if (!find_ref(c, uri, &u, &f, &n))
+    if (find_ref(c, uri, &ui, &u, &f, &n) != 1)
         return 0;
     if (f[0].key_type == c->type || f[0].key_type == CTOK_KT_NONE) {
         struct ctok_pkey *k = ctok_prov_private_key(c->pctx, &u, &f[0], pw_cb, pw_cbarg);
@@ -254,8 +272,7 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_
     static int fam##_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *cb,        \
                             void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)          \
     {                                                                                              \
-        (void)selection;                                                                           \
-        return uri_decode(vc, cin, cb, cbarg, pw_cb, pw_cbarg);                                    \
+        return uri_decode(vc, cin, selection, cb, cbarg, pw_cb, pw_cbarg);                         \
     }                                                                                              \
     const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                                   \
         {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                                  \

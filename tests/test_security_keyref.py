@@ -5,13 +5,17 @@ so its input is hostile: it must not write out of bounds (checked under valgrind
 the writes happen inside the system libcrypto, which ASan cannot see), must not log in or
 read files the reference names, and nothing ctok prints may carry an auth code."""
 
+import os
 import re
 import shutil
+import threading
 
 import pytest
 
 from appfixtures import keyref_pem
-from ctoktest import TIMEOUT, assert_fails_with, assert_ok, describe, run
+from ctoktest import (TIMEOUT, assert_fails_with, assert_no_crash, assert_ok, describe, run,
+                      sign_digest)
+from p11fixtures import MAIN_LABEL, ShimLog, copy_config, logins, main_hsm  # noqa: F401
 
 VALGRIND = shutil.which("valgrind")
 
@@ -118,3 +122,105 @@ def test_a_pin_value_that_works_is_in_no_trace_or_audit_line(ws, audited):
     assert any("store: open" in l for l in ctok_lines(p)), describe(p)
     assert tok.pin not in "\n".join(ctok_lines(p)) + p.stdout, describe(p)
     assert '"activate"' in audit.read_text() and tok.pin not in audit.read_text()
+
+
+# ---------------------------------------------------------------- defect 3: a PEM never acts
+
+class Fifo:
+    """A named pipe as a pin-source: whether anybody opened it for reading is known, and a
+    reader never blocks for long (a writer waits on the other end)."""
+
+    def __init__(self, path):
+        self.path = path
+        os.mkfifo(path, 0o600)
+        self.opened = threading.Event()
+        self._done = False
+        self._t = threading.Thread(target=self._write, daemon=True)
+        self._t.start()
+
+    def _write(self):
+        fd = os.open(self.path, os.O_WRONLY)  # returns once a reader has opened the pipe
+        if not self._done:
+            self.opened.set()
+        try:
+            os.write(fd, b"000000\n")
+        except OSError:
+            pass
+        os.close(fd)
+
+    def close(self):
+        self._done = True
+        if not self.opened.is_set():
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # releases the writer
+            self._t.join(5)
+            os.close(fd)
+
+
+def ref_file(ws, name, uri):
+    return ws.write(name, keyref_pem(uri), mode=0o644)
+
+
+READERS = {
+    "pkey": lambda ref: ["pkey", "-pubout", "-in", ref],
+    "pkey-pubin": lambda ref: ["pkey", "-pubin", "-in", ref],
+    "x509": lambda ref: ["x509", "-noout", "-in", ref],
+}
+
+
+@pytest.fixture
+def shim_hsm(main_hsm, tmp_path):
+    log = ShimLog(tmp_path / "shim.log")
+    return main_hsm.shim_ws, main_hsm.shim_tok, log
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("where", ["query-pin-value", "query-pin-source-fifo",
+                                   "pkcs11-path-pin-value"])
+def test_a_key_reference_carrying_an_auth_code_is_refused_without_login_or_file_read(
+        shim_hsm, tmp_path, reader, where):
+    ws, tok, log = shim_hsm
+    fifo = Fifo(tmp_path / "pin.fifo")
+    try:
+        uri = {
+            "query-pin-value": tok.key_uri("rsa2048", query="pin-value=000000"),
+            "query-pin-source-fifo": tok.key_uri("rsa2048", query="pin-source=file:%s" % fifo.path),
+            "pkcs11-path-pin-value": "pkcs11:token=%s;object=rsa2048;type=private;pin-value=000000"
+                                     % MAIN_LABEL,
+        }[where]
+        ref = ref_file(ws, "hostile-%s.pem" % where, uri)
+        p = ws.ossl(*READERS[reader](ref), env=log.env(), debug=True, timeout=30)
+    finally:
+        fifo.close()
+    assert_fails_with(p)
+    assert not fifo.opened.is_set(), "ctok read the pin-source a key reference named\n" + describe(p)
+    assert not logins(log), "a key reference made ctok log in:\n%s\n%s" % (log.text(), describe(p))
+    assert any("key references may not carry auth codes" in l for l in ctok_lines(p)), describe(p)
+
+
+def test_a_key_reference_to_a_token_without_use_opens_and_logs_in_nothing(main_hsm, tmp_path):
+    conf = copy_config(main_hsm.shim_ws, hsm={"permissions": ["view"]})
+    ws = main_hsm.shim_ws.view("no-use.json", conf)
+    log = ShimLog(tmp_path / "shim.log")
+    ref = ref_file(ws, "no-use.pem", main_hsm.shim_tok.key_uri("rsa2048"))
+    p = ws.ossl("pkey", "-pubout", "-in", ref, env=log.env(), debug=True)
+    assert_fails_with(p)
+    assert any("rule 'use' is not permitted" in l for l in ctok_lines(p)), describe(p)
+    assert not log.entries(), "the token was opened:\n" + log.text()
+
+
+@pytest.mark.parametrize("reader", ["pkey-pubin", "x509"])
+def test_reading_a_valid_key_reference_as_something_else_logs_in_nowhere(shim_hsm, reader):
+    ws, tok, log = shim_hsm
+    ref = ref_file(ws, "valid-%s.pem" % reader, tok.key_uri("rsa2048"))
+    p = ws.ossl(*READERS[reader](ref), env=log.env(), debug=True)
+    assert_no_crash(p)
+    assert not logins(log), "reading a key reference logged in:\n%s\n%s" % (log.text(),
+                                                                           describe(p))
+
+
+def test_a_valid_key_reference_still_signs_with_the_configured_auth(shim_hsm):
+    ws, tok, log = shim_hsm
+    ref = ref_file(ws, "valid.pem", tok.key_uri("p256"))
+    sp, sig, dg = sign_digest(ws, ref, env=log.env())
+    assert_ok(sp)
+    assert len(logins(log)) == 1, log.text()
