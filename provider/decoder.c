@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/bio.h>
+#include <openssl/buffer.h>
 #include <openssl/core_object.h>
 #include <openssl/evp.h>
 
@@ -18,7 +19,9 @@ static OSSL_FUNC_decoder_decode_fn pem_decode;
 
 #define BEGIN "-----BEGIN " CTOK_KEYREF_PEM_LABEL "-----"
 #define END "-----END " CTOK_KEYREF_PEM_LABEL "-----"
-#define MAX_BODY 8192 /* a URI, base64: far below this */
+#define MAX_BODY 8192               /* a key reference's DER: a URI, far below this */
+#define MAX_TEXT (MAX_BODY / 3 * 4) /* its base64 text */
+#define MAX_PREAMBLE 65536          /* text before the BEGIN line that is read at all */
 
 struct decctx {
     struct ctok_provctx *pctx;
@@ -47,96 +50,134 @@ static void chomp(char *line)
         line[--n] = '\0';
 }
 
-/* The DER body of a CTOK URI PEM block at the start of in; 0 if the first block is not one. */
-static int read_block(BIO *in, unsigned char **der, int *derlen)
+/*
+ * The base64 text of a CTOK URI block at the start of in, newlines dropped, in text; 0 if the
+ * first block is not one. Reads at most MAX_PREAMBLE bytes before the BEGIN line and MAX_TEXT
+ * characters of body: every PEM read in the process passes here, huge files included.
+ */
+static int read_text(BIO *in, BUF_MEM *text)
 {
     char line[256];
-    EVP_ENCODE_CTX *b64 = NULL;
-    unsigned char *out = NULL;
-    int n, total = 0, ok = 0;
+    size_t seen = 0, n;
 
     /* text before the first block is allowed, as in any PEM file */
     do {
-        if (BIO_gets(in, line, sizeof(line)) <= 0)
+        if (seen > MAX_PREAMBLE || BIO_gets(in, line, sizeof(line)) <= 0)
             return 0;
+        seen += strlen(line);
         chomp(line);
     } while (strncmp(line, "-----BEGIN ", 11) != 0);
     if (strcmp(line, BEGIN) != 0)
         return 0; /* somebody else's PEM: a certificate, a key, ... */
+    for (;;) {
+        if (BIO_gets(in, line, sizeof(line)) <= 0)
+            return -1;
+        chomp(line);
+        if (strcmp(line, END) == 0)
+            return 1;
+        n = strlen(line);
+        if (text->length + n > MAX_TEXT || !BUF_MEM_grow(text, text->length + n))
+            return -1;
+        memcpy(text->data + text->length - n, line, n);
+    }
+}
+
+/*
+ * The DER body of a CTOK URI PEM block at the start of in: 1, or 0 if the first block is not
+ * one, or -1 (error raised) if it is one but damaged.
+ * The text is decoded in one go into a buffer sized for it: EVP_DecodeUpdate also flushes
+ * characters it kept from earlier calls, so a per-line bound does not bound what it writes.
+ */
+static int read_block(BIO *in, unsigned char **der, int *derlen)
+{
+    BUF_MEM *text = BUF_MEM_new();
+    EVP_ENCODE_CTX *b64 = NULL;
+    unsigned char *out = NULL;
+    int r = text != NULL ? read_text(in, text) : -1, n, total = 0, ok = 0;
+
+    if (r == 0)
+        goto end;
     b64 = EVP_ENCODE_CTX_new();
-    out = OPENSSL_malloc(MAX_BODY);
+    /* 4 base64 characters make at most 3 bytes */
+    out = r > 0 ? OPENSSL_malloc(text->length / 4 * 3 + 3) : NULL;
     if (b64 == NULL || out == NULL)
         goto end;
     EVP_DecodeInit(b64);
-    for (;;) {
-        if (BIO_gets(in, line, sizeof(line)) <= 0)
-            goto end;
-        chomp(line);
-        if (strcmp(line, END) == 0)
-            break;
-        if ((size_t)total + strlen(line) > MAX_BODY - 3 ||
-            EVP_DecodeUpdate(b64, out + total, &n, (unsigned char *)line, (int)strlen(line)) < 0)
-            goto end;
-        total += n;
-    }
-    if (EVP_DecodeFinal(b64, out + total, &n) < 0)
+    if (EVP_DecodeUpdate(b64, out, &total, (unsigned char *)text->data, (int)text->length) < 0 ||
+        EVP_DecodeFinal(b64, out + total, &n) < 0)
         goto end;
     *der = out;
     *derlen = total + n;
     out = NULL;
     ok = 1;
 end:
-    if (!ok)
-        CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged");
+    if (r != 0 && !ok) {
+        ok = -1;
+        CTOK_ERR(CTOK_R_BAD_URI,
+                 "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged or longer "
+                 "than %d characters",
+                 MAX_TEXT);
+    }
     EVP_ENCODE_CTX_free(b64);
     OPENSSL_free(out);
+    BUF_MEM_free(text);
     return ok;
 }
 
 /*
- * The private keys a key reference names: 1 with at least one in *f (free it and u), else 0
- * with the URI's own error raised. No login: that happens when the key is used.
+ * The private keys a key reference names: 1 with at least one in *f (free it and u), 2 if
+ * only a login could tell (nothing to free), else 0 with the reference's own error raised.
+ * The search itself never logs in, and opens only tokens that permit 'use'. ui == NULL
+ * (the PEM step) stops there; the DER step, which hands the application its key, then logs
+ * in where the key may hide, with the token's configured auth or the application's ui.
  */
-static int find_ref(struct decctx *c, char *uri, struct ctok_uri *u, struct ctok_found **f,
-                    size_t *n)
+static int find_ref(struct decctx *c, char *uri, const struct ctok_ui *ui, struct ctok_uri *u,
+                    struct ctok_found **f, size_t *n)
 {
     ctok_ctx *tokens = ctok_prov_tokens(c->pctx);
-    int ok = ctok_uri_parse(uri, u);
+    const unsigned int ref = CTOK_OBJ_PRIVATE | CTOK_FIND_USE;
+    int ok = ctok_keyref_uri_parse(uri, u);
 
     OPENSSL_free(uri);
     if (!ok)
         return 0;
-    ok = tokens != NULL && ctok_find(tokens, u, CTOK_OBJ_PRIVATE, NULL, f, n);
-    if (ok && *n == 0) {
+    ok = tokens != NULL ? ctok_find(tokens, u, ref | CTOK_FIND_NO_LOGIN, NULL, f, n) : 0;
+    if (ok == 2 && ui != NULL) {
+        ctok_found_free(*f, *n);
+        ok = ctok_find(tokens, u, ref, ui, f, n);
+    }
+    if (ok == 1 && *n == 0) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "key reference: no private key matches %s%s%s%s",
                  u->token != NULL ? "token '" : "any token", u->token != NULL ? u->token : "",
                  u->token != NULL ? "'" : "", u->object != NULL ? " with that object label" : "");
         ok = 0;
     }
-    if (!ok) {
+    if (ok != 1) {
         ctok_found_free(*f, *n);
         ctok_uri_clear(u);
     }
     return ok;
 }
 
-/* Does the reference name a private key? */
+/* Does the reference name a private key, as far as can be told without logging in? */
 static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
 {
     char *uri = ctok_keyref_decode(der, len);
     struct ctok_found *f = NULL;
     struct ctok_uri u;
     size_t n = 0;
+    int r;
 
     if (uri == NULL) {
         CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block holds no key reference");
         return 0;
     }
-    if (!find_ref(c, uri, &u, &f, &n))
-        return 0;
-    ctok_found_free(f, n);
-    ctok_uri_clear(&u);
-    return 1;
+    r = find_ref(c, uri, NULL, &u, &f, &n);
+    if (r == 1) {
+        ctok_found_free(f, n);
+        ctok_uri_clear(&u);
+    }
+    return r != 0;
 }
 
 static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
@@ -146,19 +187,21 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
     BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
     unsigned char *der = NULL;
-    int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1;
+    int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1, r;
 
     (void)selection;
     (void)pw_cb;
     (void)pw_cbarg;
     if (in == NULL)
         return 0;
-    if (read_block(in, &der, &len)) {
+    r = read_block(in, &der, &len);
+    if (r != 0) {
         /*
-         * A reference to nothing fails here, with the URI's own error: past this step the
-         * file loader decodes by value, and OpenSSL 3.0 drops errors of that path.
+         * A damaged block, or a reference to nothing, fails here with its own error: past
+         * this step the file loader decodes by value, and OpenSSL 3.0 drops errors of that
+         * path.
          */
-        if (!resolvable(c, der, (size_t)len)) {
+        if (r < 0 || !resolvable(c, der, (size_t)len)) {
             OPENSSL_free(der);
             BIO_free(in);
             return 0;
@@ -178,23 +221,31 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     return ok; /* empty-handed is not an error */
 }
 
-/* DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. */
-static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_cb,
+/*
+ * DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. Only
+ * a caller that asks for a private key gets one: reading a reference as a public key (or as
+ * anything else) opens no session and logs in nowhere.
+ */
+static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
                       void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     OSSL_LIB_CTX *lc = ctok_prov_bio_libctx(c->pctx);
     BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
     unsigned char buf[MAX_BODY];
     int len = in != NULL ? BIO_read(in, buf, sizeof(buf)) : -1, ok = 1;
+    struct ctok_pw_ui pw = {pw_cb, pw_cbarg};
+    struct ctok_ui ui = {ctok_pw_get_code, &pw};
     struct ctok_uri u;
     struct ctok_found *f = NULL;
     size_t n = 0;
     char *uri;
 
     BIO_free(in);
+    if (selection != 0 && !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
+        return 1;
     if (len <= 0 || (uri = ctok_keyref_decode(buf, (size_t)len)) == NULL)
         return 1; /* not a key reference: another decoder's business */
-    if (!find_ref(c, uri, &u, &f, &n))
+    if (find_ref(c, uri, &ui, &u, &f, &n) != 1)
         return 0;
     if (f[0].key_type == c->type || f[0].key_type == CTOK_KT_NONE) {
         struct ctok_pkey *k = ctok_prov_private_key(c->pctx, &u, &f[0], pw_cb, pw_cbarg);
@@ -221,8 +272,7 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_
     static int fam##_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *cb,        \
                             void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)          \
     {                                                                                              \
-        (void)selection;                                                                           \
-        return uri_decode(vc, cin, cb, cbarg, pw_cb, pw_cbarg);                                    \
+        return uri_decode(vc, cin, selection, cb, cbarg, pw_cb, pw_cbarg);                         \
     }                                                                                              \
     const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                                   \
         {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                                  \

@@ -39,8 +39,12 @@ static void *st_open(void *provctx, const char *uri)
         free(c);
         return NULL;
     }
-    CTOK_DBG("store: open %s%s%s", c->uri.token != NULL ? "token=" : "ctok: (all tokens)",
-             c->uri.token != NULL ? c->uri.token : "", c->uri.object != NULL ? " object=..." : "");
+    if (ctok_debug_on) {
+        char shown[512];
+
+        ctok_uri_redact(uri, shown, sizeof(shown));
+        CTOK_DBG("store: open %s", shown);
+    }
     return c;
 }
 

@@ -38,12 +38,34 @@ ASN1_SEQUENCE(CTOK_KEYREF) =
     return uri;
 }
 
+int ctok_keyref_uri_parse(const char *uri, struct ctok_uri *u)
+{
+    char shown[512];
+
+    if (!ctok_uri_parse(uri, u))
+        return 0;
+    if (u->pin_value == NULL && u->pin_source == NULL)
+        return 1;
+    ctok_uri_redact(uri, shown, sizeof(shown));
+    CTOK_ERR(CTOK_R_BAD_URI,
+             "key reference '%s': key references may not carry auth codes (pin-value, "
+             "pin-source); the token's configured auth or the application's prompt is used",
+             shown);
+    ctok_uri_clear(u);
+    return 0;
+}
+
 int ctok_keyref_write_pem(BIO *out, const char *uri)
 {
-    CTOK_KEYREF *r = CTOK_KEYREF_new();
+    CTOK_KEYREF *r = NULL;
+    struct ctok_uri u;
     uint8_t *der = NULL;
     int len = -1, ok = 0;
 
+    if (!ctok_keyref_uri_parse(uri, &u))
+        return 0;
+    ctok_uri_clear(&u);
+    r = CTOK_KEYREF_new();
     if (r != NULL && ASN1_INTEGER_set(r->version, 0) &&
         ASN1_STRING_set(r->uri, uri, (int)strlen(uri)))
         len = i2d_CTOK_KEYREF(r, &der);

@@ -129,9 +129,19 @@ static int has_match(const struct ctok_uri *u, const struct collect *all, unsign
     return 0;
 }
 
-/* Second phase of the search: log in where hidden objects may be what is asked for. */
+/* May the search open token t at all? A key reference opens only tokens it may use. */
+static int may_open(const ctok_token *t, unsigned int flags)
+{
+    return !(flags & CTOK_FIND_USE) || ctok_token_permits(t, CTOK_PERM_USE);
+}
+
+/*
+ * Second phase of the search: log in where hidden objects may be what is asked for. With
+ * CTOK_FIND_NO_LOGIN such tokens are only counted in *unrevealed.
+ */
 static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, int use_only,
-                  const struct ctok_ui *ui, struct collect *all)
+                  unsigned int flags, const struct ctok_ui *ui, struct collect *all,
+                  int *unrevealed)
 {
     struct ctok_pin pin = {u->pin_value, u->pin_source};
     int named = u->token != NULL || u->token_id != NULL || u->p11 != NULL;
@@ -142,8 +152,9 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         ctok_token *t = ctx->tokens[i];
         unsigned int hidden;
 
-        if (!selected(u, t) || (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) ||
-            ctok_token_is_active(t) || t->be->hidden == NULL)
+        if (!may_open(t, flags) || !selected(u, t) ||
+            (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || ctok_token_is_active(t) ||
+            t->be->hidden == NULL)
             continue;
         hidden = t->be->hidden(t) & want;
         if (hidden == 0)
@@ -151,6 +162,11 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         if (!(named || !filtered || !found ||
               ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(u, all, t))))
             continue;
+        if (flags & CTOK_FIND_NO_LOGIN) {
+            CTOK_DBG("lookup: token '%s' hides what is searched for: not logging in", t->name);
+            (*unrevealed)++;
+            continue;
+        }
         CTOK_DBG("lookup: token '%s' hides what is searched for: logging in", t->name);
         if (!ctok_token_login(t, &pin, ui)) {
             if (named)
@@ -171,7 +187,9 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     struct ctok_found *res = NULL;
     size_t nres = 0;
     char *moved = NULL;
-    unsigned int want = types & u->types;
+    ctok_token *named = NULL;
+    unsigned int want = types & u->types & CTOK_OBJ_ANY;
+    int unrevealed = 0;
     static const enum ctok_obj_type order[] = {CTOK_OBJ_CERT, CTOK_OBJ_PUBLIC, CTOK_OBJ_PRIVATE};
 
     *out = NULL;
@@ -179,15 +197,19 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     if (!ctok_ctx_load(ctx))
         return 0;
     if ((u->token != NULL || u->token_id != NULL) &&
-        ctok_ctx_token_find(ctx, u->token, u->token_id) == NULL) {
+        (named = ctok_ctx_token_find(ctx, u->token, u->token_id)) == NULL) {
         CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s",
                  u->token != NULL ? u->token : u->token_id, ctx->config_path);
+        return 0;
+    }
+    if (named != NULL && !may_open(named, types)) {
+        CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'use' is not permitted", named->name);
         return 0;
     }
     for (size_t i = 0; i < ctx->n_tokens; i++) {
         ctok_token *t = ctx->tokens[i];
 
-        if (!selected(u, t))
+        if (!may_open(t, types) || !selected(u, t))
             continue;
         /* asking for a private key to use it is 'use' (checked when it is loaded);
          * anything else lists the token's objects: 'view' */
@@ -203,7 +225,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     }
     /* private keys are found through certificates: those must be visible too */
     if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
-                want == CTOK_OBJ_PRIVATE, ui, &all))
+                want == CTOK_OBJ_PRIVATE, types, ui, &all, &unrevealed))
         goto err;
     res = calloc(all.n + 1, sizeof(*res));
     moved = calloc(all.n + 1, 1);
@@ -237,7 +259,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     ctok_found_free(all.v, all.n);
     *out = res;
     *nout = nres;
-    return 1;
+    return nres == 0 && unrevealed ? 2 : 1;
 err:
     ctok_found_free(all.v, all.n);
     free(res);

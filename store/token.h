@@ -246,6 +246,12 @@ struct ctok_uri {
  */
 int ctok_uri_parse(const char *s, struct ctok_uri *u);
 void ctok_uri_clear(struct ctok_uri *u);
+/*
+ * The URI as an error, trace or audit line may show it (ctok: or pkcs11:): the values of
+ * pin-value, pin-source (in the path or the query, however encoded) and every attribute
+ * without '=' are replaced by "...". Cut to outlen - 1 characters.
+ */
+void ctok_uri_redact(const char *uri, char *out, size_t outlen);
 
 /* An object found by ctok_find: owns its copies. */
 struct ctok_found {
@@ -273,12 +279,28 @@ struct ctok_found {
  */
 int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
               struct ctok_found **out, size_t *n);
+/*
+ * Flags or-ed into ctok_find's types. CTOK_FIND_USE: only tokens that permit 'use' are
+ * opened or enumerated (a named one that does not is an error). CTOK_FIND_NO_LOGIN: no
+ * token is logged in (and no code read); if nothing matched and a token that hides objects
+ * until login may hold them, ctok_find returns 2. Both serve key references, whose content
+ * the application may have been handed by anybody.
+ */
+#define CTOK_FIND_USE 0x100
+#define CTOK_FIND_NO_LOGIN 0x200
 void ctok_found_free(struct ctok_found *f, size_t n);
 
 /* ---- key-reference PEM files ---- */
 #define CTOK_KEYREF_PEM_LABEL "CTOK URI"
 /* The URI a key-reference DER body holds (OPENSSL_free it), or NULL if it is not one. */
 char *ctok_keyref_decode(const uint8_t *der, size_t len);
+/*
+ * Parses a key reference's URI: as ctok_uri_parse, but a URI with pin-value or pin-source
+ * is refused (CTOK_R_BAD_URI): a reference is no secret, and whoever hands an application
+ * a file must not choose the code sent to a token or a file ctok reads.
+ */
+int ctok_keyref_uri_parse(const char *uri, struct ctok_uri *u);
+/* Writes the key-reference PEM for uri (refused if ctok_keyref_uri_parse refuses it). */
 int ctok_keyref_write_pem(BIO *out, const char *uri);
 
 /* Debug tracing (CTOK_DEBUG=1 or provider parameter ctok-debug). */

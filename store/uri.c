@@ -18,6 +18,66 @@ static int hexval(int c)
     return -1;
 }
 
+/* Is attribute name [a, a+len) one that carries an auth code (pin-value, pin-source, any
+ * spelling of a name with "pin" in it, percent-encoded or not)? */
+static int secret_name(const char *a, size_t len)
+{
+    char name[64];
+    size_t o = 0;
+
+    for (size_t i = 0; i < len && o + 1 < sizeof(name); i++) {
+        int hi = i + 2 < len && a[i] == '%' ? hexval((unsigned char)a[i + 1]) : -1;
+        int lo = hi >= 0 ? hexval((unsigned char)a[i + 2]) : -1;
+
+        if (lo >= 0) {
+            name[o++] = (char)tolower(hi << 4 | lo);
+            i += 2;
+        } else {
+            name[o++] = (char)tolower((unsigned char)a[i]);
+        }
+    }
+    name[o] = '\0';
+    return strstr(name, "pin") != NULL || len >= sizeof(name);
+}
+
+void ctok_uri_redact(const char *uri, char *out, size_t outlen)
+{
+    const char *colon = strchr(uri, ':'), *p, *end;
+    size_t o = 0;
+    int query = 0;
+
+#define PUT(str, n)                                                                                \
+    do {                                                                                           \
+        size_t k_ = (n) < outlen - 1 - o ? (n) : outlen - 1 - o;                                   \
+        memcpy(out + o, (str), k_);                                                                \
+        o += k_;                                                                                   \
+    } while (0)
+    if (outlen == 0)
+        return;
+    p = colon != NULL ? colon + 1 : uri;
+    PUT(uri, (size_t)(p - uri));
+    for (; *p != '\0'; p = *end != '\0' ? end + 1 : end) {
+        const char *eq;
+
+        end = p + strcspn(p, query ? "&" : ";?");
+        eq = memchr(p, '=', (size_t)(end - p));
+        if (eq == NULL && end > p)
+            PUT("...", 3); /* not name=value: it may be anything, a PIN too */
+        else if (eq != NULL && secret_name(p, (size_t)(eq - p))) {
+            PUT(p, (size_t)(eq - p) + 1);
+            PUT("...", 3);
+        } else {
+            PUT(p, (size_t)(end - p));
+        }
+        if (*end == '?')
+            query = 1;
+        if (*end != '\0')
+            PUT(end, 1);
+    }
+#undef PUT
+    out[o] = '\0';
+}
+
 /* Percent-decodes [s, s+len) into a new buffer; *outlen gets its length. */
 static char *pct_decode(const char *uri, const char *s, size_t len, size_t *outlen)
 {
@@ -89,7 +149,8 @@ static int parse_attr(const char *uri, struct ctok_uri *u, const char *a, size_t
     const char *v;
 
     if (eq == NULL) {
-        CTOK_ERR(CTOK_R_BAD_URI, "'%s': '%.*s' is not name=value", uri, (int)alen, a);
+        /* the text is not shown: a query attribute without a name may be a PIN */
+        CTOK_ERR(CTOK_R_BAD_URI, "'%s': an attribute is not name=value", uri);
         return 0;
     }
     klen = (size_t)(eq - a);
@@ -196,12 +257,9 @@ static int parse_pkcs11(const char *uri, const char *shown, struct ctok_uri *u)
 int ctok_uri_parse(const char *uri, struct ctok_uri *u)
 {
     const char *p, *end, *q;
-    char s[512]; /* the URI as errors show it: the query may hold a PIN, so it is cut */
-    const char *qm = strchr(uri, '?');
-    size_t shown = qm != NULL ? (size_t)(qm - uri) : strlen(uri);
+    char s[512]; /* the URI as errors show it */
 
-    snprintf(s, sizeof(s), "%.*s%s", (int)(shown > 400 ? 400 : shown), uri,
-             qm != NULL ? "?..." : "");
+    ctok_uri_redact(uri, s, sizeof(s));
     memset(u, 0, sizeof(*u));
     u->types = CTOK_OBJ_ANY;
     if (strncmp(uri, "pkcs11:", 7) == 0) {
