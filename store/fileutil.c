@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -172,10 +173,21 @@ void ctok_file_free(uint8_t *data, size_t len)
 
 void ctok_test_point(const char *point)
 {
-    const char *stop = getenv("CTOK_TEST_STOP_AT");
+    const char *stop = getenv("CTOK_TEST_STOP_AT"), *delay = getenv("CTOK_TEST_DELAY_AT");
+    size_t n = strlen(point);
+    static int passed;
 
     if (stop != NULL && strcmp(stop, point) == 0)
         raise(SIGSTOP);
+    /* <point>:<ms>: every pass but the process's first waits, so one thread runs ahead */
+    if (delay != NULL && strncmp(delay, point, n) == 0 && delay[n] == ':' &&
+        __atomic_fetch_add(&passed, 1, __ATOMIC_RELAXED) > 0) {
+        long ms = strtol(delay + n + 1, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+        if (ms > 0 && ms < 10000)
+            nanosleep(&ts, NULL);
+    }
 }
 
 static int write_all(int fd, const uint8_t *p, size_t len)

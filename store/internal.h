@@ -201,7 +201,8 @@ int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len
 int ctok_file_lock(const char *path);
 void ctok_file_unlock(int fd);
 
-/* Fault hooks for tests: CTOK_TEST_STOP_AT=<point> stops the process there. */
+/* Fault hooks for tests: CTOK_TEST_STOP_AT=<point> stops the process there;
+ * CTOK_TEST_DELAY_AT=<point>:<ms> delays every pass there but the first. */
 void ctok_test_point(const char *point);
 
 #endif

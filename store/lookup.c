@@ -141,7 +141,7 @@ static int may_open(const ctok_token *t, unsigned int flags)
  */
 static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, int use_only,
                   unsigned int flags, const struct ctok_ui *ui, struct collect *all,
-                  int *unrevealed)
+                  const char *scanned, int *unrevealed)
 {
     struct ctok_pin pin = {u->pin_value, u->pin_source};
     int named = u->token != NULL || u->token_id != NULL || u->p11 != NULL;
@@ -153,9 +153,17 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         unsigned int hidden;
 
         if (!may_open(t, flags) || !selected(u, t) ||
-            (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || ctok_token_is_active(t) ||
-            t->be->hidden == NULL)
+            (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || t->be->hidden == NULL)
             continue;
+        if (ctok_token_is_active(t)) {
+            /* another thread logged in after this search listed the token: list it again */
+            if (scanned != NULL && scanned[i] == 1) {
+                drop_token(all, t);
+                if (!enumerate_into(all, t))
+                    return 0;
+            }
+            continue;
+        }
         hidden = t->be->hidden(t) & want;
         if (hidden == 0)
             continue;
@@ -186,7 +194,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     struct collect all = {0};
     struct ctok_found *res = NULL;
     size_t nres = 0;
-    char *moved = NULL;
+    char *moved = NULL, *scanned = NULL;
     ctok_token *named = NULL;
     unsigned int want = types & u->types & CTOK_OBJ_ANY;
     int unrevealed = 0;
@@ -206,6 +214,8 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
         CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'use' is not permitted", named->name);
         return 0;
     }
+    if ((scanned = calloc(ctx->n_tokens + 1, 1)) == NULL)
+        return 0;
     for (size_t i = 0; i < ctx->n_tokens; i++) {
         ctok_token *t = ctx->tokens[i];
 
@@ -220,12 +230,15 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
             }
             continue;
         }
+        /* 1: listed while inactive (hidden objects missing), 2: listed while active */
+        scanned[i] = ctok_token_is_active(t) ? 2 : 1;
         if (!enumerate_into(&all, t))
             goto err;
     }
+    ctok_test_point("lookup-listed");
     /* private keys are found through certificates: those must be visible too */
     if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
-                want == CTOK_OBJ_PRIVATE, types, ui, &all, &unrevealed))
+                want == CTOK_OBJ_PRIVATE, types, ui, &all, scanned, &unrevealed))
         goto err;
     res = calloc(all.n + 1, sizeof(*res));
     moved = calloc(all.n + 1, 1);
@@ -256,6 +269,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
         if (moved[i])
             memset(&all.v[i], 0, sizeof(all.v[i]));
     free(moved);
+    free(scanned);
     ctok_found_free(all.v, all.n);
     *out = res;
     *nout = nres;
@@ -264,5 +278,6 @@ err:
     ctok_found_free(all.v, all.n);
     free(res);
     free(moved);
+    free(scanned);
     return 0;
 }

@@ -288,3 +288,16 @@ def test_admin_spends_the_final_try_only_by_typing_the_pin_at_token_activate(mai
     assert "accepted" in out, out
     assert [c["rv"] for c in logins(log)] == ["CKR_OK"], log.text()
     assert counter.wrong() == 0
+
+
+def test_threads_that_listed_the_token_before_another_threads_login_still_find_the_key(
+        main_hsm, sign_loop_bin, log):
+    """Eight threads load the key at once; all but the first pause after listing the token
+    (CTOK_TEST_DELAY_AT), so the first logs in meanwhile. Each paused thread listed the token
+    while its private keys were hidden and must list it again, not fail 'no object matches'."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    p, kv = sign_loop(ws, sign_loop_bin, "reload", tok.key_uri("p256"), "8", "40",
+                      env=dict(log.env(), CTOK_TEST_DELAY_AT="lookup-listed:300"))
+    assert p.returncode == 0 and kv.get("ok") == "40" and kv.get("load_failed") == "0", \
+        detail(p, log)
+    assert [c["rv"] for c in logins(log)] == ["CKR_OK"], log.text()
