@@ -242,3 +242,31 @@ def test_child_process_signs_with_a_key_its_parent_loaded(main_hsm, sign_loop_bi
         assert [c["rv"] for c in child_calls if c["fn"] == "C_Login"] == ["CKR_OK"], log.text()
         assert len([c for c in child_calls if c["fn"] == "C_Sign" and c["rv"] == "CKR_OK"
                     and not c.get("length-query")]) == 20, log.text()
+
+
+@pytest.mark.parametrize("alias", ["p256", "rsa2048"])
+def test_eight_threads_of_a_forked_child_start_signing_at_once(main_hsm, sign_loop_bin, log,
+                                                               alias):
+    """httpd's worker MPM: the parent loads the key and signs, then forks; in each of 30
+    children 8 threads make their first token call at the same moment. The shim refuses
+    the parent's module state in a child (as real HSM libraries do), so each child must
+    re-initialize the module exactly once before any thread signs."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    p, kv = sign_loop(ws, sign_loop_bin, "forkthreads", tok.key_uri(alias), "8", "4", "30",
+                      env=log.env(), timeout=240)
+    assert_no_crash(p)
+    assert p.returncode == 0, detail(p, log)
+    assert kv.get("rounds_ok") == "30" and kv.get("failed") == "0", detail(p, log)
+    parent = min(e["pid"] for e in log.entries())
+    by_child = {}
+    for e in log.entries():
+        if e["pid"] != parent:
+            by_child.setdefault(e["pid"], []).append(e)
+    assert len(by_child) == 30, log.summary()
+    for pid, calls in by_child.items():
+        # one re-initialization per child, not one per thread, and one login
+        assert len([c for c in calls if c["fn"] == "C_Initialize"]) == 1, log.text()
+        assert len([c for c in calls if c["fn"] == "C_Finalize"]) <= 1, log.text()
+        assert [c["rv"] for c in calls if c["fn"] == "C_Login"] == ["CKR_OK"], log.text()
+        assert len([c for c in calls if c["fn"] == "C_Sign" and c["rv"] == "CKR_OK"
+                    and not c.get("length-query")]) == 32, log.text()
