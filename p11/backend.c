@@ -415,13 +415,18 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
     struct p11_tok *pt = P11TOK(tok);
     struct p11_key *k;
     const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
-    int ok = 0;
+    int ok;
 
     if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
-    if (!pt->objs_valid || pt->gen != pt->m->generation)
-        ok = catch_up(pt) && ctok_p11_objects_load(pt);
+    /* a failed refresh has reported its cause; the cache it left is not searched */
+    if ((!pt->objs_valid || pt->gen != pt->m->generation) &&
+        !(catch_up(pt) && ctok_p11_objects_load(pt))) {
+        pthread_mutex_unlock(&pt->lock);
+        ctok_p11_leave(pt->m);
+        return 0;
+    }
     for (size_t i = 0; i < pt->n_objs; i++) {
         const struct p11_obj *o = &pt->objs[i];
 
