@@ -447,11 +447,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
                                         : NULL;
 
         pthread_mutex_init(&k->lock, NULL);
-        static unsigned long serials;
-
         k->h = CK_INVALID_HANDLE;
         k->gen = 0; /* looked up, and copied into session objects, at first use */
-        k->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
         key->be_data = k;
         key->label = strdup(priv->label);
         key->type = priv->kt == CKK_RSA  ? CTOK_KT_RSA
@@ -479,17 +476,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
 static void p11_key_free(ctok_key *key)
 {
     struct p11_key *k = key->be_data;
-    struct p11_tok *pt = P11TOK(key->tok);
-    size_t n = 0;
 
-    /* its session copies end with their sessions; the table forgets them now */
-    pthread_mutex_lock(&pt->lock);
-    for (size_t i = 0; i < pt->n_copies; i++)
-        if (pt->copies[i].key != k->serial)
-            pt->copies[n++] = pt->copies[i];
-    pt->n_copies = n;
-    pthread_mutex_unlock(&pt->lock);
-
+    /* its session copies are the token object's, shared with the next key handle of it */
     pthread_mutex_destroy(&k->lock);
     free(k);
     key->be_data = NULL;
