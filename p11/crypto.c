@@ -53,17 +53,22 @@ static CK_RV key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, 
     CK_RV rv = CKR_OK;
     int refused;
 
-    pthread_mutex_lock(&k->lock);
-    if (k->gen != gen) {
-        rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &k->h);
-        if (rv == CKR_OK)
-            k->gen = gen;
+    /* k->h changes only with the generation, and not while a region of this one is open */
+    if (__atomic_load_n(&k->gen, __ATOMIC_ACQUIRE) == gen) {
+        obj = __atomic_load_n(&k->h, __ATOMIC_RELAXED);
+    } else {
+        pthread_mutex_lock(&k->lock);
+        if (k->gen != gen && (rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len,
+                                                     &obj)) == CKR_OK) {
+            __atomic_store_n(&k->h, obj, __ATOMIC_RELAXED);
+            __atomic_store_n(&k->gen, gen, __ATOMIC_RELEASE);
+        }
+        obj = k->h;
+        pthread_mutex_unlock(&k->lock);
+        if (rv != CKR_OK)
+            return rv;
     }
-    obj = k->h;
-    refused = k->copy_refused;
-    pthread_mutex_unlock(&k->lock);
-    if (rv != CKR_OK)
-        return rv;
+    refused = __atomic_load_n(&k->copy_refused, __ATOMIC_RELAXED);
     *h = obj;
     pthread_mutex_lock(&pt->lock);
     if ((c = copy_of(pt, s, obj, key)) != NULL)
@@ -76,9 +81,7 @@ static CK_RV key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, 
             CTOK_DBG("pkcs11: token '%s': the module makes no session copy of '%s': signing with "
                      "the token object",
                      pt->tok->name, key->label);
-            pthread_mutex_lock(&k->lock);
-            k->copy_refused = 1;
-            pthread_mutex_unlock(&k->lock);
+            __atomic_store_n(&k->copy_refused, 1, __ATOMIC_RELAXED);
         }
         return CKR_OK;
     }
