@@ -488,7 +488,8 @@ static int mode_provider(const char *uri, long count, long every)
         }
         if ((n + 1) % every == 0)
             load_sign_free(uri);
-        if (!OSSL_PROVIDER_unload(ctok)) {
+        /* unloaded for real: nothing else holds it, so the next load starts it again */
+        if (!OSSL_PROVIDER_unload(ctok) || OSSL_PROVIDER_available(NULL, "ctok")) {
             report("OSSL_PROVIDER_unload(ctok)");
             atomic_fetch_add(&g_failed, 1);
         }

@@ -103,10 +103,13 @@ def test_key_load_sign_free_cycles_leave_no_objects_sessions_fds_or_memory_behin
     assert max(sessions[len(sessions) // 5:]) <= warm, log.summary()
 
 
-def test_provider_load_and_unload_a_thousand_times_in_one_process(soft_keys, sign_loop_bin):
+@pytest.mark.parametrize("backend", ["pkcs12", "softhsm"])
+def test_provider_load_and_unload_a_thousand_times_in_one_process(backend, soft_keys, main_hsm,
+                                                                  sign_loop_bin):
     """OSSL_PROVIDER_load / unload of ctok in a loop; every 50th time a key is loaded and
-    signs while ctok is loaded. No crash, no growth."""
-    ws, tok = soft_keys
+    signs while ctok is loaded (the PKCS#11 module stays loaded and initialized across
+    unloads of ctok). No crash, no growth."""
+    ws, tok = soft_keys if backend == "pkcs12" else (main_hsm.ws, main_hsm.tok)
     loads = scaled(1000, least=100)
     every = loads // 20
     p, kv = sign_loop(ws, sign_loop_bin, "provider", tok.key_uri("p256"), str(loads), str(every),
