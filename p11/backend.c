@@ -466,13 +466,18 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
     struct p11_tok *pt = P11TOK(tok);
     struct p11_key *k;
     const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
-    int ok = 0;
+    int ok;
 
     if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
-    if (!pt->objs_valid || pt->gen != pt->m->generation)
-        ok = catch_up(pt) && ctok_p11_objects_load(pt);
+    /* a failed refresh has reported its cause; the cache it left is not searched */
+    if ((!pt->objs_valid || pt->gen != pt->m->generation) &&
+        !(catch_up(pt) && ctok_p11_objects_load(pt))) {
+        pthread_mutex_unlock(&pt->lock);
+        ctok_p11_leave(pt->m);
+        return 0;
+    }
     for (size_t i = 0; i < pt->n_objs; i++) {
         const struct p11_obj *o = &pt->objs[i];
 
@@ -493,11 +498,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
                                         : NULL;
 
         pthread_mutex_init(&k->lock, NULL);
-        static unsigned long serials;
-
         k->h = CK_INVALID_HANDLE;
         k->gen = 0; /* looked up, and copied into session objects, at first use */
-        k->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
         key->be_data = k;
         key->label = strdup(priv->label);
         key->type = priv->kt == CKK_RSA  ? CTOK_KT_RSA
@@ -525,17 +527,8 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
 static void p11_key_free(ctok_key *key)
 {
     struct p11_key *k = key->be_data;
-    struct p11_tok *pt = P11TOK(key->tok);
-    size_t n = 0;
 
-    /* its session copies end with their sessions; the table forgets them now */
-    pthread_mutex_lock(&pt->lock);
-    for (size_t i = 0; i < pt->n_copies; i++)
-        if (pt->copies[i].key != k->serial)
-            pt->copies[n++] = pt->copies[i];
-    pt->n_copies = n;
-    pthread_mutex_unlock(&pt->lock);
-
+    /* its session copies are the token object's, shared with the next key handle of it */
     pthread_mutex_destroy(&k->lock);
     free(k);
     key->be_data = NULL;

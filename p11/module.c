@@ -219,8 +219,8 @@ static int initialize(struct p11_module *m)
     rv = P11_CALL(m, C_GetInfo, (&m->info));
     if (rv != CKR_OK)
         memset(&m->info, 0, sizeof(m->info));
-    m->initialized = 1;
-    m->pid = getpid();
+    __atomic_store_n(&m->pid, getpid(), __ATOMIC_RELEASE);
+    __atomic_store_n(&m->initialized, 1, __ATOMIC_RELEASE);
     m->generation++;
     CTOK_DBG("pkcs11: %s initialized (Cryptoki %u.%u, generation %u)", m->path,
              m->info.cryptokiVersion.major, m->info.cryptokiVersion.minor, m->generation);
@@ -316,10 +316,43 @@ struct p11_module *ctok_p11_module_get(const char *library)
     return m;
 }
 
+/*
+ * fork(): the registry is held across it so the child's copy is whole, and the child, the
+ * only thread of its process, makes every lock new: threads of the parent that held one do
+ * not exist there. Nothing else happens in the handler; the child's first call into a
+ * module re-initializes it (ctok_p11_enter). glibc drops the handlers when ctok.so is
+ * unloaded.
+ */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&modules_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&modules_lock);
+}
+
+static void fork_child(void)
+{
+    pthread_mutex_init(&modules_lock, NULL);
+    for (size_t i = 0; i < n_modules; i++) {
+        pthread_mutex_init(&modules[i]->lock, NULL);
+        rwlock_init(&modules[i]->rw);
+    }
+}
+
+static void fork_handlers(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static struct p11_module *module_get(const char *path)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct p11_module *m = NULL;
 
+    pthread_once(&once, fork_handlers);
     pthread_mutex_lock(&modules_lock);
     for (size_t i = 0; i < n_modules; i++)
         if (strcmp(modules[i]->path, path) == 0) {
@@ -355,22 +388,28 @@ end:
     return m;
 }
 
+/* Initialized, and by this process: a forked child's module still holds its parent's state. */
+static int ready(struct p11_module *m)
+{
+    return __atomic_load_n(&m->initialized, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(&m->pid, __ATOMIC_ACQUIRE) == getpid();
+}
+
 int ctok_p11_enter(struct p11_module *m)
 {
-    if (m->initialized && m->pid != getpid()) {
+    if (!ready(m)) {
         /*
-         * A forked child, alone in its process: the parent's sessions and login are not
-         * ours, and its locks may have been held by threads that do not exist here.
+         * Exclusively, so that of several threads of a forked child making their first
+         * call at once (httpd's worker MPM) exactly one finalizes the parent's state and
+         * initializes again; the others find it done. The child handler made the locks new.
          */
-        pthread_mutex_init(&m->lock, NULL);
-        rwlock_init(&m->rw);
-        CTOK_DBG("pkcs11: fork detected, re-initializing %s", m->path);
-        (void)P11_CALL(m, C_Finalize, (NULL));
-        m->initialized = 0;
-    }
-    if (!m->initialized) {
         pthread_rwlock_wrlock(&m->rw);
         pthread_mutex_lock(&m->lock);
+        if (m->initialized && m->pid != getpid()) {
+            CTOK_DBG("pkcs11: fork detected, re-initializing %s", m->path);
+            (void)P11_CALL(m, C_Finalize, (NULL));
+            __atomic_store_n(&m->initialized, 0, __ATOMIC_RELEASE);
+        }
         if (!m->initialized)
             (void)initialize(m);
         pthread_mutex_unlock(&m->lock);
@@ -400,7 +439,7 @@ int ctok_p11_module_reinit(struct p11_module *m, unsigned int seen_generation)
     /* another thread may have re-initialized it already since we saw the failure */
     if (m->generation == seen_generation || !m->initialized) {
         (void)P11_CALL(m, C_Finalize, (NULL));
-        m->initialized = 0;
+        __atomic_store_n(&m->initialized, 0, __ATOMIC_RELEASE);
         ok = initialize(m);
     }
     pthread_mutex_unlock(&m->lock);

@@ -140,37 +140,42 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
     return k;
 }
 
+/* Every object of a class; a failure is reported with the call and its CKR. */
 static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                     CK_OBJECT_HANDLE **out, CK_ULONG *n)
 {
     CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
     CK_OBJECT_HANDLE *v = NULL;
-    CK_ULONG cap = 0, got;
+    CK_ULONG cap = 0, got = 0;
+    const char *step = "C_FindObjectsInit";
     CK_RV rv;
 
     *out = NULL;
     *n = 0;
     rv = P11_CALL(pt->m, C_FindObjectsInit, (s, &t, 1));
-    if (rv != CKR_OK)
-        return 0;
-    do {
-        if (*n == cap) {
-            CK_OBJECT_HANDLE *nv = realloc(v, (cap += 64) * sizeof(*v));
+    if (rv == CKR_OK) {
+        step = "C_FindObjects";
+        do {
+            if (*n == cap) {
+                CK_OBJECT_HANDLE *nv = realloc(v, (cap += 64) * sizeof(*v));
 
-            if (nv == NULL) {
-                rv = CKR_HOST_MEMORY;
-                break;
+                if (nv == NULL) {
+                    rv = CKR_HOST_MEMORY;
+                    break;
+                }
+                v = nv;
             }
-            v = nv;
-        }
-        rv = P11_CALL(pt->m, C_FindObjects, (s, v + *n, cap - *n, &got));
-        if (rv == CKR_OK)
-            *n += got;
-    } while (rv == CKR_OK && got > 0);
-    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+            rv = P11_CALL(pt->m, C_FindObjects, (s, v + *n, cap - *n, &got));
+            if (rv == CKR_OK)
+                *n += got;
+        } while (rv == CKR_OK && got > 0);
+        (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    }
     if (rv != CKR_OK) {
         free(v);
         *n = 0;
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': reading its objects failed: %s returned %s",
+                 pt->tok->name, step, ctok_p11_rv_name(rv));
         return 0;
     }
     *out = v;

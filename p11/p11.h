@@ -114,11 +114,15 @@ struct p11_tok {
     CK_SLOT_ID slot;
     CK_TOKEN_INFO tinfo;
     int logged_in;
-    /* session copies of keys, one per (pooled session, key): modules sign fastest with a
-     * copy made in the signing session itself */
+    /* session copies of private keys, one per (pooled session, token object), shared by
+     * every key handle of that object: modules sign fastest with a copy made in the
+     * signing session itself (crypto.c) */
     struct p11_copy {
         CK_SESSION_HANDLE s;
-        unsigned long key;
+        CK_OBJECT_HANDLE obj; /* the token object, with its CKA_ID: a handle alone may be
+                               * reused for another key once the object is destroyed */
+        uint8_t id[CTOK_MAX_ID];
+        size_t id_len;
         CK_OBJECT_HANDLE h;
     } copies[128];
     size_t n_copies;
@@ -175,8 +179,7 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert);
 struct p11_key {
     CK_OBJECT_HANDLE h; /* the token object */
     unsigned int gen;
-    unsigned long serial; /* names the key in the token's copy table */
-    int copy_refused;     /* the module does not copy this key: sign with the token object */
+    int copy_refused; /* the module does not copy this key: sign with the token object */
     CK_KEY_TYPE kt;
     pthread_mutex_t lock;
 };

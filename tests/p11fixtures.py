@@ -245,8 +245,11 @@ def sign_loop_binary(out_dir: Path) -> Path:
     """tests/p11_sign_loop.c compiled with gcc (once per session)."""
     if "bin" not in _sign_loop:
         out = Path(out_dir) / "p11_sign_loop"
-        p = subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out), str(SIGN_LOOP_SRC),
-                            "-lcrypto", "-lpthread"], capture_output=True, text=True,
+        # the p11-kit header: the soak modes count the token's objects through the module
+        cflags = subprocess.run(["pkg-config", "--cflags", "p11-kit-1"], capture_output=True,
+                                text=True, timeout=30).stdout.split()
+        p = subprocess.run(["gcc", "-O1", "-Wall", *cflags, "-o", str(out), str(SIGN_LOOP_SRC),
+                            "-lcrypto", "-lpthread", "-ldl"], capture_output=True, text=True,
                            timeout=120)
         if p.returncode != 0:
             pytest.fail("cannot build p11_sign_loop:\n%s" % p.stderr)

@@ -23,11 +23,13 @@ from ctoktest import (
 from p11fixtures import (  # noqa: F401  (fixtures)
     ShimLog,
     copy_config,
+    fresh_hsm,
     logins,
     main_hsm,
     same_token_in,
     sign_loop,
     sign_loop_bin,
+    require_shim,
 )
 
 RECONNECT_CODES = ["CKR_DEVICE_ERROR", "CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT",
@@ -242,3 +244,63 @@ def test_child_process_signs_with_a_key_its_parent_loaded(main_hsm, sign_loop_bi
         assert [c["rv"] for c in child_calls if c["fn"] == "C_Login"] == ["CKR_OK"], log.text()
         assert len([c for c in child_calls if c["fn"] == "C_Sign" and c["rv"] == "CKR_OK"
                     and not c.get("length-query")]) == 20, log.text()
+
+
+@pytest.mark.parametrize("alias", ["p256", "rsa2048"])
+def test_eight_threads_of_a_forked_child_start_signing_at_once(main_hsm, sign_loop_bin, log,
+                                                               alias):
+    """httpd's worker MPM: the parent loads the key and signs, then forks; in each of 30
+    children 8 threads make their first token call at the same moment. The shim refuses
+    the parent's module state in a child (as real HSM libraries do), so each child must
+    re-initialize the module exactly once before any thread signs."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    p, kv = sign_loop(ws, sign_loop_bin, "forkthreads", tok.key_uri(alias), "8", "4", "30",
+                      env=log.env(), timeout=240)
+    assert_no_crash(p)
+    assert p.returncode == 0, detail(p, log)
+    assert kv.get("rounds_ok") == "30" and kv.get("failed") == "0", detail(p, log)
+    parent = min(e["pid"] for e in log.entries())
+    by_child = {}
+    for e in log.entries():
+        if e["pid"] != parent:
+            by_child.setdefault(e["pid"], []).append(e)
+    assert len(by_child) == 30, log.summary()
+    for pid, calls in by_child.items():
+        # one re-initialization per child, not one per thread, and one login
+        assert len([c for c in calls if c["fn"] == "C_Initialize"]) == 1, log.text()
+        assert len([c for c in calls if c["fn"] == "C_Finalize"]) <= 1, log.text()
+        assert [c["rv"] for c in calls if c["fn"] == "C_Login"] == ["CKR_OK"], log.text()
+        assert len([c for c in calls if c["fn"] == "C_Sign" and c["rv"] == "CKR_OK"
+                    and not c.get("length-query")]) == 32, log.text()
+
+
+# ---------------------------------------------------------------- object cache
+
+
+def test_failed_object_refresh_names_its_cause_and_the_next_use_works(fresh_hsm, sign_loop_bin):
+    """A key found before login (CKA_PRIVATE false, no certificate, URI naming no token) is
+    loaded after the login, which makes the object cache be read again; the module fails
+    one C_FindObjects of that refresh. The key load names that failure (not 'no private
+    key'), and the next load in the same process reads the objects again and signs."""
+    ws = fresh_hsm
+    ws.hsm.init_token("refresh")
+    attrs = ws.write("attrs.cfg", "attributes(generate, CKO_PRIVATE_KEY, CKK_EC) = {\n"
+                     "  CKA_PRIVATE = false\n}\n", mode=0o644)
+    tok = ws.create_p11_token("hsm", require_shim(), "label", "refresh", attributes=attrs)
+    ws.generate(tok, "visible", "ec:P-256")
+    uri = "ctok:object=visible;type=private"
+    # where the refresh after the login is: a run that fails nothing, with every call logged
+    dry = ShimLog(ws.path("dry.log"))
+    p, kv = sign_loop(ws, sign_loop_bin, "cycles", uri, "1", "1", env=dry.env(log_all=1))
+    assert p.returncode == 0, detail(p, dry)
+    finds = [e["fn"] for e in dry.entries() if e["fn"] in ("C_FindObjects", "C_Login")]
+    n = finds.index("C_Login") + 1  # the first C_FindObjects after the login, counted from 1
+    assert finds[n] == "C_FindObjects", dry.text()
+    log = ShimLog(ws.path("shim.log"))
+    p, kv = sign_loop(ws, sign_loop_bin, "cycles", uri, "3", "1",
+                      env=log.env(fail_once="C_FindObjects:%d:CKR_DEVICE_MEMORY" % n))
+    assert_no_crash(p)
+    assert kv.get("ok") == "2" and kv.get("failed") == "1", detail(p, log)
+    assert "token 'hsm': reading its objects failed: C_FindObjects returned CKR_DEVICE_MEMORY" \
+        in p.stderr, detail(p, log)
+    assert "no private key" not in p.stderr, detail(p, log)

@@ -48,8 +48,8 @@ static int parse_ulong(const char *s, size_t len, unsigned long *out)
     return errno == 0 && *end == '\0';
 }
 
-/* CTOK_SHIM_FAIL=<function>:<N>:<CKR>[,<function>:<N>:<CKR>...] */
-static int parse_fail(struct config *c, const char *v)
+/* CTOK_SHIM_FAIL and CTOK_SHIM_FAIL_ONCE (var): <function>:<N>:<CKR>[,...] into at, rvs */
+static int parse_fail(const char *var, unsigned long *at, CK_RV *rvs, const char *v)
 {
     const char *p = v;
 
@@ -63,24 +63,24 @@ static int parse_fail(struct config *c, const char *v)
         int fn;
 
         if (!c2) {
-            complain("CTOK_SHIM_FAIL", v, "expected <function>:<N>:<CKR name>[,...]");
+            complain(var, v, "expected <function>:<N>:<CKR name>[,...]");
             return 0;
         }
         fn = find_fn(p, (size_t)(c1 - p));
         if (fn < 0 || fn == FN_C_GetFunctionList) {
-            complain("CTOK_SHIM_FAIL", v, "unknown or unfailable function");
+            complain(var, v, "unknown or unfailable function");
             return 0;
         }
         if (!parse_ulong(c1 + 1, (size_t)(c2 - c1 - 1), &n) || n == 0) {
-            complain("CTOK_SHIM_FAIL", v, "N must be a number >= 1");
+            complain(var, v, "N must be a number >= 1");
             return 0;
         }
         if (!shim_ckr_parse(c2 + 1, len - (size_t)(c2 + 1 - p), &rv)) {
-            complain("CTOK_SHIM_FAIL", v, "unknown CKR name");
+            complain(var, v, "unknown CKR name");
             return 0;
         }
-        c->fail_at[fn] = n;
-        c->fail_rv[fn] = rv;
+        at[fn] = n;
+        rvs[fn] = rv;
         p += len;
         if (*p == ',')
             p++;
@@ -164,7 +164,10 @@ int shim_parse_config(struct config *c)
     }
 
     v = getenv("CTOK_SHIM_FAIL");
-    if (v && *v && !parse_fail(c, v))
+    if (v && *v && !parse_fail("CTOK_SHIM_FAIL", c->fail_at, c->fail_rv, v))
+        return 0;
+    v = getenv("CTOK_SHIM_FAIL_ONCE");
+    if (v && *v && !parse_fail("CTOK_SHIM_FAIL_ONCE", c->fail_once_at, c->fail_once_rv, v))
         return 0;
 
     v = getenv("CTOK_SHIM_DISCONNECT_EVERY");

@@ -170,6 +170,9 @@ static CK_RV enter(struct call *c, enum fn fn)
         if (g_cfg.fail_at[fn] && n >= g_cfg.fail_at[fn]) {
             rv = g_cfg.fail_rv[fn];
             c->injected = 1;
+        } else if (g_cfg.fail_once_at[fn] == n) {
+            rv = g_cfg.fail_once_rv[fn];
+            c->injected = 1;
         }
     }
     pthread_mutex_unlock(&g_lock);

@@ -104,6 +104,8 @@ struct config {
     int private_certs;
     unsigned long fail_at[FN_COUNT]; /* 0: never */
     CK_RV fail_rv[FN_COUNT];
+    unsigned long fail_once_at[FN_COUNT]; /* CTOK_SHIM_FAIL_ONCE: only that call; 0: never */
+    CK_RV fail_once_rv[FN_COUNT];
     unsigned long disconnect_every; /* 0: never */
     CK_RV disconnect_rv;
     int no_unlock;
