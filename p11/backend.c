@@ -107,6 +107,7 @@ int ctok_p11_find_slot(struct p11_tok *pt)
     size_t n, i;
     unsigned long want = pt->ref_type != P11_REF_LABEL ? strtoul(pt->ref, NULL, 0) : 0;
 
+    ctok_p11_forget_failed();
     if (!ctok_p11_slots(pt->m, &slots, &n))
         return 0;
     for (i = 0; i < n; i++) {
@@ -116,17 +117,23 @@ int ctok_p11_find_slot(struct p11_tok *pt)
             break;
     }
     if (i == n) {
-        char who[96];
+        char who[96], skipped[128] = "";
+        CK_RV rv;
+        const char *fn = ctok_p11_last_failed(NULL, &rv);
 
+        /* a slot the library could not describe may be the one: say so, not just 'absent' */
+        if (fn != NULL)
+            snprintf(skipped, sizeof(skipped), "; a slot was skipped: %s failed: %s", fn,
+                     ctok_p11_rv_name(rv));
         ctok_p11_whoami(who, sizeof(who));
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': no token present in a slot with %s '%s' (library %s; see 'ctok "
-                 "slots --library %s'; %s)",
+                 "slots --library %s'; %s%s)",
                  pt->tok->name,
                  pt->ref_type == P11_REF_ID      ? "id"
                  : pt->ref_type == P11_REF_INDEX ? "index"
                                                  : "token label",
-                 pt->ref, pt->library, pt->library, who);
+                 pt->ref, pt->library, pt->library, who, skipped);
         free(slots);
         return 0;
     }

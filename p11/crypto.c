@@ -106,6 +106,8 @@ static CK_RV key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, 
  * Runs op on a pooled session. A connection failure (also while finding the key again)
  * re-initializes the module outside the region and retries the operation once.
  */
+static const char FINDING[] = "finding the key";
+
 static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
 {
     struct p11_tok *pt = P11TOK(key->tok);
@@ -135,15 +137,18 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
             step = "C_OpenSession";
         } else {
             rv = key_handle(pt, key, s, gen, &h);
-            step = rv == CKR_OK ? what : "finding the key";
-            if (rv == CKR_OK)
+            step = rv == CKR_OK ? what : FINDING;
+            if (rv == CKR_OK) {
+                ctok_p11_forget_failed();
                 rv = op(pt, s, h, arg);
+                step = rv == CKR_OK ? what : ctok_p11_last_failed(what, NULL);
+            }
             ctok_p11_session_put(pt, s, gen);
             ctok_p11_leave(pt->m);
         }
         if (rv == CKR_OK)
             return 1;
-        if (rv == CKR_KEY_HANDLE_INVALID && step != what) {
+        if (rv == CKR_KEY_HANDLE_INVALID && step == FINDING) {
             CTOK_ERR(CTOK_R_NOT_FOUND,
                      "token '%s', key '%s': the private key is no longer on "
                      "the token",

@@ -325,7 +325,7 @@ static int destroy_id(struct p11_tok *pt, CK_SESSION_HANDLE s, const uint8_t *id
     CK_ATTRIBUTE t = {CKA_ID, (void *)id, len};
     CK_OBJECT_HANDLE h[64];
     CK_ULONG n = 0;
-    CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, &t, 1));
+    CK_RV rv = ctok_p11_find_init(pt, s, &t, 1);
 
     if (rv == CKR_OK)
         rv = P11_CALL(pt->m, C_FindObjects, (s, h, 64, &n));

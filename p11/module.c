@@ -142,11 +142,31 @@ int ctok_p11_rv_is_disconnect(CK_RV rv)
     return 0;
 }
 
+/* The last traced call of this thread that failed: errors name the call, not the step. */
+static __thread const char *last_failed;
+static __thread CK_RV last_rv;
+
 CK_RV ctok_p11_trace(const char *fn, CK_RV rv)
 {
-    if (ctok_debug_on && rv != CKR_OK)
-        ctok_debug("pkcs11: %s -> %s", fn, ctok_p11_rv_name(rv));
+    if (rv != CKR_OK) {
+        last_failed = fn;
+        last_rv = rv;
+        if (ctok_debug_on)
+            ctok_debug("pkcs11: %s -> %s", fn, ctok_p11_rv_name(rv));
+    }
     return rv;
+}
+
+const char *ctok_p11_last_failed(const char *otherwise, CK_RV *rv)
+{
+    if (rv != NULL)
+        *rv = last_failed != NULL ? last_rv : CKR_OK;
+    return last_failed != NULL ? last_failed : otherwise;
+}
+
+void ctok_p11_forget_failed(void)
+{
+    last_failed = NULL;
 }
 
 void ctok_p11_whoami(char *out, size_t len)

@@ -141,6 +141,20 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
 }
 
 /* Every object of a class; a failure is reported with the call and its CKR. */
+/*
+ * C_FindObjectsInit. A search that a failed C_FindObjectsFinal left open on this pooled
+ * session (CKR_OPERATION_ACTIVE) is ended and the call made again, so one failed call does
+ * not make the session useless for every later search.
+ */
+CK_RV ctok_p11_find_init(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n)
+{
+    CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, t, n));
+
+    if (rv == CKR_OPERATION_ACTIVE && P11_CALL(pt->m, C_FindObjectsFinal, (s)) == CKR_OK)
+        rv = P11_CALL(pt->m, C_FindObjectsInit, (s, t, n));
+    return rv;
+}
+
 static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                     CK_OBJECT_HANDLE **out, CK_ULONG *n)
 {
@@ -152,7 +166,7 @@ static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls
 
     *out = NULL;
     *n = 0;
-    rv = P11_CALL(pt->m, C_FindObjectsInit, (s, &t, 1));
+    rv = ctok_p11_find_init(pt, s, &t, 1);
     if (rv == CKR_OK) {
         step = "C_FindObjects";
         do {
@@ -288,7 +302,7 @@ CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS
 {
     CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, id_len}};
     CK_ULONG got = 0;
-    CK_RV rv = P11_CALL(pt->m, C_FindObjectsInit, (s, t, 2));
+    CK_RV rv = ctok_p11_find_init(pt, s, t, 2);
 
     if (rv != CKR_OK)
         return rv;

@@ -63,6 +63,10 @@ int ctok_p11_rv_is_disconnect(CK_RV rv);
         ctok_p11_trace(#fn, rv_);                                                                  \
     })
 CK_RV ctok_p11_trace(const char *fn, CK_RV rv);
+/* The name (and code, rv may be NULL) of this thread's last failed P11_CALL since
+ * ctok_p11_forget_failed, else otherwise (and CKR_OK). */
+const char *ctok_p11_last_failed(const char *otherwise, CK_RV *rv);
+void ctok_p11_forget_failed(void);
 /* The same, untraced: for calls whose failure is an expected answer (attribute probes). */
 #define P11_QUIET(m, fn, args)                                                                     \
     ({                                                                                             \
@@ -160,6 +164,8 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
 /* CKR_OK, CKR_KEY_HANDLE_INVALID when there is no such key, or the module's failure. */
 CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                         const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h);
+/* C_FindObjectsInit that ends a search a failed C_FindObjectsFinal left open. */
+CK_RV ctok_p11_find_init(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n);
 int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                       CK_ATTRIBUTE_TYPE type, uint8_t **val, CK_ULONG *len);
 

@@ -103,7 +103,7 @@ def test_rsa_pss_with_an_mgf1_digest_softhsm_refuses_is_a_clear_error_not_a_cras
     opts = ["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:20", "-pkeyopt",
             "rsa_mgf1_md:sha1"]
     p, sig, dg = sign_digest(ws, tok.key_uri("rsa2048"), *opts, md="sha384")
-    assert_fails_with(p, "token 'hsm', key 'rsa2048': C_Sign failed: CKR_ARGUMENTS_BAD")
+    assert_fails_with(p, "token 'hsm', key 'rsa2048': C_SignInit failed: CKR_ARGUMENTS_BAD")
     assert p.returncode == 1, describe(p)
     assert not sig.exists() or sig.read_bytes() == b"", describe(p)
 
@@ -288,7 +288,7 @@ def test_rsa_oaep_sha256_that_softhsm_cannot_do_is_a_clear_error_not_a_crash(mai
     out = tmp_path / "secret.dec"
     p = ws.ossl("pkeyutl", "-decrypt", "-inkey", tok.key_uri("rsa2048"), "-in", ct, "-out", out,
                 *opts)
-    assert_fails_with(p, "token 'hsm', key 'rsa2048': C_Decrypt failed: CKR_ARGUMENTS_BAD")
+    assert_fails_with(p, "token 'hsm', key 'rsa2048': C_DecryptInit failed: CKR_ARGUMENTS_BAD")
     assert p.returncode == 1, describe(p)
     assert not out.exists() or out.read_bytes() != SECRET
 

@@ -423,6 +423,8 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR args)
     pthread_mutex_unlock(&g_lock);
     if (next.fail_at[FN_C_Initialize] && n >= next.fail_at[FN_C_Initialize])
         rv = next.fail_rv[FN_C_Initialize];
+    else if (next.fail_once_at[FN_C_Initialize] == n)
+        rv = next.fail_once_rv[FN_C_Initialize];
     if (rv == CKR_OK)
         rv = load_module(next.module);
     if (rv == CKR_OK && forked_child()) {
