@@ -43,7 +43,7 @@ TSAN_SELECT ?= thread or fork or child
 # The openssl CLI runs through ctok's decoder, lookup and signing here; valgrind sees what
 # libcrypto writes into ctok's buffers, which ASan cannot.
 VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
-                  tests/test_cli_keys.py
+                  tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key
 
 test-sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON
