@@ -3,9 +3,11 @@ BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
            libcurl4-openssl-dev python3-pytest python3-cryptography clang-format \
-           softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin
+           softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin \
+           clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 
-.PHONY: all deps build demo test bench bench-readme install check-format format clean
+.PHONY: all deps build demo test bench bench-readme install check-format format clean \
+        test-sanitize test-valgrind test-tsan scan
 
 all: build
 
@@ -27,6 +29,50 @@ demo: build
 
 test: build
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest tests -q -p no:cacheprovider
+
+# Checked runs (tests/ctoktest.py "checked runs"): any sanitizer or valgrind report fails the
+# test during which it appeared. Host programs are not instrumented, so the runtime is
+# LD_PRELOADed into every process the suite starts.
+ASAN_BUILD  ?= build-asan
+TSAN_BUILD  ?= build-tsan
+ASAN_RT      = $$(gcc -print-file-name=libasan.so)
+TSAN_RT      = $$(gcc -print-file-name=libtsan.so)
+# The suite's concurrency tests: threaded signing (p11_sign_loop, bench driver) and forks.
+TSAN_TESTS  ?= tests/test_threads.py tests/test_p11_faults.py tests/test_p11_crypto.py
+TSAN_SELECT ?= thread or fork or child
+# The openssl CLI runs through ctok's decoder, lookup and signing here; valgrind sees what
+# libcrypto writes into ctok's buffers, which ASan cannot.
+VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
+                  tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key
+
+test-sanitize: deps
+	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j$$(nproc)
+	CTOK_BUILD_DIR=$(abspath $(ASAN_BUILD)) CTOK_SANITIZE_RUNTIME=$(ASAN_RT) \
+	  $(PYTHON) -m pytest tests -q -p no:cacheprovider
+
+test-valgrind: build
+	CTOK_BUILD_DIR=$(abspath $(BUILD)) CTOK_VALGRIND=1 \
+	  $(PYTHON) -m pytest $(VALGRIND_TESTS) -q -p no:cacheprovider
+
+# gcc's ThreadSanitizer: its runtime is a shared library that can be preloaded into openssl
+# (clang 14 links its TSan runtime statically into executables only).
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCTOK_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+	  -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread \
+	  -DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=thread
+	cmake --build $(TSAN_BUILD) -j$$(nproc)
+	CTOK_BUILD_DIR=$(abspath $(TSAN_BUILD)) CTOK_SANITIZE_RUNTIME=$(TSAN_RT) \
+	  CTOK_SANITIZE_CFLAGS=-fsanitize=thread \
+	  $(PYTHON) -m pytest $(TSAN_TESTS) -k "$(TSAN_SELECT)" -q -p no:cacheprovider
+
+# clang's static analyzer over a fresh build of everything; any finding fails.
+scan: deps
+	rm -rf build-scan
+	scan-build -o build-scan/report cmake -S . -B build-scan -DCTOK_WERROR=ON
+	scan-build -o build-scan/report --status-bugs -analyze-headers \
+	  cmake --build build-scan -j$$(nproc)
 
 bench: build
 	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md

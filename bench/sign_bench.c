@@ -370,6 +370,8 @@ int main(int argc, char **argv)
     args = calloc((size_t)nthreads, sizeof(*args));
     if (workers == NULL || args == NULL) {
         perror("calloc");
+        free(workers);
+        free(args);
         return 1;
     }
     for (i = 0; i < nthreads; i++) {

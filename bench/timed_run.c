@@ -64,6 +64,7 @@ int bench_run(const char *prog, int nthreads, double seconds, bench_worker_fn fn
 
     if (threads == NULL || pthread_barrier_init(&start_line, NULL, (unsigned)nthreads + 1) != 0) {
         perror(prog);
+        free(threads);
         return 1;
     }
     for (i = 0; i < nthreads; i++) {

@@ -261,6 +261,7 @@ int main(int argc, char **argv)
     workers = calloc((size_t)threads, sizeof(*workers));
     if (workers == NULL || pthread_barrier_init(&start_line, NULL, (unsigned)threads + 1) != 0) {
         fprintf(stderr, "ctok-bench-tls: out of memory\n");
+        free(workers);
         return 1;
     }
     for (i = 0; i < threads; i++) {

@@ -238,6 +238,7 @@ static int parse_options(struct cli *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
     struct cli c = {0};
+    const char *dbg;
     int rc;
 
     /* the tool holds auth codes in memory: it never leaves a core dump */
@@ -248,7 +249,8 @@ int main(int argc, char **argv)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     ctok_err_set_sink(cli_err_sink);
-    if (getenv("CTOK_DEBUG") != NULL && strcmp(getenv("CTOK_DEBUG"), "0") != 0)
+    dbg = getenv("CTOK_DEBUG");
+    if (dbg != NULL && strcmp(dbg, "0") != 0)
         ctok_debug_on = 1;
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

@@ -184,7 +184,6 @@ static int load(struct p11_module *m)
     ck3_get_interface_fn get_iface;
     CK_C_GetFunctionList get_list;
     struct ck3_interface *iface = NULL;
-    CK_RV rv;
 
     m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
     if (m->dl == NULL) {
@@ -198,7 +197,7 @@ static int load(struct p11_module *m)
         m->f = iface->function_list;
     } else {
         get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
-        if (get_list == NULL || (rv = get_list(&m->f)) != CKR_OK || m->f == NULL) {
+        if (get_list == NULL || get_list(&m->f) != CKR_OK || m->f == NULL) {
             CTOK_ERR(CTOK_R_BACKEND, "'%s' is not a PKCS#11 library (no C_GetFunctionList)",
                      m->path);
             return 0;

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ctoktest import BUILD, REPO, OPENSSL, Workspace
+from ctoktest import BUILD, REPO, OPENSSL, REPORT_DIR, SANITIZE_RUNTIME, Workspace, new_reports
 
 # Every key type the soft token supports, with the alias the shared token uses.
 KEY_SPECS = {
@@ -81,3 +81,47 @@ def data_file(shared_ws):
     p = shared_ws.path("message.txt")
     p.write_bytes(b"The quick brown fox signs over the lazy token.\n" * 20)
     return p
+
+
+# Tests that start valgrind themselves (outside ctoktest.run, which skips any): valgrind cannot
+# run a program with the sanitizer runtime preloaded and instrumented modules.
+RUN_VALGRIND_THEMSELVES = ("test_no_leaks_or_memory_errors_while_reconnecting",)
+
+
+def pytest_collection_modifyitems(config, items):
+    if SANITIZE_RUNTIME:
+        skip = pytest.mark.skip(reason="runs valgrind, which cannot run a sanitizer build")
+        for item in items:
+            if item.originalname in RUN_VALGRIND_THEMSELVES:
+                item.add_marker(skip)
+
+
+_reported = set()
+
+
+def _take_reports():
+    reports = new_reports(_reported)
+    _reported.update(reports)
+    return "\n".join("=== %s ===\n%s" % (f.name, t[-6000:]) for f, t in reports.items())
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_report():
+    """In a checked run (ctoktest.REPORT_DIR: make test-sanitize / test-tsan / test-valgrind)
+    a test fails when any process started since the last check (its own, or a session
+    fixture's set up for it) wrote an ASan, UBSan, LSan, TSan or valgrind report, whatever the
+    test expected of that process's exit code."""
+    yield
+    if REPORT_DIR is not None:
+        found = _take_reports()
+        if found:
+            pytest.fail("sanitizer/valgrind report(s):\n" + found, pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Reports written after the last test (session fixtures' teardown) fail the run too."""
+    if REPORT_DIR is not None:
+        found = _take_reports()
+        if found:
+            print("\nsanitizer/valgrind report(s) after the last test:\n" + found)
+            session.exitstatus = 1

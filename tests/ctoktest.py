@@ -45,6 +45,119 @@ CRASH_CODES = (134, 139)
 WARNING_LINE = re.compile(r"ctok\[\d+\]: warning: ")  # abort / segfault as a shell would report them
 
 
+# ---------------------------------------------------------------- checked runs
+#
+# `make test-sanitize`, `make test-tsan` and `make test-valgrind` run this same suite with
+# ctok instrumented. The switch is read here, once:
+#   CTOK_SANITIZE_RUNTIME  sanitizer runtime(s) (':'-separated) to LD_PRELOAD into every child:
+#                          openssl, nginx, httpd, python, softhsm2-util are not instrumented,
+#                          and ctok.so loaded into them needs its runtime first in the process.
+#   CTOK_SANITIZE_CFLAGS   flags for C helpers the suite compiles itself (p11_sign_loop.c).
+#   CTOK_VALGRIND=1        every `openssl` the suite starts runs under valgrind memcheck.
+# Every report goes to a file in REPORT_DIR (never only to a stderr a test expects to hold an
+# error); conftest.py fails the test during which a report appeared. The exit code of a
+# reporting process is also set apart (86 sanitizers, 99 valgrind) from ctok's own failures.
+# These variables are the one thing put into this process's environment (so that children
+# started by any fixture inherit them): LD_PRELOAD does not change the running Python.
+SANITIZE_RUNTIME = os.environ.get("CTOK_SANITIZE_RUNTIME", "")
+SANITIZE_CFLAGS = os.environ.get("CTOK_SANITIZE_CFLAGS", "").split()
+VALGRIND = os.environ.get("CTOK_VALGRIND") == "1"
+REPORT_DIR = None
+if SANITIZE_RUNTIME or VALGRIND:
+    import tempfile
+
+    REPORT_DIR = Path(tempfile.mkdtemp(prefix="ctok-reports-", dir="/tmp"))
+    os.chmod(REPORT_DIR, 0o1777)  # tests run openssl as nobody too (setpriv)
+_SUPP = Path(__file__).resolve().parent
+
+
+def _sanitizer_env(leaks):
+    """The sanitizer variables of a child. Leaks are checked (leaks=True) in the ctok tool, all
+    ctok's own code over libcrypto and the PKCS#11 module, with the slow unwinder: Debian's
+    libcrypto and SoftHSM have no frame pointers, and a leak's stack must reach the code that
+    made it for lsan.supp to tell SoftHSM's leaks from ctok's. Host programs (openssl, nginx,
+    httpd, python) run with detect_leaks=0: at the slow unwinder's cost (7x on openssl req)
+    the suite would not fit in CI, and with the fast one their leaks cannot be attributed."""
+    common = "exitcode=86:log_path=%s" % (REPORT_DIR / "%s")
+    return {
+        "LD_PRELOAD": SANITIZE_RUNTIME,
+        "ASAN_OPTIONS": (common % "asan") + ":suppressions=%s" % (_SUPP / "asan.supp") +
+        ":abort_on_error=0:detect_stack_use_after_return=0"
+        ":strict_string_checks=1" + (":detect_leaks=1:fast_unwind_on_malloc=0" if leaks else
+                                     ":detect_leaks=0") + os.environ.get("CTOK_ASAN_EXTRA", ""),
+        "LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % (_SUPP / "lsan.supp"),
+        "UBSAN_OPTIONS": (common % "ubsan") + ":halt_on_error=1:print_stacktrace=1",
+        "TSAN_OPTIONS": (common % "tsan") + ":suppressions=%s:second_deadlock_stack=1"
+        % (_SUPP / "tsan.supp"),
+    }
+
+
+if SANITIZE_RUNTIME:
+    os.environ.update(_sanitizer_env(leaks=False))
+
+VALGRIND_ARGV = [
+    "valgrind", "-q", "--error-exitcode=99", "--leak-check=full", "--show-leak-kinds=definite",
+    "--errors-for-leak-kinds=definite", "--num-callers=30",
+    "--suppressions=%s" % (_SUPP / "valgrind.supp"),
+    "--log-file=%s" % (REPORT_DIR / "valgrind.%p" if REPORT_DIR else "/dev/null"),
+]
+
+
+def checked_argv(argv):
+    """argv, under valgrind when the suite runs with CTOK_VALGRIND=1 and argv is openssl."""
+    argv = [str(a) for a in argv]
+    if VALGRIND and argv and argv[0] == OPENSSL:
+        return VALGRIND_ARGV + argv
+    return argv
+
+
+# Debian 12's curl hangs at start-up in setlocale() with any ASan runtime preloaded (gcc's and
+# clang's alike, even `curl --version` without ctok), and an ASan started late, when curl
+# loads ctok.so, reports SoftHSM's frees of memory allocated before it as invalid. So curl
+# runs without the preload, and a curl that would load ctok (its OPENSSL_CONF names ctok) is
+# not run at all in a sanitizer run: the test is skipped, saying why. valgrind cannot run a
+# process with the ASan runtime in it: the tests that run valgrind themselves are skipped.
+# gnutls-cli (GnuTLS, never loads ctok) does not exit after its connection with the runtime
+# preloaded: it runs without it.
+NO_PRELOAD = ("curl", "gnutls-cli")
+NOT_UNDER_SANITIZER = ("valgrind",)
+
+
+def _loads_ctok(env):
+    try:
+        return "ctok" in Path(env.get("OPENSSL_CONF", "")).read_text()
+    except OSError:
+        return False
+
+
+def checked_env(argv, env):
+    """env of argv in a sanitizer run: leak checking in the ctok tool, the exceptions above."""
+    if not (SANITIZE_RUNTIME and env is not None and argv):
+        return env
+    import pytest
+
+    name = Path(str(argv[0])).name
+    if name == "ctok":
+        env = dict(env, ASAN_OPTIONS=_sanitizer_env(leaks=True)["ASAN_OPTIONS"])
+    elif name in NOT_UNDER_SANITIZER or (name in NO_PRELOAD and _loads_ctok(env)):
+        pytest.skip("%s cannot run with ctok under a sanitizer (tests/ctoktest.py)" % name)
+    elif name in NO_PRELOAD:
+        env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+    return env
+
+
+def new_reports(seen):
+    """Report files (sanitizer or non-empty valgrind logs) not in `seen`, as {path: text}."""
+    if REPORT_DIR is None:
+        return {}
+    out = {}
+    for f in sorted(REPORT_DIR.iterdir()):
+        if f in seen or f.stat().st_size == 0:
+            continue
+        out[f] = f.read_text(errors="replace")
+    return out
+
+
 # ---------------------------------------------------------------- assertions
 
 
@@ -150,13 +263,85 @@ def pem_blocks(text, label):
     )
 
 
+# ---------------------------------------------------------------- secret hygiene
+#
+# Every process the suite runs has its stdout and stderr searched for the auth codes the suite
+# knows (issue 8: no PIN, auth code, PUK or master key in any output, error or trace). A code
+# is known once registered: PIN here, each token's code by create_token, the SO PIN (PUK) by
+# p11fixtures, others by the test that makes them. The master key is the file a config uses.
+
+SECRETS = set()
+MIN_SECRET_LEN = 6  # shorter codes ("1111") match unrelated text; test_secret_hygiene has them
+
+
+def register_secret(code):
+    if code is not None and len(str(code)) >= MIN_SECRET_LEN:
+        SECRETS.add(str(code))
+    return code
+
+
+register_secret(PIN)
+
+
+def _master_key_forms(env):
+    """The master key of the config a child uses (master_key, else master.key beside it), in
+    each form a message could show it: hex and base64."""
+    conf = (env or {}).get("CTOK_CONFIG")
+    if not conf:
+        return []
+    try:
+        path = Path(json.loads(Path(conf).read_text()).get("master_key") or
+                    Path(conf).parent / "master.key")
+        key = path.read_bytes()
+    except (OSError, ValueError, AttributeError):
+        return []
+    if len(key) < 16:
+        return []
+    return [key.hex(), key.hex().upper(), base64.b64encode(key).decode()]
+
+
+def secrets_in(text, env=None):
+    """The known codes that appear in text."""
+    text = _text(text)
+    return sorted(c for c in SECRETS.union(_master_key_forms(env)) if c and c in text)
+
+
+CTOK_LINE = re.compile(r"ctok(\[\d+\])?: |:ctok:")
+
+
+def ctok_said(p):
+    """The output of p that is ctok's: all of the ctok tool's; of a host program (openssl),
+    its lines without the arguments it echoes as given (openssl prints "Could not read
+    private key from <-inkey>"), except lines that are ctok's own trace or errors."""
+    argv = p.args if isinstance(p.args, (list, tuple)) else [p.args]
+    out = _text(p.stdout) + _text(p.stderr)
+    if argv and Path(str(argv[0])).name == "ctok":
+        return out
+    given = sorted((str(a) for a in argv[1:] if len(str(a)) >= MIN_SECRET_LEN), key=len,
+                   reverse=True)
+    lines = []
+    for line in out.splitlines():
+        if not CTOK_LINE.search(line):
+            for a in given:
+                line = line.replace(a, "<arg>")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def assert_no_secret(p, env=None):
+    found = secrets_in(ctok_said(p), env)
+    assert not found, "an auth code appears in the output: %r\n%s" % (found, describe(p))
+    return p
+
+
 # ---------------------------------------------------------------- runners
 
 
 def run(argv, env, input=None, timeout=TIMEOUT, cwd=None, text=True):
-    return subprocess.run(
-        [str(a) for a in argv],
-        env=env,
+    """Runs argv to its end; fails when its output shows a known auth code."""
+    p = subprocess.run(
+        checked_argv(argv),
+        env=checked_env(argv, env),
         input=input,
         capture_output=True,
         timeout=timeout,
@@ -165,6 +350,7 @@ def run(argv, env, input=None, timeout=TIMEOUT, cwd=None, text=True):
         errors="replace" if text else None,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
+    return assert_no_secret(p, env)
 
 
 def run_with_tty(argv, env, answers, timeout=30):
@@ -399,7 +585,7 @@ class Workspace:
 
     def create_token(self, name, pin=PIN, allow_export=False, explicit_ecc=False,
                      keystore=None) -> Token:
-        pin_file = self.write("%s.pin" % name, pin)
+        pin_file = self.write("%s.pin" % name, register_secret(pin))
         keystore = Path(keystore) if keystore else self.path("%s.p12" % name)
         args = ["token", "create", "--type", "pkcs12", "--name", name, "--keystore",
                 keystore, "--auth-file", pin_file]
@@ -474,8 +660,8 @@ class TlsServer:
         argv = ws.ossl_argv("s_server", "-accept", "127.0.0.1:%d" % self.port, "-naccept", "1",
                             "-rev", "-key", key, "-cert", cert, *args, providers=providers)
         self.proc = subprocess.Popen(
-            argv,
-            env=ws.ossl_env(providers, env, debug),
+            checked_argv(argv),
+            env=checked_env(argv, ws.ossl_env(providers, env, debug)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

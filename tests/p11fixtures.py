@@ -20,15 +20,17 @@ from ctoktest import (
     PIN,
     TIMEOUT,
     Token,
+    SANITIZE_CFLAGS,
     Workspace,
     assert_ok,
     describe,
+    register_secret,
     run,
 )
 
 SOFTHSM_LIB = Path("/usr/lib/softhsm/libsofthsm2.so")
 SHIM_LIB = BUILD / "tests" / "p11shim" / "ctok-p11shim.so"
-SO_PIN = "so-pin-8765"  # the SO PIN, which is the PUK of C_UnlockPIN
+SO_PIN = register_secret("so-pin-8765")  # the SO PIN, which is the PUK of C_UnlockPIN
 HERE = Path(__file__).resolve().parent
 SIGN_LOOP_SRC = HERE / "p11_sign_loop.c"
 
@@ -184,7 +186,7 @@ class P11Workspace(Workspace):
 
     def create_p11_token(self, name, library=SOFTHSM_LIB, ref_type="label", ref=None, pin=PIN,
                          attributes=None, env=None) -> Token:
-        pin_file = self.write("%s-%s.pin" % (self.config.stem, name), pin)
+        pin_file = self.write("%s-%s.pin" % (self.config.stem, name), register_secret(pin))
         args = ["token", "create", "--type", "pkcs11", "--name", name, "--library", library,
                 "--ref-type", ref_type, "--ref", ref, "--auth-file", pin_file]
         if attributes is not None:
@@ -242,14 +244,16 @@ _sign_loop = {}
 
 
 def sign_loop_binary(out_dir: Path) -> Path:
-    """tests/p11_sign_loop.c compiled with gcc (once per session)."""
+    """tests/p11_sign_loop.c compiled with gcc (once per session), instrumented like ctok in
+    a checked run (CTOK_SANITIZE_CFLAGS, e.g. -fsanitize=thread for make test-tsan)."""
     if "bin" not in _sign_loop:
         out = Path(out_dir) / "p11_sign_loop"
         # the p11-kit header: the soak modes count the token's objects through the module
         cflags = subprocess.run(["pkg-config", "--cflags", "p11-kit-1"], capture_output=True,
                                 text=True, timeout=30).stdout.split()
-        p = subprocess.run(["gcc", "-O1", "-Wall", *cflags, "-o", str(out), str(SIGN_LOOP_SRC),
-                            "-lcrypto", "-lpthread", "-ldl"], capture_output=True, text=True,
+        p = subprocess.run(["gcc", "-O1", "-g", "-Wall", *cflags, *SANITIZE_CFLAGS, "-o",
+                            str(out), str(SIGN_LOOP_SRC), "-lcrypto", "-lpthread", "-ldl"],
+                           capture_output=True, text=True,
                            timeout=120)
         if p.returncode != 0:
             pytest.fail("cannot build p11_sign_loop:\n%s" % p.stderr)
