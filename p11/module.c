@@ -240,7 +240,7 @@ static int initialize(struct p11_module *m)
         memset(&m->info, 0, sizeof(m->info));
     __atomic_store_n(&m->pid, getpid(), __ATOMIC_RELEASE);
     __atomic_store_n(&m->initialized, 1, __ATOMIC_RELEASE);
-    m->generation++;
+    __atomic_add_fetch(&m->generation, 1, __ATOMIC_RELEASE); /* read unlocked by reinit */
     CTOK_DBG("pkcs11: %s initialized (Cryptoki %u.%u, generation %u)", m->path,
              m->info.cryptokiVersion.major, m->info.cryptokiVersion.minor, m->generation);
     return 1;
