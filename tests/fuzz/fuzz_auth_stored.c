@@ -23,6 +23,15 @@ void fuzz_init(void)
     tok.ctx = &ctx;
     tok.name = "fuzz";
     tok.id = "fuzz-token";
+    {
+        char *blob = ctok_auth_stored_encrypt(key, tok.id, "1234", 4), code[CTOK_MAX_CODE + 1];
+        size_t n = 0;
+
+        if (blob == NULL || !ctok_auth_stored_decrypt(&tok, blob, code, sizeof(code), &n) ||
+            n != 4 || memcmp(code, "1234", 4) != 0)
+            fuzz_die("a valid blob does not decrypt: the target would fuzz nothing");
+        free(blob);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)

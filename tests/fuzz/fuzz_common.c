@@ -10,6 +10,7 @@
 #include <openssl/core.h>
 #include <openssl/decoder.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 #include <openssl/provider.h>
 #include <openssl/x509.h>
@@ -180,6 +181,39 @@ OSSL_LIB_CTX *fuzz_provider_libctx(void)
 /* read by nobody: only makes fuzz_touch's reads happen */
 volatile size_t fuzz_touched;
 
+/*
+ * Does the context turn a reference to the token's key into a key? If not (a change in the
+ * decoder, the lookup or the file checks), every input would stop early and the target
+ * would fuzz nothing: it stops here, saying so.
+ */
+static void check_decoder(OSSL_DECODER_CTX *d, EVP_PKEY **pkey, int der)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *name = NULL, *header = NULL;
+    uint8_t *data = NULL;
+    long len = 0;
+    const uint8_t *p;
+    size_t left;
+
+    if (b == NULL || !ctok_keyref_write_pem(b, "ctok:token=fuzz;object=key;type=private"))
+        fuzz_die("ctok_keyref_write_pem");
+    if (der ? !PEM_read_bio(b, &name, &header, &data, &len)
+            : (len = BIO_get_mem_data(b, (char **)&p)) <= 0 ||
+                  (data = OPENSSL_memdup(p, (size_t)len)) == NULL)
+        fuzz_die("the key reference");
+    p = data;
+    left = (size_t)len;
+    if (!OSSL_DECODER_from_data(d, &p, &left) || *pkey == NULL)
+        fuzz_die("a reference to the token's key does not decode: the target would fuzz nothing");
+    EVP_PKEY_free(*pkey);
+    *pkey = NULL;
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(data);
+    BIO_free(b);
+    ERR_clear_error();
+}
+
 OSSL_DECODER_CTX *fuzz_decoder(EVP_PKEY **pkey, const char *input, const char *structure,
                                const char *keytype)
 {
@@ -188,6 +222,7 @@ OSSL_DECODER_CTX *fuzz_decoder(EVP_PKEY **pkey, const char *input, const char *s
 
     if (d == NULL)
         fuzz_die("OSSL_DECODER_CTX_new_for_pkey");
+    check_decoder(d, pkey, strcmp(input, "DER") == 0);
     return d;
 }
 
