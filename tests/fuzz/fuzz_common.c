@@ -123,8 +123,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* A keystore with one EC key and its self-signed certificate, both under "key". */
-static void make_keystore(const char *path)
+void fuzz_make_keystore(const char *path)
 {
     EVP_PKEY *pkey = EVP_EC_gen("P-256");
     X509 *x = X509_new();
@@ -162,7 +161,7 @@ OSSL_LIB_CTX *fuzz_provider_libctx(void)
     ks = fuzz_path("fuzz.p12");
     pin = fuzz_path("fuzz.pin");
     cfg = fuzz_path("tokens.json");
-    make_keystore(ks);
+    fuzz_make_keystore(ks);
     fuzz_write(pin, (const uint8_t *)FUZZ_PIN, strlen(FUZZ_PIN));
     snprintf(conf, sizeof(conf),
              "{\"tokens\": [{\"name\": \"fuzz\", \"type\": \"pkcs12\", \"keystore\": \"%s\", "

@@ -29,6 +29,9 @@ char *fuzz_cstr(const uint8_t *data, size_t len);
 /* Ends the process with a message: a harness whose setup fails would fuzz nothing. */
 void fuzz_die(const char *what) __attribute__((noreturn));
 
+/* A keystore (0600) with an EC key and its self-signed certificate, both named "key". */
+void fuzz_make_keystore(const char *path);
+
 /*
  * A library context with ctok registered as a built-in provider and loaded next to
  * `default`, reading a config that holds one pkcs12 token "fuzz" (auth from a 0600 file)
