@@ -33,10 +33,12 @@ static int n_paths;
 
 static void remove_scratch(void)
 {
+    char lock[sizeof(paths[0]) + 8];
+
     for (int i = 0; i < n_paths; i++) {
         unlink(paths[i]);
-        snprintf(paths[i], sizeof(paths[i]), "%s.lock", paths[i]);
-        unlink(paths[i]);
+        snprintf(lock, sizeof(lock), "%s.lock", paths[i]); /* ctok_file_lock's, if any */
+        unlink(lock);
     }
     rmdir(dir);
 }
