@@ -7,7 +7,7 @@ DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-ki
            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 
 .PHONY: all deps build demo test bench bench-readme install check-format format clean \
-        test-sanitize test-valgrind test-tsan scan
+        test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress
 
 all: build
 
@@ -80,6 +80,22 @@ bench: build
 # README.md's performance section from the last run's bench/results.md (commit both)
 bench-readme:
 	$(PYTHON) bench/paste_results.py bench/results.md README.md
+
+# libFuzzer targets (tests/fuzz): a clang build of their own, FUZZ_SECONDS each (CI: 10).
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+fuzz-build: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCTOK_FUZZ=ON -DCTOK_WERROR=ON
+	cmake --build $(FUZZ_BUILD) -j$$(nproc) --target fuzz_all
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(FUZZ_BUILD) fuzz
+
+# every committed corpus and regression input once (the PEM ones also under valgrind
+# through the normal build's ctok.so): a minute, for each CI run
+fuzz-regress: build fuzz-build
+	CTOK_BUILD_DIR=$(abspath $(BUILD)) bash tests/fuzz/run.sh $(FUZZ_BUILD) regress
 
 install: build
 	cmake --install $(BUILD)
