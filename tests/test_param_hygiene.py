@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from ctoktest import Workspace, describe
+from ctoktest import SANITIZE_RUNTIME, Workspace, describe
 
 SRC = os.path.join(os.path.dirname(__file__), "param_strings.c")
 
@@ -46,6 +46,8 @@ CASES = [
 def setup(tmp_path_factory, build):
     if shutil.which("valgrind") is None:
         pytest.skip("valgrind is not installed")
+    if SANITIZE_RUNTIME:
+        pytest.skip("valgrind cannot run a sanitizer build of ctok (make test-valgrind runs it)")
     root = tmp_path_factory.mktemp("params")
     out = root / "param_strings"
     p = subprocess.run(["gcc", "-O1", "-g", "-Wall", "-o", str(out), SRC, "-lcrypto"],

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from ctoktest import TIMEOUT, assert_no_crash, describe
+from ctoktest import SANITIZE_RUNTIME, TIMEOUT, assert_no_crash, describe
 from p11fixtures import (  # noqa: F401  (fixtures)
     MAIN_LABEL,
     ShimLog,
@@ -40,7 +40,11 @@ def samples(stdout):
 
 
 def assert_flat(points, field, warm_up, p):
-    """field at the end is within 10% of its value once warmed up (and never far above)."""
+    """field at the end is within 10% of its value once warmed up (and never far above).
+    Not memory under a sanitizer: ASan's quarantine holds every freed block, so RSS grows
+    without a leak there (fds, objects and sessions are still checked)."""
+    if field == "rss_kb" and SANITIZE_RUNTIME:
+        return
     base = [s for s in points if s["n"] >= warm_up][0][field]
     worst = max(s[field] for s in points if s["n"] >= warm_up)
     assert worst <= base * 1.10 + 1, "%s grew from %d to %d after warm-up:\n%s" % (

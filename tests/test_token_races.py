@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from ctoktest import SANITIZE_RUNTIME
 from test_cli_support import Kind
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +39,9 @@ def _store_sources(build):
 def tsan_driver(tmp_path_factory, build):
     if shutil.which("clang") is None:
         pytest.skip("clang is not installed")
+    if SANITIZE_RUNTIME:
+        pytest.skip("builds its own ThreadSanitizer copy of the token layer; not beside another "
+                    "sanitizer's flags")
     srcs = _store_sources(build)
     assert len(srcs) > 10, "no ctok_store sources in compile_commands.json"
     root = tmp_path_factory.mktemp("tsan")
