@@ -23,6 +23,15 @@ static struct p11_module **modules;
 static size_t n_modules;
 static int users; /* token contexts alive: the registry is freed with the last */
 
+/* The bookkeeping only: the library stays loaded (see ctok_p11_registry_release). */
+static void module_free(struct p11_module *m)
+{
+    pthread_rwlock_destroy(&m->rw);
+    pthread_mutex_destroy(&m->lock);
+    free(m->path);
+    free(m);
+}
+
 void ctok_p11_registry_use(void)
 {
     pthread_mutex_lock(&modules_lock);
@@ -38,12 +47,8 @@ void ctok_p11_registry_release(void)
 {
     pthread_mutex_lock(&modules_lock);
     if (--users == 0) {
-        for (size_t i = 0; i < n_modules; i++) {
-            pthread_rwlock_destroy(&modules[i]->rw);
-            pthread_mutex_destroy(&modules[i]->lock);
-            free(modules[i]->path);
-            free(modules[i]);
-        }
+        for (size_t i = 0; i < n_modules; i++)
+            module_free(modules[i]);
         free(modules);
         modules = NULL;
         n_modules = 0;
@@ -337,10 +342,10 @@ struct p11_module *ctok_p11_module_get(const char *library)
 
 /*
  * fork(): the registry is held across it so the child's copy is whole, and the child, the
- * only thread of its process, makes every lock new: threads of the parent that held one do
- * not exist there. Nothing else happens in the handler; the child's first call into a
- * module re-initializes it (ctok_p11_enter). glibc drops the handlers when ctok.so is
- * unloaded.
+ * only thread of its process, makes every module lock new (threads of the parent that held
+ * one do not exist there) and releases the registry it took before the fork. Nothing else happens
+ * in the handler; the child's first call into a module re-initializes it (ctok_p11_enter). glibc
+ * drops the handlers when ctok.so is unloaded.
  */
 static void fork_prepare(void)
 {
@@ -354,11 +359,11 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
-    pthread_mutex_init(&modules_lock, NULL);
     for (size_t i = 0; i < n_modules; i++) {
         pthread_mutex_init(&modules[i]->lock, NULL);
         rwlock_init(&modules[i]->rw);
     }
+    pthread_mutex_unlock(&modules_lock); /* this thread took it in fork_prepare */
 }
 
 static void fork_handlers(void)
@@ -366,40 +371,56 @@ static void fork_handlers(void)
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* modules_lock held. */
+static struct p11_module *registered(const char *path)
+{
+    for (size_t i = 0; i < n_modules; i++)
+        if (strcmp(modules[i]->path, path) == 0)
+            return modules[i];
+    return NULL;
+}
+
+/*
+ * The module of this path, loaded on first use. The library is loaded outside the registry
+ * lock: a module's own fork handler (taken before ctok's, they run in reverse order of
+ * registration) must never wait for the registry while a loading thread holds the registry
+ * and waits for the module (TSan saw the cycle). Two threads loading one path at once: the
+ * first registered wins, the other's bookkeeping goes (dlopen counts, the library stays).
+ */
 static struct p11_module *module_get(const char *path)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    struct p11_module *m = NULL;
+    struct p11_module *m, *fresh;
 
     pthread_once(&once, fork_handlers);
     pthread_mutex_lock(&modules_lock);
-    for (size_t i = 0; i < n_modules; i++)
-        if (strcmp(modules[i]->path, path) == 0) {
-            m = modules[i];
-            goto end;
-        }
-    m = calloc(1, sizeof(*m));
-    if (m == NULL || (m->path = strdup(path)) == NULL) {
-        free(m);
-        m = NULL;
+    m = registered(path);
+    pthread_mutex_unlock(&modules_lock);
+    if (m != NULL)
         goto end;
+    fresh = calloc(1, sizeof(*fresh));
+    if (fresh == NULL || (fresh->path = strdup(path)) == NULL) {
+        free(fresh);
+        return NULL;
     }
-    pthread_mutex_init(&m->lock, NULL);
-    rwlock_init(&m->rw);
-    if (!load(m)) {
-        /* kept, so that the failure is not retried on every use */
-        m->f = NULL;
-    }
-    {
+    pthread_mutex_init(&fresh->lock, NULL);
+    rwlock_init(&fresh->rw);
+    if (!load(fresh))
+        fresh->f = NULL; /* kept, so that the failure is not retried on every use */
+    pthread_mutex_lock(&modules_lock);
+    if ((m = registered(path)) == NULL) {
         struct p11_module **nm = realloc(modules, (n_modules + 1) * sizeof(*nm));
 
         if (nm != NULL) {
             modules = nm;
-            modules[n_modules++] = m;
+            modules[n_modules++] = m = fresh;
+            fresh = NULL;
         }
     }
-end:
     pthread_mutex_unlock(&modules_lock);
+    if (fresh != NULL)
+        module_free(fresh);
+end:
     if (m != NULL && m->f == NULL) {
         CTOK_ERR(CTOK_R_BACKEND, "PKCS#11 library '%s' is not usable", path);
         return NULL;
