@@ -271,7 +271,7 @@ int ctok_param_utf8(const OSSL_PARAM *p, char *buf, size_t bufsz)
 int ctok_param_int_or_name(const OSSL_PARAM *p, const struct ctok_param_name *names, size_t n,
                            int numeric, int *out)
 {
-    char s[32], *end;
+    char s[32], *end = s;
     long v;
 
     if (p->data_type != OSSL_PARAM_UTF8_STRING && p->data_type != OSSL_PARAM_UTF8_PTR) {
