@@ -516,6 +516,17 @@ static int mode_provider(const char *uri, long count, long every)
     return result();
 }
 
+/* sign and reload: THREADS COUNT (reload: the URI each signature loads afresh) */
+static int mode_threads(char **args, const char *reload)
+{
+    int threads = atoi(args[0]);
+    long count = atol(args[1]);
+
+    if (threads < 1 || threads > 64 || count < 1)
+        return usage();
+    return run_threads(threads, count, reload) ? result() : (result(), 1);
+}
+
 int main(int argc, char **argv)
 {
     const char *ppath = NULL;
@@ -557,13 +568,8 @@ int main(int argc, char **argv)
         return count < 1 || every < 1 ? usage() : mode_cycles(uri, count, every);
     }
 
-    if (strcmp(mode, "reload") == 0 && nargs == 4) {
-        int threads = atoi(argv[i + 2]);
-        long count = atol(argv[i + 3]);
-        if (threads < 1 || threads > 64 || count < 1)
-            return usage();
-        return run_threads(threads, count, uri) ? result() : (result(), 1);
-    }
+    if (strcmp(mode, "reload") == 0 && nargs == 4)
+        return mode_threads(argv + i + 2, uri);
 
     /* the other modes load their keys once: URI[|URI...] */
     char *uris = strdup(uri), *save = NULL;
@@ -579,13 +585,8 @@ int main(int argc, char **argv)
     if (g_nkeys == 0)
         return usage();
 
-    if (strcmp(mode, "sign") == 0 && nargs == 4) {
-        int threads = atoi(argv[i + 2]);
-        long count = atol(argv[i + 3]);
-        if (threads < 1 || threads > 64 || count < 1)
-            return usage();
-        return run_threads(threads, count, NULL) ? result() : (result(), 1);
-    }
+    if (strcmp(mode, "sign") == 0 && nargs == 4)
+        return mode_threads(argv + i + 2, NULL);
     if (strcmp(mode, "fork") == 0 && nargs == 3)
         return mode_fork(atol(argv[i + 2]));
     if (strcmp(mode, "forkthreads") == 0 && nargs == 5) {
