@@ -2,7 +2,7 @@
 BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
 DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
-           libcurl4-openssl-dev python3-pytest python3-cryptography clang-format \
+           libcurl4-openssl-dev python3-pytest python3-cryptography python3-boto3 clang-format \
            softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin \
            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 

@@ -24,7 +24,12 @@
     X(CTOK_R_PERMISSION, 13, "operation not permitted")                                            \
     X(CTOK_R_INVALID_ARG, 14, "invalid argument")                                                  \
     X(CTOK_R_IO, 15, "I/O error")                                                                  \
-    X(CTOK_R_INTERNAL, 16, "internal error")
+    X(CTOK_R_INTERNAL, 16, "internal error")                                                       \
+    X(CTOK_R_NETWORK, 17, "network error")                                                         \
+    X(CTOK_R_TIMEOUT, 18, "timed out")                                                             \
+    X(CTOK_R_THROTTLED, 19, "throttled by the service")                                            \
+    X(CTOK_R_DENIED, 20, "access denied by the service")                                           \
+    X(CTOK_R_CREDENTIALS, 21, "invalid or expired credentials")
 
 enum ctok_reason {
 #define CTOK_ENUM(name, num, str) name = num,
