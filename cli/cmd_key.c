@@ -219,13 +219,16 @@ int cmd_key_remove(struct cli *c)
 {
     ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_KEYREMOVE, "key removal");
 
-    if (tok == NULL || !ctok_token_remove(tok, c->argv[1]))
+    char note[256];
+
+    if (tok == NULL || !ctok_token_remove(tok, c->argv[1], note, sizeof(note)))
         return cli_fail();
     if (c->json)
-        cli_print_json(
-            json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1], "removed", 1));
+        cli_print_json(json_pack("{s:s, s:s, s:b, s:s}", "token", c->argv[0], "alias", c->argv[1],
+                                 "removed", 1, "note", note));
     else
-        printf("Removed key '%s' and its certificates from token '%s'\n", c->argv[1], c->argv[0]);
+        printf("Removed key '%s' and its certificates from token '%s'%s%s\n", c->argv[1],
+               c->argv[0], note[0] != '\0' ? ": " : "", note);
     return EXIT_OK;
 }
 

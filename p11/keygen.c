@@ -338,8 +338,10 @@ static int destroy_id(struct p11_tok *pt, CK_SESSION_HANDLE s, const uint8_t *id
     return rv == CKR_OK;
 }
 
-int ctok_p11_remove(ctok_token *tok, const char *alias)
+int ctok_p11_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
 {
+    (void)note;
+    (void)notelen;
     struct p11_tok *pt = P11TOK(tok);
     uint8_t id[CTOK_MAX_ID];
     size_t id_len = 0;

@@ -44,8 +44,42 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s);
 /* Why a token that was active is not any more (reconnect), for errors. */
 void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len);
 
+/* A `ctok token create` option of a backend, and the config key it sets. */
+enum ctok_field_kind { CTOK_FIELD_STRING, CTOK_FIELD_INT, CTOK_FIELD_PATH /* made absolute */ };
+struct ctok_tool_field {
+    const char *option; /* "region": the tool takes --region VALUE */
+    const char *key;    /* the config key it sets ("region") */
+    enum ctok_field_kind kind;
+    int required;
+    const char *help; /* one line for the tool's usage */
+};
+
 struct ctok_backend {
     const char *type;
+    /* The tool's `token create` options for this type; {NULL}-terminated, may be NULL. */
+    const struct ctok_tool_field *tool_fields;
+    /*
+     * Does login need an auth code? NULL: always. 0: login(tok, NULL, 0) signs in with what
+     * the configuration names (an AWS instance role, an Azure managed identity).
+     */
+    int (*needs_code)(ctok_token *tok);
+    /*
+     * Targeted lookup: the objects of types with this label and/or id (NULL / 0: any), as
+     * enumerate reports them. NULL: the token layer enumerates and filters. A remote token
+     * answers it without listing everything (one GetPublicKey, not ListAliases per key load).
+     */
+    int (*find)(ctok_token *tok, const char *label, const uint8_t *id, size_t id_len,
+                unsigned int types, ctok_object_cb cb, void *arg);
+    /*
+     * `ctok token create`: set up a new token (a new keystore protected by code) or check that
+     * the one the entry names is there and takes code (NULL: needs_code said no code).
+     */
+    int (*create)(ctok_token *tok, const char *code, size_t len);
+    /*
+     * The tool's discovery: what this configured token's backend can offer (PKCS#11: every
+     * slot of the library; AWS KMS: the aliases and their keys), as a JSON array.
+     */
+    json_t *(*discover)(ctok_token *tok);
     /*
      * Keep a code typed at a prompt while active? A keystore needs it for its rewrites; a
      * PKCS#11 token does not, and after a reconnect asks to be activated again instead.
@@ -76,7 +110,8 @@ struct ctok_backend {
     int (*derive)(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
     EVP_PKEY *(*export_private)(ctok_key *key);
     int (*generate)(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
-    int (*remove)(ctok_token *tok, const char *alias);
+    /* note: what the user should know ("deletion scheduled for ..."); left "" if nothing */
+    int (*remove)(ctok_token *tok, const char *alias, char *note, size_t notelen);
     int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
     int (*unlock_pin)(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                       size_t pin_len);

@@ -186,10 +186,13 @@ static int one_key_with_id(ctok_token *tok, const char *alias, const uint8_t *id
     return 1;
 }
 
-int p12_remove(ctok_token *tok, const char *alias)
+int p12_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
 {
     struct p12 *ks = P12(tok);
     struct p12_entry *k;
+
+    (void)note;
+    (void)notelen;
     uint8_t id[CTOK_MAX_ID];
     size_t id_len;
     int lockfd;

@@ -589,13 +589,20 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     return ok;
 }
 
-int ctok_token_remove(ctok_token *tok, const char *alias)
+int ctok_token_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
 {
+    char dummy[1];
+
     int ok;
 
     if (!ctok_token_authorize(tok, CTOK_PERM_KEYREMOVE, "key removal", alias))
         return 0;
-    ok = tok->be->remove(tok, alias);
+    if (note == NULL || notelen == 0) {
+        note = dummy;
+        notelen = sizeof(dummy);
+    }
+    note[0] = '\0';
+    ok = tok->be->remove(tok, alias, note, notelen);
     ctok_audit(tok, "key_remove", alias, ok, NULL);
     return ok;
 }

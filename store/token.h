@@ -193,7 +193,9 @@ int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
  * check their rule (use, keytest) each time. */
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
-int ctok_token_remove(ctok_token *tok, const char *alias);
+/* Removes the key and its certificates; note (may be NULL) gets what the user should know
+ * of it ("deletion scheduled for ..."), or "". */
+int ctok_token_remove(ctok_token *tok, const char *alias, char *note, size_t notelen);
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert);
 /* Sets a new user PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN). */
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,

@@ -170,7 +170,7 @@ static int run(ctok_ctx *ctx, ctok_token *tok, const char *op, const char *arg, 
                ctok_token_generate(tok, arg, &spec);
     }
     if (strcmp(op, "keyremove") == 0)
-        return ctok_token_login(tok, NULL, NULL) && ctok_token_remove(tok, arg);
+        return ctok_token_login(tok, NULL, NULL) && ctok_token_remove(tok, arg, NULL, 0);
     if (strcmp(op, "put-cert") == 0) {
         BIO *b = BIO_new_file(arg2, "r");
         X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
