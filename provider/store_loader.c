@@ -149,6 +149,16 @@ static int load_private(struct stctx *c, struct ctok_found *f, OSSL_CALLBACK *cb
     return ok;
 }
 
+/* An object label as one error line may show it: control characters as '?', cut to outlen - 1. */
+static void shown_label(const char *label, char *out, size_t outlen)
+{
+    size_t i = 0;
+
+    for (; label != NULL && label[i] != '\0' && i + 1 < outlen; i++)
+        out[i] = (unsigned char)label[i] < 0x20 || label[i] == 0x7f ? '?' : label[i];
+    out[i] = '\0';
+}
+
 static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
@@ -166,13 +176,17 @@ static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
             return 0;
         CTOK_DBG("store: %zu object(s) match", c->n);
         if (c->n == 0) {
-            CTOK_ERR(CTOK_R_NOT_FOUND, "no %s matches %s%s%s%s",
+            char label[129];
+
+            shown_label(c->uri.object, label, sizeof(label));
+            CTOK_ERR(CTOK_R_NOT_FOUND, "no %s matches %s%s%s%s%s%s",
                      c->expect == CTOK_OBJ_PRIVATE ? "private key"
                      : c->expect == CTOK_OBJ_CERT  ? "certificate"
                                                    : "object",
                      c->uri.token != NULL ? "token '" : "any token",
                      c->uri.token != NULL ? c->uri.token : "", c->uri.token != NULL ? "'" : "",
-                     c->uri.object != NULL ? " with that object label" : "");
+                     c->uri.object != NULL ? ", object '" : "", label,
+                     c->uri.object != NULL ? "'" : "");
             return 0;
         }
     }

@@ -1,0 +1,212 @@
+"""Issue 9: one behaviour table over every token type. The `token_kind` fixture gives a test
+one configured token of a kind — soft (a PKCS#12 keystore), softhsm (a SoftHSM2 slot through
+SoftHSM's own module) or awskms (the KMS emulator of tests/kms_emulator.py) — and the same
+handful of operations on each, so that tests/test_behaviour.py is written once:
+
+  kind.key_uri(alias)    the `ctok:` URI of the key `alias` (made on first use, through
+                         `ctok key generate`, so that every kind makes its keys alike)
+  kind.pubkey_pem(alias) its public key as PEM, read WITHOUT ctok from where the kind keeps
+                         it (the PKCS#12 file, SoftHSM through OpenSC's pkcs11-tool, the
+                         emulator's own key), so a ctok that exported a wrong public key
+                         cannot verify its own mistakes
+  kind.cert(alias)       a self-signed certificate made with the key (openssl req -x509)
+  kind.cannot(feature)   None, or why the kind cannot do that (the table then asserts that
+                         trying gives a clear error naming token and key)
+
+Keys are made once per module (the fixture is module-scoped); tests must not change them."""
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ctoktest import PIN, Token, Workspace, assert_ok, describe, register_secret
+
+KINDS = ("soft", "softhsm", "awskms")
+
+# The table's keys: alias -> `ctok key generate` spec.
+SPECS = {"rsa2048": "rsa:2048", "rsa3072": "rsa:3072", "p256": "ec:P-256", "p384": "ec:P-384"}
+CURVE_HASH = {"p256": "sha256", "p384": "sha384"}
+EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1()}
+
+# Features only some kinds have (issue 9: AWS KMS signs with PKCS#1 v1.5 and PSS whose salt is
+# the digest length, SHA-256/384/512 only, ECDSA with the curve's own hash; it does no raw RSA
+# and no key agreement).
+RAW_RSA = "raw RSA (no padding)"
+PSS_SALT = "RSA-PSS with a salt length other than the digest length"
+SHA1 = "SHA-1 signatures"
+ECDSA_HASH = "ECDSA with a hash other than the curve's"
+ECDH = "ECDH key agreement"
+
+KMS_CANNOT = {
+    RAW_RSA: "KMS signs only with PKCS#1 v1.5 or PSS padding",
+    PSS_SALT: "KMS makes PSS signatures with salt length = digest length only",
+    SHA1: "KMS signs SHA-256/384/512 digests only",
+    ECDSA_HASH: "KMS signs ECDSA only with the curve's hash (P-256/SHA-256, P-384/SHA-384)",
+    ECDH: "KMS SIGN_VERIFY keys do no key agreement",
+}
+
+
+class TokenKind:
+    """One token of one kind in a workspace of its own."""
+
+    cannot_do = {}
+
+    def __init__(self, name, ws: Workspace, tok: Token):
+        self.name = name
+        self.ws = ws
+        self.tok = tok
+        self.ids = {}  # alias -> key id bytes, as `ctok key generate` printed it
+        self._certs = {}
+        self._pubs = {}
+
+    def __repr__(self):
+        return "<%s token %r>" % (self.name, self.tok.name)
+
+    def cannot(self, feature):
+        return self.cannot_do.get(feature)
+
+    def key(self, alias):
+        """Makes the key on first use; returns its id."""
+        if alias not in self.ids:
+            self.ids[alias] = self.ws.generate(self.tok, alias, SPECS[alias])
+        return self.ids[alias]
+
+    def key_uri(self, alias, **kw):
+        self.key(alias)
+        return self.tok.key_uri(alias, **kw)
+
+    def cert(self, alias):
+        if alias not in self._certs:
+            self.key(alias)
+            self._certs[alias] = self.ws.self_signed(self.tok, alias)
+        return self._certs[alias]
+
+    def pubkey_pem(self, alias):
+        if alias not in self._pubs:
+            self.key(alias)
+            der = self.public_der(alias)
+            pub = serialization.load_der_public_key(der)
+            self._pubs[alias] = self.ws.write(
+                "%s-%s.pub.pem" % (self.tok.name, alias),
+                pub.public_bytes(serialization.Encoding.PEM,
+                                 serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
+        return self._pubs[alias]
+
+    def public_key(self, alias):
+        return serialization.load_pem_public_key(self.pubkey_pem(alias).read_bytes())
+
+    def public_der(self, alias) -> bytes:
+        raise NotImplementedError
+
+
+class SoftKind(TokenKind):
+    """A PKCS#12 keystore; public keys read from it with plain `openssl pkcs12`."""
+
+    def public_der(self, alias):
+        p = assert_ok(self.ws.ossl("pkcs12", "-in", self.tok.keystore, "-nocerts", "-nodes",
+                                   "-passin", "file:%s" % self.tok.pin_file, providers=None))
+        # Bag Attributes / friendlyName: <alias> / ... / -----BEGIN PRIVATE KEY----- ...
+        for m in re.finditer(r"friendlyName: (\S+).*?(-----BEGIN PRIVATE KEY-----.*?"
+                             r"-----END PRIVATE KEY-----)", p.stdout, re.S):
+            if m.group(1) == alias:
+                key = serialization.load_pem_private_key(m.group(2).encode(), None)
+                return key.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        raise AssertionError("no key %r in the keystore\n%s" % (alias, describe(p)))
+
+
+class SoftHsmKind(TokenKind):
+    """A SoftHSM2 slot; public keys read with OpenSC's pkcs11-tool (without ctok)."""
+
+    def public_der(self, alias):
+        if alias in CURVE_HASH:
+            return self._ec_public_der(alias)
+        out = self.ws.path("%s-%s.pub.der" % (self.tok.name, alias))
+        assert_ok(self.ws.hsm.tool("--token-label", self.label, "--read-object", "--type",
+                                   "pubkey", "--id", self.ids[alias].hex(), "-o", str(out)))
+        return out.read_bytes()
+
+    def _ec_public_der(self, alias):
+        """Debian 12's pkcs11-tool cannot --read-object a P-384 public key: the key is made
+        from the CKA_EC_POINT and CKA_EC_PARAMS that --list-objects prints."""
+        p = assert_ok(self.ws.hsm.tool("--token-label", self.label, "--list-objects", "--type",
+                                       "pubkey"))
+        for m in re.finditer(r"EC_POINT:\s+([0-9a-f]+)\s+EC_PARAMS:\s+([0-9a-f]+)\s+"
+                             r"label:.*?\n\s+ID:\s+([0-9a-f]+)", p.stdout):
+            if bytes.fromhex(m.group(3)) != self.ids[alias]:
+                continue
+            point = bytes.fromhex(m.group(1))  # DER OCTET STRING around the point
+            assert point[0] == 0x04, describe(p)
+            point = point[3:] if point[1] == 0x81 else point[2:]
+            curve = EC_PARAMS[m.group(2)]
+            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+            return key.public_bytes(serialization.Encoding.DER,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+        raise AssertionError("no public key with the id of %r\n%s" % (alias, describe(p)))
+
+
+class AwsKmsKind(TokenKind):
+    """A token on the KMS emulator; public keys from the emulator's own key objects. The
+    key id ctok prints is the bytes of the KMS key id (a UUID string)."""
+
+    cannot_do = KMS_CANNOT
+
+    def public_der(self, alias):
+        key_id = self.ids[alias].decode()
+        uuid.UUID(key_id)  # a KMS key id, not something else ctok made up
+        return self.emu.public_key_der(key_id)
+
+
+def _soft(root, build, request):
+    ws = Workspace(root, build)
+    return SoftKind("soft", ws, ws.create_token("soft"))
+
+
+def _softhsm(root, build, request):
+    from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
+
+    require_pkcs11_tools()
+    hsm = SoftHsm(root / "softhsm")
+    label = "ctok-table"
+    hsm.init_token(label, PIN)
+    ws = P11Workspace(root, build, hsm)
+    kind = SoftHsmKind("softhsm", ws, ws.create_p11_token("hsm", SOFTHSM_LIB, "label", label))
+    kind.label = label
+    return kind
+
+
+def _awskms(root, build, request):
+    here = Path(__file__).resolve().parent
+    if not (here / "kms_emulator.py").exists():
+        pytest.skip("the KMS emulator (tests/kms_emulator.py, fix/kmsemu) is not in this tree")
+    from kms_emulator import KmsEmulator
+    from kmsfixtures import awskms_token
+
+    emu = KmsEmulator(root / "kms")
+    emu.__enter__()
+    request.addfinalizer(emu.stop)
+    ws = Workspace(root, build)
+    name = awskms_token(ws, emu, name="kms")
+    entry = next(t for t in ws.load_config()["tokens"] if t["name"] == name)
+    auth = entry.get("auth") or {}
+    secret_file = Path(auth["file"]) if isinstance(auth, dict) and "file" in auth else None
+    if secret_file is not None:
+        register_secret(secret_file.read_text().split("\n")[0])
+    kind = AwsKmsKind("awskms", ws, Token(ws, name, entry["id"], None, None, secret_file))
+    kind.emu = emu
+    return kind
+
+
+MAKERS = {"soft": _soft, "softhsm": _softhsm, "awskms": _awskms}
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def token_kind(request, tmp_path_factory, build):
+    """One token of each kind in turn (see the module's doc)."""
+    return MAKERS[request.param](tmp_path_factory.mktemp("kind-" + request.param), build,
+                                 request)
+
