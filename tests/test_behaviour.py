@@ -74,12 +74,13 @@ SIGN_CASES = {
     "rsa2048-pkcs1-sha384": ("rsa2048", "sha384", pkcs1, "pkcs1", None),
     "rsa2048-pkcs1-sha512": ("rsa2048", "sha512", pkcs1, "pkcs1", None),
     "rsa3072-pkcs1-sha384": ("rsa3072", "sha384", pkcs1, "pkcs1", None),
+    "rsa3072-pkcs1-sha512": ("rsa3072", "sha512", pkcs1, "pkcs1", None),
     "rsa2048-pkcs1-sha1": ("rsa2048", "sha1", pkcs1, "pkcs1", SHA1),
     "rsa2048-pss-sha256-saltdigest": ("rsa2048", "sha256", lambda md: pss("digest", md),
                                       MD_LEN["sha256"], None),
     "rsa2048-pss-sha384-saltdigest": ("rsa2048", "sha384", lambda md: pss("digest", md),
                                       MD_LEN["sha384"], None),
-    "rsa2048-pss-sha512-salt64": ("rsa2048", "sha512", lambda md: pss("64", md), 64, None),
+    "rsa3072-pss-sha512-salt64": ("rsa3072", "sha512", lambda md: pss("64", md), 64, None),
     "rsa3072-pss-sha256-salt32": ("rsa3072", "sha256", lambda md: pss("32", md), 32, None),
     "rsa2048-pss-sha256-saltmax": ("rsa2048", "sha256", lambda md: pss("max", md),
                                    256 - 32 - 2, PSS_SALT),
@@ -87,6 +88,7 @@ SIGN_CASES = {
     "rsa3072-pss-sha256-salt0": ("rsa3072", "sha256", lambda md: pss("0", md), 0, PSS_SALT),
     "p256-ecdsa-sha256": ("p256", "sha256", lambda md: [], None, None),
     "p384-ecdsa-sha384": ("p384", "sha384", lambda md: [], None, None),
+    "p521-ecdsa-sha512": ("p521", "sha512", lambda md: [], None, None),
     "p256-ecdsa-sha1": ("p256", "sha1", lambda md: [], None, SHA1),
     "p256-ecdsa-sha384": ("p256", "sha384", lambda md: [], None, ECDSA_HASH),
     "p384-ecdsa-sha256": ("p384", "sha256", lambda md: [], None, ECDSA_HASH),
@@ -161,7 +163,9 @@ DGST_CASES = {
                                       None),
     "p256-sha256": ("p256", "sha256", [], None),
     "p384-sha384": ("p384", "sha384", [], None),
+    "p521-sha512": ("p521", "sha512", [], None),
     "p384-sha256": ("p384", "sha256", [], ECDSA_HASH),
+    "p521-sha256": ("p521", "sha256", [], ECDSA_HASH),
 }
 
 
@@ -185,7 +189,7 @@ def test_dgst_sign_of_a_whole_file_verifies_with_dgst_verify(token_kind, case):
 
 # ---------------------------------------------------------------- CSR, CA, CMS
 
-KEYS = ["rsa2048", "rsa3072", "p256", "p384"]
+KEYS = ["rsa2048", "rsa3072", "p256", "p384", "p521"]
 CA_EXTS = ["-addext", "basicConstraints=critical,CA:TRUE",
            "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
 
@@ -271,6 +275,7 @@ CMS_CASES = {
     "rsa2048-pss": ("rsa2048", ["-keyopt", "rsa_padding_mode:pss"]),
     "p256": ("p256", []),
     "p384": ("p384", ["-md", "sha384"]),
+    "p521": ("p521", ["-md", "sha512"]),
 }
 
 
@@ -294,7 +299,8 @@ def test_cms_signature_made_with_token_key_verifies(token_kind, tmp_path, case):
 # ---------------------------------------------------------------- ECDH
 
 
-@pytest.mark.parametrize("alias,curve,size", [("p256", "P-256", 32), ("p384", "P-384", 48)])
+@pytest.mark.parametrize("alias,curve,size", [("p256", "P-256", 32), ("p384", "P-384", 48),
+                                              ("p521", "P-521", 66)])
 def test_ecdh_derive_with_token_key_matches_the_peer_side(token_kind, tmp_path, alias, curve,
                                                           size):
     kind, ws = token_kind, token_kind.ws
@@ -330,6 +336,7 @@ TLS_CASES = {
                           None),
     "tls13-p256-ecdsa": ("p256", "-tls1_3", [], "ECDSA", None),
     "tls13-p384-ecdsa": ("p384", "-tls1_3", [], "ECDSA", None),
+    "tls13-p521-ecdsa": ("p521", "-tls1_3", [], "ECDSA", None),
     "tls12-p256-ecdsa": ("p256", "-tls1_2", [], "ECDSA", None),
     "tls12-p384-ecdsa-sha384": ("p384", "-tls1_2", ["-sigalgs", "ecdsa_secp384r1_sha384"],
                                 "ECDSA", None),

@@ -2,8 +2,8 @@
 the other side works with plain OpenSSL (or python-cryptography) and the results agree."""
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from ctoktest import assert_ok, describe, load_cert
 
@@ -73,31 +73,7 @@ def test_rsa_decrypt_of_tampered_ciphertext_fails(shared_ws, signer, tmp_path):
     assert not out.exists() or out.read_bytes() != SECRET
 
 
-CURVES = {"p256": ("P-256", 32), "p384": ("P-384", 48), "p521": ("P-521", 66)}
-
-
-@pytest.mark.parametrize("alias", list(CURVES))
-def test_ecdh_derive_with_token_key_matches_peer_side(shared_ws, signer, tmp_path, alias):
-    ws = shared_ws
-    curve, size = CURVES[alias]
-    peer = tmp_path / "peer.pem"
-    peer_pub = tmp_path / "peer.pub.pem"
-    assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:%s" % curve,
-                      "-out", peer, providers=None))
-    assert_ok(ws.ossl("pkey", "-in", peer, "-pubout", "-out", peer_pub, providers=None))
-
-    ours = tmp_path / "ours.bin"
-    assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", signer.key_uri(alias), "-peerkey",
-                      peer_pub, "-out", ours))
-    theirs = tmp_path / "theirs.bin"
-    assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", peer, "-peerkey", signer.pubkey_pem(alias),
-                      "-out", theirs, providers=None))
-    assert len(ours.read_bytes()) == size
-    assert ours.read_bytes() == theirs.read_bytes()
-
-    peer_key = serialization.load_pem_private_key(peer.read_bytes(), None)
-    py = peer_key.exchange(ec.ECDH(), load_cert(signer.cert(alias)).public_key())
-    assert ours.read_bytes() == py
+# ECDH with P-256/384/521 token keys: the behaviour table (test_behaviour.py)
 
 
 def test_ecdh_derive_with_peer_on_another_curve_fails(shared_ws, signer, tmp_path):

@@ -7,10 +7,9 @@ import urllib.parse
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from ctoktest import (
-    CTOK_FIRST,
     TlsServer,
     assert_fails_with,
     assert_handshake,
@@ -27,10 +26,6 @@ from ctoktest import (
     verify_digest,
 )
 from p11fixtures import MAIN_LABEL, main_hsm  # noqa: F401  (fixture)
-
-HASHES = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
-          "sha512": hashes.SHA512()}
-
 
 def pubkey(tok, alias):
     return load_cert(tok.cert(alias)).public_key()
@@ -56,43 +51,8 @@ def p11_uri(object=None, id=None, type="private", token=MAIN_LABEL, query=None, 
 # ---------------------------------------------------------------- signatures
 
 
-@pytest.mark.parametrize("alias,md", [("rsa2048", "sha256"), ("rsa2048", "sha1"),
-                                      ("rsa3072", "sha384"), ("rsa3072", "sha512")])
-def test_rsa_pkcs1_signature_made_in_the_hsm_verifies_with_the_certificate(main_hsm, alias, md):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    p, sig, dg = sign_digest(ws, tok.key_uri(alias), "-pkeyopt", "rsa_padding_mode:pkcs1", md=md)
-    assert_ok(p)
-    assert_verified(verify_digest(ws, tok.cert(alias), dg, sig, "-pkeyopt",
-                                  "rsa_padding_mode:pkcs1", md=md))
-    pubkey(tok, alias).verify(sig.read_bytes(), dg.read_bytes(), padding.PKCS1v15(),
-                              utils.Prehashed(HASHES[md]))
-
-
-# (key, digest, salt length asked for, salt length expected, MGF1 digest)
-PSS_CASES = [
-    ("rsa2048", "sha256", "digest", 32, "sha256"),
-    ("rsa2048", "sha256", "max", 256 - 32 - 2, "sha256"),
-    ("rsa2048", "sha384", "20", 20, "sha384"),
-    ("rsa3072", "sha256", "0", 0, "sha256"),
-    ("rsa3072", "sha512", "64", 64, "sha512"),
-]
-
-
-@pytest.mark.parametrize("alias,md,saltlen,expected,mgf1", PSS_CASES,
-                         ids=["%s-%s-salt%s-mgf1%s" % (c[0], c[1], c[2], c[4]) for c in PSS_CASES])
-def test_rsa_pss_signature_made_in_the_hsm_honours_salt_and_mgf1(main_hsm, alias, md, saltlen,
-                                                                 expected, mgf1):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    p, sig, dg = sign_digest(ws, tok.key_uri(alias), "-pkeyopt", "rsa_padding_mode:pss",
-                             "-pkeyopt", "rsa_pss_saltlen:%s" % saltlen, "-pkeyopt",
-                             "rsa_mgf1_md:%s" % mgf1, md=md)
-    assert_ok(p)
-    assert_verified(verify_digest(ws, tok.cert(alias), dg, sig, "-pkeyopt", "rsa_padding_mode:pss",
-                                  "-pkeyopt", "rsa_pss_saltlen:%d" % expected, "-pkeyopt",
-                                  "rsa_mgf1_md:%s" % mgf1, md=md))
-    pubkey(tok, alias).verify(sig.read_bytes(), dg.read_bytes(),
-                              padding.PSS(mgf=padding.MGF1(HASHES[mgf1]), salt_length=expected),
-                              utils.Prehashed(HASHES[md]))
+# RSA PKCS#1 and PSS, ECDSA, dgst -sign, ECDH, CSR and CA, CMS signing, TLS servers and client
+# authentication with HSM keys: the behaviour table over every token kind (test_behaviour.py).
 
 
 def test_rsa_pss_with_an_mgf1_digest_softhsm_refuses_is_a_clear_error_not_a_crash(main_hsm):
@@ -108,18 +68,6 @@ def test_rsa_pss_with_an_mgf1_digest_softhsm_refuses_is_a_clear_error_not_a_cras
     assert not sig.exists() or sig.read_bytes() == b"", describe(p)
 
 
-@pytest.mark.parametrize("alias,md", [("p256", "sha256"), ("p256", "sha1"), ("p384", "sha384"),
-                                      ("p384", "sha512")])
-def test_ecdsa_signature_from_the_hsm_is_der_and_verifies(main_hsm, alias, md):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    p, sig, dg = sign_digest(ws, tok.key_uri(alias), md=md)
-    assert_ok(p)
-    assert sig.read_bytes()[0] == 0x30, "the raw r||s of CKM_ECDSA was not converted to DER"
-    assert_verified(verify_digest(ws, tok.cert(alias), dg, sig, md=md))
-    pubkey(tok, alias).verify(sig.read_bytes(), dg.read_bytes(),
-                              ec.ECDSA(utils.Prehashed(HASHES[md])))
-
-
 def test_ed25519_signature_from_the_hsm_verifies_with_the_certificate(main_hsm):
     ws, tok = main_hsm.ws, main_hsm.tok
     msg, _ = digest_file(ws)
@@ -130,23 +78,6 @@ def test_ed25519_signature_from_the_hsm_verifies_with_the_certificate(main_hsm):
     assert_verified(ws.ossl("pkeyutl", "-verify", "-rawin", "-certin", "-inkey",
                             tok.cert("ed25519"), "-in", msg, "-sigfile", sig, providers=None))
     pubkey(tok, "ed25519").verify(sig.read_bytes(), msg.read_bytes())
-
-
-@pytest.mark.parametrize("alias,opts", [
-    ("rsa2048", []),
-    ("rsa3072", ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32"]),
-    ("p256", []),
-    ("p384", []),
-], ids=["rsa2048-pkcs1", "rsa3072-pss", "p256", "p384"])
-def test_dgst_sign_of_a_whole_file_with_an_hsm_key_verifies(main_hsm, alias, opts):
-    """`openssl dgst -sign` hashes the message itself (digest-sign in the provider)."""
-    ws, tok = main_hsm.ws, main_hsm.tok
-    msg, _ = digest_file(ws)
-    sig = ws.path("hsm-dgst-%s.sig" % alias)
-    assert_ok(ws.ossl("dgst", "-sha256", "-sign", tok.key_uri(alias), *opts, "-out", sig, msg))
-    v = assert_ok(ws.ossl("dgst", "-sha256", "-verify", tok.pubkey_pem(alias), *opts,
-                          "-signature", sig, msg, providers=None))
-    assert "Verified OK" in v.stdout, describe(v)
 
 
 # ---------------------------------------------------------------- pkcs11: URIs
@@ -313,26 +244,6 @@ def test_rsa_oaep_with_a_label_softhsm_ignores_fails_with_a_ctok_error(main_hsm,
     assert not out.exists() or out.read_bytes() != SECRET
 
 
-@pytest.mark.parametrize("alias,curve,size", [("p256", "P-256", 32), ("p384", "P-384", 48)])
-def test_ecdh_derive_in_the_hsm_matches_the_peer_side(main_hsm, tmp_path, alias, curve, size):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    peer = tmp_path / "peer.pem"
-    peer_pub = tmp_path / "peer.pub.pem"
-    assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:%s" % curve,
-                      "-out", peer, providers=None))
-    assert_ok(ws.ossl("pkey", "-in", peer, "-pubout", "-out", peer_pub, providers=None))
-    ours = tmp_path / "ours.bin"
-    assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", tok.key_uri(alias), "-peerkey", peer_pub,
-                      "-out", ours))
-    theirs = tmp_path / "theirs.bin"
-    assert_ok(ws.ossl("pkeyutl", "-derive", "-inkey", peer, "-peerkey", tok.pubkey_pem(alias),
-                      "-out", theirs, providers=None))
-    assert len(ours.read_bytes()) == size
-    assert ours.read_bytes() == theirs.read_bytes()
-    peer_key = serialization.load_pem_private_key(peer.read_bytes(), None)
-    assert ours.read_bytes() == peer_key.exchange(ec.ECDH(), pubkey(tok, alias))
-
-
 def test_ecdh_derive_through_a_pkcs11_uri(main_hsm, tmp_path):
     ws, tok = main_hsm.ws, main_hsm.tok
     peer = tmp_path / "peer.pem"
@@ -353,7 +264,7 @@ CA_EXTS = ["-addext", "basicConstraints=critical,CA:TRUE",
            "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
 
 
-@pytest.mark.parametrize("alias", ["rsa3072", "p384", "ed25519"])
+@pytest.mark.parametrize("alias", ["ed25519"])
 def test_ca_key_in_the_hsm_issues_a_leaf_that_openssl_verify_accepts(main_hsm, tmp_path, alias):
     ws, tok = main_hsm.ws, main_hsm.tok
     ca = tmp_path / "ca.pem"
@@ -373,19 +284,6 @@ def test_ca_key_in_the_hsm_issues_a_leaf_that_openssl_verify_accepts(main_hsm, t
     assert public_der(load_cert(ca).public_key()) == public_der(pubkey(tok, alias))
 
 
-@pytest.mark.parametrize("alias", ["rsa2048", "p256"])
-def test_cms_signed_with_an_hsm_key_verifies_with_plain_openssl(main_hsm, tmp_path, alias):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    msg, _ = digest_file(ws)
-    signed = tmp_path / "signed.p7m"
-    assert_ok(ws.ossl("cms", "-sign", "-in", msg, "-signer", tok.cert(alias), "-inkey",
-                      tok.key_uri(alias), "-binary", "-nodetach", "-outform", "DER", "-out", signed))
-    out = tmp_path / "content"
-    v = assert_ok(ws.ossl("cms", "-verify", "-in", signed, "-inform", "DER", "-CAfile",
-                          tok.cert(alias), "-binary", "-out", out, providers=None))
-    assert out.read_bytes() == msg.read_bytes(), describe(v)
-
-
 def test_cms_enveloped_for_an_hsm_rsa_certificate_is_decrypted_by_the_hsm(main_hsm, tmp_path):
     ws, tok = main_hsm.ws, main_hsm.tok
     pt = tmp_path / "pt"
@@ -403,11 +301,6 @@ def test_cms_enveloped_for_an_hsm_rsa_certificate_is_decrypted_by_the_hsm(main_h
 # ---------------------------------------------------------------- TLS
 
 TLS_CASES = {
-    "tls13-rsa2048-pss": ("rsa2048", "-tls1_3", [], "RSA-PSS"),
-    "tls12-rsa2048-pss": ("rsa2048", "-tls1_2", ["-sigalgs", "rsa_pss_rsae_sha256"], "RSA-PSS"),
-    "tls12-rsa3072-pkcs1": ("rsa3072", "-tls1_2", ["-sigalgs", "rsa_pkcs1_sha384"], "RSA"),
-    "tls13-p256-ecdsa": ("p256", "-tls1_3", [], "ECDSA"),
-    "tls12-p384-ecdsa": ("p384", "-tls1_2", [], "ECDSA"),
     "tls13-ed25519": ("ed25519", "-tls1_3", [], "Ed25519"),
 }
 
@@ -422,21 +315,6 @@ def test_tls_server_with_its_key_in_the_hsm_completes_the_handshake(main_hsm, ca
         assert_handshake(cli, srv)
     assert ("Protocol  : %s" % ("TLSv1.3" if proto == "-tls1_3" else "TLSv1.2")) in cli.stdout
     assert ("peer signature type: %s" % sigtype).lower() in cli.stdout.lower(), cli.stdout
-
-
-@pytest.mark.parametrize("alias,proto", [("p256", "-tls1_3"), ("rsa2048", "-tls1_2")])
-def test_tls_client_authenticates_with_its_key_in_the_hsm(main_hsm, tmp_path, alias, proto):
-    ws, tok = main_hsm.ws, main_hsm.tok
-    skey, scert = tmp_path / "server.key", tmp_path / "server.pem"
-    assert_ok(ws.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-nodes", "-keyout", skey, "-subj", "/CN=localhost", "-days", "1", "-out",
-                      scert, providers=None))
-    with TlsServer(ws, skey, scert, proto, "-Verify", "1", "-CAfile", tok.cert(alias),
-                   providers=None) as srv:
-        cli = tls_client(ws, srv.port, scert, proto, "-cert", tok.cert(alias), "-key",
-                         tok.key_uri(alias), providers=CTOK_FIRST)
-        assert_handshake(cli, srv)
-    assert "CN = %s" % alias in srv.stderr or "CN=%s" % alias in srv.stderr, srv.report()
 
 
 def test_benchmark_program_signs_with_an_hsm_key_on_two_threads(main_hsm):

@@ -14,18 +14,11 @@ from ctoktest import (
     tls_client,
 )
 
-# id: (key alias, protocol, client options, expected peer signature type)
+# id: (key alias, protocol, client options, expected peer signature type); RSA-2048/3072 and
+# ECDSA P-256/384/521 servers and client authentication are in the behaviour table
+# (test_behaviour.py)
 CASES = {
-    "tls13-rsa2048-pss": ("rsa2048", "-tls1_3", [], "RSA-PSS"),
     "tls13-rsa4096-pss": ("rsa4096", "-tls1_3", [], "RSA-PSS"),
-    "tls12-rsa2048-pkcs1": ("rsa2048", "-tls1_2", ["-sigalgs", "rsa_pkcs1_sha256"], "RSA"),
-    "tls12-rsa3072-pkcs1-sha384": ("rsa3072", "-tls1_2", ["-sigalgs", "rsa_pkcs1_sha384"],
-                                   "RSA"),
-    "tls12-rsa2048-pss": ("rsa2048", "-tls1_2", ["-sigalgs", "rsa_pss_rsae_sha256"], "RSA-PSS"),
-    "tls13-p256-ecdsa": ("p256", "-tls1_3", [], "ECDSA"),
-    "tls13-p384-ecdsa": ("p384", "-tls1_3", [], "ECDSA"),
-    "tls13-p521-ecdsa": ("p521", "-tls1_3", [], "ECDSA"),
-    "tls12-p256-ecdsa": ("p256", "-tls1_2", [], "ECDSA"),
     "tls13-ed25519": ("ed25519", "-tls1_3", [], "Ed25519"),
 }
 
@@ -84,38 +77,3 @@ def test_tls13_handshake_with_token_key_in_every_provider_order(shared_ws, signe
     with TlsServer(ws, signer.key_uri("p256"), cert, "-tls1_3", providers=order) as srv:
         cli = tls_client(ws, srv.port, cert, "-tls1_3")
         assert_handshake(cli, srv)
-
-
-def test_tls_client_authenticates_with_token_key(shared_ws, signer, tmp_path):
-    """s_client -key ctok:... : the token key signs CertificateVerify for the client."""
-    ws = shared_ws
-    server_key = tmp_path / "server.key"
-    server_cert = tmp_path / "server.pem"
-    from ctoktest import assert_ok
-
-    assert_ok(ws.ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-nodes", "-keyout", server_key, "-subj", "/CN=server", "-days", "2",
-                      "-out", server_cert, providers=None))
-    client_cert = signer.cert("rsa2048")
-    with TlsServer(ws, server_key, server_cert, "-tls1_3", "-Verify", "1", "-verify_return_error",
-                   "-CAfile", client_cert, providers=None) as srv:
-        cli = tls_client(ws, srv.port, server_cert, "-tls1_3", "-key", signer.key_uri("rsa2048"),
-                         "-cert", client_cert, providers="ctok-first")
-        assert_handshake(cli, srv)
-    assert "CN = rsa2048" in bytes(srv.out).decode(errors="replace") + srv.stderr, srv.report()
-
-
-def test_server_refuses_certificate_that_does_not_match_token_key(shared_ws, signer):
-    """The key/certificate consistency check compares the public keys for real."""
-    import subprocess
-
-    from ctoktest import assert_fails_with, free_port
-
-    ws = shared_ws
-    try:
-        p = ws.ossl("s_server", "-accept", "127.0.0.1:%d" % free_port(), "-naccept", "1",
-                    "-key", signer.key_uri("p256"), "-cert", signer.cert("p384"), timeout=20)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("s_server accepted a certificate for another key and served")
-    assert_fails_with(p)
-    assert "mismatch" in p.stderr.lower() or "does not match" in p.stderr.lower(), p.stderr

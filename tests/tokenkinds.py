@@ -28,9 +28,11 @@ from ctoktest import PIN, Token, Workspace, assert_ok, describe, register_secret
 KINDS = ("soft", "softhsm", "awskms")
 
 # The table's keys: alias -> `ctok key generate` spec.
-SPECS = {"rsa2048": "rsa:2048", "rsa3072": "rsa:3072", "p256": "ec:P-256", "p384": "ec:P-384"}
-CURVE_HASH = {"p256": "sha256", "p384": "sha384"}
-EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1()}
+SPECS = {"rsa2048": "rsa:2048", "rsa3072": "rsa:3072", "p256": "ec:P-256", "p384": "ec:P-384",
+         "p521": "ec:P-521"}
+CURVE_HASH = {"p256": "sha256", "p384": "sha384", "p521": "sha512"}
+EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1(),
+             "06052b81040023": ec.SECP521R1()}
 
 # Features only some kinds have (issue 9: AWS KMS signs with PKCS#1 v1.5 and PSS whose salt is
 # the digest length, SHA-256/384/512 only, ECDSA with the curve's own hash; it does no raw RSA
