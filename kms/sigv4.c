@@ -1,0 +1,208 @@
+/*
+ * SigV4 with OpenSSL's EVP_Q_digest and EVP_Q_mac. The derived key depends only on date,
+ * region and service; it is recomputed per request (four HMACs, a few microseconds) rather
+ * than cached, so no copy of key material outlives a call.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "sigv4.h"
+
+#define SHA256_LEN 32
+#define MAX_SIGNED_HEADERS 16
+
+static void hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
+{
+    unsigned char md[SHA256_LEN];
+    size_t mdlen = 0;
+
+    if (!EVP_Q_digest(NULL, "SHA256", NULL, data, len, md, &mdlen))
+        return 0;
+    hex(md, mdlen, out);
+    return 1;
+}
+
+static int hmac(const void *key, size_t klen, const char *msg, unsigned char out[SHA256_LEN])
+{
+    size_t n = 0;
+
+    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen, (const unsigned char *)msg,
+                     strlen(msg), out, SHA256_LEN, &n) != NULL &&
+           n == SHA256_LEN;
+}
+
+/* A growing string; on failure len stays and ok drops to 0. */
+struct buf {
+    char *s;
+    size_t len, cap;
+    int ok;
+};
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (!b->ok)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *t = OPENSSL_realloc(b->s, cap);
+
+        if (t == NULL) {
+            b->ok = 0;
+            return;
+        }
+        b->s = t;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* The value trimmed, each run of spaces inside it as one space. */
+static void put_value(struct buf *b, const char *v)
+{
+    const char *end = v + strlen(v);
+
+    while (*v == ' ' || *v == '\t')
+        v++;
+    while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    for (; v < end; v++) {
+        if ((*v == ' ' || *v == '\t') && (v[1] == ' ' || v[1] == '\t'))
+            continue;
+        put(b, *v == '\t' ? " " : v, 1);
+    }
+}
+
+static void put_lower(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        char c = (char)tolower((unsigned char)*s);
+
+        put(b, &c, 1);
+    }
+}
+
+/* Header indices in canonical (lower-case name) order. */
+static int sorted(const struct ctok_sigv4_req *r, size_t *idx)
+{
+    if (r->n_headers == 0 || r->n_headers > MAX_SIGNED_HEADERS)
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        idx[i] = i;
+    /* insertion sort: qsort's comparator would need a global */
+    for (size_t i = 1; i < r->n_headers; i++)
+        for (size_t j = i;
+             j > 0 && strcasecmp(r->headers[idx[j - 1]].name, r->headers[idx[j]].name) > 0; j--) {
+            size_t t = idx[j];
+
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
+    return 1;
+}
+
+static int signing_key(const char *secret, const struct ctok_sigv4_req *r,
+                       unsigned char key[SHA256_LEN])
+{
+    size_t slen = strlen(secret);
+    char date[9], *k0 = OPENSSL_malloc(slen + 5);
+    int ok;
+
+    if (k0 == NULL)
+        return 0;
+    memcpy(k0, "AWS4", 4);
+    memcpy(k0 + 4, secret, slen + 1);
+    snprintf(date, sizeof(date), "%.8s", r->amz_date);
+    ok = hmac(k0, slen + 4, date, key) && hmac(key, SHA256_LEN, r->region, key) &&
+         hmac(key, SHA256_LEN, r->service, key) && hmac(key, SHA256_LEN, "aws4_request", key);
+    OPENSSL_clear_free(k0, slen + 5);
+    return ok;
+}
+
+int ctok_sigv4_sign(const struct ctok_sigv4_req *r, const char *akid, const char *secret,
+                    char *auth, size_t auth_len, char **canonical, char **to_sign)
+{
+    struct buf creq = {.ok = 1}, sts = {.ok = 1}, names = {.ok = 1};
+    size_t idx[MAX_SIGNED_HEADERS];
+    char h[2 * SHA256_LEN + 1], scope[128], sig[2 * SHA256_LEN + 1];
+    unsigned char key[SHA256_LEN], mac[SHA256_LEN];
+    int ok = 0, n;
+
+    if (strlen(r->amz_date) != 16 || !sorted(r, idx))
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (i > 0)
+            puts_(&names, ";");
+        put_lower(&names, r->headers[idx[i]].name);
+    }
+    puts_(&creq, r->method);
+    puts_(&creq, "\n");
+    puts_(&creq, r->path);
+    puts_(&creq, "\n");
+    puts_(&creq, r->query);
+    puts_(&creq, "\n");
+    for (size_t i = 0; i < r->n_headers; i++) {
+        put_lower(&creq, r->headers[idx[i]].name);
+        puts_(&creq, ":");
+        put_value(&creq, r->headers[idx[i]].value);
+        puts_(&creq, "\n");
+    }
+    puts_(&creq, "\n");
+    if (names.ok)
+        puts_(&creq, names.s);
+    puts_(&creq, "\n");
+    if (!sha256_hex(r->body != NULL ? r->body : "", r->body_len, h))
+        goto end;
+    puts_(&creq, h);
+    n = snprintf(scope, sizeof(scope), "%.8s/%s/%s/aws4_request", r->amz_date, r->region,
+                 r->service);
+    if (!creq.ok || !names.ok || n < 0 || (size_t)n >= sizeof(scope) ||
+        !sha256_hex(creq.s, creq.len, h))
+        goto end;
+    puts_(&sts, "AWS4-HMAC-SHA256\n");
+    puts_(&sts, r->amz_date);
+    puts_(&sts, "\n");
+    puts_(&sts, scope);
+    puts_(&sts, "\n");
+    puts_(&sts, h);
+    if (!sts.ok || !signing_key(secret, r, key) || !hmac(key, SHA256_LEN, sts.s, mac))
+        goto end;
+    hex(mac, SHA256_LEN, sig);
+    n = snprintf(auth, auth_len,
+                 "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s", akid, scope,
+                 names.s, sig);
+    ok = n > 0 && (size_t)n < auth_len;
+end:
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(mac, sizeof(mac));
+    if (ok && canonical != NULL)
+        *canonical = OPENSSL_strdup(creq.s);
+    if (ok && to_sign != NULL)
+        *to_sign = OPENSSL_strdup(sts.s);
+    OPENSSL_free(creq.s);
+    OPENSSL_free(sts.s);
+    OPENSSL_free(names.s);
+    return ok;
+}
