@@ -60,10 +60,11 @@ static const unsigned char tbs[TBS_LEN] = {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ctok-bench-sign --key URI|FILE --alg rsa-pkcs1|rsa-pss|ecdsa|ed25519\n"
-               "         [--threads N] [--seconds S] [--passin CODE] [--reuse-ctx]\n"
+               "         [--threads N] [--seconds S] [--passin CODE] [--reuse-ctx] [--latency]\n"
                "         [--provider-path DIR] [--provider NAME]...\n"
                "  --passin: pass:CODE, file:PATH, env:NAME, or the code itself\n"
-               "  prints: ops_per_sec=<float> threads=<n> sigs=<count> cpu_s=<float>\n");
+               "  prints: ops_per_sec=<float> threads=<n> sigs=<count> cpu_s=<float>\n"
+               "  --latency: each signature timed; the line ends with p50_us=<f> p99_us=<f>\n");
 }
 
 static void die_ssl(const char *what)
@@ -225,6 +226,7 @@ static int verify_once(EVP_PKEY *pkey, enum alg alg, const unsigned char *sig, s
  * an EVP_PKEY_CTX per signature costs the application.
  */
 static int reuse_ctx;
+static int latency; /* --latency */
 
 /* ---- workers ------------------------------------------------------------------------- */
 
@@ -239,6 +241,7 @@ static unsigned long sign_worker(void *arg)
 
     bench_ready();
     while (bench_running()) {
+        long long t0 = latency ? bench_now_ns() : 0;
         int ok;
 
         siglen = SIG_BUF;
@@ -250,6 +253,8 @@ static unsigned long sign_worker(void *arg)
             bench_fail();
             break;
         }
+        if (latency)
+            bench_record_ns(bench_now_ns() - t0);
         n++;
     }
     EVP_PKEY_CTX_free(ctx);
@@ -284,6 +289,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--reuse-ctx") == 0) {
             reuse_ctx = 1;
+            continue;
+        }
+        if (strcmp(a, "--latency") == 0) {
+            latency = 1;
             continue;
         }
         if (v == NULL) {

@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 
 static pthread_barrier_t start_line;
 static atomic_int stop, failed;
+static unsigned int samples[BENCH_MAX_SAMPLES]; /* ns, capped at UINT_MAX */
+static atomic_uint nsamples;
 
 struct thread {
     pthread_t tid;
@@ -36,6 +39,43 @@ void bench_fail(void)
 {
     atomic_store(&failed, 1);
     atomic_store(&stop, 1);
+}
+
+long long bench_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void bench_record_ns(long long ns)
+{
+    unsigned int i = atomic_fetch_add_explicit(&nsamples, 1, memory_order_relaxed);
+
+    if (i < BENCH_MAX_SAMPLES)
+        samples[i] = ns < 0 ? 0 : ns > (long long)UINT_MAX ? UINT_MAX : (unsigned int)ns;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    unsigned int x = *(const unsigned int *)a, y = *(const unsigned int *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* " p50_us=<f> p99_us=<f>" of the recorded latencies, or "" when none were recorded. */
+static void print_percentiles(void)
+{
+    size_t n = atomic_load(&nsamples);
+
+    if (n == 0)
+        return;
+    if (n > BENCH_MAX_SAMPLES)
+        n = BENCH_MAX_SAMPLES;
+    qsort(samples, n, sizeof(samples[0]), by_value);
+    printf(" p50_us=%.1f p99_us=%.1f", samples[(n - 1) / 2] / 1e3,
+           samples[(size_t)((double)(n - 1) * 0.99)] / 1e3);
 }
 
 static void *trampoline(void *arg)
@@ -98,8 +138,10 @@ int bench_run(const char *prog, int nthreads, double seconds, bench_worker_fn fn
     }
     /* cpu_s: CPU time of the whole process during the run; steadier than wall time on a
      * shared machine, since other load slows a run down without adding to it. */
-    printf("ops_per_sec=%.1f threads=%d sigs=%lu cpu_s=%.3f\n", (double)total / (t1 - t0), nthreads,
+    printf("ops_per_sec=%.1f threads=%d sigs=%lu cpu_s=%.3f", (double)total / (t1 - t0), nthreads,
            total, c1 - c0);
+    print_percentiles();
+    printf("\n");
     fflush(stdout);
     return 0;
 }

@@ -14,6 +14,13 @@ void bench_ready(void);
 int bench_running(void);
 void bench_fail(void);
 
+/* Optional per-operation latency: a worker that times its operations reports each one's
+ * duration here (thread-safe; the first BENCH_MAX_SAMPLES are kept), and bench_run's line
+ * then ends with " p50_us=<f> p99_us=<f>". */
+#define BENCH_MAX_SAMPLES (1u << 20)
+void bench_record_ns(long long ns);
+long long bench_now_ns(void);
+
 /* Runs fn(args[i]) in nthreads threads for seconds of wall time and prints the result
  * line; returns 0, or 1 if a worker failed (nothing is printed then). */
 int bench_run(const char *prog, int nthreads, double seconds, bench_worker_fn fn, void **args);

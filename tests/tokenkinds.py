@@ -188,17 +188,14 @@ def _awskms(root, build, request):
     from kms_emulator import KmsEmulator
     from kmsfixtures import awskms_token
 
-    emu = KmsEmulator(root / "kms")
+    emu = KmsEmulator(root / "kms", on_secret=register_secret)
     emu.__enter__()
     request.addfinalizer(emu.stop)
     ws = Workspace(root, build)
-    name = awskms_token(ws, emu, name="kms")
+    name = awskms_token(ws, emu, name="kms")  # registers the secret with the scan
     entry = next(t for t in ws.load_config()["tokens"] if t["name"] == name)
-    auth = entry.get("auth") or {}
-    secret_file = Path(auth["file"]) if isinstance(auth, dict) and "file" in auth else None
-    if secret_file is not None:
-        register_secret(secret_file.read_text().split("\n")[0])
-    kind = AwsKmsKind("awskms", ws, Token(ws, name, entry["id"], None, None, secret_file))
+    kind = AwsKmsKind("awskms", ws, Token(ws, name, entry.get("id", ""), None, None,
+                                          Path(entry["auth"]["file"])))
     kind.emu = emu
     return kind
 
