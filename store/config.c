@@ -9,7 +9,8 @@
 
 #include "internal.h"
 
-static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend};
+static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend,
+                                                &ctok_awskms_backend};
 
 static const struct {
     const char *name;
@@ -158,8 +159,8 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         if (strcmp(backends[i]->type, type) == 0)
             tok->be = backends[i];
     if (tok->be == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11)", path,
-                 name, type);
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11, awskms)",
+                 path, name, type);
         goto err;
     }
     if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms) ||
@@ -291,6 +292,8 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
         if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
             return ctok_pkcs12_create(tok, code, len);
     }
+    if (tok->be->create != NULL)
+        return tok->be->create(tok, code, len);
     return ctok_token_login_with(tok, code, len);
 }
 

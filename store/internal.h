@@ -123,6 +123,7 @@ struct ctok_backend {
 
 extern const struct ctok_backend ctok_pkcs12_backend;
 extern const struct ctok_backend ctok_pkcs11_backend;
+extern const struct ctok_backend ctok_awskms_backend;
 
 enum ctok_auth_kind { CTOK_AUTH_PROMPT = 0, CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED };
 
