@@ -786,14 +786,28 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
     return ok;
 }
 
+/* The digest a key test signs: the curve's for ECDSA (AWS KMS takes no other), else SHA-256. */
+static const EVP_MD *test_md(const ctok_key *key)
+{
+    int bits = key->pub != NULL ? EVP_PKEY_get_bits(key->pub) : 0;
+
+    if (key->type == CTOK_KT_ED25519)
+        return NULL;
+    if (key->type != CTOK_KT_EC || bits <= 256)
+        return EVP_sha256();
+    return bits <= 384 ? EVP_sha384() : EVP_sha512();
+}
+
 /* EJBCA's key test: sign a random message with the token key, verify in software. */
 int ctok_key_test(ctok_key *key)
 {
     EVP_PKEY *pub = key->pub;
     enum ctok_key_type t = key->type;
+    const EVP_MD *md = test_md(key);
     struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
-                                 t == CTOK_KT_ED25519 ? NULL : EVP_sha256(), EVP_sha256(), 32};
-    unsigned char msg[64], dgst[32], sig[1024];
+                                 md, md, 32};
+    unsigned char msg[64], dgst[EVP_MAX_MD_SIZE], sig[1024];
+    unsigned int dlen = 0;
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *m = NULL;
     EVP_PKEY_CTX *pc = NULL;
@@ -809,15 +823,14 @@ int ctok_key_test(ctok_key *key)
              EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
         goto end;
     }
-    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL) ||
-        !key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+    if (!EVP_Digest(msg, sizeof(msg), dgst, &dlen, md, NULL) ||
+        !key_sign(key, &sp, dgst, dlen, sig, &siglen))
         goto end;
     pc = EVP_PKEY_CTX_new(pub, NULL);
-    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 &&
-         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0 &&
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 && EVP_PKEY_CTX_set_signature_md(pc, md) > 0 &&
          (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0) &&
          (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0) &&
-         EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+         EVP_PKEY_verify(pc, sig, siglen, dgst, dlen) == 1;
 end:
     EVP_PKEY_CTX_free(pc);
     EVP_MD_CTX_free(m);
