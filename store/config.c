@@ -34,6 +34,8 @@ void ctok_token_free(ctok_token *tok)
 {
     if (tok == NULL)
         return;
+    ctok_token_keys_drop(tok);
+    free(tok->keys);
     if (tok->be != NULL && tok->be->close != NULL)
         tok->be->close(tok);
     if (tok->code != NULL)
@@ -46,6 +48,7 @@ void ctok_token_free(ctok_token *tok)
     free(tok->id);
     free(tok->type);
     pthread_mutex_destroy(&tok->lock);
+    pthread_mutex_destroy(&tok->login_lock);
     free(tok);
 }
 
@@ -142,6 +145,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     if (tok == NULL)
         return NULL;
     pthread_mutex_init(&tok->lock, NULL);
+    pthread_mutex_init(&tok->login_lock, NULL);
     tok->ctx = ctx;
     tok->entry = json_incref(o);
     tok->name = strdup(name);
