@@ -35,6 +35,8 @@ void ctok_token_free(ctok_token *tok)
 {
     if (tok == NULL)
         return;
+    ctok_token_keys_drop(tok);
+    free(tok->keys);
     if (tok->be != NULL && tok->be->close != NULL)
         tok->be->close(tok);
     if (tok->code != NULL)
@@ -47,6 +49,7 @@ void ctok_token_free(ctok_token *tok)
     free(tok->id);
     free(tok->type);
     pthread_mutex_destroy(&tok->lock);
+    pthread_mutex_destroy(&tok->login_lock);
     free(tok);
 }
 
@@ -143,6 +146,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     if (tok == NULL)
         return NULL;
     pthread_mutex_init(&tok->lock, NULL);
+    pthread_mutex_init(&tok->login_lock, NULL);
     tok->ctx = ctx;
     tok->entry = json_incref(o);
     tok->name = strdup(name);
