@@ -49,7 +49,7 @@ static const char usage[] =
     "usage: ctok [--config FILE] [--json] COMMAND ...    ctok COMMAND --help for details\n"
     "\n"
     "Crypto tokens (EJBCA's crypto token operations):\n"
-    "  token create --type pkcs12|pkcs11 --name NAME ...   add a token (new unique id)\n"
+    "  token create --type pkcs12|pkcs11|awskms --name NAME ...   add a token (new unique id)\n"
     "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
     "  token activate TOKEN [--remember] | deactivate TOKEN\n"
     "  slots [--library LIB]               the slots of a PKCS#11 library, or of all\n"
@@ -82,6 +82,10 @@ static const struct {
      "token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
      "             [--attributes FILE] [--auth-file F | --auth-env V] [--allow-export]\n"
      "             [--explicit-ecc]\n"
+     "token create --type awskms --name NAME --region R [--auth-method keys|role]\n"
+     "             [--access-key-id ID] [--endpoint URL] [--imds-endpoint URL] [--ca-file F]\n"
+     "             [--timeout-ms N] [--max-retries N] [--deletion-window-days N]\n"
+     "             [--certificates DIR] [--auth-file F | --auth-env V]\n"
      "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
      "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
      "  A pkcs12 keystore that does not exist is created; an existing one, or a PKCS#11 slot,\n"
@@ -157,6 +161,16 @@ static int parse_options(struct cli *c, int argc, char **argv)
         {"--ref-type", offsetof(struct cli, ref_type)},
         {"--ref", offsetof(struct cli, ref)},
         {"--attributes", offsetof(struct cli, attributes)},
+        {"--region", offsetof(struct cli, region)},
+        {"--auth-method", offsetof(struct cli, auth_method)},
+        {"--access-key-id", offsetof(struct cli, access_key_id)},
+        {"--endpoint", offsetof(struct cli, endpoint)},
+        {"--imds-endpoint", offsetof(struct cli, imds_endpoint)},
+        {"--ca-file", offsetof(struct cli, ca_file)},
+        {"--timeout-ms", offsetof(struct cli, timeout_ms)},
+        {"--max-retries", offsetof(struct cli, max_retries)},
+        {"--deletion-window-days", offsetof(struct cli, deletion_window_days)},
+        {"--certificates", offsetof(struct cli, certificates)},
         {"--puk-file", offsetof(struct cli, puk_file)},
         {"--puk-env", offsetof(struct cli, puk_env)},
         {"--new-auth-file", offsetof(struct cli, new_auth_file)},
