@@ -31,12 +31,12 @@ from ctoktest import (
     verify_digest,
 )
 from tokenkinds import (  # noqa: F401  (fixture token_kind)
-    CURVE_HASH,
     ECDH,
     ECDSA_HASH,
     PSS_SALT,
     RAW_RSA,
     SHA1,
+    md_of,
     token_kind,
 )
 
@@ -56,9 +56,9 @@ def pss(salt, md):
 
 def assert_refused(p, kind, alias, feature, out=None):
     """What a kind cannot do fails cleanly: non-zero exit, no crash, ctok's error naming the
-    token and the key, and no output written."""
+    token and the key (reason "unsupported operation"), and no output written."""
     assert kind.cannot(feature), feature
-    assert_fails_with(p, "token '%s'" % kind.tok.name)
+    assert_fails_with(p, "token '%s'" % kind.tok.name, "unsupported operation")
     lines = [l for l in p.stderr.splitlines() if "token '%s'" % kind.tok.name in l]
     assert any(alias in l for l in lines), "the error does not name key %r\n%s" % (
         alias, describe(p))
@@ -194,11 +194,6 @@ CA_EXTS = ["-addext", "basicConstraints=critical,CA:TRUE",
            "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
 
 
-def md_of(alias):
-    """The digest a KMS key can sign with: the curve's for EC, SHA-256 for RSA."""
-    return CURVE_HASH.get(alias, "sha256")
-
-
 @pytest.mark.parametrize("alias", KEYS)
 def test_csr_signed_with_token_key_verifies_and_carries_its_public_key(token_kind, tmp_path,
                                                                        alias):
@@ -270,25 +265,33 @@ def test_self_signed_rsa_pss_certificate_made_with_token_key_verifies(token_kind
     assert_verifies(ws, ca, ca)
 
 
+# id: (key, cms -sign options, what a kind may lack)
 CMS_CASES = {
-    "rsa2048-pkcs1": ("rsa2048", []),
-    "rsa2048-pss": ("rsa2048", ["-keyopt", "rsa_padding_mode:pss"]),
-    "p256": ("p256", []),
-    "p384": ("p384", ["-md", "sha384"]),
-    "p521": ("p521", ["-md", "sha512"]),
+    "rsa2048-pkcs1": ("rsa2048", [], None),
+    "rsa2048-pss-salt32": ("rsa2048", ["-keyopt", "rsa_padding_mode:pss", "-keyopt",
+                                       "rsa_pss_saltlen:32"], None),
+    # OpenSSL's CMS default PSS salt is the maximum
+    "rsa2048-pss-default-salt": ("rsa2048", ["-keyopt", "rsa_padding_mode:pss"], PSS_SALT),
+    "p256": ("p256", [], None),
+    "p384": ("p384", ["-md", "sha384"], None),
+    "p521": ("p521", ["-md", "sha512"], None),
 }
 
 
 @pytest.mark.parametrize("case", list(CMS_CASES))
 def test_cms_signature_made_with_token_key_verifies(token_kind, tmp_path, case):
     kind, ws = token_kind, token_kind.ws
-    alias, opts = CMS_CASES[case]
+    alias, opts, feature = CMS_CASES[case]
     msg = tmp_path / "contract.txt"
     msg.write_bytes(b"I agree to the terms.\r\n")
     sig = tmp_path / "contract.p7s"
     cert = kind.cert(alias)
-    assert_ok(ws.ossl("cms", "-sign", "-binary", "-nodetach", "-in", msg, "-signer", cert,
-                      "-inkey", kind.key_uri(alias), *opts, "-outform", "DER", "-out", sig))
+    p = ws.ossl("cms", "-sign", "-binary", "-nodetach", "-in", msg, "-signer", cert, "-inkey",
+                kind.key_uri(alias), *opts, "-outform", "DER", "-out", sig)
+    if feature and kind.cannot(feature):
+        assert_refused(p, kind, alias, feature, sig)
+        return
+    assert_ok(p)
     out = tmp_path / "verified.txt"
     v = assert_ok(ws.ossl("cms", "-verify", "-binary", "-inform", "DER", "-in", sig, "-CAfile",
                           cert, "-out", out, providers=None))

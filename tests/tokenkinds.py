@@ -31,6 +31,13 @@ KINDS = ("soft", "softhsm", "awskms")
 SPECS = {"rsa2048": "rsa:2048", "rsa3072": "rsa:3072", "p256": "ec:P-256", "p384": "ec:P-384",
          "p521": "ec:P-521"}
 CURVE_HASH = {"p256": "sha256", "p384": "sha384", "p521": "sha512"}
+
+
+def md_of(alias):
+    """The digest every kind can sign with for the key: the curve's for EC, SHA-256 for RSA."""
+    return CURVE_HASH.get(alias, "sha256")
+
+
 EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1(),
              "06052b81040023": ec.SECP521R1()}
 
@@ -84,7 +91,7 @@ class TokenKind:
     def cert(self, alias):
         if alias not in self._certs:
             self.key(alias)
-            self._certs[alias] = self.ws.self_signed(self.tok, alias)
+            self._certs[alias] = self.ws.self_signed(self.tok, alias, extra=("-" + md_of(alias),))
         return self._certs[alias]
 
     def pubkey_pem(self, alias):
@@ -157,10 +164,19 @@ class AwsKmsKind(TokenKind):
 
     cannot_do = KMS_CANNOT
 
+    def key(self, alias):
+        if alias not in self.ids:
+            printed = self.ws.generate(self.tok, alias, SPECS[alias])
+            with self.emu._st.lock:  # the emulator's own alias table, not ctok's view of it
+                key_id = self.emu._st.aliases["alias/" + alias][0]
+            uuid.UUID(key_id)
+            # (`ctok key generate` prints at most 20 bytes of an id: the UUID's first 20)
+            assert key_id.encode().startswith(printed), (printed, key_id)
+            self.ids[alias] = key_id.encode()
+        return self.ids[alias]
+
     def public_der(self, alias):
-        key_id = self.ids[alias].decode()
-        uuid.UUID(key_id)  # a KMS key id, not something else ctok made up
-        return self.emu.public_key_der(key_id)
+        return self.emu.public_key_der(self.ids[alias].decode())
 
 
 def _soft(root, build, request):
