@@ -30,6 +30,14 @@ nginx instances run side by side and are loaded in turn (file, soft, hsm, file, 
   /proc/<pid>/stat) per handshake; target: ctok/file server CPU per handshake <= 1.05 for
   the soft token (the same key); for SoftHSM the ratio is shown without a target.
 
+AWS KMS (--only kms): tests/kms_emulator.py served standalone on 127.0.0.1 (a Python KMS
+over TLS with SigV4 checked on every request), an ECDSA P-256 and an RSA-2048 key made in it,
+an awskms token on it. For ECDSA_SHA_256 and RSASSA_PKCS1_V1_5_SHA_256, 1 and 4 threads,
+interleaved: ctok-bench-sign --latency with the ctok: URI, and ctok-bench-kms-bare, the bare
+libcurl loop sending the same Sign request, SigV4-signed afresh each time, over one kept-alive
+connection per thread. The emulator's own time dominates both, so what ctok adds per signature
+is ctok p50 - bare p50 (target <= 100 us). Bounded: about 45 s, the emulator is stopped after.
+
 Exits non-zero when a run fails; a missed target is printed as MISSED, not an error.
 Standard library only.
 """
@@ -52,6 +60,15 @@ STARTUP_TARGET = 1.2
 IDLE_TARGET = 1.05
 HSM_TARGET = 0.95
 TLS_CPU_TARGET = 1.05
+KMS_ADDED_P50_US = 100.0  # at most this much added per signature by ctok (p50)
+
+# key name -> (KMS key spec, ctok-bench-sign --alg, KMS SigningAlgorithm, description)
+KMS_KEYS = {
+    "bench-ec": ("ECC_NIST_P256", "ecdsa", "ECDSA_SHA_256", "P-256"),
+    "bench-rsa": ("RSA_2048", "rsa-pkcs1", "RSASSA_PKCS1_V1_5_SHA_256", "RSA-2048"),
+}
+KMS_EMULATOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                            "kms_emulator.py")
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 HSM_TOKEN_LABEL = "bench"  # the SoftHSM token label
@@ -405,6 +422,116 @@ def hsm_report(args, results):
                     f"{r['pair_ratio_min']:5.2f}-{r['pair_ratio_max']:<5.2f} {r['cpu_ratio']:5.2f} " \
                     f"{r['ctok-reuse']:11.1f} {r['ratio_reuse']:6.3f} " \
                     f"{verdict(r['ratio_reuse'], HSM_TARGET, True):15}"
+        print(line)
+
+
+# ---- AWS KMS ---------------------------------------------------------------------------------
+
+def kms_fixtures(args, tmp, env, build):
+    """The emulator (standalone, stopped by the caller) with the bench keys and a throwaway
+    credential, and an awskms token on it. Returns (process, info, env, env_extra, akid,
+    secret file)."""
+    kdir = os.path.join(tmp, "kms")
+    os.mkdir(kdir, 0o700)
+    akid = "AKIA" + os.urandom(8).hex().upper()
+    secret = os.urandom(24).hex()
+    secret_file = os.path.join(kdir, "secret")
+    write_private(secret_file, secret + "\n")
+    port_file = os.path.join(kdir, "port.json")
+    cmd = [sys.executable, KMS_EMULATOR, "--workdir", kdir, "--credential", f"{akid}:{secret}",
+           "--port-file", port_file, "--max-seconds", "300"]
+    for alias, (spec, *_rest) in KMS_KEYS.items():
+        cmd += ["--key", f"{spec}:{alias}"]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(port_file):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RunFailed("the KMS emulator did not start:\n" +
+                            proc.communicate()[1].decode(errors="replace")[-2000:])
+        time.sleep(0.1)
+    with open(port_file) as f:
+        info = json.load(f)
+    config = os.path.join(tmp, "kms-tokens.json")
+    write_private(config, json.dumps({"tokens": [{
+        "name": "kms", "type": "awskms", "region": info["region"], "auth_method": "keys",
+        "access_key_id": akid, "endpoint": info["url"], "ca_file": info["ca_file"],
+        "auth": {"file": secret_file}}]}, indent=2))
+    env_extra = {"CTOK_CONFIG": config}
+    return proc, info, dict(env, **env_extra), env_extra, akid, secret_file
+
+
+def parse_latency(cmd, out, env_extra):
+    ops, _ = parse_ops(cmd, out, env_extra)
+    fields = dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
+    if "p50_us" not in fields or "p99_us" not in fields:
+        raise RunFailed(f"no p50_us/p99_us in output of:\n  {fmt_cmd(cmd, env_extra)}\n{out}")
+    return ops, float(fields["p50_us"]), float(fields["p99_us"])
+
+
+def kms_section(args, tmp, env, build, bench, bare, results):
+    proc, info, env, env_extra, akid, secret_file = kms_fixtures(args, tmp, env, build)
+    sides = ["bare"] if args.file_only else ["bare", "ctok"]
+    try:
+        for alias, (_spec, alg, kms_alg, desc) in KMS_KEYS.items():
+            uri = f"ctok:token=kms;object={alias};type=private"
+            for n in args.kms_thread_list:
+                cmds = {
+                    "bare": [bare, "--url", info["url"], "--ca-file", info["ca_file"],
+                             "--region", info["region"], "--akid", akid, "--secret-file",
+                             secret_file, "--key-id", info["keys"][alias], "--alg", kms_alg,
+                             "--threads", str(n), "--seconds", str(args.kms_seconds)],
+                    "ctok": [bench, "--key", uri, "--alg", alg, "--threads", str(n),
+                             "--seconds", str(args.kms_seconds), "--latency",
+                             "--provider-path", build, "--provider", "ctok", "--provider",
+                             "default"],
+                }
+                runs = {s: [] for s in sides}
+                for r in range(args.kms_rounds):
+                    for side in sides:
+                        got = parse_latency(cmds[side], run(cmds[side], env, env_extra),
+                                            env_extra)
+                        runs[side].append(got)
+                        if args.verbose:
+                            print(f"  kms {alg:9} t={n} round {r + 1} {side:5} {got[0]:8.1f} "
+                                  f"sig/s p50 {got[1]:8.1f} us p99 {got[2]:8.1f} us", flush=True)
+                row = {"key": desc, "alg": kms_alg, "threads": n, "runs": runs}
+                for side in sides:
+                    for i, what in enumerate(("ops", "p50_us", "p99_us")):
+                        row[f"{side}_{what}"] = statistics.median(x[i] for x in runs[side])
+                if "ctok" in runs:
+                    row["added_p50_us"] = row["ctok_p50_us"] - row["bare_p50_us"]
+                results["kms"].append(row)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def kms_report(args, results):
+    print(f"\nAWS KMS signing through the emulator (tests/kms_emulator.py): ctok (ctok-bench-sign, "
+          f"a ctok: URI\nto a KMS key) vs the bare libcurl loop sending the same SigV4-signed Sign "
+          f"request over a\nkept-alive connection (ctok-bench-kms-bare); medians of "
+          f"{args.kms_rounds} interleaved rounds x {args.kms_seconds:g} s;\nthe emulator "
+          f"dominates latency, so added = ctok p50 - bare p50 (target <= "
+          f"{KMS_ADDED_P50_US:.0f} us)\n")
+    hdr = f"{'key':8} {'alg':26} {'thr':>3} {'ctok sig/s':>10} {'bare sig/s':>10} " \
+          f"{'ctok p50':>9} {'bare p50':>9} {'ctok p99':>9} {'bare p99':>9} {'added':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results["kms"]:
+        line = f"{r['key']:8} {r['alg']:26} {r['threads']:>3} "
+        if "ctok_ops" in r:
+            line += f"{r['ctok_ops']:10.1f} {r['bare_ops']:10.1f} {r['ctok_p50_us']:9.1f} " \
+                    f"{r['bare_p50_us']:9.1f} {r['ctok_p99_us']:9.1f} {r['bare_p99_us']:9.1f} " \
+                    f"{r['added_p50_us']:8.1f}  " + \
+                    ("MISSED" if r["added_p50_us"] > KMS_ADDED_P50_US else "ok")
+        else:
+            line += f"{'':10} {r['bare_ops']:10.1f} {'':9} {r['bare_p50_us']:9.1f} {'':9} " \
+                    f"{r['bare_p99_us']:9.1f}"
         print(line)
 
 
@@ -832,6 +959,21 @@ def markdown_report(args, results, machine):
             else ("none (a different key)", ""))]
          for r in results.get("tls", []) if r.get("side") != "file"])
     out += [f"Left out: {e.splitlines()[0]}" for e in results.get("tls_errors", [])]
+    if results.get("tls_errors"):
+        out.append("")
+    out += md_section(
+        f"AWS KMS signing through the KMS emulator (tests/kms_emulator.py, Python, on this "
+        f"machine): ctok with a `ctok:` URI vs a bare libcurl loop sending the same SigV4-signed "
+        f"Sign request over a kept-alive connection per thread (sig/s and latency per signature "
+        f"in µs; {results.get('kms_rounds')} rounds × {results.get('kms_seconds')} s). The "
+        f"emulator dominates latency, so what ctok adds is ctok p50 − bare p50:",
+        ["key", "signature", "threads", "ctok sig/s", "bare sig/s", "ctok p50", "bare p50",
+         "ctok p99", "bare p99", "added p50", "target", ""],
+        [[r["key"], r["alg"], r["threads"], f"{r['ctok_ops']:.0f}", f"{r['bare_ops']:.0f}",
+          f"{r['ctok_p50_us']:.0f}", f"{r['bare_p50_us']:.0f}", f"{r['ctok_p99_us']:.0f}",
+          f"{r['bare_p99_us']:.0f}", f"{r['added_p50_us']:.0f}", f"≤ {KMS_ADDED_P50_US:.0f}",
+          "**MISSED**" if r["added_p50_us"] > KMS_ADDED_P50_US else "ok"]
+         for r in results.get("kms", []) if "added_p50_us" in r])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -845,8 +987,8 @@ def main():
                     help="ctok-bench-p11 (default: <build>/bench/ctok-bench-p11)")
     ap.add_argument("--tls-bench-bin",
                     help="ctok-bench-tls (default: <build>/bench/ctok-bench-tls)")
-    ap.add_argument("--only", choices=["soft", "hsm", "tls"],
-                    help="run only the soft-token, the SoftHSM or the nginx TLS section")
+    ap.add_argument("--only", choices=["soft", "hsm", "tls", "kms"],
+                    help="run only the soft-token, the SoftHSM, the nginx TLS or the KMS section")
     ap.add_argument("--file-only", action="store_true",
                     help="measure only the side without ctok (no ctok.so needed)")
     ap.add_argument("--seconds", type=float, default=1.5, help="seconds per throughput run")
@@ -864,6 +1006,12 @@ def main():
     ap.add_argument("--tls-threads", type=int, default=2,
                     help="client threads making TLS handshakes")
     ap.add_argument("--nginx", help="the nginx binary (default: nginx in /usr/sbin)")
+    ap.add_argument("--kms-seconds", type=float, default=1.0, help="seconds per KMS run")
+    ap.add_argument("--kms-rounds", type=int, default=5,
+                    help="interleaved rounds per KMS configuration (>= 3)")
+    ap.add_argument("--kms-threads", default="1,4", help="KMS thread counts, comma-separated")
+    ap.add_argument("--kms-bench-bin",
+                    help="ctok-bench-kms-bare (default: <build>/bench/ctok-bench-kms-bare)")
     ap.add_argument("--startup-runs", type=int, default=10, help="one-shot runs per side")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("--openssl", default=shutil.which("openssl") or "/usr/bin/openssl")
@@ -879,7 +1027,10 @@ def main():
     do_soft = args.only in (None, "soft")
     do_hsm = args.only in (None, "hsm")
     do_tls = args.only in (None, "tls")
-    bench = find_bench_bin(build, args.bench_bin) if do_soft or do_hsm else None
+    do_kms = args.only in (None, "kms")
+    bench = find_bench_bin(build, args.bench_bin) if do_soft or do_hsm or do_kms else None
+    kms_bare = find_bench_bin(build, args.kms_bench_bin, "ctok-bench-kms-bare") if do_kms \
+        else None
     tls_client_bin = find_bench_bin(build, args.tls_bench_bin, "ctok-bench-tls") if do_tls \
         else None
     p11bench = find_bench_bin(build, args.p11_bench_bin, "ctok-bench-p11") if do_hsm else None
@@ -887,8 +1038,11 @@ def main():
     if not args.file_only and not os.path.exists(module):
         sys.exit(f"run.py: {module} not found (build ctok first, or use --file-only)")
     args.thread_list = [int(t) for t in args.threads.split(",")]
-    if args.rounds < 1 or args.startup_runs < 1 or args.hsm_rounds < 1 or args.tls_rounds < 1:
-        sys.exit("run.py: --rounds, --hsm-rounds, --tls-rounds and --startup-runs must be >= 1")
+    args.kms_thread_list = [int(t) for t in args.kms_threads.split(",")]
+    if args.rounds < 1 or args.startup_runs < 1 or args.hsm_rounds < 1 or args.tls_rounds < 1 \
+            or args.kms_rounds < 1:
+        sys.exit("run.py: --rounds, --hsm-rounds, --tls-rounds, --kms-rounds and --startup-runs "
+                 "must be >= 1")
     if args.tls_threads < 1 or args.tls_seconds <= 0:
         sys.exit("run.py: --tls-threads must be >= 1 and --tls-seconds > 0")
     if args.hsm_seconds is None:
@@ -907,6 +1061,9 @@ def main():
         results.update({"tls": [], "tls_errors": [], "tls_rounds": args.tls_rounds,
                         "tls_seconds": args.tls_seconds, "tls_threads": args.tls_threads,
                         "tls_worker_user": "root"})
+    if do_kms:
+        results.update({"kms": [], "kms_rounds": args.kms_rounds,
+                        "kms_seconds": args.kms_seconds})
     failed = []
     t_start = time.monotonic()
     try:
@@ -932,6 +1089,12 @@ def main():
                 print(f"run.py: TLS section, left out: {e}", file=sys.stderr)
             if results["tls_errors"] and "tls" not in failed:
                 failed.append("tls")
+        if do_kms:
+            try:
+                kms_section(args, tmp, env, build, bench, kms_bare, results)
+            except RunFailed as e:
+                print(f"run.py: KMS section: {e}", file=sys.stderr)
+                failed.append("kms")
     finally:
         if args.keep or failed:
             print(f"run.py: fixtures kept in {tmp} (CTOK_CONFIG={os.path.join(tmp, 'tokens.json')}"
@@ -949,6 +1112,8 @@ def main():
         hsm_report(args, results)
     if do_tls and results["tls"]:
         tls_report(args, results)
+    if do_kms and results["kms"]:
+        kms_report(args, results)
     if failed:
         print(f"\nrun.py: FAILED: {', '.join(failed)} section (see the errors above)",
               file=sys.stderr)

@@ -52,6 +52,15 @@ def results():
              "file_cpu_us": 100.0, "cpu_ratio": 3.0},
         ],
         "tls_rounds": 3, "tls_seconds": 3.0, "tls_errors": [],
+        "kms": [
+            {"key": "P-256", "alg": "ECDSA_SHA_256", "threads": 1, "ctok_ops": 900.0,
+             "bare_ops": 1000.0, "ctok_p50_us": 1080.0, "bare_p50_us": 1000.0,
+             "ctok_p99_us": 3000.0, "bare_p99_us": 2500.0, "added_p50_us": 80.0},
+            {"key": "P-256", "alg": "ECDSA_SHA_256", "threads": 4, "ctok_ops": 1500.0,
+             "bare_ops": 2000.0, "ctok_p50_us": 2150.0, "bare_p50_us": 2000.0,
+             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 150.0},
+        ],
+        "kms_rounds": 5, "kms_seconds": 1.0,
     }
 
 
@@ -81,7 +90,18 @@ def test_every_missed_target_is_marked_missed_and_only_those():
     assert soft_tls[-1] == "ok"
     hsm_tls = by_first[("P-256", "SoftHSM", "300")]
     assert hsm_tls[-1] == "" and "none" in hsm_tls[-2]  # no target: never MISSED
-    assert md.count("MISSED") == 3
+    kms1, kms4 = by_first[("P-256", "ECDSA_SHA_256", "1")], by_first[("P-256", "ECDSA_SHA_256",
+                                                                    "4")]
+    assert kms1[-3:] == ["80", "≤ 100", "ok"], kms1  # ctok p50 - bare p50 within 100 µs
+    assert kms4[-3:] == ["150", "≤ 100", "**MISSED**"], kms4
+    assert kms1[3:9] == ["900", "1000", "1080", "1000", "3000", "2500"], kms1
+    assert md.count("MISSED") == 4
+
+
+def test_the_kms_table_says_how_the_added_latency_is_measured():
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    caption = next(l for l in md.splitlines() if l.startswith("AWS KMS signing"))
+    assert "ctok p50 − bare p50" in caption and "5 rounds × 1.0 s" in caption, caption
 
 
 def test_a_ratio_exactly_on_its_target_is_not_missed():
