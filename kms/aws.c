@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <openssl/rsa.h>
 
 #include "../store/internal.h"
@@ -437,15 +436,15 @@ static int listed_key(struct kms_tok *kt, const struct kms_alias *a, struct kms_
 {
     int r;
 
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, NULL, a->key_id, k, NULL, 0);
     if (r < 0 && key_unavailable()) {
         CTOK_DBG("token '%s': alias '%s' (key %s) skipped: %s", kt->tok->name, a->name, a->key_id,
                  ctok_aws_last_error_type());
-        ERR_pop_to_mark();
+        ctok_err_pop_to_mark();
         return 0;
     }
-    ERR_clear_last_mark();
+    ctok_err_clear_mark();
     if (r > 0)
         remember_alias(kt, a->name, a->key_id);
     if (r > 0 && k->type == CTOK_KT_NONE) {
@@ -505,14 +504,14 @@ static int aws_find(ctok_token *tok, const char *label, const uint8_t *id, size_
         if (memchr(id, '\0', id_len) != NULL || !ctok_kms_key_id(key_id, key_id))
             return 1;
     }
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, label, id != NULL ? key_id : NULL, &k, alias, sizeof(alias));
     if (r < 0 && strcmp(ctok_aws_last_error_type(), "NotFoundException") == 0) {
         /* nothing by that name: the token layer says so */
-        ERR_pop_to_mark();
+        ctok_err_pop_to_mark();
         return 1;
     }
-    ERR_clear_last_mark();
+    ctok_err_clear_mark();
     if (r < 0)
         return 0; /* disabled, pending deletion, denied...: that error is the answer */
     if (k.type == CTOK_KT_NONE) {
@@ -802,20 +801,20 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         return 0;
     }
     /* an alias that exists is refused before a key is made: NotFound is the good answer */
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, alias, NULL, &k, NULL, 0);
     if (r > 0) {
-        ERR_clear_last_mark();
+        ctok_err_clear_mark();
         CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': alias '%s' exists already (key %s)", tok->name,
                  alias, k.key_id);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
     if (strcmp(ctok_aws_last_error_type(), "NotFoundException") != 0) {
-        ERR_clear_last_mark();
+        ctok_err_clear_mark();
         return 0;
     }
-    ERR_pop_to_mark();
+    ctok_err_pop_to_mark();
 
     snprintf(object, sizeof(object), "alias/%s", alias);
     snprintf(desc, sizeof(desc), "ctok: %s", alias);
@@ -835,18 +834,18 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     CTOK_DBG("token '%s': created key %s (%s) for '%s'", tok->name, key_id, ks, object);
 
     req = json_pack("{s:s, s:s}", "AliasName", object, "TargetKeyId", key_id);
-    ERR_set_mark();
+    ctok_err_mark();
     r = req != NULL && ctok_aws_call(kt->aws, "CreateAlias", object, req, &resp);
     json_decref(req);
     json_decref(resp);
     if (r) {
-        ERR_clear_last_mark();
+        ctok_err_clear_mark();
         return 1;
     }
     /* the key has no name: do not leave it behind, and say what became of it */
     why = ctok_aws_last_error_type();
     snprintf(desc, sizeof(desc), "%s", why[0] ? why : "no answer");
-    ERR_pop_to_mark();
+    ctok_err_pop_to_mark();
     if (schedule_deletion(kt, key_id, key_id, ORPHAN_DELETION_DAYS, note, sizeof(note)))
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': CreateAlias failed (%s); the key just created (%s) has "
@@ -893,7 +892,7 @@ static json_t *aws_discover(ctok_token *tok)
         json_t *e = json_pack("{s:s, s:s}", "alias", v[i].name, "key_id", v[i].key_id);
         int r;
 
-        ERR_set_mark();
+        ctok_err_mark();
         r = lookup(kt, NULL, v[i].key_id, &k, NULL, 0);
         if (r > 0) {
             json_object_set_new(e, "key_spec", json_string(k.spec));
@@ -902,7 +901,7 @@ static json_t *aws_discover(ctok_token *tok)
         } else {
             json_object_set_new(e, "unavailable", json_string(ctok_aws_last_error_type()));
         }
-        ERR_pop_to_mark();
+        ctok_err_pop_to_mark();
         json_array_append_new(out, e);
     }
     ctok_kms_aliases_free(v, n);
