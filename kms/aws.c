@@ -200,7 +200,12 @@ static int aws_login(ctok_token *tok, const char *code, size_t len)
 {
     struct kms_tok *kt = KT(tok);
 
-    if (!kt->use_role && (code == NULL || !ctok_aws_set_secret(kt->aws, code, len)))
+    if (!kt->use_role && code == NULL) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': auth method keys needs the secret access key",
+                 tok->name);
+        return -1;
+    }
+    if (!kt->use_role && !ctok_aws_set_secret(kt->aws, code, len))
         return -1;
     return ctok_aws_login(kt->aws) ? 1 : -1;
 }
