@@ -45,7 +45,10 @@ struct kms_tok {
     struct cached *keys;
     struct alias_map *aliases;
 };
+/* the backend's data of a token: the one place that reaches into the token (backend.h's
+ * ctok_token_be / ctok_token_set_be once the token layer has them) */
 #define KT(tok) ((struct kms_tok *)(tok)->be_data)
+#define SET_KT(tok, kt) ((tok)->be_data = (kt))
 
 /* What a key handle keeps: enough to sign without asking the cache again. */
 struct kms_keyh {
@@ -68,7 +71,7 @@ static int conf_int(ctok_token *tok, const json_t *conf, const char *field, long
         return 1;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be an integer from %ld to %ld",
-                 tok->ctx->config_path, tok->name, field, lo, hi);
+                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field, lo, hi);
         return 0;
     }
     *out = (long)json_integer_value(v);
@@ -83,7 +86,7 @@ static int conf_str(ctok_token *tok, const json_t *conf, const char *field, cons
     *out = json_string_value(v);
     if (v != NULL && (*out == NULL || **out == '\0')) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be a non-empty string",
-                 tok->ctx->config_path, tok->name, field);
+                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field);
         return 0;
     }
     return 1;
@@ -97,15 +100,15 @@ static int conf_url(ctok_token *tok, const char *field, const char *url, int htt
         return 1;
     CTOK_ERR(CTOK_R_CONFIG,
              "%s: token '%s': \"%s\" must be an %s URL (TLS verification is never off), not '%s'",
-             tok->ctx->config_path, tok->name, field, http_ok ? "http:// or https://" : "https://",
-             url);
+             ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field,
+             http_ok ? "http:// or https://" : "https://", url);
     return 0;
 }
 
 static int aws_configure(ctok_token *tok, const json_t *conf)
 {
-    const char *path = tok->ctx->config_path, *method;
-    struct ctok_aws_conf c = {.tokname = tok->name};
+    const char *path = ctok_ctx_config_path(ctok_token_ctx(tok)), *method;
+    struct ctok_aws_conf c = {.tokname = ctok_token_name(tok)};
     struct kms_tok *kt;
     long timeout, retries, days;
 
@@ -124,12 +127,13 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
         strspn(c.region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(c.region)) {
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': awskms token needs \"region\" (such as \"eu-west-1\")%s%s", path,
-                 tok->name, c.region != NULL ? ", not " : "", c.region != NULL ? c.region : "");
+                 ctok_token_name(tok), c.region != NULL ? ", not " : "",
+                 c.region != NULL ? c.region : "");
         return 0;
     }
     if (method != NULL && strcmp(method, "keys") != 0 && strcmp(method, "role") != 0) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"auth_method\" must be keys or role, not '%s'",
-                 path, tok->name, method);
+                 path, ctok_token_name(tok), method);
         return 0;
     }
     c.use_role = method != NULL && strcmp(method, "role") == 0;
@@ -137,7 +141,7 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': auth_method keys needs \"access_key_id\" (the secret access key "
                  "comes from \"auth\")",
-                 path, tok->name);
+                 path, ctok_token_name(tok));
         return 0;
     }
     c.timeout_ms = timeout;
@@ -148,7 +152,7 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
     kt->tok = tok;
     kt->use_role = c.use_role;
     kt->deletion_days = (int)days;
-    tok->be_data = kt;
+    SET_KT(tok, kt);
     return (kt->aws = ctok_aws_new(&c)) != NULL;
 }
 
@@ -181,7 +185,7 @@ static void aws_close(ctok_token *tok)
     ctok_aws_free(kt->aws);
     pthread_mutex_destroy(&kt->lock);
     free(kt);
-    tok->be_data = NULL;
+    SET_KT(tok, NULL);
 }
 
 static int aws_open(ctok_token *tok)
@@ -202,7 +206,7 @@ static int aws_login(ctok_token *tok, const char *code, size_t len)
 
     if (!kt->use_role && code == NULL) {
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': auth method keys needs the secret access key",
-                 tok->name);
+                 ctok_token_name(tok));
         return -1;
     }
     if (!kt->use_role && !ctok_aws_set_secret(kt->aws, code, len))
@@ -297,16 +301,17 @@ static int lookup(struct kms_tok *kt, const char *alias, const char *key_id, str
     json_decref(req);
     if (!ok)
         return -1;
-    ok = ctok_kms_parse_pubkey(resp, kt->tok->ctx->libctx, kt->tok->ctx->propq, &k);
+    ok = ctok_kms_parse_pubkey(resp, ctok_ctx_libctx(ctok_token_ctx(kt->tok)),
+                               ctok_ctx_propq(ctok_token_ctx(kt->tok)), &k);
     json_decref(resp);
     if (!ok) {
         CTOK_ERR(CTOK_R_BACKEND,
-                 "token '%s': key '%s': GetPublicKey answered what ctok cannot read", kt->tok->name,
-                 object);
+                 "token '%s': key '%s': GetPublicKey answered what ctok cannot read",
+                 ctok_token_name(kt->tok), object);
         return -1;
     }
-    CTOK_DBG("token '%s': key '%s' is %s (%s, %s)", kt->tok->name, object, k.key_id, k.spec,
-             k.usage[0] ? k.usage : "?");
+    CTOK_DBG("token '%s': key '%s' is %s (%s, %s)", ctok_token_name(kt->tok), object, k.key_id,
+             k.spec, k.usage[0] ? k.usage : "?");
 
     pthread_mutex_lock(&kt->lock);
     /* another thread may have asked too: the first answer stays */
@@ -419,7 +424,7 @@ static int list_aliases(struct kms_tok *kt, struct kms_alias **v, size_t *n)
         json_decref(req);
         if (ok && !ctok_kms_parse_aliases(resp, v, n, &marker)) {
             CTOK_ERR(CTOK_R_BACKEND, "token '%s': ListAliases answered what ctok cannot read",
-                     kt->tok->name);
+                     ctok_token_name(kt->tok));
             ok = 0;
         }
         json_decref(resp);
@@ -444,8 +449,8 @@ static int listed_key(struct kms_tok *kt, const struct kms_alias *a, struct kms_
     ctok_err_mark();
     r = lookup(kt, NULL, a->key_id, k, NULL, 0);
     if (r < 0 && key_unavailable()) {
-        CTOK_DBG("token '%s': alias '%s' (key %s) skipped: %s", kt->tok->name, a->name, a->key_id,
-                 ctok_aws_last_error_type());
+        CTOK_DBG("token '%s': alias '%s' (key %s) skipped: %s", ctok_token_name(kt->tok), a->name,
+                 a->key_id, ctok_aws_last_error_type());
         ctok_err_pop_to_mark();
         return 0;
     }
@@ -454,7 +459,7 @@ static int listed_key(struct kms_tok *kt, const struct kms_alias *a, struct kms_
         remember_alias(kt, a->name, a->key_id);
     if (r > 0 && k->type == CTOK_KT_NONE) {
         CTOK_DBG("token '%s': alias '%s' (key %s, %s) skipped: not a key ctok signs with",
-                 kt->tok->name, a->name, a->key_id, k->spec);
+                 ctok_token_name(kt->tok), a->name, a->key_id, k->spec);
         ctok_kms_pubkey_clear(k);
         return 0;
     }
@@ -523,7 +528,7 @@ static int aws_find(ctok_token *tok, const char *label, const uint8_t *id, size_
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s' is a %s key: ctok uses RSA and ECC "
                  "NIST keys (RSA_2048/3072/4096, ECC_NIST_P256/P384/P521)",
-                 tok->name, label != NULL ? label : key_id, k.spec);
+                 ctok_token_name(tok), label != NULL ? label : key_id, k.spec);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
@@ -553,7 +558,7 @@ static int aws_key_load(ctok_token *tok, ctok_key *key)
     if (k.type == CTOK_KT_NONE || (h = calloc(1, sizeof(*h))) == NULL) {
         if (k.type == CTOK_KT_NONE)
             CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' is a %s key, not one ctok uses",
-                     tok->name, key_id, k.spec);
+                     ctok_token_name(tok), key_id, k.spec);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
@@ -572,7 +577,7 @@ static int aws_key_load(ctok_token *tok, ctok_key *key)
     return key->label != NULL;
 bad:
     CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': an AWS KMS key id is its UUID text; this id is not one",
-             tok->name);
+             ctok_token_name(tok));
     return 0;
 }
 
@@ -611,7 +616,7 @@ static const EVP_MD *curve_md(const char *spec)
 static unsigned int sign_alg(ctok_key *key, const struct kms_keyh *h,
                              const struct ctok_sig_params *p, size_t tbslen)
 {
-    const char *tn = key->tok->name, *obj = h->object;
+    const char *tn = ctok_token_name(key->tok), *obj = h->object;
     unsigned int alg = 0;
 
     if (key->type == CTOK_KT_EC) {
@@ -688,7 +693,7 @@ static int blob_call(ctok_key *key, const char *op, json_t *req, const char *in_
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': %s answered what ctok cannot read (or "
                  "more than the %zu bytes expected)",
-                 key->tok->name, h->object, op, *outlen);
+                 ctok_token_name(key->tok), h->object, op, *outlen);
 end:
     json_decref(resp);
     json_decref(req);
@@ -706,7 +711,7 @@ static int aws_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
         return 0;
     if ((h->algs & alg) == 0 && h->algs != 0) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' (%s, %s) does not offer %s",
-                 key->tok->name, h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
+                 ctok_token_name(key->tok), h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
         return 0;
     }
     return blob_call(key, "Sign",
@@ -729,12 +734,12 @@ static int aws_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s': AWS KMS decrypts only RSA-OAEP with SHA-1 or SHA-256 "
                  "(MGF1 the same, no label)",
-                 key->tok->name, h->object);
+                 ctok_token_name(key->tok), h->object);
         return 0;
     }
     if ((h->algs & alg) == 0) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' (%s, %s) does not offer %s",
-                 key->tok->name, h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
+                 ctok_token_name(key->tok), h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
         return 0;
     }
     return blob_call(key, "Decrypt",
@@ -777,7 +782,7 @@ static int schedule_deletion(struct kms_tok *kt, const char *key_id, const char 
     if (ok && !ctok_kms_parse_deletion(resp, date, &got)) {
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': ScheduleKeyDeletion answered what ctok cannot read",
-                 kt->tok->name, object);
+                 ctok_token_name(kt->tok), object);
         ok = 0;
     }
     json_decref(resp);
@@ -802,7 +807,7 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s': AWS KMS keys are rsa:2048, rsa:3072, rsa:4096, ec:P-256, "
                  "ec:P-384 or ec:P-521",
-                 tok->name, alias);
+                 ctok_token_name(tok), alias);
         return 0;
     }
     /* an alias that exists is refused before a key is made: NotFound is the good answer */
@@ -810,8 +815,8 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     r = lookup(kt, alias, NULL, &k, NULL, 0);
     if (r > 0) {
         ctok_err_clear_mark();
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': alias '%s' exists already (key %s)", tok->name,
-                 alias, k.key_id);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': alias '%s' exists already (key %s)",
+                 ctok_token_name(tok), alias, k.key_id);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
@@ -829,14 +834,14 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     json_decref(req);
     if (r && !ctok_kms_parse_create_key(resp, key_id)) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': key '%s': CreateKey answered what ctok cannot read",
-                 tok->name, object);
+                 ctok_token_name(tok), object);
         r = 0;
     }
     json_decref(resp);
     resp = NULL;
     if (!r)
         return 0;
-    CTOK_DBG("token '%s': created key %s (%s) for '%s'", tok->name, key_id, ks, object);
+    CTOK_DBG("token '%s': created key %s (%s) for '%s'", ctok_token_name(tok), key_id, ks, object);
 
     req = json_pack("{s:s, s:s}", "AliasName", object, "TargetKeyId", key_id);
     ctok_err_mark();
@@ -855,12 +860,12 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': CreateAlias failed (%s); the key just created (%s) has "
                  "no alias and its %s",
-                 tok->name, object, desc, key_id, note);
+                 ctok_token_name(tok), object, desc, key_id, note);
     else
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': CreateAlias failed (%s) and the key just created (%s) "
                  "could not be scheduled for deletion: delete it in AWS",
-                 tok->name, object, desc, key_id);
+                 ctok_token_name(tok), object, desc, key_id);
     return 0;
 }
 
