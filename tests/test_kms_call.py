@@ -195,6 +195,8 @@ def test_instance_role_credentials_are_refreshed_before_they_expire(tmp_path, km
     p = call(config(tmp_path, kms_emu, role=True), opts=["--loop", "30", "--sleep-ms", "200"])
     assert p.returncode == 0, p.stderr
     assert stats(p)["ok"] == 30
+    # refreshed before Expiration: no call was turned away with ExpiredTokenException first
+    assert kms_emu.requests() == {"ListAliases": 30}
     fetched = kms_emu.imds_requests()["GET /latest/meta-data/iam/security-credentials/"
                                       "ctok-short-role"]
     assert 3 <= fetched <= 12  # about every second over six seconds, not per call
