@@ -20,6 +20,9 @@ struct cli {
     const char *auth_env;
     const char *type, *name, *keystore;
     const char *library, *ref_type, *ref, *attributes;
+    /* awskms (until token create is generic over the backends' tool fields) */
+    const char *region, *auth_method, *access_key_id, *endpoint, *imds_endpoint, *ca_file;
+    const char *timeout_ms, *max_retries, *deletion_window_days, *certificates;
     const char *puk_file, *puk_env;
     const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
     int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;

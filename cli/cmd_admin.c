@@ -186,6 +186,12 @@ int cmd_token_activate(struct cli *c)
              c->auth_file != NULL  ? c->auth_file
              : c->auth_env != NULL ? c->auth_env
                                    : "");
+    if (!ctok_token_needs_code(tok)) { /* an instance role: nothing to read or remember */
+        if (!ctok_token_activate_code(tok, NULL, 0, "the configuration", 0))
+            return cli_fail();
+        printf("Token '%s' activated (it needs no authentication code)\n", c->argv[0]);
+        return EXIT_OK;
+    }
     ok = cli_read_secret(c->auth_file, c->auth_env, what, code, sizeof(code), &len) &&
          ctok_token_activate_code(tok, code, len, src, c->auth_file == NULL && c->auth_env == NULL);
     if (ok && c->remember) {

@@ -9,6 +9,64 @@
 
 #include "cli.h"
 
+/* awskms: the config validates the values; numbers go in as numbers, paths absolute. */
+static json_t *awskms_fields(struct cli *c)
+{
+    const struct {
+        const char *key, *value;
+        int kind; /* 0 string, 1 integer, 2 path */
+    } f[] = {{"region", c->region, 0},
+             {"auth_method", c->auth_method, 0},
+             {"access_key_id", c->access_key_id, 0},
+             {"endpoint", c->endpoint, 0},
+             {"imds_endpoint", c->imds_endpoint, 0},
+             {"ca_file", c->ca_file, 2},
+             {"timeout_ms", c->timeout_ms, 1},
+             {"max_retries", c->max_retries, 1},
+             {"deletion_window_days", c->deletion_window_days, 1},
+             {"certificates", c->certificates, 2}};
+    json_t *o = json_object();
+
+    if (c->region == NULL) {
+        json_decref(o);
+        cli_usage("an awskms token needs --region R");
+        return NULL;
+    }
+    for (size_t i = 0; o != NULL && i < sizeof(f) / sizeof(f[0]); i++) {
+        char *end, *abs;
+        long long n;
+
+        if (f[i].value == NULL)
+            continue;
+        if (f[i].kind == 1) {
+            n = strtoll(f[i].value, &end, 10);
+            if (*f[i].value == '\0' || *end != '\0') {
+                json_decref(o);
+                cli_usage("--%s needs a number", f[i].key);
+                return NULL;
+            }
+            json_object_set_new(o, f[i].key, json_integer(n));
+        } else if (f[i].kind == 2) {
+            abs = cli_absolute(f[i].value);
+            json_object_set_new(o, f[i].key,
+                                strcmp(f[i].key, "certificates") == 0
+                                    ? json_pack("[s]", abs != NULL ? abs : "")
+                                    : json_string(abs != NULL ? abs : ""));
+            free(abs);
+        } else {
+            json_object_set_new(o, f[i].key, json_string(f[i].value));
+        }
+    }
+    return o;
+}
+
+/* A token that signs in with what its configuration names (an instance role) takes no code. */
+static int takes_code(struct cli *c)
+{
+    return !(strcmp(c->type, "awskms") == 0 && c->auth_method != NULL &&
+             strcmp(c->auth_method, "role") == 0);
+}
+
 /* The type-specific fields of a new token's config entry. */
 static json_t *type_fields(struct cli *c)
 {
@@ -42,7 +100,9 @@ static json_t *type_fields(struct cli *c)
         }
         return o;
     }
-    cli_usage("token type '%s' is not supported (supported: pkcs12, pkcs11)", c->type);
+    if (strcmp(c->type, "awskms") == 0)
+        return awskms_fields(c);
+    cli_usage("token type '%s' is not supported (supported: pkcs12, pkcs11, awskms)", c->type);
     return NULL;
 }
 
@@ -60,7 +120,8 @@ int cmd_token_create(struct cli *c)
         return cli_usage("give --auth-file or --auth-env, not both");
     if ((fields = type_fields(c)) == NULL)
         return EXIT_USAGE;
-    if (!ctok_new_id(id) || !cli_read_new_code(c, c->name, code, sizeof(code), &len)) {
+    if (!ctok_new_id(id) ||
+        (takes_code(c) && !cli_read_new_code(c, c->name, code, sizeof(code), &len))) {
         json_decref(fields);
         return cli_fail();
     }
@@ -75,7 +136,7 @@ int cmd_token_create(struct cli *c)
                                               : json_pack("{s:b}", "prompt", 1));
     json_object_set_new(e, "allow_export", json_boolean(c->allow_export));
     json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
-    ok = ctok_config_add_token(c->ctx, e, code, len);
+    ok = ctok_config_add_token(c->ctx, e, takes_code(c) ? code : NULL, len);
     OPENSSL_cleanse(code, sizeof(code));
     json_decref(e);
     free(af);

@@ -10,6 +10,7 @@
 #include "cli.h"
 
 static char first_error[1024];
+static unsigned long first_error_at; /* ctok_err_count() when it was raised */
 
 /* The first error of a failed operation is its cause: keep it for the one-line report. */
 static void cli_err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
@@ -22,9 +23,17 @@ static void cli_err_sink(int reason, const char *file, int line, const char *fun
     (void)func;
     if (first_error[0] != '\0')
         return;
+    first_error_at = ctok_err_count();
     n = snprintf(first_error, sizeof(first_error), "%s: ", ctok_reason_string(reason));
     if (n > 0 && (size_t)n < sizeof(first_error))
         vsnprintf(first_error + n, sizeof(first_error) - (size_t)n, fmt, ap);
+}
+
+/* An expected failure popped by the token layer is no longer the one to report. */
+static void cli_err_forget(unsigned long since)
+{
+    if (first_error[0] != '\0' && first_error_at > since)
+        first_error[0] = '\0';
 }
 
 int cli_fail(void)
@@ -49,7 +58,7 @@ static const char usage[] =
     "usage: ctok [--config FILE] [--json] COMMAND ...    ctok COMMAND --help for details\n"
     "\n"
     "Crypto tokens (EJBCA's crypto token operations):\n"
-    "  token create --type pkcs12|pkcs11 --name NAME ...   add a token (new unique id)\n"
+    "  token create --type pkcs12|pkcs11|awskms --name NAME ...   add a token (new unique id)\n"
     "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
     "  token activate TOKEN [--remember] | deactivate TOKEN\n"
     "  slots [--library LIB]               the slots of a PKCS#11 library, or of all\n"
@@ -82,6 +91,10 @@ static const struct {
      "token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
      "             [--attributes FILE] [--auth-file F | --auth-env V] [--allow-export]\n"
      "             [--explicit-ecc]\n"
+     "token create --type awskms --name NAME --region R [--auth-method keys|role]\n"
+     "             [--access-key-id ID] [--endpoint URL] [--imds-endpoint URL] [--ca-file F]\n"
+     "             [--timeout-ms N] [--max-retries N] [--deletion-window-days N]\n"
+     "             [--certificates DIR] [--auth-file F | --auth-env V]\n"
      "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
      "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
      "  A pkcs12 keystore that does not exist is created; an existing one, or a PKCS#11 slot,\n"
@@ -157,6 +170,16 @@ static int parse_options(struct cli *c, int argc, char **argv)
         {"--ref-type", offsetof(struct cli, ref_type)},
         {"--ref", offsetof(struct cli, ref)},
         {"--attributes", offsetof(struct cli, attributes)},
+        {"--region", offsetof(struct cli, region)},
+        {"--auth-method", offsetof(struct cli, auth_method)},
+        {"--access-key-id", offsetof(struct cli, access_key_id)},
+        {"--endpoint", offsetof(struct cli, endpoint)},
+        {"--imds-endpoint", offsetof(struct cli, imds_endpoint)},
+        {"--ca-file", offsetof(struct cli, ca_file)},
+        {"--timeout-ms", offsetof(struct cli, timeout_ms)},
+        {"--max-retries", offsetof(struct cli, max_retries)},
+        {"--deletion-window-days", offsetof(struct cli, deletion_window_days)},
+        {"--certificates", offsetof(struct cli, certificates)},
         {"--puk-file", offsetof(struct cli, puk_file)},
         {"--puk-env", offsetof(struct cli, puk_env)},
         {"--new-auth-file", offsetof(struct cli, new_auth_file)},
@@ -249,6 +272,7 @@ int main(int argc, char **argv)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     ctok_err_set_sink(cli_err_sink);
+    ctok_err_set_forget(cli_err_forget);
     dbg = getenv("CTOK_DEBUG");
     if (dbg != NULL && strcmp(dbg, "0") != 0)
         ctok_debug_on = 1;

@@ -413,6 +413,7 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
     ok = catch_up(pt);
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
+    ctok_token_keys_drop(pt->tok); /* handles of the old module generation */
     return ok;
 }
 

@@ -9,7 +9,8 @@
 
 #include "internal.h"
 
-static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend};
+static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend,
+                                                &ctok_awskms_backend};
 
 static const struct {
     const char *name;
@@ -34,6 +35,8 @@ void ctok_token_free(ctok_token *tok)
 {
     if (tok == NULL)
         return;
+    ctok_token_keys_drop(tok);
+    free(tok->keys);
     if (tok->be != NULL && tok->be->close != NULL)
         tok->be->close(tok);
     if (tok->code != NULL)
@@ -46,6 +49,7 @@ void ctok_token_free(ctok_token *tok)
     free(tok->id);
     free(tok->type);
     pthread_mutex_destroy(&tok->lock);
+    pthread_mutex_destroy(&tok->login_lock);
     free(tok);
 }
 
@@ -142,6 +146,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     if (tok == NULL)
         return NULL;
     pthread_mutex_init(&tok->lock, NULL);
+    pthread_mutex_init(&tok->login_lock, NULL);
     tok->ctx = ctx;
     tok->entry = json_incref(o);
     tok->name = strdup(name);
@@ -158,8 +163,8 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         if (strcmp(backends[i]->type, type) == 0)
             tok->be = backends[i];
     if (tok->be == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11)", path,
-                 name, type);
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11, awskms)",
+                 path, name, type);
         goto err;
     }
     if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms) ||
@@ -291,6 +296,8 @@ static int init_backend(ctok_token *tok, const char *code, size_t len)
         if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
             return ctok_pkcs12_create(tok, code, len);
     }
+    if (tok->be->create != NULL)
+        return tok->be->create(tok, code, len);
     return ctok_token_login_with(tok, code, len);
 }
 

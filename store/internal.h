@@ -3,6 +3,7 @@
 #define CTOK_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <jansson.h>
 
 #include "token.h"
@@ -123,6 +124,7 @@ struct ctok_backend {
 
 extern const struct ctok_backend ctok_pkcs12_backend;
 extern const struct ctok_backend ctok_pkcs11_backend;
+extern const struct ctok_backend ctok_awskms_backend;
 
 enum ctok_auth_kind { CTOK_AUTH_PROMPT = 0, CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED };
 
@@ -143,8 +145,12 @@ struct ctok_token {
     char *audit_file; /* "audit_file": JSON lines of what happened */
     int audit_use;    /* "audit_use": every private key use too */
 
-    pthread_mutex_t lock; /* open/login state; never held during a key operation */
-    int opened;
+    /* state changes only (active, kept code, key cache); never held across backend I/O */
+    pthread_mutex_t lock;
+    /* serializes open and login (PBKDF2, network credential fetches) and so the codes sent;
+     * key operations, lookups of an open token and ctok_token_is_active never take it */
+    pthread_mutex_t login_lock;
+    int opened; /* atomic: set once under login_lock */
     int active; /* atomic: ctok_token_is_active / ctok_token_set_active, never the field */
     /* token.c's code_lock (a leaf) guards the fields below; tok->lock too where it says */
     char *code; /* the auth code while active (re-login, keystore rewrites); cleansed; lock too */
@@ -155,6 +161,12 @@ struct ctok_token {
     int n_rejected;
     uint8_t salt[16];
     int salted, warned_low;
+    /* key handles by id (ctok_token_key), one reference each; tok->lock. keys_pid: the process
+     * that loaded them (a forked child starts afresh); keys_gen counts the drops */
+    ctok_key **keys;
+    size_t n_keys, cap_keys;
+    pid_t keys_pid;
+    unsigned int keys_gen;
 };
 
 struct ctok_key {
@@ -202,6 +214,9 @@ void ctok_token_set_active(ctok_token *tok, int active);
 /* token.c: login with this code for an operation already authorized (create, code change) */
 int ctok_token_login_with(ctok_token *tok, const char *code, size_t len);
 void ctok_token_free(ctok_token *tok);
+/* token.c: forgets the cached key handles (keys generated or removed, a PKCS#11 reconnect);
+ * handles in use stay valid. Takes tok->lock: call it holding no backend lock. */
+void ctok_token_keys_drop(ctok_token *tok);
 
 /* auth.c */
 int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -157,13 +158,21 @@ int ctok_token_open(ctok_token *tok)
 {
     int ok = 1;
 
-    pthread_mutex_lock(&tok->lock);
+    /* once open, no lock: a lookup never waits for another thread's login */
+    if (__atomic_load_n(&tok->opened, __ATOMIC_ACQUIRE))
+        return 1;
+    pthread_mutex_lock(&tok->login_lock);
     if (!tok->opened) {
         ok = tok->be->open(tok);
-        tok->opened = ok;
+        __atomic_store_n(&tok->opened, ok, __ATOMIC_RELEASE);
     }
-    pthread_mutex_unlock(&tok->lock);
+    pthread_mutex_unlock(&tok->login_lock);
     return ok;
+}
+
+int ctok_token_needs_code(const ctok_token *tok)
+{
+    return tok->be->needs_code == NULL || tok->be->needs_code((ctok_token *)tok);
 }
 
 /* Read without the token lock by every key operation: an atomic, written under the lock. */
@@ -309,10 +318,11 @@ int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struc
     return r;
 }
 
-/* Keeps the code while active, for re-login and keystore rewrites. tok->lock held. */
+/* Keeps the code while active, for re-login and keystore rewrites (c NULL: forgets it).
+ * tok->lock held. */
 static void keep_code(ctok_token *tok, const struct ctok_code *c)
 {
-    char *copy = OPENSSL_malloc(c->len + 1), *old;
+    char *copy = c != NULL ? OPENSSL_malloc(c->len + 1) : NULL, *old;
     size_t old_len;
 
     if (copy != NULL) {
@@ -324,7 +334,7 @@ static void keep_code(ctok_token *tok, const struct ctok_code *c)
     old_len = tok->code_len;
     tok->code = copy;
     tok->code_len = copy != NULL ? c->len : 0;
-    snprintf(tok->code_src, sizeof(tok->code_src), "%s", c->src);
+    snprintf(tok->code_src, sizeof(tok->code_src), "%s", c != NULL ? c->src : "");
     pthread_mutex_unlock(&code_lock);
     if (old != NULL)
         OPENSSL_clear_free(old, old_len + 1);
@@ -384,38 +394,59 @@ static unsigned int be_state(ctok_token *tok, int puk, void *arg)
 
 static int be_login(ctok_token *tok, const struct ctok_code *c, void *arg)
 {
-    int r = tok->be->login_code != NULL ? tok->be->login_code(tok, c)
-                                        : tok->be->login(tok, c->code, c->len);
+    int r;
 
     (void)arg;
+    ctok_test_point("token-login");
+    if (c == NULL) /* code-less: what the configuration names (an instance role) */
+        r = tok->be->login_code != NULL ? tok->be->login_code(tok, NULL)
+                                        : tok->be->login(tok, NULL, 0);
+    else
+        r = tok->be->login_code != NULL ? tok->be->login_code(tok, c)
+                                        : tok->be->login(tok, c->code, c->len);
     ctok_audit(tok, "activate", NULL, r > 0, r == 0 ? "authentication code rejected" : NULL);
     return r;
 }
 
-/* Logs in through the one door. Lock held. */
+/* Marks the token active, keeping c (NULL: none, and none kept from before). */
+static void set_logged_in(ctok_token *tok, const struct ctok_code *c)
+{
+    pthread_mutex_lock(&tok->lock);
+    /* the code first: a reconnect that sees the token active must find its code */
+    keep_code(tok, c);
+    ctok_token_set_active(tok, 1);
+    pthread_mutex_unlock(&tok->lock);
+}
+
+/*
+ * Logs in through the one door; c NULL: without a code. login_lock held (it serializes the
+ * codes sent, so two threads never send one the token is rejecting), tok->lock not: the
+ * backend's PBKDF2 or network round trip blocks no other thread's lookup or key operation.
+ */
 static int login_locked(ctok_token *tok, const struct ctok_code *c, int keep)
 {
     struct ctok_sender s = {tok->be->pin_state != NULL ? be_state : NULL, be_login, NULL};
 
-    if (ctok_token_send_code(tok, c, &s) <= 0)
+    if (ctok_token_is_active(tok))
+        return 1;
+    if (c == NULL ? be_login(tok, NULL, NULL) <= 0 : ctok_token_send_code(tok, c, &s) <= 0)
         return 0;
-    /* the code first: a reconnect that sees the token active must find its code */
-    if (keep)
-        keep_code(tok, c);
-    ctok_token_set_active(tok, 1);
+    set_logged_in(tok, keep ? c : NULL);
     return 1;
 }
 
-/* Activates with exactly this code; no rule checked (the callers check theirs). */
-static int activate_with(ctok_token *tok, const struct ctok_code *c)
+/* Activates with exactly this code (NULL: a token that needs none); no rule checked. */
+static int activate_with(ctok_token *tok, const struct ctok_code *c, int keep)
 {
     int ok;
 
     if (!ctok_token_open(tok))
         return 0;
-    pthread_mutex_lock(&tok->lock);
-    ok = ctok_token_is_active(tok) || login_locked(tok, c, 1);
-    pthread_mutex_unlock(&tok->lock);
+    if (ctok_token_is_active(tok))
+        return 1;
+    pthread_mutex_lock(&tok->login_lock);
+    ok = login_locked(tok, c, keep);
+    pthread_mutex_unlock(&tok->login_lock);
     return ok;
 }
 
@@ -423,16 +454,23 @@ int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, cons
                              int typed)
 {
     struct ctok_code c = {code, len, 0, src, typed};
+    int coded = ctok_token_needs_code(tok);
 
-    return ctok_token_authorize(tok, CTOK_PERM_ACTIVATE, "activation", NULL) &&
-           activate_with(tok, &c);
+    if (!ctok_token_authorize(tok, CTOK_PERM_ACTIVATE, "activation", NULL))
+        return 0;
+    if (coded && code == NULL) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': activation needs an authentication code", tok->name);
+        return 0;
+    }
+    /* a token that signs in with what its configuration names never takes nor keeps one */
+    return activate_with(tok, coded ? &c : NULL, 1);
 }
 
 int ctok_token_login_with(ctok_token *tok, const char *code, size_t len)
 {
     struct ctok_code c = {code, len, 0, TOOL_CODE, 0};
 
-    return activate_with(tok, &c);
+    return activate_with(tok, ctok_token_needs_code(tok) ? &c : NULL, 1);
 }
 
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
@@ -515,13 +553,13 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
         return 0;
     if (ctok_token_is_active(tok))
         return 1;
-    /* the code is fetched without the lock: a prompt may take long */
+    /* no auth source is read and nobody is prompted for a token that needs no code */
+    if (!ctok_token_needs_code(tok))
+        return activate_with(tok, NULL, 0);
+    /* the code is fetched without a lock: a prompt may take long */
     if (!get_code(tok, pin, ui, code, sizeof(code), &c.len, &prompted, src, sizeof(src)))
         goto end;
-    pthread_mutex_lock(&tok->lock);
-    ok = ctok_token_is_active(tok) ||
-         login_locked(tok, &c, !prompted || tok->be->keep_prompted_code);
-    pthread_mutex_unlock(&tok->lock);
+    ok = activate_with(tok, &c, !prompted || tok->be->keep_prompted_code);
 end:
     OPENSSL_cleanse(code, sizeof(code));
     return ok;
@@ -541,10 +579,87 @@ int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)
     return tok->be->enumerate(tok, cb, arg);
 }
 
+/* The cached handle of key id, referenced, or NULL. tok->lock held. */
+static ctok_key *cached_key(ctok_token *tok, const uint8_t *id, size_t id_len)
+{
+    if (tok->keys_pid != getpid())
+        return NULL;
+    for (size_t i = 0; i < tok->n_keys; i++)
+        if (tok->keys[i]->id_len == id_len && memcmp(tok->keys[i]->id, id, id_len) == 0)
+            return ctok_key_ref(tok->keys[i]);
+    return NULL;
+}
+
+/* Takes the cached handles out (all; in a forked child, the parent's). tok->lock held. */
+static ctok_key **take_keys(ctok_token *tok, size_t *n)
+{
+    ctok_key **v = tok->keys;
+
+    *n = tok->n_keys;
+    tok->keys = NULL;
+    tok->n_keys = tok->cap_keys = 0;
+    tok->keys_gen++;
+    return v;
+}
+
+static void unref_keys(ctok_key **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ctok_key_unref(v[i]);
+    free(v);
+}
+
+void ctok_token_keys_drop(ctok_token *tok)
+{
+    ctok_key **v;
+    size_t n;
+
+    pthread_mutex_lock(&tok->lock);
+    v = take_keys(tok, &n);
+    pthread_mutex_unlock(&tok->lock);
+    unref_keys(v, n); /* outside the lock: a backend's key_free may take its own */
+}
+
+/*
+ * Caches key unless a drop happened since gen was read, or another thread cached the same
+ * key meanwhile; returns the handle to use (referenced), releasing key if it is not that one.
+ */
+static ctok_key *cache_key(ctok_token *tok, ctok_key *key, unsigned int gen)
+{
+    ctok_key *had, **v = NULL, **old = NULL;
+    size_t n_old = 0;
+
+    pthread_mutex_lock(&tok->lock);
+    if (tok->keys_pid != getpid()) {
+        old = take_keys(tok, &n_old);
+        tok->keys_pid = getpid();
+        gen = tok->keys_gen; /* the parent's drops do not concern this process */
+    }
+    had = cached_key(tok, key->id, key->id_len);
+    if (had == NULL && gen == tok->keys_gen) {
+        if (tok->n_keys == tok->cap_keys &&
+            (v = realloc(tok->keys, (tok->cap_keys ? 2 * tok->cap_keys : 8) * sizeof(*v))) !=
+                NULL) {
+            tok->keys = v;
+            tok->cap_keys = tok->cap_keys ? 2 * tok->cap_keys : 8;
+        }
+        if (tok->n_keys < tok->cap_keys)
+            tok->keys[tok->n_keys++] = ctok_key_ref(key);
+    }
+    pthread_mutex_unlock(&tok->lock);
+    unref_keys(old, n_old);
+    if (had == NULL)
+        return key;
+    ctok_key_unref(key);
+    return had;
+}
+
+/* One handle per (token, key id) in a process: loaded once (one GetPublicKey for a remote key). */
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 {
     ctok_key *key;
     char hex[2 * CTOK_MAX_ID + 1];
+    unsigned int gen;
 
     if (id_len > CTOK_MAX_ID || !ctok_token_open(tok))
         return NULL;
@@ -554,6 +669,12 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
                  tok->name, hex);
         return NULL;
     }
+    pthread_mutex_lock(&tok->lock);
+    key = cached_key(tok, id, id_len);
+    gen = tok->keys_gen;
+    pthread_mutex_unlock(&tok->lock);
+    if (key != NULL)
+        return key;
     key = calloc(1, sizeof(*key));
     if (key == NULL)
         return NULL;
@@ -561,12 +682,13 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
     key->tok = tok;
     memcpy(key->id, id, id_len);
     key->id_len = id_len;
-    /* the backend fills in label, type, public key and its own handle */
+    /* the backend fills in label, type, public key and its own handle; no token lock held */
     if (!tok->be->key_load(tok, key) || (key->label == NULL && (key->label = strdup("")) == NULL)) {
         ctok_key_unref(key);
         return NULL;
     }
-    return key;
+    CTOK_DBG("token '%s': key '%s' loaded", tok->name, key->label);
+    return cache_key(tok, key, gen);
 }
 
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec)
@@ -581,6 +703,7 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         return 0;
     }
     ok = tok->be->generate(tok, alias, spec);
+    ctok_token_keys_drop(tok);
     snprintf(what, sizeof(what), "%s%s%s", ctok_key_type_name(spec->type),
              spec->group != NULL ? " " : "", spec->group != NULL ? spec->group : "");
     if (spec->type == CTOK_KT_RSA)
@@ -603,6 +726,7 @@ int ctok_token_remove(ctok_token *tok, const char *alias, char *note, size_t not
     }
     note[0] = '\0';
     ok = tok->be->remove(tok, alias, note, notelen);
+    ctok_token_keys_drop(tok);
     ctok_audit(tok, "key_remove", alias, ok, NULL);
     return ok;
 }
@@ -623,14 +747,10 @@ int ctok_token_deactivate(ctok_token *tok)
     if (!ctok_token_authorize(tok, CTOK_PERM_DEACTIVATE, "deactivation", NULL))
         return 0;
     pthread_mutex_lock(&tok->lock);
-    pthread_mutex_lock(&code_lock);
-    if (tok->code != NULL)
-        OPENSSL_clear_free(tok->code, tok->code_len + 1);
-    tok->code = NULL;
-    tok->code_len = 0;
-    pthread_mutex_unlock(&code_lock);
+    keep_code(tok, NULL);
     ctok_token_set_active(tok, 0);
     pthread_mutex_unlock(&tok->lock);
+    ctok_token_keys_drop(tok);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
     return 1;
 }
@@ -786,14 +906,28 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
     return ok;
 }
 
+/* The digest a key test signs: the curve's for ECDSA (AWS KMS takes no other), else SHA-256. */
+static const EVP_MD *test_md(const ctok_key *key)
+{
+    int bits = key->pub != NULL ? EVP_PKEY_get_bits(key->pub) : 0;
+
+    if (key->type == CTOK_KT_ED25519)
+        return NULL;
+    if (key->type != CTOK_KT_EC || bits <= 256)
+        return EVP_sha256();
+    return bits <= 384 ? EVP_sha384() : EVP_sha512();
+}
+
 /* EJBCA's key test: sign a random message with the token key, verify in software. */
 int ctok_key_test(ctok_key *key)
 {
     EVP_PKEY *pub = key->pub;
     enum ctok_key_type t = key->type;
+    const EVP_MD *md = test_md(key);
     struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
-                                 t == CTOK_KT_ED25519 ? NULL : EVP_sha256(), EVP_sha256(), 32};
-    unsigned char msg[64], dgst[32], sig[1024];
+                                 md, md, 32};
+    unsigned char msg[64], dgst[EVP_MAX_MD_SIZE], sig[1024];
+    unsigned int dlen = 0;
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *m = NULL;
     EVP_PKEY_CTX *pc = NULL;
@@ -809,15 +943,14 @@ int ctok_key_test(ctok_key *key)
              EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
         goto end;
     }
-    if (!EVP_Digest(msg, sizeof(msg), dgst, NULL, EVP_sha256(), NULL) ||
-        !key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen))
+    if (!EVP_Digest(msg, sizeof(msg), dgst, &dlen, md, NULL) ||
+        !key_sign(key, &sp, dgst, dlen, sig, &siglen))
         goto end;
     pc = EVP_PKEY_CTX_new(pub, NULL);
-    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 &&
-         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256()) > 0 &&
+    ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 && EVP_PKEY_CTX_set_signature_md(pc, md) > 0 &&
          (t == CTOK_KT_EC || EVP_PKEY_CTX_set_rsa_padding(pc, sp.pad) > 0) &&
          (sp.pad != RSA_PKCS1_PSS_PADDING || EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, 32) > 0) &&
-         EVP_PKEY_verify(pc, sig, siglen, dgst, sizeof(dgst)) == 1;
+         EVP_PKEY_verify(pc, sig, siglen, dgst, dlen) == 1;
 end:
     EVP_PKEY_CTX_free(pc);
     EVP_MD_CTX_free(m);

@@ -176,12 +176,16 @@ ctok_ctx *ctok_token_ctx(const ctok_token *tok);
 /* Opens the backend (reads the keystore, no auth code needed). */
 int ctok_token_open(ctok_token *tok);
 int ctok_token_is_active(const ctok_token *tok);
+/* Does activation take an auth code? 0: the token signs in with what its configuration names
+ * (an instance role); no auth source is read, nobody is prompted, no code is kept. */
+int ctok_token_needs_code(const ctok_token *tok);
 /* Activates the token if it is not active: pin, then config auth, then ui. */
 int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui);
 /* Activates with exactly this code (tool: token activate); rule activate. */
 int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
 /*
- * The same, saying where the code came from ("auth file /p", for errors). typed: the user
+ * The same, saying where the code came from ("auth file /p", for errors); code NULL for a
+ * token that needs none (ctok_token_needs_code). typed: the user
  * typed it at the tool's prompt to activate the token, the one source that may spend a PIN's
  * final try (after a warning); automatic sources (file, variable, stored, URI) never do.
  */
@@ -190,7 +194,8 @@ int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, cons
 /* Every object of the token; rule view. */
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
 /* Key handle for the private key with this id; the token must be active. Its operations
- * check their rule (use, keytest) each time. */
+ * check their rule (use, keytest) each time. One handle per key and process, cached until
+ * keys are generated or removed, the token is deactivated or a PKCS#11 token reconnects. */
 ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len);
 int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
 /* Removes the key and its certificates; note (may be NULL) gets what the user should know

@@ -18,18 +18,8 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include "store_driver.h"
 #include "token.h"
-
-static void sink(int reason, const char *file, int line, const char *func, const char *fmt,
-                 va_list ap)
-{
-    (void)file;
-    (void)line;
-    (void)func;
-    fprintf(stderr, "error: %s: ", ctok_reason_string(reason));
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
 
 static int count_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
 {
@@ -42,18 +32,8 @@ static int count_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
 /* The private key named alias, its token activated with the configured code. */
 static ctok_key *load_key(ctok_ctx *ctx, ctok_token *tok, const char *alias)
 {
-    struct ctok_uri u = {0};
-    struct ctok_found *f = NULL;
-    size_t n = 0;
-    ctok_key *key = NULL;
+    ctok_key *key = ctok_token_login(tok, NULL, NULL) ? driver_find_key(ctx, tok, alias, 0) : NULL;
 
-    u.token = (char *)ctok_token_name(tok);
-    u.object = (char *)alias;
-    u.types = CTOK_OBJ_PRIVATE;
-    if (ctok_token_login(tok, NULL, NULL) && ctok_find(ctx, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n) &&
-        n > 0)
-        key = ctok_token_key(tok, f[0].id, f[0].id_len);
-    ctok_found_free(f, n);
     if (key == NULL)
         fprintf(stderr, "driver: cannot load key '%s'\n", alias);
     return key;
@@ -197,7 +177,7 @@ int main(int argc, char **argv)
 
     if (argc < 4)
         return 2;
-    ctok_err_set_sink(sink);
+    ctok_err_set_sink(driver_sink);
     ctx = ctok_ctx_new(NULL, NULL, argv[1]);
     if (ctx == NULL || !ctok_ctx_load(ctx) ||
         (tok = ctok_ctx_token_find(ctx, argv[2], NULL)) == NULL)

@@ -274,6 +274,21 @@ SECRETS = set()
 MIN_SECRET_LEN = 6  # shorter codes ("1111") match unrelated text; test_secret_hygiene has them
 
 
+def compile_store_driver(build, src, out):
+    """A test driver (tests/*.c) linked against the token layer, libctok_store.a."""
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson", "p11-kit-1"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    # an instrumented token layer (make test-sanitize) links only with its sanitizer runtime
+    cache = (build / "CMakeCache.txt").read_text() if (build / "CMakeCache.txt").exists() else ""
+    sanitize = ["-fsanitize=address,undefined"] if "CTOK_SANITIZE:BOOL=ON" in cache else []
+    store = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "store")
+    p = subprocess.run(["gcc", "-O1", "-Wall", "-Wextra", *sanitize, "-I", store, "-o", str(out),
+                        str(src), str(build / "libctok_store.a"), "-lcrypto", *flags, "-ldl",
+                        "-lpthread"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
 def register_secret(code):
     if code is not None and len(str(code)) >= MIN_SECRET_LEN:
         SECRETS.add(str(code))

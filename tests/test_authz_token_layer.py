@@ -9,26 +9,15 @@ import subprocess
 
 import pytest
 
-from ctoktest import PIN, describe
+from ctoktest import PIN, compile_store_driver, describe
 from test_cli_support import RULES, Kind
 
 SRC = os.path.join(os.path.dirname(__file__), "authz_token.c")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory, build):
-    out = tmp_path_factory.mktemp("authz") / "authz_token"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson", "p11-kit-1"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    # an instrumented token layer (make test-sanitize) links only with its sanitizer runtime
-    cache = (build / "CMakeCache.txt").read_text() if (build / "CMakeCache.txt").exists() else ""
-    sanitize = ["-fsanitize=address,undefined"] if "CTOK_SANITIZE:BOOL=ON" in cache else []
-    p = subprocess.run(["gcc", "-O1", "-Wall", *sanitize, "-I", os.path.join(REPO, "store"), "-o",
-                        str(out), SRC, str(build / "libctok_store.a"), "-lcrypto", *flags, "-ldl",
-                        "-lpthread"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return out
+    return compile_store_driver(build, SRC, tmp_path_factory.mktemp("authz") / "authz_token")
 
 
 @pytest.fixture(scope="module", params=("pkcs12", "pkcs11"))
