@@ -14,7 +14,7 @@ import pytest
 from ctoktest import (assert_fails_with, assert_no_secret, assert_ok, assert_tool_error,
                       assert_verified, describe, digest_file, register_secret, sign_digest,
                       verify_digest, TlsServer, tls_client, assert_handshake, free_port)
-from kms_emulator import SEED_ACTIONS
+from kms_emulator import SEED_ACTIONS, KmsEmulator
 from kmsfixtures import awskms_token, kms_credential, kms_emu  # noqa: F401
 from p11fixtures import sign_loop, sign_loop_binary
 
@@ -210,6 +210,22 @@ def test_role_credentials_are_fetched_and_refreshed(ws, kms_emu):
     imds = kms_emu.imds_requests()
     fetched = imds.get("GET /latest/meta-data/iam/security-credentials/ctok-kms-role", 0)
     assert fetched >= 2, imds
+
+
+def test_each_public_key_is_fetched_once_per_process(ws, tmp_path):
+    # an account of its own: exactly these keys
+    with KmsEmulator(tmp_path / "own-account", on_secret=register_secret) as emu:
+        awskms_token(ws, emu)
+        aliases = ["a", "b", "c"]
+        for a, spec in zip(aliases, ("RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384")):
+            emu.create_key(spec, alias=a)
+        emu.create_key("ECC_NIST_P256")  # a key without an alias is no object
+        emu.clear_counters()
+        p = assert_ok(ws.ossl("storeutl", "-keys", "ctok:token=kms"))
+        assert "Total found: 3" in p.stdout, describe(p)
+        req = emu.requests()
+    # listed once; each key described once, though listed and then loaded as a private key
+    assert req == {"ListAliases": 1, "GetPublicKey": 3}, req
 
 
 def test_one_request_per_signature_after_warm_up(ws, kms_emu):
