@@ -178,19 +178,25 @@ def test_csr_and_ca_signing_with_kms_keys(ws, kms_emu):
 
 @pytest.mark.parametrize("spec", ["RSA_2048", "ECC_NIST_P256"])
 @pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
-def test_tls_server_on_a_kms_key(ws, kms_emu, spec, version):
-    awskms_token(ws, kms_emu)
+def test_tls_server_on_a_kms_key_and_its_bound_certificate(ws, kms_emu, spec, version):
     alias = unique("tls")
     kms_emu.create_key(spec, alias=alias)
-    cert = ws.path("server.pem")
+    certs = ws.path("certs")
+    certs.mkdir()
+    awskms_token(ws, kms_emu, certificates=[str(certs)])
+    cert = certs / "server.pem"
     assert_ok(ws.ossl("req", "-new", "-x509", "-key", uri(alias), "-subj", "/CN=127.0.0.1",
                       "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-out", cert))
+    # the certificate is the key's, found through the token as an HSM's would be
+    p = assert_ok(ws.ossl("storeutl", "-certs", uri(alias)))
+    assert "Total found: 1" in p.stdout, describe(p)
     kms_emu.clear_counters()
-    with TlsServer(ws, uri(alias), cert, version) as server:
+    with TlsServer(ws, uri(alias), uri(alias), version) as server:
         server.wait_ready()
         client = tls_client(ws, server.port, cert, version)
         assert_handshake(client, server)
-    assert kms_emu.requests().get("Sign", 0) >= 1
+    req = kms_emu.requests()
+    assert req.get("Sign", 0) >= 1 and "ListAliases" not in req, req
 
 
 def test_role_credentials_are_fetched_and_refreshed(ws, kms_emu):
@@ -251,6 +257,8 @@ def test_one_request_per_signature_after_warm_up(ws, kms_emu):
     # whatever the number of signatures
     assert signs == 1000, other
     assert other == warm_up, (other, warm_up)
+    # a key named by its alias is looked up alone: one GetPublicKey, never a listing
+    assert other == {"GetPublicKey": len(aliases)}, other
     assert conns <= 4, conns
 
 
