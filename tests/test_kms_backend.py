@@ -234,6 +234,25 @@ def test_each_public_key_is_fetched_once_per_process(ws, tmp_path):
     assert req == {"ListAliases": 1, "GetPublicKey": 3}, req
 
 
+def test_listing_follows_every_page_and_skips_what_is_no_key(ws, tmp_path):
+    with KmsEmulator(tmp_path / "big-account", on_secret=register_secret) as emu:
+        awskms_token(ws, emu)
+        aliases = ["p%03d" % i for i in range(101)]  # ctok asks 100 a page: two pages
+        for a in aliases:
+            emu.create_key("ECC_NIST_P256", alias=a)
+        emu.create_key("RSA_2048", usage="ENCRYPT_DECRYPT", alias="aws/ebs")  # AWS's own
+        gone = emu.create_key("ECC_NIST_P256", alias="gone")
+        emu.set_key_state(gone, "PendingDeletion")
+        emu.clear_counters()
+        p = assert_ok(ws.ctok("key", "list", "kms", "--json"))
+        req = emu.requests()
+    import json
+
+    listed = sorted(k["alias"] for k in json.loads(p.stdout))
+    assert listed == aliases, listed
+    assert req.get("ListAliases") == 2, req
+
+
 def test_one_request_per_signature_after_warm_up(ws, kms_emu):
     awskms_token(ws, kms_emu)
     aliases = [unique("loop") for _ in range(2)]
