@@ -11,15 +11,12 @@ import time
 
 import pytest
 
-from ctoktest import (assert_fails_with, assert_no_secret, assert_ok, assert_tool_error,
-                      assert_verified, describe, digest_file, register_secret, sign_digest,
-                      verify_digest, TlsServer, tls_client, assert_handshake, free_port)
+from ctoktest import (DEFAULT_FIRST, THREE_CNF, TlsServer, assert_fails_with, assert_handshake,
+                      assert_no_secret, assert_ok, assert_tool_error, assert_verified, describe,
+                      free_port, register_secret, sign_digest, tls_client, verify_digest)
 from kms_emulator import SEED_ACTIONS, KmsEmulator
 from kmsfixtures import awskms_token, kms_credential, kms_emu  # noqa: F401
 from p11fixtures import sign_loop, sign_loop_binary
-
-# Specs the tool generates, and the digest KMS signs with for ECDSA (the curve's).
-CURVE_MD = {"ECC_NIST_P256": "sha256", "ECC_NIST_P384": "sha384", "ECC_NIST_P521": "sha512"}
 
 _n = [0]
 
@@ -81,6 +78,20 @@ def test_tool_creates_the_token_and_manages_keys(ws, kms_emu):
     assert re.search(r"^%s\s" % rsa, listing, re.M), listing
 
 
+def test_tool_creates_a_role_token_without_any_code(ws, kms_emu):
+    kms_emu.set_role("ctok-tool-role", ttl_seconds=3600)
+    kms_emu.clear_counters()
+    p = assert_ok(ws.ctok("token", "create", "--type", "awskms", "--name", "kms", "--region",
+                          kms_emu.region, "--auth-method", "role", "--imds-endpoint",
+                          kms_emu.imds_url, "--endpoint", kms_emu.url, "--ca-file",
+                          kms_emu.ca_file, input=""))
+    assert "Created token 'kms' (awskms" in p.stdout, describe(p)
+    assert kms_emu.requests().get("ListAliases") == 1  # the role's access, proven
+    alias = unique("rolekey")
+    assert_ok(ws.ctok("key", "generate", "kms", alias, "ec:P-256"))
+    assert "test passed" in assert_ok(ws.ctok("key", "test", "kms", alias)).stdout
+
+
 def test_unsupported_key_spec_is_refused_with_the_supported_ones(ws, kms_emu):
     assert_ok(tool_token(ws, kms_emu))
     assert_tool_error(ws.ctok("key", "generate", "kms", unique("ed"), "ed25519"),
@@ -138,6 +149,19 @@ def test_sign_with_uri_verifies_with_the_exported_public_key(ws, kms_emu, spec, 
     p, sig, dg = sign_digest(ws, uri(alias), *opts, md=md)
     assert_ok(p)
     assert_verified(verify_digest(ws, pub, dg, sig, *opts, md=md, certin=False))
+
+
+@pytest.mark.parametrize("providers", [DEFAULT_FIRST, THREE_CNF])
+def test_kms_signing_in_every_provider_order(ws, kms_emu, providers):
+    # THREE_CNF activates ctok through openssl.cnf: libcurl's own TLS to the service runs
+    # through an OpenSSL that has ctok loaded, and must neither recurse nor deadlock
+    awskms_token(ws, kms_emu)
+    alias = unique("order")
+    kms_emu.create_key("ECC_NIST_P256", alias=alias)
+    pub = pubkey(ws, alias)
+    p, sig, dg = sign_digest(ws, uri(alias), providers=providers)
+    assert_ok(p)
+    assert_verified(verify_digest(ws, pub, dg, sig, certin=False))
 
 
 def test_pss_with_another_salt_length_is_refused_clearly(ws, kms_emu):
