@@ -695,9 +695,16 @@ static int blob_call(ctok_key *key, const char *op, json_t *req, const char *in_
                  "more than the %zu bytes expected)",
                  ctok_token_name(key->tok), h->object, op, *outlen);
 end:
+    if (resp != NULL) {
+        /* a Decrypt answer is a secret: its text does not outlive the call in our heap */
+        char *v = (char *)json_string_value(json_object_get(resp, out_field));
+
+        if (v != NULL)
+            OPENSSL_cleanse(v, strlen(v));
+    }
     json_decref(resp);
     json_decref(req);
-    OPENSSL_free(b64);
+    OPENSSL_clear_free(b64, b64len);
     return ok;
 }
 
