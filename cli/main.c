@@ -10,6 +10,7 @@
 #include "cli.h"
 
 static char first_error[1024];
+static unsigned long first_error_at; /* ctok_err_count() when it was raised */
 
 /* The first error of a failed operation is its cause: keep it for the one-line report. */
 static void cli_err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
@@ -22,9 +23,17 @@ static void cli_err_sink(int reason, const char *file, int line, const char *fun
     (void)func;
     if (first_error[0] != '\0')
         return;
+    first_error_at = ctok_err_count();
     n = snprintf(first_error, sizeof(first_error), "%s: ", ctok_reason_string(reason));
     if (n > 0 && (size_t)n < sizeof(first_error))
         vsnprintf(first_error + n, sizeof(first_error) - (size_t)n, fmt, ap);
+}
+
+/* An expected failure popped by the token layer is no longer the one to report. */
+static void cli_err_forget(unsigned long since)
+{
+    if (first_error[0] != '\0' && first_error_at > since)
+        first_error[0] = '\0';
 }
 
 int cli_fail(void)
@@ -263,6 +272,7 @@ int main(int argc, char **argv)
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     ctok_err_set_sink(cli_err_sink);
+    ctok_err_set_forget(cli_err_forget);
     dbg = getenv("CTOK_DEBUG");
     if (dbg != NULL && strcmp(dbg, "0") != 0)
         ctok_debug_on = 1;

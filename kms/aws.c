@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/err.h>
 #include <openssl/rsa.h>
 
 #include "../store/internal.h"
@@ -46,7 +45,10 @@ struct kms_tok {
     struct cached *keys;
     struct alias_map *aliases;
 };
+/* the backend's data of a token: the one place that reaches into the token (backend.h's
+ * ctok_token_be / ctok_token_set_be once the token layer has them) */
 #define KT(tok) ((struct kms_tok *)(tok)->be_data)
+#define SET_KT(tok, kt) ((tok)->be_data = (kt))
 
 /* What a key handle keeps: enough to sign without asking the cache again. */
 struct kms_keyh {
@@ -69,7 +71,7 @@ static int conf_int(ctok_token *tok, const json_t *conf, const char *field, long
         return 1;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be an integer from %ld to %ld",
-                 tok->ctx->config_path, tok->name, field, lo, hi);
+                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field, lo, hi);
         return 0;
     }
     *out = (long)json_integer_value(v);
@@ -84,7 +86,7 @@ static int conf_str(ctok_token *tok, const json_t *conf, const char *field, cons
     *out = json_string_value(v);
     if (v != NULL && (*out == NULL || **out == '\0')) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be a non-empty string",
-                 tok->ctx->config_path, tok->name, field);
+                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field);
         return 0;
     }
     return 1;
@@ -98,15 +100,15 @@ static int conf_url(ctok_token *tok, const char *field, const char *url, int htt
         return 1;
     CTOK_ERR(CTOK_R_CONFIG,
              "%s: token '%s': \"%s\" must be an %s URL (TLS verification is never off), not '%s'",
-             tok->ctx->config_path, tok->name, field, http_ok ? "http:// or https://" : "https://",
-             url);
+             ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field,
+             http_ok ? "http:// or https://" : "https://", url);
     return 0;
 }
 
 static int aws_configure(ctok_token *tok, const json_t *conf)
 {
-    const char *path = tok->ctx->config_path, *method;
-    struct ctok_aws_conf c = {.tokname = tok->name};
+    const char *path = ctok_ctx_config_path(ctok_token_ctx(tok)), *method;
+    struct ctok_aws_conf c = {.tokname = ctok_token_name(tok)};
     struct kms_tok *kt;
     long timeout, retries, days;
 
@@ -125,12 +127,13 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
         strspn(c.region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(c.region)) {
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': awskms token needs \"region\" (such as \"eu-west-1\")%s%s", path,
-                 tok->name, c.region != NULL ? ", not " : "", c.region != NULL ? c.region : "");
+                 ctok_token_name(tok), c.region != NULL ? ", not " : "",
+                 c.region != NULL ? c.region : "");
         return 0;
     }
     if (method != NULL && strcmp(method, "keys") != 0 && strcmp(method, "role") != 0) {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"auth_method\" must be keys or role, not '%s'",
-                 path, tok->name, method);
+                 path, ctok_token_name(tok), method);
         return 0;
     }
     c.use_role = method != NULL && strcmp(method, "role") == 0;
@@ -138,7 +141,7 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': auth_method keys needs \"access_key_id\" (the secret access key "
                  "comes from \"auth\")",
-                 path, tok->name);
+                 path, ctok_token_name(tok));
         return 0;
     }
     c.timeout_ms = timeout;
@@ -149,7 +152,7 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
     kt->tok = tok;
     kt->use_role = c.use_role;
     kt->deletion_days = (int)days;
-    tok->be_data = kt;
+    SET_KT(tok, kt);
     return (kt->aws = ctok_aws_new(&c)) != NULL;
 }
 
@@ -182,7 +185,7 @@ static void aws_close(ctok_token *tok)
     ctok_aws_free(kt->aws);
     pthread_mutex_destroy(&kt->lock);
     free(kt);
-    tok->be_data = NULL;
+    SET_KT(tok, NULL);
 }
 
 static int aws_open(ctok_token *tok)
@@ -201,7 +204,12 @@ static int aws_login(ctok_token *tok, const char *code, size_t len)
 {
     struct kms_tok *kt = KT(tok);
 
-    if (!kt->use_role && (code == NULL || !ctok_aws_set_secret(kt->aws, code, len)))
+    if (!kt->use_role && code == NULL) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': auth method keys needs the secret access key",
+                 ctok_token_name(tok));
+        return -1;
+    }
+    if (!kt->use_role && !ctok_aws_set_secret(kt->aws, code, len))
         return -1;
     return ctok_aws_login(kt->aws) ? 1 : -1;
 }
@@ -293,16 +301,17 @@ static int lookup(struct kms_tok *kt, const char *alias, const char *key_id, str
     json_decref(req);
     if (!ok)
         return -1;
-    ok = ctok_kms_parse_pubkey(resp, kt->tok->ctx->libctx, kt->tok->ctx->propq, &k);
+    ok = ctok_kms_parse_pubkey(resp, ctok_ctx_libctx(ctok_token_ctx(kt->tok)),
+                               ctok_ctx_propq(ctok_token_ctx(kt->tok)), &k);
     json_decref(resp);
     if (!ok) {
         CTOK_ERR(CTOK_R_BACKEND,
-                 "token '%s': key '%s': GetPublicKey answered what ctok cannot read", kt->tok->name,
-                 object);
+                 "token '%s': key '%s': GetPublicKey answered what ctok cannot read",
+                 ctok_token_name(kt->tok), object);
         return -1;
     }
-    CTOK_DBG("token '%s': key '%s' is %s (%s, %s)", kt->tok->name, object, k.key_id, k.spec,
-             k.usage[0] ? k.usage : "?");
+    CTOK_DBG("token '%s': key '%s' is %s (%s, %s)", ctok_token_name(kt->tok), object, k.key_id,
+             k.spec, k.usage[0] ? k.usage : "?");
 
     pthread_mutex_lock(&kt->lock);
     /* another thread may have asked too: the first answer stays */
@@ -415,7 +424,7 @@ static int list_aliases(struct kms_tok *kt, struct kms_alias **v, size_t *n)
         json_decref(req);
         if (ok && !ctok_kms_parse_aliases(resp, v, n, &marker)) {
             CTOK_ERR(CTOK_R_BACKEND, "token '%s': ListAliases answered what ctok cannot read",
-                     kt->tok->name);
+                     ctok_token_name(kt->tok));
             ok = 0;
         }
         json_decref(resp);
@@ -437,20 +446,20 @@ static int listed_key(struct kms_tok *kt, const struct kms_alias *a, struct kms_
 {
     int r;
 
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, NULL, a->key_id, k, NULL, 0);
     if (r < 0 && key_unavailable()) {
-        CTOK_DBG("token '%s': alias '%s' (key %s) skipped: %s", kt->tok->name, a->name, a->key_id,
-                 ctok_aws_last_error_type());
-        ERR_pop_to_mark();
+        CTOK_DBG("token '%s': alias '%s' (key %s) skipped: %s", ctok_token_name(kt->tok), a->name,
+                 a->key_id, ctok_aws_last_error_type());
+        ctok_err_pop_to_mark();
         return 0;
     }
-    ERR_clear_last_mark();
+    ctok_err_clear_mark();
     if (r > 0)
         remember_alias(kt, a->name, a->key_id);
     if (r > 0 && k->type == CTOK_KT_NONE) {
         CTOK_DBG("token '%s': alias '%s' (key %s, %s) skipped: not a key ctok signs with",
-                 kt->tok->name, a->name, a->key_id, k->spec);
+                 ctok_token_name(kt->tok), a->name, a->key_id, k->spec);
         ctok_kms_pubkey_clear(k);
         return 0;
     }
@@ -505,21 +514,21 @@ static int aws_find(ctok_token *tok, const char *label, const uint8_t *id, size_
         if (memchr(id, '\0', id_len) != NULL || !ctok_kms_key_id(key_id, key_id))
             return 1;
     }
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, label, id != NULL ? key_id : NULL, &k, alias, sizeof(alias));
     if (r < 0 && strcmp(ctok_aws_last_error_type(), "NotFoundException") == 0) {
         /* nothing by that name: the token layer says so */
-        ERR_pop_to_mark();
+        ctok_err_pop_to_mark();
         return 1;
     }
-    ERR_clear_last_mark();
+    ctok_err_clear_mark();
     if (r < 0)
         return 0; /* disabled, pending deletion, denied...: that error is the answer */
     if (k.type == CTOK_KT_NONE) {
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s' is a %s key: ctok uses RSA and ECC "
                  "NIST keys (RSA_2048/3072/4096, ECC_NIST_P256/P384/P521)",
-                 tok->name, label != NULL ? label : key_id, k.spec);
+                 ctok_token_name(tok), label != NULL ? label : key_id, k.spec);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
@@ -549,7 +558,7 @@ static int aws_key_load(ctok_token *tok, ctok_key *key)
     if (k.type == CTOK_KT_NONE || (h = calloc(1, sizeof(*h))) == NULL) {
         if (k.type == CTOK_KT_NONE)
             CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' is a %s key, not one ctok uses",
-                     tok->name, key_id, k.spec);
+                     ctok_token_name(tok), key_id, k.spec);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
@@ -568,7 +577,7 @@ static int aws_key_load(ctok_token *tok, ctok_key *key)
     return key->label != NULL;
 bad:
     CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': an AWS KMS key id is its UUID text; this id is not one",
-             tok->name);
+             ctok_token_name(tok));
     return 0;
 }
 
@@ -607,7 +616,7 @@ static const EVP_MD *curve_md(const char *spec)
 static unsigned int sign_alg(ctok_key *key, const struct kms_keyh *h,
                              const struct ctok_sig_params *p, size_t tbslen)
 {
-    const char *tn = key->tok->name, *obj = h->object;
+    const char *tn = ctok_token_name(key->tok), *obj = h->object;
     unsigned int alg = 0;
 
     if (key->type == CTOK_KT_EC) {
@@ -684,11 +693,18 @@ static int blob_call(ctok_key *key, const char *op, json_t *req, const char *in_
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': %s answered what ctok cannot read (or "
                  "more than the %zu bytes expected)",
-                 key->tok->name, h->object, op, *outlen);
+                 ctok_token_name(key->tok), h->object, op, *outlen);
 end:
+    if (resp != NULL) {
+        /* a Decrypt answer is a secret: its text does not outlive the call in our heap */
+        char *v = (char *)json_string_value(json_object_get(resp, out_field));
+
+        if (v != NULL)
+            OPENSSL_cleanse(v, strlen(v));
+    }
     json_decref(resp);
     json_decref(req);
-    OPENSSL_free(b64);
+    OPENSSL_clear_free(b64, b64len);
     return ok;
 }
 
@@ -702,7 +718,7 @@ static int aws_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
         return 0;
     if ((h->algs & alg) == 0 && h->algs != 0) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' (%s, %s) does not offer %s",
-                 key->tok->name, h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
+                 ctok_token_name(key->tok), h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
         return 0;
     }
     return blob_call(key, "Sign",
@@ -725,12 +741,12 @@ static int aws_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s': AWS KMS decrypts only RSA-OAEP with SHA-1 or SHA-256 "
                  "(MGF1 the same, no label)",
-                 key->tok->name, h->object);
+                 ctok_token_name(key->tok), h->object);
         return 0;
     }
     if ((h->algs & alg) == 0) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': key '%s' (%s, %s) does not offer %s",
-                 key->tok->name, h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
+                 ctok_token_name(key->tok), h->object, h->spec, h->usage, ctok_kms_alg_name(alg));
         return 0;
     }
     return blob_call(key, "Decrypt",
@@ -773,7 +789,7 @@ static int schedule_deletion(struct kms_tok *kt, const char *key_id, const char 
     if (ok && !ctok_kms_parse_deletion(resp, date, &got)) {
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': ScheduleKeyDeletion answered what ctok cannot read",
-                 kt->tok->name, object);
+                 ctok_token_name(kt->tok), object);
         ok = 0;
     }
     json_decref(resp);
@@ -798,24 +814,24 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s': AWS KMS keys are rsa:2048, rsa:3072, rsa:4096, ec:P-256, "
                  "ec:P-384 or ec:P-521",
-                 tok->name, alias);
+                 ctok_token_name(tok), alias);
         return 0;
     }
     /* an alias that exists is refused before a key is made: NotFound is the good answer */
-    ERR_set_mark();
+    ctok_err_mark();
     r = lookup(kt, alias, NULL, &k, NULL, 0);
     if (r > 0) {
-        ERR_clear_last_mark();
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': alias '%s' exists already (key %s)", tok->name,
-                 alias, k.key_id);
+        ctok_err_clear_mark();
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': alias '%s' exists already (key %s)",
+                 ctok_token_name(tok), alias, k.key_id);
         ctok_kms_pubkey_clear(&k);
         return 0;
     }
     if (strcmp(ctok_aws_last_error_type(), "NotFoundException") != 0) {
-        ERR_clear_last_mark();
+        ctok_err_clear_mark();
         return 0;
     }
-    ERR_pop_to_mark();
+    ctok_err_pop_to_mark();
 
     snprintf(object, sizeof(object), "alias/%s", alias);
     snprintf(desc, sizeof(desc), "ctok: %s", alias);
@@ -825,38 +841,38 @@ static int aws_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     json_decref(req);
     if (r && !ctok_kms_parse_create_key(resp, key_id)) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': key '%s': CreateKey answered what ctok cannot read",
-                 tok->name, object);
+                 ctok_token_name(tok), object);
         r = 0;
     }
     json_decref(resp);
     resp = NULL;
     if (!r)
         return 0;
-    CTOK_DBG("token '%s': created key %s (%s) for '%s'", tok->name, key_id, ks, object);
+    CTOK_DBG("token '%s': created key %s (%s) for '%s'", ctok_token_name(tok), key_id, ks, object);
 
     req = json_pack("{s:s, s:s}", "AliasName", object, "TargetKeyId", key_id);
-    ERR_set_mark();
+    ctok_err_mark();
     r = req != NULL && ctok_aws_call(kt->aws, "CreateAlias", object, req, &resp);
     json_decref(req);
     json_decref(resp);
     if (r) {
-        ERR_clear_last_mark();
+        ctok_err_clear_mark();
         return 1;
     }
     /* the key has no name: do not leave it behind, and say what became of it */
     why = ctok_aws_last_error_type();
     snprintf(desc, sizeof(desc), "%s", why[0] ? why : "no answer");
-    ERR_pop_to_mark();
+    ctok_err_pop_to_mark();
     if (schedule_deletion(kt, key_id, key_id, ORPHAN_DELETION_DAYS, note, sizeof(note)))
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': CreateAlias failed (%s); the key just created (%s) has "
                  "no alias and its %s",
-                 tok->name, object, desc, key_id, note);
+                 ctok_token_name(tok), object, desc, key_id, note);
     else
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': key '%s': CreateAlias failed (%s) and the key just created (%s) "
                  "could not be scheduled for deletion: delete it in AWS",
-                 tok->name, object, desc, key_id);
+                 ctok_token_name(tok), object, desc, key_id);
     return 0;
 }
 
@@ -893,7 +909,7 @@ static json_t *aws_discover(ctok_token *tok)
         json_t *e = json_pack("{s:s, s:s}", "alias", v[i].name, "key_id", v[i].key_id);
         int r;
 
-        ERR_set_mark();
+        ctok_err_mark();
         r = lookup(kt, NULL, v[i].key_id, &k, NULL, 0);
         if (r > 0) {
             json_object_set_new(e, "key_spec", json_string(k.spec));
@@ -902,7 +918,7 @@ static json_t *aws_discover(ctok_token *tok)
         } else {
             json_object_set_new(e, "unavailable", json_string(ctok_aws_last_error_type()));
         }
-        ERR_pop_to_mark();
+        ctok_err_pop_to_mark();
         json_array_append_new(out, e);
     }
     ctok_kms_aliases_free(v, n);

@@ -68,7 +68,7 @@ int ctok_kms_key_id(const char *s, char key_id[KMS_KEY_ID_MAX])
     n = strlen(s);
     if (n == 0 || n >= KMS_KEY_ID_MAX || strspn(s, "0123456789abcdefABCDEFmrk-") != n)
         return 0;
-    memcpy(key_id, s, n + 1);
+    memmove(key_id, s, n + 1); /* key_id may be s itself */
     return 1;
 }
 

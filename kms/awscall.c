@@ -203,10 +203,12 @@ static int reason_for(long status, const char *type)
     static const char *const creds[] = {"UnrecognizedClientException",
                                         "InvalidSignatureException",
                                         "IncompleteSignature",
+                                        "IncompleteSignatureException",
                                         "ExpiredTokenException",
                                         "RequestExpired",
                                         "InvalidClientTokenId",
-                                        "MissingAuthenticationToken"};
+                                        "MissingAuthenticationToken",
+                                        "MissingAuthenticationTokenException"};
 
     if (strcmp(type, "AccessDeniedException") == 0)
         return CTOK_R_DENIED;

@@ -417,6 +417,26 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
     return ok;
 }
 
+/* Reports object o as enumeration does. */
+static int report(ctok_token *tok, const struct p11_obj *o, ctok_object_cb cb, void *arg)
+{
+    struct ctok_object obj = {0};
+
+    obj.label = o->label;
+    obj.id = o->id;
+    obj.id_len = o->id_len;
+    obj.cert = o->cert;
+    obj.pub = o->pub;
+    obj.key_type = o->kt == CKK_RSA          ? CTOK_KT_RSA
+                   : o->kt == CKK_EC         ? CTOK_KT_EC
+                   : o->kt == CKK_EC_EDWARDS ? CTOK_KT_ED25519
+                                             : ctok_key_type_of(o->pub);
+    obj.type = o->cls == CKO_CERTIFICATE  ? CTOK_OBJ_CERT
+               : o->cls == CKO_PUBLIC_KEY ? CTOK_OBJ_PUBLIC
+                                          : CTOK_OBJ_PRIVATE;
+    return cb(tok, &obj, arg);
+}
+
 static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
     struct p11_tok *pt = P11TOK(tok);
@@ -427,67 +447,102 @@ static int p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     pthread_mutex_lock(&pt->lock);
     if (!pt->objs_valid || pt->gen != pt->m->generation)
         ok = catch_up(pt) && ctok_p11_objects_load(pt);
-    for (size_t i = 0; ok && i < pt->n_objs; i++) {
-        struct p11_obj *o = &pt->objs[i];
-        struct ctok_object obj = {0};
-
-        obj.label = o->label;
-        obj.id = o->id;
-        obj.id_len = o->id_len;
-        obj.cert = o->cert;
-        obj.pub = o->pub;
-        obj.key_type = o->kt == CKK_RSA          ? CTOK_KT_RSA
-                       : o->kt == CKK_EC         ? CTOK_KT_EC
-                       : o->kt == CKK_EC_EDWARDS ? CTOK_KT_ED25519
-                                                 : ctok_key_type_of(o->pub);
-        obj.type = o->cls == CKO_CERTIFICATE  ? CTOK_OBJ_CERT
-                   : o->cls == CKO_PUBLIC_KEY ? CTOK_OBJ_PUBLIC
-                                              : CTOK_OBJ_PRIVATE;
-        ok = cb(tok, &obj, arg);
-    }
+    for (size_t i = 0; ok && i < pt->n_objs; i++)
+        ok = report(tok, &pt->objs[i], cb, arg);
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     return ok;
+}
+
+/*
+ * Runs fn, lock held, on the objects of types with this label and/or id: the cache when it is
+ * current, else just those, read with C_FindObjects on CKA_LABEL / CKA_ID. A disconnect is
+ * recovered from once (as a signature does), outside the region, with the first try's errors
+ * dropped.
+ */
+static int with_objects(struct p11_tok *pt, const char *label, const uint8_t *id, size_t id_len,
+                        unsigned int types,
+                        int (*fn)(struct p11_tok *, const struct p11_obj *, size_t, void *),
+                        void *arg)
+{
+    for (int attempt = 0;; attempt++) {
+        struct p11_obj *v = NULL;
+        size_t n = 0;
+        int ok, owned = 0;
+        unsigned int gen;
+        CK_RV rv = CKR_OK;
+
+        if (!ctok_p11_enter_token(pt))
+            return 0;
+        ERR_set_mark();
+        pthread_mutex_lock(&pt->lock);
+        ok = catch_up(pt) &&
+             ctok_p11_objects_find(pt, label, id, id_len, types, &v, &n, &owned, &rv);
+        gen = pt->gen;
+        if (ok)
+            ok = fn(pt, v, n, arg);
+        pthread_mutex_unlock(&pt->lock);
+        ctok_p11_leave(pt->m);
+        if (owned)
+            ctok_p11_objects_free(v, n);
+        if (ok || rv == CKR_OK || attempt > 0 || !ctok_p11_rv_is_disconnect(rv)) {
+            ERR_clear_last_mark();
+            return ok;
+        }
+        ERR_pop_to_mark();
+        if (!ctok_p11_recover(pt, gen, rv, "reading its objects"))
+            return 0;
+    }
+}
+
+static int report_found(struct p11_tok *pt, const struct p11_obj *v, size_t n, void *filter)
+{
+    int ok = 1;
+
+    for (size_t i = 0; ok && i < n; i++) /* the cache holds others too */
+        ok = report(pt->tok, &v[i], ctok_filter_cb, filter);
+    return ok;
+}
+
+/* Targeted lookup: a key load by label or id does not read every object of the token. */
+static int p11_find(ctok_token *tok, const char *label, const uint8_t *id, size_t id_len,
+                    unsigned int types, ctok_object_cb cb, void *arg)
+{
+    struct ctok_filter f = {label, id, id_len, types, cb, arg};
+
+    return with_objects(P11TOK(tok), label, id, id_len, types, report_found, &f);
 }
 
 static unsigned int p11_hidden(ctok_token *tok)
 {
     struct p11_tok *pt = P11TOK(tok);
     unsigned int h = 0;
-    int certs = 0;
-
-    pthread_mutex_lock(&pt->lock);
-    if (!pt->logged_in && (pt->tinfo.flags & CKF_LOGIN_REQUIRED)) {
-        h = CTOK_OBJ_PRIVATE;
-        for (size_t i = 0; i < pt->n_objs; i++)
-            certs |= pt->objs[i].cls == CKO_CERTIFICATE;
-        /* no public certificate: they may be private (old single-PIN cards) */
-        if (!certs)
-            h |= CTOK_OBJ_CERT | CTOK_OBJ_PUBLIC;
-    }
-    pthread_mutex_unlock(&pt->lock);
-    return h;
-}
-
-static int p11_key_load(ctok_token *tok, ctok_key *key)
-{
-    struct p11_tok *pt = P11TOK(tok);
-    struct p11_key *k;
-    const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
-    int ok;
 
     if (!ctok_p11_enter_token(pt))
         return 0;
     pthread_mutex_lock(&pt->lock);
-    /* a failed refresh has reported its cause; the cache it left is not searched */
-    if ((!pt->objs_valid || pt->gen != pt->m->generation) &&
-        !(catch_up(pt) && ctok_p11_objects_load(pt))) {
-        pthread_mutex_unlock(&pt->lock);
-        ctok_p11_leave(pt->m);
-        return 0;
+    if (!pt->logged_in && (pt->tinfo.flags & CKF_LOGIN_REQUIRED) && catch_up(pt)) {
+        h = CTOK_OBJ_PRIVATE;
+        /* no public certificate: they may be private (old single-PIN cards) */
+        if (!ctok_p11_any_cert(pt))
+            h |= CTOK_OBJ_CERT | CTOK_OBJ_PUBLIC;
     }
-    for (size_t i = 0; i < pt->n_objs; i++) {
-        const struct p11_obj *o = &pt->objs[i];
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+    return h;
+}
+
+/* Makes the key handle from the key's objects (v: those with its id, or every one). */
+static int load_from(struct p11_tok *pt, const struct p11_obj *v, size_t n, void *arg)
+{
+    ctok_key *key = arg;
+    ctok_token *tok = pt->tok;
+    struct p11_key *k;
+    const struct p11_obj *priv = NULL, *pub = NULL, *cert = NULL;
+    int ok;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct p11_obj *o = &v[i];
 
         if (o->id_len != key->id_len || memcmp(o->id, key->id, key->id_len) != 0)
             continue;
@@ -527,9 +582,12 @@ static int p11_key_load(ctok_token *tok, ctok_key *key)
         ctok_hex(key->id, key->id_len, hex);
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with CKA_ID %s", tok->name, hex);
     }
-    pthread_mutex_unlock(&pt->lock);
-    ctok_p11_leave(pt->m);
     return ok;
+}
+
+static int p11_key_load(ctok_token *tok, ctok_key *key)
+{
+    return with_objects(P11TOK(tok), NULL, key->id, key->id_len, CTOK_OBJ_ANY, load_from, key);
 }
 
 static void p11_key_free(ctok_key *key)
@@ -668,6 +726,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .login_code = p11_login,
     .pin_state = p11_pin_state,
     .enumerate = p11_enumerate,
+    .find = p11_find,
     .hidden = p11_hidden,
     .match_p11_uri = p11_match_uri,
     .key_load = p11_key_load,

@@ -11,14 +11,19 @@
 
 #include "p11.h"
 
+void ctok_p11_objects_free(struct p11_obj *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].label);
+        X509_free(v[i].cert);
+        EVP_PKEY_free(v[i].pub);
+    }
+    free(v);
+}
+
 void ctok_p11_objects_clear(struct p11_tok *pt)
 {
-    for (size_t i = 0; i < pt->n_objs; i++) {
-        free(pt->objs[i].label);
-        X509_free(pt->objs[i].cert);
-        EVP_PKEY_free(pt->objs[i].pub);
-    }
-    free(pt->objs);
+    ctok_p11_objects_free(pt->objs, pt->n_objs);
     pt->objs = NULL;
     pt->n_objs = 0;
     pt->objs_valid = 0;
@@ -155,10 +160,10 @@ CK_RV ctok_p11_find_init(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_ATTRIBUTE *
     return rv;
 }
 
-static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
-                    CK_OBJECT_HANDLE **out, CK_ULONG *n)
+/* Every object matching template t; a failure is reported with the call and its CKR. */
+static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG nt,
+                    CK_OBJECT_HANDLE **out, CK_ULONG *n, CK_RV *rvp)
 {
-    CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
     CK_OBJECT_HANDLE *v = NULL;
     CK_ULONG cap = 0, got = 0;
     const char *step = "C_FindObjectsInit";
@@ -166,7 +171,7 @@ static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls
 
     *out = NULL;
     *n = 0;
-    rv = ctok_p11_find_init(pt, s, &t, 1);
+    rv = ctok_p11_find_init(pt, s, t, nt);
     if (rv == CKR_OK) {
         step = "C_FindObjects";
         do {
@@ -185,6 +190,7 @@ static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls
         } while (rv == CKR_OK && got > 0);
         (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
     }
+    *rvp = rv;
     if (rv != CKR_OK) {
         free(v);
         *n = 0;
@@ -218,83 +224,166 @@ static int read_common(struct p11_tok *pt, CK_SESSION_HANDLE s, struct p11_obj *
     return o->label != NULL;
 }
 
-/* Reads every object the session can see. Lock held. */
-int ctok_p11_objects_load(struct p11_tok *pt)
+/* Reads object h of class cls into o: 0 if it is not one ctok can use (nothing kept). */
+static int read_obj(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
+                    CK_OBJECT_HANDLE h, struct p11_obj *o)
+{
+    uint8_t *der;
+    CK_ULONG l;
+
+    memset(o, 0, sizeof(*o));
+    o->cls = cls;
+    o->h = h;
+    if (!read_common(pt, s, o))
+        return 0;
+    if (o->cls != CKO_CERTIFICATE) {
+        o->pub = ctok_p11_public_key(pt, s, o->h, o->kt);
+        return 1;
+    }
+    if (ctok_p11_get_attr(pt, s, o->h, CKA_VALUE, &der, &l)) {
+        const uint8_t *p = der;
+
+        o->cert = d2i_X509(NULL, &p, (long)l);
+        free(der);
+    }
+    if (o->cert == NULL || (o->pub = X509_get_pubkey(o->cert)) == NULL) {
+        free(o->label);
+        X509_free(o->cert);
+        return 0; /* not an X.509 certificate we can use */
+    }
+    o->kt = EVP_PKEY_is_a(o->pub, "RSA")  ? CKK_RSA
+            : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
+                                          : CKK_EC_EDWARDS;
+    return 1;
+}
+
+/*
+ * The objects of types (CTOK_OBJ_*) matching label and/or id (NULL / 0: any), read into a
+ * fresh array. An EC private key has no point: its public key object or certificate (same
+ * id, among those read) gives it. Lock held.
+ */
+static int read_objects(struct p11_tok *pt, const char *label, const uint8_t *id, size_t id_len,
+                        unsigned int types, struct p11_obj **out, size_t *nout, CK_RV *rvp)
 {
     static const CK_OBJECT_CLASS classes[] = {CKO_CERTIFICATE, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY};
+    static const unsigned int class_types[] = {CTOK_OBJ_CERT, CTOK_OBJ_PUBLIC, CTOK_OBJ_PRIVATE};
+    struct p11_obj *objs = NULL;
+    size_t n_objs = 0;
     CK_SESSION_HANDLE s;
     CK_RV rv;
     int ok = 1;
 
-    ctok_p11_objects_clear(pt);
+    *out = NULL;
+    *nout = 0;
     /* our own session: the pool's functions take the lock we hold */
     rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+    *rvp = rv;
     if (rv != CKR_OK) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
                  ctok_p11_rv_name(rv));
         return 0;
     }
     for (size_t c = 0; ok && c < 3; c++) {
+        CK_OBJECT_CLASS cls = classes[c];
+        CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
+        CK_ULONG nt = 1, n;
         CK_OBJECT_HANDLE *hs;
-        CK_ULONG n;
         struct p11_obj *v;
 
-        if (!find_all(pt, s, classes[c], &hs, &n)) {
+        if (!(types & class_types[c]))
+            continue;
+        if (label != NULL)
+            t[nt++] = (CK_ATTRIBUTE){CKA_LABEL, (void *)label, strlen(label)};
+        if (id != NULL)
+            t[nt++] = (CK_ATTRIBUTE){CKA_ID, (void *)id, id_len};
+        if (!find_all(pt, s, t, nt, &hs, &n, rvp)) {
             ok = 0;
             break;
         }
-        v = realloc(pt->objs, (pt->n_objs + n + 1) * sizeof(*v));
+        v = realloc(objs, (n_objs + n + 1) * sizeof(*v));
         if (v == NULL) {
             free(hs);
             ok = 0;
             break;
         }
-        pt->objs = v;
-        for (CK_ULONG i = 0; i < n; i++) {
-            struct p11_obj *o = &pt->objs[pt->n_objs];
-            uint8_t *der;
-            CK_ULONG l;
-
-            memset(o, 0, sizeof(*o));
-            o->cls = classes[c];
-            o->h = hs[i];
-            if (!read_common(pt, s, o))
-                continue;
-            if (o->cls == CKO_CERTIFICATE) {
-                if (ctok_p11_get_attr(pt, s, o->h, CKA_VALUE, &der, &l)) {
-                    const uint8_t *p = der;
-
-                    o->cert = d2i_X509(NULL, &p, (long)l);
-                    free(der);
-                }
-                if (o->cert == NULL || (o->pub = X509_get_pubkey(o->cert)) == NULL) {
-                    free(o->label);
-                    X509_free(o->cert);
-                    continue; /* not an X.509 certificate we can use */
-                }
-                o->kt = EVP_PKEY_is_a(o->pub, "RSA")  ? CKK_RSA
-                        : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
-                                                      : CKK_EC_EDWARDS;
-            } else {
-                o->pub = ctok_p11_public_key(pt, s, o->h, o->kt);
-            }
-            pt->n_objs++;
-        }
+        objs = v;
+        for (CK_ULONG i = 0; i < n; i++)
+            n_objs += read_obj(pt, s, cls, hs[i], &objs[n_objs]);
         free(hs);
     }
     (void)P11_CALL(pt->m, C_CloseSession, (s));
-    /* an EC private key has no point: its public key object or certificate has */
-    for (size_t i = 0; i < pt->n_objs; i++) {
-        struct p11_obj *k = &pt->objs[i];
+    for (size_t i = 0; i < n_objs; i++) {
+        struct p11_obj *k = &objs[i];
 
-        for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < pt->n_objs; j++)
-            if (pt->objs[j].cls != CKO_PRIVATE_KEY && pt->objs[j].pub != NULL &&
-                pt->objs[j].id_len == k->id_len && memcmp(pt->objs[j].id, k->id, k->id_len) == 0 &&
-                EVP_PKEY_up_ref(pt->objs[j].pub))
-                k->pub = pt->objs[j].pub;
+        for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < n_objs; j++)
+            if (objs[j].cls != CKO_PRIVATE_KEY && objs[j].pub != NULL &&
+                objs[j].id_len == k->id_len && memcmp(objs[j].id, k->id, k->id_len) == 0 &&
+                EVP_PKEY_up_ref(objs[j].pub))
+                k->pub = objs[j].pub;
     }
-    pt->objs_valid = ok;
-    return ok;
+    if (!ok) {
+        ctok_p11_objects_free(objs, n_objs);
+        return 0;
+    }
+    *out = objs;
+    *nout = n_objs;
+    return 1;
+}
+
+/* Does the session see a certificate at all (one C_FindObjects of one object)? Lock held. */
+int ctok_p11_any_cert(struct p11_tok *pt)
+{
+    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+    CK_ATTRIBUTE t = {CKA_CLASS, &cls, sizeof(cls)};
+    CK_OBJECT_HANDLE h;
+    CK_SESSION_HANDLE s;
+    CK_ULONG got = 0;
+
+    if (pt->objs_valid && pt->gen == pt->m->generation) {
+        for (size_t i = 0; i < pt->n_objs; i++)
+            if (pt->objs[i].cls == CKO_CERTIFICATE)
+                return 1;
+        return 0;
+    }
+    if (P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+        return 0;
+    if (ctok_p11_find_init(pt, s, &t, 1) == CKR_OK) {
+        if (P11_CALL(pt->m, C_FindObjects, (s, &h, 1, &got)) != CKR_OK)
+            got = 0;
+        (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    }
+    (void)P11_CALL(pt->m, C_CloseSession, (s));
+    return got > 0;
+}
+
+/* Reads every object the session can see into the cache. Lock held. */
+int ctok_p11_objects_load(struct p11_tok *pt)
+{
+    CK_RV rv;
+
+    ctok_p11_objects_clear(pt);
+    pt->objs_valid = read_objects(pt, NULL, NULL, 0, CTOK_OBJ_ANY, &pt->objs, &pt->n_objs, &rv);
+    return pt->objs_valid;
+}
+
+/*
+ * The objects of types with this label and/or id: the cache when it is current, else read with
+ * a C_FindObjects template on CKA_LABEL / CKA_ID (a key load does not read every object).
+ * *owned: the array is the caller's (ctok_p11_objects_free), not the cache. *rv: the failed
+ * call's CKR (a disconnect is recovered from by the caller). Lock held.
+ */
+int ctok_p11_objects_find(struct p11_tok *pt, const char *label, const uint8_t *id, size_t id_len,
+                          unsigned int types, struct p11_obj **out, size_t *n, int *owned,
+                          CK_RV *rv)
+{
+    *rv = CKR_OK;
+    *owned = !(pt->objs_valid && pt->gen == pt->m->generation);
+    if (!*owned) {
+        *out = pt->objs;
+        *n = pt->n_objs;
+        return 1;
+    }
+    return read_objects(pt, label, id, id_len, types, out, n, rv);
 }
 
 CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,

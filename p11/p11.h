@@ -159,6 +159,15 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 /* objects.c */
 int ctok_p11_objects_load(struct p11_tok *pt);
 void ctok_p11_objects_clear(struct p11_tok *pt);
+void ctok_p11_objects_free(struct p11_obj *v, size_t n);
+/* Does the token show a certificate (0 also when it cannot say)? Lock held. */
+int ctok_p11_any_cert(struct p11_tok *pt);
+/* The objects of types (CTOK_OBJ_*) with this label and/or id (NULL / 0: any): the current
+ * cache (which holds others too: filter), or, *owned set, just those, read with a targeted
+ * search; *rv: the failed call's CKR. Lock held. */
+int ctok_p11_objects_find(struct p11_tok *pt, const char *label, const uint8_t *id, size_t id_len,
+                          unsigned int types, struct p11_obj **out, size_t *n, int *owned,
+                          CK_RV *rv);
 EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                               CK_KEY_TYPE kt);
 /* CKR_OK, CKR_KEY_HANDLE_INVALID when there is no such key, or the module's failure. */

@@ -37,6 +37,7 @@ void ctok_token_free(ctok_token *tok)
         return;
     ctok_token_keys_drop(tok);
     free(tok->keys);
+    ctok_certbind_free(tok);
     if (tok->be != NULL && tok->be->close != NULL)
         tok->be->close(tok);
     if (tok->code != NULL)
@@ -168,7 +169,8 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
         goto err;
     }
     if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms) ||
-        !parse_auth(path, tok, json_object_get(o, "auth")) || !tok->be->configure(tok, o))
+        !parse_auth(path, tok, json_object_get(o, "auth")) || !ctok_certbind_configure(path, tok) ||
+        !tok->be->configure(tok, o))
         goto err;
     return tok;
 err:

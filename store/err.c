@@ -3,11 +3,61 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "token.h"
 
 int ctok_debug_on;
 
 static ctok_err_sink err_sink;
+static ctok_err_forget_fn err_forget;
+
+/* this thread's errors so far, and the count at each open mark */
+static __thread unsigned long raised;
+static __thread unsigned long marks[16];
+static __thread int depth;
+
+unsigned long ctok_err_count(void)
+{
+    return raised;
+}
+
+void ctok_err_set_forget(ctok_err_forget_fn fn)
+{
+    err_forget = fn;
+}
+
+void ctok_err_mark(void)
+{
+    ERR_set_mark();
+    if (depth < (int)(sizeof(marks) / sizeof(marks[0])))
+        marks[depth] = raised;
+    depth++;
+}
+
+/* The count at the innermost mark, closing it; -1 if it was too deep to note. */
+static long close_mark(void)
+{
+    if (depth == 0)
+        return -1;
+    depth--;
+    return depth < (int)(sizeof(marks) / sizeof(marks[0])) ? (long)marks[depth] : -1;
+}
+
+void ctok_err_pop_to_mark(void)
+{
+    long since = close_mark();
+
+    ERR_pop_to_mark();
+    if (since >= 0 && err_forget != NULL)
+        err_forget((unsigned long)since);
+}
+
+void ctok_err_clear_mark(void)
+{
+    close_mark();
+    ERR_clear_last_mark();
+}
 
 const char *ctok_reason_string(int reason)
 {
@@ -30,6 +80,7 @@ void ctok_err_raise(int reason, const char *file, int line, const char *func, co
 {
     va_list ap;
 
+    raised++;
     va_start(ap, fmt);
     if (ctok_debug_on) {
         va_list cp;

@@ -45,6 +45,21 @@ void ctok_err_set_sink(ctok_err_sink sink);
 void ctok_err_raise(int reason, const char *file, int line, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/*
+ * An expected failure (NotFound for an alias about to be created, a key a listing skips):
+ * errors raised after ctok_err_mark are dropped by ctok_err_pop_to_mark, from OpenSSL's
+ * queue and from the front door's own record (ctok_err_set_forget); ctok_err_clear_mark
+ * keeps them. Per thread; marks nest.
+ */
+void ctok_err_mark(void);
+void ctok_err_pop_to_mark(void);
+void ctok_err_clear_mark(void);
+/* How many errors this thread has raised so far (a front door's sink notes it). */
+unsigned long ctok_err_count(void);
+/* The front door forgets what it recorded of errors after the since-th of this thread. */
+typedef void (*ctok_err_forget_fn)(unsigned long since);
+void ctok_err_set_forget(ctok_err_forget_fn fn);
+
 /* CTOK_ERR(reason, "token '%s': ...", ...): the message names token, object and cause. */
 #define CTOK_ERR(reason, ...) ctok_err_raise((reason), __FILE__, __LINE__, __func__, __VA_ARGS__)
 

@@ -167,6 +167,7 @@ struct ctok_token {
     size_t n_keys, cap_keys;
     pid_t keys_pid;
     unsigned int keys_gen;
+    struct ctok_certs *certs; /* certbind.c: read from "certificates" at first use; tok->lock */
 };
 
 struct ctok_key {
@@ -209,6 +210,20 @@ int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm
                          const char *operation, const char *object);
 /* token.c: the backend's objects with no rule checked (lookup checks view or use itself) */
 int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg);
+/* token.c: passes on to cb only the objects of types with this label and/or id (NULL: any) */
+struct ctok_filter {
+    const char *label;
+    const uint8_t *id;
+    size_t id_len;
+    unsigned int types;
+    ctok_object_cb cb;
+    void *arg;
+};
+int ctok_filter_cb(ctok_token *tok, const struct ctok_object *o, void *filter);
+/* token.c: the objects of types with this label and/or id (NULL / 0: any), through the
+ * backend's find, else enumeration filtered; no rule checked */
+int ctok_token_scan_for(ctok_token *tok, const char *label, const uint8_t *id, size_t id_len,
+                        unsigned int types, ctok_object_cb cb, void *arg);
 /* token.c: writers hold the token lock (or, on a reconnect, the backend's); readers need none */
 void ctok_token_set_active(ctok_token *tok, int active);
 /* token.c: login with this code for an operation already authorized (create, code change) */
@@ -217,6 +232,26 @@ void ctok_token_free(ctok_token *tok);
 /* token.c: forgets the cached key handles (keys generated or removed, a PKCS#11 reconnect);
  * handles in use stay valid. Takes tok->lock: call it holding no backend lock. */
 void ctok_token_keys_drop(ctok_token *tok);
+
+/*
+ * certbind.c: certificates bound from files ("certificates"): reported with the label and id
+ * of the key whose public key they carry, by ctok_token_scan / ctok_token_scan_for.
+ */
+struct ctok_bind;
+int ctok_certbind_configure(const char *path, ctok_token *tok); /* validates the entry */
+void ctok_certbind_free(ctok_token *tok);
+/* A scan of types reporting to cb: *b NULL when no certificate can be added (nothing to do),
+ * else scan with ctok_certbind_cb and b, asking the backend for keys too. 0: error raised. */
+int ctok_certbind_begin(ctok_token *tok, unsigned int types, ctok_object_cb cb, void *arg,
+                        struct ctok_bind **b);
+int ctok_certbind_cb(ctok_token *tok, const struct ctok_object *o, void *b);
+/* whole: the scan listed every object (certificates that bound to nothing are told) */
+void ctok_certbind_end(struct ctok_bind *b, int whole);
+/* CTOK_OBJ_CERT while a certificate has bound to no key yet: a key's public half may be
+ * known only after login (a keystore's encrypted key). */
+unsigned int ctok_certbind_hidden(ctok_token *tok);
+/* Writes cert to <first folder>/<alias>.pem if it carries key alias's public key. */
+int ctok_certbind_put(ctok_token *tok, const char *alias, X509 *cert);
 
 /* auth.c */
 int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,

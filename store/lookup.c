@@ -96,6 +96,80 @@ static int enumerate_into(struct collect *all, ctok_token *t)
     return ctok_token_scan(t, collect_cb, all) && !all->failed;
 }
 
+/* Collects what is not collected yet (from index first on). */
+struct more {
+    struct collect *all;
+    size_t first;
+};
+
+static int collect_new_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    struct more *m = arg;
+
+    for (size_t i = m->first; i < m->all->n; i++) {
+        const struct ctok_found *f = &m->all->v[i];
+
+        if (f->tok == tok && f->type == o->type && f->id_len == o->id_len &&
+            memcmp(f->id, o->id, o->id_len) == 0 &&
+            strcmp(f->label, o->label != NULL ? o->label : "") == 0)
+            return 1;
+    }
+    return collect_cb(tok, o, m->all);
+}
+
+/*
+ * What hits [first, hits) sharing id with hit i lack (CTOK_OBJ_*): a certificate's key
+ * (certificate-first), a key's certificate when the key does not carry its public key.
+ */
+static unsigned int lacking(const struct collect *all, size_t first, size_t hits, size_t i)
+{
+    unsigned int have = 0, need = 0;
+
+    for (size_t j = first; j < hits; j++) {
+        const struct ctok_found *o = &all->v[j];
+
+        if (!same_id(o, &all->v[i]))
+            continue;
+        if (j < i) /* asked already */
+            return 0;
+        have |= o->type;
+        if (o->type == CTOK_OBJ_CERT)
+            need |= CTOK_OBJ_PRIVATE | CTOK_OBJ_PUBLIC;
+        else if (o->pub == NULL)
+            need |= CTOK_OBJ_CERT;
+    }
+    return need & ~have;
+}
+
+/*
+ * What of token t the URI may name. A URI naming an object label asks the backend for just
+ * those objects (a remote token is not listed per key load), and then by id for what they
+ * lack; one naming only an id, for the objects with that id. Otherwise, or without a
+ * targeted lookup, every object.
+ */
+static int list_into(struct collect *all, ctok_token *t, const struct ctok_uri *u)
+{
+    struct more m = {all, all->n};
+    size_t hits;
+
+    if ((u->object == NULL && !u->has_id) || t->be->find == NULL)
+        return enumerate_into(all, t);
+    if (!ctok_token_scan_for(t, u->object, u->has_id ? u->id : NULL, u->id_len, CTOK_OBJ_ANY,
+                             collect_cb, all) ||
+        all->failed)
+        return 0;
+    hits = all->n;
+    for (size_t i = m.first; u->object != NULL && i < hits; i++) {
+        unsigned int need = all->v[i].id_len > 0 ? lacking(all, m.first, hits, i) : 0;
+
+        if (need != 0 && (!ctok_token_scan_for(t, NULL, all->v[i].id, all->v[i].id_len, need,
+                                               collect_new_cb, &m) ||
+                          all->failed))
+            return 0;
+    }
+    return 1;
+}
+
 /* Drops what was collected from token t: it is about to be read again after login. */
 static void drop_token(struct collect *all, const ctok_token *t)
 {
@@ -153,18 +227,18 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         unsigned int hidden;
 
         if (!may_open(t, flags) || !selected(u, t) ||
-            (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)) || t->be->hidden == NULL)
+            (!use_only && !ctok_token_permits(t, CTOK_PERM_VIEW)))
             continue;
         if (ctok_token_is_active(t)) {
             /* another thread logged in after this search listed the token: list it again */
             if (scanned != NULL && scanned[i] == 1) {
                 drop_token(all, t);
-                if (!enumerate_into(all, t))
+                if (!list_into(all, t, u))
                     return 0;
             }
             continue;
         }
-        hidden = t->be->hidden(t) & want;
+        hidden = ((t->be->hidden != NULL ? t->be->hidden(t) : 0) | ctok_certbind_hidden(t)) & want;
         if (hidden == 0)
             continue;
         if (!(named || !filtered || !found ||
@@ -182,7 +256,7 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
             continue; /* another token may hold it: the error stays for the caller */
         }
         drop_token(all, t);
-        if (!enumerate_into(all, t))
+        if (!list_into(all, t, u))
             return 0;
     }
     return 1;
@@ -232,7 +306,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
         }
         /* 1: listed while inactive (hidden objects missing), 2: listed while active */
         scanned[i] = ctok_token_is_active(t) ? 2 : 1;
-        if (!enumerate_into(&all, t))
+        if (!list_into(&all, t, u))
             goto err;
     }
     ctok_test_point("lookup-listed");

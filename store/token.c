@@ -574,9 +574,51 @@ int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
 
 int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
-    if (!ctok_token_open(tok))
+    struct ctok_bind *b;
+    int ok;
+
+    if (!ctok_token_open(tok) || !ctok_certbind_begin(tok, CTOK_OBJ_ANY, cb, arg, &b))
         return 0;
-    return tok->be->enumerate(tok, cb, arg);
+    if (b == NULL)
+        return tok->be->enumerate(tok, cb, arg);
+    ok = tok->be->enumerate(tok, ctok_certbind_cb, b);
+    ctok_certbind_end(b, ok);
+    return ok;
+}
+
+int ctok_filter_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    const struct ctok_filter *f = arg;
+
+    if (!(o->type & f->types) ||
+        (f->label != NULL && strcmp(o->label != NULL ? o->label : "", f->label) != 0) ||
+        (f->id != NULL && (o->id_len != f->id_len || memcmp(o->id, f->id, f->id_len) != 0)))
+        return 1;
+    return f->cb(tok, o, f->arg);
+}
+
+int ctok_token_scan_for(ctok_token *tok, const char *label, const uint8_t *id, size_t id_len,
+                        unsigned int types, ctok_object_cb cb, void *arg)
+{
+    struct ctok_filter f = {label, id, id_len, types, cb, arg};
+    int find = tok->be->find != NULL, ok;
+    struct ctok_bind *b;
+
+    /* bound certificates carry their key's label and id: filtered after they are added */
+    if (!ctok_token_open(tok) ||
+        !ctok_certbind_begin(tok, find ? types : CTOK_OBJ_ANY, find ? cb : ctok_filter_cb,
+                             find ? arg : (void *)&f, &b))
+        return 0;
+    if (b != NULL) {
+        ok = find ? tok->be->find(tok, label, id, id_len,
+                                  types | CTOK_OBJ_PRIVATE | CTOK_OBJ_PUBLIC, ctok_certbind_cb, b)
+                  : tok->be->enumerate(tok, ctok_certbind_cb, b);
+        ctok_certbind_end(b, 0);
+        return ok;
+    }
+    if (find)
+        return tok->be->find(tok, label, id, id_len, types, cb, arg);
+    return tok->be->enumerate(tok, ctok_filter_cb, &f);
 }
 
 /* The cached handle of key id, referenced, or NULL. tok->lock held. */
@@ -737,7 +779,9 @@ int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
 
     if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "certificate import", alias))
         return 0;
-    ok = tok->be->put_cert(tok, alias, cert);
+    /* a token that keeps no certificates: a file in its certificate folder */
+    ok = tok->be->put_cert != NULL ? tok->be->put_cert(tok, alias, cert)
+                                   : ctok_certbind_put(tok, alias, cert);
     ctok_audit(tok, "cert_import", alias, ok, NULL);
     return ok;
 }

@@ -174,3 +174,21 @@ def test_verification_with_an_hsm_key_never_calls_the_token_to_verify(main_hsm, 
     assert_verified(verify_digest(ws, tok.cert("rsa2048"), dg, sig))
     assert log.entries(), "the shim logged nothing"
     assert not [e for e in log.entries() if e["fn"].startswith("C_Verify")], log.summary()
+
+
+def test_a_key_load_by_label_reads_only_that_keys_objects(main_hsm, log, tmp_path):
+    """Issue 9: a URI naming an object is answered with C_FindObjects templates on CKA_LABEL /
+    CKA_ID, not by reading every object of the token. Signing with one key of the main token
+    looks it up before and after the login and loads it: reading every object each time (as
+    before) costs at least twice a listing's attribute reads; the key's objects alone, less
+    than half of one."""
+    ws, tok = main_hsm.shim_ws, main_hsm.shim_tok
+    p, sig, dg = sign_digest(ws, tok.key_uri("p256"), env=log.env(log_all=1))
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("p256"), dg, sig))
+    one = len(log.calls("C_GetAttributeValue"))
+    every = ShimLog(tmp_path / "every.log")
+    assert_ok(ws.ctok("key", "list", tok.name, env=every.env(log_all=1)))
+    all_reads = len(every.calls("C_GetAttributeValue"))
+    print("attribute reads: signing with one key %d, listing every key %d" % (one, all_reads))
+    assert 0 < one and 2 * one < all_reads, (one, all_reads, log.summary())

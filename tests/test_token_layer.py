@@ -73,3 +73,23 @@ def test_one_key_handle_per_key_shared_and_dropped(driver, tmp_path, build, kind
     assert v["parent_after_fork_same"] == 1, describe(p)
     assert v["after_generate_same"] == 0 and v["old_handle_signs"] == 1, describe(p)
     assert v["after_deactivate_same"] == 0, describe(p)
+
+
+def test_certificate_import_writes_into_the_folder_of_a_token_that_keeps_none(driver, tmp_path,
+                                                                               build):
+    """A backend without certificate storage (cloud keys): cert import writes
+    <first certificate folder>/<alias>.pem, after checking it carries the key's public key;
+    the token then reports it with the key."""
+    k = Kind("pkcs12", tmp_path, build)
+    k.create("tok")
+    certs = tmp_path / "certs"
+    certs.mkdir(mode=0o755)
+    k.set_fields("tok", certificates=[str(certs)])
+    v, p = run(k, driver, "putcert")
+    assert v["refused_other"] == 1 and v["refused_path"] == 1, describe(p)
+    assert "carries another public key" in p.stderr, describe(p)
+    assert v["put"] == 1 and v["certs_before"] == 0 and v["certs_after"] == 1, describe(p)
+    written = certs / "role-key.pem"
+    assert written.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert written.stat().st_mode & 0o022 == 0
+    assert sorted(x.name for x in certs.iterdir()) == ["role-key.pem"]

@@ -5,6 +5,7 @@
  *   token_layer CONFIG TOKEN nocode        a backend that needs no code (an instance role)
  *   token_layer CONFIG TOKEN slowlogin KEY a signer while another thread's login is slow
  *   token_layer CONFIG TOKEN cache KEY     one key handle per (token, key), and its drops
+ *   token_layer CONFIG TOKEN putcert       cert import on a backend that keeps no certificates
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <openssl/rsa.h>
 
 #include "internal.h"
@@ -68,7 +70,8 @@ static int r_login(ctok_token *tok, const char *code, size_t len)
 
 static int r_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
-    struct ctok_object o = {CTOK_OBJ_PRIVATE, "role-key", RID, sizeof(RID), CTOK_KT_EC, NULL, NULL};
+    struct ctok_object o = {CTOK_OBJ_PRIVATE, "role-key", RID,         sizeof(RID),
+                            CTOK_KT_EC,       NULL,       tok->be_data};
 
     return cb(tok, &o, arg);
 }
@@ -139,19 +142,39 @@ static int sign_once(ctok_key *key)
     return ctok_key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen);
 }
 
+/* The configured backend steps aside for the test backend (put back by restore). */
+struct saved {
+    const struct ctok_backend *be;
+    void *be_data;
+};
+
+static struct saved use_role_backend(ctok_token *tok)
+{
+    struct saved s = {tok->be, tok->be_data};
+
+    tok->be_data = NULL;
+    tok->be = &role_backend;
+    return s;
+}
+
+static void restore(ctok_token *tok, struct saved s)
+{
+    ctok_token_keys_drop(tok);
+    role_backend.close(tok);
+    tok->be = s.be;
+    tok->be_data = s.be_data;
+}
+
 /* The token's configured auth source must not be read: it names a file that is not there. */
 static int run_nocode(ctok_ctx *ctx, ctok_token *tok)
 {
-    const struct ctok_backend *be = tok->be;
-    void *be_data = tok->be_data;
     struct ctok_ui ui = {count_prompt, NULL};
+    struct saved saved;
     ctok_key *key;
-    int rc = 0;
 
     if (!ctok_token_needs_code(tok))
         FAIL("the configured backend already needs no code");
-    tok->be_data = NULL; /* the configured backend's, put back at the end */
-    tok->be = &role_backend;
+    saved = use_role_backend(tok);
     if (ctok_token_needs_code(tok))
         FAIL("ctok_token_needs_code says a code is needed");
     if (!ctok_token_login(tok, NULL, &ui))
@@ -171,11 +194,56 @@ static int run_nocode(ctok_ctx *ctx, ctok_token *tok)
     /* a code handed to a token that needs none is not passed on, nor kept */
     printf("activate_code=%d", ctok_token_login_code(tok, "stray", 5));
     printf(" logins=%d with_code=%d kept_code=%d\n", logins, logins_with_code, tok->code != NULL);
-    ctok_token_keys_drop(tok);
-    role_backend.close(tok);
-    tok->be = be;
-    tok->be_data = be_data;
-    return rc;
+    restore(tok, saved);
+    return 0;
+}
+
+static X509 *self_signed(EVP_PKEY *k, const char *cn)
+{
+    X509 *x = X509_new();
+    X509_NAME *n = x != NULL ? X509_get_subject_name(x) : NULL;
+
+    if (n == NULL || !X509_set_version(x, 2) || !ASN1_INTEGER_set(X509_get_serialNumber(x), 1) ||
+        !X509_gmtime_adj(X509_getm_notBefore(x), 0) ||
+        !X509_gmtime_adj(X509_getm_notAfter(x), 86400) || !X509_set_pubkey(x, k) ||
+        !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0) ||
+        !X509_set_issuer_name(x, n) || !X509_sign(x, k, EVP_sha256())) {
+        X509_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+static int count_cert(ctok_token *tok, const struct ctok_object *o, void *arg)
+{
+    (void)tok;
+    *(int *)arg += o->type == CTOK_OBJ_CERT && strcmp(o->label, "role-key") == 0;
+    return 1;
+}
+
+/* The token's entry names a certificate folder; its backend keeps no certificates. */
+static int run_putcert(ctok_token *tok)
+{
+    struct saved saved = use_role_backend(tok);
+    EVP_PKEY *stranger = EVP_EC_gen("P-256");
+    X509 *mine, *other;
+    int before = 0, after = 0;
+
+    if (!ctok_token_login(tok, NULL, NULL) || stranger == NULL ||
+        (mine = self_signed(tok->be_data, "role-key")) == NULL ||
+        (other = self_signed(stranger, "stranger")) == NULL)
+        FAIL("login or certificates");
+    ctok_token_enumerate(tok, count_cert, &before);
+    printf("refused_other=%d", !ctok_token_put_cert(tok, "role-key", other));
+    printf(" refused_path=%d", !ctok_token_put_cert(tok, "../role-key", mine));
+    printf(" put=%d", ctok_token_put_cert(tok, "role-key", mine));
+    ctok_token_enumerate(tok, count_cert, &after);
+    printf(" certs_before=%d certs_after=%d\n", before, after);
+    X509_free(mine);
+    X509_free(other);
+    EVP_PKEY_free(stranger);
+    restore(tok, saved);
+    return 0;
 }
 
 struct signer {
@@ -329,6 +397,8 @@ int main(int argc, char **argv)
         rc = run_nocode(ctx, tok);
     else if (strcmp(argv[3], "slowlogin") == 0 && argc > 4)
         rc = run_slowlogin(ctx, tok, argv[4]);
+    else if (strcmp(argv[3], "putcert") == 0)
+        rc = run_putcert(tok);
     else if (strcmp(argv[3], "cache") == 0 && argc > 4)
         rc = run_cache(ctx, tok, argv[4]);
     ctok_ctx_free(ctx);
