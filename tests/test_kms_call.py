@@ -259,3 +259,44 @@ def test_debug_trace_has_no_secret(tmp_path, kms_emu):
     assert "instance role credentials fetched" in out
     assert secrets_in(out) == []
     assert "Signature=" not in out and "Authorization" not in out and "AWS4" not in out
+
+
+# ---- the response parsers alone (no network): what the fuzz targets run, with expected results
+
+
+def parse(mode, stdin, *args):
+    p = subprocess.run([str(DRIVER), mode, *args], input=stdin, capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout.rstrip("\n")
+
+
+@pytest.mark.parametrize("body,header,want", [
+    ('{"__type":"com.amazonaws.kms#NotFoundException","message":"gone"}', None,
+     "NotFoundException|gone"),
+    ('{"__type":"AccessDeniedException","Message":"no"}', None, "AccessDeniedException|no"),
+    ('{"code":"ThrottlingException","message":"slow down"}', None, "ThrottlingException|slow down"),
+    ('<html>Bad Gateway</html>', "InternalFailure", "InternalFailure|"),
+    ('{"message":"line\\nbreak"}', "ValidationException", "ValidationException|line break"),
+    ('', None, "|"),
+])
+def test_error_bodies_give_type_and_message(body, header, want):
+    assert parse("--parse-error", body, *([header] if header else [])) == (0, want)
+
+
+def test_imds_document_with_fractional_expiration_parses():
+    doc = json.dumps({"Code": "Success", "AccessKeyId": "ASIAPARSE", "SecretAccessKey": "s",
+                      "Token": "t", "Expiration": "2026-11-29T13:00:00.250Z"})
+    assert parse("--parse-imds", doc) == (0, "ok ASIAPARSE 1795957200")
+
+
+@pytest.mark.parametrize("doc,why", [
+    ({"Code": "AssumeRoleUnauthorizedAccess"}, "Code 'AssumeRoleUnauthorizedAccess'"),
+    ({"Code": "Success", "AccessKeyId": "A", "SecretAccessKey": "s", "Expiration": "x"},
+     "lacks Token"),
+    ({"Code": "Success", "AccessKeyId": "A", "SecretAccessKey": "s", "Token": "t",
+      "Expiration": "2026-13-01T00:00:00Z"}, "Expiration is not an ISO 8601 time"),
+    ([], "not a JSON object"),
+])
+def test_bad_imds_documents_are_refused_with_the_reason(doc, why):
+    rc, out = parse("--parse-imds", json.dumps(doc))
+    assert rc == 1 and out.startswith("refused: ") and why in out
