@@ -3,6 +3,7 @@ emulator, through the tests/aws_call.c driver: signing, error mapping, retries, 
 instance-role credentials and their refresh, connection reuse, fork, and no secret in traces."""
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -208,6 +209,18 @@ def test_instance_role_without_imds_is_a_network_error(tmp_path, kms_emu):
     assert p.returncode == 1
     assert "error: network error: token 'kt': instance role: instance metadata service %s: " \
            % url in p.stderr
+
+
+def test_instance_role_with_a_silent_imds_times_out_after_one_second(tmp_path, kms_emu):
+    with socket.socket() as silent:  # listens, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        p = call(config(tmp_path, kms_emu, role=True, imds_endpoint=url, timeout_ms=10000))
+    assert p.returncode == 1
+    assert "error: timed out: token 'kt': instance role: instance metadata service %s: " % url \
+        in p.stderr
+    assert 0.9 < p.elapsed < 3
 
 
 def test_imds_endpoint_from_the_environment(tmp_path, kms_emu):
