@@ -23,11 +23,12 @@ THREADS, ROUNDS = 8, 10
 
 
 def _store_sources(build):
-    """The token layer's sources with the flags CMake compiles them with."""
+    """The token layer's sources (and kms/, which its backend table names) with the flags CMake
+    compiles them with."""
     cc = json.loads((build / "compile_commands.json").read_text())
     out = []
     for c in cc:
-        if "CMakeFiles/ctok_store.dir/" not in c["command"]:
+        if not any("CMakeFiles/%s.dir/" % t in c["command"] for t in ("ctok_store", "ctok_kms")):
             continue
         args = shlex.split(c["command"])
         flags = [a for a in args if a.startswith(("-D", "-I")) or a.startswith("-std=")]
@@ -62,7 +63,7 @@ def tsan_driver(tmp_path_factory, build):
     out = root / "token_threads"
     p = subprocess.run(["clang", "-fsanitize=thread", "-O1", "-g", "-I",
                         os.path.join(REPO, "store"), "-o", str(out), SRC, *objs, "-lcrypto",
-                        *libs, "-ldl", "-lpthread"], capture_output=True, text=True, timeout=300)
+                        *libs, "-lcurl", "-ldl", "-lpthread"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     return out
 
