@@ -313,3 +313,26 @@ def test_imds_document_with_fractional_expiration_parses():
 def test_bad_imds_documents_are_refused_with_the_reason(doc, why):
     rc, out = parse("--parse-imds", json.dumps(doc))
     assert rc == 1 and out.startswith("refused: ") and why in out
+
+
+@pytest.mark.parametrize("order", ["ctok,default", "default,ctok", "three"])
+def test_calls_work_with_ctok_active_in_the_process_openssl_cnf(tmp_path, kms_emu, ws, order):
+    """libcurl's TLS runs through OpenSSL with ctok activated for the process by openssl.cnf
+    (in either order, and ctok sorted first among three): no recursion, no hang."""
+    if order == "three":
+        cnf = ws.three_providers_cnf()
+    else:
+        sects = "".join("%s = %s_sect\n" % (n, n) for n in order.split(","))
+        cnf = tmp_path / "openssl.cnf"
+        cnf.write_text("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+                       "[provider_sect]\n" + sects + "[default_sect]\nactivate = 1\n"
+                       "[ctok_sect]\nmodule = %s\nactivate = 1\n" % (ws.build / "ctok.so"))
+    ws.write("tokens.json", '{"tokens": []}', mode=0o644)
+    p = call(config(tmp_path, kms_emu), opts=["--threads", "2", "--loop", "20"],
+             env={"OPENSSL_CONF": str(cnf), "CTOK_CONFIG": str(ws.config),
+                  "CTOK_DEBUG": "1"}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert stats(p)["ok"] == 40
+    # ctok.so was loaded and saw the process' TLS, yet never had an operation to do
+    assert "provider loaded as 'ctok'" in p.stderr
+    assert "signature:" not in p.stderr and "asym-cipher:" not in p.stderr
