@@ -11,12 +11,14 @@
  *   aws_call --parse-error [HEADER_TYPE] < body   prints "type|message" (ctok_aws_parse_error)
  *   aws_call --parse-imds < document              prints "ok <akid> <expires>" or "refused: why"
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <openssl/crypto.h>
 
@@ -75,6 +77,24 @@ static long now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Connected TCP sockets in this process (curl's own socketpairs are AF_UNIX); with
+ * inheritable, only those an exec would pass on (no FD_CLOEXEC). */
+static int count_tcp(int inheritable)
+{
+    int n = 0;
+
+    for (int fd = 0; fd < 1024; fd++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 &&
+            (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) &&
+            (!inheritable || !(fcntl(fd, F_GETFD) & FD_CLOEXEC)))
+            n++;
+    }
+    return n;
 }
 
 static const char *str(json_t *conf, const char *k)
@@ -190,7 +210,8 @@ int main(int argc, char **argv)
         if ((pid = fork()) == 0) {
             n_ok = n_failed = 0;
             run(NULL);
-            printf("child calls=%d ok=%d failed=%d\n", n_ok + n_failed, n_ok, n_failed);
+            printf("child calls=%d ok=%d failed=%d tcp=%d inheritable=%d\n", n_ok + n_failed, n_ok,
+                   n_failed, count_tcp(0), count_tcp(1));
             fflush(stdout);
             _exit(n_failed == 0 ? 0 : 1);
         }
