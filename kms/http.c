@@ -273,6 +273,8 @@ static void set_options(struct ctok_http_pool *p, CURL *h, const struct ctok_htt
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    if (req->direct)
+        curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, p);
     curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close);

@@ -223,6 +223,16 @@ def test_instance_role_with_a_silent_imds_times_out_after_one_second(tmp_path, k
     assert 0.9 < p.elapsed < 3
 
 
+def test_imds_is_never_asked_through_a_proxy(tmp_path, kms_emu):
+    kms_emu.set_role("ctok-proxy-role")
+    dead = "http://127.0.0.1:%d" % free_port()
+    p = call(config(tmp_path, kms_emu, role=True, max_retries=0),
+             env={"http_proxy": dead, "https_proxy": dead})
+    # the role credentials arrived directly; KMS itself is asked through the (dead) proxy
+    assert kms_emu.imds_requests()["PUT /latest/api/token"] == 1
+    assert "cannot reach %s/ through proxy %s" % (kms_emu.url, dead) in p.stderr
+
+
 def test_imds_endpoint_from_the_environment(tmp_path, kms_emu):
     kms_emu.set_role("ctok-env-role")
     conf = config(tmp_path, kms_emu, role=True)
