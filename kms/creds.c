@@ -219,8 +219,11 @@ static int imds_get(struct ctok_aws *a, const char *method, const char *path,
                     const char *const *headers, struct ctok_http_resp *r, struct fetch_error *e)
 {
     char url[512];
-    struct ctok_http_req req = {
-        .method = method, .url = url, .headers = headers, .timeout_ms = CTOK_IMDS_TIMEOUT_MS};
+    struct ctok_http_req req = {.method = method,
+                                .url = url,
+                                .headers = headers,
+                                .timeout_ms = CTOK_IMDS_TIMEOUT_MS,
+                                .direct = 1}; /* as the SDKs: IMDS never through a proxy */
 
     snprintf(url, sizeof(url), "%s%s", a->imds, path);
     if (!ctok_http_do(a->pool, &req, r)) {

@@ -7,12 +7,14 @@
  * Fork: a child must not use, nor clean up, a handle made by its parent: curl_easy_cleanup
  * would send a TLS close_notify on a socket the parent still uses, and a request would
  * interleave with the parent's on the same TLS stream. The pool records its pid; in a child
- * the parent's idle handles are left alone (leaked: a few KB and their descriptors per fork)
- * and new ones are made.
+ * the parent's idle handles are left alone (leaked: a few KB per fork) and new ones are made.
+ * Their sockets are closed in the child (close() on the child's copy sends nothing; the
+ * parent's connection lives on), and every socket is close-on-exec.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -28,6 +30,8 @@ struct ctok_http_pool {
     long timeout_ms;
     CURL *idle[POOL_IDLE_MAX];
     int n_idle;
+    int *fds; /* the sockets its handles hold open */
+    size_t n_fds, cap_fds;
 };
 
 /* ---- process-wide: curl_global_init once, and the fork guard ---- */
@@ -113,6 +117,7 @@ void ctok_http_pool_free(struct ctok_http_pool *p)
         for (int i = 0; i < p->n_idle; i++)
             curl_easy_cleanup(p->idle[i]);
     pthread_mutex_destroy(&p->lock);
+    OPENSSL_free(p->fds);
     OPENSSL_free(p->ca_file);
     OPENSSL_free(p);
 }
@@ -125,6 +130,9 @@ static CURL *pool_get(struct ctok_http_pool *p)
     if (p->pid != getpid()) { /* a child: the parent's handles stay untouched */
         p->pid = getpid();
         p->n_idle = 0;
+        for (size_t i = 0; i < p->n_fds; i++)
+            close(p->fds[i]);
+        p->n_fds = 0;
     }
     if (p->n_idle > 0)
         h = p->idle[--p->n_idle];
@@ -142,6 +150,44 @@ static void pool_put(struct ctok_http_pool *p, CURL *h, pid_t owner)
     pthread_mutex_unlock(&p->lock);
     if (h != NULL && owner == getpid())
         curl_easy_cleanup(h);
+}
+
+/* ---- the pool's sockets: close-on-exec, and known, so that a child can close them ---- */
+
+static int on_sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+    struct ctok_http_pool *p = arg;
+
+    (void)purpose;
+    fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    pthread_mutex_lock(&p->lock);
+    if (p->n_fds == p->cap_fds) {
+        size_t cap = p->cap_fds ? p->cap_fds * 2 : 8;
+        int *f = OPENSSL_realloc(p->fds, cap * sizeof(*f));
+
+        if (f != NULL) {
+            p->fds = f;
+            p->cap_fds = cap;
+        }
+    }
+    if (p->n_fds < p->cap_fds) /* else not closed in a child: a descriptor leaked, no more */
+        p->fds[p->n_fds++] = fd;
+    pthread_mutex_unlock(&p->lock);
+    return CURL_SOCKOPT_OK;
+}
+
+static int on_close(void *arg, curl_socket_t fd)
+{
+    struct ctok_http_pool *p = arg;
+
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->n_fds; i++)
+        if (p->fds[i] == fd) {
+            p->fds[i] = p->fds[--p->n_fds];
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
+    return close(fd);
 }
 
 /* ---- one request ---- */
@@ -227,6 +273,12 @@ static void set_options(struct ctok_http_pool *p, CURL *h, const struct ctok_htt
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, resp);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    if (req->direct)
+        curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    curl_easy_setopt(h, CURLOPT_SOCKOPTDATA, p);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, p);
     if (strcmp(req->method, "GET") == 0) {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else {

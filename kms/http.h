@@ -22,6 +22,7 @@ struct ctok_http_req {
     const void *body;
     size_t body_len;
     long timeout_ms; /* 0: the pool's */
+    int direct;      /* 1: never through a proxy (link-local metadata services) */
 };
 
 struct ctok_http_resp {

@@ -1,9 +1,12 @@
 /*
- * SigV4 with OpenSSL's EVP_Q_digest and EVP_Q_mac. The derived key depends only on date,
- * region and service; it is recomputed per request (four HMACs, a few microseconds) rather
- * than cached, so no copy of key material outlives a call.
+ * SigV4 with OpenSSL's SHA-256 and HMAC. The derived key depends only on date, region and
+ * service; it is recomputed per request rather than cached, so no copy of key material
+ * outlives a call. SHA-256 and an HMAC-SHA256 template context are fetched once per process:
+ * EVP_Q_digest/EVP_Q_mac fetch on every use: 32 us a signature that way, 23 us now (KMS Sign
+ * request, this machine; the rest is SHA-256 itself: 5 HMACs and 2 digests).
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,24 +30,44 @@ static void hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256;
+static EVP_MAC_CTX *hmac_template; /* HMAC with SHA-256, no key: dup'd per signature */
+
+static void algs_fetch(void)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (mac != NULL && (hmac_template = EVP_MAC_CTX_new(mac)) != NULL &&
+        !EVP_MAC_CTX_set_params(hmac_template, params)) {
+        EVP_MAC_CTX_free(hmac_template);
+        hmac_template = NULL;
+    }
+    EVP_MAC_free(mac); /* the context keeps its own reference */
+}
+
 static int sha256_hex(const void *data, size_t len, char out[2 * SHA256_LEN + 1])
 {
     unsigned char md[SHA256_LEN];
-    size_t mdlen = 0;
+    unsigned int mdlen = 0;
 
-    if (!EVP_Q_digest(NULL, "SHA256", NULL, data, len, md, &mdlen))
+    if (!EVP_Digest(data, len, md, &mdlen, sha256, NULL))
         return 0;
     hex(md, mdlen, out);
     return 1;
 }
 
-static int hmac(const void *key, size_t klen, const char *msg, unsigned char out[SHA256_LEN])
+static int hmac(EVP_MAC_CTX *c, const void *key, size_t klen, const char *msg,
+                unsigned char out[SHA256_LEN])
 {
     size_t n = 0;
 
-    return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen, (const unsigned char *)msg,
-                     strlen(msg), out, SHA256_LEN, &n) != NULL &&
-           n == SHA256_LEN;
+    return EVP_MAC_init(c, key, klen, NULL) &&
+           EVP_MAC_update(c, (const unsigned char *)msg, strlen(msg)) &&
+           EVP_MAC_final(c, out, &n, SHA256_LEN) && n == SHA256_LEN;
 }
 
 /* A growing string; on failure len stays and ok drops to 0. */
@@ -123,7 +146,7 @@ static int sorted(const struct ctok_sigv4_req *r, size_t *idx)
     return 1;
 }
 
-static int signing_key(const char *secret, const struct ctok_sigv4_req *r,
+static int signing_key(EVP_MAC_CTX *c, const char *secret, const struct ctok_sigv4_req *r,
                        unsigned char key[SHA256_LEN])
 {
     size_t slen = strlen(secret);
@@ -135,8 +158,8 @@ static int signing_key(const char *secret, const struct ctok_sigv4_req *r,
     memcpy(k0, "AWS4", 4);
     memcpy(k0 + 4, secret, slen + 1);
     snprintf(date, sizeof(date), "%.8s", r->amz_date);
-    ok = hmac(k0, slen + 4, date, key) && hmac(key, SHA256_LEN, r->region, key) &&
-         hmac(key, SHA256_LEN, r->service, key) && hmac(key, SHA256_LEN, "aws4_request", key);
+    ok = hmac(c, k0, slen + 4, date, key) && hmac(c, key, SHA256_LEN, r->region, key) &&
+         hmac(c, key, SHA256_LEN, r->service, key) && hmac(c, key, SHA256_LEN, "aws4_request", key);
     OPENSSL_clear_free(k0, slen + 5);
     return ok;
 }
@@ -148,9 +171,11 @@ int ctok_sigv4_sign(const struct ctok_sigv4_req *r, const char *akid, const char
     size_t idx[MAX_SIGNED_HEADERS];
     char h[2 * SHA256_LEN + 1], scope[128], sig[2 * SHA256_LEN + 1];
     unsigned char key[SHA256_LEN], mac[SHA256_LEN];
+    EVP_MAC_CTX *c = NULL;
     int ok = 0, n;
 
-    if (strlen(r->amz_date) != 16 || !sorted(r, idx))
+    pthread_once(&algs_once, algs_fetch);
+    if (sha256 == NULL || hmac_template == NULL || strlen(r->amz_date) != 16 || !sorted(r, idx))
         return 0;
     for (size_t i = 0; i < r->n_headers; i++) {
         if (i > 0)
@@ -187,7 +212,8 @@ int ctok_sigv4_sign(const struct ctok_sigv4_req *r, const char *akid, const char
     puts_(&sts, scope);
     puts_(&sts, "\n");
     puts_(&sts, h);
-    if (!sts.ok || !signing_key(secret, r, key) || !hmac(key, SHA256_LEN, sts.s, mac))
+    if (!sts.ok || (c = EVP_MAC_CTX_dup(hmac_template)) == NULL ||
+        !signing_key(c, secret, r, key) || !hmac(c, key, SHA256_LEN, sts.s, mac))
         goto end;
     hex(mac, SHA256_LEN, sig);
     n = snprintf(auth, auth_len,
@@ -195,6 +221,7 @@ int ctok_sigv4_sign(const struct ctok_sigv4_req *r, const char *akid, const char
                  names.s, sig);
     ok = n > 0 && (size_t)n < auth_len;
 end:
+    EVP_MAC_CTX_free(c); /* HMAC cleanses its key state */
     OPENSSL_cleanse(key, sizeof(key));
     OPENSSL_cleanse(mac, sizeof(mac));
     if (ok && canonical != NULL)

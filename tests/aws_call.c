@@ -8,17 +8,22 @@
  * on the same client. Prints the last response and a line "calls=... ok=... failed=...
  * ms=..."; every error as "error: <reason>: <message>" on stderr. Exit 0 if every call
  * succeeded.
+ *   aws_call --parse-error [HEADER_TYPE] < body   prints "type|message" (ctok_aws_parse_error)
+ *   aws_call --parse-imds < document              prints "ok <akid> <expires>" or "refused: why"
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <openssl/crypto.h>
 
 #include "../kms/aws.h"
+#include "../kms/awsint.h"
 #include "../store/err.h"
 #include "../store/token.h"
 
@@ -74,6 +79,24 @@ static long now_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Connected TCP sockets in this process (curl's own socketpairs are AF_UNIX); with
+ * inheritable, only those an exec would pass on (no FD_CLOEXEC). */
+static int count_tcp(int inheritable)
+{
+    int n = 0;
+
+    for (int fd = 0; fd < 1024; fd++) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof(sa);
+
+        if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 &&
+            (sa.ss_family == AF_INET || sa.ss_family == AF_INET6) &&
+            (!inheritable || !(fcntl(fd, F_GETFD) & FD_CLOEXEC)))
+            n++;
+    }
+    return n;
+}
+
 static const char *str(json_t *conf, const char *k)
 {
     return json_string_value(json_object_get(conf, k));
@@ -98,6 +121,33 @@ static int set_secret(json_t *conf)
     return ok;
 }
 
+/* The parsers alone, on stdin: no network, no client. */
+static int parse_only(int argc, char **argv)
+{
+    static char in[65536];
+    size_t n = fread(in, 1, sizeof(in), stdin);
+
+    if (strcmp(argv[1], "--parse-error") == 0) {
+        char type[CTOK_AWS_TYPE_MAX], msg[CTOK_AWS_MSG_MAX];
+
+        ctok_aws_parse_error(in, n, argc > 2 ? argv[2] : NULL, type, sizeof(type), msg,
+                             sizeof(msg));
+        printf("%s|%s\n", type, msg);
+        return 0;
+    } else {
+        struct ctok_aws_creds c;
+        char why[200];
+
+        if (!ctok_aws_parse_imds_creds(in, n, &c, why, sizeof(why))) {
+            printf("refused: %s\n", why);
+            return 1;
+        }
+        printf("ok %s %ld\n", c.akid, (long)c.expires);
+        ctok_aws_creds_clear(&c);
+        return 0;
+    }
+}
+
 int main(int argc, char **argv)
 {
     int threads = 1, do_fork = 0, i = 1, rc;
@@ -106,6 +156,9 @@ int main(int argc, char **argv)
     long start;
 
     ctok_err_set_sink(sink);
+    if (argc >= 2 &&
+        (strcmp(argv[1], "--parse-error") == 0 || strcmp(argv[1], "--parse-imds") == 0))
+        return parse_only(argc, argv);
     ctok_debug_on = getenv("CTOK_DEBUG") != NULL && strcmp(getenv("CTOK_DEBUG"), "1") == 0;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--loop") == 0 && i + 1 < argc)
@@ -157,7 +210,8 @@ int main(int argc, char **argv)
         if ((pid = fork()) == 0) {
             n_ok = n_failed = 0;
             run(NULL);
-            printf("child calls=%d ok=%d failed=%d\n", n_ok + n_failed, n_ok, n_failed);
+            printf("child calls=%d ok=%d failed=%d tcp=%d inheritable=%d\n", n_ok + n_failed, n_ok,
+                   n_failed, count_tcp(0), count_tcp(1));
             fflush(stdout);
             _exit(n_failed == 0 ? 0 : 1);
         }

@@ -282,10 +282,11 @@ def compile_store_driver(build, src, out):
     cache = (build / "CMakeCache.txt").read_text() if (build / "CMakeCache.txt").exists() else ""
     sanitize = ["-fsanitize=address,undefined"] if "CTOK_SANITIZE:BOOL=ON" in cache else []
     store = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "store")
-    libs = [str(build / "libctok_store.a")]
-    if (build / "kms" / "libctok_kms.a").exists():
-        # the token layer's table names the awskms backend, which uses the token layer
-        libs += [str(build / "kms" / "libctok_kms.a"), libs[0], "-lcurl"]
+    # the token layer's backend table names the awskms backend: kms/ (and libcurl) come along
+    kms = build / "kms" / "libctok_kms.a"
+    libs = ([str(build / "libctok_store.a")] if not kms.exists() else
+            ["-Wl,--start-group", str(build / "libctok_store.a"), str(kms), "-Wl,--end-group",
+             "-lcurl"])
     p = subprocess.run(["gcc", "-O1", "-Wall", "-Wextra", *sanitize, "-I", store, "-o", str(out),
                         str(src), *libs, "-lcrypto", *flags, "-ldl", "-lpthread"],
                        capture_output=True, text=True, timeout=120)

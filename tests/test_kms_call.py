@@ -3,6 +3,7 @@ emulator, through the tests/aws_call.c driver: signing, error mapping, retries, 
 instance-role credentials and their refresh, connection reuse, fork, and no secret in traces."""
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -210,6 +211,28 @@ def test_instance_role_without_imds_is_a_network_error(tmp_path, kms_emu):
            % url in p.stderr
 
 
+def test_instance_role_with_a_silent_imds_times_out_after_one_second(tmp_path, kms_emu):
+    with socket.socket() as silent:  # listens, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        p = call(config(tmp_path, kms_emu, role=True, imds_endpoint=url, timeout_ms=10000))
+    assert p.returncode == 1
+    assert "error: timed out: token 'kt': instance role: instance metadata service %s: " % url \
+        in p.stderr
+    assert 0.9 < p.elapsed < 3
+
+
+def test_imds_is_never_asked_through_a_proxy(tmp_path, kms_emu):
+    kms_emu.set_role("ctok-proxy-role")
+    dead = "http://127.0.0.1:%d" % free_port()
+    p = call(config(tmp_path, kms_emu, role=True, max_retries=0),
+             env={"http_proxy": dead, "https_proxy": dead})
+    # the role credentials arrived directly; KMS itself is asked through the (dead) proxy
+    assert kms_emu.imds_requests()["PUT /latest/api/token"] == 1
+    assert "cannot reach %s/ through proxy %s" % (kms_emu.url, dead) in p.stderr
+
+
 def test_imds_endpoint_from_the_environment(tmp_path, kms_emu):
     kms_emu.set_role("ctok-env-role")
     conf = config(tmp_path, kms_emu, role=True)
@@ -239,7 +262,9 @@ def test_threads_share_the_pool(tmp_path, kms_emu):
 def test_forked_child_makes_its_own_connection(tmp_path, kms_emu):
     p = call(config(tmp_path, kms_emu), opts=["--fork"], env={"AWS_CALL_CHILD_LOOPS": "3"})
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "child calls=3 ok=3 failed=0" in p.stdout
+    # the child holds its own connection only (its copy of the parent's is closed, not kept),
+    # and an exec would not inherit it
+    assert "child calls=3 ok=3 failed=0 tcp=1 inheritable=0" in p.stdout
     assert kms_emu.requests() == {"ListAliases": 5}
     # the parent's one connection (used before and after the fork) and the child's own
     assert kms_emu.connections() == 2
@@ -259,3 +284,67 @@ def test_debug_trace_has_no_secret(tmp_path, kms_emu):
     assert "instance role credentials fetched" in out
     assert secrets_in(out) == []
     assert "Signature=" not in out and "Authorization" not in out and "AWS4" not in out
+
+
+# ---- the response parsers alone (no network): what the fuzz targets run, with expected results
+
+
+def parse(mode, stdin, *args):
+    p = subprocess.run([str(DRIVER), mode, *args], input=stdin, capture_output=True, text=True,
+                       timeout=30)
+    return p.returncode, p.stdout.rstrip("\n")
+
+
+@pytest.mark.parametrize("body,header,want", [
+    ('{"__type":"com.amazonaws.kms#NotFoundException","message":"gone"}', None,
+     "NotFoundException|gone"),
+    ('{"__type":"AccessDeniedException","Message":"no"}', None, "AccessDeniedException|no"),
+    ('{"code":"ThrottlingException","message":"slow down"}', None, "ThrottlingException|slow down"),
+    ('<html>Bad Gateway</html>', "InternalFailure", "InternalFailure|"),
+    ('{"message":"line\\nbreak"}', "ValidationException", "ValidationException|line break"),
+    ('', None, "|"),
+])
+def test_error_bodies_give_type_and_message(body, header, want):
+    assert parse("--parse-error", body, *([header] if header else [])) == (0, want)
+
+
+def test_imds_document_with_fractional_expiration_parses():
+    doc = json.dumps({"Code": "Success", "AccessKeyId": "ASIAPARSE", "SecretAccessKey": "s",
+                      "Token": "t", "Expiration": "2026-11-29T13:00:00.250Z"})
+    assert parse("--parse-imds", doc) == (0, "ok ASIAPARSE 1795957200")
+
+
+@pytest.mark.parametrize("doc,why", [
+    ({"Code": "AssumeRoleUnauthorizedAccess"}, "Code 'AssumeRoleUnauthorizedAccess'"),
+    ({"Code": "Success", "AccessKeyId": "A", "SecretAccessKey": "s", "Expiration": "x"},
+     "lacks Token"),
+    ({"Code": "Success", "AccessKeyId": "A", "SecretAccessKey": "s", "Token": "t",
+      "Expiration": "2026-13-01T00:00:00Z"}, "Expiration is not an ISO 8601 time"),
+    ([], "not a JSON object"),
+])
+def test_bad_imds_documents_are_refused_with_the_reason(doc, why):
+    rc, out = parse("--parse-imds", json.dumps(doc))
+    assert rc == 1 and out.startswith("refused: ") and why in out
+
+
+@pytest.mark.parametrize("order", ["ctok,default", "default,ctok", "three"])
+def test_calls_work_with_ctok_active_in_the_process_openssl_cnf(tmp_path, kms_emu, ws, order):
+    """libcurl's TLS runs through OpenSSL with ctok activated for the process by openssl.cnf
+    (in either order, and ctok sorted first among three): no recursion, no hang."""
+    if order == "three":
+        cnf = ws.three_providers_cnf()
+    else:
+        sects = "".join("%s = %s_sect\n" % (n, n) for n in order.split(","))
+        cnf = tmp_path / "openssl.cnf"
+        cnf.write_text("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+                       "[provider_sect]\n" + sects + "[default_sect]\nactivate = 1\n"
+                       "[ctok_sect]\nmodule = %s\nactivate = 1\n" % (ws.build / "ctok.so"))
+    ws.write("tokens.json", '{"tokens": []}', mode=0o644)
+    p = call(config(tmp_path, kms_emu), opts=["--threads", "2", "--loop", "20"],
+             env={"OPENSSL_CONF": str(cnf), "CTOK_CONFIG": str(ws.config),
+                  "CTOK_DEBUG": "1"}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert stats(p)["ok"] == 40
+    # ctok.so was loaded and saw the process' TLS, yet never had an operation to do
+    assert "provider loaded as 'ctok'" in p.stderr
+    assert "signature:" not in p.stderr and "asym-cipher:" not in p.stderr

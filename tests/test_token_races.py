@@ -23,13 +23,12 @@ THREADS, ROUNDS = 8, 10
 
 
 def _store_sources(build):
-    """The token layer's sources (and kms/, whose backend its table names) with the flags
-    CMake compiles them with."""
+    """The token layer's sources (and kms/, which its backend table names) with the flags CMake
+    compiles them with."""
     cc = json.loads((build / "compile_commands.json").read_text())
     out = []
     for c in cc:
-        if not any(d in c["command"] for d in ("CMakeFiles/ctok_store.dir/",
-                                                "CMakeFiles/ctok_kms.dir/")):
+        if not any("CMakeFiles/%s.dir/" % t in c["command"] for t in ("ctok_store", "ctok_kms")):
             continue
         args = shlex.split(c["command"])
         flags = [a for a in args if a.startswith(("-D", "-I")) or a.startswith("-std=")]
