@@ -548,6 +548,14 @@ class KmsEmulator:
                 "Token": token,
                 "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + ttl))}
 
+    def expire_role_credentials(self):
+        """Every role credential handed out so far expires now (as if its Expiration passed)."""
+        now = time.time()
+        with self._st.lock:
+            for c in self._st.creds.values():
+                if c.principal.startswith("arn:aws:sts::"):
+                    c.expires_at = min(c.expires_at, now)
+
     def create_key(self, spec, usage="SIGN_VERIFY", alias=None) -> str:
         key = self._new_key(spec, usage, "")
         if alias:
