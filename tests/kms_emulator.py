@@ -8,7 +8,10 @@ connections accepted). tests/test_kms_emulator.py proves its fidelity with boto3
 
 Everything runs in daemon threads of the calling process and binds 127.0.0.1 only. Standalone:
     python3 tests/kms_emulator.py --workdir D --credential AKID:SECRET [--port-file F]
-serves until SIGTERM or --max-seconds, writing {"url", "ca_file", "imds_url"} to F.
+(or --credential-file F of AKID:SECRET lines, to keep the secret out of argv) serves until
+SIGTERM or --max-seconds (default 3600), writing {"url", "ca_file", "imds_url", "region",
+"keys"} to the port file (stdout without one). Counters count every request received, faulted
+or refused; connections() counts completed TLS handshakes.
 """
 
 import argparse
@@ -788,10 +791,10 @@ def _b64_field(req, name, max_len=None):
     return data
 
 
-def _page(items, req, marker_of):
-    limit = req.get("Limit", 50)
-    if not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise _validation("limit", limit, "must have value between 1 and 1000")
+def _page(items, req, marker_of, max_limit):
+    limit = req.get("Limit", 50 if max_limit == 100 else 100)
+    if not isinstance(limit, int) or not 1 <= limit <= max_limit:
+        raise _validation("limit", limit, "must have value between 1 and %d" % max_limit)
     start = 0
     marker = req.get("Marker")
     if marker is not None:
@@ -814,7 +817,7 @@ def _op_list_aliases(emu, cred, action, req):
     with emu._st.lock:
         items = [(n, a[0], a[1], a[2]) for n, a in emu._st.aliases.items()
                  if key is None or a[0] == key.id]
-    page, out = _page(items, req, lambda i: i[0])
+    page, out = _page(items, req, lambda i: i[0], 100)
     out["Aliases"] = [{"AliasName": n, "AliasArn": emu._alias_arn(n), "TargetKeyId": kid,
                        "CreationDate": c, "LastUpdatedDate": u} for n, kid, c, u in page]
     return out
@@ -824,7 +827,7 @@ def _op_list_keys(emu, cred, action, req):
     emu._authorize(cred, action, "*")
     with emu._st.lock:
         items = list(emu._st.keys.values())
-    page, out = _page(items, req, lambda k: k.id)
+    page, out = _page(items, req, lambda k: k.id, 1000)
     out["Keys"] = [{"KeyId": k.id, "KeyArn": k.arn} for k in page]
     return out
 
@@ -919,7 +922,7 @@ def _op_create_key(emu, cred, action, req):
         return {"KeyMetadata": key.metadata()}
 
 
-_ALIAS_RE = re.compile(r"^[a-zA-Z0-9:/_-]+$")
+_ALIAS_RE = re.compile(r"^[a-zA-Z0-9/_-]+$")
 
 
 def _op_create_alias(emu, cred, action, req):
@@ -927,7 +930,7 @@ def _op_create_alias(emu, cred, action, req):
     emu._authorize(cred, action, emu._alias_arn(name) if isinstance(name, str) else "*")
     if not isinstance(name, str) or not 1 <= len(name) <= 256 or not _ALIAS_RE.match(name):
         raise _validation("aliasName", name, "must satisfy regular expression pattern: "
-                          "^[a-zA-Z0-9:/_-]+$")
+                          "^[a-zA-Z0-9/_-]+$")
     if not name.startswith("alias/") or name == "alias/":
         raise KmsError("InvalidAliasNameException", "Alias must start with the prefix "
                        "\"alias/\". Please see "
@@ -981,6 +984,8 @@ def main(argv=None):
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--credential", action="append", default=[], metavar="AKID:SECRET")
+    ap.add_argument("--credential-file", action="append", default=[], metavar="F",
+                    help="AKID:SECRET lines (keeps the secret out of argv)")
     ap.add_argument("--role", help="instance role name served over IMDSv2")
     ap.add_argument("--key", action="append", default=[], metavar="SPEC[:ALIAS]",
                     help="create a key at start (e.g. ECC_NIST_P256:bench)")
@@ -991,6 +996,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     with KmsEmulator(a.workdir, a.region) as emu:
+        for f in a.credential_file:
+            a.credential.extend(line for line in Path(f).read_text().splitlines() if line)
         for c in a.credential:
             akid, sep, secret = c.partition(":")
             if not sep:

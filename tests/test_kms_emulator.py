@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import signal
 import ssl
 import subprocess
@@ -398,6 +399,28 @@ def test_every_signed_header_is_checked(kms_emu, cred):
     assert status == 200, out
 
 
+def test_libcurl_sigv4_and_expect_100_continue(kms_emu, cred, keys, tmp_path):
+    """libcurl (what ctok's kms/ is built on) signs with its own SigV4 (--aws-sigv4); a 4096-byte
+    RAW message makes a body past libcurl's Expect: 100-continue threshold, forced here too."""
+    body = tmp_path / "sign.json"
+    body.write_text(json.dumps({"KeyId": keys["ECC_NIST_P256"], "MessageType": "RAW",
+                                "Message": base64.b64encode(b"m" * 4096).decode(),
+                                "SigningAlgorithm": "ECDSA_SHA_256"}))
+    cfg = tmp_path / "curl.cfg"  # the secret stays out of argv
+    cfg.write_text('user = "%s:%s"\n' % (cred[0], cred[1]))
+    os.chmod(cfg, 0o600)
+    p = subprocess.run(["curl", "-sS", "-K", str(cfg), "--aws-sigv4",
+                        "aws:amz:%s:kms" % kms_emu.region, "--cacert", kms_emu.ca_file,
+                        "--max-time", "20", "-H", "Content-Type: application/x-amz-json-1.1",
+                        "-H", "X-Amz-Target: TrentService.Sign", "-H", "Expect: 100-continue",
+                        "--data-binary", "@%s" % body, kms_emu.url + "/"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    verify(kms_emu.public_key_der(keys["ECC_NIST_P256"]), "ECDSA_SHA_256",
+           hashlib.sha256(b"m" * 4096).digest(), base64.b64decode(out["Signature"]))
+
+
 def test_missing_or_malformed_authorization(kms_emu, cred):
     def strip(h, b):
         h.pop("Authorization")
@@ -653,8 +676,10 @@ def test_awskms_token_fixture_writes_a_loadable_entry(kms_emu, tmp_path):
 
 def test_standalone_serves_until_terminated(tmp_path):
     port_file = tmp_path / "emu.json"
+    creds = tmp_path / "creds"
+    creds.write_text("AKIASTANDALONE000001:sa-secret-1\n")
     proc = subprocess.Popen([sys.executable, str(HERE / "kms_emulator.py"), "--workdir",
-                             str(tmp_path), "--credential", "AKIASTANDALONE000001:sa-secret-1",
+                             str(tmp_path), "--credential-file", str(creds),
                              "--key", "ECC_NIST_P256:bench", "--port-file", str(port_file),
                              "--max-seconds", "60"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
