@@ -578,6 +578,16 @@ class KmsEmulator:
         with self._st.lock:
             return self._st.keys[key_id].public_der
 
+    def aliases(self) -> dict:
+        """{"alias/x": key id} of every alias, in creation order."""
+        with self._st.lock:
+            return {n: a[0] for n, a in self._st.aliases.items()}
+
+    def key_metadata(self, key_id) -> dict:
+        """DescribeKey's KeyMetadata of a key (KeyState, DeletionDate, KeySpec, ...)."""
+        with self._st.lock:
+            return self._st.keys[key_id].metadata()
+
     def key_arn(self, key_id) -> str:
         return "arn:aws:kms:%s:%s:key/%s" % (self.region, ACCOUNT, key_id)
 

@@ -245,9 +245,14 @@ def test_schedule_key_deletion_window_and_state(kms_emu, seed_kms):
         assert code == "KMSInvalidStateException" and "pending deletion" in msg
     code, _, _ = error_of(seed_kms.schedule_key_deletion, KeyId=kid)
     assert code == "KMSInvalidStateException"
+    assert kms_emu.key_metadata(kid)["KeyState"] == "PendingDeletion"
+    assert kms_emu.key_metadata(kid)["DeletionDate"] == when
+    assert kms_emu.aliases()["alias/to-delete"] == kid  # AWS keeps the alias until deletion
     kid2 = kms_emu.create_key("ECC_NIST_P256")
     out = seed_kms.schedule_key_deletion(KeyId=kid2)
     assert out["PendingWindowInDays"] == 30
+    kms_emu.set_key_state(kid2, "Enabled")
+    assert "DeletionDate" not in kms_emu.key_metadata(kid2)
 
 
 def test_disabled_unknown_and_wrong_usage_keys(kms_emu, kms, seed_kms):
