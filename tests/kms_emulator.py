@@ -65,6 +65,7 @@ _SPECS = {
 }
 ALL_SIGNING = sorted(set(_RSA_SIGN) | {"ECDSA_SHA_256", "ECDSA_SHA_384", "ECDSA_SHA_512"})
 MAX_MESSAGE = 4096
+MANAGED_ALIASES = ("alias/aws/acm", "alias/aws/ebs", "alias/aws/rds", "alias/aws/s3")
 
 
 class KmsError(Exception):
@@ -162,7 +163,6 @@ class _Key:
         self.created = time.time()
         self.state = "Enabled"
         self.deletion_date = None
-        self.is_rsa = spec.startswith("RSA_")
         self.signing = _SPECS[spec][1] if usage == "SIGN_VERIFY" else []
         self.encryption = _RSA_ENCRYPT if usage == "ENCRYPT_DECRYPT" else []
 
@@ -473,12 +473,18 @@ class _ImdsHandler(BaseHTTPRequestHandler):
 class KmsEmulator:
     """AWS KMS (https://127.0.0.1:<port>) and IMDSv2 (http://127.0.0.1:<port2>) in threads."""
 
-    def __init__(self, workdir, region="us-east-1", on_secret=None):
+    def __init__(self, workdir, region="us-east-1", on_secret=None, managed_aliases=False):
         """on_secret(s), when given, is called with every secret the emulator learns or issues
-        (the tests register them with their secret scan)."""
+        (the tests register them with their secret scan). managed_aliases: ListAliases also
+        shows AWS managed aliases (alias/aws/...) without a TargetKeyId, as in a real account
+        where no service has used its key yet."""
         self.workdir = Path(workdir)
         self.region = region
         self._st = _State(region, on_secret)
+        if managed_aliases:
+            now = time.time()
+            for n in MANAGED_ALIASES:
+                self._st.aliases[n] = [None, now, now]
         ca_file, chain, key_file = _make_tls_files(self.workdir)
         self.ca_file = str(ca_file)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -579,7 +585,7 @@ class KmsEmulator:
             return self._st.keys[key_id].public_der
 
     def aliases(self) -> dict:
-        """{"alias/x": key id} of every alias, in creation order."""
+        """{"alias/x": key id (None: a managed alias without a key)}, in creation order."""
         with self._st.lock:
             return {n: a[0] for n, a in self._st.aliases.items()}
 
@@ -741,17 +747,18 @@ class KmsEmulator:
                            "because no identity-based policy allows the kms:%s action" %
                            (cred.principal, action, resource, action))
 
-    def _find_key(self, key_id):
-        """The key a KeyId names (id, key ARN, alias/x or alias ARN), else NotFound."""
+    def _find_key(self, key_id, aliases=True):
+        """The key a KeyId names (id, key ARN, and with aliases alias/x or an alias ARN), else
+        NotFound (also for an AWS managed alias that has no key yet)."""
         if not isinstance(key_id, str) or not key_id:
             raise _validation("keyId", None, "must not be null")
         st = self._st
         prefix = "arn:aws:kms:%s:%s:" % (self.region, ACCOUNT)
         rest = key_id[len(prefix):] if key_id.startswith(prefix) else key_id
         with st.lock:
-            if rest.startswith("alias/"):
+            if rest.startswith("alias/") and aliases:
                 a = st.aliases.get(rest)
-                if a is None:
+                if a is None or a[0] is None:
                     raise KmsError("NotFoundException",
                                    "Alias %s is not found." % self._alias_arn(rest))
                 return st.keys[a[0]]
@@ -828,8 +835,9 @@ def _op_list_aliases(emu, cred, action, req):
         items = [(n, a[0], a[1], a[2]) for n, a in emu._st.aliases.items()
                  if key is None or a[0] == key.id]
     page, out = _page(items, req, lambda i: i[0], 100)
-    out["Aliases"] = [{"AliasName": n, "AliasArn": emu._alias_arn(n), "TargetKeyId": kid,
-                       "CreationDate": c, "LastUpdatedDate": u} for n, kid, c, u in page]
+    out["Aliases"] = [dict({"AliasName": n, "AliasArn": emu._alias_arn(n), "CreationDate": c,
+                            "LastUpdatedDate": u}, **({"TargetKeyId": kid} if kid else {}))
+                      for n, kid, c, u in page]
     return out
 
 
@@ -960,7 +968,7 @@ def _op_create_alias(emu, cred, action, req):
 
 def _op_schedule_key_deletion(emu, cred, action, req):
     emu._authorize(cred, action, emu._resource(req))
-    key = emu._find_key(req.get("KeyId"))
+    key = emu._find_key(req.get("KeyId"), aliases=False)  # AWS takes no alias here
     days = req.get("PendingWindowInDays", 30)
     if not isinstance(days, int) or not 7 <= days <= 30:
         raise _validation("pendingWindowInDays", days, "must have value between 7 and 30")

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils  # noqa: E402
 
 from ctoktest import secrets_in  # noqa: E402
-from kms_emulator import SEED_ACTIONS, signing_key  # noqa: E402
+from kms_emulator import SEED_ACTIONS, KmsEmulator, signing_key  # noqa: E402
 from kmsfixtures import awskms_token, kms_credential, kms_emu  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
@@ -200,6 +200,18 @@ def test_list_aliases_pages_with_limit_and_marker(kms_emu, seed_kms):
     assert set(names) <= set(everything)
 
 
+def test_managed_aliases_have_no_target_key(tmp_path):
+    """Opt-in: AWS managed aliases listed without TargetKeyId parse in the SDK; no key behind."""
+    with KmsEmulator(tmp_path, managed_aliases=True) as emu:
+        akid, secret, _ = kms_credential(emu, SEED_ACTIONS)
+        c = client(emu, akid, secret)
+        kid = emu.create_key("ECC_NIST_P256", alias="alias/mine")
+        aliases = {a["AliasName"]: a.get("TargetKeyId") for a in c.list_aliases()["Aliases"]}
+        assert aliases["alias/mine"] == kid and aliases["alias/aws/ebs"] is None
+        code, _, _ = error_of(c.get_public_key, KeyId="alias/aws/ebs")
+        assert code == "NotFoundException"
+
+
 def test_create_key_and_alias_as_ctok_generates(kms_emu, seed_kms):
     for spec in ("RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"):
         md = seed_kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY",
@@ -248,8 +260,10 @@ def test_schedule_key_deletion_window_and_state(kms_emu, seed_kms):
     assert kms_emu.key_metadata(kid)["KeyState"] == "PendingDeletion"
     assert kms_emu.key_metadata(kid)["DeletionDate"] == when
     assert kms_emu.aliases()["alias/to-delete"] == kid  # AWS keeps the alias until deletion
-    kid2 = kms_emu.create_key("ECC_NIST_P256")
-    out = seed_kms.schedule_key_deletion(KeyId=kid2)
+    kid2 = kms_emu.create_key("ECC_NIST_P256", alias="alias/delete-by-id-only")
+    code, _, _ = error_of(seed_kms.schedule_key_deletion, KeyId="alias/delete-by-id-only")
+    assert code == "NotFoundException"
+    out = seed_kms.schedule_key_deletion(KeyId=kms_emu.key_arn(kid2))
     assert out["PendingWindowInDays"] == 30
     kms_emu.set_key_state(kid2, "Enabled")
     assert "DeletionDate" not in kms_emu.key_metadata(kid2)
