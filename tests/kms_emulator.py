@@ -8,7 +8,10 @@ connections accepted). tests/test_kms_emulator.py proves its fidelity with boto3
 
 Everything runs in daemon threads of the calling process and binds 127.0.0.1 only. Standalone:
     python3 tests/kms_emulator.py --workdir D --credential AKID:SECRET [--port-file F]
-serves until SIGTERM or --max-seconds, writing {"url", "ca_file", "imds_url"} to F.
+(or --credential-file F of AKID:SECRET lines, to keep the secret out of argv) serves until
+SIGTERM or --max-seconds (default 3600), writing {"url", "ca_file", "imds_url", "region",
+"keys"} to the port file (stdout without one). Counters count every request received, faulted
+or refused; connections() counts completed TLS handshakes.
 """
 
 import argparse
@@ -62,6 +65,7 @@ _SPECS = {
 }
 ALL_SIGNING = sorted(set(_RSA_SIGN) | {"ECDSA_SHA_256", "ECDSA_SHA_384", "ECDSA_SHA_512"})
 MAX_MESSAGE = 4096
+MANAGED_ALIASES = ("alias/aws/acm", "alias/aws/ebs", "alias/aws/rds", "alias/aws/s3")
 
 
 class KmsError(Exception):
@@ -159,7 +163,6 @@ class _Key:
         self.created = time.time()
         self.state = "Enabled"
         self.deletion_date = None
-        self.is_rsa = spec.startswith("RSA_")
         self.signing = _SPECS[spec][1] if usage == "SIGN_VERIFY" else []
         self.encryption = _RSA_ENCRYPT if usage == "ENCRYPT_DECRYPT" else []
 
@@ -470,12 +473,18 @@ class _ImdsHandler(BaseHTTPRequestHandler):
 class KmsEmulator:
     """AWS KMS (https://127.0.0.1:<port>) and IMDSv2 (http://127.0.0.1:<port2>) in threads."""
 
-    def __init__(self, workdir, region="us-east-1", on_secret=None):
+    def __init__(self, workdir, region="us-east-1", on_secret=None, managed_aliases=False):
         """on_secret(s), when given, is called with every secret the emulator learns or issues
-        (the tests register them with their secret scan)."""
+        (the tests register them with their secret scan). managed_aliases: ListAliases also
+        shows AWS managed aliases (alias/aws/...) without a TargetKeyId, as in a real account
+        where no service has used its key yet."""
         self.workdir = Path(workdir)
         self.region = region
         self._st = _State(region, on_secret)
+        if managed_aliases:
+            now = time.time()
+            for n in MANAGED_ALIASES:
+                self._st.aliases[n] = [None, now, now]
         ca_file, chain, key_file = _make_tls_files(self.workdir)
         self.ca_file = str(ca_file)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -548,6 +557,14 @@ class KmsEmulator:
                 "Token": token,
                 "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + ttl))}
 
+    def expire_role_credentials(self):
+        """Every role credential handed out so far expires now (as if its Expiration passed)."""
+        now = time.time()
+        with self._st.lock:
+            for c in self._st.creds.values():
+                if c.principal.startswith("arn:aws:sts::"):
+                    c.expires_at = min(c.expires_at, now)
+
     def create_key(self, spec, usage="SIGN_VERIFY", alias=None) -> str:
         key = self._new_key(spec, usage, "")
         if alias:
@@ -566,6 +583,16 @@ class KmsEmulator:
     def public_key_der(self, key_id) -> bytes:
         with self._st.lock:
             return self._st.keys[key_id].public_der
+
+    def aliases(self) -> dict:
+        """{"alias/x": key id (None: a managed alias without a key)}, in creation order."""
+        with self._st.lock:
+            return {n: a[0] for n, a in self._st.aliases.items()}
+
+    def key_metadata(self, key_id) -> dict:
+        """DescribeKey's KeyMetadata of a key (KeyState, DeletionDate, KeySpec, ...)."""
+        with self._st.lock:
+            return self._st.keys[key_id].metadata()
 
     def key_arn(self, key_id) -> str:
         return "arn:aws:kms:%s:%s:key/%s" % (self.region, ACCOUNT, key_id)
@@ -720,17 +747,18 @@ class KmsEmulator:
                            "because no identity-based policy allows the kms:%s action" %
                            (cred.principal, action, resource, action))
 
-    def _find_key(self, key_id):
-        """The key a KeyId names (id, key ARN, alias/x or alias ARN), else NotFound."""
+    def _find_key(self, key_id, aliases=True):
+        """The key a KeyId names (id, key ARN, and with aliases alias/x or an alias ARN), else
+        NotFound (also for an AWS managed alias that has no key yet)."""
         if not isinstance(key_id, str) or not key_id:
             raise _validation("keyId", None, "must not be null")
         st = self._st
         prefix = "arn:aws:kms:%s:%s:" % (self.region, ACCOUNT)
         rest = key_id[len(prefix):] if key_id.startswith(prefix) else key_id
         with st.lock:
-            if rest.startswith("alias/"):
+            if rest.startswith("alias/") and aliases:
                 a = st.aliases.get(rest)
-                if a is None:
+                if a is None or a[0] is None:
                     raise KmsError("NotFoundException",
                                    "Alias %s is not found." % self._alias_arn(rest))
                 return st.keys[a[0]]
@@ -780,10 +808,10 @@ def _b64_field(req, name, max_len=None):
     return data
 
 
-def _page(items, req, marker_of):
-    limit = req.get("Limit", 50)
-    if not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise _validation("limit", limit, "must have value between 1 and 1000")
+def _page(items, req, marker_of, max_limit):
+    limit = req.get("Limit", 50 if max_limit == 100 else 100)
+    if not isinstance(limit, int) or not 1 <= limit <= max_limit:
+        raise _validation("limit", limit, "must have value between 1 and %d" % max_limit)
     start = 0
     marker = req.get("Marker")
     if marker is not None:
@@ -806,9 +834,10 @@ def _op_list_aliases(emu, cred, action, req):
     with emu._st.lock:
         items = [(n, a[0], a[1], a[2]) for n, a in emu._st.aliases.items()
                  if key is None or a[0] == key.id]
-    page, out = _page(items, req, lambda i: i[0])
-    out["Aliases"] = [{"AliasName": n, "AliasArn": emu._alias_arn(n), "TargetKeyId": kid,
-                       "CreationDate": c, "LastUpdatedDate": u} for n, kid, c, u in page]
+    page, out = _page(items, req, lambda i: i[0], 100)
+    out["Aliases"] = [dict({"AliasName": n, "AliasArn": emu._alias_arn(n), "CreationDate": c,
+                            "LastUpdatedDate": u}, **({"TargetKeyId": kid} if kid else {}))
+                      for n, kid, c, u in page]
     return out
 
 
@@ -816,7 +845,7 @@ def _op_list_keys(emu, cred, action, req):
     emu._authorize(cred, action, "*")
     with emu._st.lock:
         items = list(emu._st.keys.values())
-    page, out = _page(items, req, lambda k: k.id)
+    page, out = _page(items, req, lambda k: k.id, 1000)
     out["Keys"] = [{"KeyId": k.id, "KeyArn": k.arn} for k in page]
     return out
 
@@ -911,7 +940,7 @@ def _op_create_key(emu, cred, action, req):
         return {"KeyMetadata": key.metadata()}
 
 
-_ALIAS_RE = re.compile(r"^[a-zA-Z0-9:/_-]+$")
+_ALIAS_RE = re.compile(r"^[a-zA-Z0-9/_-]+$")
 
 
 def _op_create_alias(emu, cred, action, req):
@@ -919,7 +948,7 @@ def _op_create_alias(emu, cred, action, req):
     emu._authorize(cred, action, emu._alias_arn(name) if isinstance(name, str) else "*")
     if not isinstance(name, str) or not 1 <= len(name) <= 256 or not _ALIAS_RE.match(name):
         raise _validation("aliasName", name, "must satisfy regular expression pattern: "
-                          "^[a-zA-Z0-9:/_-]+$")
+                          "^[a-zA-Z0-9/_-]+$")
     if not name.startswith("alias/") or name == "alias/":
         raise KmsError("InvalidAliasNameException", "Alias must start with the prefix "
                        "\"alias/\". Please see "
@@ -939,7 +968,7 @@ def _op_create_alias(emu, cred, action, req):
 
 def _op_schedule_key_deletion(emu, cred, action, req):
     emu._authorize(cred, action, emu._resource(req))
-    key = emu._find_key(req.get("KeyId"))
+    key = emu._find_key(req.get("KeyId"), aliases=False)  # AWS takes no alias here
     days = req.get("PendingWindowInDays", 30)
     if not isinstance(days, int) or not 7 <= days <= 30:
         raise _validation("pendingWindowInDays", days, "must have value between 7 and 30")
@@ -973,6 +1002,8 @@ def main(argv=None):
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--credential", action="append", default=[], metavar="AKID:SECRET")
+    ap.add_argument("--credential-file", action="append", default=[], metavar="F",
+                    help="AKID:SECRET lines (keeps the secret out of argv)")
     ap.add_argument("--role", help="instance role name served over IMDSv2")
     ap.add_argument("--key", action="append", default=[], metavar="SPEC[:ALIAS]",
                     help="create a key at start (e.g. ECC_NIST_P256:bench)")
@@ -983,6 +1014,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     with KmsEmulator(a.workdir, a.region) as emu:
+        for f in a.credential_file:
+            a.credential.extend(line for line in Path(f).read_text().splitlines() if line)
         for c in a.credential:
             akid, sep, secret = c.partition(":")
             if not sep:
