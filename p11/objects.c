@@ -285,8 +285,10 @@ static int read_objects(struct p11_tok *pt, const char *label, const uint8_t *id
     }
     for (size_t c = 0; ok && c < 3; c++) {
         CK_OBJECT_CLASS cls = classes[c];
-        CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}};
-        CK_ULONG nt = 1, n;
+        CK_BBOOL yes = CK_TRUE;
+        /* token objects: ctok's session copies of keys (other sessions') are no objects */
+        CK_ATTRIBUTE t[4] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &yes, sizeof(yes)}};
+        CK_ULONG nt = 2, n;
         CK_OBJECT_HANDLE *hs;
         struct p11_obj *v;
 
@@ -389,9 +391,13 @@ int ctok_p11_objects_find(struct p11_tok *pt, const char *label, const uint8_t *
 CK_RV ctok_p11_find_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                         const uint8_t *id, size_t id_len, CK_OBJECT_HANDLE *h)
 {
-    CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *)id, id_len}};
+    CK_BBOOL yes = CK_TRUE;
+    /* the token object: never a session copy (ctok's, in any session) of it */
+    CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_ID, (void *)id, id_len},
+                         {CKA_TOKEN, &yes, sizeof(yes)}};
     CK_ULONG got = 0;
-    CK_RV rv = ctok_p11_find_init(pt, s, t, 2);
+    CK_RV rv = ctok_p11_find_init(pt, s, t, 3);
 
     if (rv != CKR_OK)
         return rv;

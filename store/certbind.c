@@ -99,13 +99,14 @@ static int read_file(ctok_token *tok, struct ctok_certs *c, const char *file)
     if (!ctok_file_read(file, 0, CTOK_R_CONFIG, what, &data, &len))
         return 0;
     b = BIO_new_mem_buf(data, (int)len);
+    ERR_set_mark(); /* the end of the PEM blocks, or no PEM at all (DER), is no error */
     while (ok && b != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
         ok = add(c, x, file);
     BIO_free(b);
-    ERR_clear_error(); /* the end of the PEM blocks, or no PEM at all */
     p = data;
     if (ok && c->n == before && (x = d2i_X509(NULL, &p, (long)len)) != NULL)
         ok = add(c, x, file);
+    ERR_pop_to_mark();
     if (ok && c->n == before) {
         CTOK_ERR(CTOK_R_CONFIG, "%s '%s' holds no certificate (PEM or DER)", what, file);
         ok = 0;
@@ -311,9 +312,12 @@ void ctok_certbind_end(struct ctok_bind *b, int whole)
 
 unsigned int ctok_certbind_hidden(ctok_token *tok)
 {
-    struct ctok_certs *c = paths_of(tok) != NULL ? certs_get(tok) : NULL;
+    struct ctok_certs *c;
 
-    ERR_clear_error(); /* unreadable files: said by the scan that needs them */
+    /* the scan before read the files (or failed, saying why) */
+    pthread_mutex_lock(&tok->lock);
+    c = tok->certs;
+    pthread_mutex_unlock(&tok->lock);
     for (size_t i = 0; c != NULL && i < c->n; i++)
         if (!__atomic_load_n(&c->v[i].bound, __ATOMIC_RELAXED))
             return CTOK_OBJ_CERT;

@@ -75,6 +75,19 @@ def test_one_key_handle_per_key_shared_and_dropped(driver, tmp_path, build, kind
     assert v["after_deactivate_same"] == 0, describe(p)
 
 
+def test_a_pkcs11_reconnect_drops_the_cached_key_handles(driver, tmp_path, build):
+    from p11fixtures import require_shim
+
+    k = Kind("pkcs11", tmp_path, build)
+    k.with_key("tok", "k1", "ec:P-256", cert=False)
+    k.set_fields("tok", library=str(require_shim()))
+    v, p = run(k, driver, "reconnect", "k1", env={"CTOK_SHIM_DISCONNECT_EVERY": "4",
+                                                   "CTOK_DEBUG": "1"})
+    assert "re-initializing" in p.stderr, describe(p)  # the module did disconnect
+    assert v["signs"] == 10 and v["new_handle_signs"] == 1, describe(p)
+    assert v["after_reconnect_same"] == 0, describe(p)
+
+
 def test_certificate_import_writes_into_the_folder_of_a_token_that_keeps_none(driver, tmp_path,
                                                                                build):
     """A backend without certificate storage (cloud keys): cert import writes

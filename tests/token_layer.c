@@ -6,6 +6,7 @@
  *   token_layer CONFIG TOKEN slowlogin KEY a signer while another thread's login is slow
  *   token_layer CONFIG TOKEN cache KEY     one key handle per (token, key), and its drops
  *   token_layer CONFIG TOKEN putcert       cert import on a backend that keeps no certificates
+ *   token_layer CONFIG TOKEN reconnect KEY signatures across a PKCS#11 reconnect, then a load
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -380,6 +381,24 @@ static int run_cache(ctok_ctx *ctx, ctok_token *tok, const char *alias)
     return 0;
 }
 
+/* The module disconnects after a few signatures (CTOK_SHIM_DISCONNECT_EVERY): ctok recovers. */
+static int run_reconnect(ctok_ctx *ctx, ctok_token *tok, const char *alias)
+{
+    ctok_key *a, *b;
+    int signs = 0;
+
+    if (!ctok_token_login(tok, NULL, NULL) || (a = driver_find_key(ctx, tok, alias, 0)) == NULL)
+        FAIL("login or key load");
+    for (int i = 0; i < 10; i++)
+        signs += sign_once(a);
+    b = ctok_token_key(tok, a->id, a->id_len);
+    printf("signs=%d after_reconnect_same=%d new_handle_signs=%d\n", signs, a == b,
+           b != NULL && sign_once(b));
+    ctok_key_unref(a);
+    ctok_key_unref(b);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctok_ctx *ctx;
@@ -389,6 +408,7 @@ int main(int argc, char **argv)
     if (argc < 4)
         return 2;
     ctok_err_set_sink(driver_sink);
+    ctok_debug_on = getenv("CTOK_DEBUG") != NULL;
     ctx = ctok_ctx_new(NULL, NULL, argv[1]);
     if (ctx == NULL || !ctok_ctx_load(ctx) ||
         (tok = ctok_ctx_token_find(ctx, argv[2], NULL)) == NULL)
@@ -397,6 +417,8 @@ int main(int argc, char **argv)
         rc = run_nocode(ctx, tok);
     else if (strcmp(argv[3], "slowlogin") == 0 && argc > 4)
         rc = run_slowlogin(ctx, tok, argv[4]);
+    else if (strcmp(argv[3], "reconnect") == 0 && argc > 4)
+        rc = run_reconnect(ctx, tok, argv[4]);
     else if (strcmp(argv[3], "putcert") == 0)
         rc = run_putcert(tok);
     else if (strcmp(argv[3], "cache") == 0 && argc > 4)
