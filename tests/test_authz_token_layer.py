@@ -16,6 +16,13 @@ SRC = os.path.join(os.path.dirname(__file__), "authz_token.c")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def token_layer_link_args(build):
+    """A program on the token layer: the table of types (store/backends.c), then the backend
+    and token-layer libraries, in the order static linking needs (CMakeLists.txt)."""
+    return [os.path.join(REPO, "store", "backends.c"), str(build / "libctok_p11.a"),
+            str(build / "libctok_token.a")]
+
+
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory, build):
     out = tmp_path_factory.mktemp("authz") / "authz_token"
@@ -25,7 +32,7 @@ def driver(tmp_path_factory, build):
     cache = (build / "CMakeCache.txt").read_text() if (build / "CMakeCache.txt").exists() else ""
     sanitize = ["-fsanitize=address,undefined"] if "CTOK_SANITIZE:BOOL=ON" in cache else []
     p = subprocess.run(["gcc", "-O1", "-Wall", *sanitize, "-I", os.path.join(REPO, "store"), "-o",
-                        str(out), SRC, str(build / "libctok_store.a"), "-lcrypto", *flags, "-ldl",
+                        str(out), SRC, *token_layer_link_args(build), "-lcrypto", *flags, "-ldl",
                         "-lpthread"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return out
