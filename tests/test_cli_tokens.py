@@ -443,6 +443,34 @@ def test_token_create_without_its_location_is_a_usage_error(build, tmp_path, kin
     assert not k.ws.config.exists()
 
 
+@pytest.mark.parametrize("kind_name,foreign,own", [("pkcs12", "--library", "--keystore"),
+                                                  ("pkcs11", "--keystore", "--ref-type")])
+def test_token_create_with_another_types_option_names_the_types_own_options(build, tmp_path,
+                                                                           kind_name, foreign,
+                                                                           own):
+    """The options of `token create` are the type's tool fields: one of another type is a
+    usage error that lists this type's options, and nothing is created."""
+    k = Kind(kind_name, tmp_path, build)
+    p = k.ctok(*k.create_argv("x"), foreign, "/x", "--auth-file", k.ws.write("x.pin", PIN))
+    assert p.returncode == 2, describe(p)
+    line = p.stderr.strip()
+    assert "a %s token has no option %s" % (kind_name, foreign) in line, describe(p)
+    assert own in line.split("its options:")[1], describe(p)
+    assert not k.ws.config.exists()
+
+
+def test_token_modify_takes_only_options_of_the_tokens_type(ws):
+    tok = ws.create_token("tok")
+    before = ws.config.read_bytes()
+    p = ws.ctok("token", "modify", "tok", "--ref", "other")
+    assert p.returncode == 2 and "a pkcs12 token has no option --ref" in p.stderr, describe(p)
+    assert ws.config.read_bytes() == before
+    moved = ws.path("moved.p12")
+    tok.keystore.rename(moved)
+    assert_ok(ws.ctok("token", "modify", "tok", "--keystore", str(moved)))
+    assert json.loads(ws.config.read_text())["tokens"][0]["keystore"] == str(moved)
+
+
 def test_token_list_tells_where_a_pkcs11_token_is(build, tmp_path):
     """A user reading `token list` sees each token's location: the keystore of a pkcs12
     token, the library and slot of a pkcs11 token (human and --json)."""
