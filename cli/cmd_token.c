@@ -167,26 +167,46 @@ static const char *discovery_type(struct cli *c, char *buf, size_t len)
     return NULL;
 }
 
-int cmd_slots(struct cli *c)
+/* What the options name: a configured token (--token), else a type's discovery. NULL: failed
+ * (*rc says how). */
+static json_t *discovered(struct cli *c, int *rc)
 {
     char types[256];
     const char *type;
-    json_t *e, *list = NULL;
+    ctok_token *tok;
+    json_t *e, *list;
 
-    if (c->n_opts == 0)
-        return all_registered(c);
-    if ((type = discovery_type(c, types, sizeof(types))) == NULL)
-        return cli_usage("no token type takes --%s (types: %s)", c->opts[0].name,
-                         ctok_type_names());
+    *rc = EXIT_FAILED;
+    if (c->token != NULL && c->n_opts > 0) {
+        *rc = cli_usage("give --token or a type's options, not both");
+        return NULL;
+    }
+    if (c->token != NULL)
+        return (tok = cli_token(c, c->token)) != NULL ? ctok_token_discover(tok) : NULL;
+    if ((type = discovery_type(c, types, sizeof(types))) == NULL) {
+        *rc = cli_usage("no token type takes --%s (types: %s)", c->opts[0].name, ctok_type_names());
+        return NULL;
+    }
     e = json_pack("{s:s}", "type", type);
     if (cli_type_options(c, type, e, 0) < 0) {
+        *rc = EXIT_USAGE;
         json_decref(e);
-        return EXIT_USAGE;
+        return NULL;
     }
     list = ctok_discover(c->ctx, e);
     json_decref(e);
-    if (list == NULL)
-        return cli_fail();
+    return list;
+}
+
+int cmd_slots(struct cli *c)
+{
+    json_t *list;
+    int rc;
+
+    if (c->token == NULL && c->n_opts == 0)
+        return all_registered(c);
+    if ((list = discovered(c, &rc)) == NULL)
+        return rc == EXIT_USAGE ? rc : cli_fail();
     if (c->json) {
         cli_print_json(list);
         return EXIT_OK;

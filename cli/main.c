@@ -123,10 +123,12 @@ static const struct {
      "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
      "for nginx,\n  Python ssl or any application that reads PEM keys."},
     {"slots", NULL, cmd_slots, 0,
-     "slots [--type TYPE] [--library LIB] [--json]\n  What a token type offers (a PKCS#11 "
+     "slots [--type TYPE] [--library LIB] | [--token TOKEN] [--json]\n  What a token type offers "
+     "(a PKCS#11 "
      "library: every slot with a token: id, index,\n  description, token label, serial, flags), "
      "from that type's options.\n  Without options: every library registered with p11-kit "
-     "(its name works as --library)."},
+     "(its name works as --library).\n  --token: what a configured token's backend offers "
+     "(rule view)."},
     {"pin", "unlock", cmd_pin_unlock, 1,
      "pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file NEW | --auth-env NEW]\n"
      "  Sets a new PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN)."},

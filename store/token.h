@@ -171,6 +171,9 @@ const struct ctok_tool_field *ctok_type_fields(const char *type);
  * [{"name", "path", "slots"[, "error"]}] (PKCS#11: p11-kit's modules, each with its slots).
  */
 json_t *ctok_discover(ctok_ctx *ctx, const json_t *entry);
+/* What a configured token's backend offers (its library's slots; a key service's aliases);
+ * rule view. The caller activates the token first if its backend needs that. */
+json_t *ctok_token_discover(ctok_token *tok);
 json_t *ctok_discover_registered(const char *type);
 
 /* ---- tokens ---- */

@@ -65,6 +65,18 @@ json_t *ctok_discover_registered(const char *type)
     return all;
 }
 
+json_t *ctok_token_discover(ctok_token *tok)
+{
+    if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "discovery", NULL) || !ctok_token_open(tok))
+        return NULL;
+    if (tok->be->discover == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens offer no discovery", tok->name,
+                 tok->type);
+        return NULL;
+    }
+    return tok->be->discover(tok);
+}
+
 void ctok_backends_use(void)
 {
     for (size_t i = 0; ctok_backends[i] != NULL; i++)

@@ -352,6 +352,21 @@ def test_unknown_token_is_a_one_line_error_naming_it(ws, argv):
 # ------------------------------------------------------------------ slots (pkcs11)
 
 
+def test_slots_of_a_configured_token_is_its_backends_discovery(build, tmp_path):
+    """`ctok slots --token T`: what the token's backend offers (a pkcs11 token: the slots of
+    its library); a type without discovery says so; --token with a type's options is a usage
+    error."""
+    k = Kind("pkcs11", tmp_path, build)
+    k.create("hsm")
+    slots = json.loads(assert_ok(k.ctok("slots", "--token", "hsm", "--json")).stdout)
+    assert k.labels["hsm"] in [s["token_label"] for s in slots], slots
+    p = k.ctok("slots", "--token", "hsm", "--library", "x")
+    assert p.returncode == 2 and "not both" in p.stderr, describe(p)
+    k.ws.create_token("soft")
+    line = error_line(k.ctok("slots", "--token", "soft"), "soft")
+    assert "pkcs12 tokens offer no discovery" in line
+
+
 def test_slots_lists_the_slot_in_human_and_json_output(build, tmp_path):
     k = Kind("pkcs11", tmp_path, build)
     label = k.new_slot("tok")
