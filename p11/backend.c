@@ -689,7 +689,7 @@ static const struct ctok_tool_field p11_fields[] = {
     {"ref", "ref", CTOK_FIELD_STRING, 1, "the slot's id, index or token label (see 'ctok slots')",
      NULL},
     {"attributes", "attributes", CTOK_FIELD_PATH, 0, "key generation attribute file", NULL},
-    {NULL},
+    {0},
 };
 
 const struct ctok_backend ctok_pkcs11_backend = {

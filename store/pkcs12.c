@@ -621,7 +621,7 @@ static EVP_PKEY *p12_export_private(ctok_key *key)
 static const struct ctok_tool_field p12_fields[] = {
     {"keystore", "keystore", CTOK_FIELD_PATH, 1,
      "the PKCS#12 keystore (created, empty, if it does not exist)", NULL},
-    {NULL},
+    {0},
 };
 
 const struct ctok_backend ctok_pkcs12_backend = {

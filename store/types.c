@@ -29,7 +29,7 @@ const char *ctok_type_names(void)
 
 const struct ctok_tool_field *ctok_type_fields(const char *type)
 {
-    static const struct ctok_tool_field none[] = {{NULL}};
+    static const struct ctok_tool_field none[] = {{0}};
     const struct ctok_backend *be = ctok_backend_find(type);
 
     if (be == NULL)
