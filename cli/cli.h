@@ -2,6 +2,7 @@
 #ifndef CTOK_CLI_H
 #define CTOK_CLI_H
 
+#include <stdio.h>
 #include <jansson.h>
 
 #include "../store/token.h"
@@ -18,11 +19,14 @@ struct cli {
     const char *config;
     const char *auth_file;
     const char *auth_env;
-    const char *type, *name, *keystore;
-    const char *library, *ref_type, *ref, *attributes;
-    /* awskms (until token create is generic over the backends' tool fields) */
-    const char *region, *auth_method, *access_key_id, *endpoint, *imds_endpoint, *ca_file;
-    const char *timeout_ms, *max_retries, *deletion_window_days, *certificates;
+    const char *type, *name;
+    /* --OPTION VALUE the tool does not know itself: a token type's fields (token create,
+     * token modify, slots), checked against the type's tool fields */
+    struct cli_opt {
+        const char *name; /* without "--" */
+        const char *value;
+    } opts[32];
+    int n_opts;
     const char *puk_file, *puk_env;
     const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
     int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;
@@ -51,6 +55,15 @@ int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len);
 int cli_read_secret(const char *file, const char *env, const char *what, char *buf, size_t bufsz,
                     size_t *len);
 void cli_print_json(json_t *j);
+/*
+ * Sets the config fields of a token type from the type options given (--keystore FILE, ...):
+ * each must be one of the type's tool fields, paths are made absolute, and for a new entry
+ * (create) the required ones must be given and defaults are written. The number of fields
+ * set, or -1 after a usage error.
+ */
+int cli_type_options(struct cli *c, const char *type, json_t *e, int create);
+/* The `token create` usage lines of every token type, from their tool fields. */
+void cli_token_create_help(FILE *out);
 
 int cmd_token_create(struct cli *c);
 int cmd_slots(struct cli *c);

@@ -90,11 +90,12 @@ static int edit_modify(json_t *config, json_t *e, void *arg)
     SET(c->audit_use, json_object_set_new(e, "audit_use", json_true()))
     SET(c->no_audit_use, json_object_set_new(e, "audit_use", json_false()))
     SET(c->audit_file != NULL, set_path(e, "audit_file", c->audit_file))
-    SET(c->keystore != NULL, set_path(e, "keystore", c->keystore))
-    SET(c->library != NULL, json_object_set_new(e, "library", json_string(c->library)))
-    SET(c->ref_type != NULL, json_object_set_new(e, "ref_type", json_string(c->ref_type)))
-    SET(c->ref != NULL, json_object_set_new(e, "ref", json_string(c->ref)))
-    SET(c->attributes != NULL, set_path(e, "attributes", c->attributes))
+    if (c->n_opts > 0) {
+        /* the fields of the token's type (--keystore, --library ...) */
+        if (cli_type_options(c, json_string_value(json_object_get(e, "type")), e, 0) < 0)
+            return 0; /* checked before the edit: not reached */
+        changed = 1;
+    }
     SET(c->permissions != NULL, json_object_set_new(e, "permissions", perm_list(c->permissions)))
     SET(c->auth_prompt, json_object_set_new(e, "auth", json_pack("{s:b}", "prompt", 1)))
     SET(c->auth_env != NULL, json_object_set_new(e, "auth", json_pack("{s:s}", "env", c->auth_env)))
@@ -115,9 +116,15 @@ static int edit_modify(json_t *config, json_t *e, void *arg)
 int cmd_token_modify(struct cli *c)
 {
     struct modify m = {c, "modify"};
+    ctok_token *tok = cli_token(c, c->argv[0]);
+    json_t *scratch = json_object();
+    int r = tok != NULL ? cli_type_options(c, ctok_token_type(tok), scratch, 0) : 0;
 
-    if (cli_token(c, c->argv[0]) == NULL ||
-        !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
+    /* a type option the token's type does not have is a usage error, before any edit */
+    json_decref(scratch);
+    if (r < 0)
+        return EXIT_USAGE;
+    if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
         return cli_fail();
     printf("Token '%s' modified\n", c->argv[0]);
     return EXIT_OK;

@@ -1,5 +1,6 @@
-/* ctok token create|list */
+/* ctok token create|list, slots (discovery), pin unlock */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <limits.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -9,134 +10,45 @@
 
 #include "cli.h"
 
-/* awskms: the config validates the values; numbers go in as numbers, paths absolute. */
-static json_t *awskms_fields(struct cli *c)
-{
-    const struct {
-        const char *key, *value;
-        int kind; /* 0 string, 1 integer, 2 path */
-    } f[] = {{"region", c->region, 0},
-             {"auth_method", c->auth_method, 0},
-             {"access_key_id", c->access_key_id, 0},
-             {"endpoint", c->endpoint, 0},
-             {"imds_endpoint", c->imds_endpoint, 0},
-             {"ca_file", c->ca_file, 2},
-             {"timeout_ms", c->timeout_ms, 1},
-             {"max_retries", c->max_retries, 1},
-             {"deletion_window_days", c->deletion_window_days, 1},
-             {"certificates", c->certificates, 2}};
-    json_t *o = json_object();
-
-    if (c->region == NULL) {
-        json_decref(o);
-        cli_usage("an awskms token needs --region R");
-        return NULL;
-    }
-    for (size_t i = 0; o != NULL && i < sizeof(f) / sizeof(f[0]); i++) {
-        char *end, *abs;
-        long long n;
-
-        if (f[i].value == NULL)
-            continue;
-        if (f[i].kind == 1) {
-            n = strtoll(f[i].value, &end, 10);
-            if (*f[i].value == '\0' || *end != '\0') {
-                json_decref(o);
-                cli_usage("--%s needs a number", f[i].key);
-                return NULL;
-            }
-            json_object_set_new(o, f[i].key, json_integer(n));
-        } else if (f[i].kind == 2) {
-            abs = cli_absolute(f[i].value);
-            json_object_set_new(o, f[i].key,
-                                strcmp(f[i].key, "certificates") == 0
-                                    ? json_pack("[s]", abs != NULL ? abs : "")
-                                    : json_string(abs != NULL ? abs : ""));
-            free(abs);
-        } else {
-            json_object_set_new(o, f[i].key, json_string(f[i].value));
-        }
-    }
-    return o;
-}
-
-/* A token that signs in with what its configuration names (an instance role) takes no code. */
-static int takes_code(struct cli *c)
-{
-    return !(strcmp(c->type, "awskms") == 0 && c->auth_method != NULL &&
-             strcmp(c->auth_method, "role") == 0);
-}
-
-/* The type-specific fields of a new token's config entry. */
-static json_t *type_fields(struct cli *c)
-{
-    if (strcmp(c->type, "pkcs12") == 0) {
-        char *ks;
-        json_t *o;
-
-        if (c->keystore == NULL) {
-            cli_usage("a pkcs12 token needs --keystore FILE");
-            return NULL;
-        }
-        ks = cli_absolute(c->keystore);
-        o = json_pack("{s:s}", "keystore", ks != NULL ? ks : "");
-        free(ks);
-        return o;
-    }
-    if (strcmp(c->type, "pkcs11") == 0) {
-        json_t *o;
-
-        if (c->library == NULL || c->ref == NULL) {
-            cli_usage("a pkcs11 token needs --library LIB and --ref REF (see 'ctok slots')");
-            return NULL;
-        }
-        o = json_pack("{s:s, s:s, s:s}", "library", c->library, "ref_type",
-                      c->ref_type != NULL ? c->ref_type : "label", "ref", c->ref);
-        if (c->attributes != NULL) {
-            char *a = cli_absolute(c->attributes);
-
-            json_object_set_new(o, "attributes", json_string(a));
-            free(a);
-        }
-        return o;
-    }
-    if (strcmp(c->type, "awskms") == 0)
-        return awskms_fields(c);
-    cli_usage("token type '%s' is not supported (supported: pkcs12, pkcs11, awskms)", c->type);
-    return NULL;
-}
-
 int cmd_token_create(struct cli *c)
 {
     char code[CTOK_MAX_CODE + 1], id[37];
     size_t len = 0;
     json_t *e, *fields;
     char *af = NULL;
-    int ok;
+    int ok, needs;
 
     if (c->type == NULL || c->name == NULL)
         return cli_usage("token create needs --type and --name");
     if (c->auth_file != NULL && c->auth_env != NULL)
         return cli_usage("give --auth-file or --auth-env, not both");
-    if ((fields = type_fields(c)) == NULL)
-        return EXIT_USAGE;
-    if (!ctok_new_id(id) ||
-        (takes_code(c) && !cli_read_new_code(c, c->name, code, sizeof(code), &len))) {
+    fields = json_object();
+    if (cli_type_options(c, c->type, fields, 1) < 0) {
         json_decref(fields);
+        return EXIT_USAGE;
+    }
+    if (!ctok_new_id(id)) {
+        json_decref(fields);
+        return cli_fail();
+    }
+    e = json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type);
+    json_object_update(e, fields);
+    json_decref(fields);
+    /* a token that signs in with what its entry names (an instance role) takes no code */
+    if ((needs = ctok_entry_needs_code(c->ctx, e)) < 0 ||
+        (needs && !cli_read_new_code(c, c->name, code, sizeof(code), &len))) {
+        json_decref(e);
         return cli_fail();
     }
     if (c->auth_file != NULL)
         af = cli_absolute(c->auth_file);
-    e = json_pack("{s:s, s:s, s:s}", "name", c->name, "id", id, "type", c->type);
-    json_object_update(e, fields);
-    json_decref(fields);
     json_object_set_new(e, "auth",
                         af != NULL            ? json_pack("{s:s}", "file", af)
                         : c->auth_env != NULL ? json_pack("{s:s}", "env", c->auth_env)
                                               : json_pack("{s:b}", "prompt", 1));
     json_object_set_new(e, "allow_export", json_boolean(c->allow_export));
     json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
-    ok = ctok_config_add_token(c->ctx, e, takes_code(c) ? code : NULL, len);
+    ok = ctok_config_add_token(c->ctx, e, needs ? code : NULL, len);
     OPENSSL_cleanse(code, sizeof(code));
     json_decref(e);
     free(af);
@@ -149,80 +61,163 @@ int cmd_token_create(struct cli *c)
     return EXIT_OK;
 }
 
-static void print_slots(json_t *list)
+/* A JSON value as a table cell: arrays joined with ','. */
+static void cell(const json_t *v, char *out, size_t len)
 {
-    json_t *s;
-    size_t i;
+    size_t i, n = 0;
+    json_t *x;
 
-    printf("%-10s %-5s %-32s %-32s %-16s %s\n", "SLOT ID", "INDEX", "DESCRIPTION", "TOKEN LABEL",
-           "SERIAL", "FLAGS");
-    json_array_foreach(list, i, s)
+    out[0] = '\0';
+    if (json_is_string(v))
+        snprintf(out, len, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(out, len, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        snprintf(out, len, "%s", json_is_true(v) ? "yes" : "no");
+    else if (json_is_array(v))
+        json_array_foreach(v, i, x) if (n < len) n += (size_t)snprintf(
+            out + n, len - n, "%s%s", i ? "," : "", json_is_string(x) ? json_string_value(x) : "?");
+}
+
+/* One row of a table, columns from first's fields; width 0: measures the columns into w. */
+static void table_row(const json_t *first, const json_t *item, int *w, int print)
+{
+    const char *key;
+    json_t *v;
+    char c[256];
+    int k = 0;
+
+    json_object_foreach((json_t *)first, key, v)
     {
-        char flags[256] = "";
-        size_t k;
-        json_t *f;
-
-        json_array_foreach(json_object_get(s, "flags"), k, f)
-        {
-            strncat(flags, k ? "," : "", sizeof(flags) - strlen(flags) - 1);
-            strncat(flags, json_string_value(f), sizeof(flags) - strlen(flags) - 1);
+        if (k == 32)
+            break;
+        if (item != NULL) {
+            cell(json_object_get(item, key), c, sizeof(c));
+        } else { /* the header: "token_label" is TOKEN LABEL */
+            snprintf(c, sizeof(c), "%s", key);
+            for (char *p = c; *p != '\0'; p++)
+                *p = (char)(*p == '_' ? ' ' : toupper((unsigned char)*p));
         }
-        printf("%-10lld %-5lld %-32s %-32s %-16s %s\n",
-               (long long)json_integer_value(json_object_get(s, "id")),
-               (long long)json_integer_value(json_object_get(s, "index")),
-               json_string_value(json_object_get(s, "description")),
-               json_string_value(json_object_get(s, "token_label")),
-               json_string_value(json_object_get(s, "serial")), flags);
+        if (print)
+            printf("%-*s ", w[k], c);
+        else if ((int)strlen(c) > w[k])
+            w[k] = (int)strlen(c);
+        k++;
+    }
+    if (print)
+        putchar('\n');
+}
+
+/* What discovery found, as a table for people: one column per field of the first item. */
+static void print_table(const json_t *list)
+{
+    const json_t *first = json_array_get(list, 0), *item;
+    size_t i;
+    int w[32] = {0};
+
+    for (int print = 0; print < 2; print++) {
+        table_row(first, NULL, w, print);
+        json_array_foreach(list, i, item) table_row(first, item, w, print);
     }
 }
 
-/* Without --library: every library registered with p11-kit, and its slots. */
+/* Without type options: everything registered with the system (p11-kit's libraries). */
 static int all_registered(struct cli *c)
 {
-    json_t *mods = ctok_p11_registered_modules(), *m;
+    json_t *mods = ctok_discover_registered(c->type), *m;
     size_t i;
 
-    json_array_foreach(mods, i, m)
-    {
-        json_t *slots = ctok_p11_slot_list(json_string_value(json_object_get(m, "path")));
-
-        /* a library that cannot be used is shown with its error, the others still listed */
-        json_object_set_new(m, "slots", slots != NULL ? slots : json_array());
-        if (slots == NULL)
-            json_object_set_new(m, "error", json_string("cannot be loaded or initialized"));
-    }
+    if (mods == NULL)
+        return cli_fail();
     if (c->json) {
         cli_print_json(mods);
         return EXIT_OK;
     }
     if (json_array_size(mods) == 0)
-        printf("No PKCS#11 library is registered with p11-kit; give one with --library PATH\n");
+        printf("Nothing is registered (no PKCS#11 library with p11-kit); give one with "
+               "--library PATH\n");
     json_array_foreach(mods, i, m)
     {
         printf("%s%s (%s)%s\n", i ? "\n" : "", json_string_value(json_object_get(m, "name")),
                json_string_value(json_object_get(m, "path")),
                json_object_get(m, "error") != NULL ? ": cannot be loaded or initialized" : "");
         if (json_array_size(json_object_get(m, "slots")) > 0)
-            print_slots(json_object_get(m, "slots"));
+            print_table(json_object_get(m, "slots"));
     }
     json_decref(mods);
     return EXIT_OK;
 }
 
+/* --type, else the first type that takes every option given. */
+static const char *discovery_type(struct cli *c, char *buf, size_t len)
+{
+    if (c->type != NULL)
+        return c->type;
+    snprintf(buf, len, "%s", ctok_type_names());
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t != NULL;
+         t = strtok_r(NULL, ", ", &save)) {
+        const struct ctok_tool_field *f = ctok_type_fields(t);
+        int i;
+
+        for (i = 0; i < c->n_opts; i++) {
+            const struct ctok_tool_field *g = f;
+
+            while (g->option != NULL && strcmp(g->option, c->opts[i].name) != 0)
+                g++;
+            if (g->option == NULL)
+                break;
+        }
+        if (i == c->n_opts)
+            return t;
+    }
+    return NULL;
+}
+
+/* What the options name: a configured token (--token), else a type's discovery. NULL: failed
+ * (*rc says how). */
+static json_t *discovered(struct cli *c, int *rc)
+{
+    char types[256];
+    const char *type;
+    ctok_token *tok;
+    json_t *e, *list;
+
+    *rc = EXIT_FAILED;
+    if (c->token != NULL && c->n_opts > 0) {
+        *rc = cli_usage("give --token or a type's options, not both");
+        return NULL;
+    }
+    if (c->token != NULL)
+        return (tok = cli_token(c, c->token)) != NULL ? ctok_token_discover(tok) : NULL;
+    if ((type = discovery_type(c, types, sizeof(types))) == NULL) {
+        *rc = cli_usage("no token type takes --%s (types: %s)", c->opts[0].name, ctok_type_names());
+        return NULL;
+    }
+    e = json_pack("{s:s}", "type", type);
+    if (cli_type_options(c, type, e, 0) < 0) {
+        *rc = EXIT_USAGE;
+        json_decref(e);
+        return NULL;
+    }
+    list = ctok_discover(c->ctx, e);
+    json_decref(e);
+    return list;
+}
+
 int cmd_slots(struct cli *c)
 {
     json_t *list;
+    int rc;
 
-    if (c->library == NULL)
+    if (c->token == NULL && c->n_opts == 0)
         return all_registered(c);
-    list = ctok_p11_slot_list(c->library);
-    if (list == NULL)
-        return cli_fail();
+    if ((list = discovered(c, &rc)) == NULL)
+        return rc == EXIT_USAGE ? rc : cli_fail();
     if (c->json) {
         cli_print_json(list);
         return EXIT_OK;
     }
-    print_slots(list);
+    print_table(list);
     json_decref(list);
     return EXIT_OK;
 }
@@ -271,11 +266,11 @@ int cmd_token_list(struct cli *c)
             json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", ctok_token_name(tok), "id",
                       ctok_token_id(tok), "type", ctok_token_type(tok), "allow_export",
                       ctok_token_allow_export(tok), "explicit_ecc", ctok_token_explicit_ecc(tok));
-        /* where the token is: its keystore, or its library and slot reference */
-        for (const char **f = (const char *[]){"keystore", "library", "ref_type", "ref", NULL};
-             *f != NULL; f++)
-            if (json_object_get(o, *f) != NULL)
-                json_object_set(item, *f, json_object_get(o, *f));
+        /* where the token is: the fields of its type (keystore; library and slot reference) */
+        for (const struct ctok_tool_field *f = ctok_type_fields(ctok_token_type(tok));
+             f != NULL && f->option != NULL; f++)
+            if (json_object_get(o, f->key) != NULL)
+                json_object_set(item, f->key, json_object_get(o, f->key));
         json_array_append_new(list, item);
     }
     json_decref(root);
@@ -289,20 +284,17 @@ int cmd_token_list(struct cli *c)
         printf("%-20s %-8s %-36s %s\n", "NAME", "TYPE", "ID", "LOCATION");
     json_array_foreach(list, i, o)
     {
-        char where[600];
-        json_t *ref = json_object_get(o, "ref");
-        char *refs = ref != NULL ? json_dumps(ref, JSON_ENCODE_ANY) : NULL;
+        char where[600] = "", v[300];
+        size_t n = 0;
 
-        if (json_object_get(o, "keystore") != NULL)
-            snprintf(where, sizeof(where), "%s", json_string_value(json_object_get(o, "keystore")));
-        else
-            snprintf(where, sizeof(where), "%s, slot %s %s",
-                     json_string_value(json_object_get(o, "library")),
-                     json_string_value(json_object_get(o, "ref_type")) != NULL
-                         ? json_string_value(json_object_get(o, "ref_type"))
-                         : "label",
-                     refs != NULL ? refs : "?");
-        free(refs);
+        for (const struct ctok_tool_field *f =
+                 ctok_type_fields(json_string_value(json_object_get(o, "type")));
+             f != NULL && f->option != NULL && n < sizeof(where); f++) {
+            if (json_object_get(o, f->key) == NULL)
+                continue;
+            cell(json_object_get(o, f->key), v, sizeof(v));
+            n += (size_t)snprintf(where + n, sizeof(where) - n, "%s%s=%s", n ? " " : "", f->key, v);
+        }
         printf("%-20s %-8s %-36s %s\n", json_string_value(json_object_get(o, "name")),
                json_string_value(json_object_get(o, "type")),
                json_string_value(json_object_get(o, "id")), where);

@@ -58,11 +58,11 @@ static const char usage[] =
     "usage: ctok [--config FILE] [--json] COMMAND ...    ctok COMMAND --help for details\n"
     "\n"
     "Crypto tokens (EJBCA's crypto token operations):\n"
-    "  token create --type pkcs12|pkcs11|awskms --name NAME ...   add a token (new unique id)\n"
+    "  token create --type TYPE --name NAME ...   add a token (new unique id)\n"
     "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
     "  token activate TOKEN [--remember] | deactivate TOKEN\n"
     "  slots [--library LIB]               the slots of a PKCS#11 library, or of all\n"
-    "                                      registered with p11-kit\n"
+    "                                      registered with p11-kit (a type's discovery)\n"
     "  pin unlock TOKEN | pin change TOKEN\n"
     "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
     "Keys and certificates:\n"
@@ -86,19 +86,11 @@ static const struct {
     const char *help;
 } commands[] = {
     {"token", "create", cmd_token_create, 0,
-     "token create --type pkcs12 --name NAME --keystore FILE [--auth-file F | --auth-env V]\n"
-     "             [--allow-export] [--explicit-ecc]\n"
-     "token create --type pkcs11 --name NAME --library LIB --ref-type id|index|label --ref REF\n"
-     "             [--attributes FILE] [--auth-file F | --auth-env V] [--allow-export]\n"
-     "             [--explicit-ecc]\n"
-     "token create --type awskms --name NAME --region R [--auth-method keys|role]\n"
-     "             [--access-key-id ID] [--endpoint URL] [--imds-endpoint URL] [--ca-file F]\n"
-     "             [--timeout-ms N] [--max-retries N] [--deletion-window-days N]\n"
-     "             [--certificates DIR] [--auth-file F | --auth-env V]\n"
+     "token create --type TYPE --name NAME [TYPE'S OPTIONS]\n"
      "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
      "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
      "  A pkcs12 keystore that does not exist is created; an existing one, or a PKCS#11 slot,\n"
-     "  is checked with the code."},
+     "  is checked with the code. Each type's options:"},
     {"token", "list", cmd_token_list, 0, "token list [--json]\n  The tokens you may view."},
     {"token", "show", cmd_token_show, 1,
      "token show TOKEN [--json]\n  The token's configuration (never a stored code)."},
@@ -107,7 +99,8 @@ static const struct {
      "             [--explicit-ecc | --no-explicit-ecc] [--auth-file F | --auth-env V |\n"
      "             --auth-prompt] [--keystore F] [--library L] [--ref-type T] [--ref R]\n"
      "             [--attributes F] [--permissions view,use,...] [--audit-file F]\n"
-     "             [--audit-use | --no-audit-use]\n  Needs the 'modify' rule."},
+     "             [--audit-use | --no-audit-use]\n  Any option of the token's type (see "
+     "'ctok token create --help').\n  Needs the 'modify' rule."},
     {"token", "delete", cmd_token_delete, 1,
      "token delete TOKEN\n  Removes the token from the config; the keystore or HSM slot is "
      "left as it is.\n  Needs the 'delete' rule."},
@@ -139,9 +132,12 @@ static const struct {
      "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
      "for nginx,\n  Python ssl or any application that reads PEM keys."},
     {"slots", NULL, cmd_slots, 0,
-     "slots [--library LIB] [--json]\n  Every slot with a token: id, index, description, token "
-     "label, serial, flags.\n  Without --library: every library registered with p11-kit "
-     "(its name works as --library)."},
+     "slots [--type TYPE] [--library LIB] | [--token TOKEN] [--json]\n  What a token type offers "
+     "(a PKCS#11 "
+     "library: every slot with a token: id, index,\n  description, token label, serial, flags), "
+     "from that type's options.\n  Without options: every library registered with p11-kit "
+     "(its name works as --library).\n  --token: what a configured token's backend offers "
+     "(rule view)."},
     {"pin", "unlock", cmd_pin_unlock, 1,
      "pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file NEW | --auth-env NEW]\n"
      "  Sets a new PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN)."},
@@ -165,21 +161,6 @@ static int parse_options(struct cli *c, int argc, char **argv)
         {"--auth-env", offsetof(struct cli, auth_env)},
         {"--type", offsetof(struct cli, type)},
         {"--name", offsetof(struct cli, name)},
-        {"--keystore", offsetof(struct cli, keystore)},
-        {"--library", offsetof(struct cli, library)},
-        {"--ref-type", offsetof(struct cli, ref_type)},
-        {"--ref", offsetof(struct cli, ref)},
-        {"--attributes", offsetof(struct cli, attributes)},
-        {"--region", offsetof(struct cli, region)},
-        {"--auth-method", offsetof(struct cli, auth_method)},
-        {"--access-key-id", offsetof(struct cli, access_key_id)},
-        {"--endpoint", offsetof(struct cli, endpoint)},
-        {"--imds-endpoint", offsetof(struct cli, imds_endpoint)},
-        {"--ca-file", offsetof(struct cli, ca_file)},
-        {"--timeout-ms", offsetof(struct cli, timeout_ms)},
-        {"--max-retries", offsetof(struct cli, max_retries)},
-        {"--deletion-window-days", offsetof(struct cli, deletion_window_days)},
-        {"--certificates", offsetof(struct cli, certificates)},
         {"--puk-file", offsetof(struct cli, puk_file)},
         {"--puk-env", offsetof(struct cli, puk_env)},
         {"--new-auth-file", offsetof(struct cli, new_auth_file)},
@@ -194,7 +175,7 @@ static int parse_options(struct cli *c, int argc, char **argv)
     if (c->argv == NULL)
         return 0;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
+        char *a = argv[i];
         size_t k;
 
         if (strcmp(a, "--json") == 0) {
@@ -245,13 +226,22 @@ static int parse_options(struct cli *c, int argc, char **argv)
             int n = (int)strcspn(a, "="); /* the value may be a secret: never repeated */
 
             if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0 ||
-                strncmp(a, "--auth-code", 11) == 0 || strncmp(a, "--puk", 5) == 0)
+                strncmp(a, "--auth-code", 11) == 0 || strncmp(a, "--puk", 5) == 0 ||
+                strncmp(a, "--secret", 8) == 0) {
                 cli_usage("%.*s: auth codes are never taken from the command line; use "
                           "--auth-file or --auth-env",
                           n, a);
-            else
-                cli_usage("unknown option %.*s", n, a);
-            return 0;
+                return 0;
+            }
+            /* a token type's option (--keystore, --library ...): the command checks it */
+            if (c->n_opts == (int)(sizeof(c->opts) / sizeof(c->opts[0]))) {
+                cli_usage("too many options");
+                return 0;
+            }
+            c->opts[c->n_opts].value = a[n] == '=' ? a + n + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            a[n] = '\0'; /* the name ends where "=value" began */
+            c->opts[c->n_opts++].name = a + 2;
+            continue;
         }
         c->argv[c->argc++] = argv[i];
     }
@@ -284,6 +274,8 @@ int main(int argc, char **argv)
                     (commands[k].verb == NULL ||
                      (argc > 3 && strcmp(argv[2], commands[k].verb) == 0))) {
                     printf("usage: ctok [--config FILE] [--json] %s\n", commands[k].help);
+                    if (commands[k].fn == cmd_token_create)
+                        cli_token_create_help(stdout);
                     return EXIT_OK;
                 }
             fputs(usage, stdout);
@@ -303,7 +295,13 @@ int main(int argc, char **argv)
         if (strcmp(c.argv[0], commands[i].group) != 0 ||
             (words == 2 && (c.argc < 2 || strcmp(c.argv[1], commands[i].verb) != 0)))
             continue;
-        if (c.argc - words != commands[i].nargs) {
+        /* the commands that take a token type's options (its tool fields) */
+        if (c.n_opts > 0 && commands[i].fn != cmd_token_create &&
+            commands[i].fn != cmd_token_modify && commands[i].fn != cmd_slots) {
+            rc = cli_usage("unknown option --%s", c.opts[0].name);
+        } else if (c.n_opts > 0 && c.opts[c.n_opts - 1].value == NULL) {
+            rc = cli_usage("option --%s needs a value", c.opts[c.n_opts - 1].name);
+        } else if (c.argc - words != commands[i].nargs) {
             rc = cli_usage("'%s%s%s' takes %d argument(s), got %d", commands[i].group,
                            words == 2 ? " " : "", words == 2 ? commands[i].verb : "",
                            commands[i].nargs, c.argc - words);

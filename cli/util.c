@@ -173,3 +173,101 @@ void cli_print_json(json_t *j)
     }
     json_decref(j);
 }
+
+static const struct ctok_tool_field *type_field(const struct ctok_tool_field *f, const char *opt)
+{
+    for (; f->option != NULL; f++)
+        if (strcmp(f->option, opt) == 0)
+            return f;
+    return NULL;
+}
+
+/* "--library, --ref-type, --ref, --attributes" */
+static void option_names(const struct ctok_tool_field *f, char *buf, size_t len)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (const struct ctok_tool_field *g = f; g->option != NULL && n < len; g++)
+        n += (size_t)snprintf(buf + n, len - n, "%s--%s", g == f ? "" : ", ", g->option);
+    if (buf[0] == '\0')
+        snprintf(buf, len, "none");
+}
+
+static int set_field(json_t *e, const struct ctok_tool_field *f, const char *v)
+{
+    char *end, *abs;
+    long long n;
+
+    switch (f->kind) {
+    case CTOK_FIELD_INT:
+        n = strtoll(v, &end, 10);
+        if (*v == '\0' || *end != '\0')
+            return cli_usage("--%s needs a number, not '%s'", f->option, v), 0;
+        json_object_set_new(e, f->key, json_integer(n));
+        return 1;
+    case CTOK_FIELD_PATH:
+    case CTOK_FIELD_PATHS:
+        abs = cli_absolute(v);
+        if (f->kind == CTOK_FIELD_PATH)
+            json_object_set_new(e, f->key, json_string(abs != NULL ? abs : v));
+        else if (json_is_array(json_object_get(e, f->key)))
+            json_array_append_new(json_object_get(e, f->key), json_string(abs != NULL ? abs : v));
+        else
+            json_object_set_new(e, f->key, json_pack("[s]", abs != NULL ? abs : v));
+        free(abs);
+        return 1;
+    case CTOK_FIELD_STRING:
+        break;
+    }
+    json_object_set_new(e, f->key, json_string(v));
+    return 1;
+}
+
+int cli_type_options(struct cli *c, const char *type, json_t *e, int create)
+{
+    const struct ctok_tool_field *fields = ctok_type_fields(type), *f;
+    char names[512];
+    int set = 0;
+
+    if (fields == NULL)
+        return cli_usage("token type '%s' is not supported (supported: %s)", type,
+                         ctok_type_names()),
+               -1;
+    option_names(fields, names, sizeof(names));
+    for (int i = 0; i < c->n_opts; i++) {
+        if ((f = type_field(fields, c->opts[i].name)) == NULL)
+            return cli_usage("a %s token has no option --%s (its options: %s)", type,
+                             c->opts[i].name, names),
+                   -1;
+        if (!set_field(e, f, c->opts[i].value))
+            return -1;
+        set++;
+    }
+    for (f = fields; create && f->option != NULL; f++) {
+        if (json_object_get(e, f->key) != NULL)
+            continue;
+        if (f->required)
+            return cli_usage("a %s token needs --%s (%s)", type, f->option, f->help), -1;
+        if (f->def != NULL)
+            json_object_set_new(e, f->key, json_string(f->def));
+    }
+    return set;
+}
+
+void cli_token_create_help(FILE *out)
+{
+    char types[256];
+
+    snprintf(types, sizeof(types), "%s", ctok_type_names());
+    for (char *save = NULL, *t = strtok_r(types, ", ", &save); t != NULL;
+         t = strtok_r(NULL, ", ", &save)) {
+        fprintf(out,
+                "token create --type %s --name NAME [--auth-file F | --auth-env V]\n"
+                "             [--allow-export] [--explicit-ecc]\n",
+                t);
+        for (const struct ctok_tool_field *f = ctok_type_fields(t); f->option != NULL; f++)
+            fprintf(out, "    %s--%s %s%s  %s\n", f->required ? "" : "[", f->option,
+                    f->kind == CTOK_FIELD_INT ? "N" : "VALUE", f->required ? "" : "]", f->help);
+    }
+}

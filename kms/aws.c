@@ -13,7 +13,7 @@
 #include <string.h>
 #include <openssl/rsa.h>
 
-#include "../store/internal.h"
+#include "../store/backend.h"
 #include "aws.h"
 #include "aws_parse.h"
 
@@ -47,8 +47,8 @@ struct kms_tok {
 };
 /* the backend's data of a token: the one place that reaches into the token (backend.h's
  * ctok_token_be / ctok_token_set_be once the token layer has them) */
-#define KT(tok) ((struct kms_tok *)(tok)->be_data)
-#define SET_KT(tok, kt) ((tok)->be_data = (kt))
+#define KT(tok) ((struct kms_tok *)ctok_token_be(tok))
+#define SET_KT(tok, kt) ctok_token_set_be((tok), (kt))
 
 /* What a key handle keeps: enough to sign without asking the cache again. */
 struct kms_keyh {
@@ -942,24 +942,25 @@ static int aws_create(ctok_token *tok, const char *code, size_t len)
 }
 
 static const struct ctok_tool_field aws_tool_fields[] = {
-    {"region", "region", CTOK_FIELD_STRING, 1, "the AWS region (eu-west-1)"},
+    {"region", "region", CTOK_FIELD_STRING, 1, "the AWS region (eu-west-1)", NULL},
     {"auth-method", "auth_method", CTOK_FIELD_STRING, 0,
-     "keys (access key id + secret access key from the auth source) or role (EC2 instance role)"},
-    {"access-key-id", "access_key_id", CTOK_FIELD_STRING, 0,
-     "the access key id (auth method keys)"},
+     "keys (access key id + secret access key from the auth source) or role (EC2 instance role)",
+     "keys"},
+    {"access-key-id", "access_key_id", CTOK_FIELD_STRING, 0, "the access key id (auth method keys)",
+     NULL},
     {"endpoint", "endpoint", CTOK_FIELD_STRING, 0,
-     "the KMS endpoint URL, https:// (FIPS or VPC endpoints)"},
+     "the KMS endpoint URL, https:// (FIPS or VPC endpoints)", NULL},
     {"imds-endpoint", "imds_endpoint", CTOK_FIELD_STRING, 0,
-     "the instance metadata service URL (auth method role)"},
-    {"ca-file", "ca_file", CTOK_FIELD_PATH, 0, "CA certificates for the endpoint's TLS"},
-    {"timeout-ms", "timeout_ms", CTOK_FIELD_INT, 0, "time-out of one attempt (100..600000)"},
+     "the instance metadata service URL (auth method role)", NULL},
+    {"ca-file", "ca_file", CTOK_FIELD_PATH, 0, "CA certificates for the endpoint's TLS", NULL},
+    {"timeout-ms", "timeout_ms", CTOK_FIELD_INT, 0, "time-out of one attempt (100..600000)", NULL},
     {"max-retries", "max_retries", CTOK_FIELD_INT, 0,
-     "retries of throttled or failed calls (0..10)"},
+     "retries of throttled or failed calls (0..10)", NULL},
     {"deletion-window-days", "deletion_window_days", CTOK_FIELD_INT, 0,
-     "waiting period of a removed key's deletion (7..30, default 30)"},
-    {"certificates", "certificates", CTOK_FIELD_PATH, 0,
-     "a directory of certificates bound to the keys they certify"},
-    {NULL, NULL, CTOK_FIELD_STRING, 0, NULL},
+     "waiting period of a removed key's deletion (7..30, default 30)", NULL},
+    {"certificates", "certificates", CTOK_FIELD_PATHS, 0,
+     "certificate files or folders, bound to the keys they certify (repeatable)", NULL},
+    {0},
 };
 
 const struct ctok_backend ctok_awskms_backend = {

@@ -13,7 +13,7 @@
 
 static int p11_configure(ctok_token *tok, const json_t *conf)
 {
-    const char *path = tok->ctx->config_path;
+    const char *path = ctok_ctx_config_path(ctok_token_ctx(tok));
     const char *lib = json_string_value(json_object_get(conf, "library"));
     const char *rt = json_string_value(json_object_get(conf, "ref_type"));
     const json_t *refj = json_object_get(conf, "ref");
@@ -22,14 +22,16 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
     char num[32];
 
     if (lib == NULL || *lib == '\0') {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs11 token needs \"library\"", path, tok->name);
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs11 token needs \"library\"", path,
+                 ctok_token_name(tok));
         return 0;
     }
-    if (refj == NULL || (!json_is_string(refj) && !json_is_integer(refj))) {
+    /* without "ref" the token serves discovery only (every slot of the library) */
+    if (refj != NULL && !json_is_string(refj) && !json_is_integer(refj)) {
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': pkcs11 token needs \"ref\" (slot id, index or "
                  "token label)",
-                 path, tok->name);
+                 path, ctok_token_name(tok));
         return 0;
     }
     pt = calloc(1, sizeof(*pt));
@@ -37,7 +39,7 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
         return 0;
     pthread_mutex_init(&pt->lock, NULL);
     pt->tok = tok;
-    tok->be_data = pt;
+    ctok_token_set_be(tok, pt);
     if (rt == NULL || strcmp(rt, "label") == 0) {
         pt->ref_type = P11_REF_LABEL;
     } else if (strcmp(rt, "id") == 0) {
@@ -46,25 +48,25 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
         pt->ref_type = P11_REF_INDEX;
     } else {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref_type must be id, index or label", path,
-                 tok->name);
+                 ctok_token_name(tok));
         return 0;
     }
     if (json_is_integer(refj))
         snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(refj));
     pt->library = strdup(lib);
-    pt->ref = strdup(json_is_integer(refj) ? num : json_string_value(refj));
+    pt->ref = refj == NULL ? NULL : strdup(json_is_integer(refj) ? num : json_string_value(refj));
     pt->attributes = attrs != NULL ? strdup(attrs) : NULL;
-    if (pt->ref_type != P11_REF_LABEL) {
+    if (pt->ref != NULL && pt->ref_type != P11_REF_LABEL) {
         char *end;
 
         (void)strtoul(pt->ref, &end, 0);
         if (*pt->ref == '\0' || *end != '\0') {
-            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref '%s' is not a number", path, tok->name,
-                     pt->ref);
+            CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref '%s' is not a number", path,
+                     ctok_token_name(tok), pt->ref);
             return 0;
         }
     }
-    return pt->library != NULL && pt->ref != NULL;
+    return pt->library != NULL && (refj == NULL || pt->ref != NULL);
 }
 
 static void p11_close(ctok_token *tok)
@@ -82,7 +84,7 @@ static void p11_close(ctok_token *tok)
     free(pt->attributes);
     pthread_mutex_destroy(&pt->lock);
     free(pt);
-    tok->be_data = NULL;
+    ctok_token_set_be(tok, NULL);
 }
 
 int ctok_p11_enter_token(struct p11_tok *pt)
@@ -96,7 +98,7 @@ int ctok_p11_enter_token(struct p11_tok *pt)
              "token '%s': its PKCS#11 library %s cannot be used (%s; after a "
              "fork, a server's worker initializes it again and must be able to read the "
              "module's configuration and token storage)",
-             pt->tok->name, pt->library, who);
+             ctok_token_name(pt->tok), pt->library, who);
     return 0;
 }
 
@@ -105,8 +107,15 @@ int ctok_p11_find_slot(struct p11_tok *pt)
 {
     struct p11_slot *slots;
     size_t n, i;
-    unsigned long want = pt->ref_type != P11_REF_LABEL ? strtoul(pt->ref, NULL, 0) : 0;
+    unsigned long want;
 
+    if (pt->ref == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "%s: token '%s': pkcs11 token needs \"ref\" (slot id, index or token label)",
+                 ctok_ctx_config_path(ctok_token_ctx(pt->tok)), ctok_token_name(pt->tok));
+        return 0;
+    }
+    want = pt->ref_type != P11_REF_LABEL ? strtoul(pt->ref, NULL, 0) : 0;
     ctok_p11_forget_failed();
     if (!ctok_p11_slots(pt->m, &slots, &n))
         return 0;
@@ -129,7 +138,7 @@ int ctok_p11_find_slot(struct p11_tok *pt)
         CTOK_ERR(CTOK_R_BACKEND,
                  "token '%s': no token present in a slot with %s '%s' (library %s; see 'ctok "
                  "slots --library %s'; %s%s)",
-                 pt->tok->name,
+                 ctok_token_name(pt->tok),
                  pt->ref_type == P11_REF_ID      ? "id"
                  : pt->ref_type == P11_REF_INDEX ? "index"
                                                  : "token label",
@@ -140,7 +149,7 @@ int ctok_p11_find_slot(struct p11_tok *pt)
     pt->slot = slots[i].id;
     pt->tinfo = slots[i].token;
     /* the prompt names the token's own label: "eID Card (signature)" */
-    snprintf(pt->tok->label, sizeof(pt->tok->label), "%s", slots[i].label);
+    ctok_token_set_label(pt->tok, slots[i].label);
     pt->have_slot = 1;
     pt->gen = pt->m->generation;
     free(slots);
@@ -206,7 +215,7 @@ int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int 
         rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, s));
     *rvp = rv;
     if (rv != CKR_OK) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", ctok_token_name(pt->tok),
                  ctok_p11_rv_name(rv));
         return 0;
     }
@@ -266,29 +275,29 @@ static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const struct ctok
         CTOK_ERR(CTOK_R_WRONG_CODE,
                  "token '%s' ('%s'): the PIN from %s was rejected (CKR_PIN_INCORRECT); "
                  "ctok will not send it again",
-                 pt->tok->name, label, c->src);
+                 ctok_token_name(pt->tok), label, c->src);
         return 0;
     case CKR_PIN_LOCKED:
         CTOK_ERR(CTOK_R_WRONG_CODE,
                  "token '%s' ('%s'): the PIN is locked (CKR_PIN_LOCKED); "
                  "unlock it with 'ctok pin unlock %s'",
-                 pt->tok->name, label, pt->tok->name);
+                 ctok_token_name(pt->tok), label, ctok_token_name(pt->tok));
         return 0;
     case CKR_PIN_EXPIRED:
         CTOK_ERR(CTOK_R_WRONG_CODE,
                  "token '%s' ('%s'): the PIN has expired (CKR_PIN_EXPIRED); "
                  "change it with 'ctok pin change %s'",
-                 pt->tok->name, label, pt->tok->name);
+                 ctok_token_name(pt->tok), label, ctok_token_name(pt->tok));
         return 0;
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_INVALID:
         CTOK_ERR(CTOK_R_WRONG_CODE,
                  "token '%s' ('%s'): the PIN from %s is not valid for this token (%s)",
-                 pt->tok->name, label, c->src, ctok_p11_rv_name(rv));
+                 ctok_token_name(pt->tok), label, c->src, ctok_p11_rv_name(rv));
         return 0;
     }
-    CTOK_ERR(CTOK_R_BACKEND, "token '%s' ('%s'): C_Login failed: %s", pt->tok->name, label,
-             ctok_p11_rv_name(rv));
+    CTOK_ERR(CTOK_R_BACKEND, "token '%s' ('%s'): C_Login failed: %s", ctok_token_name(pt->tok),
+             label, ctok_p11_rv_name(rv));
     return -1;
 }
 
@@ -385,7 +394,7 @@ int ctok_p11_relogin(struct p11_tok *pt)
                   (pt->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &rl.s));
     if (rv != CKR_OK) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed after reconnecting: %s",
-                 pt->tok->name, ctok_p11_rv_name(rv));
+                 ctok_token_name(pt->tok), ctok_p11_rv_name(rv));
         return 0;
     }
     /* the token layer's one door: a code the token rejected is never sent again */
@@ -404,8 +413,8 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 {
     int ok;
 
-    CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", pt->tok->name, what,
-             ctok_p11_rv_name(rv), pt->library);
+    CTOK_DBG("pkcs11: token '%s': %s returned %s: re-initializing %s", ctok_token_name(pt->tok),
+             what, ctok_p11_rv_name(rv), pt->library);
     ctok_test_point("p11-reconnect");
     if (!ctok_p11_module_reinit(pt->m, gen) || !ctok_p11_enter_token(pt))
         return 0;
@@ -575,12 +584,13 @@ static int load_from(struct p11_tok *pt, const struct p11_obj *v, size_t n, void
             CTOK_ERR(CTOK_R_BACKEND,
                      "token '%s', key '%s': its public key is neither on the key, "
                      "nor in a public key object, nor in a certificate with the same CKA_ID",
-                     tok->name, priv->label);
+                     ctok_token_name(tok), priv->label);
     } else if (priv == NULL) {
         char hex[2 * CTOK_MAX_ID + 1];
 
         ctok_hex(key->id, key->id_len, hex);
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with CKA_ID %s", tok->name, hex);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with CKA_ID %s",
+                 ctok_token_name(tok), hex);
     }
     return ok;
 }
@@ -605,7 +615,7 @@ static EVP_PKEY *p11_export_private(ctok_key *key)
     CTOK_ERR(CTOK_R_EXPORT_DENIED,
              "token '%s', key '%s': PKCS#11 private keys are not exported "
              "(they are generated CKA_SENSITIVE and not CKA_EXTRACTABLE)",
-             key->tok->name, key->label);
+             ctok_token_name(key->tok), key->label);
     return NULL;
 }
 
@@ -667,7 +677,7 @@ static int pins_send(ctok_token *tok, const struct ctok_code *c, void *arg)
     if (rv == CKR_OK)
         return 1;
     CTOK_ERR(rv == CKR_PIN_INCORRECT ? CTOK_R_WRONG_CODE : CTOK_R_BACKEND,
-             "token '%s': %s with the %s from %s failed: %s", tok->name, p->how,
+             "token '%s': %s with the %s from %s failed: %s", ctok_token_name(tok), p->how,
              c->puk ? "PUK" : "current PIN", c->src, ctok_p11_rv_name(rv));
     return rv == CKR_PIN_INCORRECT ? 0 : -1;
 }
@@ -685,7 +695,7 @@ static int p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, cons
 
     if (ctok_token_send_code(tok, &c, &snd) <= 0)
         return 0;
-    CTOK_DBG("pkcs11: token '%s': PIN set with %s", tok->name, p.how);
+    CTOK_DBG("pkcs11: token '%s': PIN set with %s", ctok_token_name(tok), p.how);
     return 1;
 }
 
@@ -719,8 +729,36 @@ static int p11_match_uri(ctok_token *tok, void *uri)
     return ok;
 }
 
+/* ctok token create: the slot the entry names is there and takes the code. */
+static int p11_create(ctok_token *tok, const char *code, size_t len)
+{
+    return ctok_token_login_with(tok, code, len);
+}
+
+static json_t *p11_discover(ctok_token *tok)
+{
+    return ctok_p11_slot_list(P11TOK(tok)->library);
+}
+
+static const struct ctok_tool_field p11_fields[] = {
+    {"library", "library", CTOK_FIELD_STRING, 1,
+     "the PKCS#11 library: a path, or a name registered with p11-kit", NULL},
+    {"ref-type", "ref_type", CTOK_FIELD_STRING, 0, "id|index|label: what --ref names (label)",
+     "label"},
+    {"ref", "ref", CTOK_FIELD_STRING, 1, "the slot's id, index or token label (see 'ctok slots')",
+     NULL},
+    {"attributes", "attributes", CTOK_FIELD_PATH, 0, "key generation attribute file", NULL},
+    {0},
+};
+
 const struct ctok_backend ctok_pkcs11_backend = {
     .type = "pkcs11",
+    .tool_fields = p11_fields,
+    .create = p11_create,
+    .discover = p11_discover,
+    .registered = ctok_p11_registered,
+    .ctx_use = ctok_p11_registry_use,
+    .ctx_release = ctok_p11_registry_release,
     .configure = p11_configure,
     .open = p11_open,
     .login_code = p11_login,

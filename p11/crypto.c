@@ -80,7 +80,7 @@ static CK_RV key_handle(struct p11_tok *pt, ctok_key *key, CK_SESSION_HANDLE s, 
         if (!refused) {
             CTOK_DBG("pkcs11: token '%s': the module makes no session copy of '%s': signing with "
                      "the token object",
-                     pt->tok->name, key->label);
+                     ctok_token_name(pt->tok), key->label);
             __atomic_store_n(&k->copy_refused, 1, __ATOMIC_RELAXED);
         }
         return CKR_OK;
@@ -125,7 +125,7 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
             CTOK_ERR(CTOK_R_NO_CODE,
                      "token '%s', key '%s': the token was reconnected and must be activated "
                      "again (%s)",
-                     key->tok->name, key->label, why);
+                     ctok_token_name(key->tok), key->label, why);
             return 0;
         }
         if (!ctok_p11_enter_token(pt))
@@ -152,7 +152,7 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
             CTOK_ERR(CTOK_R_NOT_FOUND,
                      "token '%s', key '%s': the private key is no longer on "
                      "the token",
-                     key->tok->name, key->label);
+                     ctok_token_name(key->tok), key->label);
             return 0;
         }
         /* recovery happens outside the region: re-initialization waits for all to leave */
@@ -163,10 +163,10 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
         CTOK_ERR(CTOK_R_NO_CODE,
                  "token '%s', key '%s': the token was reconnected and must be "
                  "activated again",
-                 key->tok->name, key->label);
+                 ctok_token_name(key->tok), key->label);
     else
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", key->tok->name, key->label,
-                 step, ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': %s failed: %s", ctok_token_name(key->tok),
+                 key->label, step, ctok_p11_rv_name(rv));
     return 0;
 }
 
@@ -249,7 +249,7 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
                 CTOK_ERR(CTOK_R_UNSUPPORTED,
                          "token '%s', key '%s': RSA-PSS needs a SHA-1 or "
                          "SHA-2 digest",
-                         key->tok->name, key->label);
+                         ctok_token_name(key->tok), key->label);
                 return 0;
             }
             pss.sLen = (CK_ULONG)p->saltlen;
@@ -281,27 +281,8 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
         goto end;
     if (key->type == CTOK_KT_EC) {
         /* the token gives r || s; X.509, TLS and CMS want DER */
-        ECDSA_SIG *es = ECDSA_SIG_new();
-        BIGNUM *r = BN_bin2bn(o.out, (int)o.outlen / 2, NULL);
-        BIGNUM *s = BN_bin2bn(o.out + o.outlen / 2, (int)o.outlen / 2, NULL);
-        unsigned char *der = NULL;
-        int len;
-
-        if (es == NULL || r == NULL || s == NULL || !ECDSA_SIG_set0(es, r, s)) {
-            BN_free(r);
-            BN_free(s);
-            ECDSA_SIG_free(es);
+        if (!ctok_ecdsa_rs_to_der(o.out, o.outlen, sig, siglen))
             goto end;
-        }
-        len = i2d_ECDSA_SIG(es, &der);
-        ECDSA_SIG_free(es);
-        if (len <= 0 || (size_t)len > *siglen) {
-            OPENSSL_free(der);
-            goto end;
-        }
-        memcpy(sig, der, (size_t)len);
-        *siglen = (size_t)len;
-        OPENSSL_free(der);
     } else {
         if (o.outlen > *siglen)
             goto end;
@@ -397,7 +378,7 @@ int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
             CTOK_ERR(CTOK_R_UNSUPPORTED,
                      "token '%s', key '%s': OAEP needs a SHA-1 or SHA-2 "
                      "digest",
-                     key->tok->name, key->label);
+                     ctok_token_name(key->tok), key->label);
             return 0;
         }
         oaep.source = CKZ_DATA_SPECIFIED;

@@ -190,7 +190,8 @@ static int write_session(ctok_token *tok, CK_SESSION_HANDLE *s, unsigned int *ge
     CK_RV rv;
 
     if (!ctok_token_is_active(tok)) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified",
+                 ctok_token_name(tok));
         return 0;
     }
     if (!ctok_p11_enter_token(pt))
@@ -261,7 +262,8 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
     CK_RV rv;
 
     if (label_used(pt, CKO_PRIVATE_KEY, alias)) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name, alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already",
+                 ctok_token_name(tok), alias);
         return 0;
     }
     if (RAND_bytes(tmp_id, sizeof(tmp_id)) != 1)
@@ -288,8 +290,8 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
         set_bytes(&pub, CKA_EC_PARAMS, params, (size_t)plen);
     }
     if (pt->attributes != NULL &&
-        (!apply_file(tok->name, pt->attributes, CKO_PUBLIC_KEY, kt, &pub) ||
-         !apply_file(tok->name, pt->attributes, CKO_PRIVATE_KEY, kt, &priv)))
+        (!apply_file(ctok_token_name(tok), pt->attributes, CKO_PUBLIC_KEY, kt, &pub) ||
+         !apply_file(ctok_token_name(tok), pt->attributes, CKO_PRIVATE_KEY, kt, &priv)))
         goto end;
     set_bytes(&pub, CKA_LABEL, alias, strlen(alias));
     set_bytes(&priv, CKA_LABEL, alias, strlen(alias));
@@ -300,8 +302,8 @@ int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keys
     rv =
         P11_CALL(pt->m, C_GenerateKeyPair, (s, &mech, pub.a, pub.n, priv.a, priv.n, &hpub, &hpriv));
     if (rv != CKR_OK) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed: %s", tok->name, alias,
-                 ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed: %s", ctok_token_name(tok),
+                 alias, ctok_p11_rv_name(rv));
     } else {
         /* the id everyone else uses: SHA-1 of the public key (cert import matches on it) */
         CK_ATTRIBUTE a = {CKA_ID, id, sizeof(id)};
@@ -333,8 +335,8 @@ static int destroy_id(struct p11_tok *pt, CK_SESSION_HANDLE s, const uint8_t *id
     for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
         rv = P11_CALL(pt->m, C_DestroyObject, (s, h[i]));
     if (rv != CKR_OK)
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': removing objects failed: %s", pt->tok->name,
-                 ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': removing objects failed: %s",
+                 ctok_token_name(pt->tok), ctok_p11_rv_name(rv));
     return rv == CKR_OK;
 }
 
@@ -365,14 +367,14 @@ int ctok_p11_remove(ctok_token *tok, const char *alias, char *note, size_t notel
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     if (!found) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", ctok_token_name(tok), alias);
         return 0;
     }
     /* removal goes by CKA_ID: an empty or shared one would destroy other keys too */
     if (id_len == 0 || same_id != 1) {
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s' %s; refusing to remove it (it cannot be told apart)",
-                 tok->name, alias,
+                 ctok_token_name(tok), alias,
                  id_len == 0 ? "has no CKA_ID" : "shares its CKA_ID with another key");
         return 0;
     }
@@ -401,8 +403,8 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     if (cpub == NULL)
         return 0;
     if (label_used(pt, CKO_CERTIFICATE, alias)) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already", tok->name,
-                 alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
+                 ctok_token_name(tok), alias);
         return 0;
     }
     if (!ctok_p11_enter_token(pt))
@@ -440,8 +442,8 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
         rv = P11_CALL(pt->m, C_CreateObject, (s, t, sizeof(t) / sizeof(t[0]), &h));
         ok = rv == CKR_OK;
         if (!ok)
-            CTOK_ERR(CTOK_R_BACKEND, "token '%s': storing certificate '%s' failed: %s", tok->name,
-                     alias, ctok_p11_rv_name(rv));
+            CTOK_ERR(CTOK_R_BACKEND, "token '%s': storing certificate '%s' failed: %s",
+                     ctok_token_name(tok), alias, ctok_p11_rv_name(rv));
         write_done(pt, s, gen);
     }
     OPENSSL_free(der);

@@ -55,7 +55,8 @@ int ctok_p11_get_attr(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
 static EVP_PKEY *fromdata(struct p11_tok *pt, const char *type, OSSL_PARAM_BLD *b)
 {
     OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(b);
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(pt->tok->ctx->libctx, type, pt->tok->ctx->propq);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_ctx_libctx(ctok_token_ctx(pt->tok)), type,
+                                                 ctok_ctx_propq(ctok_token_ctx(pt->tok)));
     EVP_PKEY *k = NULL;
 
     if (params == NULL || c == NULL || EVP_PKEY_fromdata_init(c) <= 0 ||
@@ -195,7 +196,7 @@ static int find_all(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK
         free(v);
         *n = 0;
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': reading its objects failed: %s returned %s",
-                 pt->tok->name, step, ctok_p11_rv_name(rv));
+                 ctok_token_name(pt->tok), step, ctok_p11_rv_name(rv));
         return 0;
     }
     *out = v;
@@ -279,7 +280,7 @@ static int read_objects(struct p11_tok *pt, const char *label, const uint8_t *id
     rv = P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
     *rvp = rv;
     if (rv != CKR_OK) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", pt->tok->name,
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': C_OpenSession failed: %s", ctok_token_name(pt->tok),
                  ctok_p11_rv_name(rv));
         return 0;
     }

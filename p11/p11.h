@@ -11,7 +11,7 @@
 #include <p11-kit/pkcs11.h>
 #include <openssl/err.h>
 
-#include "../store/internal.h"
+#include "../store/backend.h"
 
 /* ---- modules (module.c) ---- */
 struct p11_module {
@@ -91,8 +91,19 @@ struct p11_slot {
 int ctok_p11_slots(struct p11_module *m, struct p11_slot **out, size_t *n);
 /* Trims a blank-padded PKCS#11 string into out (size len + 1). */
 void ctok_p11_str(const unsigned char *in, size_t len, char *out);
+/* Every slot with a token of a library, as JSON (id, index, description, token_label,
+ * manufacturer, model, serial, flags); NULL with the error raised. */
+json_t *ctok_p11_slot_list(const char *library);
+/* The libraries registered with p11-kit, each with its slots: [{"name", "path", "slots"
+ * [, "error"]}] (the backend's registered hook). */
+json_t *ctok_p11_registered(void);
+/* The libraries registered with p11-kit: [{"name", "path"}]. */
+json_t *ctok_p11_registered_modules(void);
+/* The module registry lives while any token context does (the ctx_use/ctx_release hooks). */
+void ctok_p11_registry_use(void);
+void ctok_p11_registry_release(void);
 
-/* ---- the token (backend.c, session.c, objects.c, crypto.c, keygen.c) ---- */
+/* ---- the token (backend.c, objects.c, crypto.c, keygen.c) ---- */
 struct p11_obj {
     CK_OBJECT_CLASS cls;
     CK_OBJECT_HANDLE h;
@@ -137,7 +148,7 @@ struct p11_tok {
     int objs_valid;
 };
 
-#define P11TOK(t) ((struct p11_tok *)(t)->be_data)
+#define P11TOK(t) ((struct p11_tok *)ctok_token_be(t))
 
 /* A pooled session on the token's slot, for this module generation. In a region. */
 int ctok_p11_session_get(struct p11_tok *pt, CK_SESSION_HANDLE *s, unsigned int *gen, CK_RV *rv);

@@ -110,3 +110,20 @@ json_t *ctok_p11_slot_list(const char *library)
     free(slots);
     return list;
 }
+
+json_t *ctok_p11_registered(void)
+{
+    json_t *mods = ctok_p11_registered_modules(), *m;
+    size_t i;
+
+    json_array_foreach(mods, i, m)
+    {
+        json_t *slots = ctok_p11_slot_list(json_string_value(json_object_get(m, "path")));
+
+        /* a library that cannot be used is shown with its error, the others still listed */
+        json_object_set_new(m, "slots", slots != NULL ? slots : json_array());
+        if (slots == NULL)
+            json_object_set_new(m, "error", json_string("cannot be loaded or initialized"));
+    }
+    return mods;
+}

@@ -9,9 +9,6 @@
 
 #include "internal.h"
 
-static const struct ctok_backend *backends[] = {&ctok_pkcs12_backend, &ctok_pkcs11_backend,
-                                                &ctok_awskms_backend};
-
 static const struct {
     const char *name;
     enum ctok_perm bit;
@@ -160,12 +157,9 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     tok->explicit_ecc = json_is_true(json_object_get(o, "explicit_ecc"));
     if (tok->name == NULL || tok->id == NULL || tok->type == NULL)
         goto err;
-    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
-        if (strcmp(backends[i]->type, type) == 0)
-            tok->be = backends[i];
-    if (tok->be == NULL) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: pkcs12, pkcs11, awskms)",
-                 path, name, type);
+    if ((tok->be = ctok_backend_find(type)) == NULL) {
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': unknown type '%s' (known: %s)", path, name, type,
+                 ctok_type_names());
         goto err;
     }
     if (!parse_perms(path, name, json_object_get(o, "permissions"), &tok->perms) ||
@@ -287,20 +281,44 @@ static int mkdir_parent(const char *path)
     return ok;
 }
 
-/* Initializes or checks the backend of a token about to be added. */
+/* Sets up or checks the backend of a token about to be added (NULL create: logging in is it). */
 static int init_backend(ctok_token *tok, const char *code, size_t len)
 {
-    struct stat st;
-
-    if (strcmp(tok->type, "pkcs12") == 0) {
-        const char *ks = json_string_value(json_object_get(tok->entry, "keystore"));
-
-        if (ks != NULL && stat(ks, &st) != 0 && errno == ENOENT)
-            return ctok_pkcs12_create(tok, code, len);
-    }
     if (tok->be->create != NULL)
         return tok->be->create(tok, code, len);
     return ctok_token_login_with(tok, code, len);
+}
+
+int ctok_entry_needs_code(ctok_ctx *ctx, const json_t *entry)
+{
+    json_t *e = json_deep_copy(entry);
+    ctok_token *tok = NULL;
+    int r = -1;
+
+    if (e != NULL && (tok = token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL)
+        r = tok->be->needs_code == NULL || tok->be->needs_code(tok);
+    ctok_token_free(tok);
+    json_decref(e);
+    return r;
+}
+
+json_t *ctok_discover(ctok_ctx *ctx, const json_t *entry)
+{
+    json_t *e = json_deep_copy(entry), *out = NULL;
+    ctok_token *tok = NULL;
+
+    /* a token of this process only, never written to the config */
+    if (e != NULL && json_object_get(e, "name") == NULL)
+        json_object_set_new(e, "name", json_string("discovery"));
+    if (e != NULL && (tok = token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL) {
+        if (tok->be->discover == NULL)
+            CTOK_ERR(CTOK_R_UNSUPPORTED, "%s tokens offer no discovery", tok->type);
+        else
+            out = tok->be->discover(tok);
+    }
+    ctok_token_free(tok);
+    json_decref(e);
+    return out;
 }
 
 /* Reads the config file for a change (lock held): an empty one if it does not exist. */

@@ -37,7 +37,7 @@ static int p12_configure(ctok_token *tok, const json_t *conf)
 
     if (path == NULL || *path == '\0') {
         CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': pkcs12 token needs \"keystore\"",
-                 tok->ctx->config_path, tok->name);
+                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok));
         return 0;
     }
     ks = calloc(1, sizeof(*ks));
@@ -46,7 +46,7 @@ static int p12_configure(ctok_token *tok, const json_t *conf)
         return 0;
     }
     pthread_mutex_init(&ks->lock, NULL);
-    tok->be_data = ks;
+    ctok_token_set_be(tok, ks);
     return 1;
 }
 
@@ -60,7 +60,7 @@ static void p12_close(ctok_token *tok)
     pthread_mutex_destroy(&ks->lock);
     free(ks->path);
     free(ks);
-    tok->be_data = NULL;
+    ctok_token_set_be(tok, NULL);
 }
 
 /* A public-only copy of a key, in the token context's library context. */
@@ -74,7 +74,8 @@ EVP_PKEY *p12_public_of(ctok_token *tok, EVP_PKEY *k)
     if (len <= 0)
         return NULL;
     p = der;
-    pub = d2i_PUBKEY_ex(NULL, &p, len, tok->ctx->libctx, tok->ctx->propq);
+    pub = d2i_PUBKEY_ex(NULL, &p, len, ctok_ctx_libctx(ctok_token_ctx(tok)),
+                        ctok_ctx_propq(ctok_token_ctx(tok)));
     OPENSSL_free(der);
     return pub;
 }
@@ -116,7 +117,7 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
         CTOK_ERR(CTOK_R_KEYSTORE,
                  "token '%s': keystore '%s': key '%s' is stored unencrypted (plain key bag); "
                  "refusing the keystore (export it with an encrypted key, -keypbe AES-256-CBC)",
-                 tok->name, ks->path, fn != NULL ? fn : "");
+                 ctok_token_name(tok), ks->path, fn != NULL ? fn : "");
         OPENSSL_free(fn);
         return 0;
     }
@@ -143,7 +144,7 @@ static int add_bag(ctok_token *tok, const PKCS12_SAFEBAG *bag)
         e->cert = PKCS12_SAFEBAG_get1_cert(bag);
         if (e->cert == NULL || (e->pub = X509_get_pubkey(e->cert)) == NULL) {
             CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': unreadable certificate '%s'",
-                     tok->name, ks->path, e->label);
+                     ctok_token_name(tok), ks->path, e->label);
             return 0;
         }
         e->kt = ctok_key_type_of(e->pub);
@@ -177,7 +178,7 @@ int p12_read_keystore(ctok_token *tok)
     int ok = 0;
 
     p12_entries_clear(ks);
-    snprintf(what, sizeof(what), "token '%s': keystore", tok->name);
+    snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
     if (!ctok_file_read(ks->path, 1, CTOK_R_KEYSTORE, what, &der, &len))
         return 0;
     p = der;
@@ -187,7 +188,7 @@ int p12_read_keystore(ctok_token *tok)
         CTOK_ERR(CTOK_R_KEYSTORE,
                  "token '%s': '%s' is not a valid PKCS#12 keystore (damaged or "
                  "truncated)",
-                 tok->name, ks->path);
+                 ctok_token_name(tok), ks->path);
         goto end;
     }
     /* without a MAC nothing checks the code, and anyone could have changed the file */
@@ -195,7 +196,7 @@ int p12_read_keystore(ctok_token *tok)
         CTOK_ERR(CTOK_R_KEYSTORE,
                  "token '%s': keystore '%s' has no MAC: its integrity cannot be checked; "
                  "refusing it (export it with a MAC)",
-                 tok->name, ks->path);
+                 ctok_token_name(tok), ks->path);
         goto end;
     }
     for (int i = 0; i < sk_PKCS7_num(safes); i++) {
@@ -209,7 +210,7 @@ int p12_read_keystore(ctok_token *tok)
                 CTOK_ERR(CTOK_R_KEYSTORE,
                          "token '%s': '%s' is not a valid PKCS#12 keystore "
                          "(bad safe contents)",
-                         tok->name, ks->path);
+                         ctok_token_name(tok), ks->path);
                 goto end;
             }
         } else if (nid == NID_pkcs7_encrypted) {
@@ -245,8 +246,8 @@ static int verify_mac(PKCS12 *p12, const char *code, size_t len)
 int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size_t len)
 {
     PKCS8_PRIV_KEY_INFO *p8;
-    OSSL_LIB_CTX *lc = tok->ctx->libctx;
-    const char *pq = tok->ctx->propq;
+    OSSL_LIB_CTX *lc = ctok_ctx_libctx(ctok_token_ctx(tok));
+    const char *pq = ctok_ctx_propq(ctok_token_ctx(tok));
 
     p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
     if (p8 == NULL && len == 0)
@@ -262,7 +263,7 @@ int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size
     }
     if (e->priv == NULL) {
         CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s': key '%s' cannot be decoded",
-                 tok->name, P12(tok)->path, e->label);
+                 ctok_token_name(tok), P12(tok)->path, e->label);
         return -1;
     }
     e->kt = ctok_key_type_of(e->priv);
@@ -307,7 +308,7 @@ static int check_mac(ctok_token *tok, PKCS12 *p12, const char *code, size_t len)
     CTOK_ERR(CTOK_R_WRONG_CODE,
              "token '%s': keystore '%s' rejected the authentication code "
              "(MAC verification failed)",
-             tok->name, P12(tok)->path);
+             ctok_token_name(tok), P12(tok)->path);
     return 0;
 }
 
@@ -320,14 +321,17 @@ int p12_login_locked(ctok_token *tok, const char *code, size_t len)
 void p12_reveal_all(ctok_token *tok)
 {
     struct p12 *ks = P12(tok);
+    char code[CTOK_MAX_CODE + 1];
+    size_t len;
 
-    if (!ctok_token_is_active(tok) || tok->code == NULL)
+    if (!ctok_token_is_active(tok) || !ctok_token_kept_code(tok, code, sizeof(code), &len))
         return;
     if (ks->encrypted_safes)
-        (void)decrypt_safes(tok, tok->code, tok->code_len);
+        (void)decrypt_safes(tok, code, len);
     for (size_t i = 0; i < ks->n; i++)
         if (ks->e[i].is_key && ks->e[i].priv == NULL)
-            (void)p12_decrypt_key(tok, &ks->e[i], tok->code, tok->code_len);
+            (void)p12_decrypt_key(tok, &ks->e[i], code, len);
+    OPENSSL_cleanse(code, sizeof(code));
 }
 
 /*
@@ -348,7 +352,8 @@ static int p12_login(ctok_token *tok, const char *code, size_t len)
     p = der;
     if (n <= 0 || (copy = d2i_PKCS12(NULL, &p, n)) == NULL) {
         OPENSSL_free(der);
-        CTOK_ERR(CTOK_R_INTERNAL, "token '%s': cannot copy keystore '%s'", tok->name, ks->path);
+        CTOK_ERR(CTOK_R_INTERNAL, "token '%s': cannot copy keystore '%s'", ctok_token_name(tok),
+                 ks->path);
         return -1;
     }
     OPENSSL_free(der);
@@ -448,8 +453,14 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
 
     pthread_mutex_lock(&ks->lock);
     e = find_key(ks, key->id, key->id_len);
-    if (e != NULL && e->priv == NULL)
-        (void)p12_decrypt_key(tok, e, tok->code, tok->code_len);
+    if (e != NULL && e->priv == NULL) {
+        char code[CTOK_MAX_CODE + 1];
+        size_t len;
+
+        if (ctok_token_kept_code(tok, code, sizeof(code), &len))
+            (void)p12_decrypt_key(tok, e, code, len);
+        OPENSSL_cleanse(code, sizeof(code));
+    }
     if (e != NULL && e->priv != NULL && (k = calloc(1, sizeof(*k))) != NULL && e->pub != NULL &&
         EVP_PKEY_up_ref(e->priv)) {
         k->priv = e->priv;
@@ -468,9 +479,11 @@ static int p12_key_load(ctok_token *tok, ctok_key *key)
         char hex[2 * CTOK_MAX_ID + 1];
 
         ctok_hex(key->id, key->id_len, hex);
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", tok->name, hex);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no private key with id %s", ctok_token_name(tok),
+                 hex);
     } else if (!ok) {
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': key '%s' cannot be decrypted", tok->name, e->label);
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': key '%s' cannot be decrypted", ctok_token_name(tok),
+                 e->label);
     }
     return ok;
 }
@@ -495,7 +508,7 @@ static EVP_PKEY *priv_of(ctok_key *key)
 /* Applies the request to a signing context: only what differs from its last use. */
 static int prepare(ctok_key *key, struct p12_sign_ctx *sc, const struct ctok_sig_params *p)
 {
-    ctok_ctx *cx = key->tok->ctx;
+    ctok_ctx *cx = ctok_token_ctx(key->tok);
     int rsa = key->type == CTOK_KT_RSA || key->type == CTOK_KT_RSA_PSS;
     int pss = rsa && p->pad == RSA_PKCS1_PSS_PADDING;
     OSSL_PARAM params[5], *q = params;
@@ -507,7 +520,7 @@ static int prepare(ctok_key *key, struct p12_sign_ctx *sc, const struct ctok_sig
         sc->c = NULL;
     }
     if (sc->c == NULL) {
-        sc->c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
+        sc->c = EVP_PKEY_CTX_new_from_pkey(ctok_ctx_libctx(cx), priv_of(key), ctok_ctx_propq(cx));
         if (sc->c == NULL || EVP_PKEY_sign_init(sc->c) <= 0)
             return 0;
         sc->md = sc->mgf1 = NULL;
@@ -540,7 +553,7 @@ static int prepare(ctok_key *key, struct p12_sign_ctx *sc, const struct ctok_sig
 static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
                     size_t tbslen, uint8_t *sig, size_t *siglen)
 {
-    ctok_ctx *cx = key->tok->ctx;
+    ctok_ctx *cx = ctok_token_ctx(key->tok);
     struct p12_key *k = key->be_data;
     struct p12_sign_ctx sc = {0};
     int ok;
@@ -549,7 +562,8 @@ static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
         EVP_MD_CTX *m = EVP_MD_CTX_new();
 
         ok = m != NULL &&
-             EVP_DigestSignInit_ex(m, NULL, NULL, cx->libctx, cx->propq, k->priv, NULL) &&
+             EVP_DigestSignInit_ex(m, NULL, NULL, ctok_ctx_libctx(cx), ctok_ctx_propq(cx), k->priv,
+                                   NULL) &&
              EVP_DigestSign(m, sig, siglen, tbs, tbslen);
         EVP_MD_CTX_free(m);
     } else {
@@ -567,7 +581,7 @@ static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
         EVP_PKEY_CTX_free(sc.c);
     }
     if (!ok)
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': signing failed", key->tok->name,
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': signing failed", ctok_token_name(key->tok),
                  key->label);
     return ok;
 }
@@ -575,8 +589,9 @@ static int p12_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
 static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                        size_t inlen, uint8_t *out, size_t *outlen)
 {
-    ctok_ctx *cx = key->tok->ctx;
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
+    ctok_ctx *cx = ctok_token_ctx(key->tok);
+    EVP_PKEY_CTX *c =
+        EVP_PKEY_CTX_new_from_pkey(ctok_ctx_libctx(cx), priv_of(key), ctok_ctx_propq(cx));
     OSSL_PARAM params[7], *q = params;
     int pad = p->pad, ok;
     unsigned int cv = p->tls_client_version, nv = p->tls_negotiated_version;
@@ -605,15 +620,16 @@ static int p12_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uin
 
 static int p12_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 {
-    ctok_ctx *cx = key->tok->ctx;
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(cx->libctx, priv_of(key), cx->propq);
+    ctok_ctx *cx = ctok_token_ctx(key->tok);
+    EVP_PKEY_CTX *c =
+        EVP_PKEY_CTX_new_from_pkey(ctok_ctx_libctx(cx), priv_of(key), ctok_ctx_propq(cx));
     int ok = c != NULL && EVP_PKEY_derive_init(c) > 0 && EVP_PKEY_derive_set_peer(c, peer) > 0 &&
              EVP_PKEY_derive(c, secret, len) > 0;
 
     EVP_PKEY_CTX_free(c);
     if (!ok)
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': key agreement failed", key->tok->name,
-                 key->label);
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': key agreement failed",
+                 ctok_token_name(key->tok), key->label);
     return ok;
 }
 
@@ -622,8 +638,15 @@ static EVP_PKEY *p12_export_private(ctok_key *key)
     return EVP_PKEY_up_ref(priv_of(key)) ? priv_of(key) : NULL;
 }
 
+static const struct ctok_tool_field p12_fields[] = {
+    {"keystore", "keystore", CTOK_FIELD_PATH, 1,
+     "the PKCS#12 keystore (created, empty, if it does not exist)", NULL},
+    {0},
+};
+
 const struct ctok_backend ctok_pkcs12_backend = {
     .type = "pkcs12",
+    .tool_fields = p12_fields,
     .keep_prompted_code = 1,
     .configure = p12_configure,
     .open = p12_open,
@@ -640,5 +663,6 @@ const struct ctok_backend ctok_pkcs12_backend = {
     .remove = p12_remove,
     .put_cert = p12_put_cert,
     .change_code = p12_change_code,
+    .create = p12_create,
     .close = p12_close,
 };

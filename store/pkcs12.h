@@ -5,7 +5,7 @@
 
 #include <openssl/pkcs12.h>
 
-#include "internal.h"
+#include "backend.h"
 
 #define P12_ITER 2048
 
@@ -30,7 +30,7 @@ struct p12 {
     int encrypted_safes; /* certificates in encrypted safes: read at login */
 };
 
-#define P12(tok) ((struct p12 *)(tok)->be_data)
+#define P12(tok) ((struct p12 *)ctok_token_be(tok))
 
 /* pkcs12.c */
 void p12_entries_clear(struct p12 *ks);
@@ -50,5 +50,6 @@ int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *
 int p12_remove(ctok_token *tok, const char *alias, char *note, size_t notelen);
 int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert);
 int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code, size_t len);
+int p12_create(ctok_token *tok, const char *code, size_t len);
 
 #endif

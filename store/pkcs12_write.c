@@ -4,14 +4,23 @@
  * rebuilds it (existing shrouded key bags are kept as they are) and replaces the file
  * atomically: temp file, fsync, rename.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <openssl/core_names.h>
 
 #include "pkcs12.h"
 
-/* Serializes every entry: one unencrypted safe, keys stay shrouded; MAC over it. */
-static int write_keystore(ctok_token *tok)
+/* A write in progress: the file lock, and a copy of the code the token layer keeps. */
+struct p12_write {
+    int lockfd;
+    char code[CTOK_MAX_CODE + 1];
+    size_t len;
+};
+
+/* Serializes every entry: one unencrypted safe, keys stay shrouded; MAC over it with code. */
+static int write_keystore(ctok_token *tok, const char *code, size_t code_len)
 {
     struct p12 *ks = P12(tok);
     STACK_OF(PKCS12_SAFEBAG) *bags = sk_PKCS12_SAFEBAG_new_null();
@@ -29,15 +38,16 @@ static int write_keystore(ctok_token *tok)
     if ((p7 = PKCS12_pack_p7data(bags)) == NULL || !sk_PKCS7_push(safes, p7))
         goto end;
     p7 = NULL;
-    p12 = PKCS12_add_safes_ex(safes, 0, tok->ctx->libctx, tok->ctx->propq);
-    if (p12 == NULL ||
-        !PKCS12_set_mac(p12, tok->code, (int)tok->code_len, NULL, 0, P12_ITER, EVP_sha256()) ||
+    p12 = PKCS12_add_safes_ex(safes, 0, ctok_ctx_libctx(ctok_token_ctx(tok)),
+                              ctok_ctx_propq(ctok_token_ctx(tok)));
+    if (p12 == NULL || !PKCS12_set_mac(p12, code, (int)code_len, NULL, 0, P12_ITER, EVP_sha256()) ||
         (len = i2d_PKCS12(p12, &der)) <= 0)
         goto end;
     ok = ctok_file_write_atomic(ks->path, der, (size_t)len, 0600);
 end:
     if (!ok)
-        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", tok->name, ks->path);
+        CTOK_ERR(CTOK_R_KEYSTORE, "token '%s': keystore '%s' was not written", ctok_token_name(tok),
+                 ks->path);
     sk_PKCS12_SAFEBAG_free(bags); /* the entries keep their bags */
     sk_PKCS7_pop_free(safes, PKCS7_free);
     PKCS7_free(p7);
@@ -47,31 +57,37 @@ end:
 }
 
 /* Takes the keystore lock and re-reads the file, so no concurrent write is lost. */
-static int begin_write(ctok_token *tok, int *lockfd)
+static int begin_write(ctok_token *tok, struct p12_write *w)
 {
     struct p12 *ks = P12(tok);
 
-    if (!ctok_token_is_active(tok)) {
-        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified", tok->name);
+    if (!ctok_token_is_active(tok) ||
+        !ctok_token_kept_code(tok, w->code, sizeof(w->code), &w->len)) {
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s' must be activated to be modified",
+                 ctok_token_name(tok));
         return 0;
     }
-    if ((*lockfd = ctok_file_lock(ks->path)) < 0)
+    if ((w->lockfd = ctok_file_lock(ks->path)) < 0) {
+        OPENSSL_cleanse(w->code, sizeof(w->code));
         return 0;
+    }
     pthread_mutex_lock(&ks->lock);
-    if (p12_read_keystore(tok) && p12_login_locked(tok, tok->code, tok->code_len) > 0)
+    if (p12_read_keystore(tok) && p12_login_locked(tok, w->code, w->len) > 0)
         return 1;
     pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(*lockfd);
+    ctok_file_unlock(w->lockfd);
+    OPENSSL_cleanse(w->code, sizeof(w->code));
     return 0;
 }
 
-static int end_write(ctok_token *tok, int lockfd, int ok)
+static int end_write(ctok_token *tok, struct p12_write *w, int ok)
 {
     struct p12 *ks = P12(tok);
 
-    ok = ok && write_keystore(tok);
+    ok = ok && write_keystore(tok, w->code, w->len);
     pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(w->lockfd);
+    OPENSSL_cleanse(w->code, sizeof(w->code));
     return ok;
 }
 
@@ -85,8 +101,9 @@ static struct p12_entry *find_label(struct p12 *ks, int is_key, const char *labe
 
 static EVP_PKEY *keygen(ctok_token *tok, const struct ctok_keyspec *spec)
 {
-    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(tok->ctx->libctx, ctok_key_type_name(spec->type),
-                                                 tok->ctx->propq);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_ctx_libctx(ctok_token_ctx(tok)),
+                                                 ctok_key_type_name(spec->type),
+                                                 ctok_ctx_propq(ctok_token_ctx(tok)));
     EVP_PKEY *k = NULL;
     OSSL_PARAM params[2];
     size_t bits = (size_t)spec->bits;
@@ -116,18 +133,21 @@ int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *
     STACK_OF(PKCS12_SAFEBAG) *bags = NULL;
     struct p12_entry *e;
     EVP_PKEY *k;
-    int lockfd, ok = 0;
+    struct p12_write w;
+    int ok = 0;
 
     if ((k = keygen(tok, spec)) == NULL) {
-        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed", tok->name, alias);
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': generating key '%s' failed", ctok_token_name(tok),
+                 alias);
         return 0;
     }
-    if (!begin_write(tok, &lockfd)) {
+    if (!begin_write(tok, &w)) {
         EVP_PKEY_free(k);
         return 0;
     }
     if (find_label(ks, 1, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already", tok->name, alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a key named '%s' exists already",
+                 ctok_token_name(tok), alias);
         goto end;
     }
     if ((e = p12_entry_add(ks)) == NULL)
@@ -141,8 +161,9 @@ int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *
     e->id_len = 20;
     if (e->label == NULL || e->pub == NULL || !ctok_pub_id(e->pub, e->id))
         goto end;
-    e->bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, tok->code,
-                               tok->ctx->libctx, tok->ctx->propq);
+    e->bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, w.code,
+                               ctok_ctx_libctx(ctok_token_ctx(tok)),
+                               ctok_ctx_propq(ctok_token_ctx(tok)));
     if (e->bag == NULL || !set_attrs(e->bag, alias, e->id, e->id_len))
         goto end;
     sk_PKCS12_SAFEBAG_zero(bags); /* the entry owns the bag */
@@ -150,7 +171,7 @@ int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *
 end:
     sk_PKCS12_SAFEBAG_free(bags);
     EVP_PKEY_free(k);
-    return end_write(tok, lockfd, ok);
+    return end_write(tok, &w, ok);
 }
 
 static void entry_remove(struct p12 *ks, size_t i)
@@ -180,7 +201,8 @@ static int one_key_with_id(ctok_token *tok, const char *alias, const uint8_t *id
     if (id_len == 0 || n != 1) {
         CTOK_ERR(CTOK_R_UNSUPPORTED,
                  "token '%s': key '%s' %s; refusing to remove it (it cannot be told apart)",
-                 tok->name, alias, id_len == 0 ? "has no id" : "shares its id with another key");
+                 ctok_token_name(tok), alias,
+                 id_len == 0 ? "has no id" : "shares its id with another key");
         return 0;
     }
     return 1;
@@ -195,25 +217,25 @@ int p12_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
     (void)notelen;
     uint8_t id[CTOK_MAX_ID];
     size_t id_len;
-    int lockfd;
+    struct p12_write w;
 
-    if (!begin_write(tok, &lockfd))
+    if (!begin_write(tok, &w))
         return 0;
     p12_reveal_all(tok); /* a key without localKeyID gets its id from its public key */
     k = find_label(ks, 1, alias);
     if (k == NULL) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", tok->name, alias);
-        return end_write(tok, lockfd, 0);
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", ctok_token_name(tok), alias);
+        return end_write(tok, &w, 0);
     }
     id_len = k->id_len;
     memcpy(id, k->id, id_len);
     if (!one_key_with_id(tok, alias, id, id_len))
-        return end_write(tok, lockfd, 0);
+        return end_write(tok, &w, 0);
     /* the key and the certificates that belong to it */
     for (size_t i = ks->n; i-- > 0;)
         if (ks->e[i].id_len == id_len && memcmp(ks->e[i].id, id, id_len) == 0)
             entry_remove(ks, i);
-    return end_write(tok, lockfd, 1);
+    return end_write(tok, &w, 1);
 }
 
 int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
@@ -221,19 +243,20 @@ int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     struct p12 *ks = P12(tok);
     struct p12_entry *e;
     EVP_PKEY *cpub = X509_get0_pubkey(cert);
-    int lockfd, ok = 0;
+    struct p12_write w;
+    int ok = 0;
 
     if (cpub == NULL) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': certificate '%s' has no usable public key",
-                 tok->name, alias);
+                 ctok_token_name(tok), alias);
         return 0;
     }
-    if (!begin_write(tok, &lockfd))
+    if (!begin_write(tok, &w))
         return 0;
     p12_reveal_all(tok);
     if (find_label(ks, 0, alias) != NULL) {
-        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already", tok->name,
-                 alias);
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
+                 ctok_token_name(tok), alias);
         goto end;
     }
     if ((e = p12_entry_add(ks)) == NULL)
@@ -260,18 +283,24 @@ int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
         goto end;
     ok = 1;
 end:
-    return end_write(tok, lockfd, ok);
+    return end_write(tok, &w, ok);
 }
 
 /* Re-protects every key bag and the MAC with a new code. */
 int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code, size_t len)
 {
     struct p12 *ks = P12(tok);
-    int lockfd, ok = 1;
+    struct p12_write w;
+    int ok = 1;
 
     (void)old;
     (void)old_len;
-    if (!begin_write(tok, &lockfd))
+    if (len >= sizeof(w.code)) {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': the new code is longer than %d bytes",
+                 ctok_token_name(tok), CTOK_MAX_CODE);
+        return 0;
+    }
+    if (!begin_write(tok, &w))
         return 0;
     for (size_t i = 0; ok && i < ks->n; i++) {
         struct p12_entry *e = &ks->e[i];
@@ -280,12 +309,13 @@ int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char
 
         if (!e->is_key)
             continue;
-        if (e->priv == NULL && p12_decrypt_key(tok, e, tok->code, tok->code_len) <= 0) {
+        if (e->priv == NULL && p12_decrypt_key(tok, e, w.code, w.len) <= 0) {
             ok = 0;
             break;
         }
         bag = PKCS12_add_key_ex(&bags, e->priv, 0, P12_ITER, NID_aes_256_cbc, code,
-                                tok->ctx->libctx, tok->ctx->propq);
+                                ctok_ctx_libctx(ctok_token_ctx(tok)),
+                                ctok_ctx_propq(ctok_token_ctx(tok)));
         ok = bag != NULL && set_attrs(bag, e->label, e->id, e->id_len);
         if (ok) {
             PKCS12_SAFEBAG_free(e->bag);
@@ -295,43 +325,32 @@ int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char
         sk_PKCS12_SAFEBAG_pop_free(bags, PKCS12_SAFEBAG_free);
     }
     if (ok) {
-        /* the MAC is written under the new code */
-        char *c = OPENSSL_malloc(len + 1);
-
-        ok = c != NULL;
-        if (ok) {
-            memcpy(c, code, len);
-            c[len] = '\0';
-            OPENSSL_clear_free(tok->code, tok->code_len + 1);
-            tok->code = c;
-            tok->code_len = len;
-        }
+        /* the MAC is written under the new code; the token layer keeps it once this returns */
+        memcpy(w.code, code, len);
+        w.code[len] = '\0';
+        w.len = len;
     }
-    return end_write(tok, lockfd, ok);
+    return end_write(tok, &w, ok);
 }
 
-/* A new, empty keystore protected by code (ctok token create). */
-int ctok_pkcs12_create(ctok_token *tok, const char *code, size_t len)
+/*
+ * ctok token create: a keystore that does not exist is made, empty, protected by code; then,
+ * new or not, the token logs in with code, which checks it.
+ */
+int p12_create(ctok_token *tok, const char *code, size_t len)
 {
     struct p12 *ks = P12(tok);
-    int lockfd, ok;
+    struct stat st;
+    int lockfd, ok = 1;
 
     if ((lockfd = ctok_file_lock(ks->path)) < 0)
         return 0;
-    tok->code = OPENSSL_malloc(len + 1);
-    if (tok->code == NULL) {
-        ctok_file_unlock(lockfd);
-        return 0;
+    if (stat(ks->path, &st) != 0 && errno == ENOENT) {
+        pthread_mutex_lock(&ks->lock);
+        p12_entries_clear(ks);
+        ok = write_keystore(tok, code, len);
+        pthread_mutex_unlock(&ks->lock);
     }
-    memcpy(tok->code, code, len);
-    tok->code[len] = '\0';
-    tok->code_len = len;
-    pthread_mutex_lock(&ks->lock);
-    p12_entries_clear(ks);
-    ok = write_keystore(tok) && p12_read_keystore(tok);
-    pthread_mutex_unlock(&ks->lock);
     ctok_file_unlock(lockfd);
-    tok->opened = ok;
-    ctok_token_set_active(tok, ok);
-    return ok;
+    return ok && ctok_token_login_with(tok, code, len);
 }

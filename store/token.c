@@ -28,7 +28,7 @@ ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *conf
     if (config_path == NULL || *config_path == '\0')
         config_path = env != NULL && *env != '\0' ? env : DEFAULT_CONFIG;
     ctx->config_path = strdup(config_path);
-    ctok_p11_registry_use();
+    ctok_backends_use();
     if (ctx->config_path == NULL || (propq != NULL && ctx->propq == NULL)) {
         ctok_ctx_free(ctx);
         return NULL;
@@ -48,7 +48,7 @@ void ctok_ctx_free(ctok_ctx *ctx)
     free(ctx->config_path);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
-    ctok_p11_registry_release();
+    ctok_backends_release();
 }
 
 OSSL_LIB_CTX *ctok_ctx_libctx(const ctok_ctx *ctx)
@@ -379,6 +379,37 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
     return r;
 }
 
+int ctok_token_kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len)
+{
+    int ok = 0;
+
+    pthread_mutex_lock(&code_lock);
+    if (tok->code != NULL && tok->code_len < bufsz) {
+        memcpy(buf, tok->code, tok->code_len + 1);
+        *len = tok->code_len;
+        ok = 1;
+    }
+    pthread_mutex_unlock(&code_lock);
+    return ok;
+}
+
+void ctok_token_set_label(ctok_token *tok, const char *label)
+{
+    pthread_mutex_lock(&code_lock);
+    snprintf(tok->label, sizeof(tok->label), "%s", label);
+    pthread_mutex_unlock(&code_lock);
+}
+
+void *ctok_token_be(const ctok_token *tok)
+{
+    return tok->be_data;
+}
+
+void ctok_token_set_be(ctok_token *tok, void *data)
+{
+    tok->be_data = data;
+}
+
 void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len)
 {
     pthread_mutex_lock(&code_lock);
@@ -525,10 +556,12 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
     if (ui != NULL && ui->get_code != NULL) {
         char info[200];
 
+        pthread_mutex_lock(&code_lock);
         if (tok->label[0] != '\0')
             snprintf(info, sizeof(info), "%s (ctok token '%s')", tok->label, tok->name);
         else
             snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
+        pthread_mutex_unlock(&code_lock);
         if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
             buf[*len] = '\0';
             *prompted = 1;

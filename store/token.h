@@ -147,11 +147,42 @@ int ctok_token_change_code(ctok_token *tok, const char *old, size_t old_len, con
 /* A new random token id (UUID v4 text, 37 bytes with the NUL). */
 int ctok_new_id(char out[37]);
 
-/* Every slot with a token of a PKCS#11 library, as JSON (id, index, description, token
- * label, manufacturer, model, serial, flags). */
-json_t *ctok_p11_slot_list(const char *library);
-/* The PKCS#11 libraries registered with p11-kit: [{"name", "path"}]. */
-json_t *ctok_p11_registered_modules(void);
+/* A `ctok token create` option of a token type, and the config key it sets. */
+enum ctok_field_kind {
+    CTOK_FIELD_STRING,
+    CTOK_FIELD_INT,
+    CTOK_FIELD_PATH, /* made absolute */
+    CTOK_FIELD_PATHS /* a list of paths, each made absolute; the option may be repeated */
+};
+struct ctok_tool_field {
+    const char *option; /* "region": the tool takes --region VALUE */
+    const char *key;    /* the config key it sets ("region") */
+    enum ctok_field_kind kind;
+    int required;
+    const char *help; /* one line for the tool's usage */
+    const char *def;  /* written when the option is not given (NULL: nothing) */
+};
+
+/* The token types this program offers, for messages: "pkcs12, pkcs11". */
+const char *ctok_type_names(void);
+/* The `token create` options of a type ({NULL}-terminated), or NULL for an unknown type. */
+const struct ctok_tool_field *ctok_type_fields(const char *type);
+/*
+ * Discovery for the tool, as a JSON array, or NULL with the error raised. ctok_discover:
+ * what the backend of a token entry that is not (yet) configured offers, the entry holding
+ * "type" and the fields discovery needs (PKCS#11: "library": every slot with a token: id,
+ * index, description, token_label, manufacturer, model, serial, flags).
+ * ctok_discover_registered: what the system has registered for a type (NULL: for every type)
+ * [{"name", "path", "slots"[, "error"]}] (PKCS#11: p11-kit's modules, each with its slots).
+ */
+json_t *ctok_discover(ctok_ctx *ctx, const json_t *entry);
+/* Does a token made from this entry need an auth code to log in (1), or does it sign in with
+ * what the entry names, an instance role (0)? -1: the entry is not valid (error raised). */
+int ctok_entry_needs_code(ctok_ctx *ctx, const json_t *entry);
+/* What a configured token's backend offers (its library's slots; a key service's aliases);
+ * rule view. The caller activates the token first if its backend needs that. */
+json_t *ctok_token_discover(ctok_token *tok);
+json_t *ctok_discover_registered(const char *type);
 
 /* ---- tokens ---- */
 const char *ctok_token_name(const ctok_token *tok);

@@ -3,9 +3,10 @@
 #include <strings.h>
 #include <stdlib.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/x509.h>
 
-#include "token.h"
+#include "backend.h"
 
 const char *ctok_key_type_name(enum ctok_key_type t)
 {
@@ -110,4 +111,34 @@ void ctok_hex(const uint8_t *in, size_t len, char *out)
         out[2 * i + 1] = digits[in[i] & 15];
     }
     out[2 * len] = '\0';
+}
+
+int ctok_ecdsa_rs_to_der(const uint8_t *rs, size_t rslen, uint8_t *der, size_t *derlen)
+{
+    ECDSA_SIG *es;
+    BIGNUM *r, *s;
+    unsigned char *out = NULL;
+    int len;
+
+    if (rslen == 0 || rslen % 2 != 0 || rslen > 2 * 66)
+        return 0;
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(rs, (int)rslen / 2, NULL);
+    s = BN_bin2bn(rs + rslen / 2, (int)rslen / 2, NULL);
+    if (es == NULL || r == NULL || s == NULL || !ECDSA_SIG_set0(es, r, s)) {
+        BN_free(r);
+        BN_free(s);
+        ECDSA_SIG_free(es);
+        return 0;
+    }
+    len = i2d_ECDSA_SIG(es, &out);
+    ECDSA_SIG_free(es);
+    if (len <= 0 || (size_t)len > *derlen) {
+        OPENSSL_free(out);
+        return 0;
+    }
+    memcpy(der, out, (size_t)len);
+    *derlen = (size_t)len;
+    OPENSSL_free(out);
+    return 1;
 }

@@ -1,13 +1,12 @@
 /*
- * A front door that checks no rule: calls one token-layer operation directly (linked against
- * libctok_store.a), so only the token layer's own authorization can refuse it. Prints "ok"
- * and exits 0, or prints the token layer's errors ("error: <reason>: <message>") and exits 1.
- *   authz_token CONFIG TOKEN OPERATION [ARG]
- * operations (rule): view (view), show (view), sign KEY, decrypt KEY, derive KEY (use),
- * activate CODEFILE (activate), deactivate, forget (deactivate: auth set to prompt), modify,
- * modify-as-activate, put-cert ALIAS CERTFILE, change-code CODEFILE (modify), delete,
- * delete-as-modify (delete), keygen ALIAS (keygen), keyremove ALIAS (keyremove), keytest KEY
- * (keytest).
+ * A front door that checks no rule: calls one token-layer operation directly (linked with the
+ * table store/backends.c, libctok_p11.a and libctok_token.a), so only the token layer's own
+ * authorization can refuse it. Prints "ok" and exits 0, or prints the token layer's errors ("error:
+ * <reason>: <message>") and exits 1. authz_token CONFIG TOKEN OPERATION [ARG] operations (rule):
+ * view (view), show (view), sign KEY, decrypt KEY, derive KEY (use), activate CODEFILE (activate),
+ * deactivate, forget (deactivate: auth set to prompt), modify, modify-as-activate, put-cert ALIAS
+ * CERTFILE, change-code CODEFILE (modify), delete, delete-as-modify (delete), keygen ALIAS
+ * (keygen), keyremove ALIAS (keyremove), keytest KEY (keytest).
  * "-as-" operations are front doors that name the wrong rule for a config edit.
  */
 #include <stdio.h>

@@ -275,20 +275,20 @@ MIN_SECRET_LEN = 6  # shorter codes ("1111") match unrelated text; test_secret_h
 
 
 def compile_store_driver(build, src, out):
-    """A test driver (tests/*.c) linked against the token layer, libctok_store.a."""
+    """A test driver (tests/*.c) on the token layer: the table of types (store/backends.c),
+    then the backend libraries and the token layer's, in the order static linking needs
+    (CMakeLists.txt). The driver may look inside the token layer (CTOK_TOKEN_LAYER)."""
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson", "p11-kit-1"],
                            capture_output=True, text=True, check=True).stdout.split()
     # an instrumented token layer (make test-sanitize) links only with its sanitizer runtime
     cache = (build / "CMakeCache.txt").read_text() if (build / "CMakeCache.txt").exists() else ""
     sanitize = ["-fsanitize=address,undefined"] if "CTOK_SANITIZE:BOOL=ON" in cache else []
     store = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "store")
-    # the token layer's backend table names the awskms backend: kms/ (and libcurl) come along
-    kms = build / "kms" / "libctok_kms.a"
-    libs = ([str(build / "libctok_store.a")] if not kms.exists() else
-            ["-Wl,--start-group", str(build / "libctok_store.a"), str(kms), "-Wl,--end-group",
-             "-lcurl"])
-    p = subprocess.run(["gcc", "-O1", "-Wall", "-Wextra", *sanitize, "-I", store, "-o", str(out),
-                        str(src), *libs, "-lcrypto", *flags, "-ldl", "-lpthread"],
+    libs = [os.path.join(store, "backends.c"), str(build / "libctok_p11.a"),
+            str(build / "kms" / "libctok_kms.a"), str(build / "libctok_token.a"), "-lcurl"]
+    p = subprocess.run(["gcc", "-O1", "-Wall", "-Wextra", *sanitize, "-DCTOK_TOKEN_LAYER", "-I",
+                        store, "-o", str(out), str(src), *libs, "-lcrypto", *flags, "-ldl",
+                        "-lpthread"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return out

@@ -352,13 +352,29 @@ def test_unknown_token_is_a_one_line_error_naming_it(ws, argv):
 # ------------------------------------------------------------------ slots (pkcs11)
 
 
+def test_slots_of_a_configured_token_is_its_backends_discovery(build, tmp_path):
+    """`ctok slots --token T`: what the token's backend offers (a pkcs11 token: the slots of
+    its library); a type without discovery says so; --token with a type's options is a usage
+    error."""
+    k = Kind("pkcs11", tmp_path, build)
+    k.create("hsm")
+    slots = json.loads(assert_ok(k.ctok("slots", "--token", "hsm", "--json")).stdout)
+    assert k.labels["hsm"] in [s["token_label"] for s in slots], slots
+    p = k.ctok("slots", "--token", "hsm", "--library", "x")
+    assert p.returncode == 2 and "not both" in p.stderr, describe(p)
+    k.ws.create_token("soft")
+    line = error_line(k.ctok("slots", "--token", "soft"), "soft")
+    assert "pkcs12 tokens offer no discovery" in line
+
+
 def test_slots_lists_the_slot_in_human_and_json_output(build, tmp_path):
     k = Kind("pkcs11", tmp_path, build)
     label = k.new_slot("tok")
     from p11fixtures import SOFTHSM_LIB
 
     p = assert_ok(k.ctok("slots", "--library", SOFTHSM_LIB))
-    assert re.match(r"^SLOT ID\s+INDEX\s+DESCRIPTION\s+TOKEN LABEL", p.stdout), describe(p)
+    # the table for people: a column per field of the JSON, headed by its name
+    assert re.match(r"^ID\s+INDEX\s+DESCRIPTION\s+TOKEN LABEL", p.stdout), describe(p)
     assert label in p.stdout
     slots = json.loads(assert_ok(k.ctok("slots", "--library", SOFTHSM_LIB, "--json")).stdout)
     mine = [s for s in slots if s["token_label"] == label]
@@ -440,6 +456,34 @@ def test_token_create_without_its_location_is_a_usage_error(build, tmp_path, kin
     assert p.returncode == 2, describe(p)
     assert drop in p.stderr, describe(p)
     assert not k.ws.config.exists()
+
+
+@pytest.mark.parametrize("kind_name,foreign,own", [("pkcs12", "--library", "--keystore"),
+                                                  ("pkcs11", "--keystore", "--ref-type")])
+def test_token_create_with_another_types_option_names_the_types_own_options(build, tmp_path,
+                                                                           kind_name, foreign,
+                                                                           own):
+    """The options of `token create` are the type's tool fields: one of another type is a
+    usage error that lists this type's options, and nothing is created."""
+    k = Kind(kind_name, tmp_path, build)
+    p = k.ctok(*k.create_argv("x"), foreign, "/x", "--auth-file", k.ws.write("x.pin", PIN))
+    assert p.returncode == 2, describe(p)
+    line = p.stderr.strip()
+    assert "a %s token has no option %s" % (kind_name, foreign) in line, describe(p)
+    assert own in line.split("its options:")[1], describe(p)
+    assert not k.ws.config.exists()
+
+
+def test_token_modify_takes_only_options_of_the_tokens_type(ws):
+    tok = ws.create_token("tok")
+    before = ws.config.read_bytes()
+    p = ws.ctok("token", "modify", "tok", "--ref", "other")
+    assert p.returncode == 2 and "a pkcs12 token has no option --ref" in p.stderr, describe(p)
+    assert ws.config.read_bytes() == before
+    moved = ws.path("moved.p12")
+    tok.keystore.rename(moved)
+    assert_ok(ws.ctok("token", "modify", "tok", "--keystore", str(moved)))
+    assert json.loads(ws.config.read_text())["tokens"][0]["keystore"] == str(moved)
 
 
 def test_token_list_tells_where_a_pkcs11_token_is(build, tmp_path):

@@ -28,7 +28,9 @@ def _store_sources(build):
     cc = json.loads((build / "compile_commands.json").read_text())
     out = []
     for c in cc:
-        if not any("CMakeFiles/%s.dir/" % t in c["command"] for t in ("ctok_store", "ctok_kms")):
+        # the token layer, the backends and the table of types (CMakeLists.txt)
+        if not any("CMakeFiles/%s.dir/" % t in c["command"]
+                   for t in ("ctok_token", "ctok_p11", "ctok_kms", "ctok_store")):
             continue
         args = shlex.split(c["command"])
         flags = [a for a in args if a.startswith(("-D", "-I")) or a.startswith("-std=")]

@@ -1,8 +1,8 @@
 /*
  * Many threads make their first use of one token at once, through the token API (linked
- * against libctok_store.a), the way worker threads of a server do: each finds the key
- * (the token logs in with its configured code), loads a key handle and signs, ROUNDS times,
- * each round on a fresh context. Built with -fsanitize=thread it shows races on the token's
+ * against the token layer and its backends), the way worker threads of a server do: each
+ * finds the key (the token logs in with its configured code), loads a key handle and signs,
+ * ROUNDS times, each round on a fresh context. Built with -fsanitize=thread it shows races on the token's
  * state (active, code). Prints ok=<signatures> failed=<failures>.
  *   token_threads CONFIG TOKEN KEY THREADS ROUNDS
  */
