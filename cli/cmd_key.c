@@ -44,8 +44,7 @@ int cmd_key_generate(struct cli *c)
     struct ctok_keyspec spec;
     ctok_token *tok;
     ctok_key *key;
-    uint8_t id[20];
-    char hex[41], desc[64];
+    char hex[2 * CTOK_MAX_ID + 1], desc[64];
     const char *curve;
     int bits;
 
@@ -70,9 +69,8 @@ int cmd_key_generate(struct cli *c)
         u.types = CTOK_OBJ_PRIVATE;
         if (!ctok_find(c->ctx, &u, CTOK_OBJ_PRIVATE, NULL, &f, &n) || n == 0)
             return cli_fail();
-        memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
         key = ctok_token_key(tok, f[0].id, f[0].id_len);
-        ctok_hex(f[0].id, f[0].id_len < 20 ? f[0].id_len : 20, hex);
+        ctok_hex(f[0].id, f[0].id_len, hex);
         ctok_found_free(f, n);
     }
     if (key == NULL)
@@ -257,8 +255,7 @@ int cmd_cert_import(struct cli *c)
     X509 *x = read_cert(c->argv[2]);
     ctok_token *tok =
         x != NULL ? active_token(c, c->argv[0], CTOK_PERM_MODIFY, "certificate import") : NULL;
-    uint8_t id[20];
-    char hex[41] = "";
+    char hex[2 * CTOK_MAX_ID + 1] = "";
 
     if (tok == NULL || !ctok_token_put_cert(tok, c->argv[1], x)) {
         X509_free(x);
@@ -272,10 +269,8 @@ int cmd_cert_import(struct cli *c)
         u.token = (char *)ctok_token_name(tok);
         u.object = c->argv[1];
         u.types = CTOK_OBJ_CERT;
-        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n) && n > 0) {
-            memcpy(id, f[0].id, f[0].id_len < 20 ? f[0].id_len : 20);
-            ctok_hex(id, f[0].id_len < 20 ? f[0].id_len : 20, hex);
-        }
+        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n) && n > 0)
+            ctok_hex(f[0].id, f[0].id_len, hex);
         ctok_found_free(f, n);
     }
     X509_free(x);

@@ -69,6 +69,11 @@ json_t *ctok_token_discover(ctok_token *tok)
 {
     if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "discovery", NULL) || !ctok_token_open(tok))
         return NULL;
+    /* a token that shows nothing before login (a cloud account) is discovered logged in, with
+     * the code its configuration names */
+    if (!ctok_token_is_active(tok) && tok->be->hidden != NULL &&
+        tok->be->hidden(tok) == CTOK_OBJ_ANY && !ctok_token_login(tok, NULL, NULL))
+        return NULL;
     if (tok->be->discover == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s tokens offer no discovery", tok->name,
                  tok->type);

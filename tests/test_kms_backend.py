@@ -524,3 +524,17 @@ def test_nginx_workers_serve_https_with_a_kms_key_reference(nginx_root, build, k
     assert_curl_ok(c, proto, "nginx worker")
     assert "exited on signal" not in log, log
     assert kms_emu.requests().get("Sign", 0) >= 1
+
+
+def test_discovery_lists_the_accounts_aliases_and_generate_prints_the_whole_key_id(ws, kms_emu):
+    """`ctok slots --token` logs in with the token's own auth source (nothing of a KMS account
+    shows without credentials) and lists aliases with their key ids; `key generate` prints the
+    whole key id (36 characters: 72 hex digits), not the first 20 bytes."""
+    assert_ok(tool_token(ws, kms_emu))
+    alias = unique("disc")
+    p = assert_ok(ws.ctok("key", "generate", "kms", alias, "ec:P-256"))
+    key_id = kms_emu.aliases()["alias/" + alias]
+    assert "(id %s)" % key_id.encode().hex() in p.stdout, describe(p)
+    p = assert_ok(ws.ctok("slots", "--token", "kms"))
+    assert re.search(r"^%s\s+%s\s+ECC_NIST_P256\s+SIGN_VERIFY" % (alias, key_id), p.stdout,
+                     re.M), describe(p)
