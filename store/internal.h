@@ -120,6 +120,13 @@ unsigned int ctok_certbind_hidden(ctok_token *tok);
 /* Writes cert to <first folder>/<alias>.pem if it carries key alias's public key. */
 int ctok_certbind_put(ctok_token *tok, const char *alias, X509 *cert);
 
+/* code.c: what the token layer remembers of codes (struct ctok_token) is guarded by this leaf
+ * lock; a rejected code is marked (1) or, once a PIN is set to it, sendable again (0); the
+ * code kept while active (re-login, keystore rewrites), c NULL: forgotten */
+extern pthread_mutex_t ctok_code_lock;
+void ctok_code_mark_rejected(ctok_token *tok, const struct ctok_code *c, int rejected);
+void ctok_code_keep(ctok_token *tok, const struct ctok_code *c);
+
 /* auth.c */
 int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,
                         size_t *len);
