@@ -272,7 +272,7 @@ static void backoff(int attempt, int throttled)
 
 /* ---- one attempt ---- */
 
-static int send_signed(struct ctok_aws *a, const struct ctok_aws_creds *c, const char *target,
+static int send_signed(struct ctok_aws *a, struct ctok_aws_creds *c, const char *target,
                        const char *body, struct ctok_http_resp *resp, char *why, size_t why_len)
 {
     char date[17], auth[512], l_host[300], l_date[40], l_target[128], *l_token = NULL;
@@ -304,7 +304,16 @@ static int send_signed(struct ctok_aws *a, const struct ctok_aws_creds *c, const
                                    .service = "kms"};
         char a_line[sizeof(auth) + 16];
 
-        if (!ctok_sigv4_sign(&r, c->akid, c->secret, auth, sizeof(auth), NULL, NULL)) {
+        if (strncmp(c->key_day, date, 8) != 0) {
+            if (!ctok_sigv4_derive_key(c->secret, date, a->region, "kms", c->key)) {
+                snprintf(why, why_len, "cannot sign the request");
+                return -1;
+            }
+            memcpy(c->key_day, date, 8);
+            c->key_day[8] = '\0';
+            ctok_aws_creds_keep_key(a, c);
+        }
+        if (!ctok_sigv4_sign_key(&r, c->akid, c->key, auth, sizeof(auth), NULL, NULL)) {
             snprintf(why, why_len, "cannot sign the request");
             return -1;
         }

@@ -13,6 +13,7 @@
 
 #include "aws.h"
 #include "http.h"
+#include "sigv4.h"
 
 /* One set of credentials; every string is owned and cleansed when cleared. */
 struct ctok_aws_creds {
@@ -21,6 +22,10 @@ struct ctok_aws_creds {
     char *token;    /* session token, or NULL */
     time_t expires; /* role: Expiration; keys: 0 */
     time_t fetched;
+    /* the SigV4 signing key of one UTC day ("" none yet), derived from secret and cleansed
+     * with it: a request then costs 1 HMAC instead of 5 (ctok_aws_creds_keep_key) */
+    char key_day[9];
+    unsigned char key[CTOK_SIGV4_KEY_LEN];
 };
 
 struct ctok_aws {
@@ -49,6 +54,9 @@ void ctok_aws_creds_clear(struct ctok_aws_creds *c);
  * another fetching signs on with the still-valid ones. 1 ok, 0 with one error raised.
  */
 int ctok_aws_creds_get(struct ctok_aws *a, struct ctok_aws_creds *out, int force);
+/* c's signing key (derived for a new day) kept in the token's credentials, if they are still
+ * the ones c was copied from. */
+void ctok_aws_creds_keep_key(struct ctok_aws *a, const struct ctok_aws_creds *c);
 
 /* An IMDS credential document {Code, AccessKeyId, SecretAccessKey, Token, Expiration} into out
  * (fetched not set). 1 ok; 0 with the cause in why (no secret in it). */

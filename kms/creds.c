@@ -41,6 +41,8 @@ void ctok_aws_creds_clear(struct ctok_aws_creds *c)
     clear_str(&c->secret);
     clear_str(&c->token);
     c->expires = c->fetched = 0;
+    OPENSSL_cleanse(c->key, sizeof(c->key));
+    c->key_day[0] = '\0';
 }
 
 static int creds_copy(const struct ctok_aws_creds *from, struct ctok_aws_creds *to)
@@ -51,6 +53,8 @@ static int creds_copy(const struct ctok_aws_creds *from, struct ctok_aws_creds *
     to->token = from->token != NULL ? OPENSSL_strdup(from->token) : NULL;
     to->expires = from->expires;
     to->fetched = from->fetched;
+    memcpy(to->key_day, from->key_day, sizeof(to->key_day));
+    memcpy(to->key, from->key, sizeof(to->key));
     if (to->akid == NULL || to->secret == NULL || (from->token != NULL && to->token == NULL)) {
         ctok_aws_creds_clear(to);
         return 0;
@@ -347,4 +351,15 @@ int ctok_aws_creds_get(struct ctok_aws *a, struct ctok_aws_creds *out, int force
         CTOK_ERR(e.reason ? e.reason : CTOK_R_CREDENTIALS, "token '%s': instance role: %s",
                  a->tokname, e.msg[0] ? e.msg : "no valid credentials");
     return ok;
+}
+
+void ctok_aws_creds_keep_key(struct ctok_aws *a, const struct ctok_aws_creds *c)
+{
+    pthread_mutex_lock(&a->lock);
+    if (a->cur.secret != NULL && strcmp(a->cur.secret, c->secret) == 0 &&
+        strcmp(a->cur.akid, c->akid) == 0) {
+        memcpy(a->cur.key_day, c->key_day, sizeof(a->cur.key_day));
+        memcpy(a->cur.key, c->key, sizeof(a->cur.key));
+    }
+    pthread_mutex_unlock(&a->lock);
 }

@@ -26,6 +26,22 @@ struct ctok_sigv4_req {
     const char *service;
 };
 
+#define CTOK_SIGV4_KEY_LEN 32
+
+/*
+ * The signing key of a day: the HMAC chain "AWS4" + secret, date ("YYYYMMDD"), region,
+ * service, "aws4_request". It signs every request of that UTC day for that region and
+ * service, so a caller may keep it beside the secret it comes from (4 of a request's 5 HMACs).
+ * 1 ok, 0 on out of memory.
+ */
+int ctok_sigv4_derive_key(const char *secret, const char *date, const char *region,
+                          const char *service, unsigned char key[CTOK_SIGV4_KEY_LEN]);
+
+/* As ctok_sigv4_sign, with the key ctok_sigv4_derive_key gave for r's day, region, service. */
+int ctok_sigv4_sign_key(const struct ctok_sigv4_req *r, const char *akid,
+                        const unsigned char key[CTOK_SIGV4_KEY_LEN], char *auth, size_t auth_len,
+                        char **canonical, char **to_sign);
+
 /*
  * Writes "AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=..." into auth.
  * canonical/to_sign, when not NULL, receive copies of the intermediate strings (OPENSSL_free)

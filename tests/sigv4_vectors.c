@@ -3,7 +3,8 @@
  *   sigv4_vectors METHOD PATH QUERY REGION SERVICE AMZ_DATE AKID < request
  * stdin: the secret key on the first line, then "Name:value" header lines, an empty line, and
  * the body. Prints the canonical request, the string to sign and the Authorization value,
- * separated by lines of "----".
+ * separated by lines of "----". The same request signed with the day's key kept aside
+ * (ctok_sigv4_derive_key + ctok_sigv4_sign_key, as the awskms backend signs) must agree.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,17 @@ int main(int argc, char **argv)
     if (!ctok_sigv4_sign(&r, argv[7], secret, auth, sizeof(auth), &canonical, &to_sign)) {
         fprintf(stderr, "sigv4: cannot sign\n");
         return 1;
+    }
+    {
+        unsigned char key[CTOK_SIGV4_KEY_LEN];
+        char auth2[sizeof(auth)];
+
+        if (!ctok_sigv4_derive_key(secret, argv[6], argv[4], argv[5], key) ||
+            !ctok_sigv4_sign_key(&r, argv[7], key, auth2, sizeof(auth2), NULL, NULL) ||
+            strcmp(auth, auth2) != 0) {
+            fprintf(stderr, "sigv4: the day's key signs otherwise: %s\n", auth2);
+            return 1;
+        }
     }
     printf("%s\n----\n%s\n----\n%s\n", canonical, to_sign, auth);
     OPENSSL_free(canonical);
