@@ -531,7 +531,8 @@ class AkvEmulator(EmulatorBase):
     def __init__(self, workdir, tenant_id="72f988bf-0000-4000-8000-000000000001",
                  on_secret=None):
         """on_secret(s), when given, is called with every secret the emulator learns or issues
-        (client secrets, access tokens); the tests register them with their secret scan."""
+        (client secrets and assertions received, access tokens issued); the tests register them
+        with their secret scan."""
         self.workdir = Path(workdir)
         self.tenant_id = tenant_id
         self._st = _State(on_secret)
@@ -615,8 +616,9 @@ class AkvEmulator(EmulatorBase):
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
     # ---- faults and counters (and EmulatorBase's: fail5xx, latency, reset_connections,
-    # requests: {operation: count} of vault requests, a request answered with the challenge
-    # counted as "challenge" only; connections: TLS handshakes, vault and Azure AD)
+    # requests: {operation: count} of vault requests, a request without a token counted as
+    # "challenge" only, one with a refused token as its operation and "challenge";
+    # connections: TLS handshakes, vault and Azure AD)
 
     def throttle(self, n, retry_after=1):
         """The next n vault requests get 429 with Retry-After: retry_after."""
@@ -676,6 +678,7 @@ class AkvEmulator(EmulatorBase):
                                "secret value, not the client secret ID, for a secret added to "
                                "app '%s'." % cid)
         elif "client_assertion" in form:
+            st.on_secret(form["client_assertion"])
             if form.get("client_assertion_type") != ASSERTION_TYPE:
                 raise AadError(400, "invalid_request", 90015, "Requested query string is too "
                                "long. client_assertion_type is invalid.")
