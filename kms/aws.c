@@ -16,6 +16,7 @@
 #include "../store/backend.h"
 #include "aws.h"
 #include "aws_parse.h"
+#include "conf.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
@@ -61,50 +62,6 @@ struct kms_keyh {
 
 /* ---- configuration ---- */
 
-static int conf_int(ctok_token *tok, const json_t *conf, const char *field, long lo, long hi,
-                    long def, long *out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = def;
-    if (v == NULL)
-        return 1;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be an integer from %ld to %ld",
-                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field, lo, hi);
-        return 0;
-    }
-    *out = (long)json_integer_value(v);
-    return 1;
-}
-
-/* An optional string field; a present one must be a non-empty string. */
-static int conf_str(ctok_token *tok, const json_t *conf, const char *field, const char **out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = json_string_value(v);
-    if (v != NULL && (*out == NULL || **out == '\0')) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be a non-empty string",
-                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field);
-        return 0;
-    }
-    return 1;
-}
-
-/* A URL field must use one of the schemes given ("https://" only for the KMS endpoint). */
-static int conf_url(ctok_token *tok, const char *field, const char *url, int http_ok)
-{
-    if (url == NULL || strncmp(url, "https://", 8) == 0 ||
-        (http_ok && strncmp(url, "http://", 7) == 0))
-        return 1;
-    CTOK_ERR(CTOK_R_CONFIG,
-             "%s: token '%s': \"%s\" must be an %s URL (TLS verification is never off), not '%s'",
-             ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field,
-             http_ok ? "http:// or https://" : "https://", url);
-    return 0;
-}
-
 static int aws_configure(ctok_token *tok, const json_t *conf)
 {
     const char *path = ctok_ctx_config_path(ctok_token_ctx(tok)), *method;
@@ -112,16 +69,18 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
     struct kms_tok *kt;
     long timeout, retries, days;
 
-    if (!conf_str(tok, conf, "region", &c.region) || !conf_str(tok, conf, "auth_method", &method) ||
-        !conf_str(tok, conf, "access_key_id", &c.access_key_id) ||
-        !conf_str(tok, conf, "endpoint", &c.endpoint) ||
-        !conf_str(tok, conf, "imds_endpoint", &c.imds_endpoint) ||
-        !conf_str(tok, conf, "ca_file", &c.ca_file) ||
-        !conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
-        !conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
-        !conf_int(tok, conf, "deletion_window_days", 7, 30, DEFAULT_DELETION_DAYS, &days) ||
-        !conf_url(tok, "endpoint", c.endpoint, 0) ||
-        !conf_url(tok, "imds_endpoint", c.imds_endpoint, 1))
+    if (!ctok_kms_conf_str(tok, conf, "region", &c.region) ||
+        !ctok_kms_conf_str(tok, conf, "auth_method", &method) ||
+        !ctok_kms_conf_str(tok, conf, "access_key_id", &c.access_key_id) ||
+        !ctok_kms_conf_str(tok, conf, "endpoint", &c.endpoint) ||
+        !ctok_kms_conf_str(tok, conf, "imds_endpoint", &c.imds_endpoint) ||
+        !ctok_kms_conf_str(tok, conf, "ca_file", &c.ca_file) ||
+        !ctok_kms_conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
+        !ctok_kms_conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
+        !ctok_kms_conf_int(tok, conf, "deletion_window_days", 7, 30, DEFAULT_DELETION_DAYS,
+                           &days) ||
+        !ctok_kms_conf_url(tok, "endpoint", c.endpoint, 0) ||
+        !ctok_kms_conf_url(tok, "imds_endpoint", c.imds_endpoint, 1))
         return 0;
     if (c.region == NULL ||
         strspn(c.region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(c.region)) {

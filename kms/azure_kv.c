@@ -24,6 +24,7 @@
 #include "../store/backend.h"
 #include "azure.h"
 #include "azure_parse.h"
+#include "conf.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
@@ -74,53 +75,6 @@ static const char *cfg_path(ctok_token *tok)
     return ctok_ctx_config_path(ctok_token_ctx(tok));
 }
 
-static int conf_int(ctok_token *tok, const json_t *conf, const char *field, long lo, long hi,
-                    long def, long *out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = def;
-    if (v == NULL)
-        return 1;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be an integer from %ld to %ld",
-                 cfg_path(tok), ctok_token_name(tok), field, lo, hi);
-        return 0;
-    }
-    *out = (long)json_integer_value(v);
-    return 1;
-}
-
-/* An optional string field; a present one must be a non-empty string. */
-static int conf_str(ctok_token *tok, const json_t *conf, const char *field, const char **out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = json_string_value(v);
-    if (v != NULL && (*out == NULL || **out == '\0')) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be a non-empty string", cfg_path(tok),
-                 ctok_token_name(tok), field);
-        return 0;
-    }
-    return 1;
-}
-
-/* A URL field: https:// (http:// too where http_ok: the managed-identity endpoint), no '/'
- * at the end. */
-static int conf_url(ctok_token *tok, const char *field, const char *url, int http_ok)
-{
-    if (url == NULL ||
-        ((strncmp(url, "https://", 8) == 0 || (http_ok && strncmp(url, "http://", 7) == 0)) &&
-         url[strlen(url) - 1] != '/' && strpbrk(url, "?# ") == NULL))
-        return 1;
-    CTOK_ERR(CTOK_R_CONFIG,
-             "%s: token '%s': \"%s\" must be an %s URL without a query or a '/' at the end (TLS "
-             "verification is never off), not '%s'",
-             cfg_path(tok), ctok_token_name(tok), field,
-             http_ok ? "http:// or https://" : "https://", url);
-    return 0;
-}
-
 /* One of the words a field allows; *out the index, def when absent. */
 static int conf_enum(ctok_token *tok, const json_t *conf, const char *field,
                      const char *const *words, int def, int *out)
@@ -128,7 +82,7 @@ static int conf_enum(ctok_token *tok, const json_t *conf, const char *field,
     const char *s;
     char all[200] = "";
 
-    if (!conf_str(tok, conf, field, &s))
+    if (!ctok_kms_conf_str(tok, conf, field, &s))
         return 0;
     *out = def;
     if (s == NULL)
@@ -176,8 +130,14 @@ static int conf_vault(struct az_tok *kt, const char *name, const char *url)
         }
         snprintf(buf, sizeof(buf), "https://%s.vault.azure.net", name);
         url = buf;
-    } else if (!conf_url(tok, "vault_url", url, 0)) {
+    } else if (!ctok_kms_conf_url(tok, "vault_url", url, 0)) {
         return 0;
+    } else {
+        /* paths are appended to it: no '/' at the end */
+        snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(url, "?#"), url);
+        while (strlen(buf) > 8 && buf[strlen(buf) - 1] == '/')
+            buf[strlen(buf) - 1] = '\0';
+        url = buf;
     }
     if (json_object_set_new(kt->conf, "vault_url", json_string(url)) != 0)
         return 0;
@@ -208,18 +168,19 @@ static int az_configure(ctok_token *tok, const json_t *conf)
     conf = kt->conf;
     if (!conf_enum(tok, conf, "vault_type", vault_words, 0, &vt) ||
         !conf_enum(tok, conf, "auth_method", auth_words, 0, &auth) ||
-        !conf_str(tok, conf, "vault_name", &name) || !conf_str(tok, conf, "vault_url", &url) ||
-        !conf_str(tok, conf, "tenant_id", &c->tenant_id) ||
-        !conf_str(tok, conf, "client_id", &c->client_id) ||
-        !conf_str(tok, conf, "binding", &kt->binding) ||
-        !conf_str(tok, conf, "login_url", &c->login_url) ||
-        !conf_str(tok, conf, "mi_endpoint", &c->mi_endpoint) ||
-        !conf_str(tok, conf, "api_version", &c->api_version) ||
-        !conf_str(tok, conf, "ca_file", &c->ca_file) ||
-        !conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
-        !conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
-        !conf_url(tok, "login_url", c->login_url, 0) ||
-        !conf_url(tok, "mi_endpoint", c->mi_endpoint, 1) || !conf_vault(kt, name, url))
+        !ctok_kms_conf_str(tok, conf, "vault_name", &name) ||
+        !ctok_kms_conf_str(tok, conf, "vault_url", &url) ||
+        !ctok_kms_conf_str(tok, conf, "tenant_id", &c->tenant_id) ||
+        !ctok_kms_conf_str(tok, conf, "client_id", &c->client_id) ||
+        !ctok_kms_conf_str(tok, conf, "binding", &kt->binding) ||
+        !ctok_kms_conf_str(tok, conf, "login_url", &c->login_url) ||
+        !ctok_kms_conf_str(tok, conf, "mi_endpoint", &c->mi_endpoint) ||
+        !ctok_kms_conf_str(tok, conf, "api_version", &c->api_version) ||
+        !ctok_kms_conf_str(tok, conf, "ca_file", &c->ca_file) ||
+        !ctok_kms_conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
+        !ctok_kms_conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
+        !ctok_kms_conf_url(tok, "login_url", c->login_url, 0) ||
+        !ctok_kms_conf_url(tok, "mi_endpoint", c->mi_endpoint, 1) || !conf_vault(kt, name, url))
         return 0;
     kt->premium = vt == 1;
     c->auth = auth_vals[auth];
