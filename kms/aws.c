@@ -17,6 +17,7 @@
 #include "aws.h"
 #include "aws_parse.h"
 #include "conf.h"
+#include "sigcheck.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
@@ -575,57 +576,14 @@ static const EVP_MD *curve_md(const char *spec)
 static unsigned int sign_alg(ctok_key *key, const struct kms_keyh *h,
                              const struct ctok_sig_params *p, size_t tbslen)
 {
-    const char *tn = ctok_token_name(key->tok), *obj = h->object;
-    unsigned int alg = 0;
+    int pss;
+    const EVP_MD *md =
+        ctok_kms_sign_md("AWS KMS", key, h->object, curve_md(h->spec), h->spec, p, tbslen, &pss);
 
-    if (key->type == CTOK_KT_EC) {
-        const EVP_MD *want = curve_md(h->spec), *md = p->md;
-
-        /* a bare digest of the curve's length is the curve's hash */
-        if (md == NULL && want != NULL && tbslen == (size_t)EVP_MD_get_size(want))
-            md = want;
-        if (want != NULL && md != NULL && EVP_MD_get_type(md) == EVP_MD_get_type(want))
-            alg = by_digest(want, KMS_ECDSA_SHA_256);
-        if (alg == 0)
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs with key spec %s only %s digests, not %s",
-                     tn, obj, h->spec, want != NULL ? EVP_MD_get0_name(want) : "?",
-                     md != NULL ? EVP_MD_get0_name(md) : "raw data");
-        return alg;
-    }
-    if (p->pad == RSA_PKCS1_PSS_PADDING) {
-        const EVP_MD *mgf1 = p->mgf1 != NULL ? p->mgf1 : p->md;
-
-        alg = by_digest(p->md, KMS_RSA_PSS_SHA_256);
-        if (alg != 0 && EVP_MD_get_type(mgf1) != EVP_MD_get_type(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs RSA-PSS only with MGF1 over the "
-                     "message digest (%s), not %s",
-                     tn, obj, EVP_MD_get0_name(p->md), EVP_MD_get0_name(mgf1));
-            return 0;
-        }
-        if (alg != 0 && p->saltlen != EVP_MD_get_size(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs RSA-PSS only with salt length = digest "
-                     "length (%d), not %d",
-                     tn, obj, EVP_MD_get_size(p->md), p->saltlen);
-            return 0;
-        }
-    } else if (p->pad == RSA_PKCS1_PADDING) {
-        alg = by_digest(p->md, KMS_RSA_PKCS1_SHA_256);
-    } else {
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': AWS KMS signs RSA only with PKCS#1 v1.5 or PSS padding "
-                 "(no raw RSA)",
-                 tn, obj);
-        return 0;
-    }
-    if (alg == 0)
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': AWS KMS signs RSA digests of SHA-256, SHA-384 or SHA-512, "
-                 "not %s",
-                 tn, obj, p->md != NULL ? EVP_MD_get0_name(p->md) : "raw data");
-    return alg;
+    return md == NULL                ? 0
+           : key->type == CTOK_KT_EC ? by_digest(md, KMS_ECDSA_SHA_256)
+           : pss                     ? by_digest(md, KMS_RSA_PSS_SHA_256)
+                                     : by_digest(md, KMS_RSA_PKCS1_SHA_256);
 }
 
 /* One KMS call with a base64 input field, answered by a base64 output field into out. */

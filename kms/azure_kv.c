@@ -25,6 +25,7 @@
 #include "azure.h"
 #include "azure_parse.h"
 #include "conf.h"
+#include "sigcheck.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
@@ -793,18 +794,6 @@ static void az_key_free(ctok_key *key)
 
 /* ---- signing and decryption ---- */
 
-/* "RS256", "PS384", "ES512": the prefix and the digest's bits; NULL for other digests. */
-static const char *alg_name(const char *prefix, const EVP_MD *md, char buf[8])
-{
-    int bits = md != NULL ? EVP_MD_get_size(md) * 8 : 0;
-    int nid = md != NULL ? EVP_MD_get_type(md) : 0;
-
-    if (nid != NID_sha256 && nid != NID_sha384 && nid != NID_sha512)
-        return NULL;
-    snprintf(buf, 8, "%s%d", prefix, bits);
-    return buf;
-}
-
 /* The hash an EC key signs with in Key Vault: its curve's. */
 static const EVP_MD *curve_md(const char *crv)
 {
@@ -814,60 +803,23 @@ static const EVP_MD *curve_md(const char *crv)
                                        : NULL;
 }
 
-/* The JWA algorithm for a request into buf, or NULL with CTOK_R_UNSUPPORTED raised. */
+/* The JWA algorithm for a request into buf ("RS256", "PS384", "ES512"), or NULL with
+ * CTOK_R_UNSUPPORTED raised. */
 static const char *sign_alg(ctok_key *key, const struct az_keyh *h, const struct ctok_sig_params *p,
                             size_t tbslen, char buf[8])
 {
-    const char *tn = ctok_token_name(key->tok), *obj = h->object, *alg = NULL;
+    int pss;
+    const EVP_MD *md =
+        ctok_kms_sign_md("Key Vault", key, h->object, curve_md(h->crv), h->crv, p, tbslen, &pss);
 
-    if (key->type == CTOK_KT_EC) {
-        const EVP_MD *want = curve_md(h->crv), *md = p->md;
-
-        /* a bare digest of the curve's length is the curve's hash */
-        if (md == NULL && want != NULL && tbslen == (size_t)EVP_MD_get_size(want))
-            md = want;
-        if (want != NULL && md != NULL && EVP_MD_get_type(md) == EVP_MD_get_type(want))
-            alg = alg_name("ES", want, buf);
-        if (alg == NULL)
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': Key Vault signs with a %s key only %s digests, not %s",
-                     tn, obj, h->crv, want != NULL ? EVP_MD_get0_name(want) : "?",
-                     md != NULL ? EVP_MD_get0_name(md) : "raw data");
-        return alg;
-    }
-    if (p->pad == RSA_PKCS1_PSS_PADDING) {
-        const EVP_MD *mgf1 = p->mgf1 != NULL ? p->mgf1 : p->md;
-
-        alg = alg_name("PS", p->md, buf);
-        if (alg != NULL && EVP_MD_get_type(mgf1) != EVP_MD_get_type(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': Key Vault signs RSA-PSS only with MGF1 over the "
-                     "message digest (%s), not %s",
-                     tn, obj, EVP_MD_get0_name(p->md), EVP_MD_get0_name(mgf1));
-            return NULL;
-        }
-        if (alg != NULL && p->saltlen != EVP_MD_get_size(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': Key Vault signs RSA-PSS only with salt length = "
-                     "digest length (%d), not %d",
-                     tn, obj, EVP_MD_get_size(p->md), p->saltlen);
-            return NULL;
-        }
-    } else if (p->pad == RSA_PKCS1_PADDING) {
-        alg = alg_name("RS", p->md, buf);
-    } else {
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': Key Vault signs RSA only with PKCS#1 v1.5 or PSS padding "
-                 "(no raw RSA)",
-                 tn, obj);
+    if (md == NULL)
         return NULL;
-    }
-    if (alg == NULL)
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': Key Vault signs RSA digests of SHA-256, SHA-384 or "
-                 "SHA-512, not %s",
-                 tn, obj, p->md != NULL ? EVP_MD_get0_name(p->md) : "raw data");
-    return alg;
+    snprintf(buf, 8, "%s%d",
+             key->type == CTOK_KT_EC ? "ES"
+             : pss                   ? "PS"
+                                     : "RS",
+             EVP_MD_get_size(md) * 8);
+    return buf;
 }
 
 /* key_ops must allow op (a key without key_ops allows what the vault allows). */
