@@ -1,7 +1,8 @@
 /*
  * The Azure Key Vault client a backend builds on (kms/azure_kv.c): Azure AD access tokens
- * (client secret, client assertion, managed identity), Key Vault REST calls with the bearer
- * token, retries and one clear error per failed call.
+ * (client secret, client-assertion JWT signed by the backend's binding key, or the VM's managed
+ * identity), cached and shared by threads, and Key Vault REST calls with retries and one clear
+ * error per failed call. Everything network-facing lives behind ctok_az_call.
  */
 #ifndef CTOK_KMS_AZURE_H
 #define CTOK_KMS_AZURE_H
@@ -12,9 +13,11 @@
 
 enum ctok_az_auth { CTOK_AZ_SECRET = 1, CTOK_AZ_CERTIFICATE, CTOK_AZ_MANAGED_IDENTITY };
 struct ctok_az_conf {
-    const char *tokname;     /* errors: "token 'x': ..." */
-    const char *vault_url;   /* "https://<name>.vault.azure.net" or a Managed HSM URL, no trailing '/' */
-    const char *scope;       /* "https://vault.azure.net/.default" or "https://managedhsm.azure.net/.default" */
+    const char *tokname; /* errors: "token 'x': ..." */
+    const char
+        *vault_url; /* "https://<name>.vault.azure.net" or a Managed HSM URL, no trailing '/' */
+    const char
+        *scope; /* "https://vault.azure.net/.default" or "https://managedhsm.azure.net/.default" */
     const char *tenant_id, *client_id;
     enum ctok_az_auth auth;
     const char *login_url;   /* NULL: https://login.microsoftonline.com */
@@ -47,5 +50,11 @@ void ctok_az_logout(struct ctok_az *a); /* zeroizes secret and token */
  * retries → THROTTLED, curl time-out → TIMEOUT, connection → NETWORK), returns 0. */
 int ctok_az_call(struct ctok_az *a, const char *method, const char *path, const char *object,
                  json_t *in, json_t **out);
+
+/* Added: the service's error code of the last failed call in this thread ("KeyNotFound",
+ * "invalid_client"), or "" */
+const char *ctok_az_last_error_code(void);
+/* Added: Azure AD token requests made by this client (tests, bench) */
+unsigned long ctok_az_token_requests(struct ctok_az *a);
 
 #endif
