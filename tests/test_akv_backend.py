@@ -8,6 +8,7 @@ signing, TLS servers on a vault key and its vault certificate, one HTTP request 
 and one token request per token lifetime after warm-up, and one clear line for each way a call
 can fail."""
 
+import json
 import re
 import time
 
@@ -459,4 +460,10 @@ def test_discovery_lists_keys_with_their_shape_and_certificate(ws, akv_emu):
     akv_emu.create_key(name, kty="EC", crv="P-384")
     akv_emu.create_certificate(certd)
     p = assert_ok(ws.ctok("slots", "--token", "akv", "--json"))
-    assert name in p.stdout and certd in p.stdout, describe(p)
+    found = {e["name"]: e for e in json.loads(p.stdout) if isinstance(e, dict) and "name" in e}
+    assert found[name]["kty"] == "EC" and found[name]["crv"] == "P-384", describe(p)
+    assert found[name]["enabled"] is True and found[name]["certificate"] is False
+    assert found[certd]["key_size"] == 2048 and found[certd]["certificate"] is True
+    # the vault's certificates are the token's: the tool lists and exports them
+    p = assert_ok(ws.ctok("cert", "list", "akv"))
+    assert certd in p.stdout and name not in p.stdout, describe(p)
