@@ -192,11 +192,11 @@ def test_forbidden_sign_is_denied_naming_key_operation_and_message(tmp_path, akv
 
 
 def test_token_is_renewed_once_before_it_expires_and_no_call_fails(tmp_path, akv_emu):
-    akv_emu.token_ttl(4)  # refreshed at half its life: 2 s
-    p = call(config(tmp_path, akv_emu), opts=["--loop", "14", "--sleep-ms", "200"])
+    akv_emu.token_ttl(6)  # renewed at half its life: 2-3 s after the login (whole seconds)
+    p = call(config(tmp_path, akv_emu), opts=["--loop", "14", "--sleep-ms", "250"])
     assert p.returncode == 0, p.stderr
     assert stats(p)["ok"] == 14
-    # about 3 s of calls: the first token and exactly one renewal; no call met a 401
+    # about 3.5 s of calls: the first token and exactly one renewal; no call met a 401
     assert akv_emu.token_requests() == 2 and tokens(p) == 2
     assert "challenge" not in akv_emu.requests()
 
@@ -208,11 +208,35 @@ def test_threads_share_one_token(tmp_path, akv_emu):
     assert akv_emu.token_requests() == 1
 
 
-def test_expired_token_is_refreshed_once_on_a_401(tmp_path, akv_emu):
-    akv_emu.token_ttl(1)  # expires before the refresh margin matters: the vault says 401
+def test_threads_renew_the_shared_token_once(tmp_path, akv_emu):
+    akv_emu.token_ttl(6)  # renewed 2-3 s after the login (whole seconds), next at 5 s at best
+    p = call(config(tmp_path, akv_emu), opts=["--threads", "8", "--loop", "14", "--sleep-ms",
+                                              "250"])
+    assert p.returncode == 0, p.stderr
+    assert stats(p)["ok"] == 112
+    # one thread fetched the renewal while the other seven signed on with the valid token
+    assert akv_emu.token_requests() == 2
+    assert "challenge" not in akv_emu.requests()
+
+
+def test_token_that_expires_between_calls_is_fetched_again_first(tmp_path, akv_emu):
+    akv_emu.token_ttl(1)
     p = call(config(tmp_path, akv_emu), opts=["--loop", "3", "--sleep-ms", "1100"])
     assert p.returncode == 0, p.stderr
     assert stats(p)["ok"] == 3
+    assert "challenge" not in akv_emu.requests()
+
+
+def test_a_401_from_the_vault_fetches_one_new_token_then_names_the_cause(tmp_path, akv_emu):
+    # a token for the Managed HSM audience: the vault refuses it, whichever token is fetched
+    p = call(config(tmp_path, akv_emu, scope="https://managedhsm.azure.net/.default"),
+             path="/keys/k", obj="k")
+    assert p.returncode == 1
+    assert "error: invalid or expired credentials: token 'az': key 'k': get: HTTP 401 " \
+           "Unauthorized: AKV10022: Invalid audience." in p.stderr
+    # the first token, and once the new one (each refusal counted as the request and its challenge)
+    assert akv_emu.requests() == {"get_key": 2, "challenge": 2}
+    assert akv_emu.token_requests() == 2 and tokens(p) == 2
 
 
 # ---- retries
