@@ -114,6 +114,21 @@ def test_sign_sends_the_digest_and_returns_the_signature(tmp_path, akv_emu):
     assert len(json.loads(p.stdout.splitlines()[0])["value"]) == 86  # 64 bytes r||s
 
 
+def test_query_and_next_link_get_the_api_version_once(tmp_path, akv_emu):
+    for i in range(3):
+        akv_emu.create_key("call-page-%d" % i, kty="EC", crv="P-256")
+    conf = config(tmp_path, akv_emu)
+    first = call(conf, path="/keys?maxresults=1")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout.splitlines()[0])
+    assert len(page["value"]) == 1 and page["nextLink"].startswith(akv_emu.vault_url + "/keys?")
+    # the nextLink, a full URL with its own api-version, is followed as given
+    second = call(conf, path=page["nextLink"])
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout.splitlines()[0])["value"] != page["value"]
+    assert call(conf, path="https://elsewhere.example/keys").returncode == 1
+
+
 def test_client_assertion_signed_by_the_binding_key(tmp_path, akv_emu):
     akv_emu.create_key("call-cert", kty="RSA")
     p = call(config(tmp_path, akv_emu, auth="certificate"), path="/keys/call-cert")
