@@ -562,43 +562,38 @@ def ctok_latency_cmd(args, bench, build, uri, alg, n):
             "--provider", "default"]
 
 
-def kms_section(args, tmp, env, build, bench, bare, results):
-    proc, info, env, env_extra, akid, secret_file = kms_fixtures(args, tmp, env, build)
+def cloud_section(args, section, keys, token, started, bare_args, bench, build, results):
+    """One cloud section: for each bench key and thread count, interleaved rounds of the bare
+    loop (argv from bare_args(alias, cloud alg)) and ctok on token; the emulator of started
+    (process, env, env_extra) stopped after, whatever happens."""
+    proc, env, env_extra = started
     try:
-        for alias, (_spec, alg, kms_alg, desc) in KMS_KEYS.items():
-            uri = f"ctok:token=kms;object={alias};type=private"
+        for alias, (_spec, alg, cloud_alg, desc) in keys.items():
+            uri = f"ctok:token={token};object={alias};type=private"
             for n in args.cloud_thread_list:
-                cmds = {
-                    "bare": [bare, "--url", info["url"], "--ca-file", info["ca_file"],
-                             "--region", info["region"], "--akid", akid, "--secret-file",
-                             secret_file, "--key-id", info["keys"][alias], "--alg", kms_alg,
-                             "--threads", str(n), "--seconds", str(args.cloud_seconds)],
-                    "ctok": ctok_latency_cmd(args, bench, build, uri, alg, n),
-                }
-                results["kms"].append(cloud_rounds(args, "kms", env, env_extra, desc, kms_alg,
-                                                   n, cmds))
+                cmds = {"bare": bare_args(alias, cloud_alg) +
+                        ["--threads", str(n), "--seconds", str(args.cloud_seconds)],
+                        "ctok": ctok_latency_cmd(args, bench, build, uri, alg, n)}
+                results[section].append(cloud_rounds(args, section, env, env_extra, desc,
+                                                     cloud_alg, n, cmds))
     finally:
         stop_emulator(proc)
+
+
+def kms_section(args, tmp, env, build, bench, bare, results):
+    proc, info, env, env_extra, akid, secret_file = kms_fixtures(args, tmp, env, build)
+    cloud_section(args, "kms", KMS_KEYS, "kms", (proc, env, env_extra), lambda alias, alg: [
+        bare, "--url", info["url"], "--ca-file", info["ca_file"], "--region", info["region"],
+        "--akid", akid, "--secret-file", secret_file, "--key-id", info["keys"][alias], "--alg",
+        alg], bench, build, results)
 
 
 def akv_section(args, tmp, env, build, bench, bare, results):
     proc, info, env, env_extra, client_id, secret_file = akv_fixtures(args, tmp, env, build)
-    try:
-        for alias, (_spec, alg, akv_alg, desc) in AKV_KEYS.items():
-            uri = f"ctok:token=akv;object={alias};type=private"
-            for n in args.cloud_thread_list:
-                cmds = {
-                    "bare": [bare, "--vault-url", info["vault_url"], "--authority",
-                             info["authority"], "--tenant", info["tenant_id"], "--client-id",
-                             client_id, "--secret-file", secret_file, "--ca-file",
-                             info["ca_file"], "--key", alias, "--alg", akv_alg, "--threads",
-                             str(n), "--seconds", str(args.cloud_seconds)],
-                    "ctok": ctok_latency_cmd(args, bench, build, uri, alg, n),
-                }
-                results["akv"].append(cloud_rounds(args, "akv", env, env_extra, desc, akv_alg,
-                                                   n, cmds))
-    finally:
-        stop_emulator(proc)
+    cloud_section(args, "akv", AKV_KEYS, "akv", (proc, env, env_extra), lambda alias, alg: [
+        bare, "--vault-url", info["vault_url"], "--authority", info["authority"], "--tenant",
+        info["tenant_id"], "--client-id", client_id, "--secret-file", secret_file, "--ca-file",
+        info["ca_file"], "--key", alias, "--alg", alg], bench, build, results)
 
 
 def cloud_report(title, rows):
