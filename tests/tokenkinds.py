@@ -256,7 +256,7 @@ def _azurekv(root, build, request):
     from akv_emulator import AkvEmulator
     from akvfixtures import azurekv_token
 
-    emu = AkvEmulator(root / "akv")
+    emu = AkvEmulator(root / "akv", on_secret=register_secret)  # its access tokens too
     emu.__enter__()
     request.addfinalizer(emu.stop)
     ws = Workspace(root, build)
