@@ -6,7 +6,7 @@ DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-ki
            softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin \
            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 
-.PHONY: all deps build demo test bench bench-readme install check-format format clean \
+.PHONY: all deps test-deps build demo test bench bench-readme install check-format format clean \
         test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress
 
 all: build
@@ -20,6 +20,17 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# What the tests need beyond deps: the official Azure SDKs from npm that prove the Key Vault
+# emulator's fidelity (tests/test_akv_emulator.py), installed exactly as package-lock.json says
+# (Node.js >= 20 and npm on PATH). Reinstalled when the lock file changes.
+AZURE_SDK = tests/azure-sdk
+$(AZURE_SDK)/node_modules/.package-lock.json: $(AZURE_SDK)/package.json $(AZURE_SDK)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 20) is needed for $(AZURE_SDK)"; exit 1; }
+	cd $(AZURE_SDK) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test-deps: deps $(AZURE_SDK)/node_modules/.package-lock.json
+
 build: deps
 	cmake -S . -B $(BUILD) -DCTOK_WERROR=ON
 	cmake --build $(BUILD) -j$$(nproc)
@@ -27,7 +38,7 @@ build: deps
 demo: build
 	bash tests/demo.sh $(BUILD)
 
-test: build
+test: build test-deps
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest tests -q -p no:cacheprovider
 
 # Checked runs (tests/ctoktest.py "checked runs"): any sanitizer or valgrind report fails the
@@ -46,7 +57,7 @@ TSAN_SELECT ?= thread or fork or child
 VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
                   tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key
 
-test-sanitize: deps
+test-sanitize: test-deps
 	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$$(nproc)
 	CTOK_BUILD_DIR=$(abspath $(ASAN_BUILD)) CTOK_SANITIZE_RUNTIME=$(ASAN_RT) \

@@ -48,7 +48,7 @@ from kms_emulator import _make_tls_files, _TlsServer
 VAULT_RESOURCE = "https://vault.azure.net"
 SCOPES = {VAULT_RESOURCE + "/.default": VAULT_RESOURCE,
           "https://managedhsm.azure.net/.default": "https://managedhsm.azure.net"}
-API_VERSIONS = {"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6"}
+API_VERSIONS = {"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01"}
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLOCK_SKEW = 300
 # The access-policy permission each operation needs (add_client's forbidden names these).
@@ -161,8 +161,9 @@ class _CertVersion:
         self.der = der
         self.key = key_version
         cert = x509.load_der_x509_certificate(der)
-        self.nbf = int(cert.not_valid_before_utc.timestamp())
-        self.exp = int(cert.not_valid_after_utc.timestamp())
+        utc = datetime.timezone.utc  # (cryptography 38: naive UTC datetimes)
+        self.nbf = int(cert.not_valid_before.replace(tzinfo=utc).timestamp())
+        self.exp = int(cert.not_valid_after.replace(tzinfo=utc).timestamp())
         self.created = int(time.time())
 
     def bundle(self, base):
@@ -204,6 +205,13 @@ class _State:
         self.token_count = 0
         self.tls_connections = 0
         self.on_secret = on_secret or (lambda s: None)
+
+
+def _pem_certificates(pem: bytes):
+    """Every certificate in a PEM text (cryptography 38 has no load_pem_x509_certificates)."""
+    end = b"-----END CERTIFICATE-----"
+    return [x509.load_pem_x509_certificate(part + end) for part in pem.split(end)
+            if b"-----BEGIN CERTIFICATE-----" in part]
 
 
 def _curve_name(curve):
@@ -408,7 +416,7 @@ class _VaultHandler(_Handler):
                 raise _bad("The 'api-version' query parameter is missing.")
             if ver not in API_VERSIONS:
                 raise _bad("The specified version (%s) is not recognized. Consider using the "
-                           "latest supported version (7.6)." % ver)
+                           "latest supported version (2025-07-01)." % ver)
             if op is None:
                 raise route_error
             try:
@@ -506,7 +514,7 @@ class _MiHandler(_Handler):
         with st.lock:
             st.token_count += 1
             mi = st.mi_client
-        if path != "/metadata/identity/oauth2/token":
+        if path.rstrip("/") != "/metadata/identity/oauth2/token":  # (MSAL adds a '/')
             return self._send(404, {"error": "not_found", "error_description": "Not found"})
         if (self.headers.get("Metadata") or "").lower() != "true":
             return self._send(400, {"error": "invalid_request",
@@ -594,7 +602,7 @@ class AkvEmulator:
         certs = []
         if cert_pem is not None:
             pem = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
-            for c in x509.load_pem_x509_certificates(pem):
+            for c in _pem_certificates(pem):
                 der = c.public_bytes(serialization.Encoding.DER)
                 certs.append((hashlib.sha256(der).digest(), hashlib.sha1(der).digest(),
                               c.public_key()))
