@@ -1,10 +1,8 @@
 /*
  * ctok_aws_call: one KMS operation over the JSON protocol, signed with SigV4, retried on
  * throttling, 429, 500/502/503/504, connection errors and per-attempt time-outs, never on
- * other 4xx. Backoff: equal jitter, half fixed and half random of min(2 s, base * 2^n), base
- * 100 ms (500 ms when throttled): the SDKs' bases, with a 2 s cap instead of their 20 s
- * because a signature is waited for by a TLS handshake. Worst case for a call:
- * (max_retries + 1) * timeout_ms plus at most max_retries * 2 s of backoff.
+ * other 4xx, through the shared loop of kms/cloud.c (backoff base 100 ms, 500 ms when
+ * throttled: the SDKs' bases).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,13 +14,13 @@
 #include <openssl/crypto.h>
 
 #include "awsint.h"
+#include "cloud.h"
 #include "sigv4.h"
 #include "../store/err.h"
 #include "../store/token.h"
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_THROTTLED_MS 500
-#define BACKOFF_CAP_MS 2000
 
 static __thread char last_type[CTOK_AWS_TYPE_MAX];
 
@@ -161,19 +159,6 @@ void ctok_aws_free(struct ctok_aws *a)
 
 /* ---- errors ---- */
 
-static void clean(char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            *s = ' ';
-}
-
-static void copy_field(char *dst, size_t len, const char *src)
-{
-    snprintf(dst, len, "%s", src != NULL ? src : "");
-    clean(dst);
-}
-
 void ctok_aws_parse_error(const char *body, size_t len, const char *hdr_type, char *type,
                           size_t type_len, char *msg, size_t msg_len)
 {
@@ -193,8 +178,8 @@ void ctok_aws_parse_error(const char *body, size_t len, const char *hdr_type, ch
     /* "com.amazonaws.kms#NotFoundException" names the type after the last '#' */
     if (t != NULL && (hash = strrchr(t, '#')) != NULL)
         t = hash + 1;
-    copy_field(type, type_len, t);
-    copy_field(msg, msg_len, m);
+    ctok_cloud_field(type, type_len, t);
+    ctok_cloud_field(msg, msg_len, m);
     json_decref(j);
 }
 
@@ -222,52 +207,6 @@ static int reason_for(long status, const char *type)
     if (status == 403 && *type == '\0')
         return CTOK_R_DENIED;
     return CTOK_R_BACKEND;
-}
-
-static int retryable(long status, const char *type)
-{
-    return status == 429 || status == 500 || status == 502 || status == 503 || status == 504 ||
-           strcmp(type, "ThrottlingException") == 0;
-}
-
-/* ---- time and backoff ---- */
-
-static long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* xorshift: jitter needs no cryptographic randomness, nor a call into a provider */
-static unsigned jitter(unsigned range)
-{
-    static __thread unsigned long s;
-
-    if (s == 0)
-        s = ((unsigned long)time(NULL) << 20) ^ (unsigned long)getpid() ^
-            (unsigned long)(uintptr_t)&s;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return range ? (unsigned)(s % range) : 0;
-}
-
-static void backoff(int attempt, int throttled)
-{
-    long d = throttled ? BACKOFF_THROTTLED_MS : BACKOFF_BASE_MS;
-    struct timespec ts;
-
-    for (int i = 0; i < attempt && d < BACKOFF_CAP_MS; i++)
-        d *= 2;
-    if (d > BACKOFF_CAP_MS)
-        d = BACKOFF_CAP_MS;
-    d = d / 2 + jitter((unsigned)(d / 2 + 1));
-    ts.tv_sec = d / 1000;
-    ts.tv_nsec = (d % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0)
-        ;
 }
 
 /* ---- one attempt ---- */
@@ -348,49 +287,22 @@ static int send_signed(struct ctok_aws *a, const struct ctok_aws_creds *c, const
 
 /* ---- the call ---- */
 
-struct outcome {
-    int reason;  /* 0: success */
-    long status; /* HTTP status, 0 for a transport failure */
-    int timed_out;
-    char type[CTOK_AWS_TYPE_MAX];
-    char msg[CTOK_AWS_MSG_MAX];
+struct call {
+    struct ctok_aws *a;
+    const char *target, *body;
+    json_t **out;
 };
 
-static void raise_outcome(struct ctok_aws *a, const char *op, const char *object,
-                          const struct outcome *o, int attempts, long ms)
+static int attempt(void *arg, int refresh, struct ctok_cloud_outcome *o)
 {
-    char obj[300] = "", tries[48] = "", proxy[200];
-
-    if (object != NULL)
-        snprintf(obj, sizeof(obj), "key '%s': ", object);
-    if (attempts > 1)
-        snprintf(tries, sizeof(tries), " (%d attempts, %ld ms)", attempts, ms);
-    if (o->status == 0 && o->timed_out) {
-        CTOK_ERR(CTOK_R_TIMEOUT, "token '%s': %s%s %s timed out after %ld ms%s", a->tokname, obj,
-                 op, a->url, a->timeout_ms, tries);
-    } else if (o->status < 0) {
-        CTOK_ERR(o->reason, "token '%s': %s%s: %s", a->tokname, obj, op, o->msg);
-    } else if (o->status == 0) {
-        ctok_http_proxy_for(a->url, proxy, sizeof(proxy));
-        CTOK_ERR(o->reason, "token '%s': %s%s: cannot reach %s%s%s: %s%s", a->tokname, obj, op,
-                 a->url, proxy[0] ? " through proxy " : "", proxy, o->msg, tries);
-    } else {
-        CTOK_ERR(o->reason, "token '%s': %s%s: HTTP %ld %s%s%s%s", a->tokname, obj, op, o->status,
-                 o->type[0] ? o->type : "error", o->msg[0] ? ": " : "", o->msg, tries);
-    }
-}
-
-static int attempt(struct ctok_aws *a, const char *target, const char *body, int force,
-                   json_t **out, struct outcome *o)
-{
+    struct call *k = arg;
     struct ctok_aws_creds c;
     struct ctok_http_resp r;
     int rc;
 
-    memset(o, 0, sizeof(*o));
-    if (!ctok_aws_creds_get(a, &c, force))
+    if (!ctok_aws_creds_get(k->a, &c, refresh))
         return -1; /* raised */
-    rc = send_signed(a, &c, target, body, &r, o->msg, sizeof(o->msg));
+    rc = send_signed(k->a, &c, k->target, k->body, &r, o->msg, sizeof(o->msg));
     ctok_aws_creds_clear(&c);
     if (rc < 0) {
         o->reason = CTOK_R_INTERNAL;
@@ -398,25 +310,15 @@ static int attempt(struct ctok_aws *a, const char *target, const char *body, int
         return 0;
     }
     if (rc == 0) {
-        o->reason = r.timed_out ? CTOK_R_TIMEOUT : CTOK_R_NETWORK;
-        o->timed_out = r.timed_out;
-        copy_field(o->msg, sizeof(o->msg), r.error);
+        ctok_cloud_transport(o, &r);
         return 0;
     }
     o->status = r.status;
+    o->retry_after_ms = r.retry_after_ms;
     if (r.status == 200) {
-        json_error_t err;
-
-        *out = json_loadb(r.body != NULL ? r.body : "", r.body_len, 0, &err);
+        rc = ctok_cloud_json(&r, 0, k->out, o);
         ctok_http_resp_clear(&r);
-        if (json_is_object(*out))
-            return 1;
-        json_decref(*out);
-        *out = NULL;
-        o->reason = CTOK_R_BACKEND;
-        snprintf(o->type, sizeof(o->type), "malformed response");
-        copy_field(o->msg, sizeof(o->msg), err.text);
-        return 0;
+        return rc;
     }
     ctok_aws_parse_error(r.body, r.body_len, r.errortype, o->type, sizeof(o->type), o->msg,
                          sizeof(o->msg));
@@ -425,12 +327,24 @@ static int attempt(struct ctok_aws *a, const char *target, const char *body, int
     return 0;
 }
 
+/* role credentials revoked or expired early: fetch new ones once, then sign again */
+static int stale(void *arg, const struct ctok_cloud_outcome *o)
+{
+    return ((struct call *)arg)->a->use_role && strcmp(o->type, "ExpiredTokenException") == 0;
+}
+
+static int retryable(const struct ctok_cloud_outcome *o)
+{
+    return o->status == 429 || o->status == 500 || o->status == 502 || o->status == 503 ||
+           o->status == 504 || strcmp(o->type, "ThrottlingException") == 0;
+}
+
 int ctok_aws_call(struct ctok_aws *a, const char *op, const char *object, json_t *in, json_t **out)
 {
     char target[96], *body;
-    struct outcome o;
-    long start = now_ms();
-    int n = 0, ok = 0, force = 0, refreshed = 0, rc;
+    struct ctok_cloud_outcome o;
+    long start = ctok_cloud_now_ms();
+    int n = 0, rc;
 
     *out = NULL;
     last_type[0] = '\0';
@@ -439,30 +353,28 @@ int ctok_aws_call(struct ctok_aws *a, const char *op, const char *object, json_t
         CTOK_ERR(CTOK_R_INTERNAL, "token '%s': %s: cannot encode the request", a->tokname, op);
         return 0;
     }
-    for (;;) {
-        n++;
-        if ((rc = attempt(a, target, body, force, out, &o)) != 0)
-            break;
-        force = 0;
-        /* role credentials revoked or expired early: fetch new ones once, then sign again */
-        if (a->use_role && !refreshed && strcmp(o.type, "ExpiredTokenException") == 0) {
-            force = refreshed = 1;
-            continue;
+    {
+        struct call k = {a, target, body, out};
+        struct ctok_cloud_try t = {.max_retries = a->max_retries,
+                                   .base_ms = 100,
+                                   .throttled_base_ms = 500,
+                                   .attempt = attempt,
+                                   .stale = stale,
+                                   .retryable = retryable,
+                                   .arg = &k};
+        struct ctok_cloud_where w = {a->tokname, "key", a->url, a->timeout_ms};
+
+        rc = ctok_cloud_run(&t, &o, &n);
+        if (rc == 0) {
+            ctok_cloud_field(last_type, sizeof(last_type), o.type);
+            ctok_cloud_raise(&w, object, op, &o, n, ctok_cloud_now_ms() - start);
         }
-        if (n > a->max_retries + refreshed || o.status < 0 ||
-            (o.status > 0 && !retryable(o.status, o.type)))
-            break;
-        backoff(n - 1, o.reason == CTOK_R_THROTTLED);
-    }
-    ok = rc == 1;
-    if (rc == 0) {
-        copy_field(last_type, sizeof(last_type), o.type);
-        raise_outcome(a, op, object, &o, n, now_ms() - start);
     }
     CTOK_DBG("token '%s': aws %s%s%s%s: %s %ld, %d attempt(s), %ld ms", a->tokname, op,
              object ? " '" : "", object ? object : "", object ? "'" : "",
-             rc == 1 ? "HTTP" : "failed", rc == 1 ? 200L : o.status, n, now_ms() - start);
+             rc == 1 ? "HTTP" : "failed", rc == 1 ? 200L : o.status, n,
+             ctok_cloud_now_ms() - start);
     OPENSSL_cleanse(body, strlen(body)); /* a Decrypt's ciphertext, a Sign's digest */
     free(body);
-    return ok;
+    return rc == 1;
 }

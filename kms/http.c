@@ -209,14 +209,31 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* "Retry-After: 3": the delay in seconds (an HTTP date is not honoured: no clock to trust) */
+static void retry_after(struct ctok_http_resp *r, const char *v, size_t len)
+{
+    long s = 0;
+    size_t i = 0;
+
+    while (i < len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    for (; i < len && v[i] >= '0' && v[i] <= '9' && s < 86400; i++)
+        s = s * 10 + (v[i] - '0');
+    r->retry_after_ms = s * 1000;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
-    static const char name[] = "x-amzn-errortype:";
+    static const char name[] = "x-amzn-errortype:", ra[] = "retry-after:";
     struct ctok_http_resp *r = arg;
     size_t len = size * n, i = sizeof(name) - 1, j = 0;
 
-    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) /* a new response (after 100, say) */
+    if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) { /* a new response (after 100, say) */
         r->errortype[0] = '\0';
+        r->retry_after_ms = 0;
+    }
+    if (len >= sizeof(ra) - 1 && strncasecmp(data, ra, sizeof(ra) - 1) == 0)
+        retry_after(r, data + sizeof(ra) - 1, len - (sizeof(ra) - 1));
     if (len < i || strncasecmp(data, name, i) != 0)
         return len;
     while (i < len && (data[i] == ' ' || data[i] == '\t'))
@@ -261,7 +278,8 @@ static void set_options(struct ctok_http_pool *p, CURL *h, const struct ctok_htt
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for DNS time-outs */
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                     req->connect_timeout_ms > 0 ? req->connect_timeout_ms : timeout);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);

@@ -21,8 +21,9 @@ struct ctok_http_req {
     const char *const *headers; /* "Name: value" lines, NULL-terminated; may hold secrets */
     const void *body;
     size_t body_len;
-    long timeout_ms; /* 0: the pool's */
-    int direct;      /* 1: never through a proxy (link-local metadata services) */
+    long timeout_ms;         /* 0: the pool's */
+    int direct;              /* 1: never through a proxy (link-local metadata services) */
+    long connect_timeout_ms; /* 0: timeout_ms */
 };
 
 struct ctok_http_resp {
@@ -30,6 +31,7 @@ struct ctok_http_resp {
     char *body;  /* NUL-terminated; free with ctok_http_resp_clear */
     size_t body_len;
     char errortype[128]; /* the x-amzn-errortype header, up to ':' */
+    long retry_after_ms; /* the Retry-After header (delay-seconds), 0 when absent */
     int timed_out;       /* transport: the time-out ended the attempt */
     char error[320];     /* transport: curl's description */
 };

@@ -2,29 +2,24 @@
 emulator, through the tests/aws_call.c driver: signing, error mapping, retries, time-outs,
 instance-role credentials and their refresh, connection reuse, fork, and no secret in traces."""
 import json
-import os
 import socket
 import subprocess
 import time
 
 import pytest
 
+from calldriver import quiet, run_driver, stats
 from ctoktest import BUILD, free_port, register_secret, secrets_in
 from kmsfixtures import kms_credential, kms_emu  # noqa: F401 (fixture)
 from kms_emulator import SEED_ACTIONS
 
 DRIVER = BUILD / "tests" / "aws_call"
-PROXY_VARS = ("http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
-              "NO_PROXY")
 
 
 @pytest.fixture(autouse=True)
 def calm(kms_emu):
     """Each test starts with no faults and zero counters."""
-    for fault in (kms_emu.throttle, kms_emu.fail5xx, kms_emu.reset_connections,
-                  kms_emu.latency):
-        fault(0)
-    kms_emu.clear_counters()
+    quiet(kms_emu)
     yield
     kms_emu.latency(0)
 
@@ -48,18 +43,7 @@ def config(tmp_path, emu, actions=SEED_ACTIONS, session_token=False, secret=None
 
 
 def call(conf, op="ListAliases", body="{}", obj=None, opts=(), env=None, timeout=120):
-    e = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and k != "CTOK_DEBUG"}
-    e.update(env or {})
-    argv = [str(DRIVER), *opts, str(conf), op, body] + ([obj] if obj else [])
-    t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=e)
-    p.elapsed = time.monotonic() - t0
-    return p
-
-
-def stats(p):
-    line = [ln for ln in p.stdout.splitlines() if ln.startswith("calls=")][-1]
-    return {k: int(v) for k, v in (f.split("=") for f in line.split())}
+    return run_driver([DRIVER, *opts, conf, op, body] + ([obj] if obj else []), env, timeout)
 
 
 def test_signed_call_is_accepted_and_answered(tmp_path, kms_emu):

@@ -13,6 +13,8 @@ targets=${FUZZ_TARGETS:-"ctok_uri pkcs11_uri config keyref_pem keyref_der auth_s
 # the AWS KMS response parsers
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" kms_list_aliases kms_get_public_key kms_sign kms_create_key kms_schedule_deletion"
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" kms_error kms_imds_creds"
+# the Azure AD token response and the Key Vault / Azure AD error bodies
+[ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_token az_error"
 
 # Time factors: a full run (60 s) should give each target a million executions. Rates seen
 # with seven other builds on the 2-core machine (tests/fuzz/README.md): pkcs12 2,400/s,
