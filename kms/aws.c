@@ -16,6 +16,8 @@
 #include "../store/backend.h"
 #include "aws.h"
 #include "aws_parse.h"
+#include "conf.h"
+#include "sigcheck.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
@@ -61,50 +63,6 @@ struct kms_keyh {
 
 /* ---- configuration ---- */
 
-static int conf_int(ctok_token *tok, const json_t *conf, const char *field, long lo, long hi,
-                    long def, long *out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = def;
-    if (v == NULL)
-        return 1;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be an integer from %ld to %ld",
-                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field, lo, hi);
-        return 0;
-    }
-    *out = (long)json_integer_value(v);
-    return 1;
-}
-
-/* An optional string field; a present one must be a non-empty string. */
-static int conf_str(ctok_token *tok, const json_t *conf, const char *field, const char **out)
-{
-    const json_t *v = json_object_get(conf, field);
-
-    *out = json_string_value(v);
-    if (v != NULL && (*out == NULL || **out == '\0')) {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': \"%s\" must be a non-empty string",
-                 ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field);
-        return 0;
-    }
-    return 1;
-}
-
-/* A URL field must use one of the schemes given ("https://" only for the KMS endpoint). */
-static int conf_url(ctok_token *tok, const char *field, const char *url, int http_ok)
-{
-    if (url == NULL || strncmp(url, "https://", 8) == 0 ||
-        (http_ok && strncmp(url, "http://", 7) == 0))
-        return 1;
-    CTOK_ERR(CTOK_R_CONFIG,
-             "%s: token '%s': \"%s\" must be an %s URL (TLS verification is never off), not '%s'",
-             ctok_ctx_config_path(ctok_token_ctx(tok)), ctok_token_name(tok), field,
-             http_ok ? "http:// or https://" : "https://", url);
-    return 0;
-}
-
 static int aws_configure(ctok_token *tok, const json_t *conf)
 {
     const char *path = ctok_ctx_config_path(ctok_token_ctx(tok)), *method;
@@ -112,16 +70,18 @@ static int aws_configure(ctok_token *tok, const json_t *conf)
     struct kms_tok *kt;
     long timeout, retries, days;
 
-    if (!conf_str(tok, conf, "region", &c.region) || !conf_str(tok, conf, "auth_method", &method) ||
-        !conf_str(tok, conf, "access_key_id", &c.access_key_id) ||
-        !conf_str(tok, conf, "endpoint", &c.endpoint) ||
-        !conf_str(tok, conf, "imds_endpoint", &c.imds_endpoint) ||
-        !conf_str(tok, conf, "ca_file", &c.ca_file) ||
-        !conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
-        !conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
-        !conf_int(tok, conf, "deletion_window_days", 7, 30, DEFAULT_DELETION_DAYS, &days) ||
-        !conf_url(tok, "endpoint", c.endpoint, 0) ||
-        !conf_url(tok, "imds_endpoint", c.imds_endpoint, 1))
+    if (!ctok_kms_conf_str(tok, conf, "region", &c.region) ||
+        !ctok_kms_conf_str(tok, conf, "auth_method", &method) ||
+        !ctok_kms_conf_str(tok, conf, "access_key_id", &c.access_key_id) ||
+        !ctok_kms_conf_str(tok, conf, "endpoint", &c.endpoint) ||
+        !ctok_kms_conf_str(tok, conf, "imds_endpoint", &c.imds_endpoint) ||
+        !ctok_kms_conf_str(tok, conf, "ca_file", &c.ca_file) ||
+        !ctok_kms_conf_int(tok, conf, "timeout_ms", 100, 600000, DEFAULT_TIMEOUT_MS, &timeout) ||
+        !ctok_kms_conf_int(tok, conf, "max_retries", 0, 10, DEFAULT_RETRIES, &retries) ||
+        !ctok_kms_conf_int(tok, conf, "deletion_window_days", 7, 30, DEFAULT_DELETION_DAYS,
+                           &days) ||
+        !ctok_kms_conf_url(tok, "endpoint", c.endpoint, 0) ||
+        !ctok_kms_conf_url(tok, "imds_endpoint", c.imds_endpoint, 1))
         return 0;
     if (c.region == NULL ||
         strspn(c.region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(c.region)) {
@@ -616,57 +576,14 @@ static const EVP_MD *curve_md(const char *spec)
 static unsigned int sign_alg(ctok_key *key, const struct kms_keyh *h,
                              const struct ctok_sig_params *p, size_t tbslen)
 {
-    const char *tn = ctok_token_name(key->tok), *obj = h->object;
-    unsigned int alg = 0;
+    int pss;
+    const EVP_MD *md =
+        ctok_kms_sign_md("AWS KMS", key, h->object, curve_md(h->spec), h->spec, p, tbslen, &pss);
 
-    if (key->type == CTOK_KT_EC) {
-        const EVP_MD *want = curve_md(h->spec), *md = p->md;
-
-        /* a bare digest of the curve's length is the curve's hash */
-        if (md == NULL && want != NULL && tbslen == (size_t)EVP_MD_get_size(want))
-            md = want;
-        if (want != NULL && md != NULL && EVP_MD_get_type(md) == EVP_MD_get_type(want))
-            alg = by_digest(want, KMS_ECDSA_SHA_256);
-        if (alg == 0)
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs with key spec %s only %s digests, not %s",
-                     tn, obj, h->spec, want != NULL ? EVP_MD_get0_name(want) : "?",
-                     md != NULL ? EVP_MD_get0_name(md) : "raw data");
-        return alg;
-    }
-    if (p->pad == RSA_PKCS1_PSS_PADDING) {
-        const EVP_MD *mgf1 = p->mgf1 != NULL ? p->mgf1 : p->md;
-
-        alg = by_digest(p->md, KMS_RSA_PSS_SHA_256);
-        if (alg != 0 && EVP_MD_get_type(mgf1) != EVP_MD_get_type(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs RSA-PSS only with MGF1 over the "
-                     "message digest (%s), not %s",
-                     tn, obj, EVP_MD_get0_name(p->md), EVP_MD_get0_name(mgf1));
-            return 0;
-        }
-        if (alg != 0 && p->saltlen != EVP_MD_get_size(p->md)) {
-            CTOK_ERR(CTOK_R_UNSUPPORTED,
-                     "token '%s': key '%s': AWS KMS signs RSA-PSS only with salt length = digest "
-                     "length (%d), not %d",
-                     tn, obj, EVP_MD_get_size(p->md), p->saltlen);
-            return 0;
-        }
-    } else if (p->pad == RSA_PKCS1_PADDING) {
-        alg = by_digest(p->md, KMS_RSA_PKCS1_SHA_256);
-    } else {
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': AWS KMS signs RSA only with PKCS#1 v1.5 or PSS padding "
-                 "(no raw RSA)",
-                 tn, obj);
-        return 0;
-    }
-    if (alg == 0)
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s': AWS KMS signs RSA digests of SHA-256, SHA-384 or SHA-512, "
-                 "not %s",
-                 tn, obj, p->md != NULL ? EVP_MD_get0_name(p->md) : "raw data");
-    return alg;
+    return md == NULL                ? 0
+           : key->type == CTOK_KT_EC ? by_digest(md, KMS_ECDSA_SHA_256)
+           : pss                     ? by_digest(md, KMS_RSA_PSS_SHA_256)
+                                     : by_digest(md, KMS_RSA_PKCS1_SHA_256);
 }
 
 /* One KMS call with a base64 input field, answered by a base64 output field into out. */

@@ -8,10 +8,12 @@
 extern const struct ctok_backend ctok_pkcs12_backend;
 extern const struct ctok_backend ctok_pkcs11_backend;
 extern const struct ctok_backend ctok_awskms_backend;
+extern const struct ctok_backend ctok_azurekv_backend;
 
 const struct ctok_backend *const ctok_backends[] = {
     &ctok_pkcs12_backend,
     &ctok_pkcs11_backend,
     &ctok_awskms_backend,
+    &ctok_azurekv_backend,
     NULL,
 };

@@ -16,6 +16,12 @@ static ctok_err_forget_fn err_forget;
 static __thread unsigned long raised;
 static __thread unsigned long marks[16];
 static __thread int depth;
+static __thread int last_reason;
+
+int ctok_err_last_reason(void)
+{
+    return last_reason;
+}
 
 unsigned long ctok_err_count(void)
 {
@@ -81,6 +87,7 @@ void ctok_err_raise(int reason, const char *file, int line, const char *func, co
     va_list ap;
 
     raised++;
+    last_reason = reason;
     va_start(ap, fmt);
     if (ctok_debug_on) {
         va_list cp;

@@ -56,6 +56,9 @@ void ctok_err_pop_to_mark(void);
 void ctok_err_clear_mark(void);
 /* How many errors this thread has raised so far (a front door's sink notes it). */
 unsigned long ctok_err_count(void);
+/* The reason of the last error this thread raised (0: none yet): lets a caller tell an expected
+ * CTOK_R_NOT_FOUND from another failure of a call that raised one error. */
+int ctok_err_last_reason(void);
 /* The front door forgets what it recorded of errors after the since-th of this thread. */
 typedef void (*ctok_err_forget_fn)(unsigned long since);
 void ctok_err_set_forget(ctok_err_forget_fn fn);

@@ -15,6 +15,8 @@ targets=${FUZZ_TARGETS:-"ctok_uri pkcs11_uri config keyref_pem keyref_der auth_s
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" kms_error kms_imds_creds"
 # the Azure AD token response and the Key Vault / Azure AD error bodies
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_token az_error"
+# the Azure Key Vault response parsers
+[ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_jwk az_list az_bundle"
 
 # Time factors: a full run (60 s) should give each target a million executions. Rates seen
 # with seven other builds on the 2-core machine (tests/fuzz/README.md): pkcs12 2,400/s,
