@@ -25,15 +25,11 @@ import datetime
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import signal
-import ssl
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -41,9 +37,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.x509.oid import NameOID
 
-from kms_emulator import _make_tls_files, _TlsServer
+from kms_emulator import EmulatorBase, QuietHandler, announce_and_wait, take_fault
 
 VAULT_RESOURCE = "https://vault.azure.net"
 SCOPES = {VAULT_RESOURCE + "/.default": VAULT_RESOURCE,
@@ -277,14 +272,8 @@ def _check_token(st, header):
 # ---------------------------------------------------------------- common HTTP pieces
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(QuietHandler):
     server_version = "Microsoft-IIS/10.0"
-    sys_version = ""
-    timeout = 300  # an idle keep-alive connection is closed after this long
-
-    def log_message(self, fmt, *args):  # quiet: nothing of a request reaches a log
-        pass
 
     def _send(self, status, doc, extra=()):
         # One write per answer (headers and body in one segment: no Nagle/delayed-ACK stall).
@@ -389,26 +378,16 @@ class _VaultHandler(_Handler):
             op, name, version = None, None, None
             route_error = e
         body = self._body()
-        with st.lock:
-            st.counts[op or "unknown"] = st.counts.get(op or "unknown", 0) + 1
-            fault = None
-            for f in ("reset", "throttle", "fail5xx"):
-                if st.faults[f] > 0:
-                    st.faults[f] -= 1
-                    fault = f
-                    break
-            delay, retry_after, fail_status = st.latency_ms, st.retry_after, st.fail_status
-        if delay:
-            time.sleep(delay / 1000.0)
+        fault = take_fault(st, op or "unknown")
         if fault == "reset":
-            return emu._reset(self)
+            return self._reset()
         try:
             if fault == "throttle":
                 raise AzError(429, "Throttled", "Request was not processed because too many "
                               "requests were received. Reason: VaultRequestTypeLimitReached",
-                              ["Retry-After: %d" % retry_after])
+                              ["Retry-After: %d" % st.retry_after])
             if fault == "fail5xx":
-                raise AzError(fail_status, "ServiceUnavailable" if fail_status == 503 else
+                raise AzError(st.fail_status, "ServiceUnavailable" if st.fail_status == 503 else
                               "InternalServerError", "The service is unavailable (injected).")
             claims = _check_token(st, self.headers.get("Authorization"))
             ver = query.get("api-version")
@@ -546,49 +525,24 @@ class _MiHandler(_Handler):
 # ---------------------------------------------------------------- the emulator
 
 
-class AkvEmulator:
+class AkvEmulator(EmulatorBase):
     """Key Vault (https), Azure AD (https) and managed identity (http) on 127.0.0.1."""
 
     def __init__(self, workdir, tenant_id="72f988bf-0000-4000-8000-000000000001",
                  on_secret=None):
         """on_secret(s), when given, is called with every secret the emulator learns or issues
-        (client secrets, access tokens); the tests register them with their secret scan."""
+        (client secrets and assertions received, access tokens issued); the tests register them
+        with their secret scan."""
         self.workdir = Path(workdir)
         self.tenant_id = tenant_id
         self._st = _State(on_secret)
-        self._seen_assertions = set()
-        ca_file, chain, key_file = _make_tls_files(self.workdir)
-        self.ca_file = str(ca_file)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(chain), str(key_file))
-        self._vault = _TlsServer(("127.0.0.1", 0), _VaultHandler, ctx, self._st, self)
-        self._aad = _TlsServer(("127.0.0.1", 0), _AadHandler, ctx, self._st, self)
-        self._mi = _TlsServer(("127.0.0.1", 0), _MiHandler, None, self._st, self)
+        self._vault, self._aad, self._mi = self._serve(
+            self.workdir, [(_VaultHandler, True), (_AadHandler, True), (_MiHandler, False)],
+            "akv-emulator")
         self.vault_url = "https://127.0.0.1:%d" % self._vault.server_address[1]
         self.authority = "https://127.0.0.1:%d" % self._aad.server_address[1]
         self.mi_url = "http://127.0.0.1:%d/metadata/identity/oauth2/token" % (
             self._mi.server_address[1])
-        self._servers = (self._vault, self._aad, self._mi)
-        for srv in self._servers:
-            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                             daemon=True, name="akv-emulator").start()
-        self._stopped = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        if self._stopped:
-            return
-        self._stopped = True
-        for srv in self._servers:
-            srv.shutdown()
-            srv.server_close()
-            srv.close_all()
 
     # ---- applications, keys, certificates
 
@@ -661,7 +615,10 @@ class AkvEmulator:
         return k.private.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
-    # ---- faults and counters
+    # ---- faults and counters (and EmulatorBase's: fail5xx, latency, reset_connections,
+    # requests: {operation: count} of vault requests, a request without a token counted as
+    # "challenge" only, one with a refused token as its operation and "challenge";
+    # connections: TLS handshakes, vault and Azure AD)
 
     def throttle(self, n, retry_after=1):
         """The next n vault requests get 429 with Retry-After: retry_after."""
@@ -669,33 +626,9 @@ class AkvEmulator:
             self._st.faults["throttle"] = n
             self._st.retry_after = retry_after
 
-    def fail5xx(self, n, status=503):
-        with self._st.lock:
-            self._st.faults["fail5xx"] = n
-            self._st.fail_status = status
-
-    def latency(self, ms):
-        with self._st.lock:
-            self._st.latency_ms = ms
-
-    def reset_connections(self, n):
-        with self._st.lock:
-            self._st.faults["reset"] = n
-
-    def requests(self) -> dict:
-        """{operation: count} of vault requests received (faulted or refused included); a
-        request answered with the 401 challenge counts as "challenge" only."""
-        with self._st.lock:
-            return dict(self._st.counts)
-
     def token_requests(self) -> int:
         with self._st.lock:
             return self._st.token_count
-
-    def connections(self) -> int:
-        """TLS handshakes completed (vault and Azure AD)."""
-        with self._st.lock:
-            return self._st.tls_connections
 
     def clear_counters(self):
         with self._st.lock:
@@ -704,11 +637,6 @@ class AkvEmulator:
             self._st.tls_connections = 0
 
     # ---- internals
-
-    @staticmethod
-    def _reset(handler):
-        from kms_emulator import _KmsHandler  # one RST helper for both emulators
-        _KmsHandler._reset(handler)
 
     def _new_key(self, name, kty, size, crv, ops, enabled, managed=False):
         private = _generate(kty, size, crv)
@@ -750,6 +678,7 @@ class AkvEmulator:
                                "secret value, not the client secret ID, for a secret added to "
                                "app '%s'." % cid)
         elif "client_assertion" in form:
+            st.on_secret(form["client_assertion"])
             if form.get("client_assertion_type") != ASSERTION_TYPE:
                 raise AadError(400, "invalid_request", 90015, "Requested query string is too "
                                "long. client_assertion_type is invalid.")
@@ -1017,29 +946,25 @@ class AkvEmulator:
             return padding.PKCS1v15()
         raise _bad("Invalid algorithm: %s." % alg)
 
-    def _op_decrypt(self, base, name, version, req, query):
+    def _rsa_crypt(self, base, name, version, req, op):
         k = self._key(name, version)
-        self._usable(k, "decrypt")
+        self._usable(k, op)
         pad = self._rsa_padding(req.get("alg"))
         if not k.is_rsa():
             raise _bad("Key and encryption algorithm are incompatible.")
         try:
-            ct = b64u_decode(req.get("value"))
-            return {"kid": k.kid(base), "value": b64u(k.private.decrypt(ct, pad))}
+            data = b64u_decode(req.get("value"))
+            out = (k.private.decrypt(data, pad) if op == "decrypt" else
+                   k.private.public_key().encrypt(data, pad))
         except (ValueError, TypeError):
             raise _bad("The parameter is incorrect.") from None
+        return {"kid": k.kid(base), "value": b64u(out)}
+
+    def _op_decrypt(self, base, name, version, req, query):
+        return self._rsa_crypt(base, name, version, req, "decrypt")
 
     def _op_encrypt(self, base, name, version, req, query):
-        k = self._key(name, version)
-        self._usable(k, "encrypt")
-        pad = self._rsa_padding(req.get("alg"))
-        if not k.is_rsa():
-            raise _bad("Key and encryption algorithm are incompatible.")
-        try:
-            pt = b64u_decode(req.get("value"))
-            return {"kid": k.kid(base), "value": b64u(k.private.public_key().encrypt(pt, pad))}
-        except (ValueError, TypeError):
-            raise _bad("The parameter is incorrect.") from None
+        return self._rsa_crypt(base, name, version, req, "encrypt")
 
 
 def _iso(t):
@@ -1065,9 +990,6 @@ def main(argv=None):
     ap.add_argument("--port-file")
     ap.add_argument("--max-seconds", type=float, default=3600)
     a = ap.parse_args(argv)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
     with AkvEmulator(a.workdir, a.tenant_id) as emu:
         for f in a.client_file:
             for line in Path(f).read_text().splitlines():
@@ -1091,13 +1013,7 @@ def main(argv=None):
                 make(name, kty=kty, crv=arg or "P-256")
         info = {"vault_url": emu.vault_url, "authority": emu.authority, "mi_url": emu.mi_url,
                 "ca_file": emu.ca_file, "tenant_id": emu.tenant_id}
-        if a.port_file:
-            tmp = a.port_file + ".tmp"
-            Path(tmp).write_text(json.dumps(info))
-            os.replace(tmp, a.port_file)
-        else:
-            print(json.dumps(info), flush=True)
-        done.wait(a.max_seconds)
+        announce_and_wait(info, a.port_file, a.max_seconds)
     return 0
 
 

@@ -58,10 +58,5 @@ def azurekv_token(ws: Workspace, emu, name="akv", auth_method="secret", binding=
         emu.enable_managed_identity(cid)
         entry["client_id"] = cid
         entry["mi_endpoint"] = emu.mi_url
-    for k, v in extra.items():
-        if v is None:
-            entry.pop(k, None)
-        else:
-            entry[k] = v
-    add_token_entry(ws, entry)
+    add_token_entry(ws, entry, extra)
     return name

@@ -270,14 +270,46 @@ def _parse_authorization(value):
 # ---------------------------------------------------------------- the KMS request handler
 
 
-class _KmsHandler(BaseHTTPRequestHandler):
+def take_fault(st, operation):
+    """Counts operation in st.counts, waits st.latency_ms and takes the next armed fault:
+    "reset", "throttle", "fail5xx" or None (shared with tests/akv_emulator.py)."""
+    with st.lock:
+        st.counts[operation] = st.counts.get(operation, 0) + 1
+        fault = None
+        for name in ("reset", "throttle", "fail5xx"):
+            if st.faults[name] > 0:
+                st.faults[name] -= 1
+                fault = name
+                break
+        delay = st.latency_ms
+    if delay:
+        time.sleep(delay / 1000.0)
+    return fault
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, nothing of a request in a log, and a connection reset on demand
+    (the base of this emulator's handlers and of tests/akv_emulator.py's)."""
     protocol_version = "HTTP/1.1"
-    server_version = "Server"
     sys_version = ""
     timeout = 300  # an idle keep-alive connection is closed after this long
 
     def log_message(self, fmt, *args):  # quiet: nothing of a request reaches a log
         pass
+
+    def _reset(self):
+        """Closes the TCP connection without an answer (RST, not a TLS close_notify)."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _KmsHandler(QuietHandler):
+    server_version = "Server"
 
     def _send(self, status, body: bytes, extra=()):
         # One write per answer: headers and body in separate segments would meet Nagle and
@@ -297,16 +329,6 @@ class _KmsHandler(BaseHTTPRequestHandler):
         body = json.dumps(doc).encode()
         self._send(err.status, body, ["x-amzn-ErrorType: %s" % err.type])
 
-    def _reset(self):
-        """Closes the TCP connection without an answer (RST, not a TLS close_notify)."""
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
     def do_GET(self):
         self._error(KmsError("UnknownOperationException", None))
 
@@ -316,17 +338,7 @@ class _KmsHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         target = self.headers.get("X-Amz-Target") or ""
         action = target[len("TrentService."):] if target.startswith("TrentService.") else target
-        with st.lock:
-            st.counts[action] = st.counts.get(action, 0) + 1
-            fault = None
-            for name in ("reset", "throttle", "fail5xx"):
-                if st.faults[name] > 0:
-                    st.faults[name] -= 1
-                    fault = name
-                    break
-            delay = st.latency_ms
-        if delay:
-            time.sleep(delay / 1000.0)
+        fault = take_fault(st, action)
         if fault == "reset":
             return self._reset()
         try:
@@ -407,14 +419,9 @@ class _TlsServer(ThreadingHTTPServer):
 # ---------------------------------------------------------------- IMDSv2
 
 
-class _ImdsHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _ImdsHandler(QuietHandler):
     server_version = "EC2ws"
-    sys_version = ""
     timeout = 60
-
-    def log_message(self, fmt, *args):
-        pass
 
     def _send(self, status, text, ctype="text/plain"):
         body = text.encode()
@@ -470,7 +477,69 @@ class _ImdsHandler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------- the emulator
 
 
-class KmsEmulator:
+class EmulatorBase:
+    """Servers in daemon threads on 127.0.0.1, a context manager, and the fault switches and
+    counters over self._st (lock, faults, fail_status, latency_ms, counts, tls_connections):
+    the common part of KmsEmulator and tests/akv_emulator.py's AkvEmulator."""
+
+    def _serve(self, workdir, handlers, name):
+        """One server per (handler, tls) in handlers, TLS with a fresh test CA (self.ca_file);
+        returns the servers, serving."""
+        ca_file, chain, key_file = _make_tls_files(Path(workdir))
+        self.ca_file = str(ca_file)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(chain), str(key_file))
+        self._servers = [_TlsServer(("127.0.0.1", 0), h, ctx if tls else None, self._st, self)
+                         for h, tls in handlers]
+        for srv in self._servers:
+            threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                             daemon=True, name=name).start()
+        self._stopped = False
+        return self._servers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        if self._stopped:
+            return
+        self._stopped = True
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
+            srv.close_all()
+
+    def fail5xx(self, n, status=503):
+        """The next n requests get status (500, 503, ...)."""
+        with self._st.lock:
+            self._st.faults["fail5xx"] = n
+            self._st.fail_status = status
+
+    def latency(self, ms):
+        with self._st.lock:
+            self._st.latency_ms = ms
+
+    def reset_connections(self, n):
+        """The next n requests get their TCP connection reset instead of an answer."""
+        with self._st.lock:
+            self._st.faults["reset"] = n
+
+    def requests(self) -> dict:
+        """{operation: count} of the requests received (faulted or refused included)."""
+        with self._st.lock:
+            return dict(self._st.counts)
+
+    def connections(self) -> int:
+        """TLS handshakes completed."""
+        with self._st.lock:
+            return self._st.tls_connections
+
+
+class KmsEmulator(EmulatorBase):
     """AWS KMS (https://127.0.0.1:<port>) and IMDSv2 (http://127.0.0.1:<port2>) in threads."""
 
     def __init__(self, workdir, region="us-east-1", on_secret=None, managed_aliases=False):
@@ -485,39 +554,10 @@ class KmsEmulator:
             now = time.time()
             for n in MANAGED_ALIASES:
                 self._st.aliases[n] = [None, now, now]
-        ca_file, chain, key_file = _make_tls_files(self.workdir)
-        self.ca_file = str(ca_file)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(chain), str(key_file))
-        self._kms = _TlsServer(("127.0.0.1", 0), _KmsHandler, ctx, self._st, self)
-        self._imds = _TlsServer(("127.0.0.1", 0), _ImdsHandler, None, self._st, self)
+        self._kms, self._imds = self._serve(
+            self.workdir, [(_KmsHandler, True), (_ImdsHandler, False)], "kms-emulator")
         self.url = "https://127.0.0.1:%d" % self._kms.server_address[1]
         self.imds_url = "http://127.0.0.1:%d" % self._imds.server_address[1]
-        self._threads = []
-        for srv in (self._kms, self._imds):
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
-                                 daemon=True, name="kms-emulator")
-            t.start()
-            self._threads.append(t)
-        self._stopped = False
-
-    # ---- context manager
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        if self._stopped:
-            return
-        self._stopped = True
-        for srv in (self._kms, self._imds):
-            srv.shutdown()
-            srv.server_close()
-            srv.close_all()
 
     # ---- credentials and keys
 
@@ -603,31 +643,10 @@ class KmsEmulator:
         with self._st.lock:
             self._st.faults["throttle"] = n
 
-    def fail5xx(self, n, status=503):
-        with self._st.lock:
-            self._st.faults["fail5xx"] = n
-            self._st.fail_status = status
-
-    def latency(self, ms):
-        with self._st.lock:
-            self._st.latency_ms = ms
-
-    def reset_connections(self, n):
-        with self._st.lock:
-            self._st.faults["reset"] = n
-
-    def requests(self) -> dict:
-        with self._st.lock:
-            return dict(self._st.counts)
-
     def imds_requests(self) -> dict:
         """{"PUT /latest/api/token": n, "GET <path>": n} since start or clear_counters()."""
         with self._st.lock:
             return dict(self._st.imds_counts)
-
-    def connections(self) -> int:
-        with self._st.lock:
-            return self._st.tls_connections
 
     def clear_counters(self):
         with self._st.lock:
@@ -997,6 +1016,21 @@ _OPERATIONS = {
 # ---------------------------------------------------------------- standalone
 
 
+def announce_and_wait(info, port_file, max_seconds):
+    """Standalone mode: info (JSON) to port_file (atomically) or stdout, then serve until
+    SIGTERM, SIGINT or max_seconds have passed."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    if port_file:
+        tmp = port_file + ".tmp"
+        Path(tmp).write_text(json.dumps(info))
+        os.replace(tmp, port_file)
+    else:
+        print(json.dumps(info), flush=True)
+    done.wait(max_seconds)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
@@ -1010,9 +1044,6 @@ def main(argv=None):
     ap.add_argument("--port-file")
     ap.add_argument("--max-seconds", type=float, default=3600)
     a = ap.parse_args(argv)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
     with KmsEmulator(a.workdir, a.region) as emu:
         for f in a.credential_file:
             a.credential.extend(line for line in Path(f).read_text().splitlines() if line)
@@ -1029,13 +1060,7 @@ def main(argv=None):
             keys[alias or spec] = emu.create_key(spec, alias=alias or None)
         info = {"url": emu.url, "ca_file": emu.ca_file, "imds_url": emu.imds_url,
                 "region": emu.region, "keys": keys}
-        if a.port_file:
-            tmp = a.port_file + ".tmp"
-            Path(tmp).write_text(json.dumps(info))
-            os.replace(tmp, a.port_file)
-        else:
-            print(json.dumps(info), flush=True)
-        done.wait(a.max_seconds)
+        announce_and_wait(info, a.port_file, a.max_seconds)
     return 0
 
 

@@ -33,9 +33,14 @@ def kms_credential(emu, actions=SEED_ACTIONS, session_token=False, expires_at=No
     return akid, secret, token
 
 
-def add_token_entry(ws: Workspace, entry):
-    """Appends a token entry to the workspace's tokens.json (made 0644 if new: the loader
-    refuses a config others can write)."""
+def add_token_entry(ws: Workspace, entry, extra=None):
+    """Appends a token entry, changed by extra (fields to set; None removes one), to the
+    workspace's tokens.json (made 0644 if new: the loader refuses a config others can write)."""
+    for k, v in (extra or {}).items():
+        if v is None:
+            entry.pop(k, None)
+        else:
+            entry[k] = v
     conf = ws.load_config() if ws.config.exists() else {"tokens": []}
     conf.setdefault("tokens", []).append(entry)
     if ws.config.exists():
@@ -65,11 +70,6 @@ def awskms_token(ws: Workspace, emu, name="kms", auth_method="keys", actions=SEE
         entry["imds_endpoint"] = emu.imds_url
     else:
         entry["auth_method"] = auth_method  # a test of the loader's refusal
-    for k, v in extra.items():
-        if v is None:
-            entry.pop(k, None)
-        else:
-            entry[k] = v
-    add_token_entry(ws, entry)
+    add_token_entry(ws, entry, extra)
     return name
 

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 
 from akv_emulator import ASSERTION_TYPE, b64u
-from akvfixtures import akv_client, akv_emu  # noqa: F401  (the fixture)
-from ctoktest import register_secret
+from akvfixtures import akv_client, akv_emu, azurekv_token  # noqa: F401  (the fixture)
+from ctoktest import BUILD, Workspace, register_secret, secrets_in
 
 SDK_DIR = Path(__file__).resolve().parent / "azure-sdk"
 HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
@@ -533,6 +533,37 @@ def test_faults_and_counters(akv_emu):
     assert emu.requests() == {"get_key": 10}
     assert emu.connections() == 2, "keep-alive: one TLS connection per client connection"
     assert emu.token_requests() == 0
+
+
+def test_azurekv_token_fixture_writes_entries_whose_credentials_work(akv_emu, tmp_path):
+    emu = akv_emu
+    ws = Workspace(tmp_path, BUILD)
+    name = azurekv_token(ws, emu, name="akv1", timeout_ms=2000, vault_type="premium")
+    (entry,) = ws.load_config()["tokens"]
+    assert entry["type"] == "azurekv" and entry["name"] == name == "akv1"
+    assert entry["vault_url"] == emu.vault_url and entry["login_url"] == emu.authority
+    assert entry["tenant_id"] == emu.tenant_id and entry["ca_file"] == emu.ca_file
+    assert entry["auth_method"] == "secret" and entry["timeout_ms"] == 2000
+    assert entry["vault_type"] == "premium" and ws.config.stat().st_mode & 0o022 == 0
+    secret_file = Path(entry["auth"]["file"])
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text()
+    assert secrets_in("the secret is " + secret) == [secret]  # registered with the scan
+    tok = _token(emu, entry["client_id"], secret)
+    assert secrets_in("a token " + tok) == [tok]
+    key, cert = _self_signed("bound")
+    azurekv_token(ws, emu, name="akv2", auth_method="certificate",
+                  binding="ctok:token=hsm;object=app",
+                  cert_pem=cert.public_bytes(serialization.Encoding.PEM), ca_file=None)
+    e2 = ws.load_config()["tokens"][1]
+    assert e2["binding"] == "ctok:token=hsm;object=app" and "auth" not in e2
+    assert "ca_file" not in e2
+    st, _, doc = _assert_login(emu, e2["client_id"], _assertion(emu, e2["client_id"], key, cert))
+    assert st == 200, doc
+    register_secret(doc["access_token"])
+    azurekv_token(ws, emu, name="akv3", auth_method="managed_identity", forbidden=("sign",))
+    e3 = ws.load_config()["tokens"][2]
+    assert e3["mi_endpoint"] == emu.mi_url and "auth" not in e3 and e3["client_id"]
 
 
 def test_standalone_mode_serves_and_stops_by_itself(tmp_path):
