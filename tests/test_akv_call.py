@@ -114,6 +114,21 @@ def test_sign_sends_the_digest_and_returns_the_signature(tmp_path, akv_emu):
     assert len(json.loads(p.stdout.splitlines()[0])["value"]) == 86  # 64 bytes r||s
 
 
+def test_query_and_next_link_get_the_api_version_once(tmp_path, akv_emu):
+    for i in range(3):
+        akv_emu.create_key("call-page-%d" % i, kty="EC", crv="P-256")
+    conf = config(tmp_path, akv_emu)
+    first = call(conf, path="/keys?maxresults=1")
+    assert first.returncode == 0, first.stderr
+    page = json.loads(first.stdout.splitlines()[0])
+    assert len(page["value"]) == 1 and page["nextLink"].startswith(akv_emu.vault_url + "/keys?")
+    # the nextLink, a full URL with its own api-version, is followed as given
+    second = call(conf, path=page["nextLink"])
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout.splitlines()[0])["value"] != page["value"]
+    assert call(conf, path="https://elsewhere.example/keys").returncode == 1
+
+
 def test_client_assertion_signed_by_the_binding_key(tmp_path, akv_emu):
     akv_emu.create_key("call-cert", kty="RSA")
     p = call(config(tmp_path, akv_emu, auth="certificate"), path="/keys/call-cert")
@@ -192,11 +207,11 @@ def test_forbidden_sign_is_denied_naming_key_operation_and_message(tmp_path, akv
 
 
 def test_token_is_renewed_once_before_it_expires_and_no_call_fails(tmp_path, akv_emu):
-    akv_emu.token_ttl(4)  # refreshed at half its life: 2 s
-    p = call(config(tmp_path, akv_emu), opts=["--loop", "14", "--sleep-ms", "200"])
+    akv_emu.token_ttl(6)  # renewed at half its life: 2-3 s after the login (whole seconds)
+    p = call(config(tmp_path, akv_emu), opts=["--loop", "14", "--sleep-ms", "250"])
     assert p.returncode == 0, p.stderr
     assert stats(p)["ok"] == 14
-    # about 3 s of calls: the first token and exactly one renewal; no call met a 401
+    # about 3.5 s of calls: the first token and exactly one renewal; no call met a 401
     assert akv_emu.token_requests() == 2 and tokens(p) == 2
     assert "challenge" not in akv_emu.requests()
 
@@ -208,11 +223,35 @@ def test_threads_share_one_token(tmp_path, akv_emu):
     assert akv_emu.token_requests() == 1
 
 
-def test_expired_token_is_refreshed_once_on_a_401(tmp_path, akv_emu):
-    akv_emu.token_ttl(1)  # expires before the refresh margin matters: the vault says 401
+def test_threads_renew_the_shared_token_once(tmp_path, akv_emu):
+    akv_emu.token_ttl(6)  # renewed 2-3 s after the login (whole seconds), next at 5 s at best
+    p = call(config(tmp_path, akv_emu), opts=["--threads", "8", "--loop", "14", "--sleep-ms",
+                                              "250"])
+    assert p.returncode == 0, p.stderr
+    assert stats(p)["ok"] == 112
+    # one thread fetched the renewal while the other seven signed on with the valid token
+    assert akv_emu.token_requests() == 2
+    assert "challenge" not in akv_emu.requests()
+
+
+def test_token_that_expires_between_calls_is_fetched_again_first(tmp_path, akv_emu):
+    akv_emu.token_ttl(1)
     p = call(config(tmp_path, akv_emu), opts=["--loop", "3", "--sleep-ms", "1100"])
     assert p.returncode == 0, p.stderr
     assert stats(p)["ok"] == 3
+    assert "challenge" not in akv_emu.requests()
+
+
+def test_a_401_from_the_vault_fetches_one_new_token_then_names_the_cause(tmp_path, akv_emu):
+    # a token for the Managed HSM audience: the vault refuses it, whichever token is fetched
+    p = call(config(tmp_path, akv_emu, scope="https://managedhsm.azure.net/.default"),
+             path="/keys/k", obj="k")
+    assert p.returncode == 1
+    assert "error: invalid or expired credentials: token 'az': key 'k': get: HTTP 401 " \
+           "Unauthorized: AKV10022: Invalid audience." in p.stderr
+    # the first token, and once the new one (each refusal counted as the request and its challenge)
+    assert akv_emu.requests() == {"get_key": 2, "challenge": 2}
+    assert akv_emu.token_requests() == 2 and tokens(p) == 2
 
 
 # ---- retries
