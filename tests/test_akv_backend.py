@@ -8,6 +8,7 @@ signing, TLS servers on a vault key and its vault certificate, one HTTP request 
 and one token request per token lifetime after warm-up, and one clear line for each way a call
 can fail."""
 
+import json
 import re
 import time
 
@@ -180,6 +181,7 @@ def test_a_binding_naming_the_token_itself_is_refused(ws, akv_emu):
                                        "rsa_pss_saltlen:digest")),
     ("EC", None, "P-256", "sha256", ()),
     ("EC-HSM", None, "P-384", "sha384", ()),
+    ("EC", None, "P-521", "sha512", ()),
 ])
 def test_sign_with_uri_verifies_with_the_exported_public_key(ws, akv_emu, kty, size, crv, md,
                                                              opts):
@@ -222,6 +224,39 @@ def test_a_version_is_pinned_as_name_slash_version(ws, akv_emu):
     p, sig, dg = sign_digest(ws, uri(name))
     assert_ok(p)
     assert_verified(verify_digest(ws, cur_pub, dg, sig, certin=False))
+
+
+@pytest.mark.parametrize("opts", [
+    ("-pkeyopt", "rsa_padding_mode:oaep"),  # RSA-OAEP (SHA-1)
+    ("-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt",
+     "rsa_mgf1_md:sha256"),  # RSA-OAEP-256
+    (),  # RSA1_5
+])
+def test_decrypt_with_a_key_whose_ops_allow_it(ws, akv_emu, opts):
+    azurekv_token(ws, akv_emu)
+    name = unique("enc")
+    akv_emu.create_key(name, ops=["sign", "verify", "encrypt", "decrypt"])
+    pub = pubkey(ws, name)
+    secret = ws.write("plain.bin", b"a session key of 32 bytes.......")
+    ct, out = ws.path("ct.bin"), ws.path("out.bin")
+    assert_ok(ws.ossl("pkeyutl", "-encrypt", "-pubin", "-inkey", pub, "-in", secret, "-out", ct,
+                      *opts, providers=None))
+    assert_ok(ws.ossl("pkeyutl", "-decrypt", "-inkey", uri(name), "-in", ct, "-out", out, *opts))
+    assert out.read_bytes() == secret.read_bytes()
+
+
+def test_decrypt_with_a_sign_only_key_is_refused_before_any_call(ws, akv_emu):
+    azurekv_token(ws, akv_emu)
+    name = unique("signonly")
+    akv_emu.create_key(name, ops=["sign", "verify"])
+    pub = pubkey(ws, name)
+    ct = ws.path("ct.bin")
+    assert_ok(ws.ossl("pkeyutl", "-encrypt", "-pubin", "-inkey", pub, "-in",
+                      ws.write("p.bin", b"x" * 32), "-out", ct, providers=None))
+    before = akv_emu.requests().get("decrypt", 0)
+    p = ws.ossl("pkeyutl", "-decrypt", "-inkey", uri(name), "-in", ct, "-out", ws.path("o"))
+    assert_fails_with(p, "token 'akv': key '%s'" % name, "key_ops do not include decrypt")
+    assert akv_emu.requests().get("decrypt", 0) == before
 
 
 def test_csr_and_ca_signing_with_vault_keys(ws, akv_emu):
@@ -425,4 +460,10 @@ def test_discovery_lists_keys_with_their_shape_and_certificate(ws, akv_emu):
     akv_emu.create_key(name, kty="EC", crv="P-384")
     akv_emu.create_certificate(certd)
     p = assert_ok(ws.ctok("slots", "--token", "akv", "--json"))
-    assert name in p.stdout and certd in p.stdout, describe(p)
+    found = {e["name"]: e for e in json.loads(p.stdout) if isinstance(e, dict) and "name" in e}
+    assert found[name]["kty"] == "EC" and found[name]["crv"] == "P-384", describe(p)
+    assert found[name]["enabled"] is True and found[name]["certificate"] is False
+    assert found[certd]["key_size"] == 2048 and found[certd]["certificate"] is True
+    # the vault's certificates are the token's: the tool lists and exports them
+    p = assert_ok(ws.ctok("cert", "list", "akv"))
+    assert certd in p.stdout and name not in p.stdout, describe(p)
