@@ -20,11 +20,6 @@ from ctoktest import BUILD, free_port, register_secret, secrets_in
 
 DRIVER = BUILD / "tests" / "az_call"
 
-if not hasattr(x509, "load_pem_x509_certificates"):
-    # Debian's python3-cryptography 38 lacks it, and the emulator's add_client (fix/azemu) uses
-    # it for certificate clients: one PEM certificate is all these tests register.
-    x509.load_pem_x509_certificates = lambda pem: [x509.load_pem_x509_certificate(pem)]
-
 
 @pytest.fixture(autouse=True)
 def calm(akv_emu):

@@ -232,3 +232,14 @@ void fuzz_touch(const char *s)
     if (s != NULL)
         fuzz_touched += strlen(s);
 }
+
+void fuzz_check_field(const char *s, size_t cap)
+{
+    size_t n = strnlen(s, cap);
+
+    if (n == cap)
+        fuzz_die("unterminated field");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            fuzz_die("control character in a field");
+}

@@ -26,6 +26,9 @@ const char *fuzz_path(const char *name);
 void fuzz_write(const char *path, const uint8_t *data, size_t len);
 /* A NUL-terminated copy of the input (free() it). */
 char *fuzz_cstr(const uint8_t *data, size_t len);
+/* A field bound for a one-line message: dies unless NUL-terminated within cap and free of
+ * control characters (the cloud error parsers' promise). */
+void fuzz_check_field(const char *s, size_t cap);
 /* Ends the process with a message: a harness whose setup fails would fuzz nothing. */
 void fuzz_die(const char *what) __attribute__((noreturn));
 
