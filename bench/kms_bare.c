@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "../kms/sigv4.h"
+#include "curl_loop.h"
 #include "timed_run.h"
 
 #define MAX_THREADS 64
@@ -33,26 +34,8 @@ static void usage(FILE *f)
                "  prints: ops_per_sec=<f> threads=<n> sigs=<n> cpu_s=<f> p50_us=<f> p99_us=<f>\n");
 }
 
-struct buf {
-    char data[8192];
-    size_t len;
-};
-
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    struct buf *b = arg;
-    size_t len = size * n;
-
-    if (len > sizeof(b->data) - 1 - b->len)
-        len = sizeof(b->data) - 1 - b->len;
-    memcpy(b->data + b->len, p, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* One signed Sign request on the thread's connection; 1 when HTTP 200 with a Signature. */
-static int sign_once(CURL *h, struct buf *resp)
+static int sign_once(CURL *h, struct bench_buf *resp)
 {
     char date[17], auth[512], l_host[300], l_date[40], l_auth[600];
     const char *target = "TrentService.Sign";
@@ -63,7 +46,6 @@ static int sign_once(CURL *h, struct buf *resp)
     struct curl_slist *lines = NULL;
     struct tm tm;
     time_t t = time(NULL);
-    long status = 0;
     int ok;
 
     gmtime_r(&t, &tm);
@@ -92,77 +74,10 @@ static int sign_once(CURL *h, struct buf *resp)
     lines = curl_slist_append(lines, "X-Amz-Target: TrentService.Sign");
     lines = curl_slist_append(lines, l_auth);
     lines = curl_slist_append(lines, "Expect:");
-    resp->len = 0;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, lines);
-    ok = curl_easy_perform(h) == CURLE_OK &&
-         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200 &&
-         strstr(resp->data, "\"Signature\"") != NULL;
+    ok = bench_perform(h, resp, "ctok-bench-kms-bare", "\"Signature\"");
     curl_slist_free_all(lines);
-    if (!ok)
-        fprintf(stderr, "ctok-bench-kms-bare: HTTP %ld: %.300s\n", status, resp->data);
     return ok;
-}
-
-static unsigned long worker(void *arg)
-{
-    struct buf *resp = malloc(sizeof(*resp));
-    CURL *h = curl_easy_init();
-    unsigned long n = 0;
-
-    (void)arg;
-    if (resp == NULL || h == NULL) {
-        bench_ready();
-        bench_fail();
-        free(resp);
-        curl_easy_cleanup(h);
-        return 0;
-    }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CAINFO, ca_file);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    /* warm-up: the TLS handshake happens before the clock starts, as ctok's first signature */
-    if (!sign_once(h, resp)) {
-        bench_ready();
-        bench_fail();
-    } else {
-        bench_ready();
-        while (bench_running()) {
-            long long t0 = bench_now_ns();
-
-            if (!sign_once(h, resp)) {
-                bench_fail();
-                break;
-            }
-            bench_record_ns(bench_now_ns() - t0);
-            n++;
-        }
-    }
-    curl_easy_cleanup(h);
-    free(resp);
-    return n;
-}
-
-static int read_secret(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    size_t n;
-
-    if (f == NULL) {
-        perror(path);
-        return 0;
-    }
-    n = fread(secret, 1, sizeof(secret) - 1, f);
-    fclose(f);
-    secret[n] = '\0';
-    secret[strcspn(secret, "\r\n")] = '\0';
-    return secret[0] != '\0';
 }
 
 int main(int argc, char **argv)
@@ -171,6 +86,7 @@ int main(int argc, char **argv)
     int nthreads = 1, i, rc;
     double seconds = 2.0;
     void *args[MAX_THREADS] = {0};
+    struct bench_curl_conf conf = {"ctok-bench-kms-bare", NULL, NULL, body, sign_once};
     CURLU *u;
     char *h = NULL, *port = NULL;
 
@@ -204,7 +120,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!read_secret(secret_file))
+    if (!bench_read_secret(secret_file, secret, sizeof(secret)))
         return 2;
     /* the host header as ctok signs it: host[:port] of the endpoint */
     u = curl_url();
@@ -225,8 +141,12 @@ int main(int argc, char **argv)
              "{\"KeyId\":\"%s\",\"Message\":\"n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=\","
              "\"MessageType\":\"DIGEST\",\"SigningAlgorithm\":\"%s\"}",
              key_id, alg);
+    conf.url = url;
+    conf.ca_file = ca_file;
+    for (i = 0; i < nthreads; i++)
+        args[i] = &conf;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    rc = bench_run("ctok-bench-kms-bare", nthreads, seconds, worker, args);
+    rc = bench_run("ctok-bench-kms-bare", nthreads, seconds, bench_curl_worker, args);
     curl_global_cleanup();
     OPENSSL_cleanse(secret, sizeof(secret));
     return rc;

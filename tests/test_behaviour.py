@@ -1,10 +1,10 @@
 """Issue 9: the behaviour every token type owes its users, written once and run over every kind
-(tests/tokenkinds.py: soft, softhsm, awskms). Signatures per algorithm through `openssl
+(tests/tokenkinds.py: soft, softhsm, awskms, azurekv). Signatures per algorithm through `openssl
 pkeyutl` and `openssl dgst`, CSRs, CA signing, CMS, TLS 1.3 and 1.2 servers and client
 authentication, ECDH, and bad input. Everything made with a token key is verified without
 ctok (plain OpenSSL and python-cryptography) against the public key read from where the kind
-keeps it. What a kind cannot do (KMS: raw RSA, PSS with another salt, SHA-1, ECDSA with
-another hash than the curve's, ECDH) is not skipped: the attempt must fail with one clear
+keeps it. What a kind cannot do (KMS and Key Vault: raw RSA, PSS with another salt, SHA-1,
+ECDSA with another hash than the curve's, ECDH) is not skipped: the attempt must fail with one clear
 error naming the token and the key, and write nothing."""
 
 import re

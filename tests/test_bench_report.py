@@ -61,6 +61,17 @@ def results():
              "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 150.0},
         ],
         "kms_rounds": 5, "kms_seconds": 1.0,
+        "akv": [
+            {"key": "RSA-2048", "alg": "RS256", "threads": 1, "ctok_ops": 400.0,
+             "bare_ops": 420.0, "ctok_p50_us": 2100.0, "bare_p50_us": 2000.0,
+             "ctok_p99_us": 5000.0, "bare_p99_us": 4000.0, "added_p50_us": 100.0},
+            {"key": "RSA-2048", "alg": "RS256", "threads": 4, "ctok_ops": 500.0,
+             "bare_ops": 600.0, "ctok_p50_us": 7101.0, "bare_p50_us": 7000.0,
+             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 101.0},
+            {"key": "P-256", "alg": "ES256", "threads": 1, "bare_ops": 700.0,
+             "bare_p50_us": 1400.0, "bare_p99_us": 3000.0},  # --file-only: no ctok side
+        ],
+        "akv_rounds": 3, "akv_seconds": 2.0,
     }
 
 
@@ -95,13 +106,40 @@ def test_every_missed_target_is_marked_missed_and_only_those():
     assert kms1[-3:] == ["80", "≤ 100", "ok"], kms1  # ctok p50 - bare p50 within 100 µs
     assert kms4[-3:] == ["150", "≤ 100", "**MISSED**"], kms4
     assert kms1[3:9] == ["900", "1000", "1080", "1000", "3000", "2500"], kms1
-    assert md.count("MISSED") == 4
+    akv1, akv4 = by_first[("RSA-2048", "RS256", "1")], by_first[("RSA-2048", "RS256", "4")]
+    assert akv1[-3:] == ["100", "≤ 100", "ok"], akv1  # exactly on the target: not missed
+    assert akv4[-3:] == ["101", "≤ 100", "**MISSED**"], akv4
+    assert akv1[3:9] == ["400", "420", "2100", "2000", "5000", "4000"], akv1
+    assert ("P-256", "ES256", "1") not in by_first  # a row without a ctok side is left out
+    assert md.count("MISSED") == 5
 
 
 def test_the_kms_table_says_how_the_added_latency_is_measured():
     md = run.markdown_report(ARGS, results(), MACHINE)
     caption = next(l for l in md.splitlines() if l.startswith("AWS KMS signing"))
     assert "ctok p50 − bare p50" in caption and "5 rounds × 1.0 s" in caption, caption
+
+
+def test_the_key_vault_table_has_its_own_caption_after_the_kms_table():
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    lines = md.splitlines()
+    kms = next(i for i, l in enumerate(lines) if l.startswith("AWS KMS signing"))
+    akv = next(i for i, l in enumerate(lines) if l.startswith("Azure Key Vault signing"))
+    assert kms < akv, "the Key Vault table comes after the KMS table"
+    caption = lines[akv]
+    assert "tests/akv_emulator.py" in caption and "bearer token" in caption, caption
+    assert "ctok p50 − bare p50" in caption and "3 rounds × 2.0 s" in caption, caption
+    assert lines[akv + 2].startswith("| key | signature | threads | ctok sig/s"), lines[akv + 2]
+    # the Key Vault rows sit under the Key Vault caption, not the KMS one
+    akv_rows = [l for l in lines[akv:] if l.startswith("| RSA-2048 | RS256")]
+    assert len(akv_rows) == 2, md
+
+
+def test_no_key_vault_table_without_key_vault_rows():
+    r = results()
+    r["akv"] = []
+    md = run.markdown_report(ARGS, r, MACHINE)
+    assert "Azure Key Vault" not in md and "AWS KMS signing" in md
 
 
 def test_a_ratio_exactly_on_its_target_is_not_missed():

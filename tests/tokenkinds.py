@@ -1,6 +1,7 @@
 """Issue 9: one behaviour table over every token type. The `token_kind` fixture gives a test
 one configured token of a kind — soft (a PKCS#12 keystore), softhsm (a SoftHSM2 slot through
-SoftHSM's own module) or awskms (the KMS emulator of tests/kms_emulator.py) — and the same
+SoftHSM's own module), awskms (the KMS emulator of tests/kms_emulator.py) or azurekv (issue
+10: the Key Vault + Azure AD emulator of tests/akv_emulator.py) — and the same
 handful of operations on each, so that tests/test_behaviour.py is written once:
 
   kind.key_uri(alias)    the `ctok:` URI of the key `alias` (made on first use, through
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ctoktest import PIN, Token, Workspace, assert_ok, describe, register_secret
 
-KINDS = ("soft", "softhsm", "awskms")
+KINDS = ("soft", "softhsm", "awskms", "azurekv")
 
 # The table's keys: alias -> `ctok key generate` spec.
 SPECS = {"rsa2048": "rsa:2048", "rsa3072": "rsa:3072", "p256": "ec:P-256", "p384": "ec:P-384",
@@ -56,6 +57,17 @@ KMS_CANNOT = {
     SHA1: "KMS signs SHA-256/384/512 digests only",
     ECDSA_HASH: "KMS signs ECDSA only with the curve's hash (P-256/SHA-256, P-384/SHA-384)",
     ECDH: "KMS SIGN_VERIFY keys do no key agreement",
+}
+
+# Issue 10: Key Vault signs RS256/384/512 (PKCS#1 v1.5), PS256/384/512 (PSS, salt = digest
+# length, MGF1 with the digest) and ES256/384/512 (P-256/SHA-256, P-384/SHA-384,
+# P-521/SHA-512) only; no raw RSA, no SHA-1, no key agreement.
+AKV_CANNOT = {
+    RAW_RSA: "Key Vault signs RSA only with RS256/384/512 or PS256/384/512",
+    PSS_SALT: "Key Vault's PS256/384/512 use salt length = digest length only",
+    SHA1: "Key Vault signs SHA-256/384/512 digests only",
+    ECDSA_HASH: "Key Vault signs ECDSA only with the curve's hash (ES256, ES384, ES512)",
+    ECDH: "Key Vault keys do no key agreement",
 }
 
 
@@ -179,6 +191,26 @@ class AwsKmsKind(TokenKind):
         return self.emu.public_key_der(self.ids[alias].decode())
 
 
+class AzureKvKind(TokenKind):
+    """A token on the Key Vault emulator; public keys from the emulator's own key objects. A
+    vault key's id is the bytes of its name (the current version; see README "Azure Key
+    Vault tokens")."""
+
+    cannot_do = AKV_CANNOT
+
+    def key(self, alias):
+        if alias not in self.ids:
+            printed = self.ws.generate(self.tok, alias, SPECS[alias])
+            assert printed == alias.encode(), (printed, alias)
+            self.ids[alias] = printed
+        return self.ids[alias]
+
+    def public_der(self, alias):
+        pub = serialization.load_pem_public_key(self.emu.public_key_pem(alias))
+        return pub.public_bytes(serialization.Encoding.DER,
+                                serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _soft(root, build, request):
     ws = Workspace(root, build)
     return SoftKind("soft", ws, ws.create_token("soft"))
@@ -216,7 +248,27 @@ def _awskms(root, build, request):
     return kind
 
 
-MAKERS = {"soft": _soft, "softhsm": _softhsm, "awskms": _awskms}
+def _azurekv(root, build, request):
+    here = Path(__file__).resolve().parent
+    if not (here / "akv_emulator.py").exists():
+        pytest.skip("the Key Vault emulator (tests/akv_emulator.py, fix/azemu) is not in this "
+                    "tree")
+    from akv_emulator import AkvEmulator
+    from akvfixtures import azurekv_token
+
+    emu = AkvEmulator(root / "akv", on_secret=register_secret)  # its access tokens too
+    emu.__enter__()
+    request.addfinalizer(emu.stop)
+    ws = Workspace(root, build)
+    name = azurekv_token(ws, emu, name="akv")  # a client secret, registered with the scan
+    entry = next(t for t in ws.load_config()["tokens"] if t["name"] == name)
+    kind = AzureKvKind("azurekv", ws, Token(ws, name, entry.get("id", ""), None, None,
+                                            Path(entry["auth"]["file"])))
+    kind.emu = emu
+    return kind
+
+
+MAKERS = {"soft": _soft, "softhsm": _softhsm, "awskms": _awskms, "azurekv": _azurekv}
 
 
 @pytest.fixture(scope="module", params=KINDS)
