@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from akv_emulator import ASSERTION_TYPE, b64u
 from akvfixtures import akv_client, akv_emu, azurekv_token  # noqa: F401  (the fixture)
-from ctoktest import BUILD, Workspace, register_secret, secrets_in
+from ctoktest import BUILD, Workspace, checked_env, register_secret, secrets_in
 
 SDK_DIR = Path(__file__).resolve().parent / "azure-sdk"
 HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
@@ -62,8 +62,9 @@ def run_sdk(emu, tmp_path, credential, steps, env=None):
                                                                    "MSI_", "IMDS_"))}
     e.update({"NODE_EXTRA_CA_CERTS": emu.ca_file, "NO_PROXY": "127.0.0.1,localhost"})
     e.update(env or {})
-    p = subprocess.run(["node", str(SDK_DIR / "drive.mjs"), str(conf)], env=e,
-                       capture_output=True, text=True, timeout=SDK_TIMEOUT)
+    argv = ["node", str(SDK_DIR / "drive.mjs"), str(conf)]
+    p = subprocess.run(argv, env=checked_env(argv, e), capture_output=True, text=True,
+                       timeout=SDK_TIMEOUT)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout)
     assert len(out) == len(steps)

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidSignature  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils  # noqa: E402
 
-from ctoktest import secrets_in  # noqa: E402
+from ctoktest import checked_env, secrets_in  # noqa: E402
 from kms_emulator import SEED_ACTIONS, KmsEmulator, signing_key  # noqa: E402
 from kmsfixtures import awskms_token, kms_credential, kms_emu  # noqa: E402,F401
 
@@ -428,12 +428,12 @@ def test_libcurl_sigv4_and_expect_100_continue(kms_emu, cred, keys, tmp_path):
     cfg = tmp_path / "curl.cfg"  # the secret stays out of argv
     cfg.write_text('user = "%s:%s"\n' % (cred[0], cred[1]))
     os.chmod(cfg, 0o600)
-    p = subprocess.run(["curl", "-sS", "-K", str(cfg), "--aws-sigv4",
-                        "aws:amz:%s:kms" % kms_emu.region, "--cacert", kms_emu.ca_file,
-                        "--max-time", "20", "-H", "Content-Type: application/x-amz-json-1.1",
-                        "-H", "X-Amz-Target: TrentService.Sign", "-H", "Expect: 100-continue",
-                        "--data-binary", "@%s" % body, kms_emu.url + "/"],
-                       capture_output=True, text=True, timeout=30)
+    argv = ["curl", "-sS", "-K", str(cfg), "--aws-sigv4", "aws:amz:%s:kms" % kms_emu.region,
+            "--cacert", kms_emu.ca_file, "--max-time", "20", "-H",
+            "Content-Type: application/x-amz-json-1.1", "-H", "X-Amz-Target: TrentService.Sign",
+            "-H", "Expect: 100-continue", "--data-binary", "@%s" % body, kms_emu.url + "/"]
+    p = subprocess.run(argv, env=checked_env(argv, dict(os.environ)), capture_output=True,
+                       text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     verify(kms_emu.public_key_der(keys["ECC_NIST_P256"]), "ECDSA_SHA_256",
