@@ -167,6 +167,17 @@ static int az_configure(ctok_token *tok, const json_t *conf)
     return c->auth == CTOK_AZ_CERTIFICATE || (kt->az = ctok_az_new(c)) != NULL;
 }
 
+/* The binding key belongs to another token: released before any token is closed. */
+static void az_release(ctok_token *tok)
+{
+    struct az_tok *kt = KT(tok);
+
+    if (kt != NULL && kt->bkey != NULL) {
+        ctok_key_unref(kt->bkey);
+        kt->bkey = NULL;
+    }
+}
+
 static void az_close(ctok_token *tok)
 {
     struct az_tok *kt = KT(tok);
@@ -368,5 +379,6 @@ const struct ctok_backend ctok_azurekv_backend = {
     .decrypt = ctok_azkv_decrypt,
     .generate = ctok_azkv_generate,
     .remove = ctok_azkv_remove,
+    .release = az_release,
     .close = az_close,
 };

@@ -113,6 +113,9 @@ struct ctok_backend {
     /* New auth code (keystore password, user PIN); the token is active with old. */
     int (*change_code)(ctok_token *tok, const char *old, size_t old_len, const char *code,
                        size_t len);
+    /* Drops what the token holds of other tokens (a binding key), while every token of the
+     * context still lives: called for all tokens before any is closed. May be NULL. */
+    void (*release)(ctok_token *tok);
     void (*close)(ctok_token *tok);
     /*
      * Per process, optional: called when a token context is made and when it is freed, for

@@ -41,6 +41,11 @@ void ctok_ctx_free(ctok_ctx *ctx)
 {
     if (ctx == NULL)
         return;
+    /* first what tokens hold of each other (an Azure token's binding key in a SoftHSM or
+     * keystore token): freed while every token still lives, whatever their order */
+    for (size_t i = 0; i < ctx->n_tokens; i++)
+        if (ctx->tokens[i]->be != NULL && ctx->tokens[i]->be->release != NULL)
+            ctx->tokens[i]->be->release(ctx->tokens[i]);
     for (size_t i = 0; i < ctx->n_tokens; i++)
         ctok_token_free(ctx->tokens[i]);
     free(ctx->tokens);
