@@ -141,7 +141,6 @@ static int cert_lookup(struct az_tok *kt, const char *name, X509 **cert)
             return -1;
         }
         ctok_err_pop_to_mark(); /* a key without a certificate: the usual case */
-        r = 0;
     } else {
         ctok_err_clear_mark();
         r = ctok_az_parse_cert(resp, ctok_ctx_libctx(ctok_token_ctx(kt->tok)),

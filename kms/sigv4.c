@@ -100,7 +100,8 @@ static void put(struct buf *b, const char *s, size_t n)
 
 static void puts_(struct buf *b, const char *s)
 {
-    put(b, s, strlen(s));
+    if (s != NULL)
+        put(b, s, strlen(s));
 }
 
 /* The value trimmed, each run of spaces inside it as one space. */
@@ -156,8 +157,8 @@ static int algs_ready(void)
 static int derive(EVP_MAC_CTX *c, const char *secret, const char *date, const char *region,
                   const char *service, unsigned char key[SHA256_LEN])
 {
-    size_t slen = strlen(secret);
-    char day[9], *k0 = OPENSSL_malloc(slen + 5);
+    size_t slen = secret != NULL ? strlen(secret) : 0;
+    char day[9], *k0 = secret != NULL ? OPENSSL_malloc(slen + 5) : NULL;
     int ok;
 
     if (k0 == NULL)

@@ -73,7 +73,11 @@ int main(int argc, char **argv)
     if (argc >= 2 &&
         (strcmp(argv[1], "--parse-error") == 0 || strcmp(argv[1], "--parse-imds") == 0))
         return parse_only(argc, argv);
-    ctok_debug_on = getenv("CTOK_DEBUG") != NULL && strcmp(getenv("CTOK_DEBUG"), "1") == 0;
+    {
+        const char *dbg = getenv("CTOK_DEBUG");
+
+        ctok_debug_on = dbg != NULL && strcmp(dbg, "1") == 0;
+    }
     if (!driver_options(argc, argv, &i) || argc - i < 3 || argc - i > 4) {
         fprintf(stderr, "usage: aws_call [--loop N] [--threads T] [--sleep-ms MS] [--fork] "
                         "CONFIG OP BODY [OBJECT]\n");

@@ -160,7 +160,11 @@ static int driver_main(const char *child_env)
 
         driver_loops = 1;
         driver_run(NULL); /* the parent's connection */
-        driver_loops = atoi(getenv(child_env) ? getenv(child_env) : "1");
+        {
+            const char *loops = getenv(child_env);
+
+            driver_loops = atoi(loops != NULL ? loops : "1");
+        }
         if ((pid = fork()) == 0) {
             driver_ok = driver_failed = 0;
             driver_run(NULL);
