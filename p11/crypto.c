@@ -440,15 +440,23 @@ int ctok_p11_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 
     if (key->type != CTOK_KT_EC ||
         !EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
-                                         sizeof(point), &plen))
+                                         sizeof(point), &plen)) {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': ECDH needs an EC key and an EC peer",
+                 ctok_token_name(key->tok), key->label);
         return 0;
+    }
     memset(&o, 0, sizeof(o));
     o.params.kdf = CKD_NULL;
     o.params.pPublicData = point;
     o.params.ulPublicDataLen = plen;
     o.len = (CK_ULONG)(EVP_PKEY_get_bits(key->pub) + 7) / 8;
     o.out = secret;
-    if (*len < o.len || !run(key, "C_DeriveKey", do_derive, &o))
+    if (*len < o.len) { /* the token layer gives a buffer for any curve */
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', key '%s': shared secret buffer too small",
+                 ctok_token_name(key->tok), key->label);
+        return 0;
+    }
+    if (!run(key, "C_DeriveKey", do_derive, &o))
         return 0;
     *len = o.len;
     return 1;

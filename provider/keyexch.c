@@ -131,7 +131,7 @@ static int x963(struct kxctx *c, const unsigned char *z, size_t zlen, unsigned c
 static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
     struct kxctx *c = vc;
-    unsigned char z[132];
+    unsigned char z[CTOK_MAX_SECRET];
     size_t zlen = sizeof(z);
     int ok;
 

@@ -197,8 +197,15 @@ int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
     return ok;
 }
 
+/*
+ * The backend derives the whole shared secret into a buffer of ours; the caller gets as much
+ * of it as its buffer holds, as OpenSSL's own ECDH does (ECDH_compute_key truncates), whatever
+ * the backend.
+ */
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 {
+    uint8_t z[CTOK_MAX_SECRET];
+    size_t zlen = sizeof(z);
     int ok;
 
     if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "derive", key->label))
@@ -208,7 +215,12 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
                  key->tok->name, key->label);
         return 0;
     }
-    ok = key->tok->be->derive(key, peer, secret, len);
+    ok = key->tok->be->derive(key, peer, z, &zlen);
+    if (ok) {
+        *len = *len < zlen ? *len : zlen;
+        memcpy(secret, z, *len);
+    }
+    OPENSSL_cleanse(z, sizeof(z));
     if (key->tok->audit_use)
         ctok_audit(key->tok, "key_use", key->label, ok, "derive");
     return ok;

@@ -249,6 +249,9 @@ int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
                   uint8_t *sig, size_t *siglen);
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen);
+/* Key agreement: the shared secret, truncated to *len bytes when it is longer (as OpenSSL's
+ * ECDH does); *len becomes the bytes written. */
+#define CTOK_MAX_SECRET 132 /* twice P-521's 66 bytes: room for any curve ctok carries */
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
 /* EJBCA's key test (rule keytest, not use): signs a random message with the key and verifies
  * it with the public key. 1 passed, 0 the signature does not verify, -1 refused. */
