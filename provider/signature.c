@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
@@ -261,6 +262,35 @@ static int token_init(struct sigctx *c, const OSSL_PARAM params[])
     return token_set_params(c, params);
 }
 
+/*
+ * Raw RSA (pad-mode none) signs a block exactly the modulus size and numerically below the
+ * modulus, as OpenSSL's RSA does; a token would left-pad a shorter block, or fail with a reason
+ * of its own. Checked here so that every backend behaves the same.
+ */
+static int raw_input_ok(const struct sigctx *c, const unsigned char *tbs, size_t tbslen)
+{
+    size_t nlen = (size_t)(EVP_PKEY_get_bits(c->key->pkey) + 7) / 8;
+    BIGNUM *n = NULL, *m = NULL;
+    const char *why = NULL;
+
+    if (tbslen != nlen) {
+        why = tbslen < nlen ? "shorter than" : "longer than";
+    } else if (!EVP_PKEY_get_bn_param(c->key->pkey, OSSL_PKEY_PARAM_RSA_N, &n) ||
+               (m = BN_bin2bn(tbs, (int)tbslen, NULL)) == NULL) {
+        why = "not comparable with";
+    } else if (BN_cmp(m, n) >= 0) {
+        why = "numerically not below";
+    }
+    BN_free(n);
+    BN_free(m);
+    if (why != NULL)
+        CTOK_ERR(CTOK_R_INVALID_ARG,
+                 "token '%s', key '%s': raw RSA input of %zu bytes is %s the %zu-byte modulus",
+                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok), tbslen,
+                 why, nlen);
+    return why == NULL;
+}
+
 static int token_sign(struct sigctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
                       const unsigned char *tbs, size_t tbslen)
 {
@@ -284,6 +314,8 @@ static int token_sign(struct sigctx *c, unsigned char *sig, size_t *siglen, size
                  EVP_MD_get0_name(c->md), EVP_MD_get_size(c->md));
         return 0;
     }
+    if (c->pad == RSA_NO_PADDING && !raw_input_ok(c, tbs, tbslen))
+        return 0;
     if (c->pad == RSA_PKCS1_PSS_PADDING)
         sp.saltlen = resolved_salt(c);
     *siglen = sigsize;
