@@ -294,6 +294,14 @@ def compile_store_driver(build, src, out):
     return out
 
 
+def compile_evp_driver(src, out):
+    """A test driver (tests/*.c) that uses only libcrypto, loading ctok as a provider."""
+    p = subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out), str(src), "-lcrypto"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
 def register_secret(code):
     if code is not None and len(str(code)) >= MIN_SECRET_LEN:
         SECRETS.add(str(code))

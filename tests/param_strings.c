@@ -14,22 +14,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/provider.h>
-#include <openssl/store.h>
 
-static EVP_PKEY *load(const char *uri)
-{
-    OSSL_STORE_CTX *st = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL);
-    OSSL_STORE_INFO *info;
-    EVP_PKEY *pkey = NULL;
-
-    while (st != NULL && pkey == NULL && (info = OSSL_STORE_load(st)) != NULL) {
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            pkey = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(st);
-    return pkey;
-}
+#include "evp_driver.h"
 
 /* The value the context reports for the parameter, if it reports one. */
 static void print_back(EVP_PKEY_CTX *c, const char *name)
@@ -103,7 +89,7 @@ int main(int argc, char **argv)
     OSSL_PROVIDER_set_default_search_path(NULL, argv[1]);
     if (OSSL_PROVIDER_load(NULL, "ctok") == NULL || OSSL_PROVIDER_load(NULL, "default") == NULL)
         return 3;
-    if ((pkey = load(argv[2])) == NULL) {
+    if ((pkey = driver_load_pkey(argv[2])) == NULL) {
         ERR_print_errors_fp(stderr);
         return 5;
     }

@@ -2,13 +2,12 @@
 good block from a bad one (RFC 5246 7.4.7.1, Bleichenbacher): ctok decrypts raw and checks
 the block itself in constant time."""
 import os
-import subprocess
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ctoktest import assert_ok, run
+from ctoktest import compile_evp_driver, assert_ok, run
 from p11fixtures import main_hsm  # noqa: F401 (fixture)
 
 SRC = os.path.join(os.path.dirname(__file__), "tls_premaster.c")
@@ -17,10 +16,7 @@ SRC = os.path.join(os.path.dirname(__file__), "tls_premaster.c")
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     out = tmp_path_factory.mktemp("tlspm") / "tls_premaster"
-    p = subprocess.run(["gcc", "-O1", "-Wall", "-o", str(out), SRC, "-lcrypto"],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return out
+    return compile_evp_driver(SRC, out)
 
 
 def premaster(ws, driver, tok, ciphertext, version="0303"):

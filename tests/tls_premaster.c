@@ -12,15 +12,14 @@
 #include <openssl/evp.h>
 #include <openssl/provider.h>
 #include <openssl/rsa.h>
-#include <openssl/store.h>
+
+#include "evp_driver.h"
 
 int main(int argc, char **argv)
 {
     unsigned char in[1024], out[64];
     size_t inlen, outlen = sizeof(out);
     unsigned int version;
-    OSSL_STORE_CTX *st;
-    OSSL_STORE_INFO *info;
     EVP_PKEY *pkey = NULL;
     EVP_PKEY_CTX *c;
     FILE *f;
@@ -37,13 +36,7 @@ int main(int argc, char **argv)
         return 4;
     inlen = fread(in, 1, sizeof(in), f);
     fclose(f);
-    st = OSSL_STORE_open(argv[2], NULL, NULL, NULL, NULL);
-    while (st != NULL && pkey == NULL && (info = OSSL_STORE_load(st)) != NULL) {
-        if (OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
-            pkey = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(st);
+    pkey = driver_load_pkey(argv[2]);
     if (pkey == NULL) {
         ERR_print_errors_fp(stderr);
         return 5;
