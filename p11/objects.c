@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_names.h>
+#include <openssl/decoder.h>
 #include <openssl/param_build.h>
 
 #include "p11.h"
@@ -59,20 +60,29 @@ static EVP_PKEY *fromdata(struct p11_tok *pt, const char *type, OSSL_PARAM_BLD *
                                                  ctok_ctx_propq(ctok_token_ctx(pt->tok)));
     EVP_PKEY *k = NULL;
 
+    /* a key object whose public half cannot be made is reported by ctok where it is used */
+    ERR_set_mark();
     if (params == NULL || c == NULL || EVP_PKEY_fromdata_init(c) <= 0 ||
         EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) <= 0)
         k = NULL;
+    ERR_pop_to_mark();
     EVP_PKEY_CTX_free(c);
     OSSL_PARAM_free(params);
     return k;
 }
 
-/* CKA_EC_POINT is a DER OCTET STRING by the standard; some modules give the raw point. */
+/*
+ * CKA_EC_POINT is a DER OCTET STRING by the standard; some modules give the raw point. The
+ * attempt is made under a mark: a raw point must leave no ASN.1 error behind (issue 11).
+ */
 static const uint8_t *ec_point(const uint8_t *v, CK_ULONG len, size_t *plen, ASN1_OCTET_STRING **os)
 {
     const uint8_t *p = v;
 
-    *os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)len);
+    ERR_set_mark();
+    *os =
+        len > 0 && v[0] == V_ASN1_OCTET_STRING ? d2i_ASN1_OCTET_STRING(NULL, &p, (long)len) : NULL;
+    ERR_pop_to_mark();
     if (*os != NULL && p == v + len) {
         *plen = (size_t)ASN1_STRING_length(*os);
         return ASN1_STRING_get0_data(*os);
@@ -83,22 +93,84 @@ static const uint8_t *ec_point(const uint8_t *v, CK_ULONG len, size_t *plen, ASN
     return v;
 }
 
-/* The curve of CKA_EC_PARAMS: an OID, or a printable name for Edwards curves. */
-static int ec_group(const uint8_t *v, CK_ULONG len, char *name, size_t namelen)
+/*
+ * The curve CKA_EC_PARAMS names: an OID, or a PrintableString for Edwards curves (PKCS#11
+ * 3.0). Each form is told by its tag, so no decoding attempt leaves an error on the queue.
+ */
+static int ec_curve(const uint8_t *v, CK_ULONG len)
 {
     const uint8_t *p = v;
-    ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
-    int nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
+    ASN1_OBJECT *oid;
+    int nid = NID_undef;
 
-    ASN1_OBJECT_free(oid);
-    if (nid == NID_undef && len > 2 && v[0] == V_ASN1_PRINTABLESTRING) {
-        if (len - 2 == 12 && memcmp(v + 2, "edwards25519", 12) == 0)
-            nid = NID_ED25519;
+    if (len > 2 && v[0] == V_ASN1_OBJECT) {
+        ERR_set_mark();
+        oid = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+        ERR_pop_to_mark();
+        nid = oid != NULL ? OBJ_obj2nid(oid) : NID_undef;
+        ASN1_OBJECT_free(oid);
+    } else if (len == 14 && v[0] == V_ASN1_PRINTABLESTRING && v[1] == 12 &&
+               memcmp(v + 2, "edwards25519", 12) == 0) {
+        nid = NID_ED25519;
     }
-    if (nid == NID_undef)
-        return 0;
-    snprintf(name, namelen, "%s", OBJ_nid2sn(nid));
-    return 1;
+    return nid;
+}
+
+/*
+ * An EC public key whose CKA_EC_PARAMS hold explicit ECParameters (ICAO CSCA and DS keys):
+ * the parameters decoded by OpenSSL's own decoder in ctok's library context, then the point.
+ */
+static EVP_PKEY *explicit_ec(struct p11_tok *pt, const uint8_t *par, CK_ULONG parlen,
+                             const uint8_t *point, size_t plen)
+{
+    ctok_ctx *cx = ctok_token_ctx(pt->tok);
+    EVP_PKEY *k = NULL;
+    const uint8_t *p = par;
+    size_t left = parlen;
+    OSSL_DECODER_CTX *d =
+        OSSL_DECODER_CTX_new_for_pkey(&k, "DER", "type-specific", "EC", EVP_PKEY_KEY_PARAMETERS,
+                                      ctok_ctx_libctx(cx), ctok_ctx_propq(cx));
+
+    ERR_set_mark();
+    if (d == NULL || !OSSL_DECODER_from_data(d, &p, &left) ||
+        !EVP_PKEY_set_octet_string_param(k, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, plen)) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    ERR_pop_to_mark();
+    OSSL_DECODER_CTX_free(d);
+    return k;
+}
+
+/* The public key of an EC or Edwards key object from its CKA_EC_PARAMS and CKA_EC_POINT. */
+static EVP_PKEY *ec_public(struct p11_tok *pt, CK_KEY_TYPE kt, const uint8_t *par, CK_ULONG parlen,
+                           const uint8_t *pt_attr, CK_ULONG ptlen)
+{
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    ASN1_OCTET_STRING *os = NULL;
+    size_t plen;
+    const uint8_t *point = ec_point(pt_attr, ptlen, &plen, &os);
+    int nid = ec_curve(par, parlen);
+    EVP_PKEY *k = NULL;
+
+    if (b == NULL) {
+        ASN1_OCTET_STRING_free(os);
+        return NULL;
+    }
+    if (kt == CKK_EC_EDWARDS) {
+        if (nid == NID_ED25519 &&
+            OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen))
+            k = fromdata(pt, "ED25519", b);
+    } else if (nid != NID_undef) {
+        if (OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0) &&
+            OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen))
+            k = fromdata(pt, "EC", b);
+    } else if (parlen > 2 && par[0] == (V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED)) {
+        k = explicit_ec(pt, par, parlen, point, plen);
+    }
+    ASN1_OCTET_STRING_free(os);
+    OSSL_PARAM_BLD_free(b);
+    return k;
 }
 
 EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
@@ -108,9 +180,7 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
     uint8_t *v1 = NULL, *v2 = NULL;
     CK_ULONG l1, l2;
     BIGNUM *n = NULL, *e = NULL;
-    ASN1_OCTET_STRING *os = NULL;
     EVP_PKEY *k = NULL;
-    char group[64];
 
     if (b == NULL)
         return NULL;
@@ -124,20 +194,9 @@ EVP_PKEY *ctok_p11_public_key(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT
             k = fromdata(pt, "RSA", b);
     } else if ((kt == CKK_EC || kt == CKK_EC_EDWARDS) &&
                ctok_p11_get_attr(pt, s, h, CKA_EC_POINT, &v2, &l2) &&
-               ctok_p11_get_attr(pt, s, h, CKA_EC_PARAMS, &v1, &l1) &&
-               ec_group(v1, l1, group, sizeof(group))) {
-        size_t plen;
-        const uint8_t *point = ec_point(v2, l2, &plen, &os);
-
-        if (kt == CKK_EC_EDWARDS) {
-            if (OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen))
-                k = fromdata(pt, "ED25519", b);
-        } else if (OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) &&
-                   OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, point, plen)) {
-            k = fromdata(pt, "EC", b);
-        }
+               ctok_p11_get_attr(pt, s, h, CKA_EC_PARAMS, &v1, &l1)) {
+        k = ec_public(pt, kt, v1, l1, v2, l2);
     }
-    ASN1_OCTET_STRING_free(os);
     BN_free(n);
     BN_free(e);
     free(v1);
@@ -225,6 +284,28 @@ static int read_common(struct p11_tok *pt, CK_SESSION_HANDLE s, struct p11_obj *
     return o->label != NULL;
 }
 
+/*
+ * A token certificate, decoded in ctok's library context (the child of the application's):
+ * its public key then lives in the default provider's key manager there. Decoded in the
+ * application's context, with a third provider (base) loaded, the key landed in ctok's own
+ * EC key manager, on which X.509 signing failed (issue 11). Not a certificate: NULL, and
+ * nothing left on the error queue.
+ */
+static X509 *decode_cert(struct p11_tok *pt, const uint8_t *der, CK_ULONG len)
+{
+    ctok_ctx *cx = ctok_token_ctx(pt->tok);
+    X509 *x = X509_new_ex(ctok_ctx_libctx(cx), ctok_ctx_propq(cx));
+    const uint8_t *p = der;
+
+    ERR_set_mark();
+    if (x != NULL && d2i_X509(&x, &p, (long)len) == NULL) {
+        X509_free(x);
+        x = NULL;
+    }
+    ERR_pop_to_mark();
+    return x;
+}
+
 /* Reads object h of class cls into o: 0 if it is not one ctok can use (nothing kept). */
 static int read_obj(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                     CK_OBJECT_HANDLE h, struct p11_obj *o)
@@ -242,20 +323,30 @@ static int read_obj(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls
         return 1;
     }
     if (ctok_p11_get_attr(pt, s, o->h, CKA_VALUE, &der, &l)) {
-        const uint8_t *p = der;
-
-        o->cert = d2i_X509(NULL, &p, (long)l);
+        o->cert = decode_cert(pt, der, l);
         free(der);
     }
-    if (o->cert == NULL || (o->pub = X509_get_pubkey(o->cert)) == NULL) {
+    ERR_set_mark();
+    o->pub = o->cert != NULL ? X509_get_pubkey(o->cert) : NULL;
+    ERR_pop_to_mark();
+    if (o->pub == NULL) {
         free(o->label);
         X509_free(o->cert);
         return 0; /* not an X.509 certificate we can use */
     }
-    o->kt = EVP_PKEY_is_a(o->pub, "RSA")  ? CKK_RSA
-            : EVP_PKEY_is_a(o->pub, "EC") ? CKK_EC
-                                          : CKK_EC_EDWARDS;
+    o->kt = EVP_PKEY_is_a(o->pub, "RSA") || EVP_PKEY_is_a(o->pub, "RSA-PSS") ? CKK_RSA
+            : EVP_PKEY_is_a(o->pub, "EC")                                    ? CKK_EC
+                                                                             : CKK_EC_EDWARDS;
     return 1;
+}
+
+/* A private key without its point (EC) takes the public key of an object of class from. */
+static void give_public(struct p11_obj *k, const struct p11_obj *v, size_t n, CK_OBJECT_CLASS from)
+{
+    for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < n; j++)
+        if (v[j].cls == from && v[j].pub != NULL && v[j].id_len == k->id_len &&
+            memcmp(v[j].id, k->id, k->id_len) == 0 && EVP_PKEY_up_ref(v[j].pub))
+            k->pub = v[j].pub;
 }
 
 /*
@@ -315,15 +406,10 @@ static int read_objects(struct p11_tok *pt, const char *label, const uint8_t *id
         free(hs);
     }
     (void)P11_CALL(pt->m, C_CloseSession, (s));
-    for (size_t i = 0; i < n_objs; i++) {
-        struct p11_obj *k = &objs[i];
-
-        for (size_t j = 0; k->cls == CKO_PRIVATE_KEY && k->pub == NULL && j < n_objs; j++)
-            if (objs[j].cls != CKO_PRIVATE_KEY && objs[j].pub != NULL &&
-                objs[j].id_len == k->id_len && memcmp(objs[j].id, k->id, k->id_len) == 0 &&
-                EVP_PKEY_up_ref(objs[j].pub))
-                k->pub = objs[j].pub;
-    }
+    /* the public key object first: the certificate only when there is none */
+    for (size_t c = 0; c < 2; c++)
+        for (size_t i = 0; i < n_objs; i++)
+            give_public(&objs[i], objs, n_objs, c == 0 ? CKO_PUBLIC_KEY : CKO_CERTIFICATE);
     if (!ok) {
         ctok_p11_objects_free(objs, n_objs);
         return 0;

@@ -500,19 +500,45 @@ static EVP_PKEY_CTX *inner_pkey_ctx(struct sigctx *c)
 }
 
 /*
+ * The token key's public half imported anew into the child context's own key manager
+ * (provider!=ctok). Whatever key manager holds c->key->pkey (a backend may have decoded it
+ * anywhere; with base loaded the application's context gave ctok's own EC key manager), the
+ * verify context below is then OpenSSL's.
+ */
+static EVP_PKEY *child_public(struct sigctx *c)
+{
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *f = NULL;
+    EVP_PKEY *k = NULL;
+
+    if (EVP_PKEY_todata(c->key->pkey, EVP_PKEY_PUBLIC_KEY, &params) &&
+        (f = EVP_PKEY_CTX_new_from_name(ctok_prov_child(c->pctx),
+                                        EVP_PKEY_get0_type_name(c->key->pkey), c->pctx->propq)) !=
+            NULL &&
+        EVP_PKEY_fromdata_init(f) > 0)
+        (void)EVP_PKEY_fromdata(f, &k, EVP_PKEY_PUBLIC_KEY, params);
+    EVP_PKEY_CTX_free(f);
+    OSSL_PARAM_free(params);
+    return k;
+}
+
+/*
  * The AlgorithmIdentifier of what the token will sign: asked of a verify context on the
  * public key set up with the same parameters, so it is the encoding OpenSSL itself uses.
  */
 static int token_algorithm_id(struct sigctx *c, OSSL_PARAM *p)
 {
     static const unsigned char ed25519_aid[] = {0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70};
-    EVP_PKEY_CTX *v;
+    EVP_PKEY_CTX *v = NULL;
+    EVP_PKEY *pub;
     OSSL_PARAM q[6], *qp = q;
     int salt = resolved_salt(c), ok;
 
     if (c->key->type == CTOK_KT_ED25519)
         return OSSL_PARAM_set_octet_string(p, ed25519_aid, sizeof(ed25519_aid));
-    v = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), c->key->pkey, c->pctx->propq);
+    if ((pub = child_public(c)) != NULL)
+        v = EVP_PKEY_CTX_new_from_pkey(ctok_prov_child(c->pctx), pub, c->pctx->propq);
+    EVP_PKEY_free(pub); /* v holds its own reference */
     if (c->md != NULL)
         *qp++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
                                                  (char *)EVP_MD_get0_name(c->md), 0);
@@ -534,6 +560,11 @@ static int token_algorithm_id(struct sigctx *c, OSSL_PARAM *p)
         p->return_size = r[0].return_size;
     }
     EVP_PKEY_CTX_free(v);
+    if (!ok)
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s', key '%s': no signature AlgorithmIdentifier for %s with %s",
+                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok),
+                 ctok_key_type_name(c->key->type), c->md != NULL ? EVP_MD_get0_name(c->md) : "-");
     return ok;
 }
 
