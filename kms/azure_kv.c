@@ -220,7 +220,7 @@ static unsigned int az_hidden(ctok_token *tok)
 static int binding_sign(void *arg, const uint8_t *data, size_t len, uint8_t *sig, size_t *siglen)
 {
     struct az_tok *kt = arg;
-    struct ctok_sig_params p = {RSA_PKCS1_PSS_PADDING, EVP_sha256(), EVP_sha256(), 32};
+    struct ctok_sig_params p = {RSA_PKCS1_PSS_PADDING, EVP_sha256(), EVP_sha256(), 32, NULL, 0};
     uint8_t md[32];
 
     if (!EVP_Digest(data, len, md, NULL, EVP_sha256(), NULL))

@@ -595,9 +595,12 @@ static int load_from(struct p11_tok *pt, const struct p11_obj *v, size_t n, void
     return ok;
 }
 
+static int read_allowed(struct p11_tok *pt, ctok_key *key);
+
 static int p11_key_load(ctok_token *tok, ctok_key *key)
 {
-    return with_objects(P11TOK(tok), NULL, key->id, key->id_len, CTOK_OBJ_ANY, load_from, key);
+    return with_objects(P11TOK(tok), NULL, key->id, key->id_len, CTOK_OBJ_ANY, load_from, key) &&
+           read_allowed(P11TOK(tok), key) && ctok_p11_key_mechs(key);
 }
 
 static void p11_key_free(ctok_key *key)
@@ -637,6 +640,45 @@ static CK_RV with_session(struct p11_tok *pt,
     }
     ctok_p11_leave(pt->m);
     return rv;
+}
+
+static CK_RV do_read_allowed(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
+{
+    ctok_key *key = arg;
+    struct p11_key *k = key->be_data;
+    CK_ATTRIBUTE a = {CKA_ALLOWED_MECHANISMS, k->allowed, sizeof(k->allowed)};
+    CK_OBJECT_HANDLE h;
+    CK_RV rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &h);
+
+    if (rv == CKR_OK)
+        rv = P11_QUIET(pt->m, C_GetAttributeValue, (s, h, &a, 1));
+    if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+        k->n_allowed = a.ulValueLen / sizeof(k->allowed[0]);
+        k->restricted = k->n_allowed > 0;
+    }
+    return rv;
+}
+
+/*
+ * p11mech: the key's CKA_ALLOWED_MECHANISMS, read once per key handle. Absent or empty
+ * (or unreadable, or longer than ctok keeps): unrestricted, and the token has the last word.
+ */
+static int read_allowed(struct p11_tok *pt, ctok_key *key)
+{
+    struct p11_key *k = key->be_data;
+    CK_RV rv;
+
+    ERR_set_mark();
+    rv = with_session(pt, do_read_allowed, key);
+    ERR_pop_to_mark();
+    if (rv != CKR_OK || !k->restricted) {
+        k->restricted = 0;
+        k->n_allowed = 0;
+        CTOK_DBG("pkcs11: token '%s', key '%s': no mechanism restriction (%s)",
+                 ctok_token_name(pt->tok), key->label,
+                 rv == CKR_OK ? "CKA_ALLOWED_MECHANISMS empty" : ctok_p11_rv_name(rv));
+    }
+    return 1;
 }
 
 struct pins {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -170,27 +171,187 @@ static int run(ctok_key *key, const char *what, p11_op_fn op, void *arg)
     return 0;
 }
 
+/* A digest's PKCS#11 names: the hash, its MGF1, and its hash-and-sign mechanisms. */
+static const struct md_mech {
+    int nid;
+    CK_MECHANISM_TYPE hash;
+    CK_RSA_PKCS_MGF_TYPE mgf;
+    CK_MECHANISM_TYPE rsa, pss, ecdsa;
+    const char *name; /* OpenSSL's */
+} md_table[] = {{NID_sha1, CKM_SHA_1, CKG_MGF1_SHA1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS,
+                 CKM_ECDSA_SHA1, "SHA1"},
+                {NID_sha224, CKM_SHA224, CKG_MGF1_SHA224, CKM_SHA224_RSA_PKCS,
+                 CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224, "SHA224"},
+                {NID_sha256, CKM_SHA256, CKG_MGF1_SHA256, CKM_SHA256_RSA_PKCS,
+                 CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256, "SHA256"},
+                {NID_sha384, CKM_SHA384, CKG_MGF1_SHA384, CKM_SHA384_RSA_PKCS,
+                 CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384, "SHA384"},
+                {NID_sha512, CKM_SHA512, CKG_MGF1_SHA512, CKM_SHA512_RSA_PKCS,
+                 CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512, "SHA512"}};
+#define N_MD (sizeof(md_table) / sizeof(md_table[0]))
+
+static const struct md_mech *md_mech(const EVP_MD *md)
+{
+    for (size_t i = 0; md != NULL && i < N_MD; i++)
+        if (EVP_MD_get_type(md) == md_table[i].nid)
+            return &md_table[i];
+    return NULL;
+}
+
 static int md_mechs(const EVP_MD *md, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf)
 {
-    static const struct {
-        int nid;
-        CK_MECHANISM_TYPE hash;
-        CK_RSA_PKCS_MGF_TYPE mgf;
-    } t[] = {{NID_sha1, CKM_SHA_1, CKG_MGF1_SHA1},
-             {NID_sha224, CKM_SHA224, CKG_MGF1_SHA224},
-             {NID_sha256, CKM_SHA256, CKG_MGF1_SHA256},
-             {NID_sha384, CKM_SHA384, CKG_MGF1_SHA384},
-             {NID_sha512, CKM_SHA512, CKG_MGF1_SHA512}};
+    const struct md_mech *m = md_mech(md);
 
-    for (size_t i = 0; md != NULL && i < sizeof(t) / sizeof(t[0]); i++)
-        if (EVP_MD_get_type(md) == t[i].nid) {
-            if (hash != NULL)
-                *hash = t[i].hash;
-            if (mgf != NULL)
-                *mgf = t[i].mgf;
-            return 1;
+    if (m == NULL)
+        return 0;
+    if (hash != NULL)
+        *hash = m->hash;
+    if (mgf != NULL)
+        *mgf = m->mgf;
+    return 1;
+}
+
+/* The digest row of a hash-and-sign mechanism (and which kind it is), or NULL. */
+static const struct md_mech *hash_and_sign(CK_MECHANISM_TYPE t, int *pss)
+{
+    for (size_t i = 0; i < N_MD; i++)
+        if (t == md_table[i].rsa || t == md_table[i].pss || t == md_table[i].ecdsa) {
+            if (pss != NULL)
+                *pss = t == md_table[i].pss;
+            return &md_table[i];
         }
-    return 0;
+    return NULL;
+}
+
+static const char *mech_name(CK_MECHANISM_TYPE t, char *buf, size_t len)
+{
+    static const struct {
+        CK_MECHANISM_TYPE t;
+        const char *name;
+    } names[] = {{CKM_RSA_PKCS, "CKM_RSA_PKCS"},
+                 {CKM_RSA_X_509, "CKM_RSA_X_509"},
+                 {CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"},
+                 {CKM_RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP"},
+                 {CKM_ECDSA, "CKM_ECDSA"},
+                 {CKM_EDDSA, "CKM_EDDSA"},
+                 {CKM_ECDH1_DERIVE, "CKM_ECDH1_DERIVE"}};
+    int pss;
+    const struct md_mech *m = hash_and_sign(t, &pss);
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].t == t)
+            return names[i].name;
+    if (m != NULL)
+        snprintf(buf, len,
+                 t == m->ecdsa ? "CKM_ECDSA_%s"
+                 : pss         ? "CKM_%s_RSA_PKCS_PSS"
+                               : "CKM_%s_RSA_PKCS",
+                 m->name);
+    else
+        snprintf(buf, len, "0x%lx", (unsigned long)t);
+    return buf;
+}
+
+static int allows(const struct p11_key *k, CK_MECHANISM_TYPE t)
+{
+    for (size_t i = 0; i < k->n_allowed; i++)
+        if (k->allowed[i] == t)
+            return 1;
+    return !k->restricted;
+}
+
+/* "CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA": the key's allowed mechanisms, for errors. */
+static void allowed_list(const struct p11_key *k, char *out, size_t len)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < k->n_allowed && used < len; i++) {
+        char buf[48];
+        int n = snprintf(out + used, len - used, "%s%s", i > 0 ? ", " : "",
+                         mech_name(k->allowed[i], buf, sizeof(buf)));
+
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
+/*
+ * An RSA-PSS key from the RSA public key pub: restricted to md (MGF1 the same, salt the
+ * digest length) unless md is NULL. In the library context the token's keys live in.
+ */
+static EVP_PKEY *pss_public(ctok_token *tok, EVP_PKEY *pub, const char *md)
+{
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    EVP_PKEY_CTX *c = NULL;
+    EVP_PKEY *k = NULL;
+    const EVP_MD *d = md != NULL ? EVP_get_digestbyname(md) : NULL;
+    int ok = b != NULL && EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_N, &n) &&
+             EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e) &&
+             OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_N, n) &&
+             OSSL_PARAM_BLD_push_BN(b, OSSL_PKEY_PARAM_RSA_E, e);
+
+    if (ok && md != NULL)
+        ok = d != NULL && OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_RSA_DIGEST, md, 0) &&
+             OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_RSA_MGF1_DIGEST, md, 0) &&
+             OSSL_PARAM_BLD_push_int(b, OSSL_PKEY_PARAM_RSA_PSS_SALTLEN, EVP_MD_get_size(d));
+    if (ok && (params = OSSL_PARAM_BLD_to_param(b)) != NULL &&
+        (c = EVP_PKEY_CTX_new_from_name(ctok_ctx_libctx(ctok_token_ctx(tok)), "RSA-PSS",
+                                        ctok_ctx_propq(ctok_token_ctx(tok)))) != NULL &&
+        EVP_PKEY_fromdata_init(c) > 0 && EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+        k = NULL;
+    EVP_PKEY_CTX_free(c);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(b);
+    BN_free(n);
+    BN_free(e);
+    return k;
+}
+
+/*
+ * p11mech, at key_load: a key allowed hash-and-sign mechanisms wants the whole message of
+ * a DigestSign; an RSA key allowed only PSS mechanisms is an RSA-PSS key, restricted to
+ * the digest its hash-and-sign mechanisms name when they name one and the raw
+ * CKM_RSA_PKCS_PSS is not allowed.
+ */
+int ctok_p11_key_mechs(ctok_key *key)
+{
+    struct p11_key *k = key->be_data;
+    const struct md_mech *only = NULL;
+    int all_pss = key->type == CTOK_KT_RSA, several = 0, pss;
+    EVP_PKEY *p;
+
+    if (!k->restricted)
+        return 1;
+    for (size_t i = 0; i < k->n_allowed; i++) {
+        const struct md_mech *m = hash_and_sign(k->allowed[i], &pss);
+
+        if (m != NULL)
+            key->flags |= CTOK_KEY_WANTS_MESSAGE;
+        if (k->allowed[i] == CKM_RSA_PKCS_PSS)
+            several = 1; /* any digest */
+        else if (m == NULL || !pss)
+            all_pss = 0;
+        else if (only != NULL && only != m)
+            several = 1;
+        else
+            only = m;
+    }
+    if (!all_pss)
+        return 1;
+    p = pss_public(key->tok, key->pub, several ? NULL : only->name);
+    if (p == NULL) {
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': cannot make the RSA-PSS public key",
+                 ctok_token_name(key->tok), key->label);
+        return 0;
+    }
+    EVP_PKEY_free(key->pub);
+    key->pub = p;
+    key->type = CTOK_KT_RSA_PSS;
+    CTOK_DBG("pkcs11: token '%s', key '%s': allowed only PSS: an RSA-PSS key (%s)",
+             ctok_token_name(key->tok), key->label, several ? "any digest" : only->name);
+    return 1;
 }
 
 /* DER DigestInfo { algorithm, digest } for CKM_RSA_PKCS signatures. */
@@ -221,6 +382,50 @@ struct sign_op {
     CK_ULONG outlen;
 };
 
+/*
+ * The mechanism for a signature: raw over ctok's digest (tbs) when the key allows it,
+ * else hash-and-sign over the whole message (p->msg) on the token. *raw_out says which.
+ */
+static int choose(ctok_key *key, const struct ctok_sig_params *p, CK_MECHANISM_TYPE raw,
+                  CK_MECHANISM_TYPE hs, struct sign_op *o, int *raw_out)
+{
+    const struct p11_key *k = key->be_data;
+    char allowed[400], b1[48], b2[48];
+
+    *raw_out = allows(k, raw);
+    if (*raw_out) {
+        o->mech.mechanism = raw;
+        return 1;
+    }
+    allowed_list(k, allowed, sizeof(allowed));
+    if (hs != 0 && allows(k, hs)) {
+        if (p->msg != NULL) {
+            o->mech.mechanism = hs;
+            o->in = p->msg;
+            o->inlen = (CK_ULONG)p->msglen;
+            return 1;
+        }
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s', key '%s': the key allows only %s: the token hashes the message "
+                 "itself, so it cannot sign a bare digest; sign the message instead (openssl "
+                 "dgst -sign, openssl pkeyutl -sign -rawin)",
+                 ctok_token_name(key->tok), key->label, allowed);
+        return 0;
+    }
+    if (hs != 0)
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s', key '%s': the key allows only %s, neither %s nor %s: choose a "
+                 "digest and padding it allows",
+                 ctok_token_name(key->tok), key->label, allowed, mech_name(raw, b1, sizeof(b1)),
+                 mech_name(hs, b2, sizeof(b2)));
+    else
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s', key '%s': the key allows only %s, not %s: choose a digest and "
+                 "padding it allows",
+                 ctok_token_name(key->tok), key->label, allowed, mech_name(raw, b1, sizeof(b1)));
+    return 0;
+}
+
 static CK_RV do_sign(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, void *arg)
 {
     struct sign_op *o = arg;
@@ -236,31 +441,35 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
                   uint8_t *sig, size_t *siglen)
 {
     struct sign_op o = {{0, NULL, 0}, tbs, (CK_ULONG)tbslen, {0}, 0};
+    const struct md_mech *m = md_mech(p->md);
     CK_RSA_PKCS_PSS_PARAMS pss;
     uint8_t *di = NULL;
-    int dilen, ok = 0;
+    int dilen, raw, ok = 0;
 
     switch (key->type) {
     case CTOK_KT_RSA:
     case CTOK_KT_RSA_PSS:
         if (p->pad == RSA_PKCS1_PSS_PADDING) {
-            if (!md_mechs(p->md, &pss.hashAlg, NULL) ||
-                !md_mechs(p->mgf1 != NULL ? p->mgf1 : p->md, NULL, &pss.mgf)) {
+            if (m == NULL || !md_mechs(p->mgf1 != NULL ? p->mgf1 : p->md, NULL, &pss.mgf)) {
                 CTOK_ERR(CTOK_R_UNSUPPORTED,
                          "token '%s', key '%s': RSA-PSS needs a SHA-1 or "
                          "SHA-2 digest",
                          ctok_token_name(key->tok), key->label);
                 return 0;
             }
+            pss.hashAlg = m->hash;
             pss.sLen = (CK_ULONG)p->saltlen;
-            o.mech.mechanism = CKM_RSA_PKCS_PSS;
+            if (!choose(key, p, CKM_RSA_PKCS_PSS, m->pss, &o, &raw))
+                return 0;
             o.mech.pParameter = &pss;
             o.mech.ulParameterLen = sizeof(pss);
         } else if (p->pad == RSA_NO_PADDING) {
-            o.mech.mechanism = CKM_RSA_X_509;
+            if (!choose(key, p, CKM_RSA_X_509, 0, &o, &raw))
+                return 0;
         } else {
-            o.mech.mechanism = CKM_RSA_PKCS;
-            if (p->md != NULL) {
+            if (!choose(key, p, CKM_RSA_PKCS, m != NULL ? m->rsa : 0, &o, &raw))
+                return 0;
+            if (raw && p->md != NULL) {
                 if (!digest_info(p->md, tbs, tbslen, &di, &dilen))
                     return 0;
                 o.in = di;
@@ -269,7 +478,9 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
         }
         break;
     case CTOK_KT_EC:
-        o.mech.mechanism = CKM_ECDSA; /* over the digest: SoftHSM's CKM_ECDSA_SHA* is broken */
+        /* raw over the digest where allowed: SoftHSM's CKM_ECDSA_SHA* is broken or absent */
+        if (!choose(key, p, CKM_ECDSA, m != NULL ? m->ecdsa : 0, &o, &raw))
+            return 0;
         break;
     case CTOK_KT_ED25519:
         o.mech.mechanism = CKM_EDDSA;

@@ -208,6 +208,15 @@ struct p11_key {
     int copy_refused; /* the module does not copy this key: sign with the token object */
     CK_KEY_TYPE kt;
     pthread_mutex_t lock;
+    /* p11mech: CKA_ALLOWED_MECHANISMS, read once at key_load (crypto.c chooses by it);
+     * restricted 0: absent or empty, every mechanism may be tried */
+    CK_MECHANISM_TYPE allowed[16];
+    size_t n_allowed;
+    int restricted;
 };
+
+/* crypto.c: after key_load read the allowed mechanisms, the key's flags and type (a key
+ * allowed only PSS mechanisms is an RSA-PSS key, with the digest they name). */
+int ctok_p11_key_mechs(ctok_key *key);
 
 #endif

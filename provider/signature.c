@@ -49,7 +49,14 @@ struct sigctx {
     EVP_MD *mgf1;
     int pad;
     int saltlen;
+    /* the message of a DigestSign, kept when the key may need it (CTOK_KEY_WANTS_MESSAGE) */
+    int keep_msg;
+    uint8_t *msg;
+    size_t msglen, msgcap;
 };
+
+/* A kept message beyond this is refused: the token would have to take it in one C_Sign. */
+#define MAX_KEPT_MESSAGE ((size_t)64 << 20)
 
 static void *sig_newctx(void *provctx, const char *propq)
 {
@@ -76,6 +83,10 @@ static void reset(struct sigctx *c)
     c->mdctx = NULL;
     c->mgf1 = NULL;
     c->token = 0;
+    free(c->msg); /* a message is no secret */
+    c->msg = NULL;
+    c->msglen = c->msgcap = 0;
+    c->keep_msg = 0;
 }
 
 static void sig_freectx(void *vc)
@@ -109,6 +120,16 @@ static void *sig_dupctx(void *vc)
     c->token = src->token;
     c->pad = src->pad;
     c->saltlen = src->saltlen;
+    c->keep_msg = src->keep_msg;
+    if (src->msglen > 0) {
+        c->msg = malloc(src->msglen);
+        if (c->msg == NULL) {
+            sig_freectx(c);
+            return NULL;
+        }
+        memcpy(c->msg, src->msg, src->msglen);
+        c->msglen = c->msgcap = src->msglen;
+    }
     if (src->md != NULL && EVP_MD_up_ref(src->md))
         c->md = src->md;
     if (src->mgf1 != NULL && EVP_MD_up_ref(src->mgf1))
@@ -254,12 +275,36 @@ static int resolved_salt(const struct sigctx *c)
     return c->saltlen;
 }
 
-static int token_init(struct sigctx *c, const OSSL_PARAM params[])
+/*
+ * An RSA-PSS key's restrictions as OpenSSL applies them: its digest unless the caller
+ * named one, and its salt length (verifiers of such a key expect exactly that one).
+ */
+static int pss_restrictions(struct sigctx *c, int md_given)
+{
+    char name[64];
+    int salt;
+
+    if (c->key->type != CTOK_KT_RSA_PSS)
+        return 1;
+    ERR_set_mark();
+    if (EVP_PKEY_get_int_param(c->key->pkey, OSSL_PKEY_PARAM_RSA_PSS_SALTLEN, &salt) && salt >= 0)
+        c->saltlen = salt;
+    if (!EVP_PKEY_get_utf8_string_param(c->key->pkey, OSSL_PKEY_PARAM_RSA_DIGEST, name,
+                                        sizeof(name), NULL))
+        name[0] = '\0';
+    ERR_pop_to_mark();
+    if (md_given || name[0] == '\0')
+        return 1;
+    return fetch_md(c, name, &c->md) && fetch_md(c, name, &c->mgf1) &&
+           (c->mdctx == NULL || EVP_DigestInit_ex2(c->mdctx, c->md, NULL));
+}
+
+static int token_init(struct sigctx *c, int md_given, const OSSL_PARAM params[])
 {
     c->token = 1;
     c->pad = c->key->type == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING;
     c->saltlen = RSA_PSS_SALTLEN_AUTO; /* rule use: ctok_key_sign checks it */
-    return token_set_params(c, params);
+    return pss_restrictions(c, md_given) && token_set_params(c, params);
 }
 
 /*
@@ -291,10 +336,11 @@ static int raw_input_ok(const struct sigctx *c, const unsigned char *tbs, size_t
     return why == NULL;
 }
 
+/* msg: the message tbs is the digest of, when kept (DigestSign), else NULL. */
 static int token_sign(struct sigctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
-                      const unsigned char *tbs, size_t tbslen)
+                      const unsigned char *tbs, size_t tbslen, const uint8_t *msg, size_t msglen)
 {
-    struct ctok_sig_params sp = {c->pad, c->md, c->mgf1 != NULL ? c->mgf1 : c->md, 0};
+    struct ctok_sig_params sp = {c->pad, c->md, c->mgf1 != NULL ? c->mgf1 : c->md, 0, msg, msglen};
     size_t max = ctok_pkey_max_size(c->key);
 
     if (sig == NULL) {
@@ -332,7 +378,7 @@ static int sig_sign_init(void *vc, void *vkey, const OSSL_PARAM params[])
     if (t < 0)
         return 0;
     if (t)
-        return token_init(c, params);
+        return token_init(c, 1, params);
     return new_inner(c) && EVP_PKEY_sign_init_ex(c->inner, params) > 0;
 }
 
@@ -342,7 +388,7 @@ static int sig_sign(void *vc, unsigned char *sig, size_t *siglen, size_t sigsize
     struct sigctx *c = vc;
 
     if (c->token)
-        return token_sign(c, sig, siglen, sigsize, tbs, tbslen);
+        return token_sign(c, sig, siglen, sigsize, tbs, tbslen, NULL, 0);
     *siglen = sigsize;
     return EVP_PKEY_sign(c->inner, sig, siglen, tbs, tbslen) > 0;
 }
@@ -417,8 +463,38 @@ static int sig_digest_sign_init(void *vc, const char *mdname, void *vkey, const 
         c->mdctx = EVP_MD_CTX_new();
         if (c->mdctx == NULL || !EVP_DigestInit_ex2(c->mdctx, c->md, NULL))
             return 0;
+        c->keep_msg = (ctok_key_flags(c->key->tok) & CTOK_KEY_WANTS_MESSAGE) != 0;
     }
-    return token_init(c, params);
+    return token_init(c, mdname != NULL && *mdname != '\0', params);
+}
+
+/* Appends to the kept message (keys that sign the message itself on the token). */
+static int keep(struct sigctx *c, const unsigned char *data, size_t len)
+{
+    if (len > MAX_KEPT_MESSAGE - c->msglen) {
+        CTOK_ERR(CTOK_R_INVALID_ARG,
+                 "token '%s', key '%s': the key signs the whole message on the token, and "
+                 "ctok keeps at most %zu MiB of it",
+                 ctok_token_name(ctok_key_token(c->key->tok)), ctok_key_label(c->key->tok),
+                 MAX_KEPT_MESSAGE >> 20);
+        return 0;
+    }
+    if (c->msglen + len > c->msgcap) {
+        size_t cap = c->msgcap > 0 ? c->msgcap : 4096;
+        uint8_t *m;
+
+        while (cap < c->msglen + len)
+            cap *= 2;
+        if (cap > MAX_KEPT_MESSAGE)
+            cap = MAX_KEPT_MESSAGE;
+        if ((m = realloc(c->msg, cap)) == NULL)
+            return 0;
+        c->msg = m;
+        c->msgcap = cap;
+    }
+    memcpy(c->msg + c->msglen, data, len);
+    c->msglen += len;
+    return 1;
 }
 
 static int sig_digest_sign_update(void *vc, const unsigned char *data, size_t len)
@@ -427,6 +503,8 @@ static int sig_digest_sign_update(void *vc, const unsigned char *data, size_t le
 
     if (!c->token)
         return EVP_DigestSignUpdate(c->inner_md, data, len) > 0;
+    if (c->keep_msg && len > 0 && !keep(c, data, len))
+        return 0;
     return c->mdctx != NULL && EVP_DigestUpdate(c->mdctx, data, len);
 }
 
@@ -441,10 +519,12 @@ static int sig_digest_sign_final(void *vc, unsigned char *sig, size_t *siglen, s
         return EVP_DigestSignFinal(c->inner_md, sig, siglen) > 0;
     }
     if (sig == NULL) /* a size query must not finalize */
-        return token_sign(c, NULL, siglen, 0, NULL, 0);
+        return token_sign(c, NULL, siglen, 0, NULL, 0, NULL, 0);
     if (c->mdctx == NULL || !EVP_DigestFinal_ex(c->mdctx, dgst, &dlen))
         return 0;
-    return token_sign(c, sig, siglen, sigsize, dgst, dlen);
+    /* an empty kept message is still the message: never NULL when kept */
+    return token_sign(c, sig, siglen, sigsize, dgst, dlen,
+                      c->keep_msg ? (c->msg != NULL ? c->msg : dgst) : NULL, c->msglen);
 }
 
 static int sig_digest_sign(void *vc, unsigned char *sig, size_t *siglen, size_t sigsize,
@@ -459,7 +539,7 @@ static int sig_digest_sign(void *vc, unsigned char *sig, size_t *siglen, size_t 
     if (c->key->type != CTOK_KT_ED25519)
         return sig_digest_sign_update(c, tbs, tbslen) &&
                sig_digest_sign_final(c, sig, siglen, sigsize);
-    return token_sign(c, sig, siglen, sigsize, tbs, tbslen);
+    return token_sign(c, sig, siglen, sigsize, tbs, tbslen, NULL, 0);
 }
 
 static int sig_digest_verify_init(void *vc, const char *mdname, void *vkey,

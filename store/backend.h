@@ -142,6 +142,7 @@ struct ctok_key {
     enum ctok_key_type type;
     EVP_PKEY *pub;
     void *be_data;
+    unsigned int flags; /* CTOK_KEY_* (token.h), set by key_load */
 };
 
 /* ---- token-layer functions a backend may use ---- */

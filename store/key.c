@@ -156,6 +156,11 @@ enum ctok_key_type ctok_key_type(const ctok_key *key)
     return key->type;
 }
 
+unsigned int ctok_key_flags(const ctok_key *key)
+{
+    return key->flags;
+}
+
 EVP_PKEY *ctok_key_pub(const ctok_key *key)
 {
     return key->pub;
@@ -244,9 +249,14 @@ int ctok_key_test(ctok_key *key)
     EVP_PKEY *pub = key->pub;
     enum ctok_key_type t = key->type;
     const EVP_MD *md = test_md(key);
-    struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
-                                 md, md, 32};
     unsigned char msg[64], dgst[EVP_MAX_MD_SIZE], sig[1024];
+    /* with the message too: a key allowed only hash-and-sign mechanisms signs that */
+    struct ctok_sig_params sp = {t == CTOK_KT_RSA_PSS ? RSA_PKCS1_PSS_PADDING : RSA_PKCS1_PADDING,
+                                 md,
+                                 md,
+                                 32,
+                                 msg,
+                                 sizeof(msg)};
     unsigned int dlen = 0;
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *m = NULL;

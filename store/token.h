@@ -73,6 +73,10 @@ struct ctok_sig_params {
     const EVP_MD *md;   /* digest that produced tbs */
     const EVP_MD *mgf1; /* PSS */
     int saltlen;        /* PSS, already resolved to a byte count */
+    /* The whole message tbs is the digest of, when the application gave it (DigestSign):
+     * a key allowed only hash-and-sign mechanisms signs it on the token. NULL otherwise. */
+    const uint8_t *msg;
+    size_t msglen;
 };
 
 struct ctok_dec_params {
@@ -243,6 +247,10 @@ void ctok_key_unref(ctok_key *key);
 ctok_token *ctok_key_token(const ctok_key *key);
 const char *ctok_key_label(const ctok_key *key);
 enum ctok_key_type ctok_key_type(const ctok_key *key);
+/* The key may need the whole message to sign (a PKCS#11 key allowed only hash-and-sign
+ * mechanisms): a DigestSign keeps it beside its digest and passes it as msg/msglen. */
+#define CTOK_KEY_WANTS_MESSAGE 1u
+unsigned int ctok_key_flags(const ctok_key *key);
 /* Public key, in the context's library context; never holds private parts. */
 EVP_PKEY *ctok_key_pub(const ctok_key *key);
 int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,

@@ -80,7 +80,7 @@ static int key_op(ctok_key *key, const char *op)
     int ok = 0;
 
     if (strcmp(op, "sign") == 0) {
-        struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32};
+        struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32, NULL, 0};
 
         return ctok_key_sign(key, &sp, dgst, sizeof(dgst), out, &outlen);
     }

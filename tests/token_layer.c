@@ -138,7 +138,7 @@ static int sign_once(ctok_key *key)
 {
     uint8_t dgst[32] = {7}, sig[1024];
     size_t siglen = sizeof(sig);
-    struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32};
+    struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32, NULL, 0};
 
     return ctok_key_sign(key, &sp, dgst, sizeof(dgst), sig, &siglen);
 }

@@ -31,7 +31,7 @@ static void *worker(void *arg)
     ctok_key *key = NULL;
     uint8_t dgst[32] = {7}, sig[1024];
     size_t siglen = sizeof(sig);
-    struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32};
+    struct ctok_sig_params sp = {RSA_PKCS1_PADDING, EVP_sha256(), EVP_sha256(), 32, NULL, 0};
 
     u.token = (char *)j->token;
     u.object = (char *)j->key;

@@ -235,6 +235,57 @@ static void detail_user(struct call *c, CK_USER_TYPE user)
         snprintf(c->extra + len, sizeof(c->extra) - len, " user=%s", name);
 }
 
+/* " mech=CKM_..." on C_SignInit: which signature mechanism the application chose. */
+static void detail_mech(struct call *c, CK_MECHANISM_PTR m)
+{
+    static const struct {
+        CK_MECHANISM_TYPE t;
+        const char *name;
+    } names[] = {{CKM_RSA_PKCS, "CKM_RSA_PKCS"},
+                 {CKM_RSA_X_509, "CKM_RSA_X_509"},
+                 {CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"},
+                 {CKM_SHA1_RSA_PKCS, "CKM_SHA1_RSA_PKCS"},
+                 {CKM_SHA224_RSA_PKCS, "CKM_SHA224_RSA_PKCS"},
+                 {CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS"},
+                 {CKM_SHA384_RSA_PKCS, "CKM_SHA384_RSA_PKCS"},
+                 {CKM_SHA512_RSA_PKCS, "CKM_SHA512_RSA_PKCS"},
+                 {CKM_SHA1_RSA_PKCS_PSS, "CKM_SHA1_RSA_PKCS_PSS"},
+                 {CKM_SHA224_RSA_PKCS_PSS, "CKM_SHA224_RSA_PKCS_PSS"},
+                 {CKM_SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS"},
+                 {CKM_SHA384_RSA_PKCS_PSS, "CKM_SHA384_RSA_PKCS_PSS"},
+                 {CKM_SHA512_RSA_PKCS_PSS, "CKM_SHA512_RSA_PKCS_PSS"},
+                 {CKM_ECDSA, "CKM_ECDSA"},
+                 {CKM_ECDSA_SHA1, "CKM_ECDSA_SHA1"},
+                 {CKM_ECDSA_SHA224, "CKM_ECDSA_SHA224"},
+                 {CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256"},
+                 {CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384"},
+                 {CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512"},
+                 {CKM_EDDSA, "CKM_EDDSA"}};
+    size_t len = strlen(c->extra);
+
+    if (!c->detail || m == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (names[i].t == m->mechanism) {
+            snprintf(c->extra + len, sizeof(c->extra) - len, " mech=%s", names[i].name);
+            return;
+        }
+    snprintf(c->extra + len, sizeof(c->extra) - len, " mech=0x%lx", (unsigned long)m->mechanism);
+}
+
+static CK_RV shim_C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    struct call c;
+    CK_RV rv = enter(&c, FN_C_SignInit);
+
+    if (rv == CKR_OK) {
+        detail_session(&c, s);
+        detail_mech(&c, m);
+        rv = g_soft->C_SignInit(s, m, k);
+    }
+    return leave(&c, rv);
+}
+
 /* ---- forwarded as they are ---- */
 
 /* The first parameter names the session (FWD_S) or slot (FWD_SLOT) for the detail log. */
@@ -342,7 +393,6 @@ FWD_OP(C_Digest, (S s, B in, CK_ULONG il, B out, LP ol), (s, in, il, out, ol),
 FWD_OP(C_DigestUpdate, (S s, B in, CK_ULONG il), (s, in, il), C_DigestFinal(s, scratch, &sl))
 FWD_OP(C_DigestKey, (S s, O k), (s, k), C_DigestFinal(s, scratch, &sl))
 FWD_OP(C_DigestFinal, (S s, B out, LP ol), (s, out, ol), C_DigestFinal(s, scratch, &sl))
-FWD_S(C_SignInit, (S s, M m, O k), (s, m, k))
 FWD_OP(C_SignUpdate, (S s, B in, CK_ULONG il), (s, in, il), C_SignFinal(s, scratch, &sl))
 FWD_OP(C_SignFinal, (S s, B out, LP ol), (s, out, ol), C_SignFinal(s, scratch, &sl))
 FWD_S(C_SignRecoverInit, (S s, M m, O k), (s, m, k))
