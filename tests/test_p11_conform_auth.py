@@ -186,6 +186,20 @@ def test_a_wrong_signature_pin_for_the_context_login_names_token_key_and_signatu
     assert [c["rv"] for c in ctx] == ["CKR_PIN_INCORRECT"], log.text()
 
 
+def test_a_rejected_signature_pin_is_not_sent_again_by_the_next_signature(card, log, loop_bin):
+    """Smart cards lock after a few wrong tries: three signatures in one process send the
+    wrong signature PIN once."""
+    bad = card.ws.write("wrong-sign3.pin", WRONG_PIN)
+    view = card.ws.view("wrong-sign3.json",
+                        copy_config(card.ws, sign={"auth": {"file": str(bad)}}))
+    p = run(loop_argv(card, loop_bin, "sign", SIGN_KEY + "?pin-value=" + SIGN_PIN, "1", "3"),
+            view.env(log.env()))
+    assert_no_crash(p)
+    assert "ok=0 failed=3" in p.stdout, describe(p)
+    assert "does not send it again" in p.stderr, describe(p)
+    assert [c["rv"] for c in context_logins(log)] == ["CKR_PIN_INCORRECT"], log.text()
+
+
 def test_the_auth_file_gone_at_signing_time_fails_clearly(card, log, loop_bin):
     pin = card.ws.write("going.pin", SIGN_PIN)
     view = card.ws.view("going.json", copy_config(card.ws, sign={"auth": {"file": str(pin)}}))
@@ -254,6 +268,20 @@ def test_a_prompted_signature_pin_is_asked_for_each_signature(card, log, loop_bi
     assert len(prompts) == 3 and all(EID_SIGN in pr for pr in prompts), out
     assert SIGN_PIN not in out, "the PIN was echoed:\n" + out
     assert [c["rv"] for c in context_logins(log)] == ["CKR_OK", "CKR_OK"], log.text()
+
+
+def test_a_mistyped_signature_pin_fails_that_signature_only(card, log, loop_bin):
+    """The second answer is wrong: that signature fails naming the signature PIN, its begun
+    operation is ended, and the next signature on the same pooled session works."""
+    view = prompt_view(card, "noui-mistyped.json")
+    code, out, prompts = run_with_tty(
+        loop_argv(card, loop_bin, "--ui", "none", "sign", SIGN_KEY, "1", "2"),
+        view.env(log.env()), answers=[SIGN_PIN, WRONG_PIN, SIGN_PIN])
+    assert code == 1, out
+    assert "ok=1 failed=1" in out, out
+    assert "signature PIN" in out and "CKR_PIN_INCORRECT" in out, out
+    assert len(prompts) == 3, out
+    assert [c["rv"] for c in context_logins(log)] == ["CKR_PIN_INCORRECT", "CKR_OK"], log.text()
 
 
 def test_without_a_terminal_a_prompt_token_fails_with_one_clear_error(card, log, loop_bin):
