@@ -30,7 +30,7 @@ struct cli {
     const char *puk_file, *puk_env;
     const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
     int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;
-    int allow_export, explicit_ecc;
+    int allow_export, explicit_ecc, pin_cache_fork, no_pin_cache_fork;
     ctok_ctx *ctx;
 };
 

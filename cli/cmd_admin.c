@@ -89,6 +89,8 @@ static int edit_modify(json_t *config, json_t *e, void *arg)
     SET(c->no_explicit_ecc, json_object_set_new(e, "explicit_ecc", json_false()))
     SET(c->audit_use, json_object_set_new(e, "audit_use", json_true()))
     SET(c->no_audit_use, json_object_set_new(e, "audit_use", json_false()))
+    SET(c->pin_cache_fork, json_object_set_new(e, "pin_cache_fork", json_true()))
+    SET(c->no_pin_cache_fork, json_object_set_new(e, "pin_cache_fork", json_false()))
     SET(c->audit_file != NULL, set_path(e, "audit_file", c->audit_file))
     if (c->n_opts > 0) {
         /* the fields of the token's type (--keystore, --library ...) */

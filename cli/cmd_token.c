@@ -48,6 +48,8 @@ int cmd_token_create(struct cli *c)
                                               : json_pack("{s:b}", "prompt", 1));
     json_object_set_new(e, "allow_export", json_boolean(c->allow_export));
     json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
+    if (c->pin_cache_fork)
+        json_object_set_new(e, "pin_cache_fork", json_true());
     ok = ctok_config_add_token(c->ctx, e, needs ? code : NULL, len);
     OPENSSL_cleanse(code, sizeof(code));
     json_decref(e);

@@ -90,7 +90,9 @@ static const struct {
      "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
      "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
      "  A pkcs12 keystore that does not exist is created; an existing one, or a PKCS#11 slot,\n"
-     "  is checked with the code. Each type's options:"},
+     "  is checked with the code. --pin-cache-fork keeps a code typed at an application's\n"
+     "  prompt in its memory, so a forked worker logs in again without asking (every child\n"
+     "  then holds the code: a compromised worker has it). Each type's options:"},
     {"token", "list", cmd_token_list, 0, "token list [--json]\n  The tokens you may view."},
     {"token", "show", cmd_token_show, 1,
      "token show TOKEN [--json]\n  The token's configuration (never a stored code)."},
@@ -99,7 +101,8 @@ static const struct {
      "             [--explicit-ecc | --no-explicit-ecc] [--auth-file F | --auth-env V |\n"
      "             --auth-prompt] [--keystore F] [--library L] [--ref-type T] [--ref R]\n"
      "             [--attributes F] [--permissions view,use,...] [--audit-file F]\n"
-     "             [--audit-use | --no-audit-use]\n  Any option of the token's type (see "
+     "             [--audit-use | --no-audit-use] [--pin-cache-fork | --no-pin-cache-fork]\n"
+     "  Any option of the token's type (see "
      "'ctok token create --help').\n  Needs the 'modify' rule."},
     {"token", "delete", cmd_token_delete, 1,
      "token delete TOKEN\n  Removes the token from the config; the keystore or HSM slot is "
@@ -193,6 +196,8 @@ static int parse_options(struct cli *c, int argc, char **argv)
                 {"--no-explicit-ecc", offsetof(struct cli, no_explicit_ecc)},
                 {"--audit-use", offsetof(struct cli, audit_use)},
                 {"--no-audit-use", offsetof(struct cli, no_audit_use)},
+                {"--pin-cache-fork", offsetof(struct cli, pin_cache_fork)},
+                {"--no-pin-cache-fork", offsetof(struct cli, no_pin_cache_fork)},
                 {"--auth-prompt", offsetof(struct cli, auth_prompt)},
                 {"--remember", offsetof(struct cli, remember)},
             };

@@ -260,45 +260,66 @@ void ctok_p11_session_put(struct p11_tok *pt, CK_SESSION_HANDLE s, unsigned int 
         (void)P11_CALL(pt->m, C_CloseSession, (s));
 }
 
-/* C_Login with a code; maps the outcomes the user must tell apart. Lock not held. */
-static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const struct ctok_code *c)
+/*
+ * C_Login as user (CKU_USER, or CKU_CONTEXT_SPECIFIC for key: an always-authenticate key's
+ * "signature PIN") with a code; maps the outcomes the user must tell apart. *rvp (may be NULL)
+ * gets the CKR. Lock not held.
+ */
+static int login_as(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_USER_TYPE user, const char *key,
+                    const struct ctok_code *c, CK_RV *rvp)
 {
-    CK_RV rv = P11_CALL(pt->m, C_Login, (s, CKU_USER, (CK_UTF8CHAR_PTR)c->code, (CK_ULONG)c->len));
-    char label[33];
+    CK_RV rv = P11_CALL(pt->m, C_Login, (s, user, (CK_UTF8CHAR_PTR)c->code, (CK_ULONG)c->len));
+    char who[200], label[33];
+    const char *pin = key != NULL ? "signature PIN" : "PIN";
 
+    if (rvp != NULL)
+        *rvp = rv;
     ctok_p11_str(pt->tinfo.label, sizeof(pt->tinfo.label), label);
+    snprintf(who, sizeof(who), "token '%s' ('%s')%s%s%s", ctok_token_name(pt->tok), label,
+             key != NULL ? ", key '" : "", key != NULL ? key : "", key != NULL ? "'" : "");
     switch (rv) {
     case CKR_OK:
     case CKR_USER_ALREADY_LOGGED_IN:
         return 1;
     case CKR_PIN_INCORRECT:
         CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s' ('%s'): the PIN from %s was rejected (CKR_PIN_INCORRECT); "
-                 "ctok will not send it again",
-                 ctok_token_name(pt->tok), label, c->src);
+                 "%s: the %s from %s was rejected (CKR_PIN_INCORRECT); ctok will not send it "
+                 "again",
+                 who, pin, c->src);
         return 0;
     case CKR_PIN_LOCKED:
         CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s' ('%s'): the PIN is locked (CKR_PIN_LOCKED); "
-                 "unlock it with 'ctok pin unlock %s'",
-                 ctok_token_name(pt->tok), label, ctok_token_name(pt->tok));
+                 "%s: the %s is locked (CKR_PIN_LOCKED); unlock it with 'ctok pin unlock %s'", who,
+                 pin, ctok_token_name(pt->tok));
         return 0;
     case CKR_PIN_EXPIRED:
         CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s' ('%s'): the PIN has expired (CKR_PIN_EXPIRED); "
-                 "change it with 'ctok pin change %s'",
-                 ctok_token_name(pt->tok), label, ctok_token_name(pt->tok));
+                 "%s: the %s has expired (CKR_PIN_EXPIRED); change it with 'ctok pin change %s'",
+                 who, pin, ctok_token_name(pt->tok));
         return 0;
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_INVALID:
-        CTOK_ERR(CTOK_R_WRONG_CODE,
-                 "token '%s' ('%s'): the PIN from %s is not valid for this token (%s)",
-                 ctok_token_name(pt->tok), label, c->src, ctok_p11_rv_name(rv));
+        CTOK_ERR(CTOK_R_WRONG_CODE, "%s: the %s from %s is not valid for this token (%s)", who, pin,
+                 c->src, ctok_p11_rv_name(rv));
         return 0;
+    case CKR_USER_NOT_LOGGED_IN:
+        if (key != NULL) {
+            /* the token forgot the user's login (a reconnect, a logout by another program) */
+            CTOK_ERR(CTOK_R_NO_CODE,
+                     "%s: the token refused the %s: the token is not logged in "
+                     "(CKR_USER_NOT_LOGGED_IN)",
+                     who, pin);
+            return -1;
+        }
+        break;
     }
-    CTOK_ERR(CTOK_R_BACKEND, "token '%s' ('%s'): C_Login failed: %s", ctok_token_name(pt->tok),
-             label, ctok_p11_rv_name(rv));
+    CTOK_ERR(CTOK_R_BACKEND, "%s: C_Login (%s) failed: %s", who, pin, ctok_p11_rv_name(rv));
     return -1;
+}
+
+static int login_with(struct p11_tok *pt, CK_SESSION_HANDLE s, const struct ctok_code *c)
+{
+    return login_as(pt, s, CKU_USER, NULL, c, NULL);
 }
 
 /* The PIN state the token reports now, not when its slot was found. Lock held, in a region. */
@@ -338,6 +359,45 @@ static unsigned int state_cb(ctok_token *tok, int puk, void *arg)
 {
     (void)arg;
     return p11_pin_state(tok, puk);
+}
+
+/* A context-specific login on the signing session s. */
+struct context_login {
+    struct p11_tok *pt;
+    CK_SESSION_HANDLE s;
+    const ctok_key *key;
+    CK_RV rv;
+};
+
+static unsigned int context_state(ctok_token *tok, int puk, void *arg)
+{
+    struct p11_tok *pt = ((struct context_login *)arg)->pt;
+    unsigned int st;
+
+    (void)tok;
+    pthread_mutex_lock(&pt->lock);
+    st = pin_flags(pt, puk);
+    pthread_mutex_unlock(&pt->lock);
+    return st;
+}
+
+static int context_send(ctok_token *tok, const struct ctok_code *c, void *arg)
+{
+    struct context_login *cl = arg;
+
+    (void)tok;
+    return login_as(cl->pt, cl->s, CKU_CONTEXT_SPECIFIC, cl->key->label, c, &cl->rv);
+}
+
+CK_RV ctok_p11_context_login(struct p11_tok *pt, CK_SESSION_HANDLE s, const ctok_key *key)
+{
+    struct context_login cl = {pt, s, key, CKR_USER_NOT_LOGGED_IN};
+    struct ctok_sender snd = {context_state, context_send, &cl};
+
+    /* the card's PIN state guards this login as it does the first one (no final try spent) */
+    if (ctok_token_context_login(pt->tok, key->label, &snd) > 0)
+        return CKR_OK;
+    return cl.rv != CKR_OK ? cl.rv : CKR_USER_NOT_LOGGED_IN;
 }
 
 static int p11_login(ctok_token *tok, const struct ctok_code *c)
@@ -596,11 +656,38 @@ static int load_from(struct p11_tok *pt, const struct p11_obj *v, size_t n, void
 }
 
 static int read_allowed(struct p11_tok *pt, ctok_key *key);
+static CK_RV with_session(struct p11_tok *pt,
+                          CK_RV (*fn)(struct p11_tok *, CK_SESSION_HANDLE, void *), void *arg);
+/* p11auth: CKA_ALWAYS_AUTHENTICATE of the key, once per key handle (absent: false). */
+static CK_RV read_always_auth(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
+{
+    ctok_key *key = arg;
+    struct p11_key *k = key->be_data;
+    CK_OBJECT_HANDLE h;
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE t = {CKA_ALWAYS_AUTHENTICATE, &v, sizeof(v)};
+    CK_RV rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &h);
+
+    if (rv == CKR_OK && P11_QUIET(pt->m, C_GetAttributeValue, (s, h, &t, 1)) == CKR_OK &&
+        t.ulValueLen == sizeof(v))
+        k->always_auth = v == CK_TRUE;
+    if (k->always_auth)
+        CTOK_DBG("pkcs11: token '%s', key '%s': CKA_ALWAYS_AUTHENTICATE: a context-specific login "
+                 "after each signature start",
+                 ctok_token_name(pt->tok), key->label);
+    return rv;
+}
 
 static int p11_key_load(ctok_token *tok, ctok_key *key)
 {
-    return with_objects(P11TOK(tok), NULL, key->id, key->id_len, CTOK_OBJ_ANY, load_from, key) &&
-           read_allowed(P11TOK(tok), key) && ctok_p11_key_mechs(key);
+    if (!with_objects(P11TOK(tok), NULL, key->id, key->id_len, CTOK_OBJ_ANY, load_from, key) ||
+        !read_allowed(P11TOK(tok), key) || !ctok_p11_key_mechs(key))
+        return 0;
+    /* a key that cannot be read again now fails at its first use with the module's reason */
+    ERR_set_mark();
+    (void)with_session(P11TOK(tok), read_always_auth, key);
+    ERR_pop_to_mark();
+    return 1;
 }
 
 static void p11_key_free(ctok_key *key)

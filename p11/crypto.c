@@ -374,12 +374,36 @@ static int digest_info(const EVP_MD *md, const uint8_t *dgst, size_t dlen, uint8
     return *outlen > 0;
 }
 
+/*
+ * After C_SignInit / C_DecryptInit of an always-authenticate key: the context-specific login.
+ * When it fails the operation the init began is ended by the call that would have used it (a
+ * failed C_Sign / C_Decrypt ends it, as the standard says), so the pooled session stays usable.
+ */
+static CK_RV context_login(struct p11_tok *pt, CK_SESSION_HANDLE s, const ctok_key *key, int sign)
+{
+    uint8_t in[1] = {0}, out[1024];
+    CK_ULONG outlen = sizeof(out);
+    CK_RV rv;
+
+    if (!((struct p11_key *)key->be_data)->always_auth)
+        return CKR_OK;
+    rv = ctok_p11_context_login(pt, s, key);
+    if (rv != CKR_OK) {
+        if (sign)
+            (void)P11_QUIET(pt->m, C_Sign, (s, in, sizeof(in), out, &outlen));
+        else
+            (void)P11_QUIET(pt->m, C_Decrypt, (s, in, sizeof(in), out, &outlen));
+    }
+    return rv;
+}
+
 struct sign_op {
     CK_MECHANISM mech;
     const uint8_t *in;
     CK_ULONG inlen;
     uint8_t out[1024];
     CK_ULONG outlen;
+    const ctok_key *key; /* p11auth: an always-authenticate key logs in after C_SignInit */
 };
 
 /*
@@ -433,6 +457,8 @@ static CK_RV do_sign(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h
 
     o->outlen = sizeof(o->out);
     if (rv == CKR_OK)
+        rv = context_login(pt, s, o->key, 1);
+    if (rv == CKR_OK)
         rv = P11_CALL(pt->m, C_Sign, (s, (CK_BYTE_PTR)o->in, o->inlen, o->out, &o->outlen));
     return rv;
 }
@@ -440,7 +466,7 @@ static CK_RV do_sign(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h
 int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                   uint8_t *sig, size_t *siglen)
 {
-    struct sign_op o = {{0, NULL, 0}, tbs, (CK_ULONG)tbslen, {0}, 0};
+    struct sign_op o = {{0, NULL, 0}, tbs, (CK_ULONG)tbslen, {0}, 0, key};
     const struct md_mech *m = md_mech(p->md);
     CK_RSA_PKCS_PSS_PARAMS pss;
     uint8_t *di = NULL;
@@ -512,6 +538,7 @@ struct dec_op {
     CK_ULONG inlen;
     uint8_t *out;
     CK_ULONG outlen;
+    const ctok_key *key; /* an always-authenticate key logs in after C_DecryptInit */
 };
 
 static CK_RV do_decrypt(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, void *arg)
@@ -520,6 +547,8 @@ static CK_RV do_decrypt(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDL
     CK_ULONG cap = o->outlen;
     CK_RV rv = P11_CALL(pt->m, C_DecryptInit, (s, &o->mech, h));
 
+    if (rv == CKR_OK)
+        rv = context_login(pt, s, o->key, 0);
     if (rv == CKR_OK)
         rv = P11_CALL(pt->m, C_Decrypt, (s, (CK_BYTE_PTR)o->in, o->inlen, o->out, &cap));
     o->outlen = cap;
@@ -544,7 +573,7 @@ static int tls_premaster(ctok_key *key, const struct ctok_dec_params *p, const u
                          size_t inlen, uint8_t *out, size_t *outlen)
 {
     uint8_t em[1024], rnd[48];
-    struct dec_op o = {{CKM_RSA_X_509, NULL, 0}, in, (CK_ULONG)inlen, em, sizeof(em)};
+    struct dec_op o = {{CKM_RSA_X_509, NULL, 0}, in, (CK_ULONG)inlen, em, sizeof(em), key};
     size_t k = (size_t)(EVP_PKEY_get_bits(key->pub) + 7) / 8;
     unsigned int good;
     int ok;
@@ -575,7 +604,7 @@ int ctok_p11_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
                      size_t inlen, uint8_t *out, size_t *outlen)
 {
     uint8_t buf[1024];
-    struct dec_op o = {{CKM_RSA_PKCS, NULL, 0}, in, (CK_ULONG)inlen, buf, sizeof(buf)};
+    struct dec_op o = {{CKM_RSA_PKCS, NULL, 0}, in, (CK_ULONG)inlen, buf, sizeof(buf), key};
     CK_RSA_PKCS_OAEP_PARAMS oaep;
     int ok;
 

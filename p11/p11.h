@@ -159,6 +159,13 @@ void ctok_p11_session_reset(struct p11_tok *pt);
 int ctok_p11_enter_token(struct p11_tok *pt);
 /* Finds the slot by the configured reference; lock held. */
 int ctok_p11_find_slot(struct p11_tok *pt);
+/*
+ * C_Login(CKU_CONTEXT_SPECIFIC) on session s, right after the C_SignInit / C_DecryptInit of an
+ * always-authenticate key, with the code of this token's PIN (ctok_token_context_login: read
+ * anew, or ctok's prompt) through the token layer's door. CKR_OK, else the failure (the error
+ * naming token, key and "signature PIN" raised). Lock not held, in a region.
+ */
+CK_RV ctok_p11_context_login(struct p11_tok *pt, CK_SESSION_HANDLE s, const ctok_key *key);
 /* Logs in with the token's known code; lock held. */
 int ctok_p11_relogin(struct p11_tok *pt);
 /*
@@ -213,6 +220,9 @@ struct p11_key {
     CK_MECHANISM_TYPE allowed[16];
     size_t n_allowed;
     int restricted;
+    /* p11auth: CKA_ALWAYS_AUTHENTICATE, read once in key_load: a context-specific login
+     * (ctok_p11_context_login) after each C_SignInit / C_DecryptInit */
+    int always_auth;
 };
 
 /* crypto.c: after key_load read the allowed mechanisms, the key's flags and type (a key

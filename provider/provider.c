@@ -401,10 +401,30 @@ int ctok_pw_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_
     OSSL_PARAM p[2] = {OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, (char *)info, 0),
                        OSSL_PARAM_END};
 
+    unsigned long e;
+    int r;
+
     if (ui == NULL || ui->cb == NULL)
-        return 0;
+        return -1;
     p[0].data_size = strlen(info) + 1;
-    return ui->cb(buf, bufsz - 1, len, p, ui->arg);
+    /*
+     * OSSL_STORE and the decoders always pass a callback; without a UI from the application it
+     * fails in ossl_pw_get_passphrase with "No password method specified" (3.0.19:
+     * ERR_R_PASSED_INVALID_ARGUMENT; ERR_R_PASSED_NULL_PARAMETER in earlier releases): the
+     * application has no prompt, and ctok asks on the terminal itself. Any other failure is the
+     * user's "no".
+     */
+    ERR_set_mark();
+    r = ui->cb(buf, bufsz - 1, len, p, ui->arg);
+    e = r ? 0 : ERR_peek_last_error();
+    if (!r && ERR_GET_LIB(e) == ERR_LIB_CRYPTO &&
+        (ERR_GET_REASON(e) == ERR_R_PASSED_INVALID_ARGUMENT ||
+         ERR_GET_REASON(e) == ERR_R_PASSED_NULL_PARAMETER)) {
+        ERR_pop_to_mark();
+        return -1;
+    }
+    ERR_clear_last_mark();
+    return r;
 }
 
 static const OSSL_DISPATCH prov_functions[] = {

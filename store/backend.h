@@ -46,6 +46,16 @@ int ctok_token_send_code(ctok_token *tok, const struct ctok_code *c, const struc
  * dropped and the token deactivated; without one the token must be activated again.
  */
 int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s);
+/*
+ * One context-specific login (a PKCS#11 key with CKA_ALWAYS_AUTHENTICATE, after each
+ * C_SignInit / C_DecryptInit), through the one door with sender s: the code of this token's
+ * PIN read anew from its auth source (file, variable, stored); for a prompt token the code kept
+ * since activation (a ?pin-value, or a prompted one with "pin_cache_fork"), else ctok's own
+ * terminal prompt (the application's callback is gone at signing time). The code is cleansed
+ * before the return: kept no longer than the token layer already keeps it. key_label names the
+ * key in errors. Returns what send returned, or 0 / -1 when refused or no code was had.
+ */
+int ctok_token_context_login(ctok_token *tok, const char *key_label, const struct ctok_sender *s);
 /* Why a token that was active is not any more (reconnect), for errors. */
 void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len);
 

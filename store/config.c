@@ -152,6 +152,7 @@ static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, 
     tok->type = strdup(type);
     tok->allow_export = json_is_true(json_object_get(o, "allow_export"));
     tok->audit_use = json_is_true(json_object_get(o, "audit_use"));
+    tok->pin_cache_fork = json_is_true(json_object_get(o, "pin_cache_fork"));
     if (str_field(o, "audit_file") != NULL)
         tok->audit_file = strdup(str_field(o, "audit_file"));
     tok->explicit_ecc = json_is_true(json_object_get(o, "explicit_ecc"));

@@ -33,6 +33,10 @@ struct ctok_token {
     char label[64];   /* the token's own label (PKCS#11), for prompts; code_lock */
     char *audit_file; /* "audit_file": JSON lines of what happened */
     int audit_use;    /* "audit_use": every private key use too */
+    /* "pin_cache_fork": a prompted code is kept while active, so a forked child (whose PKCS#11
+     * module initializes again) logs in with it; off by default: the code then lives in the
+     * memory of every child process */
+    int pin_cache_fork;
 
     /* state changes only (active, kept code, key cache); never held across backend I/O */
     pthread_mutex_t lock;
@@ -126,6 +130,10 @@ int ctok_certbind_put(ctok_token *tok, const char *alias, X509 *cert);
 extern pthread_mutex_t ctok_code_lock;
 void ctok_code_mark_rejected(ctok_token *tok, const struct ctok_code *c, int rejected);
 void ctok_code_keep(ctok_token *tok, const struct ctok_code *c);
+
+/* prompt.c: ctok's own prompt on the terminal through OpenSSL's UI_OpenSSL() (a ctok_ui
+ * get_code; arg: the token's name, for the error when there is no terminal) */
+int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len);
 
 /* auth.c */
 int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t bufsz,

@@ -284,6 +284,17 @@ int ctok_token_login_code(ctok_token *tok, const char *code, size_t len)
     return ctok_token_activate_code(tok, code, len, TOOL_CODE, 0);
 }
 
+/* What a prompt names: "eID Card (signature) (ctok token 'sig')". */
+static void prompt_info(ctok_token *tok, char *info, size_t len)
+{
+    pthread_mutex_lock(&ctok_code_lock);
+    if (tok->label[0] != '\0')
+        snprintf(info, len, "%s (ctok token '%s')", tok->label, tok->name);
+    else
+        snprintf(info, len, "ctok token '%s'", tok->name);
+    pthread_mutex_unlock(&ctok_code_lock);
+}
+
 /* The code this use supplies: ?pin-value, ?pin-source, config auth, then the ui. */
 static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ctok_ui *ui,
                     char *buf, size_t bufsz, size_t *len, int *prompted, char *src, size_t srcsz)
@@ -331,13 +342,19 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
     if (ui != NULL && ui->get_code != NULL) {
         char info[200];
 
-        pthread_mutex_lock(&ctok_code_lock);
-        if (tok->label[0] != '\0')
-            snprintf(info, sizeof(info), "%s (ctok token '%s')", tok->label, tok->name);
-        else
-            snprintf(info, sizeof(info), "ctok token '%s'", tok->name);
-        pthread_mutex_unlock(&ctok_code_lock);
-        if (ui->get_code(ui->arg, info, buf, bufsz, len) && *len < bufsz) {
+        int r;
+
+        prompt_info(tok, info, sizeof(info));
+        r = ui->get_code(ui->arg, info, buf, bufsz, len);
+        if (r < 0) {
+            /* the application has no prompt of its own: ctok asks on the terminal */
+            if (!ctok_tty_get_code(tok->name, info, buf, bufsz, len))
+                return 0;
+            *prompted = 1;
+            snprintf(src, srcsz, "ctok's terminal prompt");
+            return 1;
+        }
+        if (r > 0 && *len < bufsz) {
             buf[*len] = '\0';
             *prompted = 1;
             snprintf(src, srcsz, "the application's passphrase prompt");
@@ -367,10 +384,54 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
     /* the code is fetched without a lock: a prompt may take long */
     if (!get_code(tok, pin, ui, code, sizeof(code), &c.len, &prompted, src, sizeof(src)))
         goto end;
-    ok = activate_with(tok, &c, !prompted || tok->be->keep_prompted_code);
+    /* pin_cache_fork: the user chose to keep a prompted code, for a forked child's login */
+    ok = activate_with(tok, &c, !prompted || tok->be->keep_prompted_code || tok->pin_cache_fork);
 end:
     OPENSSL_cleanse(code, sizeof(code));
     return ok;
+}
+
+/* The code kept since activation (a prompted one only with pin_cache_fork), with its source. */
+static int kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len, char *src, size_t srcsz)
+{
+    int ok = 0;
+
+    pthread_mutex_lock(&ctok_code_lock);
+    if (tok->code != NULL && tok->code_len < bufsz) {
+        memcpy(buf, tok->code, tok->code_len + 1);
+        *len = tok->code_len;
+        snprintf(src, srcsz, "%s", tok->code_src);
+        ok = 1;
+    }
+    pthread_mutex_unlock(&ctok_code_lock);
+    return ok;
+}
+
+int ctok_token_context_login(ctok_token *tok, const char *key_label, const struct ctok_sender *s)
+{
+    char code[CTOK_MAX_CODE + 1], src[320], info[200];
+    struct ctok_code c = {code, 0, 0, src, 0};
+    struct ctok_pin none = {NULL, NULL};
+    int r = -1, prompted, got;
+
+    if (tok->auth_kind != CTOK_AUTH_PROMPT) {
+        /* read anew: a file or variable changed since activation is what the user means */
+        got = get_code(tok, &none, NULL, code, sizeof(code), &c.len, &prompted, src, sizeof(src));
+    } else if (!(got = kept_code(tok, code, sizeof(code), &c.len, src, sizeof(src)))) {
+        /* the application's prompt is gone by now: ctok asks on the terminal itself */
+        prompt_info(tok, info, sizeof(info));
+        got = ctok_tty_get_code(tok->name, info, code, sizeof(code), &c.len);
+        snprintf(src, sizeof(src), "ctok's terminal prompt");
+    }
+    if (!got)
+        CTOK_ERR(CTOK_R_NO_CODE,
+                 "token '%s', key '%s': the key needs its signature PIN for each use "
+                 "(CKA_ALWAYS_AUTHENTICATE) and none could be had from the token's auth (%s)",
+                 tok->name, key_label, ctok_token_auth_kind(tok));
+    else
+        r = ctok_token_send_code(tok, &c, s);
+    OPENSSL_cleanse(code, sizeof(code));
+    return r;
 }
 
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)

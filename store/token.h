@@ -56,7 +56,9 @@ typedef int (*ctok_object_cb)(ctok_token *tok, const struct ctok_object *obj, vo
 
 /* Where an auth code comes from when the configuration does not say. */
 struct ctok_ui {
-    /* Fills buf with the code for the token named in info; returns 1, or 0 if none. */
+    /* Fills buf with the code for the token named in info; returns 1, or 0 if none; -1: the
+     * application has no prompt at all (ctok then asks on the terminal itself, when there is
+     * one, through OpenSSL's default UI method). */
     int (*get_code)(void *arg, const char *info, char *buf, size_t bufsz, size_t *len);
     void *arg;
 };

@@ -22,7 +22,9 @@
  *   p11_sign_loop [OPTIONS] provider URI COUNT EVERY
  *       COUNT times OSSL_PROVIDER_load and unload of ctok; every EVERY times a signature
  *       with the key loaded while ctok is, and a sample line
- * OPTIONS: --provider-path DIR, --passin CODE, and for the samples of cycles
+ * OPTIONS: --provider-path DIR, --passin CODE, --ui none (OSSL_STORE_open with no UI at all,
+ *   as many C programs call it), --remove FILE (unlinked once the keys are loaded, before the
+ *   first signature: a token's auth file gone at signing time), and for the samples of cycles
  *   --module LIB --token LABEL: count the token's private key objects and sessions seen
  *   through LIB in this process (the module ctok loaded, logged in by ctok)
  *
@@ -65,6 +67,7 @@ static EVP_PKEY *g_pubs[MAX_KEYS]; /* their public keys, in g_plain */
 static int g_nkeys;
 static OSSL_LIB_CTX *g_plain; /* default provider only */
 static const char *g_passin;
+static int g_no_ui;                    /* --ui none */
 static const char *g_module, *g_token; /* --module, --token: object and session counts */
 static atomic_long g_ok, g_failed;
 static atomic_int g_reported;
@@ -99,7 +102,7 @@ static int pass_cb(char *buf, int size, int rwflag, void *u)
 
 static EVP_PKEY *load_key(const char *uri)
 {
-    UI_METHOD *ui = UI_UTIL_wrap_read_pem_callback(pass_cb, 0);
+    UI_METHOD *ui = g_no_ui ? NULL : UI_UTIL_wrap_read_pem_callback(pass_cb, 0);
     OSSL_STORE_CTX *s = OSSL_STORE_open_ex(uri, NULL, NULL, ui, NULL, NULL, NULL, NULL);
     EVP_PKEY *pkey = NULL;
 
@@ -368,7 +371,8 @@ static void sample(long n)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: p11_sign_loop [--provider-path DIR] [--passin CODE] "
+    fprintf(stderr, "usage: p11_sign_loop [--provider-path DIR] [--passin CODE] [--ui none] "
+                    "[--remove FILE] "
                     "[--module LIB --token LABEL] "
                     "sign URI[|URI...] THREADS COUNT | fork URI COUNT | "
                     "forkthreads URI THREADS COUNT ROUNDS | reload URI THREADS COUNT | "
@@ -529,7 +533,7 @@ static int mode_threads(char **args, const char *reload)
 
 int main(int argc, char **argv)
 {
-    const char *ppath = NULL;
+    const char *ppath = NULL, *remove = NULL;
     int i = 1;
 
     while (i + 1 < argc && strncmp(argv[i], "--", 2) == 0) {
@@ -537,6 +541,10 @@ int main(int argc, char **argv)
             ppath = argv[i + 1];
         else if (strcmp(argv[i], "--passin") == 0)
             g_passin = argv[i + 1];
+        else if (strcmp(argv[i], "--ui") == 0 && strcmp(argv[i + 1], "none") == 0)
+            g_no_ui = 1;
+        else if (strcmp(argv[i], "--remove") == 0)
+            remove = argv[i + 1];
         else if (strcmp(argv[i], "--module") == 0)
             g_module = argv[i + 1];
         else if (strcmp(argv[i], "--token") == 0)
@@ -584,6 +592,8 @@ int main(int argc, char **argv)
     free(uris);
     if (g_nkeys == 0)
         return usage();
+    if (remove != NULL && unlink(remove) != 0)
+        return report(remove), 1;
 
     if (strcmp(mode, "sign") == 0 && nargs == 4)
         return mode_threads(argv + i + 2, NULL);

@@ -1,0 +1,63 @@
+/*
+ * ctok's own PIN prompt, for applications that give no passphrase UI (a C program calling
+ * OSSL_STORE_open without a UI_METHOD, the decoder path) and for the context-specific login of
+ * an always-authenticate key at signing time, when the application's callback is gone: the
+ * terminal, through OpenSSL's default UI method (UI_OpenSSL(), what `openssl` users know).
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ui.h>
+
+#include "internal.h"
+
+/*
+ * UI_OpenSSL() reads stdin, echoing, when /dev/tty cannot be opened: a daemon would take a PIN
+ * from whatever its stdin is. So the terminal is checked first, and without one ctok asks no one.
+ */
+static int have_tty(void)
+{
+    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
+int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)
+{
+    const char *tokname = arg != NULL ? arg : info;
+    char prompt[300];
+    UI *ui;
+    int r = -1;
+
+    if (bufsz < 2)
+        return 0;
+    if (!have_tty()) {
+        CTOK_ERR(CTOK_R_NO_CODE,
+                 "token '%s': its auth is prompt and there is no terminal to ask on; configure "
+                 "auth file/env or run where a terminal is",
+                 tokname);
+        return 0;
+    }
+    snprintf(prompt, sizeof(prompt), "Enter PIN for %s: ", info);
+    ERR_set_mark();
+    ui = UI_new_method(UI_OpenSSL());
+    if (ui != NULL && UI_add_input_string(ui, prompt, 0, buf, 1,
+                                          (int)(bufsz > INT_MAX ? INT_MAX : bufsz) - 1) >= 0)
+        r = UI_process(ui);
+    UI_free(ui); /* cleanses its copy of the result */
+    ERR_pop_to_mark();
+    if (r != 0) {
+        OPENSSL_cleanse(buf, bufsz);
+        CTOK_ERR(CTOK_R_NO_CODE, "token '%s': no PIN was read from the terminal", tokname);
+        return 0;
+    }
+    *len = strlen(buf);
+    return 1;
+}
