@@ -205,3 +205,18 @@ def test_pkey_text_of_exportable_key_prints_it_whole(tt):
     ws.add_key(tok, "k1", "ec:P-256", cert=False)
     p = assert_ok(ws.ossl("pkey", "-in", tok.key_uri("k1"), "-text", "-noout"))
     assert "priv:" in p.stdout and "on token" not in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("pset", PROVIDER_SETS)
+@pytest.mark.parametrize("alg", ["RSA", "EC", "ED25519"])
+@pytest.mark.parametrize("opt", ["-text", "-text_pub"])
+def test_file_key_text_is_what_openssl_alone_prints(tt, pset, alg, opt):
+    """A file key that lands in ctok's key management (with base) prints as without ctok."""
+    ws = tt.ws
+    key = ws.path("file-%s.pem" % alg)
+    if not key.exists():
+        extra = ["-pkeyopt", "ec_paramgen_curve:P-256"] if alg == "EC" else []
+        plain(ws, "genpkey", "-algorithm", alg, *extra, "-out", key)
+    want = plain(ws, "pkey", "-in", key, opt, "-noout").stdout
+    got = assert_ok(ossl(ws, pset, "pkey", "-in", key, opt, "-noout"))
+    assert got.stdout == want and "on token" not in got.stdout
