@@ -5,6 +5,7 @@
  */
 #include <string.h>
 #include <openssl/asn1t.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "token.h"
@@ -26,9 +27,13 @@ ASN1_SEQUENCE(CTOK_KEYREF) =
     ctok_keyref_decode(const uint8_t *der, size_t len)
 {
     const uint8_t *p = der;
-    CTOK_KEYREF *r = d2i_CTOK_KEYREF(NULL, &p, (long)len);
+    CTOK_KEYREF *r;
     char *uri = NULL;
 
+    /* not a key reference is an answer, not an error: the caller says what it means */
+    ERR_set_mark();
+    r = d2i_CTOK_KEYREF(NULL, &p, (long)len);
+    ERR_pop_to_mark();
     if (r != NULL && p == der + len && ASN1_INTEGER_get(r->version) == 0 &&
         ASN1_STRING_length(r->uri) > 0 &&
         memchr(ASN1_STRING_get0_data(r->uri), 0, ASN1_STRING_length(r->uri)) == NULL)

@@ -32,6 +32,8 @@ KEYS = {
     "p256-cert-only": ("EC:prime256v1", "05", ()),  # its public key object deleted
     "explicit": (None, "09", ()),  # explicit ECParameters, written from a file
 }
+STALE_ID = "07"
+ALL_KEYS = len(KEYS) + 1  # and the key with a stale certificate
 CA_EXT = ("-addext", "basicConstraints=critical,CA:TRUE", "-addext",
           "keyUsage=critical,keyCertSign,digitalSignature")
 
@@ -75,6 +77,12 @@ def tt(tmp_path_factory, build):
                        "/CN=token %s" % name, "-days", "30", *CA_EXT, *opts, "-out", cert))
         t.write_cert(cert, id_hex, name)
     assert_ok(t.tool("--delete-object", "--type", "pubkey", "--id", KEYS["p256-cert-only"][1]))
+    # a key whose certificate (same CKA_ID) is of another key: a stale one left behind
+    t.keypair("EC:prime256v1", STALE_ID, "stale")
+    assert_ok(plain(ws, "req", "-new", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", ws.path("other.key"), "-subj",
+                    "/CN=another key", "-out", ws.path("stale-cert.pem")))
+    t.write_cert(ws.path("stale-cert.pem"), STALE_ID, "stale")
     # a software key's request, for the token keys to certify
     assert_ok(plain(ws, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-keyout", ws.path("leaf.key"), "-subj", "/CN=leaf", "-out",
@@ -166,6 +174,38 @@ def test_x509_cakey_certifies_a_request_with_each_token_key(tt, name, pset):
     assert_issued(tt.ws, out, ca_cert(tt, name), name)
 
 
+@pytest.mark.parametrize("pset", PROVIDER_SETS)
+def test_public_key_object_is_preferred_to_a_certificate(tt, pset):
+    """The key's public half is its public key object's, not that of a certificate with the
+    same CKA_ID: a request signed by the key carries (and verifies with) the key's own."""
+    ws = tt.ws
+    csr = ws.path("stale-%s.csr" % pset)
+    assert_ok(ossl(ws, pset, "req", "-new", "-key", tt.uri(STALE_ID), "-subj", "/CN=stale",
+                   "-out", csr))
+    p = assert_ok(plain(ws, "req", "-in", csr, "-verify", "-noout"))
+    assert "verify OK" in p.stdout + p.stderr, describe(p)
+    token_pub = assert_ok(ossl(ws, pset, "pkey", "-pubin", "-in",
+                               tt.uri(STALE_ID, type="public"), "-pubout")).stdout
+    csr_pub = assert_ok(plain(ws, "req", "-in", csr, "-pubkey", "-noout")).stdout
+    stale_pub = assert_ok(plain(ws, "x509", "-in", ws.path("stale-cert.pem"), "-pubkey",
+                                "-noout")).stdout
+    assert csr_pub == token_pub != stale_pub
+
+
+@pytest.mark.parametrize("pset", PROVIDER_SETS)
+def test_key_with_only_a_certificate_verifies_with_its_public_half(tt, pset):
+    """The public half of a key without a public key object comes from its certificate,
+    decoded in ctok's own library context: verifying with the token key (its public half, in
+    the child context) works with base loaded too."""
+    ws, id_hex = tt.ws, KEYS["p256-cert-only"][1]
+    msg, sig = ws.path("msg-cert-only.bin"), ws.path("cert-only-%s.sig" % pset)
+    msg.write_bytes(b"certificate only\n" * 10)
+    assert_ok(ossl(ws, pset, "dgst", "-sha256", "-sign", tt.uri(id_hex), "-out", sig, msg))
+    p = assert_ok(ossl(ws, pset, "dgst", "-sha256", "-prverify", tt.uri(id_hex), "-signature",
+                       sig, msg))
+    assert "Verified OK" in p.stdout, describe(p)
+
+
 CA_CNF = """[ca]
 default_ca = ca_sect
 [ca_sect]
@@ -203,7 +243,7 @@ def test_openssl_ca_certifies_a_request_with_each_token_key(tt, name, pset):
 @pytest.mark.parametrize("pset", PROVIDER_SETS)
 def test_explicit_parameters_key_is_listed_with_its_parameters(tt, pset):
     p = assert_ok(ossl(tt.ws, pset, "storeutl", "-keys", "pkcs11:token=%s" % tt.label))
-    assert "Total found: %d" % len(KEYS) in p.stdout, describe(p)  # none skipped
+    assert "Total found: %d" % ALL_KEYS in p.stdout, describe(p)  # none skipped
     p = assert_ok(ossl(tt.ws, pset, "storeutl", "-keys", tt.uri(KEYS["explicit"][1], type=None)))
     assert "Total found: 1" in p.stdout, describe(p)
     pub = assert_ok(ossl(tt.ws, pset, "pkey", "-in", tt.uri(KEYS["explicit"][1]), "-pubout",
@@ -249,9 +289,9 @@ def test_no_foreign_error_is_left_on_the_queue(tt, errqueue):
     the one failure shows ctok's reason and nothing older."""
     p = assert_ok(run([errqueue, tt.ws.build, "pkcs11:token=%s" % tt.label], tt.ws.env()))
     lines = p.stdout.splitlines()
-    assert lines[0] == "load keys=%d queue=0" % len(KEYS), describe(p)
+    assert lines[0] == "load keys=%d queue=0" % ALL_KEYS, describe(p)
     signs = [ln for ln in lines if ln.startswith("sign ")]
-    assert len(signs) == len(KEYS) and all(ln.endswith("ok=1 queue=0") for ln in signs), \
+    assert len(signs) == ALL_KEYS and all(ln.endswith("ok=1 queue=0") for ln in signs), \
         describe(p)
     fail = lines.index("fail ok=0")
     errors = lines[fail + 1:]
