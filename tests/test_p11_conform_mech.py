@@ -16,6 +16,7 @@ KEYS = {
     "02": ("rsa:2048", ["SHA256-RSA-PKCS"], "pkcs1-sha256"),
     "03": ("rsa:2048", ["RSA-PKCS"], "raw-pkcs1"),
     "04": ("EC:prime256v1", ["ECDSA-SHA256"], "ecdsa-sha256"),
+    "05": ("rsa:2048", ["RSA-PKCS", "SHA256-RSA-PKCS"], "raw-and-hashed"),
 }
 
 
@@ -116,6 +117,8 @@ def test_pss_only_key_serves_tls(mech, pset, version, tmp_path):
     ("01", "CKM_SHA256_RSA_PKCS_PSS", []),
     ("02", "CKM_SHA256_RSA_PKCS", []),
     ("03", "CKM_RSA_PKCS", []),
+    # both allowed: raw, over ctok's digest
+    ("05", "CKM_RSA_PKCS", []),
 ])
 def test_dgst_sign_uses_the_allowed_mechanism_and_verifies(mech, pset, id_hex, mech_name, sigopt,
                                                            tmp_path):
