@@ -161,6 +161,14 @@ def test_bare_digest_on_a_hash_and_sign_key_is_one_clear_error(mech, pset, id_he
     assert "token 'hsm', key '%s'" % KEYS[id_hex][2] in p.stderr, describe(p)
     assert "allows only %s" % allowed in p.stderr, describe(p)
     assert "dgst -sign" in p.stderr and "-rawin" in p.stderr, describe(p)
+    # and what it says to do works: pkeyutl -rawin gives ctok the message
+    msg, _ = digest_file(mech.ws)
+    sig, pub = tmp_path / "sig2.bin", tmp_path / "pub.pem"
+    assert_ok(ossl(mech.ws, pset, "pkeyutl", "-sign", "-rawin", "-digest", "sha256", "-inkey",
+                   mech.uri(id_hex), "-in", msg, "-out", sig))
+    assert_ok(ossl(mech.ws, pset, "pkey", "-in", mech.uri(id_hex), "-pubout", "-out", pub))
+    v = plain(mech.ws, "dgst", "-sha256", "-verify", pub, "-signature", sig, msg)
+    assert v.returncode == 0 and "Verified OK" in v.stdout, describe(v)
 
 
 @pytest.mark.parametrize("pset", PROVIDER_SETS)
