@@ -16,6 +16,7 @@ KEYS = {
     "02": ("rsa:2048", ["SHA256-RSA-PKCS"], "pkcs1-sha256"),
     "03": ("rsa:2048", ["RSA-PKCS"], "raw-pkcs1"),
     "04": ("EC:prime256v1", ["ECDSA-SHA256"], "ecdsa-sha256"),
+    "05": ("rsa:2048", ["RSA-PKCS", "SHA256-RSA-PKCS"], "raw-and-hashed"),
 }
 
 
@@ -116,6 +117,8 @@ def test_pss_only_key_serves_tls(mech, pset, version, tmp_path):
     ("01", "CKM_SHA256_RSA_PKCS_PSS", []),
     ("02", "CKM_SHA256_RSA_PKCS", []),
     ("03", "CKM_RSA_PKCS", []),
+    # both allowed: raw, over ctok's digest
+    ("05", "CKM_RSA_PKCS", []),
 ])
 def test_dgst_sign_uses_the_allowed_mechanism_and_verifies(mech, pset, id_hex, mech_name, sigopt,
                                                            tmp_path):
@@ -158,6 +161,14 @@ def test_bare_digest_on_a_hash_and_sign_key_is_one_clear_error(mech, pset, id_he
     assert "token 'hsm', key '%s'" % KEYS[id_hex][2] in p.stderr, describe(p)
     assert "allows only %s" % allowed in p.stderr, describe(p)
     assert "dgst -sign" in p.stderr and "-rawin" in p.stderr, describe(p)
+    # and what it says to do works: pkeyutl -rawin gives ctok the message
+    msg, _ = digest_file(mech.ws)
+    sig, pub = tmp_path / "sig2.bin", tmp_path / "pub.pem"
+    assert_ok(ossl(mech.ws, pset, "pkeyutl", "-sign", "-rawin", "-digest", "sha256", "-inkey",
+                   mech.uri(id_hex), "-in", msg, "-out", sig))
+    assert_ok(ossl(mech.ws, pset, "pkey", "-in", mech.uri(id_hex), "-pubout", "-out", pub))
+    v = plain(mech.ws, "dgst", "-sha256", "-verify", pub, "-signature", sig, msg)
+    assert v.returncode == 0 and "Verified OK" in v.stdout, describe(v)
 
 
 @pytest.mark.parametrize("pset", PROVIDER_SETS)

@@ -185,6 +185,23 @@ def test_log_all_and_detail_name_the_slot_token_and_user(hsm):
     assert any(" C_FindObjects CKR_OK" in line for line in lines)
 
 
+def test_detail_names_the_mechanism_of_each_sign_init(hsm, tmp_path):
+    hsm.init_token("plain", "1111")
+    hsm.keygen("plain", "1111")
+    digest = tmp_path / "digest"
+    digest.write_bytes(bytes(range(32)))
+    for mech in ("ECDSA", "ECDSA-SHA256"):
+        hsm.tool("--token-label", "plain", "--login", "--pin", "1111", "--sign", "-m", mech,
+                 "--id", "01", "-i", digest, "-o", tmp_path / "sig", check=False, log=hsm.log,
+                 log_detail=1)
+    inits = [line for line in hsm.log.read_text().splitlines() if " C_SignInit " in line]
+    assert len(inits) == 2, inits
+    assert re.match(r'^\d+ C_SignInit CKR_OK slot=\d+ token="plain" mech=CKM_ECDSA$', inits[0])
+    # Debian's SoftHSM has no CKM_ECDSA_SHA256: the log still names what was asked for
+    assert re.match(r'^\d+ C_SignInit CKR_\w+ slot=\d+ token="plain" mech=CKM_ECDSA_SHA256$',
+                    inits[1])
+
+
 # ---- the behaviours ----
 
 
