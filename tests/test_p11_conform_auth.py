@@ -306,6 +306,18 @@ def test_a_mistyped_signature_pin_fails_that_signature_only(card, log, loop_bin)
     assert [c["rv"] for c in context_logins(log)] == ["CKR_PIN_INCORRECT", "CKR_OK"], log.text()
 
 
+def test_a_pin_value_serves_the_context_logins_of_a_prompt_token(card, log, loop_bin):
+    """The code given in the URI is kept while active (as for a reconnect): each signature's
+    context login uses it and nobody is asked, even with no terminal."""
+    view = prompt_view(card, "pin-value.json")
+    p = run(["setsid", "-w", *loop_argv(card, loop_bin, "--ui", "none", "sign",
+                                        SIGN_KEY + "?pin-value=" + SIGN_PIN, "1", "3")],
+            view.env(log.env()))
+    assert p.returncode == 0, describe(p)
+    assert "ok=3 failed=0" in p.stdout, describe(p)
+    assert [c["rv"] for c in context_logins(log)] == ["CKR_OK"] * 3, log.text()
+
+
 def test_without_a_terminal_a_prompt_token_fails_with_one_clear_error(card, log, loop_bin):
     view = prompt_view(card, "noui-notty.json")
     # setsid: no controlling terminal, as a daemon
