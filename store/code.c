@@ -206,7 +206,7 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
     return r;
 }
 
-int ctok_token_kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len)
+int ctok_code_kept(ctok_token *tok, char *buf, size_t bufsz, size_t *len, char *src, size_t srcsz)
 {
     int ok = 0;
 
@@ -214,10 +214,17 @@ int ctok_token_kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len)
     if (tok->code != NULL && tok->code_len < bufsz) {
         memcpy(buf, tok->code, tok->code_len + 1);
         *len = tok->code_len;
+        if (src != NULL)
+            snprintf(src, srcsz, "%s", tok->code_src);
         ok = 1;
     }
     pthread_mutex_unlock(&ctok_code_lock);
     return ok;
+}
+
+int ctok_token_kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len)
+{
+    return ctok_code_kept(tok, buf, bufsz, len, NULL, 0);
 }
 
 void ctok_token_set_label(ctok_token *tok, const char *label)

@@ -130,6 +130,8 @@ int ctok_certbind_put(ctok_token *tok, const char *alias, X509 *cert);
 extern pthread_mutex_t ctok_code_lock;
 void ctok_code_mark_rejected(ctok_token *tok, const struct ctok_code *c, int rejected);
 void ctok_code_keep(ctok_token *tok, const struct ctok_code *c);
+/* A copy of the kept code (ctok_token_kept_code) and, src not NULL, where it came from. */
+int ctok_code_kept(ctok_token *tok, char *buf, size_t bufsz, size_t *len, char *src, size_t srcsz);
 
 /* prompt.c: ctok's own prompt on the terminal through OpenSSL's UI_OpenSSL() (a ctok_ui
  * get_code; arg: the token's name, for the error when there is no terminal) */

@@ -6,6 +6,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +30,9 @@ static int have_tty(void)
     return 1;
 }
 
+/* One prompt at a time: threads signing at once with an always-authenticate key share a tty. */
+static pthread_mutex_t prompt_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)
 {
     const char *tokname = arg != NULL ? arg : info;
@@ -46,6 +50,7 @@ int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size
         return 0;
     }
     snprintf(prompt, sizeof(prompt), "Enter PIN for %s: ", info);
+    pthread_mutex_lock(&prompt_lock);
     ERR_set_mark();
     ui = UI_new_method(UI_OpenSSL());
     if (ui != NULL && UI_add_input_string(ui, prompt, 0, buf, 1,
@@ -53,6 +58,7 @@ int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size
         r = UI_process(ui);
     UI_free(ui); /* cleanses its copy of the result */
     ERR_pop_to_mark();
+    pthread_mutex_unlock(&prompt_lock);
     if (r != 0) {
         OPENSSL_cleanse(buf, bufsz);
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': no PIN was read from the terminal", tokname);

@@ -391,22 +391,6 @@ end:
     return ok;
 }
 
-/* The code kept since activation (a prompted one only with pin_cache_fork), with its source. */
-static int kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len, char *src, size_t srcsz)
-{
-    int ok = 0;
-
-    pthread_mutex_lock(&ctok_code_lock);
-    if (tok->code != NULL && tok->code_len < bufsz) {
-        memcpy(buf, tok->code, tok->code_len + 1);
-        *len = tok->code_len;
-        snprintf(src, srcsz, "%s", tok->code_src);
-        ok = 1;
-    }
-    pthread_mutex_unlock(&ctok_code_lock);
-    return ok;
-}
-
 int ctok_token_context_login(ctok_token *tok, const char *key_label, const struct ctok_sender *s)
 {
     char code[CTOK_MAX_CODE + 1], src[320], info[200];
@@ -417,7 +401,8 @@ int ctok_token_context_login(ctok_token *tok, const char *key_label, const struc
     if (tok->auth_kind != CTOK_AUTH_PROMPT) {
         /* read anew: a file or variable changed since activation is what the user means */
         got = get_code(tok, &none, NULL, code, sizeof(code), &c.len, &prompted, src, sizeof(src));
-    } else if (!(got = kept_code(tok, code, sizeof(code), &c.len, src, sizeof(src)))) {
+    } else if (!(got = ctok_code_kept(tok, code, sizeof(code), &c.len, src, sizeof(src)))) {
+        /* a prompted code is kept only with pin_cache_fork; a ?pin-value always */
         /* the application's prompt is gone by now: ctok asks on the terminal itself */
         prompt_info(tok, info, sizeof(info));
         got = ctok_tty_get_code(tok->name, info, code, sizeof(code), &c.len);

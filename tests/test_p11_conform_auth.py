@@ -70,7 +70,12 @@ class Card:
         self.ident = self.ws.create_p11_token("ident", self.shim, "label", EID_IDENT,
                                               pin=IDENT_PIN)
         self.sign = self.ws.create_p11_token("sign", self.shim, "label", EID_SIGN, pin=SIGN_PIN)
+        # an RSA decryption key of the signature half, also --always-auth
+        assert_ok(self.hsm.tool("--token-label", "eid-sign", "--login", "--pin", SIGN_PIN,
+                                "--keypairgen", "--key-type", "rsa:2048", "--id", "03",
+                                "--label", "sign-rsa", "--always-auth"))
         self.sign_pub = self.public_key("eid-sign", "02")
+        self.rsa_pub = self.public_key("eid-sign", "03")
 
     def public_key(self, label, kid):
         """The key's public half as PEM, read by pkcs11-tool (no ctok, no PIN)."""
@@ -130,8 +135,8 @@ def sign(card, pset, uri, env, ws=None):
 
 def test_always_authenticate_key_is_made_as_the_card_has_it(card):
     objs = card.hsm.objects("eid-sign", "privkey", pin=SIGN_PIN)
-    assert [o.get("label") for o in objs] == ["sign-key"], objs
-    assert "always authenticate" in objs[0]["access"], objs
+    assert sorted(o.get("label") for o in objs) == ["sign-key", "sign-rsa"], objs
+    assert all("always authenticate" in o["access"] for o in objs), objs
 
 
 @pytest.mark.parametrize("pset", PROVIDER_SETS)
@@ -154,6 +159,23 @@ def test_n_signatures_in_one_process_make_n_context_logins(card, log, loop_bin):
     assert len(ctx) == 5 and all(c["rv"] == "CKR_OK" for c in ctx), log.text()
     # one user login for the whole process, and never the identification half
     assert len([c for c in log.calls("C_Login") if c.get("user") == "CKU_USER"]) == 1, log.text()
+    assert no_identification_login(log), log.text()
+
+
+@pytest.mark.parametrize("pset", PROVIDER_SETS)
+def test_decryption_with_an_always_authenticate_key_logs_in_once(card, log, pset, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("for the signature half only\n")
+    enc = tmp_path / "secret.enc"
+    assert_ok(card.ws.ossl("pkeyutl", "-encrypt", "-pubin", "-inkey", card.rsa_pub, "-in", secret,
+                           "-out", enc, providers=None))
+    out = tmp_path / "secret.dec"
+    p = ossl(card.ws, pset, "pkeyutl", "-decrypt", "-inkey",
+             "ctok:token=sign;object=sign-rsa;type=private", "-in", enc, "-out", out,
+             env=log.env())
+    assert_ok(p)
+    assert out.read_text() == secret.read_text()
+    assert [c["rv"] for c in context_logins(log)] == ["CKR_OK"], log.text()
     assert no_identification_login(log), log.text()
 
 
@@ -282,6 +304,18 @@ def test_a_mistyped_signature_pin_fails_that_signature_only(card, log, loop_bin)
     assert "signature PIN" in out and "CKR_PIN_INCORRECT" in out, out
     assert len(prompts) == 3, out
     assert [c["rv"] for c in context_logins(log)] == ["CKR_PIN_INCORRECT", "CKR_OK"], log.text()
+
+
+def test_a_pin_value_serves_the_context_logins_of_a_prompt_token(card, log, loop_bin):
+    """The code given in the URI is kept while active (as for a reconnect): each signature's
+    context login uses it and nobody is asked, even with no terminal."""
+    view = prompt_view(card, "pin-value.json")
+    p = run(["setsid", "-w", *loop_argv(card, loop_bin, "--ui", "none", "sign",
+                                        SIGN_KEY + "?pin-value=" + SIGN_PIN, "1", "3")],
+            view.env(log.env()))
+    assert p.returncode == 0, describe(p)
+    assert "ok=3 failed=0" in p.stdout, describe(p)
+    assert [c["rv"] for c in context_logins(log)] == ["CKR_OK"] * 3, log.text()
 
 
 def test_without_a_terminal_a_prompt_token_fails_with_one_clear_error(card, log, loop_bin):
