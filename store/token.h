@@ -326,6 +326,27 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
  */
 #define CTOK_FIND_USE 0x100
 #define CTOK_FIND_NO_LOGIN 0x200
+/*
+ * OSSL_STORE search criteria (openssl storeutl -subject, -issuer with -serial, -alias,
+ * -fingerprint), all given ones must hold. Borrowed. subject matches certificates with that
+ * subject and the keys they certify (same token and id); issuer, serial and fingerprint match
+ * certificates only, so a search by them never logs in where certificates are public; alias
+ * matches any object by its own label. Names compare as X509_NAME_cmp, serials as integers,
+ * fingerprints as X509_digest with digest (required with a fingerprint).
+ */
+struct ctok_criteria {
+    const X509_NAME *subject;
+    const X509_NAME *issuer;
+    const ASN1_INTEGER *serial;
+    const char *alias;
+    const uint8_t *fingerprint;
+    size_t fingerprint_len;
+    const EVP_MD *digest;
+};
+/* ctok_find narrowed by criteria (NULL: none). */
+int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_criteria *crit,
+                    unsigned int types, const struct ctok_ui *ui, struct ctok_found **out,
+                    size_t *n);
 void ctok_found_free(struct ctok_found *f, size_t n);
 
 /* ---- key-reference PEM files ---- */
