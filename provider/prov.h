@@ -89,6 +89,7 @@ extern const OSSL_DISPATCH ctok_rsa_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_rsapss_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_ec_uri_decoder_functions[];
 extern const OSSL_DISPATCH ctok_ed25519_uri_decoder_functions[];
+extern const OSSL_DISPATCH ctok_text_encoder_functions[];
 /*
  * Parameters from the application. An OSSL_PARAM string is data_size bytes: the terminating
  * NUL is not part of it and may be missing, so nothing here reads past data_size (no

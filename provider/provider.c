@@ -72,6 +72,20 @@ static const OSSL_ALGORITHM decoder_algs[] = {
     {"ED25519:1.3.101.112", URI_DECODER_PROPS, ctok_ed25519_uri_decoder_functions, NULL},
     {NULL, NULL, NULL, NULL}};
 
+/*
+ * Text output of ctok's keys (storeutl -text): which token and object, and the URI. OpenSSL
+ * prefers the encoders of a key's own provider, so ordinary keys keep the default's.
+ */
+#define TEXT_ENCODER_PROPS "provider=ctok,output=text"
+static const OSSL_ALGORITHM encoder_algs[] = {
+    {"RSA:rsaEncryption:1.2.840.113549.1.1.1", TEXT_ENCODER_PROPS, ctok_text_encoder_functions,
+     NULL},
+    {"RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10", TEXT_ENCODER_PROPS, ctok_text_encoder_functions,
+     NULL},
+    {"EC:id-ecPublicKey:1.2.840.10045.2.1", TEXT_ENCODER_PROPS, ctok_text_encoder_functions, NULL},
+    {"ED25519:1.3.101.112", TEXT_ENCODER_PROPS, ctok_text_encoder_functions, NULL},
+    {NULL, NULL, NULL, NULL}};
+
 static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)
 {
     (void)provctx;
@@ -89,6 +103,8 @@ static const OSSL_ALGORITHM *prov_query(void *provctx, int op, int *no_cache)
         return store_algs;
     case OSSL_OP_DECODER:
         return decoder_algs;
+    case OSSL_OP_ENCODER:
+        return encoder_algs;
     }
     return NULL;
 }

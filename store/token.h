@@ -242,6 +242,7 @@ ctok_key *ctok_key_ref(ctok_key *key);
 void ctok_key_unref(ctok_key *key);
 ctok_token *ctok_key_token(const ctok_key *key);
 const char *ctok_key_label(const ctok_key *key);
+const uint8_t *ctok_key_id(const ctok_key *key, size_t *len);
 enum ctok_key_type ctok_key_type(const ctok_key *key);
 /* Public key, in the context's library context; never holds private parts. */
 EVP_PKEY *ctok_key_pub(const ctok_key *key);
@@ -284,6 +285,13 @@ struct ctok_uri {
  */
 int ctok_uri_parse(const char *s, struct ctok_uri *u);
 void ctok_uri_clear(struct ctok_uri *u);
+/*
+ * The ctok: URI naming an object: token=, object= (label; NULL: none), id= (id_len 0: none)
+ * and type= (a single CTOK_OBJ_*; 0: none), values percent-encoded. NULL on allocation
+ * failure; OPENSSL_free it.
+ */
+char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, size_t id_len,
+                    unsigned int type);
 /*
  * The URI as an error, trace or audit line may show it (ctok: or pkcs11:): the values of
  * pin-value, pin-source (in the path or the query, however encoded) and every attribute

@@ -17,7 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from ctoktest import assert_ok, count_items, describe, pem_blocks, public_der
+from ctoktest import (
+    PROVIDER_ORDERS,
+    assert_ok,
+    count_items,
+    describe,
+    pem_blocks,
+    public_der,
+)
 from p11fixtures import (
     SOFTHSM_LIB,
     P11Workspace,
@@ -307,3 +314,65 @@ def test_a_subject_search_logs_in_only_for_the_keys_of_certificates_found(world,
     p = storeutl(s, s.tok.uri(), "-subject", "/CN=mail", env=log.env())
     assert count_items(p.stdout, "Pkey") == 1, describe(p)
     assert len(logins(log)) == 1, log.text()
+
+
+# ---------------------------------------------------------------- storeutl -text on a key
+
+
+def key_text(s, uri):
+    p = storeutl(s, uri, "-keys", "-noout", "-text")
+    m = re.search(r"^ctok (\S+) private key on token '([^']*)', label '([^']*)'\nURI: (\S+)$",
+                  p.stdout, re.M)
+    assert m, describe(p)
+    return m.groups(), p
+
+
+@pytest.mark.parametrize("kind", TOKENS)
+@pytest.mark.parametrize("alias,ktype", [("web", "EC"), ("mail", "RSA")])
+def test_text_on_a_key_prints_its_label_and_a_uri_that_names_it(world, kind, alias, ktype):
+    s = world[kind]
+    cert = next(c for c in pem_certs(s) if ident(c)[0] == CERTS[alias][1][1:])
+    named_by = [s.tok.key_uri(alias)]
+    if kind == "hsm":
+        named_by.append("pkcs11:token=%s;object=%s;type=private" % (HSM_LABEL, alias))
+    for uri in named_by:
+        (typ, token, label, named), p = key_text(s, uri)
+        assert (typ, token, label) == (ktype, s.tok.name, alias), describe(p)
+        assert "Public-Key:" in p.stdout, describe(p)
+        # the URI printed loads that very key: its public key is the certificate's
+        p = storeutl(s, named, "-keys", "-text", "-noout")
+        assert count_items(p.stdout, "Pkey") == 1, describe(p)
+        out = s.ws.path("named-%s.pub.pem" % alias)
+        assert_ok(s.ws.ossl("pkey", "-in", named, "-pubout", "-out", out))
+        assert (public_der(serialization.load_pem_public_key(out.read_bytes())) ==
+                public_der(cert.public_key()))
+
+
+@pytest.mark.parametrize("providers", PROVIDER_ORDERS)
+@pytest.mark.parametrize("alg", [("ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+                                 ("rsa", "-pkeyopt", "rsa_keygen_bits:2048")],
+                         ids=lambda a: a[0])
+def test_text_of_ordinary_keys_is_what_openssl_prints_without_ctok(world, providers, alg):
+    """ctok's text encoder serves ctok's keys only: a file key prints as without ctok."""
+    ws = world["soft"].ws
+    key = ws.path("ordinary-%s.pem" % alg[0])
+    if not key.exists():
+        plain(ws, "genpkey", "-algorithm", *alg, "-out", key)
+    for extra in ((), ("-pubout",)):
+        mine = assert_ok(ws.ossl("pkey", "-in", key, "-text", "-noout", *extra,
+                                 providers=providers))
+        ref = plain(ws, "pkey", "-in", key, "-text", "-noout", *extra)
+        assert mine.stdout == ref.stdout, describe(mine)
+
+
+@pytest.mark.parametrize("providers", PROVIDER_ORDERS)
+def test_text_of_a_key_generated_with_ctok_loaded_is_what_openssl_prints(world, providers):
+    """A key generated while ctok is loaded may live in ctok's keymgmt as a pass-through
+    key; its text is the default provider's, word for word."""
+    ws = world["soft"].ws
+    out = ws.path("generated-%s.pem" % providers)
+    assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-text", "-out", out, providers=providers))
+    text = out.read_text().split("-----END PRIVATE KEY-----\n", 1)[1]
+    ref = plain(ws, "pkey", "-in", out, "-text", "-noout")
+    assert text == ref.stdout
