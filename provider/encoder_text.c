@@ -37,11 +37,14 @@ static int print_token_key(BIO *out, const struct ctok_pkey *k)
     size_t id_len;
     const uint8_t *id = ctok_key_id(k->tok, &id_len);
     char *uri = ctok_uri_make(ctok_token_name(tok), label, id, id_len, CTOK_OBJ_PRIVATE);
-    int ok = uri != NULL &&
-             BIO_printf(out, "ctok %s private key on token '%s', label '%s'\nURI: %s\n",
-                        ctok_key_type_name(k->type), ctok_token_name(tok),
-                        label != NULL ? label : "", uri) > 0 &&
-             EVP_PKEY_print_public(out, k->pkey, 0, NULL) > 0;
+    char shown[256];
+    int ok;
+
+    ctok_prov_shown_label(label, shown, sizeof(shown));
+    ok = uri != NULL &&
+         BIO_printf(out, "ctok %s private key on token '%s', label '%s'\nURI: %s\n",
+                    ctok_key_type_name(k->type), ctok_token_name(tok), shown, uri) > 0 &&
+         EVP_PKEY_print_public(out, k->pkey, 0, NULL) > 0;
 
     OPENSSL_free(uri);
     return ok;

@@ -251,16 +251,6 @@ static int load_private(struct stctx *c, struct ctok_found *f, OSSL_CALLBACK *cb
     return ok;
 }
 
-/* An object label as one error line may show it: control characters as '?', cut to outlen - 1. */
-static void shown_label(const char *label, char *out, size_t outlen)
-{
-    size_t i = 0;
-
-    for (; label != NULL && label[i] != '\0' && i + 1 < outlen; i++)
-        out[i] = (unsigned char)label[i] < 0x20 || label[i] == 0x7f ? '?' : label[i];
-    out[i] = '\0';
-}
-
 static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
@@ -283,7 +273,7 @@ static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
         if (c->n == 0 && !c->has_crit) {
             char label[129];
 
-            shown_label(c->uri.object, label, sizeof(label));
+            ctok_prov_shown_label(c->uri.object, label, sizeof(label));
             CTOK_ERR(CTOK_R_NOT_FOUND, "no %s matches %s%s%s%s%s%s",
                      c->expect == CTOK_OBJ_PRIVATE ? "private key"
                      : c->expect == CTOK_OBJ_CERT  ? "certificate"

@@ -46,6 +46,7 @@ CERTS = {
     "web-role": ("web", "/CN=web role", "ca2", 0x2001),
 }
 KEYS = {"web": "ec:P-256", "mail": "rsa:2048", "web2": "ec:P-256"}
+ODD_LABEL = "ops; key/1 é%"  # a key without certificate, whose label needs percent-encoding
 
 
 class Searched:
@@ -69,6 +70,7 @@ def fill(ws, tok, cas):
     its certificates."""
     for alias, spec in KEYS.items():
         ws.generate(tok, alias, spec)
+    ws.generate(tok, ODD_LABEL, "ec:P-256")
     files = []
     for alias, (key, subject, ca, serial) in CERTS.items():
         csr = ws.path("%s-%s.csr" % (tok.name, alias))
@@ -376,3 +378,13 @@ def test_text_of_a_key_generated_with_ctok_loaded_is_what_openssl_prints(world, 
     text = out.read_text().split("-----END PRIVATE KEY-----\n", 1)[1]
     ref = plain(ws, "pkey", "-in", out, "-text", "-noout")
     assert text == ref.stdout
+
+
+@pytest.mark.parametrize("kind", TOKENS)
+def test_the_uri_printed_for_a_label_that_needs_encoding_names_the_key(world, kind):
+    s = world[kind]
+    (typ, token, label, named), p = key_text(s, s.tok.key_uri(ODD_LABEL))
+    assert label == ODD_LABEL, describe(p)
+    assert ";" not in named.split("object=")[1].split(";")[0], named
+    (_, _, again, _), p = key_text(s, named)
+    assert again == ODD_LABEL, describe(p)
