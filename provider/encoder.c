@@ -48,6 +48,32 @@ static int print_with_others(struct ctok_provctx *pctx, const EVP_PKEY *pkey, in
     return ok;
 }
 
+/*
+ * Which token and object a token key is, with the ctok: URI that loads it again (storeutl
+ * -text, pkey -text); control characters in the label are shown as '?', so a label cannot
+ * forge a line of its own.
+ */
+static int print_where(const struct ctok_pkey *k, BIO *out)
+{
+    ctok_token *tok = ctok_key_token(k->tok);
+    const char *label = ctok_key_label(k->tok);
+    size_t id_len;
+    const uint8_t *id = ctok_key_id(k->tok, &id_len);
+    char *uri = ctok_uri_make(ctok_token_name(tok), label, id, id_len, CTOK_OBJ_PRIVATE);
+    char shown[256];
+    int ok;
+
+    ctok_prov_shown_label(label, shown, sizeof(shown));
+    ok =
+        uri != NULL && BIO_printf(out,
+                                  "Private-Key: (%d bit, on token '%s', not exportable)\nType: %s\n"
+                                  "Label: %s\nURI: %s\n",
+                                  EVP_PKEY_get_bits(k->pkey), ctok_token_name(tok),
+                                  ctok_key_type_name(k->type), shown, uri) > 0;
+    OPENSSL_free(uri);
+    return ok;
+}
+
 static int print_token_key(struct ctok_provctx *pctx, const struct ctok_pkey *k, int selection,
                            BIO *out)
 {
@@ -64,8 +90,7 @@ static int print_token_key(struct ctok_provctx *pctx, const struct ctok_pkey *k,
         EVP_PKEY_free(priv);
         return ok;
     }
-    if (BIO_printf(out, "Private-Key: (%d bit, on token '%s', not exportable)\n",
-                   EVP_PKEY_get_bits(k->pkey), ctok_token_name(tok)) <= 0)
+    if (!print_where(k, out))
         return 0;
     /* EVP_PKEY_print_private selects the private key without the public one: print that */
     selection = (selection & ~OSSL_KEYMGMT_SELECT_PRIVATE_KEY) | OSSL_KEYMGMT_SELECT_PUBLIC_KEY;

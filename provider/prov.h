@@ -109,5 +109,8 @@ int ctok_param_int_or_name(const OSSL_PARAM *p, const struct ctok_param_name *na
 
 /* libctx with the core's BIO methods, for decoders (made on first use) */
 OSSL_LIB_CTX *ctok_prov_bio_libctx(struct ctok_provctx *pctx);
+/* An object label as one line of an error or text may show it: control characters as '?',
+ * cut to outlen - 1. */
+void ctok_prov_shown_label(const char *label, char *out, size_t outlen);
 
 #endif

@@ -383,6 +383,15 @@ int ctok_prov_emit_key(struct ctok_pkey *k, OSSL_CALLBACK *cb, void *cbarg)
     return cb(p, cbarg);
 }
 
+void ctok_prov_shown_label(const char *label, char *out, size_t outlen)
+{
+    size_t i = 0;
+
+    for (; label != NULL && label[i] != '\0' && i + 1 < outlen; i++)
+        out[i] = (unsigned char)label[i] < 0x20 || label[i] == 0x7f ? '?' : label[i];
+    out[i] = '\0';
+}
+
 OSSL_LIB_CTX *ctok_prov_bio_libctx(struct ctok_provctx *pctx)
 {
     OSSL_LIB_CTX *lc;

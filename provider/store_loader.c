@@ -3,6 +3,7 @@
  * where the passphrase callback is available (OpenSSL 3.0 has no open_ex). Private keys
  * leave as opaque references to ctok's keymgmt, never as key data.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_object.h>
@@ -25,6 +26,14 @@ struct stctx {
     struct ctok_found *found;
     size_t n, next;
     int searched;
+    /* OSSL_STORE search criteria, owned: crit points into them */
+    X509_NAME *subject, *issuer;
+    ASN1_INTEGER *serial;
+    char *alias;
+    unsigned char *fingerprint;
+    char digest[64];
+    struct ctok_criteria crit;
+    int has_crit;
 };
 
 static void *st_open(void *provctx, const char *uri)
@@ -65,6 +74,100 @@ static const OSSL_PARAM *st_settable_ctx_params(void *provctx)
     return p;
 }
 
+/* A DER name criterion (subject, issuer) into *name; 0 with the error raised. */
+static int get_name(const OSSL_PARAM *p, const char *what, X509_NAME **name)
+{
+    const void *der;
+    const unsigned char *q;
+    size_t len;
+
+    if (!OSSL_PARAM_get_octet_string_ptr(p, &der, &len) || (q = der, len > LONG_MAX) ||
+        (X509_NAME_free(*name), *name = d2i_X509_NAME(NULL, &q, (long)len)) == NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "store search: the %s is not a DER-encoded name", what);
+        return 0;
+    }
+    return 1;
+}
+
+static int get_serial(const OSSL_PARAM *p, ASN1_INTEGER **serial)
+{
+    BIGNUM *bn = NULL;
+    int ok = OSSL_PARAM_get_BN(p, &bn) &&
+             (ASN1_INTEGER_free(*serial), *serial = BN_to_ASN1_INTEGER(bn, NULL)) != NULL;
+
+    BN_free(bn);
+    if (!ok)
+        CTOK_ERR(CTOK_R_BAD_URI, "store search: the serial number is not an integer");
+    return ok;
+}
+
+/* Search criteria (storeutl -subject, -issuer -serial, -alias, -fingerprint). */
+static int set_criteria(struct stctx *c, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *p;
+    size_t len = 0;
+
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_SUBJECT)) != NULL &&
+        !get_name(p, "subject", &c->subject))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_ISSUER)) != NULL &&
+        !get_name(p, "issuer", &c->issuer))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_SERIAL)) != NULL &&
+        !get_serial(p, &c->serial))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_ALIAS)) != NULL) {
+        OPENSSL_free(c->alias);
+        c->alias = NULL;
+        if (!OSSL_PARAM_get_utf8_string(p, &c->alias, 0))
+            return 0;
+    }
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_FINGERPRINT)) != NULL) {
+        OPENSSL_free(c->fingerprint);
+        c->fingerprint = NULL;
+        if (!OSSL_PARAM_get_octet_string(p, (void **)&c->fingerprint, 0, &len))
+            return 0;
+        c->crit.fingerprint_len = len;
+    }
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_DIGEST)) != NULL) {
+        char *d = c->digest;
+
+        if (!OSSL_PARAM_get_utf8_string(p, &d, sizeof(c->digest)))
+            return 0;
+    }
+    c->crit.subject = c->subject;
+    c->crit.issuer = c->issuer;
+    c->crit.serial = c->serial;
+    c->crit.alias = c->alias;
+    c->crit.fingerprint = c->fingerprint;
+    c->has_crit = c->subject != NULL || c->issuer != NULL || c->serial != NULL ||
+                  c->alias != NULL || c->fingerprint != NULL;
+    return 1;
+}
+
+/* The fingerprint's digest, as named by the application (SHA-1 when it names none). */
+static int fetch_digest(struct stctx *c)
+{
+    EVP_MD *md;
+
+    if (c->fingerprint == NULL || c->crit.digest != NULL)
+        return 1;
+    md = ctok_prov_md(c->pctx, c->digest[0] != '\0' ? c->digest : "SHA1");
+    if (md == NULL) {
+        CTOK_ERR(CTOK_R_BAD_URI, "store search: unknown fingerprint digest '%s'", c->digest);
+        return 0;
+    }
+    if (c->crit.fingerprint_len != (size_t)EVP_MD_get_size(md)) {
+        EVP_MD_free(md);
+        CTOK_ERR(CTOK_R_BAD_URI, "store search: a %s fingerprint has %d bytes, not %zu",
+                 c->digest[0] != '\0' ? c->digest : "SHA1", EVP_MD_get_size(md),
+                 c->crit.fingerprint_len);
+        return 0;
+    }
+    c->crit.digest = md;
+    return 1;
+}
+
 /* OSSL_STORE calls this without a NULL check when the caller passes anything. */
 static int st_set_ctx_params(void *vc, const OSSL_PARAM params[])
 {
@@ -91,8 +194,7 @@ static int st_set_ctx_params(void *vc, const OSSL_PARAM params[])
             c->expect = CTOK_OBJ_ANY;
         }
     }
-    /* other criteria narrow what the application keeps; it filters what we return */
-    return 1;
+    return set_criteria(c, params);
 }
 
 static int emit_data(OSSL_CALLBACK *cb, void *cbarg, int objtype, const char *data_type,
@@ -149,16 +251,6 @@ static int load_private(struct stctx *c, struct ctok_found *f, OSSL_CALLBACK *cb
     return ok;
 }
 
-/* An object label as one error line may show it: control characters as '?', cut to outlen - 1. */
-static void shown_label(const char *label, char *out, size_t outlen)
-{
-    size_t i = 0;
-
-    for (; label != NULL && label[i] != '\0' && i + 1 < outlen; i++)
-        out[i] = (unsigned char)label[i] < 0x20 || label[i] == 0x7f ? '?' : label[i];
-    out[i] = '\0';
-}
-
 static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
@@ -172,13 +264,16 @@ static int st_load(void *vc, OSSL_CALLBACK *object_cb, void *object_cbarg,
 
         c->searched = 1;
         tokens = ctok_prov_tokens(c->pctx);
-        if (tokens == NULL || !ctok_find(tokens, &c->uri, c->expect, &ui, &c->found, &c->n))
+        if (tokens == NULL || !fetch_digest(c) ||
+            !ctok_find_where(tokens, &c->uri, c->has_crit ? &c->crit : NULL, c->expect, &ui,
+                             &c->found, &c->n))
             return 0;
         CTOK_DBG("store: %zu object(s) match", c->n);
-        if (c->n == 0) {
+        /* a search that finds nothing is no error, as in OpenSSL's own file store */
+        if (c->n == 0 && !c->has_crit) {
             char label[129];
 
-            shown_label(c->uri.object, label, sizeof(label));
+            ctok_prov_shown_label(c->uri.object, label, sizeof(label));
             CTOK_ERR(CTOK_R_NOT_FOUND, "no %s matches %s%s%s%s%s%s",
                      c->expect == CTOK_OBJ_PRIVATE ? "private key"
                      : c->expect == CTOK_OBJ_CERT  ? "certificate"
@@ -218,6 +313,12 @@ static int st_close(void *vc)
 
     ctok_found_free(c->found, c->n);
     ctok_uri_clear(&c->uri);
+    X509_NAME_free(c->subject);
+    X509_NAME_free(c->issuer);
+    ASN1_INTEGER_free(c->serial);
+    OPENSSL_free(c->alias);
+    OPENSSL_free(c->fingerprint);
+    EVP_MD_free((EVP_MD *)c->crit.digest);
     free(c);
     return 1;
 }

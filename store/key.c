@@ -151,6 +151,12 @@ const char *ctok_key_label(const ctok_key *key)
     return key->label;
 }
 
+const uint8_t *ctok_key_id(const ctok_key *key, size_t *len)
+{
+    *len = key->id_len;
+    return key->id;
+}
+
 enum ctok_key_type ctok_key_type(const ctok_key *key)
 {
     return key->type;

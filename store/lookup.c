@@ -65,9 +65,67 @@ static int same_id(const struct ctok_found *a, const struct ctok_found *b)
     return a->id_len == b->id_len && memcmp(a->id, b->id, a->id_len) == 0;
 }
 
+/* What a search asks for: the URI, and the OSSL_STORE criteria narrowing it (or NULL). */
+struct query {
+    const struct ctok_uri *u;
+    const struct ctok_criteria *crit;
+};
+
+/* Are there criteria only certificates answer (a key meets them through its certificate)? */
+static int cert_criteria(const struct ctok_criteria *c)
+{
+    return c != NULL &&
+           (c->subject != NULL || c->issuer != NULL || c->serial != NULL || c->fingerprint != NULL);
+}
+
+/* Criteria no key meets, not even through its certificate. */
+static int cert_only_criteria(const struct ctok_criteria *c)
+{
+    return c != NULL && (c->issuer != NULL || c->serial != NULL || c->fingerprint != NULL);
+}
+
+static int cert_meets(const struct ctok_criteria *c, X509 *x)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+
+    if (x == NULL)
+        return 0;
+    if (c->subject != NULL && X509_NAME_cmp(c->subject, X509_get_subject_name(x)) != 0)
+        return 0;
+    if (c->issuer != NULL && X509_NAME_cmp(c->issuer, X509_get_issuer_name(x)) != 0)
+        return 0;
+    if (c->serial != NULL && ASN1_INTEGER_cmp(c->serial, X509_get0_serialNumber(x)) != 0)
+        return 0;
+    return c->fingerprint == NULL ||
+           (c->digest != NULL && X509_digest(x, c->digest, md, &len) && len == c->fingerprint_len &&
+            memcmp(md, c->fingerprint, len) == 0);
+}
+
+/* Does object o meet the criteria, itself or (subject) through a certificate of its key? */
+static int meets(const struct ctok_criteria *c, const struct ctok_found *all, size_t n,
+                 const struct ctok_found *o)
+{
+    if (c == NULL)
+        return 1;
+    if (c->alias != NULL && strcmp(o->label, c->alias) != 0)
+        return 0;
+    if (!cert_criteria(c))
+        return 1;
+    if (o->type == CTOK_OBJ_CERT)
+        return cert_meets(c, o->cert);
+    if (cert_only_criteria(c) || o->id_len == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].type == CTOK_OBJ_CERT && all[i].tok == o->tok && same_id(&all[i], o) &&
+            cert_meets(c, all[i].cert))
+            return 1;
+    return 0;
+}
+
 /* Does object o match the URI, either itself or through a certificate it shares an id with? */
-static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_t n,
-                   const struct ctok_found *o)
+static int matches_uri(const struct ctok_uri *u, const struct ctok_found *all, size_t n,
+                       const struct ctok_found *o)
 {
     if (u->has_id && (o->id_len != u->id_len || memcmp(o->id, u->id, u->id_len) != 0))
         return 0;
@@ -80,6 +138,12 @@ static int matches(const struct ctok_uri *u, const struct ctok_found *all, size_
             strcmp(all[i].label, u->object) == 0 && same_id(&all[i], o))
             return 1;
     return 0;
+}
+
+static int matches(const struct query *q, const struct ctok_found *all, size_t n,
+                   const struct ctok_found *o)
+{
+    return matches_uri(q->u, all, n, o) && meets(q->crit, all, n, o);
 }
 
 static int selected(const struct ctok_uri *u, ctok_token *t)
@@ -185,20 +249,19 @@ static void drop_token(struct collect *all, const ctok_token *t)
 }
 
 /* Does the collection hold a certificate matching the URI, on token t (NULL: anywhere)? */
-static int has_matching_cert(const struct ctok_uri *u, const struct collect *all,
-                             const ctok_token *t)
+static int has_matching_cert(const struct query *q, const struct collect *all, const ctok_token *t)
 {
     for (size_t i = 0; i < all->n; i++)
         if (all->v[i].type == CTOK_OBJ_CERT && (t == NULL || all->v[i].tok == t) &&
-            matches(u, all->v, all->n, &all->v[i]))
+            matches(q, all->v, all->n, &all->v[i]))
             return 1;
     return 0;
 }
 
-static int has_match(const struct ctok_uri *u, const struct collect *all, unsigned int want)
+static int has_match(const struct query *q, const struct collect *all, unsigned int want)
 {
     for (size_t i = 0; i < all->n; i++)
-        if ((all->v[i].type & want) && matches(u, all->v, all->n, &all->v[i]))
+        if ((all->v[i].type & want) && matches(q, all->v, all->n, &all->v[i]))
             return 1;
     return 0;
 }
@@ -211,16 +274,18 @@ static int may_open(const ctok_token *t, unsigned int flags)
 
 /*
  * Second phase of the search: log in where hidden objects may be what is asked for. With
- * CTOK_FIND_NO_LOGIN such tokens are only counted in *unrevealed.
+ * CTOK_FIND_NO_LOGIN such tokens are only counted in *unrevealed. Certificate criteria log in
+ * only where certificates are hidden, or where a certificate they match may have keys hidden.
  */
-static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, int use_only,
+static int reveal(ctok_ctx *ctx, const struct query *q, unsigned int want, int use_only,
                   unsigned int flags, const struct ctok_ui *ui, struct collect *all,
                   const char *scanned, int *unrevealed)
 {
+    const struct ctok_uri *u = q->u;
     struct ctok_pin pin = {u->pin_value, u->pin_source};
     int named = u->token != NULL || u->token_id != NULL || u->p11 != NULL;
-    int filtered = u->object != NULL || u->has_id;
-    int found = has_match(u, all, want);
+    int filtered = u->object != NULL || u->has_id || q->crit != NULL;
+    int found = has_match(q, all, want);
 
     for (size_t i = 0; i < ctx->n_tokens; i++) {
         ctok_token *t = ctx->tokens[i];
@@ -241,8 +306,10 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
         hidden = ((t->be->hidden != NULL ? t->be->hidden(t) : 0) | ctok_certbind_hidden(t)) & want;
         if (hidden == 0)
             continue;
-        if (!(named || !filtered || !found ||
-              ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(u, all, t))))
+        if (cert_criteria(q->crit)
+                ? !(hidden & CTOK_OBJ_CERT) && !has_matching_cert(q, all, t)
+                : !(named || !filtered || !found ||
+                    ((hidden & CTOK_OBJ_PRIVATE) && has_matching_cert(q, all, t))))
             continue;
         if (flags & CTOK_FIND_NO_LOGIN) {
             CTOK_DBG("lookup: token '%s' hides what is searched for: not logging in", t->name);
@@ -265,12 +332,21 @@ static int reveal(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int want, in
 int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
               struct ctok_found **out, size_t *nout)
 {
+    return ctok_find_where(ctx, u, NULL, types, ui, out, nout);
+}
+
+int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_criteria *crit,
+                    unsigned int types, const struct ctok_ui *ui, struct ctok_found **out,
+                    size_t *nout)
+{
+    struct query q = {u, crit};
     struct collect all = {0};
     struct ctok_found *res = NULL;
     size_t nres = 0;
     char *moved = NULL, *scanned = NULL;
     ctok_token *named = NULL;
-    unsigned int want = types & u->types & CTOK_OBJ_ANY;
+    unsigned int want =
+        types & u->types & CTOK_OBJ_ANY & (cert_only_criteria(crit) ? CTOK_OBJ_CERT : CTOK_OBJ_ANY);
     int unrevealed = 0;
     static const enum ctok_obj_type order[] = {CTOK_OBJ_CERT, CTOK_OBJ_PUBLIC, CTOK_OBJ_PRIVATE};
 
@@ -311,7 +387,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     }
     ctok_test_point("lookup-listed");
     /* private keys are found through certificates: those must be visible too */
-    if (!reveal(ctx, u, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
+    if (!reveal(ctx, &q, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
                 want == CTOK_OBJ_PRIVATE, types, ui, &all, scanned, &unrevealed))
         goto err;
     res = calloc(all.n + 1, sizeof(*res));
@@ -324,7 +400,7 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
         for (size_t i = 0; i < all.n; i++) {
             struct ctok_found *o = &all.v[i];
 
-            if (o->type != order[k] || !matches(u, all.v, all.n, o))
+            if (o->type != order[k] || !matches(&q, all.v, all.n, o))
                 continue;
             res[nres] = *o;
             /* the certificate supplies a key's public key when the token does not */

@@ -248,6 +248,7 @@ ctok_key *ctok_key_ref(ctok_key *key);
 void ctok_key_unref(ctok_key *key);
 ctok_token *ctok_key_token(const ctok_key *key);
 const char *ctok_key_label(const ctok_key *key);
+const uint8_t *ctok_key_id(const ctok_key *key, size_t *len);
 enum ctok_key_type ctok_key_type(const ctok_key *key);
 /* The key may need the whole message to sign (a PKCS#11 key allowed only hash-and-sign
  * mechanisms): a DigestSign keeps it beside its digest and passes it as msg/msglen. */
@@ -298,6 +299,13 @@ struct ctok_uri {
 int ctok_uri_parse(const char *s, struct ctok_uri *u);
 void ctok_uri_clear(struct ctok_uri *u);
 /*
+ * The ctok: URI naming an object: token=, object= (label; NULL: none), id= (id_len 0: none)
+ * and type= (a single CTOK_OBJ_*; 0: none), values percent-encoded. NULL on allocation
+ * failure; OPENSSL_free it.
+ */
+char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, size_t id_len,
+                    unsigned int type);
+/*
  * The URI as an error, trace or audit line may show it (ctok: or pkcs11:): the values of
  * pin-value, pin-source (in the path or the query, however encoded) and every attribute
  * without '=' are replaced by "...". Cut to outlen - 1 characters.
@@ -339,6 +347,27 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
  */
 #define CTOK_FIND_USE 0x100
 #define CTOK_FIND_NO_LOGIN 0x200
+/*
+ * OSSL_STORE search criteria (openssl storeutl -subject, -issuer with -serial, -alias,
+ * -fingerprint), all given ones must hold. Borrowed. subject matches certificates with that
+ * subject and the keys they certify (same token and id); issuer, serial and fingerprint match
+ * certificates only, so a search by them never logs in where certificates are public; alias
+ * matches any object by its own label. Names compare as X509_NAME_cmp, serials as integers,
+ * fingerprints as X509_digest with digest (required with a fingerprint).
+ */
+struct ctok_criteria {
+    const X509_NAME *subject;
+    const X509_NAME *issuer;
+    const ASN1_INTEGER *serial;
+    const char *alias;
+    const uint8_t *fingerprint;
+    size_t fingerprint_len;
+    const EVP_MD *digest;
+};
+/* ctok_find narrowed by criteria (NULL: none). */
+int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_criteria *crit,
+                    unsigned int types, const struct ctok_ui *ui, struct ctok_found **out,
+                    size_t *n);
 void ctok_found_free(struct ctok_found *f, size_t n);
 
 /* ---- key-reference PEM files ---- */

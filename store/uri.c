@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <p11-kit/uri.h>
 
@@ -316,4 +317,44 @@ void ctok_uri_clear(struct ctok_uri *u)
     if (u->p11 != NULL)
         p11_kit_uri_free(u->p11);
     memset(u, 0, sizeof(*u));
+}
+
+/* Appends sep attr=value to b, percent-encoding all (or all but RFC 3986 unreserved) bytes. */
+static int put_attr(BIO *b, const char *sep, const char *attr, const uint8_t *v, size_t len,
+                    int all)
+{
+    if (BIO_printf(b, "%s%s=", sep, attr) <= 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        int c = v[i], plain = !all && (isalnum(c) || strchr("-._~", c) != NULL);
+
+        if ((plain ? BIO_printf(b, "%c", c) : BIO_printf(b, "%%%02x", c)) <= 0)
+            return 0;
+    }
+    return 1;
+}
+
+char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, size_t id_len,
+                    unsigned int type)
+{
+    static const char *const types[] = {
+        [CTOK_OBJ_CERT] = "cert", [CTOK_OBJ_PUBLIC] = "public", [CTOK_OBJ_PRIVATE] = "private"};
+    BIO *b = BIO_new(BIO_s_mem());
+    char *out = NULL, *data;
+    long n;
+    int ok =
+        b != NULL && BIO_puts(b, "ctok:") == 5 &&
+        put_attr(b, "", "token", (const uint8_t *)token, strlen(token), 0) &&
+        (label == NULL || put_attr(b, ";", "object", (const uint8_t *)label, strlen(label), 0)) &&
+        (id_len == 0 || put_attr(b, ";", "id", id, id_len, 1)) &&
+        (type == 0 || type > CTOK_OBJ_PRIVATE || types[type] == NULL ||
+         BIO_printf(b, ";type=%s", types[type]) > 0);
+
+    if (ok && (n = BIO_get_mem_data(b, &data)) > 0 &&
+        (out = OPENSSL_malloc((size_t)n + 1)) != NULL) {
+        memcpy(out, data, (size_t)n);
+        out[n] = '\0';
+    }
+    BIO_free(b);
+    return out;
 }
