@@ -1,4 +1,4 @@
-/* ctok key generate|list|test|remove, ctok cert import */
+/* ctok key generate|list|test|remove, cert import|list|export, ref */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* ctok token create|list, slots (discovery), pin unlock */
+/* ctok token create|list, slots (discovery), mechanisms, pin unlock */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>

@@ -292,6 +292,7 @@ static const struct command *find_command(int argc, char **argv, int *words, int
             printf("ctok %s (OpenSSL %s)\n", CTOK_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING));
             *rc = EXIT_OK;
         } else if (help) {
+            printf("ctok %s: crypto tokens for OpenSSL 3\n", CTOK_VERSION);
             fputs(usage, stdout);
             *rc = EXIT_OK;
         } else {

@@ -28,7 +28,8 @@ def test_version_is_the_cmake_project_version(ws):
     want = project_version(Path(__file__).resolve().parent.parent)
     p = assert_ok(ws.ctok("--version"))
     assert p.stdout.startswith("ctok %s " % want), describe(p)
-    assert "ctok --version" in assert_ok(ws.ctok("--help")).stdout
+    p = assert_ok(ws.ctok("--help"))
+    assert p.stdout.startswith("ctok %s:" % want) and "ctok --version" in p.stdout, describe(p)
 
 
 def test_a_group_alone_is_a_usage_error_with_its_help_and_help_asked_for_is_not(ws):

@@ -72,3 +72,42 @@ def test_quick_start_runs_verbatim_in_a_fresh_shell(tmp_path, build):
     # what the block made lives under HOME: the source tree only has its build
     assert (home / "ctok" / "tokens.json").exists() and (home / "ctok" / "web.pem").exists()
     assert not (ROOT / "web.pem").exists()
+
+
+def readme_synopsis():
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"^## The ctok tool\n+```\n(.*?)^```", text, re.S | re.M)
+    assert m, "README.md has no synopsis block under '## The ctok tool'"
+    return m.group(1)
+
+
+def tool_commands(ws):
+    """Every command of the tool with the options its usage line names, from its own help."""
+    top = ws.ctok("--help").stdout
+    firsts = {l.split()[0] for l in top.splitlines() if re.match(r"^  [a-z]+ ", l)}
+    commands = {}
+    for word in sorted(firsts):
+        p = ws.ctok(word, "--help")
+        assert p.returncode == 0, p.stderr
+        usages = re.findall(r"^  ctok (.*)$", p.stdout, re.M)  # a group: its commands
+        if not usages:
+            usages = [p.stdout.splitlines()[0].split("[--json] ", 1)[1]]
+        for u in usages:
+            words = re.match(r"^([a-z]+(?: [a-z]+)?)\b", u).group(1)
+            if words.split()[0] != word:
+                continue
+            name = " ".join(w for w in words.split() if w.islower() and w != "x")
+            commands[name] = set(re.findall(r"--[a-z-]+", u))
+    return commands
+
+
+def test_readme_synopsis_lists_every_command_with_its_options(ws):
+    synopsis = readme_synopsis()
+    commands = tool_commands(ws)
+    assert {"token create", "token list", "key generate", "cert export", "ref", "slots",
+            "mechanisms", "pin change", "secret encrypt"} <= set(commands), sorted(commands)
+    for name, opts in commands.items():
+        lines = [l for l in synopsis.splitlines() if re.match(r"^  %s\b" % re.escape(name), l)]
+        assert lines, "README synopsis lacks '%s'" % name
+        for opt in opts - {"--json"}:
+            assert opt in synopsis, "README synopsis lacks %s of '%s'" % (opt, name)
