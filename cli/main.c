@@ -116,7 +116,9 @@ enum {
 #define AUTH (B(O_AUTH_FILE) | B(O_AUTH_ENV))
 /* a command that takes the token types' own options (their tool fields: --keystore ...) */
 #define TYPE_OPTS (1u << 31)
-/* getopt_long's val of a type option: clear of O_* and of what getopt_long returns itself */
+/* getopt_long's vals: O_* + OPT_VAL, type option i + TYPE_VAL; clear of what getopt_long returns
+ * itself (1 for a positional argument, '?', ':', 'h') */
+#define OPT_VAL 128
 #define TYPE_VAL 256
 
 static const struct {
@@ -347,7 +349,7 @@ static struct option *option_table(const struct command *cmd)
         return NULL;
     for (int o = 0; o < O_COUNT; o++)
         if ((GLOBAL | cmd->opts) & B(o))
-            t[n++] = (struct option){options[o].name, options[o].has_arg, NULL, o};
+            t[n++] = (struct option){options[o].name, options[o].has_arg, NULL, OPT_VAL + o};
     if (!(cmd->opts & TYPE_OPTS))
         return t;
     snprintf(types, sizeof(types), "%s", ctok_type_names());
@@ -385,17 +387,21 @@ static int bad_option(const struct command *cmd, const char *a)
 
 /* Parses argv for cmd: options set in c, positional arguments (after the command words) in
  * c->argv. EXIT_OK, or a usage error's exit code. */
-static int parse_options(struct cli *c, const struct command *cmd, int words, int argc, char **argv)
+static int parse_options(struct cli *c, const struct command *cmd, int words, int argc, char **argv,
+                         char **pos)
 {
     struct option *t = option_table(cmd);
-    int o, rc = EXIT_OK;
+    int o, n = 0, rc = EXIT_OK;
 
     if (t == NULL)
         return EXIT_FAILED;
     opterr = 0;
     optind = 1;
-    while (rc == EXIT_OK && (o = getopt_long(argc, argv, ":h", t, NULL)) != -1) {
-        if (o == '?') {
+    while (rc == EXIT_OK && (o = getopt_long(argc, argv, "-:h", t, NULL)) != -1) {
+        /* "-": positional arguments in order, options anywhere, whatever POSIXLY_CORRECT says */
+        if (o == 1) {
+            pos[n++] = optarg;
+        } else if (o == '?') {
             rc = bad_option(cmd, argv[optind - 1]);
         } else if (o == 'h') {
             c->help = 1;
@@ -409,19 +415,38 @@ static int parse_options(struct cli *c, const struct command *cmd, int words, in
             }
             c->opts[c->n_opts].name = t[o - TYPE_VAL].name;
             c->opts[c->n_opts++].value = optarg;
-        } else if (options[o].has_arg) {
-            *(const char **)((char *)c + options[o].off) = optarg;
+        } else if (options[o - OPT_VAL].has_arg) {
+            *(const char **)((char *)c + options[o - OPT_VAL].off) = optarg;
         } else {
-            *(int *)((char *)c + options[o].off) = 1;
+            *(int *)((char *)c + options[o - OPT_VAL].off) = 1;
         }
     }
     free(t);
     if (rc != EXIT_OK)
         return rc;
-    /* getopt_long moved the positional arguments, command words first, to the end */
-    c->argv = argv + optind + words;
-    c->argc = argc - optind - words;
+    while (optind < argc) /* after "--" */
+        pos[n++] = argv[optind++];
+    c->argv = pos + words; /* the command words came first */
+    c->argc = n - words;
     return EXIT_OK;
+}
+
+/* The command with what parse_options found. */
+static int run(struct cli *c, const struct command *cmd)
+{
+    int rc;
+
+    if (c->help) {
+        command_help(stdout, cmd);
+        return EXIT_OK;
+    }
+    if (c->argc != cmd->nargs)
+        return cli_usage("'%s%s%s' takes %d argument(s), got %d", cmd->group, cmd->verb ? " " : "",
+                         cmd->verb ? cmd->verb : "", cmd->nargs, c->argc);
+    c->ctx = ctok_ctx_new(NULL, NULL, c->config);
+    rc = c->ctx == NULL ? EXIT_FAILED : cmd->fn(c);
+    ctok_ctx_free(c->ctx);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -429,6 +454,7 @@ int main(int argc, char **argv)
     struct cli c = {0};
     const struct command *cmd;
     const char *dbg;
+    char **pos;
     int rc, words = 0;
 
     /* the tool holds auth codes in memory: it never leaves a core dump */
@@ -445,17 +471,11 @@ int main(int argc, char **argv)
         ctok_debug_on = 1;
     if ((cmd = find_command(argc, argv, &words, &rc)) == NULL)
         return rc;
-    if ((rc = parse_options(&c, cmd, words, argc, argv)) != EXIT_OK)
-        return rc;
-    if (c.help) {
-        command_help(stdout, cmd);
-        return EXIT_OK;
-    }
-    if (c.argc != cmd->nargs)
-        return cli_usage("'%s%s%s' takes %d argument(s), got %d", cmd->group, cmd->verb ? " " : "",
-                         cmd->verb ? cmd->verb : "", cmd->nargs, c.argc);
-    c.ctx = ctok_ctx_new(NULL, NULL, c.config);
-    rc = c.ctx == NULL ? EXIT_FAILED : cmd->fn(&c);
-    ctok_ctx_free(c.ctx);
+    if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)
+        return EXIT_FAILED;
+    rc = parse_options(&c, cmd, words, argc, argv, pos);
+    if (rc == EXIT_OK)
+        rc = run(&c, cmd);
+    free(pos);
     return rc;
 }
