@@ -15,7 +15,7 @@
 struct cli {
     int argc; /* positional arguments after the command words */
     char **argv;
-    int json;
+    int json, help;
     const char *config;
     const char *auth_file;
     const char *auth_env;
@@ -55,6 +55,19 @@ int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len);
 int cli_read_secret(const char *file, const char *env, const char *what, char *buf, size_t bufsz,
                     size_t *len);
 void cli_print_json(json_t *j);
+/* "ctok:token=T;object=L;type=TYPE", percent-encoded in full (malloc'd; NULL: error raised). */
+char *cli_object_uri(const char *token, const char *label, const char *type);
+/* token_uri (a token's pkcs11: URI) with the object's id, label and type (private, cert). */
+char *cli_pkcs11_object_uri(const char *token_uri, const char *label, const uint8_t *id,
+                            size_t id_len, const char *type);
+/* Sets o's "uri" (ctok:) and, given token_uri, "pkcs11_uri" of an object (type: private,
+ * cert), as key list and cert list show them; cli_print_uris prints them under its row. */
+void cli_add_uris(json_t *o, const char *token, const char *token_uri, const char *label,
+                  const uint8_t *id, size_t id_len, const char *type);
+void cli_print_uris(const json_t *o);
+/* What a command did: j (taken) with --json, else the line fmt says. EXIT_OK. */
+int cli_report(struct cli *c, json_t *j, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /*
  * Sets the config fields of a token type from the type options given (--keystore FILE, ...):
  * each must be one of the type's tool fields, paths are made absolute, and for a new entry
@@ -84,5 +97,6 @@ int cmd_pin_change(struct cli *c);
 int cmd_secret_encrypt(struct cli *c);
 int cmd_cert_list(struct cli *c);
 int cmd_cert_export(struct cli *c);
+int cmd_mechanisms(struct cli *c);
 
 #endif

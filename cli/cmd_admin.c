@@ -128,8 +128,8 @@ int cmd_token_modify(struct cli *c)
         return EXIT_USAGE;
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
         return cli_fail();
-    printf("Token '%s' modified\n", c->argv[0]);
-    return EXIT_OK;
+    return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "modified", 1),
+                      "Token '%s' modified", c->argv[0]);
 }
 
 static int edit_delete(json_t *config, json_t *e, void *arg)
@@ -146,9 +146,11 @@ int cmd_token_delete(struct cli *c)
 
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DELETE, edit_delete, NULL))
         return cli_fail();
-    printf("Token '%s' removed from %s (its keystore or HSM slot is left as it is)\n", c->argv[0],
-           ctok_ctx_config_path(c->ctx));
-    return EXIT_OK;
+    return cli_report(c,
+                      json_pack("{s:s, s:b, s:s}", "token", c->argv[0], "deleted", 1, "config",
+                                ctok_ctx_config_path(c->ctx)),
+                      "Token '%s' removed from %s (its keystore or HSM slot is left as it is)",
+                      c->argv[0], ctok_ctx_config_path(c->ctx));
 }
 
 struct remember {
@@ -198,8 +200,8 @@ int cmd_token_activate(struct cli *c)
     if (!ctok_token_needs_code(tok)) { /* an instance role: nothing to read or remember */
         if (!ctok_token_activate_code(tok, NULL, 0, "the configuration", 0))
             return cli_fail();
-        printf("Token '%s' activated (it needs no authentication code)\n", c->argv[0]);
-        return EXIT_OK;
+        return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "active", 1),
+                          "Token '%s' activated (it needs no authentication code)", c->argv[0]);
     }
     ok = cli_read_secret(c->auth_file, c->auth_env, what, code, sizeof(code), &len) &&
          ctok_token_activate_code(tok, code, len, src, c->auth_file == NULL && c->auth_env == NULL);
@@ -211,13 +213,13 @@ int cmd_token_activate(struct cli *c)
     OPENSSL_cleanse(code, sizeof(code));
     if (!ok)
         return cli_fail();
-    if (c->remember)
-        printf("Token '%s' activated; its authentication code is stored encrypted "
-               "(auto-activation)\n",
-               c->argv[0]);
-    else
-        printf("Token '%s': authentication code accepted\n", c->argv[0]);
-    return EXIT_OK;
+    return cli_report(
+        c,
+        json_pack("{s:s, s:b, s:b}", "token", c->argv[0], "active", 1, "remembered", c->remember),
+        c->remember ? "Token '%s' activated; its authentication code is stored "
+                      "encrypted (auto-activation)"
+                    : "Token '%s': authentication code accepted",
+        c->argv[0]);
 }
 
 static int edit_forget(json_t *config, json_t *e, void *arg)
@@ -238,10 +240,10 @@ int cmd_token_deactivate(struct cli *c)
         !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DEACTIVATE, edit_forget, NULL) ||
         !ctok_token_deactivate(tok))
         return cli_fail();
-    printf("Token '%s' deactivated: no stored authentication code; applications will ask for "
-           "it\n",
-           c->argv[0]);
-    return EXIT_OK;
+    return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "active", 0),
+                      "Token '%s' deactivated: no stored authentication code; applications will "
+                      "ask for it",
+                      c->argv[0]);
 }
 
 int cmd_pin_change(struct cli *c)
@@ -271,12 +273,13 @@ int cmd_pin_change(struct cli *c)
     OPENSSL_cleanse(code, sizeof(code));
     if (!ok)
         return cli_fail();
-    printf("The authentication code of token '%s' is changed%s\n", c->argv[0],
-           stored ? " (the stored copy too)"
-           : strcmp(ctok_token_auth_kind(tok), "prompt") != 0
-               ? "; update the token's auth file or variable"
-               : "");
-    return EXIT_OK;
+    return cli_report(
+        c, json_pack("{s:s, s:b, s:b}", "token", c->argv[0], "changed", 1, "stored", stored),
+        "The authentication code of token '%s' is changed%s", c->argv[0],
+        stored ? " (the stored copy too)"
+        : strcmp(ctok_token_auth_kind(tok), "prompt") != 0
+            ? "; update the token's auth file or variable"
+            : "");
 }
 
 int cmd_secret_encrypt(struct cli *c)

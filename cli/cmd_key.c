@@ -1,4 +1,4 @@
-/* ctok key generate|list|test|remove, ctok cert import */
+/* ctok key generate|list|test|remove, cert import|list|export, ref */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +89,7 @@ int cmd_key_generate(struct cli *c)
 struct listing {
     json_t *keys;
     json_t *certs; /* label -> id hex */
+    const char *token, *token_uri;
 };
 
 static int list_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
@@ -104,22 +105,29 @@ static int list_cb(ctok_token *tok, const struct ctok_object *o, void *arg)
         json_array_append_new(l->certs, json_pack("{s:s, s:s}", "label", o->label, "id", hex));
     } else if (o->type == CTOK_OBJ_PRIVATE) {
         describe(o->pub, o->key_type, desc, sizeof(desc), &bits, &curve);
-        json_array_append_new(
-            l->keys, json_pack("{s:s, s:s, s:s, s:i, s:s?, s:[], s:s}", "alias", o->label, "id",
-                               hex, "key_type", ctok_key_type_name(o->key_type), "bits", bits,
-                               "curve", curve, "certificates", "description", desc));
+        json_t *k = json_pack("{s:s, s:s, s:s, s:i, s:s?, s:[], s:s}", "alias", o->label, "id", hex,
+                              "key_type", ctok_key_type_name(o->key_type), "bits", bits, "curve",
+                              curve, "certificates", "description", desc);
+
+        cli_add_uris(k, l->token, l->token_uri, o->label, o->id, o->id_len, "private");
+        json_array_append_new(l->keys, k);
     }
     return 1;
 }
 
 int cmd_key_list(struct cli *c)
 {
-    struct listing l = {json_array(), json_array()};
+    struct listing l = {json_array(), json_array(), c->argv[0], NULL};
     ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_VIEW, "listing");
+    char *token_uri = tok != NULL ? ctok_token_pkcs11_uri(tok) : NULL;
     size_t i, j;
     json_t *k, *ce;
+    int ok;
 
-    if (tok == NULL || !ctok_token_enumerate(tok, list_cb, &l)) {
+    l.token_uri = token_uri;
+    ok = tok != NULL && ctok_token_enumerate(tok, list_cb, &l);
+    free(token_uri);
+    if (!ok) {
         json_decref(l.keys);
         json_decref(l.certs);
         return cli_fail();
@@ -154,6 +162,7 @@ int cmd_key_list(struct cli *c)
         printf("%-20s %-12s %-40s %s\n", json_string_value(json_object_get(k, "alias")),
                json_string_value(json_object_get(k, "description")),
                json_string_value(json_object_get(k, "id")), certs);
+        cli_print_uris(k);
     }
     json_decref(l.keys);
     return EXIT_OK;
@@ -282,27 +291,25 @@ int cmd_cert_import(struct cli *c)
     return EXIT_OK;
 }
 
-/* Percent-encodes what a URI attribute value cannot hold as is. */
-static void uri_escape(const char *in, char *out, size_t outlen)
+static const char *mem_data(BIO *b)
 {
-    static const char keep[] = "-._~";
-    size_t o = 0;
+    char *p = NULL;
 
-    for (; *in != '\0' && o + 4 < outlen; in++) {
-        unsigned char ch = (unsigned char)*in;
+    BIO_get_mem_data(b, &p);
+    return p != NULL ? p : "";
+}
 
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-            strchr(keep, ch) != NULL)
-            out[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", ch);
-    }
-    out[o] = '\0';
+static size_t mem_len(BIO *b)
+{
+    char *p = NULL;
+    long n = BIO_get_mem_data(b, &p);
+
+    return n > 0 ? (size_t)n : 0;
 }
 
 int cmd_ref(struct cli *c)
 {
-    char tok[256], obj[256], uri[600];
+    char *uri;
     struct ctok_uri u = {0};
     struct ctok_found *f = NULL;
     size_t n = 0;
@@ -311,9 +318,6 @@ int cmd_ref(struct cli *c)
 
     if (cli_token(c, c->argv[0]) == NULL)
         return cli_fail();
-    uri_escape(c->argv[0], tok, sizeof(tok));
-    uri_escape(c->argv[1], obj, sizeof(obj));
-    snprintf(uri, sizeof(uri), "ctok:token=%s;object=%s;type=private", tok, obj);
     /* the reference must name something: certificate-first, as the provider will resolve it */
     u.token = c->argv[0];
     u.object = c->argv[1];
@@ -327,9 +331,16 @@ int cmd_ref(struct cli *c)
                  c->argv[1]);
         return cli_fail();
     }
-    out = BIO_new_fp(stdout, BIO_NOCLOSE);
+    /* the whole URI or nothing: an alias of any length is escaped in full */
+    if ((uri = cli_object_uri(c->argv[0], c->argv[1], "private")) == NULL)
+        return cli_fail();
+    out = c->json ? BIO_new(BIO_s_mem()) : BIO_new_fp(stdout, BIO_NOCLOSE);
     ok = out != NULL && ctok_keyref_write_pem(out, uri);
+    if (ok && c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:s%}", "token", c->argv[0], "alias", c->argv[1],
+                                 "uri", uri, "pem", mem_data(out), mem_len(out)));
     BIO_free(out);
+    free(uri);
     return ok ? EXIT_OK : cli_fail();
 }
 
@@ -353,12 +364,15 @@ int cmd_cert_list(struct cli *c)
     size_t n = 0;
     json_t *list;
 
+    char *token_uri;
+
     if (tok == NULL)
         return cli_fail();
     u.token = c->argv[0];
     u.types = CTOK_OBJ_CERT;
     if (!ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n))
         return cli_fail();
+    token_uri = ctok_token_pkcs11_uri(tok);
     list = json_array();
     for (size_t i = 0; i < n; i++) {
         char hex[2 * CTOK_MAX_ID + 1], nb[32], na[32];
@@ -368,13 +382,17 @@ int cmd_cert_list(struct cli *c)
         ctok_hex(f[i].id, f[i].id_len, hex);
         asn1_time(X509_get0_notBefore(f[i].cert), nb, sizeof(nb));
         asn1_time(X509_get0_notAfter(f[i].cert), na, sizeof(na));
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "alias", f[i].label,
-                                              "id", hex, "subject", subj ? subj : "", "issuer",
-                                              iss ? iss : "", "not_before", nb, "not_after", na));
+        json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "alias", f[i].label, "id", hex,
+                              "subject", subj ? subj : "", "issuer", iss ? iss : "", "not_before",
+                              nb, "not_after", na);
+
+        cli_add_uris(e, c->argv[0], token_uri, f[i].label, f[i].id, f[i].id_len, "cert");
+        json_array_append_new(list, e);
         OPENSSL_free(subj);
         OPENSSL_free(iss);
     }
     ctok_found_free(f, n);
+    free(token_uri);
     if (c->json) {
         cli_print_json(list);
         return EXIT_OK;
@@ -393,6 +411,7 @@ int cmd_cert_list(struct cli *c)
                    json_string_value(json_object_get(e, "id")),
                    json_string_value(json_object_get(e, "not_after")),
                    json_string_value(json_object_get(e, "subject")));
+            cli_print_uris(e);
         }
     }
     json_decref(list);
@@ -420,10 +439,18 @@ int cmd_cert_export(struct cli *c)
     if (i == n) {
         CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s'", c->argv[0], c->argv[1]);
     } else {
-        out = c->out != NULL ? BIO_new_file(c->out, "w") : BIO_new_fp(stdout, BIO_NOCLOSE);
+        out = c->out != NULL ? BIO_new_file(c->out, "w")
+              : c->json      ? BIO_new(BIO_s_mem())
+                             : BIO_new_fp(stdout, BIO_NOCLOSE);
         ok = out != NULL && PEM_write_bio_X509(out, f[i].cert);
         if (out == NULL)
             CTOK_ERR(CTOK_R_IO, "cannot write '%s'", c->out);
+        if (ok && c->json)
+            cli_print_json(c->out != NULL
+                               ? json_pack("{s:s, s:s, s:s}", "token", c->argv[0], "alias",
+                                           c->argv[1], "out", c->out)
+                               : json_pack("{s:s, s:s, s:s%}", "token", c->argv[0], "alias",
+                                           c->argv[1], "pem", mem_data(out), mem_len(out)));
     }
     BIO_free(out);
     ctok_found_free(f, n);

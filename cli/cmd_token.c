@@ -1,6 +1,7 @@
-/* ctok token create|list, slots (discovery), pin unlock */
+/* ctok token create|list, slots (discovery), mechanisms, pin unlock */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -241,8 +242,8 @@ int cmd_pin_unlock(struct cli *c)
     OPENSSL_cleanse(pin, sizeof(pin));
     if (!ok)
         return cli_fail();
-    printf("The PIN of token '%s' is set and unlocked\n", c->argv[0]);
-    return EXIT_OK;
+    return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "unlocked", 1),
+                      "The PIN of token '%s' is set and unlocked", c->argv[0]);
 }
 
 int cmd_token_list(struct cli *c)
@@ -252,6 +253,10 @@ int cmd_token_list(struct cli *c)
     json_t *root, *o;
     size_t i;
 
+    /* a fresh machine has no config yet: no tokens, not a failure */
+    if (access(ctok_ctx_config_path(c->ctx), F_OK) != 0 && errno == ENOENT)
+        return cli_report(c, json_array(), "No tokens (no config file %s yet)",
+                          ctok_ctx_config_path(c->ctx));
     if (!ctok_ctx_load(c->ctx))
         return cli_fail();
     /* the config is the source of truth for the fields: show what it says */
@@ -300,6 +305,35 @@ int cmd_token_list(struct cli *c)
         printf("%-20s %-8s %-36s %s\n", json_string_value(json_object_get(o, "name")),
                json_string_value(json_object_get(o, "type")),
                json_string_value(json_object_get(o, "id")), where);
+    }
+    json_decref(list);
+    return EXIT_OK;
+}
+
+int cmd_mechanisms(struct cli *c)
+{
+    ctok_token *tok = cli_token(c, c->argv[0]);
+    json_t *list = tok != NULL ? ctok_token_mechanisms(tok) : NULL, *m, *f;
+    size_t i, j;
+
+    if (list == NULL)
+        return cli_fail();
+    if (c->json) {
+        cli_print_json(list);
+        return EXIT_OK;
+    }
+    /* pkcs11-tool -M's lines: name, keySize={min,max}, flags */
+    printf("Mechanisms of token '%s':\n", c->argv[0]);
+    json_array_foreach(list, i, m)
+    {
+        json_int_t lo = json_integer_value(json_object_get(m, "min_key_size"));
+        json_int_t hi = json_integer_value(json_object_get(m, "max_key_size"));
+
+        printf("  %s", json_string_value(json_object_get(m, "name")));
+        if (lo != 0 || hi != 0)
+            printf(", keySize={%lld,%lld}", (long long)lo, (long long)hi);
+        json_array_foreach(json_object_get(m, "flags"), j, f) printf(", %s", json_string_value(f));
+        putchar('\n');
     }
     json_decref(list);
     return EXIT_OK;

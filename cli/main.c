@@ -1,4 +1,5 @@
 /* ctok: crypto token operations (EJBCA's crypto token operations, for OpenSSL 3). */
+#include <getopt.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -6,6 +7,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+
+#include <openssl/crypto.h>
 
 #include "cli.h"
 
@@ -56,22 +59,24 @@ int cli_usage(const char *fmt, ...)
 
 static const char usage[] =
     "usage: ctok [--config FILE] [--json] COMMAND ...    ctok COMMAND --help for details\n"
+    "       ctok --version\n"
     "\n"
     "Crypto tokens (EJBCA's crypto token operations):\n"
     "  token create --type TYPE --name NAME ...   add a token (new unique id)\n"
     "  token list | show TOKEN | modify TOKEN ... | delete TOKEN\n"
     "  token activate TOKEN [--remember] | deactivate TOKEN\n"
-    "  slots [--library LIB]               the slots of a PKCS#11 library, or of all\n"
-    "                                      registered with p11-kit (a type's discovery)\n"
+    "  slots [--library LIB] | [--token TOKEN]   the slots of a PKCS#11 library (with their\n"
+    "                                      pkcs11: URIs), or of all registered with p11-kit\n"
+    "  mechanisms TOKEN                    what a PKCS#11 token offers (pkcs11-tool -M)\n"
     "  pin unlock TOKEN | pin change TOKEN\n"
     "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
     "Keys and certificates:\n"
-    "  key generate TOKEN ALIAS SPEC       rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|\n"
-    "                                      ec:P-521|ed25519\n"
+    "  key generate TOKEN ALIAS SPEC       SPEC: see 'ctok key generate --help'\n"
     "  key list TOKEN | test TOKEN ALIAS | remove TOKEN ALIAS\n"
     "  cert import TOKEN ALIAS FILE | list TOKEN | export TOKEN ALIAS [--out FILE]\n"
     "  ref TOKEN ALIAS                     a key-reference PEM for applications\n"
     "\n"
+    "Every command takes --json (machine-readable output) and --help; '--' ends options.\n"
     "Auth codes never come from the command line: --auth-file FILE, --auth-env VAR, the\n"
     "token's configured \"auth\", or a prompt on the terminal.\n"
     "Config: --config, else $CTOK_CONFIG, else /etc/ctok/tokens.json.\n"
@@ -79,13 +84,90 @@ static const char usage[] =
     "modify, delete, keygen, keyremove, keytest).\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error.\n";
 
+/* The options the tool knows; each command declares which of them it takes. */
+enum {
+    O_CONFIG,
+    O_JSON,
+    O_HELP,
+    O_AUTH_FILE,
+    O_AUTH_ENV,
+    O_TYPE,
+    O_NAME,
+    O_PUK_FILE,
+    O_PUK_ENV,
+    O_NEW_AUTH_FILE,
+    O_NEW_AUTH_ENV,
+    O_AUDIT_FILE,
+    O_PERMISSIONS,
+    O_TOKEN,
+    O_OUT,
+    O_ALLOW_EXPORT,
+    O_NO_ALLOW_EXPORT,
+    O_EXPLICIT_ECC,
+    O_NO_EXPLICIT_ECC,
+    O_AUDIT_USE,
+    O_NO_AUDIT_USE,
+    O_AUTH_PROMPT,
+    O_REMEMBER,
+    O_PIN_CACHE_FORK,
+    O_NO_PIN_CACHE_FORK,
+    O_COUNT
+};
+#define B(o) (1u << (o))
+#define GLOBAL (B(O_CONFIG) | B(O_JSON) | B(O_HELP))
+#define AUTH (B(O_AUTH_FILE) | B(O_AUTH_ENV))
+/* a command that takes the token types' own options (their tool fields: --keystore ...) */
+#define TYPE_OPTS (1u << 31)
+/* getopt_long's vals: O_* + OPT_VAL, type option i + TYPE_VAL; clear of what getopt_long returns
+ * itself (1 for a positional argument, '?', ':', 'h') */
+#define OPT_VAL 128
+#define TYPE_VAL 256
+
 static const struct {
+    const char *name;
+    int has_arg;
+    size_t off; /* const char * for a valued option, int for a flag */
+} options[O_COUNT] = {
+    [O_CONFIG] = {"config", required_argument, offsetof(struct cli, config)},
+    [O_JSON] = {"json", no_argument, offsetof(struct cli, json)},
+    [O_HELP] = {"help", no_argument, offsetof(struct cli, help)},
+    [O_AUTH_FILE] = {"auth-file", required_argument, offsetof(struct cli, auth_file)},
+    [O_AUTH_ENV] = {"auth-env", required_argument, offsetof(struct cli, auth_env)},
+    [O_TYPE] = {"type", required_argument, offsetof(struct cli, type)},
+    [O_NAME] = {"name", required_argument, offsetof(struct cli, name)},
+    [O_PUK_FILE] = {"puk-file", required_argument, offsetof(struct cli, puk_file)},
+    [O_PUK_ENV] = {"puk-env", required_argument, offsetof(struct cli, puk_env)},
+    [O_NEW_AUTH_FILE] = {"new-auth-file", required_argument, offsetof(struct cli, new_auth_file)},
+    [O_NEW_AUTH_ENV] = {"new-auth-env", required_argument, offsetof(struct cli, new_auth_env)},
+    [O_AUDIT_FILE] = {"audit-file", required_argument, offsetof(struct cli, audit_file)},
+    [O_PERMISSIONS] = {"permissions", required_argument, offsetof(struct cli, permissions)},
+    [O_TOKEN] = {"token", required_argument, offsetof(struct cli, token)},
+    [O_OUT] = {"out", required_argument, offsetof(struct cli, out)},
+    [O_ALLOW_EXPORT] = {"allow-export", no_argument, offsetof(struct cli, allow_export)},
+    [O_NO_ALLOW_EXPORT] = {"no-allow-export", no_argument, offsetof(struct cli, no_allow_export)},
+    [O_EXPLICIT_ECC] = {"explicit-ecc", no_argument, offsetof(struct cli, explicit_ecc)},
+    [O_NO_EXPLICIT_ECC] = {"no-explicit-ecc", no_argument, offsetof(struct cli, no_explicit_ecc)},
+    [O_AUDIT_USE] = {"audit-use", no_argument, offsetof(struct cli, audit_use)},
+    [O_NO_AUDIT_USE] = {"no-audit-use", no_argument, offsetof(struct cli, no_audit_use)},
+    [O_AUTH_PROMPT] = {"auth-prompt", no_argument, offsetof(struct cli, auth_prompt)},
+    [O_REMEMBER] = {"remember", no_argument, offsetof(struct cli, remember)},
+    [O_PIN_CACHE_FORK] = {"pin-cache-fork", no_argument, offsetof(struct cli, pin_cache_fork)},
+    [O_NO_PIN_CACHE_FORK] = {"no-pin-cache-fork", no_argument,
+                             offsetof(struct cli, no_pin_cache_fork)},
+};
+
+struct command {
     const char *group, *verb;
     int (*fn)(struct cli *);
     int nargs;
+    unsigned int opts; /* B(O_*) the command takes besides GLOBAL; TYPE_OPTS */
     const char *help;
-} commands[] = {
+};
+
+static const struct command commands[] = {
     {"token", "create", cmd_token_create, 0,
+     B(O_TYPE) | B(O_NAME) | AUTH | B(O_ALLOW_EXPORT) | B(O_EXPLICIT_ECC) | B(O_PIN_CACHE_FORK) |
+         TYPE_OPTS,
      "token create --type TYPE --name NAME [TYPE'S OPTIONS]\n"
      "  Adds a crypto token with a new unique id. Without --auth-file/--auth-env the code is\n"
      "  asked twice on the terminal and the token asks for it when used ({\"prompt\":true}).\n"
@@ -93,10 +175,15 @@ static const struct {
      "  is checked with the code. --pin-cache-fork keeps a code typed at an application's\n"
      "  prompt in its memory, so a forked worker logs in again without asking (every child\n"
      "  then holds the code: a compromised worker has it). Each type's options:"},
-    {"token", "list", cmd_token_list, 0, "token list [--json]\n  The tokens you may view."},
-    {"token", "show", cmd_token_show, 1,
+    {"token", "list", cmd_token_list, 0, 0,
+     "token list [--json]\n  The tokens you may view (none yet: an empty list)."},
+    {"token", "show", cmd_token_show, 1, 0,
      "token show TOKEN [--json]\n  The token's configuration (never a stored code)."},
     {"token", "modify", cmd_token_modify, 1,
+     B(O_NAME) | B(O_ALLOW_EXPORT) | B(O_NO_ALLOW_EXPORT) | B(O_EXPLICIT_ECC) |
+         B(O_NO_EXPLICIT_ECC) | AUTH | B(O_AUTH_PROMPT) | B(O_PERMISSIONS) | B(O_AUDIT_FILE) |
+         B(O_AUDIT_USE) | B(O_NO_AUDIT_USE) | B(O_PIN_CACHE_FORK) | B(O_NO_PIN_CACHE_FORK) |
+         TYPE_OPTS,
      "token modify TOKEN [--name NEW] [--allow-export | --no-allow-export]\n"
      "             [--explicit-ecc | --no-explicit-ecc] [--auth-file F | --auth-env V |\n"
      "             --auth-prompt] [--keystore F] [--library L] [--ref-type T] [--ref R]\n"
@@ -104,160 +191,308 @@ static const struct {
      "             [--audit-use | --no-audit-use] [--pin-cache-fork | --no-pin-cache-fork]\n"
      "  Any option of the token's type (see "
      "'ctok token create --help').\n  Needs the 'modify' rule."},
-    {"token", "delete", cmd_token_delete, 1,
+    {"token", "delete", cmd_token_delete, 1, 0,
      "token delete TOKEN\n  Removes the token from the config; the keystore or HSM slot is "
      "left as it is.\n  Needs the 'delete' rule."},
-    {"token", "activate", cmd_token_activate, 1,
+    {"token", "activate", cmd_token_activate, 1, AUTH | B(O_REMEMBER),
      "token activate TOKEN [--auth-file F | --auth-env V] [--remember]\n"
      "  Checks the code against the token. --remember stores it encrypted under the master\n"
      "  key (created 0600 beside the config if absent): applications then use the token\n"
      "  without asking. Needs the 'activate' rule."},
-    {"token", "deactivate", cmd_token_deactivate, 1,
+    {"token", "deactivate", cmd_token_deactivate, 1, 0,
      "token deactivate TOKEN\n  Forgets a stored code: applications ask for it again. Needs "
      "the 'deactivate' rule."},
-    {"key", "generate", cmd_key_generate, 3,
-     "key generate TOKEN ALIAS rsa:2048|rsa:3072|rsa:4096|ec:P-256|ec:P-384|ec:P-521|ed25519\n"
-     "  Needs the 'keygen' rule."},
-    {"key", "list", cmd_key_list, 1, "key list TOKEN [--json]\n  Needs the 'view' rule."},
-    {"key", "test", cmd_key_test, 2,
-     "key test TOKEN ALIAS\n  Signs a random message with the key and verifies it in software."
-     "\n  Needs the 'keytest' rule."},
-    {"key", "remove", cmd_key_remove, 2,
-     "key remove TOKEN ALIAS\n  Removes the key pair and the certificates with its id. Needs "
-     "the 'keyremove' rule."},
-    {"cert", "import", cmd_cert_import, 3,
-     "cert import TOKEN ALIAS FILE\n  A PEM or DER certificate, stored with the id of the key "
-     "it certifies.\n  Needs the 'modify' rule."},
-    {"cert", "list", cmd_cert_list, 1, "cert list TOKEN [--json]\n  Needs the 'view' rule."},
-    {"cert", "export", cmd_cert_export, 2,
+    {"key", "generate", cmd_key_generate, 3, AUTH,
+     "key generate TOKEN ALIAS SPEC [--auth-file F | --auth-env V]\n"
+     "  Needs the 'keygen' rule. SPEC is one of:"},
+    {"key", "list", cmd_key_list, 1, AUTH,
+     "key list TOKEN [--auth-file F | --auth-env V] [--json]\n  Each key with its ctok: URI (and "
+     "its pkcs11: URI on a PKCS#11 token).\n  Needs the 'view' rule."},
+    {"key", "test", cmd_key_test, 2, AUTH,
+     "key test TOKEN ALIAS [--auth-file F | --auth-env V]\n  Signs a random message with the key "
+     "and verifies it in software.\n  Needs the 'keytest' rule."},
+    {"key", "remove", cmd_key_remove, 2, AUTH,
+     "key remove TOKEN ALIAS [--auth-file F | --auth-env V]\n  Removes the key pair and the "
+     "certificates with its id. Needs the 'keyremove' rule."},
+    {"cert", "import", cmd_cert_import, 3, AUTH,
+     "cert import TOKEN ALIAS FILE [--auth-file F | --auth-env V]\n  A PEM or DER certificate, "
+     "stored with the id of the key it certifies.\n  Needs the 'modify' rule."},
+    {"cert", "list", cmd_cert_list, 1, 0,
+     "cert list TOKEN [--json]\n  Each certificate with its ctok: URI (and its pkcs11: URI on a "
+     "PKCS#11 token).\n  Needs the 'view' rule."},
+    {"cert", "export", cmd_cert_export, 2, B(O_OUT),
      "cert export TOKEN ALIAS [--out FILE]\n  The certificate as PEM. Needs the 'view' rule."},
-    {"ref", NULL, cmd_ref, 2,
+    {"ref", NULL, cmd_ref, 2, 0,
      "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
      "for nginx,\n  Python ssl or any application that reads PEM keys."},
-    {"slots", NULL, cmd_slots, 0,
+    {"slots", NULL, cmd_slots, 0, B(O_TYPE) | B(O_TOKEN) | TYPE_OPTS,
      "slots [--type TYPE] [--library LIB] | [--token TOKEN] [--json]\n  What a token type offers "
-     "(a PKCS#11 "
-     "library: every slot with a token: id, index,\n  description, token label, serial, flags), "
-     "from that type's options.\n  Without options: every library registered with p11-kit "
-     "(its name works as --library).\n  --token: what a configured token's backend offers "
-     "(rule view)."},
-    {"pin", "unlock", cmd_pin_unlock, 1,
+     "(a PKCS#11 library: every slot with a token: id, index,\n  description, token label, "
+     "serial, flags, its pkcs11: URI), from that type's options.\n  Without options: every "
+     "library registered with p11-kit (its name works as --library).\n  --token: what a "
+     "configured token's backend offers (rule view)."},
+    {"mechanisms", NULL, cmd_mechanisms, 1, 0,
+     "mechanisms TOKEN [--json]\n  The mechanisms a PKCS#11 token offers: name, key sizes and "
+     "flags, as\n  'pkcs11-tool -M' lists them. Needs the 'view' rule."},
+    {"pin", "unlock", cmd_pin_unlock, 1, B(O_PUK_FILE) | B(O_PUK_ENV) | AUTH,
      "pin unlock TOKEN [--puk-file F | --puk-env V] [--auth-file NEW | --auth-env NEW]\n"
      "  Sets a new PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN)."},
-    {"pin", "change", cmd_pin_change, 1,
+    {"pin", "change", cmd_pin_change, 1, AUTH | B(O_NEW_AUTH_FILE) | B(O_NEW_AUTH_ENV),
      "pin change TOKEN [--auth-file OLD | --auth-env OLD] [--new-auth-file F | --new-auth-env "
      "V]\n  Changes the PIN or keystore password. Needs the 'modify' rule."},
-    {"secret", "encrypt", cmd_secret_encrypt, 0,
+    {"secret", "encrypt", cmd_secret_encrypt, 0, B(O_TOKEN) | AUTH,
      "secret encrypt --token TOKEN [--auth-file F | --auth-env V]\n"
      "  Prints {\"stored\": ...}: the code encrypted for the token's \"auth\"."},
 };
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
-/* Options may stand anywhere after the command words. */
-static int parse_options(struct cli *c, int argc, char **argv)
+static void command_help(FILE *out, const struct command *cmd)
 {
-    static const struct {
-        const char *name;
-        size_t off;
-    } valued[] = {
-        {"--config", offsetof(struct cli, config)},
-        {"--auth-file", offsetof(struct cli, auth_file)},
-        {"--auth-env", offsetof(struct cli, auth_env)},
-        {"--type", offsetof(struct cli, type)},
-        {"--name", offsetof(struct cli, name)},
-        {"--puk-file", offsetof(struct cli, puk_file)},
-        {"--puk-env", offsetof(struct cli, puk_env)},
-        {"--new-auth-file", offsetof(struct cli, new_auth_file)},
-        {"--new-auth-env", offsetof(struct cli, new_auth_env)},
-        {"--audit-file", offsetof(struct cli, audit_file)},
-        {"--permissions", offsetof(struct cli, permissions)},
-        {"--token", offsetof(struct cli, token)},
-        {"--out", offsetof(struct cli, out)},
-    };
+    fprintf(out, "usage: ctok [--config FILE] [--json] %s\n", cmd->help);
+    if (cmd->fn == cmd_token_create)
+        cli_token_create_help(out);
+    if (cmd->fn == cmd_key_generate)
+        fprintf(out, "  %s\n", ctok_keyspec_accepted());
+}
 
-    c->argv = calloc((size_t)argc + 1, sizeof(char *));
-    if (c->argv == NULL)
-        return 0;
-    for (int i = 0; i < argc; i++) {
-        char *a = argv[i];
-        size_t k;
+/* 'ctok token': the usage lines of the group's commands. */
+static void group_help(FILE *out, const char *group)
+{
+    fprintf(out, "usage:\n");
+    for (size_t k = 0; k < N_COMMANDS; k++)
+        if (strcmp(commands[k].group, group) == 0)
+            fprintf(out, "  ctok %.*s\n", (int)strcspn(commands[k].help, "\n"), commands[k].help);
+    fprintf(out, "'ctok %s COMMAND --help' for details\n", group);
+}
 
-        if (strcmp(a, "--json") == 0) {
-            c->json = 1;
-            continue;
+/* A name getopt_long would take for an option (an unknown one is a prefix of nothing). */
+static int is_option(const char *a)
+{
+    return a[0] == '-' && a[1] != '\0';
+}
+
+/*
+ * The command the words name: options and their values before and between the words are
+ * skipped (global ones: --config FILE). *words: how many words it takes (1 or 2); NULL with
+ * *rc set when there is none.
+ */
+static const struct command *find_command(int argc, char **argv, int *words, int *rc)
+{
+    const char *w[2] = {NULL, NULL};
+    int n = 0, help = 0, version = 0, group = 0;
+
+    for (int i = 1; i < argc && n < 2; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            for (i++; i < argc && n < 2; i++)
+                w[n++] = argv[i];
+            break;
         }
-        {
-            static const struct {
-                const char *name;
-                size_t off;
-            } flags[] = {
-                {"--allow-export", offsetof(struct cli, allow_export)},
-                {"--no-allow-export", offsetof(struct cli, no_allow_export)},
-                {"--explicit-ecc", offsetof(struct cli, explicit_ecc)},
-                {"--no-explicit-ecc", offsetof(struct cli, no_explicit_ecc)},
-                {"--audit-use", offsetof(struct cli, audit_use)},
-                {"--no-audit-use", offsetof(struct cli, no_audit_use)},
-                {"--pin-cache-fork", offsetof(struct cli, pin_cache_fork)},
-                {"--no-pin-cache-fork", offsetof(struct cli, no_pin_cache_fork)},
-                {"--auth-prompt", offsetof(struct cli, auth_prompt)},
-                {"--remember", offsetof(struct cli, remember)},
-            };
-            size_t f;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            help = 1;
+        else if (strcmp(argv[i], "--version") == 0)
+            version = 1;
+        else if (strcmp(argv[i], "--config") == 0)
+            i++;
+        else if (!is_option(argv[i]))
+            w[n++] = argv[i];
+        else if (n > 0)
+            break; /* a command's own option: its verb came first */
+    }
+    *rc = EXIT_USAGE;
+    if (w[0] == NULL) {
+        if (version) {
+            printf("ctok %s (OpenSSL %s)\n", CTOK_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING));
+            *rc = EXIT_OK;
+        } else if (help) {
+            printf("ctok %s: crypto tokens for OpenSSL 3\n", CTOK_VERSION);
+            fputs(usage, stdout);
+            *rc = EXIT_OK;
+        } else {
+            cli_usage("missing command");
+        }
+        return NULL;
+    }
+    for (size_t k = 0; k < N_COMMANDS; k++) {
+        if (strcmp(w[0], commands[k].group) != 0)
+            continue;
+        group = 1;
+        *words = commands[k].verb == NULL ? 1 : 2;
+        if (commands[k].verb == NULL || (w[1] != NULL && strcmp(w[1], commands[k].verb) == 0))
+            return &commands[k];
+    }
+    if (group) {
+        /* the group alone ('ctok token'): its help; asked for, or a usage error */
+        if (w[1] == NULL && help) {
+            group_help(stdout, w[0]);
+            *rc = EXIT_OK;
+            return NULL;
+        }
+        if (w[1] != NULL) { /* one line, as every usage error */
+            char verbs[128];
+            size_t o = 0;
 
-            for (f = 0; f < sizeof(flags) / sizeof(flags[0]); f++)
-                if (strcmp(a, flags[f].name) == 0)
-                    break;
-            if (f < sizeof(flags) / sizeof(flags[0])) {
-                *(int *)((char *)c + flags[f].off) = 1;
-                continue;
+            verbs[0] = '\0';
+            for (size_t k = 0; k < N_COMMANDS && o < sizeof(verbs); k++)
+                if (strcmp(commands[k].group, w[0]) == 0)
+                    o += (size_t)snprintf(verbs + o, sizeof(verbs) - o, "%s%s", o ? ", " : "",
+                                          commands[k].verb);
+            cli_usage("unknown command '%s %s' (%s commands: %s)", w[0], w[1], w[0], verbs);
+            return NULL;
+        }
+        fprintf(stderr, "ctok: '%s' needs a command\n", w[0]);
+        group_help(stderr, w[0]);
+        return NULL;
+    }
+    cli_usage("unknown command '%s'", w[0]);
+    return NULL;
+}
+
+/* The getopt_long table of cmd: its options, then every token type's tool fields it takes
+ * (val TYPE_VAL + i: entry i of the table), each name once. */
+static struct option *option_table(const struct command *cmd)
+{
+    struct option *t = calloc(O_COUNT + 64 + 1, sizeof(*t));
+    char types[256];
+    int n = 0;
+
+    if (t == NULL)
+        return NULL;
+    for (int o = 0; o < O_COUNT; o++)
+        if ((GLOBAL | cmd->opts) & B(o))
+            t[n++] = (struct option){options[o].name, options[o].has_arg, NULL, OPT_VAL + o};
+    if (!(cmd->opts & TYPE_OPTS))
+        return t;
+    snprintf(types, sizeof(types), "%s", ctok_type_names());
+    for (char *save = NULL, *ty = strtok_r(types, ", ", &save); ty != NULL;
+         ty = strtok_r(NULL, ", ", &save))
+        for (const struct ctok_tool_field *f = ctok_type_fields(ty); f != NULL && f->option; f++) {
+            int k;
+
+            for (k = 0; k < n && strcmp(t[k].name, f->option) != 0; k++)
+                ;
+            if (k == n && n < O_COUNT + 64) {
+                t[n] = (struct option){f->option, required_argument, NULL, TYPE_VAL + n};
+                n++;
             }
         }
-        for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++) {
-            size_t n = strlen(valued[k].name);
+    return t;
+}
 
-            if (strncmp(a, valued[k].name, n) == 0 && (a[n] == '\0' || a[n] == '=')) {
-                const char *v = a[n] == '=' ? a + n + 1 : (i + 1 < argc ? argv[++i] : NULL);
+/* An option cmd does not take (named without a value given with '=': it may be a secret). */
+static int bad_option(const struct command *cmd, const char *a)
+{
+    int n = (int)strcspn(a, "=");
 
-                if (v == NULL) {
-                    cli_usage("option %s needs a value", valued[k].name);
-                    return 0;
-                }
-                *(const char **)((char *)c + valued[k].off) = v;
+    if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0 ||
+        strncmp(a, "--auth-code", 11) == 0 || strncmp(a, "--puk", 5) == 0 ||
+        strncmp(a, "--secret", 8) == 0)
+        return cli_usage("%.*s: auth codes are never taken from the command line; use "
+                         "--auth-file or --auth-env",
+                         n, a);
+    if (a[n] == '=' && optopt != 0)
+        return cli_usage("option %.*s takes no value", n, a);
+    return cli_usage("'%s%s%s' takes no option %.*s", cmd->group, cmd->verb ? " " : "",
+                     cmd->verb ? cmd->verb : "", n, a);
+}
+
+/*
+ * getopt_long takes a unique prefix of an option for the option: '--pin SECRET' would be
+ * '--pin-cache-fork' and a positional SECRET. Every long option must be spelled whole.
+ */
+static int exact_options(const struct command *cmd, const struct option *t, int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *a = argv[i];
+        size_t n = strcspn(a, "=");
+        const struct option *f = NULL;
+
+        if (strncmp(a, "--", 2) != 0)
+            continue;
+        for (const struct option *o = t; o->name != NULL && f == NULL; o++)
+            if (strlen(o->name) == n - 2 && strncmp(o->name, a + 2, n - 2) == 0)
+                f = o;
+        if (f == NULL) {
+            optopt = 0; /* not "takes no value": an option this command does not know */
+            return bad_option(cmd, a);
+        }
+        if (f->has_arg == required_argument && a[n] != '=')
+            i++; /* its value, whatever it looks like */
+    }
+    return EXIT_OK;
+}
+
+/* Parses argv for cmd: options set in c, positional arguments (after the command words) in
+ * c->argv. EXIT_OK, or a usage error's exit code. */
+static int parse_options(struct cli *c, const struct command *cmd, int words, int argc, char **argv,
+                         char **pos)
+{
+    struct option *t = option_table(cmd);
+    int o, n = 0, rc = EXIT_OK;
+
+    if (t == NULL)
+        return EXIT_FAILED;
+    opterr = 0;
+    optind = 1;
+    rc = exact_options(cmd, t, argc, argv);
+    while (rc == EXIT_OK && (o = getopt_long(argc, argv, "-:h", t, NULL)) != -1) {
+        /* "-": positional arguments in order, options anywhere, whatever POSIXLY_CORRECT says */
+        if (o == 1) {
+            pos[n++] = optarg;
+        } else if (o == '?') {
+            rc = bad_option(cmd, argv[optind - 1]);
+        } else if (o == 'h') {
+            c->help = 1;
+        } else if (o == ':') {
+            rc = cli_usage("option %.*s needs a value", (int)strcspn(argv[optind - 1], "="),
+                           argv[optind - 1]);
+        } else if (o >= TYPE_VAL) {
+            if (c->n_opts == (int)(sizeof(c->opts) / sizeof(c->opts[0]))) {
+                rc = cli_usage("too many options");
                 break;
             }
+            c->opts[c->n_opts].name = t[o - TYPE_VAL].name;
+            c->opts[c->n_opts++].value = optarg;
+        } else if (options[o - OPT_VAL].has_arg) {
+            *(const char **)((char *)c + options[o - OPT_VAL].off) = optarg;
+        } else {
+            *(int *)((char *)c + options[o - OPT_VAL].off) = 1;
         }
-        if (k < sizeof(valued) / sizeof(valued[0]))
-            continue;
-        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
-            int n = (int)strcspn(a, "="); /* the value may be a secret: never repeated */
-
-            if (strncmp(a, "--pin", 5) == 0 || strncmp(a, "--password", 10) == 0 ||
-                strncmp(a, "--auth-code", 11) == 0 || strncmp(a, "--puk", 5) == 0 ||
-                strncmp(a, "--secret", 8) == 0) {
-                cli_usage("%.*s: auth codes are never taken from the command line; use "
-                          "--auth-file or --auth-env",
-                          n, a);
-                return 0;
-            }
-            /* a token type's option (--keystore, --library ...): the command checks it */
-            if (c->n_opts == (int)(sizeof(c->opts) / sizeof(c->opts[0]))) {
-                cli_usage("too many options");
-                return 0;
-            }
-            c->opts[c->n_opts].value = a[n] == '=' ? a + n + 1 : (i + 1 < argc ? argv[++i] : NULL);
-            a[n] = '\0'; /* the name ends where "=value" began */
-            c->opts[c->n_opts++].name = a + 2;
-            continue;
-        }
-        c->argv[c->argc++] = argv[i];
     }
-    return 1;
+    free(t);
+    if (rc != EXIT_OK)
+        return rc;
+    while (optind < argc) /* after "--" */
+        pos[n++] = argv[optind++];
+    c->argv = pos + words; /* the command words came first */
+    c->argc = n - words;
+    return EXIT_OK;
+}
+
+/* The command with what parse_options found. */
+static int run(struct cli *c, const struct command *cmd)
+{
+    int rc;
+
+    if (c->help) {
+        command_help(stdout, cmd);
+        return EXIT_OK;
+    }
+    if (c->argc != cmd->nargs)
+        return cli_usage("'%s%s%s' takes %d argument(s), got %d", cmd->group, cmd->verb ? " " : "",
+                         cmd->verb ? cmd->verb : "", cmd->nargs, c->argc);
+    c->ctx = ctok_ctx_new(NULL, NULL, c->config);
+    rc = c->ctx == NULL ? EXIT_FAILED : cmd->fn(c);
+    ctok_ctx_free(c->ctx);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
     struct cli c = {0};
+    const struct command *cmd;
     const char *dbg;
-    int rc;
+    char **pos;
+    int rc, words = 0;
 
     /* the tool holds auth codes in memory: it never leaves a core dump */
     {
@@ -271,58 +506,13 @@ int main(int argc, char **argv)
     dbg = getenv("CTOK_DEBUG");
     if (dbg != NULL && strcmp(dbg, "0") != 0)
         ctok_debug_on = 1;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            /* 'ctok key generate --help': that command's help; else all of it */
-            for (size_t k = 0; argc > 2 && k < sizeof(commands) / sizeof(commands[0]); k++)
-                if (strcmp(argv[1], commands[k].group) == 0 &&
-                    (commands[k].verb == NULL ||
-                     (argc > 3 && strcmp(argv[2], commands[k].verb) == 0))) {
-                    printf("usage: ctok [--config FILE] [--json] %s\n", commands[k].help);
-                    if (commands[k].fn == cmd_token_create)
-                        cli_token_create_help(stdout);
-                    return EXIT_OK;
-                }
-            fputs(usage, stdout);
-            return EXIT_OK;
-        }
-    if (!parse_options(&c, argc - 1, argv + 1)) {
-        free(c.argv);
-        return EXIT_USAGE;
-    }
-    if (c.argc < 1) {
-        free(c.argv);
-        return cli_usage("missing command");
-    }
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        int words = commands[i].verb != NULL ? 2 : 1;
-
-        if (strcmp(c.argv[0], commands[i].group) != 0 ||
-            (words == 2 && (c.argc < 2 || strcmp(c.argv[1], commands[i].verb) != 0)))
-            continue;
-        /* the commands that take a token type's options (its tool fields) */
-        if (c.n_opts > 0 && commands[i].fn != cmd_token_create &&
-            commands[i].fn != cmd_token_modify && commands[i].fn != cmd_slots) {
-            rc = cli_usage("unknown option --%s", c.opts[0].name);
-        } else if (c.n_opts > 0 && c.opts[c.n_opts - 1].value == NULL) {
-            rc = cli_usage("option --%s needs a value", c.opts[c.n_opts - 1].name);
-        } else if (c.argc - words != commands[i].nargs) {
-            rc = cli_usage("'%s%s%s' takes %d argument(s), got %d", commands[i].group,
-                           words == 2 ? " " : "", words == 2 ? commands[i].verb : "",
-                           commands[i].nargs, c.argc - words);
-        } else {
-            c.argc -= words;
-            c.argv += words;
-            c.ctx = ctok_ctx_new(NULL, NULL, c.config);
-            rc = c.ctx == NULL ? EXIT_FAILED : commands[i].fn(&c);
-            ctok_ctx_free(c.ctx);
-            c.argv -= words;
-        }
-        free(c.argv);
+    if ((cmd = find_command(argc, argv, &words, &rc)) == NULL)
         return rc;
-    }
-    rc = cli_usage("unknown command '%s%s%s'", c.argv[0], c.argc > 1 ? " " : "",
-                   c.argc > 1 ? c.argv[1] : "");
-    free(c.argv);
+    if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)
+        return EXIT_FAILED;
+    rc = parse_options(&c, cmd, words, argc, argv, pos);
+    if (rc == EXIT_OK)
+        rc = run(&c, cmd);
+    free(pos);
     return rc;
 }

@@ -2,6 +2,7 @@
 /* Shared pieces of the tool: tokens by name, auth codes from files, env or the terminal. */
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,95 @@ void cli_print_json(json_t *j)
         free(s);
     }
     json_decref(j);
+}
+
+/* Appends s percent-encoded (RFC 3986 unreserved characters kept) to out at *o. */
+static void uri_escape(const char *s, char *out, size_t *o)
+{
+    static const char keep[] = "-._~";
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            strchr(keep, ch) != NULL)
+            out[(*o)++] = (char)ch;
+        else
+            *o += (size_t)sprintf(out + *o, "%%%02X", ch);
+    }
+}
+
+char *cli_pkcs11_object_uri(const char *token_uri, const char *label, const uint8_t *id,
+                            size_t id_len, const char *type)
+{
+    size_t cap = strlen(token_uri) + 3 * (strlen(label) + id_len) + strlen(type) + 32, o;
+    char *uri = malloc(cap);
+
+    if (uri == NULL)
+        return NULL;
+    o = (size_t)sprintf(uri, "%s;id=", token_uri);
+    for (size_t i = 0; i < id_len; i++) /* p11tool's form: every byte of the id escaped */
+        o += (size_t)sprintf(uri + o, "%%%02x", id[i]);
+    o += (size_t)sprintf(uri + o, ";object=");
+    uri_escape(label, uri, &o);
+    sprintf(uri + o, ";type=%s", type);
+    return uri;
+}
+
+void cli_add_uris(json_t *o, const char *token, const char *token_uri, const char *label,
+                  const uint8_t *id, size_t id_len, const char *type)
+{
+    char *uri = cli_object_uri(token, label, type);
+    char *p11 =
+        token_uri != NULL ? cli_pkcs11_object_uri(token_uri, label, id, id_len, type) : NULL;
+    if (uri != NULL)
+        json_object_set_new(o, "uri", json_string(uri));
+    if (p11 != NULL)
+        json_object_set_new(o, "pkcs11_uri", json_string(p11));
+    free(uri);
+    free(p11);
+}
+
+void cli_print_uris(const json_t *o)
+{
+    if (json_object_get(o, "uri") != NULL)
+        printf("    %s\n", json_string_value(json_object_get(o, "uri")));
+    if (json_object_get(o, "pkcs11_uri") != NULL)
+        printf("    %s\n", json_string_value(json_object_get(o, "pkcs11_uri")));
+}
+
+char *cli_object_uri(const char *token, const char *label, const char *type)
+{
+    /* each byte escapes to at most three */
+    size_t cap = 3 * (strlen(token) + strlen(label)) + strlen(type) + 32, o = 0;
+    char *uri = malloc(cap);
+
+    if (uri == NULL) {
+        CTOK_ERR(CTOK_R_INTERNAL, "token '%s': out of memory for the URI of '%s'", token, label);
+        return NULL;
+    }
+    o = (size_t)sprintf(uri, "ctok:token=");
+    uri_escape(token, uri, &o);
+    o += (size_t)sprintf(uri + o, ";object=");
+    uri_escape(label, uri, &o);
+    sprintf(uri + o, ";type=%s", type);
+    return uri;
+}
+
+int cli_report(struct cli *c, json_t *j, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (c->json) {
+        cli_print_json(j);
+        return EXIT_OK;
+    }
+    json_decref(j);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    return EXIT_OK;
 }
 
 static const struct ctok_tool_field *type_field(const struct ctok_tool_field *f, const char *opt)

@@ -77,6 +77,13 @@ void ctok_p11_forget_failed(void);
         rv_;                                                                                       \
     })
 
+/* ---- what a token says of itself (describe.c) ---- */
+/* A token's pkcs11: URI (model, manufacturer, serial, token), malloc'd; NULL on failure. */
+char *ctok_p11_token_info_uri(const CK_TOKEN_INFO *ti);
+/* The backend's token_uri and mechanisms hooks (store/backend.h). */
+char *ctok_p11_token_uri(ctok_token *tok);
+json_t *ctok_p11_mechanisms(ctok_token *tok);
+
 /* ---- slots (slots.c) ---- */
 enum p11_ref_type { P11_REF_ID, P11_REF_INDEX, P11_REF_LABEL };
 struct p11_slot {

@@ -97,6 +97,8 @@ json_t *ctok_p11_slot_list(const char *library)
         return NULL;
     list = json_array();
     for (size_t i = 0; i < n; i++) {
+        char *uri = ctok_p11_token_info_uri(&slots[i].token);
+
         ctok_p11_str(slots[i].token.manufacturerID, 32, manuf);
         ctok_p11_str(slots[i].token.model, 16, model);
         ctok_p11_str(slots[i].token.serialNumber, 16, serial);
@@ -106,6 +108,10 @@ json_t *ctok_p11_slot_list(const char *library)
                                               slots[i].description, "token_label", slots[i].label,
                                               "manufacturer", manuf, "model", model, "serial",
                                               serial, "flags", flags_of(slots[i].token.flags)));
+        if (uri != NULL)
+            json_object_set_new(json_array_get(list, json_array_size(list) - 1), "uri",
+                                json_string(uri));
+        free(uri);
     }
     free(slots);
     return list;

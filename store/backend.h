@@ -85,6 +85,11 @@ struct ctok_backend {
      * slot of the library; AWS KMS: the aliases and their keys), as a JSON array.
      */
     json_t *(*discover)(ctok_token *tok);
+    /* `ctok mechanisms`: what the token offers, as a JSON array of {"name", "type",
+     * "min_key_size", "max_key_size", "flags"}. NULL: the type has no mechanism list. */
+    json_t *(*mechanisms)(ctok_token *tok);
+    /* The token's pkcs11: URI (RFC 7512 token attributes), malloc'd. NULL: the type has none. */
+    char *(*token_uri)(ctok_token *tok);
     /*
      * Keep a code typed at a prompt while active? A keystore needs it for its rewrites; a
      * PKCS#11 token does not, and after a reconnect asks to be activated again instead.

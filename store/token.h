@@ -188,6 +188,11 @@ int ctok_entry_needs_code(ctok_ctx *ctx, const json_t *entry);
 /* What a configured token's backend offers (its library's slots; a key service's aliases);
  * rule view. The caller activates the token first if its backend needs that. */
 json_t *ctok_token_discover(ctok_token *tok);
+/* The mechanisms the token offers (rule view; a type without a list: an error naming it). */
+json_t *ctok_token_mechanisms(ctok_token *tok);
+/* The token's pkcs11: URI (malloc'd; free()), or NULL without an error when its type has none
+ * (NULL with an error raised when it cannot be opened). */
+char *ctok_token_pkcs11_uri(ctok_token *tok);
 json_t *ctok_discover_registered(const char *type);
 
 /* ---- tokens ---- */
@@ -276,6 +281,8 @@ enum ctok_key_type ctok_key_type_of(const EVP_PKEY *pkey);
 /* id of a public key: SHA-1 of the subjectPublicKey bits (RFC 5280 key identifier). */
 int ctok_pub_id(const EVP_PKEY *pub, uint8_t id[20]);
 int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec);
+/* Every key spec ctok_keyspec_parse accepts, as one line for help and errors. */
+const char *ctok_keyspec_accepted(void);
 void ctok_hex(const uint8_t *in, size_t len, char *out); /* out: 2*len+1 */
 
 /* ---- ctok: URIs and certificate-first lookup ---- */

@@ -82,6 +82,24 @@ json_t *ctok_token_discover(ctok_token *tok)
     return tok->be->discover(tok);
 }
 
+json_t *ctok_token_mechanisms(ctok_token *tok)
+{
+    if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "mechanism listing", NULL))
+        return NULL;
+    if (tok->be->mechanisms == NULL) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s' (%s) has no mechanism list", tok->name, tok->type);
+        return NULL;
+    }
+    return ctok_token_open(tok) ? tok->be->mechanisms(tok) : NULL;
+}
+
+char *ctok_token_pkcs11_uri(ctok_token *tok)
+{
+    if (tok->be->token_uri == NULL)
+        return NULL;
+    return ctok_token_open(tok) ? tok->be->token_uri(tok) : NULL;
+}
+
 void ctok_backends_use(void)
 {
     for (size_t i = 0; ctok_backends[i] != NULL; i++)

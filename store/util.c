@@ -1,4 +1,5 @@
 /* Small helpers shared by every layer: key type names, key ids, key specs. */
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include <stdlib.h>
@@ -63,18 +64,36 @@ static const struct {
     {"secp521r1", "secp521r1"},
 };
 
+#define RSA_MIN_BITS 2048
+static char text_of_keyspecs[320];
+
+/* What ctok_keyspec_parse accepts, from its own table: errors and the tool's help say it. */
+static void keyspec_describe(void)
+{
+    size_t n = (size_t)snprintf(text_of_keyspecs, sizeof(text_of_keyspecs),
+                                "rsa:BITS (%d to %d, a multiple of 8; rsa alone: rsa:%d), ",
+                                RSA_MIN_BITS, CTOK_MAX_RSA_BITS, RSA_MIN_BITS);
+
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]) && n < sizeof(text_of_keyspecs); i++)
+        n += (size_t)snprintf(text_of_keyspecs + n, sizeof(text_of_keyspecs) - n, "ec:%s, ",
+                              curves[i].name);
+    if (n < sizeof(text_of_keyspecs))
+        snprintf(text_of_keyspecs + n, sizeof(text_of_keyspecs) - n, "ed25519");
+}
+
 int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec)
 {
     memset(spec, 0, sizeof(*spec));
     if (strncasecmp(s, "rsa", 3) == 0 && (s[3] == '\0' || s[3] == ':')) {
         char *end;
-        long bits = s[3] == ':' ? strtol(s + 4, &end, 10) : 2048;
+        long bits = s[3] == ':' ? strtol(s + 4, &end, 10) : RSA_MIN_BITS;
 
-        if ((s[3] == ':' && *end != '\0') || bits < 2048 || bits > CTOK_MAX_RSA_BITS || bits % 8) {
+        if ((s[3] == ':' && *end != '\0') || bits < RSA_MIN_BITS || bits > CTOK_MAX_RSA_BITS ||
+            bits % 8) {
             CTOK_ERR(CTOK_R_INVALID_ARG,
-                     "key spec '%s': RSA size must be 2048 to %d bits, a multiple of 8 "
-                     "(e.g. rsa:2048, rsa:3072, rsa:4096, rsa:8192)",
-                     s, CTOK_MAX_RSA_BITS);
+                     "key spec '%s': RSA size must be %d to %d bits, a multiple of 8; "
+                     "accepted: %s",
+                     s, RSA_MIN_BITS, CTOK_MAX_RSA_BITS, ctok_keyspec_accepted());
             return 0;
         }
         spec->type = CTOK_KT_RSA;
@@ -95,11 +114,18 @@ int ctok_keyspec_parse(const char *s, struct ctok_keyspec *spec)
             }
         }
     }
-    CTOK_ERR(CTOK_R_INVALID_ARG,
-             "key spec '%s': expected rsa:BITS (2048 to %d), ec:P-256, ec:P-384, ec:P-521 or "
-             "ed25519",
-             s, CTOK_MAX_RSA_BITS);
+    CTOK_ERR(CTOK_R_INVALID_ARG, "key spec '%s': %s; accepted: %s", s,
+             strncasecmp(s, "ec:", 3) == 0 ? "unknown curve" : "unknown key type",
+             ctok_keyspec_accepted());
     return 0;
+}
+
+const char *ctok_keyspec_accepted(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, keyspec_describe);
+    return text_of_keyspecs;
 }
 
 void ctok_hex(const uint8_t *in, size_t len, char *out)

@@ -38,7 +38,8 @@ def test_key_list_human_and_json_describe_every_key_and_its_certificates(kind):
     tok = kind.with_key("tok", "ec", "ec:P-256")
     kind.ws.add_key(tok, "ed", "ed25519", cert=False)
     p = assert_ok(kind.ctok("key", "list", "tok"))
-    lines = p.stdout.splitlines()
+    # each row is followed by the key's URIs, indented
+    lines = [l for l in p.stdout.splitlines() if not l.startswith("    ")]
     assert re.match(r"^ALIAS\s+TYPE\s+ID\s+CERTIFICATES", lines[0]), describe(p)
     rows = {l.split()[0]: l for l in lines[1:]}
     assert set(rows) == {"ec", "ed"}, describe(p)
@@ -216,7 +217,7 @@ def test_cert_list_human_and_json(kind):
     tok = kind.with_key("tok", "k1", "ec:P-256")
     c = load_cert(tok.cert("k1"))
     p = assert_ok(kind.ctok("cert", "list", "tok"))
-    lines = p.stdout.splitlines()
+    lines = [l for l in p.stdout.splitlines() if not l.startswith("    ")]
     assert re.match(r"^ALIAS\s+ID\s+NOT AFTER\s+SUBJECT", lines[0]), describe(p)
     assert len(lines) == 2 and lines[1].split()[0] == "k1" and "/CN=k1" in lines[1]
     certs = kind.certs()
