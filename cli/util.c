@@ -232,19 +232,14 @@ void cli_print_uris(const json_t *o)
 
 char *cli_object_uri(const char *token, const char *label, const char *type)
 {
-    /* each byte escapes to at most three */
-    size_t cap = 3 * (strlen(token) + strlen(label)) + strlen(type) + 32, o = 0;
-    char *uri = malloc(cap);
+    unsigned int t = strcmp(type, "cert") == 0     ? CTOK_OBJ_CERT
+                     : strcmp(type, "public") == 0 ? CTOK_OBJ_PUBLIC
+                                                   : CTOK_OBJ_PRIVATE;
+    char *made = ctok_uri_make(token, label, NULL, 0, t), *uri = made ? strdup(made) : NULL;
 
-    if (uri == NULL) {
+    OPENSSL_free(made);
+    if (uri == NULL)
         CTOK_ERR(CTOK_R_INTERNAL, "token '%s': out of memory for the URI of '%s'", token, label);
-        return NULL;
-    }
-    o = (size_t)sprintf(uri, "ctok:token=");
-    uri_escape(token, uri, &o);
-    o += (size_t)sprintf(uri + o, ";object=");
-    uri_escape(label, uri, &o);
-    sprintf(uri + o, ";type=%s", type);
     return uri;
 }
 

@@ -328,7 +328,7 @@ static int put_attr(BIO *b, const char *sep, const char *attr, const uint8_t *v,
     for (size_t i = 0; i < len; i++) {
         int c = v[i], plain = !all && (isalnum(c) || strchr("-._~", c) != NULL);
 
-        if ((plain ? BIO_printf(b, "%c", c) : BIO_printf(b, "%%%02x", c)) <= 0)
+        if ((plain ? BIO_printf(b, "%c", c) : BIO_printf(b, "%%%02X", c)) <= 0)
             return 0;
     }
     return 1;
