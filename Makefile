@@ -55,7 +55,9 @@ TSAN_SELECT ?= thread or fork or child
 # The openssl CLI runs through ctok's decoder, lookup and signing here; valgrind sees what
 # libcrypto writes into ctok's buffers, which ASan cannot.
 VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
-                  tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key
+                  tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key \
+                  tests/test_p11_zeroconf.py::test_hostile_pkcs11_provider_pem_fails_cleanly \
+                  tests/test_p11_zeroconf.py::test_pkcs11_provider_key_reference_pem_signs
 
 test-sanitize: test-deps
 	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON
