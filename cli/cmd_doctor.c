@@ -60,6 +60,51 @@ static void openssl_cause(char *buf, size_t len)
     ERR_clear_error();
 }
 
+/*
+ * Why the config at file loads no ctok, from its own text: the chain openssl_conf ->
+ * providers -> ctok -> activate, or else the module that did not load.
+ */
+static void why_no_ctok(const char *file, char *why, size_t len)
+{
+    CONF *conf = NCONF_new_ex(NULL, NULL);
+    long line = 0;
+    const char *init, *provs, *sect, *module, *act, *dir = getenv("OPENSSL_MODULES");
+
+    if (conf == NULL || NCONF_load(conf, file, &line) <= 0) {
+        snprintf(why, len, "it does not parse (line %ld)", line);
+        goto end;
+    }
+    if ((init = NCONF_get_string(conf, NULL, "openssl_conf")) == NULL) {
+        snprintf(why, len,
+                 "it sets no openssl_conf in its first section (an .include at the "
+                 "end of a file adds to that file's last section)");
+        goto end;
+    }
+    if ((provs = NCONF_get_string(conf, init, "providers")) == NULL) {
+        snprintf(why, len, "its [%s] has no 'providers ='", init);
+        goto end;
+    }
+    if ((sect = NCONF_get_string(conf, provs, "ctok")) == NULL) {
+        snprintf(why, len, "its [%s] names no ctok", provs);
+        goto end;
+    }
+    act = NCONF_get_string(conf, sect, "activate");
+    module = NCONF_get_string(conf, sect, "module");
+    if (act == NULL)
+        snprintf(why, len, "its [%s] does not say 'activate = 1'", sect);
+    else if (module != NULL && module[0] == '/')
+        snprintf(why, len, "module %s (from [%s]) did not load: missing, unreadable or not ctok",
+                 module, sect);
+    else
+        snprintf(why, len, "module %s (from [%s]) did not load: not in %s%s, or not ctok",
+                 module != NULL ? module : "ctok", sect,
+                 dir != NULL ? "OPENSSL_MODULES " : "OpenSSL's modules directory ",
+                 dir != NULL ? dir : OPENSSL_info(OPENSSL_INFO_MODULES_DIR));
+end:
+    ERR_clear_error();
+    NCONF_free(conf);
+}
+
 struct found {
     char *config, *from;
 };
@@ -117,11 +162,13 @@ static void check_openssl(struct doctor *d, struct found *f)
     has_default = loaded && OSSL_PROVIDER_available(lib, "default");
     say(d, "  provider ctok: %s\n", has_ctok ? "loaded" : "not loaded");
     say(d, "  provider default: %s\n", has_default ? "loaded" : "not loaded");
-    if (loaded && !has_ctok)
-        problem(d,
-                "OpenSSL config %s does not load provider ctok (no active ctok section "
-                "reachable from openssl_conf; see README, System-wide setup)%s%s",
-                file, cause[0] ? ": " : "", cause);
+    if (loaded && !has_ctok) {
+        char why[768];
+
+        why_no_ctok(file, why, sizeof(why));
+        problem(d, "OpenSSL config %s does not load provider ctok: %s%s%s", file, why,
+                cause[0] ? "; " : "", cause);
+    }
     if (loaded && !has_default)
         problem(d,
                 "OpenSSL config %s does not load provider default: ordinary keys, digests "
@@ -184,6 +231,9 @@ static void check_tokens(struct doctor *d, const struct found *f)
         fromname = ctok_config_from_name(from);
     }
     say(d, "ctok tokens config: %s (%s)\n", path, fromname);
+    if (d->c->config == NULL && strcmp(path, ctok_config_pick(NULL, NULL, NULL)) != 0)
+        say(d, "  (the ctok tool itself uses %s: give it --config %s)\n",
+            ctok_config_pick(NULL, NULL, NULL), path);
     json_object_set_new(o, "path", json_string(path));
     json_object_set_new(o, "from", json_string(fromname));
     json_object_set_new(d->out, "tokens_config", o);

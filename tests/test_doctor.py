@@ -96,6 +96,38 @@ def test_ctok_not_loaded_by_the_openssl_config(ws):
     assert out["openssl_config"]["default"] is True  # the implicit default of an empty config
     (line,) = problems_text(ws, ws.plain_cnf)
     assert "does not load provider ctok" in line and str(ws.plain_cnf) in line
+    assert "sets no openssl_conf" in line, line
+
+
+def test_why_ctok_is_not_loaded(ws):
+    """The problem line says which link of openssl_conf -> providers -> ctok -> activate ->
+    module is missing."""
+    ws.create_token("soft")
+    cnf = openssl_cnf(ws, "all.cnf")
+    cases = {
+        "no-providers.cnf": ("providers = provs\n", "", "its [init] has no 'providers ='"),
+        "no-ctok.cnf": ("ctok = ctok_sect\n", "", "its [provs] names no ctok"),
+        "inactive.cnf": ("module = %s\nactivate = 1\n" % (ws.build / "ctok.so"),
+                         "module = %s\n" % (ws.build / "ctok.so"),
+                         "its [ctok_sect] does not say 'activate = 1'"),
+        "module.cnf": (str(ws.build / "ctok.so"), str(ws.path("nowhere/ctok.so")),
+                       "module %s (from [ctok_sect]) did not load" % ws.path("nowhere/ctok.so")),
+    }
+    for name, (old, new, why) in cases.items():
+        text = cnf.read_text()
+        assert old in text, (old, text)
+        broken = ws.write(name, text.replace(old, new), 0o644)
+        (line,) = problems_text(ws, broken)
+        assert "does not load provider ctok: " + why in line, line
+    # by name, from OPENSSL_MODULES (as the shipped snippets name it)
+    named = ws.write("named.cnf", cnf.read_text().replace(str(ws.build / "ctok.so"), "ctok.so"),
+                     0o644)
+    assert doctor_json(ws, named, env={"OPENSSL_MODULES": ws.build}, code=0)
+    empty = ws.path("empty-modules")
+    empty.mkdir()
+    (line,) = problems_text(ws, named, env={"OPENSSL_MODULES": empty})
+    assert "module ctok.so (from [ctok_sect]) did not load: not in OPENSSL_MODULES %s" % empty \
+        in line, line
 
 
 def test_default_not_loaded_by_the_openssl_config(ws):
