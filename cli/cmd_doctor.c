@@ -156,18 +156,22 @@ static void check_openssl(struct doctor *d, struct found *f)
     ERR_clear_error();
     loaded = OSSL_LIB_CTX_load_config(lib, file);
     openssl_cause(cause, sizeof(cause));
-    if (!loaded)
-        problem(d, "OpenSSL config %s does not load: %s", file, cause[0] ? cause : "unknown error");
     has_ctok = loaded && OSSL_PROVIDER_available(lib, "ctok");
     has_default = loaded && OSSL_PROVIDER_available(lib, "default");
     say(d, "  provider ctok: %s\n", has_ctok ? "loaded" : "not loaded");
     say(d, "  provider default: %s\n", has_default ? "loaded" : "not loaded");
-    if (loaded && !has_ctok) {
+    if (!has_ctok) {
         char why[768];
 
         why_no_ctok(file, why, sizeof(why));
-        problem(d, "OpenSSL config %s does not load provider ctok: %s%s%s", file, why,
-                cause[0] ? "; " : "", cause);
+        if (loaded)
+            problem(d, "OpenSSL config %s does not load provider ctok: %s%s%s", file, why,
+                    cause[0] ? "; " : "", cause);
+        else /* config_diagnostics = 1 (Debian's file) makes a provider that fails fatal */
+            problem(d, "OpenSSL config %s fails to load (%s): provider ctok: %s", file,
+                    cause[0] ? cause : "unknown error", why);
+    } else if (!loaded) {
+        problem(d, "OpenSSL config %s fails to load: %s", file, cause[0] ? cause : "unknown error");
     }
     if (loaded && !has_default)
         problem(d,

@@ -119,6 +119,10 @@ def test_why_ctok_is_not_loaded(ws):
         broken = ws.write(name, text.replace(old, new), 0o644)
         (line,) = problems_text(ws, broken)
         assert "does not load provider ctok: " + why in line, line
+    broken = ws.write("broken.cnf", cnf.read_text() + "[unclosed\n", 0o644)
+    (line,) = problems_text(ws, broken)
+    assert "OpenSSL config %s fails to load (" % broken in line, line
+    assert "provider ctok: it does not parse (line 12)" in line, line
     # by name, from OPENSSL_MODULES (as the shipped snippets name it)
     named = ws.write("named.cnf", cnf.read_text().replace(str(ws.build / "ctok.so"), "ctok.so"),
                      0o644)
