@@ -4,7 +4,9 @@ README's Debian openssl.cnf steps applied to a copy of this machine's own file."
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from ctoktest import (
     PIN,
     REPO,
+    Workspace,
     assert_no_secret,
     assert_ok,
     assert_verified,
@@ -199,6 +202,37 @@ def test_a_stored_code_under_the_wrong_master_key_and_a_prompt(ws):
     ws.set_token_fields(tok, auth={"prompt": True})
     out = doctor_json(ws, cnf, code=0)
     assert out["tokens"][0]["auth"] == "prompt" and out["tokens"][0]["auth_ok"] is None
+
+
+def test_as_a_server_worker_user_the_files_it_cannot_read(ws):
+    """The nginx-worker case: root made the token, the doctor runs as the user the server
+    runs as ('nobody' here) and names each file that user cannot read."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run as another user")
+    d = Path(tempfile.mkdtemp(prefix="ctok-doctor-"))
+    try:
+        os.chmod(d, 0o755)
+        root_ws = Workspace(d, ws.build)
+        tok = root_ws.create_token("soft")
+        os.chmod(root_ws.config, 0o644)
+        cnf = openssl_cnf(root_ws, "all.cnf")
+        env = root_ws.env({"OPENSSL_CONF": cnf, "HOME": d})
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                str(ws.build / "ctok"), "doctor", "--json"]
+        p = assert_no_secret(subprocess.run(argv, env=env, capture_output=True, text=True,
+                                            timeout=60, stdin=subprocess.DEVNULL))
+        assert p.returncode == 1, describe(p)
+        out = json.loads(p.stdout)
+        assert out["openssl_config"]["ctok"] is True
+        assert out["tokens"][0]["opens"] is False and out["tokens"][0]["auth_ok"] is False
+        opened, auth = out["problems"]
+        assert "token 'soft': cannot be opened" in opened and str(tok.keystore) in opened, opened
+        assert "token 'soft': its auth source gives no code" in auth, auth
+        assert str(tok.pin_file) in auth, auth
+        # root, the same files: all fine
+        assert doctor_json(root_ws, cnf, code=0)["problems"] == []
+    finally:
+        shutil.rmtree(d)
 
 
 def test_a_missing_tokens_config(ws):
