@@ -314,6 +314,12 @@ def test_readme_debian_steps_on_a_copy_of_this_machines_openssl_cnf(ws):
     p = subprocess.run(["bash", "-euo", "pipefail", "-c", steps], cwd=REPO, capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, describe(p)
+    edited = copy.read_bytes()
+    # again: nothing changes, the original stays kept
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", steps], cwd=REPO, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, describe(p)
+    assert copy.read_bytes() == edited
     assert ws.path("openssl.cnf.before-ctok").read_bytes() == DEBIAN_CNF.read_bytes()
     env = {"OPENSSL_CONF": copy, "OPENSSL_MODULES": ws.build}
     p = assert_ok(ws.ossl("list", "-providers", providers=None, env=env))
