@@ -790,7 +790,8 @@ def ctok_cnf(build, config, path):
     with open(src) as f:
         text = f.read()
     text, n1 = re.subn(r"(?m)^module\s*=.*$", f"module = {os.path.join(build, 'ctok.so')}", text)
-    text, n2 = re.subn(r"(?m)^ctok-config\s*=.*$", f"ctok-config = {config}", text)
+    # the shipped file sets no ctok-config (its commented line is the place for one)
+    text, n2 = re.subn(r"(?m)^#?\s*ctok-config\s*=.*$", f"ctok-config = {config}", text)
     if n1 != 1 or n2 != 1:
         raise RunFailed(f"{src} has no 'module =' and 'ctok-config =' lines to rewrite")
     write_private(path, text)

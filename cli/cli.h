@@ -36,6 +36,8 @@ struct cli {
 
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail(void);
+/* The first error raised since the last take (or "unknown cause"), then forgotten. */
+void cli_err_take(char *buf, size_t len);
 /* An absolute path (the config outlives the working directory); NULL on failure. */
 char *cli_absolute(const char *p);
 /*
@@ -98,5 +100,6 @@ int cmd_secret_encrypt(struct cli *c);
 int cmd_cert_list(struct cli *c);
 int cmd_cert_export(struct cli *c);
 int cmd_mechanisms(struct cli *c);
+int cmd_doctor(struct cli *c);
 
 #endif

@@ -39,6 +39,12 @@ static void cli_err_forget(unsigned long since)
         first_error[0] = '\0';
 }
 
+void cli_err_take(char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", first_error[0] ? first_error : "unknown cause");
+    first_error[0] = '\0';
+}
+
 int cli_fail(void)
 {
     fprintf(stderr, "ctok: %s\n", first_error[0] ? first_error : "operation failed");
@@ -70,6 +76,8 @@ static const char usage[] =
     "  mechanisms TOKEN                    what a PKCS#11 token offers (pkcs11-tool -M)\n"
     "  pin unlock TOKEN | pin change TOKEN\n"
     "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
+    "  doctor                              is ctok loaded by the OpenSSL config, can each\n"
+    "                                      token be opened, is its auth source readable\n"
     "Keys and certificates:\n"
     "  key generate TOKEN ALIAS SPEC       SPEC: see 'ctok key generate --help'\n"
     "  key list TOKEN | test TOKEN ALIAS | remove TOKEN ALIAS\n"
@@ -79,7 +87,8 @@ static const char usage[] =
     "Every command takes --json (machine-readable output) and --help; '--' ends options.\n"
     "Auth codes never come from the command line: --auth-file FILE, --auth-env VAR, the\n"
     "token's configured \"auth\", or a prompt on the terminal.\n"
-    "Config: --config, else $CTOK_CONFIG, else /etc/ctok/tokens.json.\n"
+    "Config: --config, else $CTOK_CONFIG, else /etc/ctok/tokens.json (the provider: $CTOK_CONFIG,\n"
+    "else openssl.cnf's ctok-config, else the same default).\n"
     "Every operation obeys the token's \"permissions\" (view, use, activate, deactivate,\n"
     "modify, delete, keygen, keyremove, keytest).\n"
     "Exit codes: 0 ok, 1 operation failed, 2 usage error.\n";
@@ -243,6 +252,13 @@ static const struct command commands[] = {
     {"secret", "encrypt", cmd_secret_encrypt, 0, B(O_TOKEN) | AUTH,
      "secret encrypt --token TOKEN [--auth-file F | --auth-env V]\n"
      "  Prints {\"stored\": ...}: the code encrypted for the token's \"auth\"."},
+    {"doctor", NULL, cmd_doctor, 0, 0,
+     "doctor [--json]\n"
+     "  For this environment's OpenSSL config (OPENSSL_CONF, else OpenSSL's default file):\n"
+     "  which file, are providers ctok and default loaded by it, which tokens config ctok\n"
+     "  uses and why (--config, CTOK_CONFIG, the ctok-config parameter, default), and for\n"
+     "  each token: can it be opened, can its auth source give a code (never shown).\n"
+     "  Exit 0: no problem; 1: each problem found is one line naming what and why."},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

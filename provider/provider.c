@@ -159,7 +159,10 @@ static const OSSL_PARAM *prov_gettable_params(void *provctx)
     static const OSSL_PARAM p[] = {
         OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
         OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
-        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+        OSSL_PARAM_DEFN("ctok-config", OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN("ctok-config-from", OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_END};
 
     (void)provctx;
     return p;
@@ -167,9 +170,17 @@ static const OSSL_PARAM *prov_gettable_params(void *provctx)
 
 static int prov_get_params(void *provctx, OSSL_PARAM params[])
 {
+    struct ctok_provctx *pctx = provctx;
+    enum ctok_config_from from;
+    /* the tokens config this provider uses (ctok doctor reports it) and where it came from */
+    const char *cfg = ctok_config_pick(NULL, pctx->config_path, &from);
     OSSL_PARAM *p;
 
-    (void)provctx;
+    if ((p = OSSL_PARAM_locate(params, "ctok-config")) != NULL && !OSSL_PARAM_set_utf8_ptr(p, cfg))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, "ctok-config-from")) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, ctok_config_from_name(from)))
+        return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
         !OSSL_PARAM_set_utf8_ptr(p, "ctok crypto token provider"))
         return 0;
@@ -322,7 +333,8 @@ ctok_ctx *ctok_prov_tokens(struct ctok_provctx *pctx)
         return NULL;
     pthread_mutex_lock(&pctx->lock);
     if (pctx->tokens == NULL)
-        pctx->tokens = ctok_ctx_new(child, pctx->propq, pctx->config_path);
+        pctx->tokens =
+            ctok_ctx_new(child, pctx->propq, ctok_config_pick(NULL, pctx->config_path, NULL));
     c = pctx->tokens;
     pthread_mutex_unlock(&pctx->lock);
     return c;
@@ -494,7 +506,7 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     *provctx = pctx;
     *out = prov_functions;
     CTOK_DBG("provider loaded as '%s', config %s", name != NULL ? name : "ctok",
-             cfg != NULL ? cfg : "(from CTOK_CONFIG or /etc/ctok/tokens.json)");
+             ctok_config_pick(NULL, cfg, NULL));
     return 1;
 err:
     prov_teardown(pctx);

@@ -16,19 +16,45 @@
 #define DEFAULT_CONFIG "/etc/ctok/tokens.json"
 #define TOOL_CODE "the code given to the ctok tool"
 
+static int set(const char *s)
+{
+    return s != NULL && *s != '\0';
+}
+
+const char *ctok_config_pick(const char *option, const char *param, enum ctok_config_from *from)
+{
+    const char *env = getenv("CTOK_CONFIG");
+    enum ctok_config_from f = set(option)  ? CTOK_CONFIG_FROM_OPTION
+                              : set(env)   ? CTOK_CONFIG_FROM_ENV
+                              : set(param) ? CTOK_CONFIG_FROM_PARAM
+                                           : CTOK_CONFIG_FROM_DEFAULT;
+
+    if (from != NULL)
+        *from = f;
+    return f == CTOK_CONFIG_FROM_OPTION  ? option
+           : f == CTOK_CONFIG_FROM_ENV   ? env
+           : f == CTOK_CONFIG_FROM_PARAM ? param
+                                         : DEFAULT_CONFIG;
+}
+
+const char *ctok_config_from_name(enum ctok_config_from from)
+{
+    static const char *const names[] = {"--config", "CTOK_CONFIG", "ctok-config parameter",
+                                        "default"};
+
+    return (unsigned)from < sizeof(names) / sizeof(names[0]) ? names[from] : "?";
+}
+
 ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *config_path)
 {
     ctok_ctx *ctx = calloc(1, sizeof(*ctx));
-    const char *env = getenv("CTOK_CONFIG");
 
     if (ctx == NULL)
         return NULL;
     pthread_mutex_init(&ctx->lock, NULL);
     ctx->libctx = libctx;
     ctx->propq = propq != NULL ? strdup(propq) : NULL;
-    if (config_path == NULL || *config_path == '\0')
-        config_path = env != NULL && *env != '\0' ? env : DEFAULT_CONFIG;
-    ctx->config_path = strdup(config_path);
+    ctx->config_path = strdup(ctok_config_pick(config_path, NULL, NULL));
     ctok_backends_use();
     if (ctx->config_path == NULL || (propq != NULL && ctx->propq == NULL)) {
         ctok_ctx_free(ctx);
@@ -389,6 +415,26 @@ int ctok_token_login(ctok_token *tok, const struct ctok_pin *pin, const struct c
 end:
     OPENSSL_cleanse(code, sizeof(code));
     return ok;
+}
+
+int ctok_token_auth_check(ctok_token *tok, char *src, size_t srcsz)
+{
+    char code[CTOK_MAX_CODE + 1];
+    size_t len = 0;
+    struct ctok_pin none = {NULL, NULL};
+    int prompted, ok;
+
+    if (!ctok_token_needs_code(tok)) {
+        snprintf(src, srcsz, "none needed");
+        return 2;
+    }
+    if (tok->auth_kind == CTOK_AUTH_PROMPT) {
+        snprintf(src, srcsz, "prompt");
+        return 2;
+    }
+    ok = get_code(tok, &none, NULL, code, sizeof(code), &len, &prompted, src, srcsz);
+    OPENSSL_cleanse(code, sizeof(code));
+    return ok ? 1 : 0;
 }
 
 int ctok_token_context_login(ctok_token *tok, const char *key_label, const struct ctok_sender *s)

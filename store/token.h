@@ -102,8 +102,24 @@ ctok_ctx *ctok_ctx_new(OSSL_LIB_CTX *libctx, const char *propq, const char *conf
 void ctok_ctx_free(ctok_ctx *ctx);
 OSSL_LIB_CTX *ctok_ctx_libctx(const ctok_ctx *ctx);
 const char *ctok_ctx_propq(const ctok_ctx *ctx);
-/* The config path in force: explicit, else $CTOK_CONFIG, else /etc/ctok/tokens.json. */
+/* The config path in force (ctok_config_pick with option config_path). */
 const char *ctok_ctx_config_path(const ctok_ctx *ctx);
+/*
+ * Where the tokens config comes from, one rule for every front door: the tool's --config
+ * (option), else $CTOK_CONFIG, else the provider's ctok-config parameter (param), else
+ * /etc/ctok/tokens.json. The environment wins over openssl.cnf, as with pkcs11-provider: a
+ * user's export CTOK_CONFIG=... works beside a system-wide ctok.cnf. *from (may be NULL)
+ * says which of them it was.
+ */
+enum ctok_config_from {
+    CTOK_CONFIG_FROM_OPTION,
+    CTOK_CONFIG_FROM_ENV,
+    CTOK_CONFIG_FROM_PARAM,
+    CTOK_CONFIG_FROM_DEFAULT
+};
+const char *ctok_config_pick(const char *option, const char *param, enum ctok_config_from *from);
+/* "--config", "CTOK_CONFIG", "ctok-config parameter", "default". */
+const char *ctok_config_from_name(enum ctok_config_from from);
 /* Loads the configuration on first use; later calls are free. */
 int ctok_ctx_load(ctok_ctx *ctx);
 size_t ctok_ctx_token_count(ctok_ctx *ctx);
@@ -144,6 +160,14 @@ char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char 
 int ctok_token_deactivate(ctok_token *tok);
 /* A description of the token's auth source: "file /p", "env VAR", "stored", "prompt". */
 const char *ctok_token_auth_kind(const ctok_token *tok);
+/*
+ * Can the token's configured auth source give a code now, without prompting and without
+ * logging in? 1: it can (src says which: "auth file /p", ...; the code read is zeroized);
+ * 2: nothing to read (the source is a prompt, or the token needs no code); 0: it cannot,
+ * with the cause raised (file missing or too open, variable unset, stored code that does
+ * not decrypt under the master key).
+ */
+int ctok_token_auth_check(ctok_token *tok, char *src, size_t srcsz);
 /* The token's config entry as loaded (borrowed; NULL if unknown or rule view is off). */
 const json_t *ctok_token_config(const ctok_token *tok);
 /* Replaces the token's auth code (PKCS#11 C_SetPIN; a keystore is re-protected); rule modify. */

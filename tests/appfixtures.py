@@ -206,7 +206,8 @@ class AppWorld:
         config (and ctok-debug uncommented when debug)."""
         text = (REPO / "openssl.cnf.d" / "ctok.cnf").read_text()
         text, n1 = re.subn(r"(?m)^module\s*=.*$", "module = %s" % (self.build / "ctok.so"), text)
-        text, n2 = re.subn(r"(?m)^ctok-config\s*=.*$", "ctok-config = %s" % self.ws.config,
+        # the shipped file sets no ctok-config (its commented line is the place for one)
+        text, n2 = re.subn(r"(?m)^#?\s*ctok-config\s*=.*$", "ctok-config = %s" % self.ws.config,
                            text)
         assert n1 == 1 and n2 == 1, "openssl.cnf.d/ctok.cnf has no 'module =' and " \
                                     "'ctok-config =' lines to point at the build:\n" + text

@@ -186,7 +186,8 @@ def test_certificates_are_listed_without_an_authentication_code(ws, make_token):
 
 
 def test_config_path_from_openssl_cnf_provider_parameter(ws, make_token):
-    """openssl.cnf's ctok-config names the token file; it wins over $CTOK_CONFIG."""
+    """openssl.cnf's ctok-config names the token file when $CTOK_CONFIG is not set; a set
+    $CTOK_CONFIG wins (as pkcs11-provider lets the environment win)."""
     tok = make_token("soft1", {"k1": "ec:P-256"})
     cnf = ws.path("ctok-param.cnf")
     cnf.write_text(
@@ -196,9 +197,12 @@ def test_config_path_from_openssl_cnf_provider_parameter(ws, make_token):
         "[ctok_sect]\nmodule = %s\nctok-config = %s\nactivate = 1\n"
         % (ws.build / "ctok.so", ws.config))
     p = ws.ossl("storeutl", "-noout", tok.uri(type="cert"), providers=None,
-                env={"OPENSSL_CONF": cnf, "CTOK_CONFIG": ws.path("no-such-tokens.json")})
+                env={"OPENSSL_CONF": cnf, "CTOK_CONFIG": None})
     assert_ok(p)
     assert count_items(p.stdout, CERT) == 1, describe(p)
+    p = ws.ossl("storeutl", "-noout", tok.uri(type="cert"), providers=None,
+                env={"OPENSSL_CONF": cnf, "CTOK_CONFIG": ws.path("no-such-tokens.json")})
+    assert count_items(p.stdout, CERT) == 0, describe(p)
 
 
 def test_keystore_made_by_openssl_pkcs12_becomes_a_token(ws):
