@@ -46,8 +46,17 @@ void ctok_ctx_free(ctok_ctx *ctx)
     for (size_t i = 0; i < ctx->n_tokens; i++)
         if (ctx->tokens[i]->be != NULL && ctx->tokens[i]->be->release != NULL)
             ctx->tokens[i]->be->release(ctx->tokens[i]);
+    for (ctok_token *t = ctx->ephemeral; t != NULL; t = t->eph_next)
+        if (t->be != NULL && t->be->release != NULL)
+            t->be->release(t);
     for (size_t i = 0; i < ctx->n_tokens; i++)
         ctok_token_free(ctx->tokens[i]);
+    while (ctx->ephemeral != NULL) {
+        ctok_token *t = ctx->ephemeral;
+
+        ctx->ephemeral = t->eph_next;
+        ctok_token_free(t);
+    }
     free(ctx->tokens);
     free(ctx->master_key);
     free(ctx->propq);
