@@ -885,8 +885,8 @@ static const struct ctok_tool_field p11_fields[] = {
      "the PKCS#11 library: a path, or a name registered with p11-kit", NULL},
     {"ref-type", "ref_type", CTOK_FIELD_STRING, 0,
      "id|index|label|serial: what --ref names (label)", "label"},
-    {"ref", "ref", CTOK_FIELD_STRING, 1, "the slot's id, index or token label (see 'ctok slots')",
-     NULL},
+    {"ref", "ref", CTOK_FIELD_STRING, 1,
+     "the slot's id, index, token label or token serial (see 'ctok slots')", NULL},
     {"attributes", "attributes", CTOK_FIELD_PATH, 0, "key generation attribute file", NULL},
     {0},
 };

@@ -461,8 +461,7 @@ int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_c
         return 0;
     if ((u->token != NULL || u->token_id != NULL) &&
         (named = ctok_ctx_token_find(ctx, u->token, u->token_id)) == NULL) {
-        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s",
-                 u->token != NULL ? u->token : u->token_id, ctx->config_path);
+        ctok_ctx_unknown_token(ctx, u->token != NULL ? u->token : u->token_id);
         return 0;
     }
     if (named != NULL && !may_open(named, types)) {

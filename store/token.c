@@ -117,6 +117,15 @@ ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id)
     return NULL;
 }
 
+void ctok_ctx_unknown_token(ctok_ctx *ctx, const char *name)
+{
+    if (ctx->config_absent)
+        CTOK_ERR(CTOK_R_CONFIG, "no token named '%s': the config file %s does not exist", name,
+                 ctx->config_path);
+    else
+        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s", name, ctx->config_path);
+}
+
 const char *ctok_token_name(const ctok_token *tok)
 {
     return tok->name;

@@ -109,6 +109,9 @@ int ctok_ctx_load(ctok_ctx *ctx);
 size_t ctok_ctx_token_count(ctok_ctx *ctx);
 ctok_token *ctok_ctx_token_at(ctok_ctx *ctx, size_t i);
 ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id);
+/* Raises the error for a token name (or id) the config does not have: CTOK_R_UNKNOWN_TOKEN,
+ * or CTOK_R_CONFIG when there is no config file at all. */
+void ctok_ctx_unknown_token(ctok_ctx *ctx, const char *name);
 
 /*
  * Adds a token to the config file: under a lock, re-reading the file, atomically. The
