@@ -1,4 +1,7 @@
-/* Slots and tokens (PKCS#11 "slot and token management"): never assume one of either. */
+/*
+ * Slots and tokens (PKCS#11 "slot and token management"): never assume one of either. Also the
+ * slots of p11-kit's registered modules a pkcs11: URI matches, for zero-config URIs.
+ */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,7 @@
-/* Certificate-first lookup across every configured token (seed 004). */
+/*
+ * Certificate-first lookup across every configured token (seed 004), and for pkcs11: URIs no
+ * configured token matches, across the tokens of p11-kit's registered modules (zero config).
+ */
 #include <stdlib.h>
 #include <string.h>
 
