@@ -115,6 +115,12 @@ def test_csr_signed_by_the_token_verifies(zc):
     assert "verify OK" in p.stdout + p.stderr, describe(p)
 
 
+def test_pkey_gives_the_public_key_of_the_certificate(zc):
+    p = assert_ok(zc.ws.ossl("pkey", "-in", KEY + "?pin-value=" + PIN, "-pubout"))
+    q = assert_ok(zc.ws.ossl("x509", "-in", zc.cert, "-noout", "-pubkey", providers=None))
+    assert p.stdout == q.stdout and "BEGIN PUBLIC KEY" in p.stdout, describe(p)
+
+
 def test_tls_server_with_a_pkcs11_uri_and_no_ctok_config(zc):
     with TlsServer(zc.ws, KEY + "?pin-value=" + PIN, zc.cert) as server:
         client = tls_client(zc.ws, server.port, zc.cert)
