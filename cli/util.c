@@ -40,8 +40,7 @@ ctok_token *cli_token(struct cli *c, const char *name)
         return NULL;
     tok = ctok_ctx_token_find(c->ctx, name, NULL);
     if (tok == NULL)
-        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s", name,
-                 ctok_ctx_config_path(c->ctx));
+        ctok_ctx_unknown_token(c->ctx, name);
     return tok;
 }
 

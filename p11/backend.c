@@ -46,8 +46,10 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
         pt->ref_type = P11_REF_ID;
     } else if (strcmp(rt, "index") == 0) {
         pt->ref_type = P11_REF_INDEX;
+    } else if (strcmp(rt, "serial") == 0) {
+        pt->ref_type = P11_REF_SERIAL;
     } else {
-        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref_type must be id, index or label", path,
+        CTOK_ERR(CTOK_R_CONFIG, "%s: token '%s': ref_type must be id, index, label or serial", path,
                  ctok_token_name(tok));
         return 0;
     }
@@ -56,7 +58,7 @@ static int p11_configure(ctok_token *tok, const json_t *conf)
     pt->library = strdup(lib);
     pt->ref = refj == NULL ? NULL : strdup(json_is_integer(refj) ? num : json_string_value(refj));
     pt->attributes = attrs != NULL ? strdup(attrs) : NULL;
-    if (pt->ref != NULL && pt->ref_type != P11_REF_LABEL) {
+    if (pt->ref != NULL && pt->ref_type != P11_REF_LABEL && pt->ref_type != P11_REF_SERIAL) {
         char *end;
 
         (void)strtoul(pt->ref, &end, 0);
@@ -115,7 +117,8 @@ int ctok_p11_find_slot(struct p11_tok *pt)
                  ctok_ctx_config_path(ctok_token_ctx(pt->tok)), ctok_token_name(pt->tok));
         return 0;
     }
-    want = pt->ref_type != P11_REF_LABEL ? strtoul(pt->ref, NULL, 0) : 0;
+    want =
+        pt->ref_type == P11_REF_ID || pt->ref_type == P11_REF_INDEX ? strtoul(pt->ref, NULL, 0) : 0;
     ctok_p11_forget_failed();
     if (!ctok_p11_slots(pt->m, &slots, &n))
         return 0;
@@ -124,6 +127,13 @@ int ctok_p11_find_slot(struct p11_tok *pt)
             (pt->ref_type == P11_REF_INDEX && slots[i].index == want) ||
             (pt->ref_type == P11_REF_LABEL && strcmp(slots[i].label, pt->ref) == 0))
             break;
+        if (pt->ref_type == P11_REF_SERIAL) {
+            char serial[17];
+
+            ctok_p11_str(slots[i].token.serialNumber, 16, serial);
+            if (strcmp(serial, pt->ref) == 0)
+                break;
+        }
     }
     if (i == n) {
         char who[96], skipped[128] = "";
@@ -139,9 +149,10 @@ int ctok_p11_find_slot(struct p11_tok *pt)
                  "token '%s': no token present in a slot with %s '%s' (library %s; see 'ctok "
                  "slots --library %s'; %s%s)",
                  ctok_token_name(pt->tok),
-                 pt->ref_type == P11_REF_ID      ? "id"
-                 : pt->ref_type == P11_REF_INDEX ? "index"
-                                                 : "token label",
+                 pt->ref_type == P11_REF_ID       ? "id"
+                 : pt->ref_type == P11_REF_INDEX  ? "index"
+                 : pt->ref_type == P11_REF_SERIAL ? "token serial"
+                                                  : "token label",
                  pt->ref, pt->library, pt->library, who, skipped);
         free(slots);
         return 0;
@@ -872,10 +883,10 @@ static json_t *p11_discover(ctok_token *tok)
 static const struct ctok_tool_field p11_fields[] = {
     {"library", "library", CTOK_FIELD_STRING, 1,
      "the PKCS#11 library: a path, or a name registered with p11-kit", NULL},
-    {"ref-type", "ref_type", CTOK_FIELD_STRING, 0, "id|index|label: what --ref names (label)",
-     "label"},
-    {"ref", "ref", CTOK_FIELD_STRING, 1, "the slot's id, index or token label (see 'ctok slots')",
-     NULL},
+    {"ref-type", "ref_type", CTOK_FIELD_STRING, 0,
+     "id|index|label|serial: what --ref names (label)", "label"},
+    {"ref", "ref", CTOK_FIELD_STRING, 1,
+     "the slot's id, index, token label or token serial (see 'ctok slots')", NULL},
     {"attributes", "attributes", CTOK_FIELD_PATH, 0, "key generation attribute file", NULL},
     {0},
 };
@@ -898,6 +909,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .find = p11_find,
     .hidden = p11_hidden,
     .match_p11_uri = p11_match_uri,
+    .uri_candidates = ctok_p11_uri_candidates,
     .key_load = p11_key_load,
     .key_free = p11_key_free,
     .sign = ctok_p11_sign,

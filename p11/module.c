@@ -262,8 +262,12 @@ static void rwlock_init(pthread_rwlock_t *rw)
     pthread_rwlockattr_destroy(&a);
 }
 
-/* where p11-kit's registered modules are described; /etc overrides /usr/share */
-static const char *module_dirs[] = {"/etc/pkcs11/modules", "/usr/share/p11-kit/modules"};
+/* where p11-kit's registered modules are described; /etc overrides /usr/share. The fuzz build
+ * names a folder that does not exist: what a fuzzer feeds ctok loads no module of the machine */
+#ifndef CTOK_P11_MODULE_DIRS
+#define CTOK_P11_MODULE_DIRS "/etc/pkcs11/modules", "/usr/share/p11-kit/modules"
+#endif
+static const char *module_dirs[] = {CTOK_P11_MODULE_DIRS};
 
 /*
  * A library named without a path is a module registered with p11-kit (seed 000: "PKCS#11

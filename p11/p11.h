@@ -85,7 +85,7 @@ char *ctok_p11_token_uri(ctok_token *tok);
 json_t *ctok_p11_mechanisms(ctok_token *tok);
 
 /* ---- slots (slots.c) ---- */
-enum p11_ref_type { P11_REF_ID, P11_REF_INDEX, P11_REF_LABEL };
+enum p11_ref_type { P11_REF_ID, P11_REF_INDEX, P11_REF_LABEL, P11_REF_SERIAL };
 struct p11_slot {
     CK_SLOT_ID id;
     size_t index; /* among slots with a token present, in the module's order */
@@ -106,6 +106,8 @@ json_t *ctok_p11_slot_list(const char *library);
 json_t *ctok_p11_registered(void);
 /* The libraries registered with p11-kit: [{"name", "path"}]. */
 json_t *ctok_p11_registered_modules(void);
+/* The uri_candidates hook (store/backend.h): slots of p11-kit's modules matching a URI. */
+json_t *ctok_p11_uri_candidates(void *p11uri, char *searched, size_t len);
 /* The module registry lives while any token context does (the ctx_use/ctx_release hooks). */
 void ctok_p11_registry_use(void);
 void ctok_p11_registry_release(void);

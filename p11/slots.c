@@ -1,6 +1,13 @@
-/* Slots and tokens (PKCS#11 "slot and token management"): never assume one of either. */
+/*
+ * Slots and tokens (PKCS#11 "slot and token management"): never assume one of either. Also the
+ * slots of p11-kit's registered modules a pkcs11: URI matches, for zero-config URIs.
+ */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <p11-kit/uri.h>
 
 #include "p11.h"
 
@@ -132,4 +139,95 @@ json_t *ctok_p11_registered(void)
             json_object_set_new(m, "error", json_string("cannot be loaded or initialized"));
     }
     return mods;
+}
+
+/* Appends to the description of what was searched (truncated if long). */
+static void say(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    va_list ap;
+
+    if (used + 1 >= len)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+/* The slots of one library whose token (and module) match the URI, as config entries. */
+static void candidates_of(P11KitUri *uri, const char *name, const char *library, json_t *out,
+                          char *searched, size_t len)
+{
+    struct p11_module *m;
+    struct p11_slot *slots = NULL;
+    size_t n = 0;
+    int ok;
+
+    /* a library that cannot be used is named in what was searched, never an error here */
+    ERR_set_mark();
+    m = ctok_p11_module_get(library);
+    ok = m != NULL && ctok_p11_enter(m);
+    if (ok) {
+        ok = ctok_p11_slots(m, &slots, &n);
+        ctok_p11_leave(m);
+    }
+    ERR_pop_to_mark();
+    say(searched, len, "%s%s (", *searched != '\0' ? "; " : "", name);
+    if (!ok)
+        say(searched, len, "%s: cannot be loaded or initialized)", library);
+    for (size_t i = 0, shown = 0; ok && i < n; i++) {
+        char serial[17], tname[128];
+
+        /* SoftHSM's spare slot holds an uninitialized token: nothing to use there */
+        if (!(slots[i].token.flags & CKF_TOKEN_INITIALIZED))
+            continue;
+        say(searched, len, "%stoken '%s'", shown++ > 0 ? ", " : "", slots[i].label);
+        if (!p11_kit_uri_match_token_info(uri, &slots[i].token) ||
+            !p11_kit_uri_match_module_info(uri, &m->info))
+            continue;
+        ctok_p11_str(slots[i].token.serialNumber, 16, serial);
+        snprintf(tname, sizeof(tname), "%s/%s", name, slots[i].label);
+        /* use and view only: a token nobody configured is not for key generation or removal */
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s,s], s:{s:b}}", "name",
+                                             tname, "type", "pkcs11", "library", library,
+                                             "ref_type", "serial", "ref", serial, "permissions",
+                                             "view", "use", "auth", "prompt", 1));
+    }
+    if (ok)
+        say(searched, len, "%s", searched[strlen(searched) - 1] == '(' ? "no token)" : ")");
+    free(slots);
+}
+
+json_t *ctok_p11_uri_candidates(void *p11uri, char *searched, size_t len)
+{
+    P11KitUri *uri = p11uri;
+    const char *path = p11_kit_uri_get_module_path(uri);
+    const char *want = p11_kit_uri_get_module_name(uri);
+    json_t *out = json_array(), *mods, *m;
+    size_t i;
+
+    *searched = '\0';
+    if (out == NULL)
+        return NULL;
+    /* RFC 7512 module-path names the library itself, registered or not */
+    if (path != NULL) {
+        candidates_of(uri, path, path, out, searched, len);
+        return out;
+    }
+    mods = ctok_p11_registered_modules();
+    json_array_foreach(mods, i, m)
+    {
+        const char *name = json_string_value(json_object_get(m, "name"));
+
+        if (want == NULL || strcmp(want, name) == 0)
+            candidates_of(uri, name, json_string_value(json_object_get(m, "path")), out, searched,
+                          len);
+    }
+    if (*searched == '\0')
+        say(searched, len, "%s",
+            want != NULL ? "no module registered with that module-name"
+                         : "no module registered with p11-kit");
+    json_decref(mods);
+    return out;
 }

@@ -17,8 +17,8 @@ static OSSL_FUNC_decoder_newctx_fn dec_newctx;
 static OSSL_FUNC_decoder_freectx_fn dec_freectx;
 static OSSL_FUNC_decoder_decode_fn pem_decode;
 
-#define BEGIN "-----BEGIN " CTOK_KEYREF_PEM_LABEL "-----"
-#define END "-----END " CTOK_KEYREF_PEM_LABEL "-----"
+/* ctok's own key references, and pkcs11-provider's (a pkcs11: URI inside) */
+static const char *const labels[] = {CTOK_KEYREF_PEM_LABEL, CTOK_P11PROV_PEM_LABEL};
 #define MAX_BODY 8192               /* a key reference's DER: a URI, far below this */
 #define MAX_TEXT (MAX_BODY / 3 * 4) /* its base64 text */
 #define MAX_PREAMBLE 65536          /* text before the BEGIN line that is read at all */
@@ -55,10 +55,10 @@ static void chomp(char *line)
  * first block is not one. Reads at most MAX_PREAMBLE bytes before the BEGIN line and MAX_TEXT
  * characters of body: every PEM read in the process passes here, huge files included.
  */
-static int read_text(BIO *in, BUF_MEM *text)
+static int read_text(BIO *in, BUF_MEM *text, const char **label)
 {
-    char line[256];
-    size_t seen = 0, n;
+    char line[256], end[64];
+    size_t seen = 0, n, k;
 
     /* text before the first block is allowed, as in any PEM file */
     do {
@@ -67,13 +67,19 @@ static int read_text(BIO *in, BUF_MEM *text)
         seen += strlen(line);
         chomp(line);
     } while (strncmp(line, "-----BEGIN ", 11) != 0);
-    if (strcmp(line, BEGIN) != 0)
+    for (k = 0; k < sizeof(labels) / sizeof(labels[0]); k++)
+        if (strncmp(line + 11, labels[k], strlen(labels[k])) == 0 &&
+            strcmp(line + 11 + strlen(labels[k]), "-----") == 0)
+            break;
+    if (k == sizeof(labels) / sizeof(labels[0]))
         return 0; /* somebody else's PEM: a certificate, a key, ... */
+    *label = labels[k];
+    snprintf(end, sizeof(end), "-----END %s-----", labels[k]);
     for (;;) {
         if (BIO_gets(in, line, sizeof(line)) <= 0)
             return -1;
         chomp(line);
-        if (strcmp(line, END) == 0)
+        if (strcmp(line, end) == 0)
             return 1;
         n = strlen(line);
         if (text->length + n > MAX_TEXT || !BUF_MEM_grow(text, text->length + n))
@@ -88,12 +94,12 @@ static int read_text(BIO *in, BUF_MEM *text)
  * The text is decoded in one go into a buffer sized for it: EVP_DecodeUpdate also flushes
  * characters it kept from earlier calls, so a per-line bound does not bound what it writes.
  */
-static int read_block(BIO *in, unsigned char **der, int *derlen)
+static int read_block(BIO *in, unsigned char **der, int *derlen, const char **label)
 {
     BUF_MEM *text = BUF_MEM_new();
     EVP_ENCODE_CTX *b64 = NULL;
     unsigned char *out = NULL;
-    int r = text != NULL ? read_text(in, text) : -1, n, total = 0, ok = 0;
+    int r = text != NULL ? read_text(in, text, label) : -1, n, total = 0, ok = 0;
 
     if (r == 0)
         goto end;
@@ -113,9 +119,7 @@ static int read_block(BIO *in, unsigned char **der, int *derlen)
 end:
     if (r != 0 && !ok) {
         ok = -1;
-        CTOK_ERR(CTOK_R_BAD_URI,
-                 "a '" CTOK_KEYREF_PEM_LABEL "' PEM block is damaged or longer "
-                 "than %d characters",
+        CTOK_ERR(CTOK_R_BAD_URI, "a '%s' PEM block is damaged or longer than %d characters", *label,
                  MAX_TEXT);
     }
     EVP_ENCODE_CTX_free(b64);
@@ -160,7 +164,7 @@ static int find_ref(struct decctx *c, char *uri, const struct ctok_ui *ui, struc
 }
 
 /* Does the reference name a private key, as far as can be told without logging in? */
-static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
+static int resolvable(struct decctx *c, const unsigned char *der, size_t len, const char *label)
 {
     char *uri = ctok_keyref_decode(der, len);
     struct ctok_found *f = NULL;
@@ -169,7 +173,7 @@ static int resolvable(struct decctx *c, const unsigned char *der, size_t len)
     int r;
 
     if (uri == NULL) {
-        CTOK_ERR(CTOK_R_BAD_URI, "a '" CTOK_KEYREF_PEM_LABEL "' PEM block holds no key reference");
+        CTOK_ERR(CTOK_R_BAD_URI, "a '%s' PEM block holds no key reference", label);
         return 0;
     }
     r = find_ref(c, uri, NULL, &u, &f, &n);
@@ -188,20 +192,21 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
     BIO *in = lc != NULL ? BIO_new_from_core_bio(lc, cin) : NULL;
     unsigned char *der = NULL;
     int len = 0, objtype = OSSL_OBJECT_PKEY, ok = 1, r;
+    const char *label = CTOK_KEYREF_PEM_LABEL;
 
     (void)selection;
     (void)pw_cb;
     (void)pw_cbarg;
     if (in == NULL)
         return 0;
-    r = read_block(in, &der, &len);
+    r = read_block(in, &der, &len, &label);
     if (r != 0) {
         /*
          * A damaged block, or a reference to nothing, fails here with its own error: past
          * this step the file loader decodes by value, and OpenSSL 3.0 drops errors of that
          * path.
          */
-        if (r < 0 || !resolvable(c, der, (size_t)len)) {
+        if (r < 0 || !resolvable(c, der, (size_t)len, label)) {
             OPENSSL_free(der);
             BIO_free(in);
             return 0;

@@ -108,6 +108,13 @@ struct ctok_backend {
     int (*enumerate)(ctok_token *tok, ctok_object_cb cb, void *arg);
     /* Does the token match a pkcs11: URI's token attributes (P11KitUri)? */
     int (*match_p11_uri)(ctok_token *tok, void *p11uri);
+    /*
+     * Zero-config pkcs11: URIs: config entries for the tokens the system offers (PKCS#11: the
+     * slots of p11-kit's registered modules, or of the URI's module-path) that match the URI's
+     * token and module attributes, as a JSON array; searched says what was looked at. May be
+     * NULL.
+     */
+    json_t *(*uri_candidates)(void *p11uri, char *searched, size_t len);
     /* CTOK_OBJ_* types that may be hidden until the token is logged in. */
     unsigned int (*hidden)(ctok_token *tok);
     /* Private key handle data for the key with this id (token active). */

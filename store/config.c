@@ -5,6 +5,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 
 #include "internal.h"
@@ -126,7 +127,7 @@ static const char *str_field(const json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
-static ctok_token *token_from_json(ctok_ctx *ctx, const char *path, size_t idx, json_t *o)
+ctok_token *ctok_token_from_json(ctok_ctx *ctx, const char *path, size_t idx, json_t *o)
 {
     ctok_token *tok;
     const char *name = str_field(o, "name"), *type = str_field(o, "type");
@@ -210,6 +211,14 @@ int ctok_config_load(ctok_ctx *ctx)
     json_t *o;
     int ok = 0;
 
+    /* no config file at all is a machine without configured tokens: pkcs11: URIs still
+     * resolve through p11-kit's modules (lookup.c) */
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        CTOK_DBG("config: %s does not exist: no configured tokens", path);
+        ctx->config_absent = 1;
+        ctx->tokens = calloc(1, sizeof(*ctx->tokens));
+        return ctx->tokens != NULL;
+    }
     if ((root = load_json(path)) == NULL)
         return 0;
     if (!json_is_object(root)) {
@@ -230,7 +239,7 @@ int ctok_config_load(ctok_ctx *ctx)
         goto end;
     json_array_foreach(tokens, i, o)
     {
-        ctok_token *tok = token_from_json(ctx, path, i, o);
+        ctok_token *tok = ctok_token_from_json(ctx, path, i, o);
 
         if (tok == NULL)
             goto end;
@@ -296,7 +305,7 @@ int ctok_entry_needs_code(ctok_ctx *ctx, const json_t *entry)
     ctok_token *tok = NULL;
     int r = -1;
 
-    if (e != NULL && (tok = token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL)
+    if (e != NULL && (tok = ctok_token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL)
         r = tok->be->needs_code == NULL || tok->be->needs_code(tok);
     ctok_token_free(tok);
     json_decref(e);
@@ -311,7 +320,7 @@ json_t *ctok_discover(ctok_ctx *ctx, const json_t *entry)
     /* a token of this process only, never written to the config */
     if (e != NULL && json_object_get(e, "name") == NULL)
         json_object_set_new(e, "name", json_string("discovery"));
-    if (e != NULL && (tok = token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL) {
+    if (e != NULL && (tok = ctok_token_from_json(ctx, ctok_ctx_config_path(ctx), 0, e)) != NULL) {
         if (tok->be->discover == NULL)
             CTOK_ERR(CTOK_R_UNSUPPORTED, "%s tokens offer no discovery", tok->type);
         else
@@ -397,7 +406,7 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
         CTOK_ERR(CTOK_R_DUPLICATE, "%s: a token named '%s' exists already", path, name);
         goto end;
     }
-    if ((tok = token_from_json(ctx, path, json_array_size(tokens), entry)) == NULL)
+    if ((tok = ctok_token_from_json(ctx, path, json_array_size(tokens), entry)) == NULL)
         goto end;
     if (!init_backend(tok, code, len))
         goto end;
@@ -466,7 +475,7 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, enum ctok_perm rule, ctok_
             goto end;
         }
         /* the edited entry must still be a valid token before anything is written */
-        if ((check = token_from_json(ctx, path, index, copy)) == NULL)
+        if ((check = ctok_token_from_json(ctx, path, index, copy)) == NULL)
             goto end;
         ctok_token_free(check);
         json_array_set(tokens, index, copy);

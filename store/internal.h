@@ -61,6 +61,10 @@ struct ctok_token {
     pid_t keys_pid;
     unsigned int keys_gen;
     struct ctok_certs *certs; /* certbind.c: read from "certificates" at first use; tok->lock */
+    /* a token made for a pkcs11: URI that no configured token matched: never written to the
+     * config, lives as long as the context; the next one (ctx->lock) */
+    int ephemeral;
+    ctok_token *eph_next;
 };
 
 struct ctok_ctx {
@@ -72,6 +76,8 @@ struct ctok_ctx {
     char *master_key;
     ctok_token **tokens;
     size_t n_tokens;
+    int config_absent;     /* no config file: no configured tokens */
+    ctok_token *ephemeral; /* zero-config tokens (lookup.c), newest first; lock */
 };
 
 /*
@@ -91,6 +97,8 @@ void ctok_audit(ctok_token *tok, const char *operation, const char *object, int 
 
 /* config.c */
 int ctok_config_load(ctok_ctx *ctx);
+/* config.c: a token from its config entry (idx: its place, for errors) */
+ctok_token *ctok_token_from_json(ctok_ctx *ctx, const char *path, size_t idx, json_t *o);
 /* token.c: authorization of a token known by name and rules (a config entry being edited) */
 int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm perm,
                          const char *operation, const char *object);

@@ -1,6 +1,12 @@
-/* Certificate-first lookup across every configured token (seed 004). */
+/*
+ * Certificate-first lookup across every configured token (seed 004), and for pkcs11: URIs no
+ * configured token matches, across the tokens of p11-kit's registered modules (zero config).
+ */
 #include <stdlib.h>
 #include <string.h>
+
+#include <p11-kit/uri.h>
+#include <openssl/err.h>
 
 #include "internal.h"
 
@@ -277,8 +283,8 @@ static int may_open(const ctok_token *t, unsigned int flags)
  * CTOK_FIND_NO_LOGIN such tokens are only counted in *unrevealed. Certificate criteria log in
  * only where certificates are hidden, or where a certificate they match may have keys hidden.
  */
-static int reveal(ctok_ctx *ctx, const struct query *q, unsigned int want, int use_only,
-                  unsigned int flags, const struct ctok_ui *ui, struct collect *all,
+static int reveal(ctok_token *const *toks, size_t ntoks, const struct query *q, unsigned int want,
+                  int use_only, unsigned int flags, const struct ctok_ui *ui, struct collect *all,
                   const char *scanned, int *unrevealed)
 {
     const struct ctok_uri *u = q->u;
@@ -287,8 +293,8 @@ static int reveal(ctok_ctx *ctx, const struct query *q, unsigned int want, int u
     int filtered = u->object != NULL || u->has_id || q->crit != NULL;
     int found = has_match(q, all, want);
 
-    for (size_t i = 0; i < ctx->n_tokens; i++) {
-        ctok_token *t = ctx->tokens[i];
+    for (size_t i = 0; i < ntoks; i++) {
+        ctok_token *t = toks[i];
         unsigned int hidden;
 
         if (!may_open(t, flags) || !selected(u, t) ||
@@ -335,6 +341,107 @@ int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const
     return ctok_find_where(ctx, u, NULL, types, ui, out, nout);
 }
 
+/* The configured tokens a pkcs11: URI's token attributes select, for errors ("" if none). */
+static void configured_p11(ctok_ctx *ctx, const struct ctok_uri *u, char *buf, size_t len, int *any)
+{
+    size_t used = 0;
+
+    *buf = '\0';
+    *any = 0;
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        ctok_token *t = ctx->tokens[i];
+
+        if (t->be->match_p11_uri == NULL)
+            continue;
+        /* a token that cannot be opened now is not what the URI names: its error goes */
+        ERR_set_mark();
+        if (selected(u, t))
+            *any = 1;
+        ERR_pop_to_mark();
+        if (used + 1 < len)
+            used +=
+                (size_t)snprintf(buf + used, len - used, "%s'%s'", used > 0 ? ", " : "", t->name);
+    }
+}
+
+/* The token attributes of a pkcs11: URI, as a URI: never its query (a pin-value). */
+static char *token_part(P11KitUri *from)
+{
+    P11KitUri *t = p11_kit_uri_new();
+    char *s = NULL;
+
+    if (t == NULL)
+        return NULL;
+    memcpy(p11_kit_uri_get_token_info(t), p11_kit_uri_get_token_info(from), sizeof(CK_TOKEN_INFO));
+    if (p11_kit_uri_format(t, P11_KIT_URI_FOR_TOKEN, &s) != P11_KIT_URI_OK)
+        s = NULL;
+    p11_kit_uri_free(t);
+    return s;
+}
+
+/*
+ * Zero-config pkcs11: URIs, as p11-kit consumers resolve them: when no configured token matches,
+ * the tokens of p11-kit's registered modules (or of the URI's module-path) that do, each made
+ * once per context (its login then lasts as a configured token's does) and never written to
+ * the config. Their permissions are view and use: what an unconfigured user of a PKCS#11 token
+ * expects, not key generation or removal. NULL with an error naming what was searched.
+ */
+static ctok_token **zero_config(ctok_ctx *ctx, const struct ctok_uri *u, const char *configured,
+                                size_t *n)
+{
+    char searched[1024] = "", *shown = NULL;
+    json_t *entries = NULL, *e;
+    ctok_token **v = NULL;
+    size_t i;
+
+    *n = 0;
+    for (size_t k = 0; entries == NULL && ctok_backends[k] != NULL; k++)
+        if (ctok_backends[k]->uri_candidates != NULL)
+            entries = ctok_backends[k]->uri_candidates(u->p11, searched, sizeof(searched));
+    if (entries == NULL || json_array_size(entries) == 0) {
+        shown = token_part(u->p11);
+        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN,
+                 "no PKCS#11 token matches '%s': searched the configured tokens (%s%s%s) and "
+                 "the modules registered with p11-kit: %s",
+                 shown != NULL ? shown : "pkcs11:", *configured != '\0' ? configured : "none in ",
+                 *configured != '\0' ? "" : ctx->config_path,
+                 *configured == '\0' && ctx->config_absent ? ", which does not exist" : "",
+                 searched);
+        free(shown);
+        json_decref(entries);
+        return NULL;
+    }
+    v = calloc(json_array_size(entries), sizeof(*v));
+    if (v == NULL) {
+        json_decref(entries);
+        return NULL;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    json_array_foreach(entries, i, e)
+    {
+        ctok_token *t = ctx->ephemeral;
+
+        while (t != NULL && !json_equal(t->entry, e))
+            t = t->eph_next;
+        if (t == NULL && (t = ctok_token_from_json(ctx, "p11-kit", i, e)) != NULL) {
+            CTOK_DBG("lookup: no configured token matches: using '%s' of p11-kit", t->name);
+            t->ephemeral = 1;
+            t->eph_next = ctx->ephemeral;
+            ctx->ephemeral = t;
+        }
+        if (t == NULL)
+            break;
+        v[(*n)++] = t;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (*n < json_array_size(entries)) {
+        free(v);
+        v = NULL;
+    }
+    json_decref(entries);
+    return v;
+}
+
 int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_criteria *crit,
                     unsigned int types, const struct ctok_ui *ui, struct ctok_found **out,
                     size_t *nout)
@@ -344,7 +451,8 @@ int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_c
     struct ctok_found *res = NULL;
     size_t nres = 0;
     char *moved = NULL, *scanned = NULL;
-    ctok_token *named = NULL;
+    ctok_token *named = NULL, **toks, **eph = NULL;
+    size_t ntoks;
     unsigned int want =
         types & u->types & CTOK_OBJ_ANY & (cert_only_criteria(crit) ? CTOK_OBJ_CERT : CTOK_OBJ_ANY);
     int unrevealed = 0;
@@ -356,18 +464,29 @@ int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_c
         return 0;
     if ((u->token != NULL || u->token_id != NULL) &&
         (named = ctok_ctx_token_find(ctx, u->token, u->token_id)) == NULL) {
-        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s",
-                 u->token != NULL ? u->token : u->token_id, ctx->config_path);
+        ctok_ctx_unknown_token(ctx, u->token != NULL ? u->token : u->token_id);
         return 0;
     }
     if (named != NULL && !may_open(named, types)) {
         CTOK_ERR(CTOK_R_PERMISSION, "token '%s': rule 'use' is not permitted", named->name);
         return 0;
     }
-    if ((scanned = calloc(ctx->n_tokens + 1, 1)) == NULL)
-        return 0;
-    for (size_t i = 0; i < ctx->n_tokens; i++) {
-        ctok_token *t = ctx->tokens[i];
+    toks = ctx->tokens;
+    ntoks = ctx->n_tokens;
+    if (u->p11 != NULL) {
+        char configured[512];
+        int any;
+
+        configured_p11(ctx, u, configured, sizeof(configured), &any);
+        if (!any && (eph = zero_config(ctx, u, configured, &ntoks)) == NULL)
+            return 0;
+        if (!any)
+            toks = eph;
+    }
+    if ((scanned = calloc(ntoks + 1, 1)) == NULL)
+        goto err;
+    for (size_t i = 0; i < ntoks; i++) {
+        ctok_token *t = toks[i];
 
         if (!may_open(t, types) || !selected(u, t))
             continue;
@@ -387,7 +506,7 @@ int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_c
     }
     ctok_test_point("lookup-listed");
     /* private keys are found through certificates: those must be visible too */
-    if (!reveal(ctx, &q, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
+    if (!reveal(toks, ntoks, &q, want & CTOK_OBJ_PRIVATE ? want | CTOK_OBJ_CERT : want,
                 want == CTOK_OBJ_PRIVATE, types, ui, &all, scanned, &unrevealed))
         goto err;
     res = calloc(all.n + 1, sizeof(*res));
@@ -420,6 +539,7 @@ int ctok_find_where(ctok_ctx *ctx, const struct ctok_uri *u, const struct ctok_c
             memset(&all.v[i], 0, sizeof(all.v[i]));
     free(moved);
     free(scanned);
+    free(eph);
     ctok_found_free(all.v, all.n);
     *out = res;
     *nout = nres;
@@ -429,5 +549,6 @@ err:
     free(res);
     free(moved);
     free(scanned);
+    free(eph);
     return 0;
 }

@@ -72,8 +72,17 @@ void ctok_ctx_free(ctok_ctx *ctx)
     for (size_t i = 0; i < ctx->n_tokens; i++)
         if (ctx->tokens[i]->be != NULL && ctx->tokens[i]->be->release != NULL)
             ctx->tokens[i]->be->release(ctx->tokens[i]);
+    for (ctok_token *t = ctx->ephemeral; t != NULL; t = t->eph_next)
+        if (t->be != NULL && t->be->release != NULL)
+            t->be->release(t);
     for (size_t i = 0; i < ctx->n_tokens; i++)
         ctok_token_free(ctx->tokens[i]);
+    while (ctx->ephemeral != NULL) {
+        ctok_token *t = ctx->ephemeral;
+
+        ctx->ephemeral = t->eph_next;
+        ctok_token_free(t);
+    }
     free(ctx->tokens);
     free(ctx->master_key);
     free(ctx->propq);
@@ -132,6 +141,15 @@ ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id)
             return t;
     }
     return NULL;
+}
+
+void ctok_ctx_unknown_token(ctok_ctx *ctx, const char *name)
+{
+    if (ctx->config_absent)
+        CTOK_ERR(CTOK_R_CONFIG, "no token named '%s': the config file %s does not exist", name,
+                 ctx->config_path);
+    else
+        CTOK_ERR(CTOK_R_UNKNOWN_TOKEN, "no token named '%s' in %s", name, ctx->config_path);
 }
 
 const char *ctok_token_name(const ctok_token *tok)

@@ -125,6 +125,9 @@ int ctok_ctx_load(ctok_ctx *ctx);
 size_t ctok_ctx_token_count(ctok_ctx *ctx);
 ctok_token *ctok_ctx_token_at(ctok_ctx *ctx, size_t i);
 ctok_token *ctok_ctx_token_find(ctok_ctx *ctx, const char *name, const char *id);
+/* Raises the error for a token name (or id) the config does not have: CTOK_R_UNKNOWN_TOKEN,
+ * or CTOK_R_CONFIG when there is no config file at all. */
+void ctok_ctx_unknown_token(ctok_ctx *ctx, const char *name);
 
 /*
  * Adds a token to the config file: under a lock, re-reading the file, atomically. The
@@ -403,12 +406,16 @@ void ctok_found_free(struct ctok_found *f, size_t n);
 
 /* ---- key-reference PEM files ---- */
 #define CTOK_KEYREF_PEM_LABEL "CTOK URI"
-/* The URI a key-reference DER body holds (OPENSSL_free it), or NULL if it is not one. */
+/* pkcs11-provider's key references: DER SEQUENCE { desc VisibleString, uri UTF8String } */
+#define CTOK_P11PROV_PEM_LABEL "PKCS#11 PROVIDER URI"
+/* The URI a key-reference DER body (ctok's or pkcs11-provider's, whose URI must be a pkcs11:
+ * URI) holds (OPENSSL_free it), or NULL if it is not one. */
 char *ctok_keyref_decode(const uint8_t *der, size_t len);
 /*
  * Parses a key reference's URI: as ctok_uri_parse, but a URI with pin-value or pin-source
  * is refused (CTOK_R_BAD_URI): a reference is no secret, and whoever hands an application
- * a file must not choose the code sent to a token or a file ctok reads.
+ * a file must not choose the code sent to a token or a file ctok reads. So is a pkcs11: URI
+ * with module-path: nor the library a process loads (only p11-kit's registered modules).
  */
 int ctok_keyref_uri_parse(const char *uri, struct ctok_uri *u);
 /* Writes the key-reference PEM for uri (refused if ctok_keyref_uri_parse refuses it). */

@@ -439,10 +439,14 @@ def test_pkcs11_token_create_for_a_label_no_slot_has_fails_naming_it(build, tmp_
                              "--auth-file", pin), "no-such-label")
     assert "slots" in line
     p = k.ctok("token", "create", "--type", "pkcs11", "--name", "x", "--library", SOFTHSM_LIB,
-               "--ref-type", "serial", "--ref", "1", "--auth-file", pin)
+               "--ref-type", "slot-name", "--ref", "1", "--auth-file", pin)
     assert p.returncode in (1, 2) and "ref_type" in p.stderr.replace("ref-type", "ref_type"), \
         describe(p)
     assert not k.ws.config.exists() or k.entry("x") is None
+    # a serial no slot's token has: named as such
+    p = k.ctok("token", "create", "--type", "pkcs11", "--name", "x", "--library", SOFTHSM_LIB,
+               "--ref-type", "serial", "--ref", "no-such-serial", "--auth-file", pin)
+    assert p.returncode == 1 and "token serial 'no-such-serial'" in p.stderr, describe(p)
 
 
 @pytest.mark.parametrize("kind_name,drop", [("pkcs12", "--keystore"), ("pkcs11", "--library"),

@@ -172,6 +172,37 @@ def keyrefs(ws):
         emit("keyref_der", name, data)
 
 
+def p11prov_pems():
+    """pkcs11-provider's key references (SEQUENCE { desc VisibleString, uri UTF8String }
+    under -----BEGIN PKCS#11 PROVIDER URI-----), valid and near-valid."""
+    def tlv(tag, body):
+        return bytes([tag]) + der_len(len(body)) + body
+
+    def p11der(uri, desc=b"PKCS#11 Provider URI v1.0"):
+        return tlv(0x30, tlv(0x1A, desc) + tlv(0x0C, uri.encode()))
+
+    def pem(der):
+        return ("-----BEGIN PKCS#11 PROVIDER URI-----\n%s-----END PKCS#11 PROVIDER URI-----\n"
+                % base64.encodebytes(der).decode())
+
+    der = p11der("pkcs11:token=fuzz;object=key;type=private")
+    seeds = {
+        "valid-private.pem": pem(der),
+        "valid-leading-text.pem": "made by pkcs11-provider\n" + pem(der),
+        "valid-model-serial.pem": pem(p11der("pkcs11:model=SoftHSM%20v2;serial=1234;object=key")),
+        "near-module-path.pem": pem(p11der("pkcs11:token=fuzz;object=key?module-path=/x.so")),
+        "near-pin-value.pem": pem(p11der("pkcs11:token=fuzz;object=key?pin-value=1234")),
+        "near-ctok-uri.pem": pem(p11der("ctok:token=fuzz;object=key")),
+        "near-truncated-der.pem": pem(der[:-4]),
+        "near-trailing-byte.pem": pem(der + b"\0"),
+        "near-nul-in-uri.pem": pem(p11der("pkcs11:token=fuzz\0;object=key")),
+        "near-integer-first.pem": pem(tlv(0x30, b"\x02\x01\x00" + tlv(0x0C, b"pkcs11:token=x"))),
+        "near-end-label-mismatch.pem": pem(der).replace("END PKCS#11 PROVIDER URI", "END CTOK URI"),
+    }
+    for name, data in seeds.items():
+        emit("p11prov_pem", name, data)
+
+
 def der_len(n):
     if n < 0x80:
         return bytes([n])
@@ -279,6 +310,7 @@ def main():
         uris()
         configs(ws)
         keyrefs(ws)
+        p11prov_pems()
         stored()
         keystores(ws, tok)
         attribute_files()

@@ -9,7 +9,7 @@ mode=$2
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$build/tests/fuzz
 secs=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"ctok_uri pkcs11_uri config keyref_pem keyref_der auth_stored pkcs12 p11_attrs"}
+targets=${FUZZ_TARGETS:-"ctok_uri pkcs11_uri config keyref_pem keyref_der auth_stored pkcs12 p11_attrs p11prov_pem"}
 # the AWS KMS response parsers
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" kms_list_aliases kms_get_public_key kms_sign kms_create_key kms_schedule_deletion"
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" kms_error kms_imds_creds"
@@ -26,14 +26,14 @@ factor() {
     pkcs12) echo 8 ;;
     keyref_der) echo 5 ;;
     config) echo 3 ;;
-    keyref_pem | p11_attrs) echo 2 ;;
+    keyref_pem | p11prov_pem | p11_attrs) echo 2 ;;
     *) echo 1 ;;
     esac
 }
 # Longest input: the PEM decoder's body bound (8192 bytes) must be reachable.
 max_len() {
     case $1 in
-    keyref_pem) echo 16384 ;;
+    keyref_pem | p11prov_pem) echo 16384 ;;
     pkcs12) echo 8192 ;;
     *) echo 4096 ;;
     esac
