@@ -406,7 +406,7 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
 end:
     ctok_token_free(tok);
     json_decref(root);
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(path, lockfd);
     return ok;
 }
 
@@ -475,7 +475,7 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, enum ctok_perm rule, ctok_
 end:
     json_decref(copy);
     json_decref(root);
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(path, lockfd);
     return ok;
 }
 
