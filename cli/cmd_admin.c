@@ -239,6 +239,8 @@ int cmd_token_activate(struct cli *c)
         c->argv[0]);
 }
 
+#define SOURCE_LEN 300 /* "file PATH" of the restored source, for the report */
+
 /* The configured source comes back; an entry remembered before fallbacks were kept prompts. */
 static int edit_forget(json_t *config, json_t *e, void *arg)
 {
@@ -251,8 +253,9 @@ static int edit_forget(json_t *config, json_t *e, void *arg)
     if (json_object_get(auth, "stored") == NULL)
         return 1; /* nothing stored: nothing to forget */
     auth = fallback != NULL ? json_deep_copy(fallback) : json_pack("{s:b}", "prompt", 1);
-    json_object_foreach(auth, k, v) snprintf(source, 300, "%s%s%s", k, json_is_string(v) ? " " : "",
-                                             json_is_string(v) ? json_string_value(v) : "");
+    json_object_foreach(auth, k, v)
+        snprintf(source, SOURCE_LEN, "%s%s%s", k, json_is_string(v) ? " " : "",
+                 json_is_string(v) ? json_string_value(v) : "");
     json_object_set_new(e, "auth", auth);
     return 1;
 }
@@ -260,7 +263,7 @@ static int edit_forget(json_t *config, json_t *e, void *arg)
 int cmd_token_deactivate(struct cli *c)
 {
     ctok_token *tok = cli_token(c, c->argv[0]);
-    char source[300] = "";
+    char source[SOURCE_LEN] = "";
 
     if (tok == NULL ||
         !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DEACTIVATE, edit_forget, source) ||
