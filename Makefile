@@ -57,7 +57,9 @@ TSAN_SELECT ?= thread or fork or child
 VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
                   tests/test_cli_keys.py::test_ref_gives_a_key_reference_that_signs_with_the_token_key \
                   tests/test_p11_zeroconf.py::test_hostile_pkcs11_provider_pem_fails_cleanly \
-                  tests/test_p11_zeroconf.py::test_pkcs11_provider_key_reference_pem_signs
+                  tests/test_p11_zeroconf.py::test_pkcs11_provider_key_reference_pem_signs \
+                  tests/test_p11_conform_mech.py::test_dgst_sign_uses_the_allowed_mechanism_and_verifies \
+                  tests/test_p11_conform_misc.py::test_pkey_text_of_token_private_key_prints_public_part
 
 test-sanitize: test-deps
 	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON

@@ -52,6 +52,9 @@ ctok_token *cli_token(struct cli *c, const char *name);
 int cli_login(struct cli *c, ctok_token *tok);
 /* Reads a new auth code: --auth-file, --auth-env, or a prompt entered twice. */
 int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len);
+/* Reads the auth file as the provider will (ctok_auth_file_read: owner, mode, no symbolic
+ * link, safe folders) and refuses it with the provider's error line; the code is discarded. */
+int cli_auth_file_check(const char *tokname, const char *path);
 int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len);
 /* A secret from a file, an environment variable or the terminal (what names it). */
 int cli_read_secret(const char *file, const char *env, const char *what, char *buf, size_t bufsz,
@@ -79,6 +82,14 @@ int cli_report(struct cli *c, json_t *j, const char *fmt, ...)
 int cli_type_options(struct cli *c, const char *type, json_t *e, int create);
 /* The `token create` usage lines of every token type, from their tool fields. */
 void cli_token_create_help(FILE *out);
+
+/*
+ * A spinner on stderr while a slow operation runs (key generation, a keystore rewrite, whose
+ * PBKDF2 takes its time): only when stderr is a terminal and not with --json; erased by
+ * cli_progress_end. Begin it after every prompt: it would draw over one. NULL: no spinner.
+ */
+struct cli_progress *cli_progress_begin(struct cli *c, const char *what);
+void cli_progress_end(struct cli_progress *p);
 
 int cmd_token_create(struct cli *c);
 int cmd_slots(struct cli *c);

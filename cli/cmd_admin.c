@@ -22,7 +22,7 @@ int cmd_token_show(struct cli *c)
     j = json_deep_copy(entry);
     auth = json_object_get(j, "auth");
     if (json_object_get(auth, "stored") != NULL)
-        json_object_set_new(j, "auth", json_pack("{s:b}", "stored", 1));
+        json_object_set(auth, "stored", json_true());
     if (!ctok_token_open(tok)) {
         json_decref(j);
         return cli_fail();
@@ -126,6 +126,8 @@ int cmd_token_modify(struct cli *c)
     json_decref(scratch);
     if (r < 0)
         return EXIT_USAGE;
+    if (tok != NULL && c->auth_file != NULL && !cli_auth_file_check(c->argv[0], c->auth_file))
+        return cli_fail();
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
         return cli_fail();
     return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "modified", 1),
@@ -160,6 +162,21 @@ struct remember {
     size_t len;
 };
 
+/*
+ * {"stored": blob, "fallback": the configured source}: deactivate restores the fallback. A code
+ * stored again (re-activation, pin change) keeps the fallback it had.
+ */
+static json_t *stored_auth(json_t *old, const char *blob)
+{
+    json_t *fallback =
+        json_object_get(old, "stored") != NULL ? json_object_get(old, "fallback") : old;
+    json_t *auth = json_pack("{s:s}", "stored", blob);
+
+    if (fallback != NULL)
+        json_object_set_new(auth, "fallback", json_deep_copy(fallback));
+    return auth;
+}
+
 /* Stores the code encrypted under the master key: the token auto-activates from now on. */
 static int edit_remember(json_t *config, json_t *e, void *arg)
 {
@@ -173,7 +190,7 @@ static int edit_remember(json_t *config, json_t *e, void *arg)
     OPENSSL_cleanse(key, sizeof(key));
     if (blob == NULL)
         return 0;
-    json_object_set_new(e, "auth", json_pack("{s:s}", "stored", blob));
+    json_object_set_new(e, "auth", stored_auth(json_object_get(e, "auth"), blob));
     OPENSSL_clear_free(blob, strlen(blob));
     return 1;
 }
@@ -222,28 +239,45 @@ int cmd_token_activate(struct cli *c)
         c->argv[0]);
 }
 
+#define SOURCE_LEN 300 /* "file PATH" of the restored source, for the report */
+
+/* The configured source comes back; an entry remembered before fallbacks were kept prompts. */
 static int edit_forget(json_t *config, json_t *e, void *arg)
 {
+    json_t *auth = json_object_get(e, "auth"), *fallback = json_object_get(auth, "fallback");
+    char *source = arg;
+    const char *k;
+    json_t *v;
+
     (void)config;
-    (void)arg;
-    if (json_object_get(json_object_get(e, "auth"), "stored") == NULL)
+    if (json_object_get(auth, "stored") == NULL)
         return 1; /* nothing stored: nothing to forget */
-    json_object_set_new(e, "auth", json_pack("{s:b}", "prompt", 1));
+    auth = fallback != NULL ? json_deep_copy(fallback) : json_pack("{s:b}", "prompt", 1);
+    json_object_foreach(auth, k, v)
+        snprintf(source, SOURCE_LEN, "%s%s%s", k, json_is_string(v) ? " " : "",
+                 json_is_string(v) ? json_string_value(v) : "");
+    json_object_set_new(e, "auth", auth);
     return 1;
 }
 
 int cmd_token_deactivate(struct cli *c)
 {
     ctok_token *tok = cli_token(c, c->argv[0]);
+    char source[SOURCE_LEN] = "";
 
     if (tok == NULL ||
-        !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DEACTIVATE, edit_forget, NULL) ||
+        !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_DEACTIVATE, edit_forget, source) ||
         !ctok_token_deactivate(tok))
         return cli_fail();
-    return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "active", 0),
-                      "Token '%s' deactivated: no stored authentication code; applications will "
-                      "ask for it",
-                      c->argv[0]);
+    if (source[0] == '\0')
+        return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "active", 0),
+                          "Token '%s' deactivated (it had no stored authentication code)",
+                          c->argv[0]);
+    return cli_report(
+        c, json_pack("{s:s, s:b, s:s}", "token", c->argv[0], "active", 0, "auth", source),
+        "Token '%s' deactivated: the stored authentication code is removed; its configured "
+        "source is used again (%s)",
+        c->argv[0], source);
 }
 
 int cmd_pin_change(struct cli *c)
@@ -261,8 +295,13 @@ int cmd_pin_change(struct cli *c)
     nc.auth_file = c->new_auth_file;
     nc.auth_env = c->new_auth_env;
     ok = cli_read_secret(c->auth_file, c->auth_env, what, old, sizeof(old), &old_len) &&
-         cli_read_new_code(&nc, c->argv[0], code, sizeof(code), &len) &&
-         ctok_token_change_code(tok, old, old_len, code, len);
+         cli_read_new_code(&nc, c->argv[0], code, sizeof(code), &len);
+    if (ok) {
+        struct cli_progress *spinner = cli_progress_begin(c, "Changing the code");
+
+        ok = ctok_token_change_code(tok, old, old_len, code, len);
+        cli_progress_end(spinner);
+    }
     stored = strcmp(ctok_token_auth_kind(tok), "stored") == 0;
     if (ok && stored) {
         struct remember r = {c->ctx, ctok_token_id(tok), code, len};

@@ -46,7 +46,8 @@ int cmd_key_generate(struct cli *c)
     ctok_key *key;
     char hex[2 * CTOK_MAX_ID + 1], desc[64];
     const char *curve;
-    int bits;
+    struct cli_progress *spinner;
+    int bits, ok;
 
     if (!ctok_keyspec_parse(c->argv[2], &spec)) {
         cli_fail(); /* the parser's error lists what is accepted */
@@ -55,7 +56,12 @@ int cmd_key_generate(struct cli *c)
     if (*alias == '\0')
         return cli_usage("the alias must not be empty");
     tok = active_token(c, c->argv[0], CTOK_PERM_KEYGEN, "key generation");
-    if (tok == NULL || !ctok_token_generate(tok, alias, &spec))
+    if (tok == NULL)
+        return cli_fail();
+    spinner = cli_progress_begin(c, "Generating the key");
+    ok = ctok_token_generate(tok, alias, &spec);
+    cli_progress_end(spinner);
+    if (!ok)
         return cli_fail();
     /* read back what the token now holds */
     key = NULL;
@@ -227,8 +233,15 @@ int cmd_key_remove(struct cli *c)
     ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_KEYREMOVE, "key removal");
 
     char note[256];
+    struct cli_progress *spinner;
+    int ok;
 
-    if (tok == NULL || !ctok_token_remove(tok, c->argv[1], note, sizeof(note)))
+    if (tok == NULL)
+        return cli_fail();
+    spinner = cli_progress_begin(c, "Removing the key");
+    ok = ctok_token_remove(tok, c->argv[1], note, sizeof(note));
+    cli_progress_end(spinner);
+    if (!ok)
         return cli_fail();
     if (c->json)
         cli_print_json(json_pack("{s:s, s:s, s:b, s:s}", "token", c->argv[0], "alias", c->argv[1],
@@ -265,8 +278,12 @@ int cmd_cert_import(struct cli *c)
     ctok_token *tok =
         x != NULL ? active_token(c, c->argv[0], CTOK_PERM_MODIFY, "certificate import") : NULL;
     char hex[2 * CTOK_MAX_ID + 1] = "";
+    struct cli_progress *spinner =
+        tok != NULL ? cli_progress_begin(c, "Storing the certificate") : NULL;
+    int ok = tok != NULL && ctok_token_put_cert(tok, c->argv[1], x);
 
-    if (tok == NULL || !ctok_token_put_cert(tok, c->argv[1], x)) {
+    cli_progress_end(spinner);
+    if (!ok) {
         X509_free(x);
         return cli_fail();
     }

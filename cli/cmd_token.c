@@ -17,12 +17,15 @@ int cmd_token_create(struct cli *c)
     size_t len = 0;
     json_t *e, *fields;
     char *af = NULL;
+    struct cli_progress *spinner;
     int ok, needs;
 
     if (c->type == NULL || c->name == NULL)
         return cli_usage("token create needs --type and --name");
     if (c->auth_file != NULL && c->auth_env != NULL)
         return cli_usage("give --auth-file or --auth-env, not both");
+    if (c->auth_file != NULL && !cli_auth_file_check(c->name, c->auth_file))
+        return cli_fail();
     fields = json_object();
     if (cli_type_options(c, c->type, fields, 1) < 0) {
         json_decref(fields);
@@ -51,7 +54,9 @@ int cmd_token_create(struct cli *c)
     json_object_set_new(e, "explicit_ecc", json_boolean(c->explicit_ecc));
     if (c->pin_cache_fork)
         json_object_set_new(e, "pin_cache_fork", json_true());
+    spinner = cli_progress_begin(c, "Creating the token");
     ok = ctok_config_add_token(c->ctx, e, needs ? code : NULL, len);
+    cli_progress_end(spinner);
     OPENSSL_cleanse(code, sizeof(code));
     json_decref(e);
     free(af);

@@ -2,11 +2,13 @@
 /* Shared pieces of the tool: tokens by name, auth codes from files, env or the terminal. */
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
-#include <termios.h>
+#include <signal.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 
@@ -44,36 +46,25 @@ ctok_token *cli_token(struct cli *c, const char *name)
     return tok;
 }
 
-/* Reads a line from the terminal without echo. */
+/*
+ * The terminal prompt (ctok_tty_read, OpenSSL's UI, shared with the provider). Ctrl-C has
+ * restored the terminal's echo by the time we know of it; the tool then stops as an
+ * interrupted program does, by SIGINT.
+ */
+static int tty_ask(const char *prompt, const char *repeat, char *buf, size_t bufsz, size_t *len)
+{
+    int r = ctok_tty_read(prompt, repeat, buf, bufsz, len);
+
+    if (r == CTOK_TTY_INTERRUPTED) {
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+    }
+    return r;
+}
+
 int cli_prompt(const char *prompt, char *buf, size_t bufsz, size_t *len)
 {
-    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
-    struct termios old, quiet;
-    ssize_t n = 0;
-    int ok = 0;
-
-    if (fd < 0)
-        return 0;
-    if (tcgetattr(fd, &old) == 0) {
-        quiet = old;
-        quiet.c_lflag &= ~(tcflag_t)ECHO;
-        tcsetattr(fd, TCSAFLUSH, &quiet);
-    }
-    if (write(fd, prompt, strlen(prompt)) >= 0) {
-        size_t got = 0;
-        char ch;
-
-        while (got + 1 < bufsz && (n = read(fd, &ch, 1)) == 1 && ch != '\n')
-            buf[got++] = ch;
-        buf[got] = '\0';
-        *len = got;
-        ok = n >= 0;
-    }
-    tcsetattr(fd, TCSAFLUSH, &old);
-    if (write(fd, "\n", 1) < 0)
-        ok = 0;
-    close(fd);
-    return ok;
+    return tty_ask(prompt, NULL, buf, bufsz, len) == CTOK_TTY_READ;
 }
 
 static int tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)
@@ -134,32 +125,37 @@ int cli_read_secret(const char *file, const char *env, const char *what, char *b
 
 int cli_read_new_code(struct cli *c, const char *tokname, char *buf, size_t bufsz, size_t *len)
 {
-    char again[CTOK_MAX_CODE + 1], prompt[256];
-    size_t alen = 0;
-    int ok;
+    char prompt[256];
+    int r;
 
     if (c->auth_file != NULL || c->auth_env != NULL) {
         snprintf(prompt, sizeof(prompt), "token '%s': authentication code", tokname);
         return cli_read_secret(c->auth_file, c->auth_env, prompt, buf, bufsz, len);
     }
     snprintf(prompt, sizeof(prompt), "Authentication code for new token '%s': ", tokname);
-    if (!cli_prompt(prompt, buf, bufsz, len)) {
+    r = tty_ask(prompt, "Repeat Authentication Code: ", buf, bufsz, len);
+    if (r == CTOK_TTY_MISMATCH)
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s': the repeated authentication code does not match",
+                 tokname);
+    else if (r != CTOK_TTY_READ)
         CTOK_ERR(CTOK_R_NO_CODE,
                  "token '%s': no terminal to ask for the authentication code "
                  "(use --auth-file or --auth-env)",
                  tokname);
-        return 0;
-    }
-    ok = cli_prompt("Repeat Authentication Code: ", again, sizeof(again), &alen) && alen == *len &&
-         CRYPTO_memcmp(again, buf, alen) == 0;
-    OPENSSL_cleanse(again, sizeof(again));
-    if (!ok) {
-        OPENSSL_cleanse(buf, bufsz);
-        CTOK_ERR(CTOK_R_INVALID_ARG,
-                 "token '%s': the repeated authentication code does not "
-                 "match",
-                 tokname);
-    }
+    return r == CTOK_TTY_READ;
+}
+
+int cli_auth_file_check(const char *tokname, const char *path)
+{
+    char code[CTOK_MAX_CODE + 1], what[300], *abs = cli_absolute(path);
+    size_t len = 0;
+    int ok;
+
+    /* the provider's reader and its words: what it would refuse later is refused now */
+    snprintf(what, sizeof(what), "token '%s': auth file", tokname);
+    ok = abs != NULL && ctok_auth_file_read(what, abs, code, sizeof(code), &len);
+    OPENSSL_cleanse(code, sizeof(code));
+    free(abs);
     return ok;
 }
 
@@ -354,4 +350,55 @@ void cli_token_create_help(FILE *out)
             fprintf(out, "    %s--%s %s%s  %s\n", f->required ? "" : "[", f->option,
                     f->kind == CTOK_FIELD_INT ? "N" : "VALUE", f->required ? "" : "]", f->help);
     }
+}
+
+struct cli_progress {
+    pthread_t thread;
+    const char *what;
+    int stop; /* atomic */
+};
+
+/* A frame at once (the operations given a spinner are known to be slow), then every 100 ms. */
+static void *spin(void *arg)
+{
+    struct cli_progress *p = arg;
+    static const char frames[] = "|/-\\";
+    const struct timespec tick = {0, 100 * 1000000L};
+    char line[200];
+
+    for (unsigned i = 0; !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE); i++) {
+        int n = snprintf(line, sizeof(line), "\r%s %c", p->what, frames[i % 4]);
+
+        if (write(STDERR_FILENO, line, (size_t)n) < 0)
+            break;
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
+struct cli_progress *cli_progress_begin(struct cli *c, const char *what)
+{
+    struct cli_progress *p;
+
+    if (c->json || !isatty(STDERR_FILENO) || (p = calloc(1, sizeof(*p))) == NULL)
+        return NULL;
+    p->what = what;
+    if (pthread_create(&p->thread, NULL, spin, p) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void cli_progress_end(struct cli_progress *p)
+{
+    static const char clear[] = "\r\033[K"; /* the line the spinner drew, erased */
+
+    if (p == NULL)
+        return;
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(p->thread, NULL);
+    if (write(STDERR_FILENO, clear, sizeof(clear) - 1) < 0)
+        p->stop = 2; /* nothing to do about a terminal that is gone */
+    free(p);
 }

@@ -208,9 +208,10 @@ void ctok_file_free(uint8_t *data, size_t len);
 int ctok_file_write_atomic(const char *path, const uint8_t *data, size_t len, int mode);
 /* Creates path with data unless it exists: 1 created, 0 it existed, -1 error. */
 int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len, int mode);
-/* An exclusive advisory lock beside path (path.lock); returns the fd or -1. */
+/* An exclusive advisory lock beside path (path.lock); returns the fd or -1. ctok_file_unlock
+ * releases it and removes path.lock: no lock file is left behind. */
 int ctok_file_lock(const char *path);
-void ctok_file_unlock(int fd);
+void ctok_file_unlock(const char *path, int fd);
 
 /* Fault hooks for tests: CTOK_TEST_STOP_AT=<point> stops the process there;
  * CTOK_TEST_DELAY_AT=<point>:<ms> delays every pass there but the first. */

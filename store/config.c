@@ -92,10 +92,29 @@ static int parse_auth(const char *path, ctok_token *tok, const json_t *auth)
     const char *keys[] = {"file", "env", "stored"};
     const enum ctok_auth_kind kinds[] = {CTOK_AUTH_FILE, CTOK_AUTH_ENV, CTOK_AUTH_STORED};
 
+    const json_t *fallback = json_object_get(auth, "fallback");
+
     tok->auth_kind = CTOK_AUTH_PROMPT;
     if (auth == NULL)
         return 1;
-    if (!json_is_object(auth) || json_object_size(auth) != 1) {
+    if (fallback != NULL) {
+        /* what `token activate --remember` kept of the configured source, for deactivate */
+        ctok_token probe = {.name = tok->name};
+        int ok = json_object_get(auth, "stored") != NULL &&
+                 json_object_get(fallback, "stored") == NULL &&
+                 json_object_get(fallback, "fallback") == NULL &&
+                 parse_auth(path, &probe, fallback);
+
+        free(probe.auth_arg);
+        if (!ok) {
+            CTOK_ERR(CTOK_R_CONFIG,
+                     "%s: token '%s': auth \"fallback\" goes with \"stored\" and must be one of "
+                     "{\"prompt\":true}, {\"file\":P}, {\"env\":NAME}",
+                     path, tok->name);
+            return 0;
+        }
+    }
+    if (!json_is_object(auth) || json_object_size(auth) != 1 + (fallback != NULL)) {
         CTOK_ERR(CTOK_R_CONFIG,
                  "%s: token '%s': \"auth\" must be one of {\"prompt\":true}, {\"file\":P}, "
                  "{\"env\":NAME}, {\"stored\":S}",
@@ -415,7 +434,7 @@ int ctok_config_add_token(ctok_ctx *ctx, json_t *entry, const char *code, size_t
 end:
     ctok_token_free(tok);
     json_decref(root);
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(path, lockfd);
     return ok;
 }
 
@@ -484,7 +503,7 @@ int ctok_config_edit(ctok_ctx *ctx, const char *name, enum ctok_perm rule, ctok_
 end:
     json_decref(copy);
     json_decref(root);
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(path, lockfd);
     return ok;
 }
 

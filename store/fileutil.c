@@ -265,33 +265,60 @@ err:
     return ok;
 }
 
+/*
+ * The lock file lives beside what it guards and is removed after use. Removing it is safe only
+ * because the holder unlinks it before unlocking and every locker checks, once it holds the
+ * lock, that the path still names the file it locked (fstat against lstat): one that waited on
+ * a file its holder has since removed holds a lock nobody else can see, and tries again.
+ */
 int ctok_file_lock(const char *path)
 {
     char *lp = NULL;
-    int fd;
+    int fd = -1;
 
     if (asprintf(&lp, "%s.lock", path) < 0)
         return -1;
-    fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    free(lp);
-    if (fd < 0) {
-        CTOK_ERR(CTOK_R_IO, "cannot lock '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    while (flock(fd, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            CTOK_ERR(CTOK_R_IO, "cannot lock '%s': %s", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-    }
-    return fd;
-}
+    for (;;) {
+        struct stat held, named;
+        int gone;
 
-void ctok_file_unlock(int fd)
-{
+        if ((fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+            goto fail;
+        while (flock(fd, LOCK_EX) != 0)
+            if (errno != EINTR)
+                goto fail;
+        if (fstat(fd, &held) != 0)
+            goto fail;
+        gone = lstat(lp, &named) != 0;
+        if (gone && errno != ENOENT)
+            goto fail;
+        if (!gone && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+            break;
+        close(fd); /* removed or replaced by the holder we waited for: a dead lock, again */
+        fd = -1;
+    }
+    free(lp);
+    return fd;
+fail:
+    CTOK_ERR(CTOK_R_IO, "cannot lock '%s': %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
+    free(lp);
+    return -1;
+}
+
+void ctok_file_unlock(const char *path, int fd)
+{
+    char *lp = NULL;
+
+    if (fd < 0)
+        return;
+    /* unlinked while still held: nobody can lock this file after we let it go */
+    if (asprintf(&lp, "%s.lock", path) >= 0) {
+        unlink(lp);
+        free(lp);
+    }
+    close(fd);
 }
 
 int ctok_file_create_exclusive(const char *path, const uint8_t *data, size_t len, int mode)

@@ -75,7 +75,7 @@ static int begin_write(ctok_token *tok, struct p12_write *w)
     if (p12_read_keystore(tok) && p12_login_locked(tok, w->code, w->len) > 0)
         return 1;
     pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(w->lockfd);
+    ctok_file_unlock(ks->path, w->lockfd);
     OPENSSL_cleanse(w->code, sizeof(w->code));
     return 0;
 }
@@ -86,7 +86,7 @@ static int end_write(ctok_token *tok, struct p12_write *w, int ok)
 
     ok = ok && write_keystore(tok, w->code, w->len);
     pthread_mutex_unlock(&ks->lock);
-    ctok_file_unlock(w->lockfd);
+    ctok_file_unlock(ks->path, w->lockfd);
     OPENSSL_cleanse(w->code, sizeof(w->code));
     return ok;
 }
@@ -351,6 +351,6 @@ int p12_create(ctok_token *tok, const char *code, size_t len)
         ok = write_keystore(tok, code, len);
         pthread_mutex_unlock(&ks->lock);
     }
-    ctok_file_unlock(lockfd);
+    ctok_file_unlock(ks->path, lockfd);
     return ok && ctok_token_login_with(tok, code, len);
 }

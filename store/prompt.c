@@ -33,15 +33,43 @@ static int have_tty(void)
 /* One prompt at a time: threads signing at once with an always-authenticate key share a tty. */
 static pthread_mutex_t prompt_lock = PTHREAD_MUTEX_INITIALIZER;
 
+int ctok_tty_read(const char *prompt, const char *repeat, char *buf, size_t bufsz, size_t *len)
+{
+    char again[CTOK_MAX_CODE + 1] = "";
+    int max = (int)(bufsz > sizeof(again) ? sizeof(again) : bufsz) - 1, r = -1, res;
+    UI *ui;
+
+    if (bufsz < 2 || !have_tty())
+        return CTOK_TTY_NONE;
+    buf[0] = '\0';
+    pthread_mutex_lock(&prompt_lock);
+    ERR_set_mark();
+    ui = UI_new_method(UI_OpenSSL());
+    if (ui != NULL && UI_add_input_string(ui, prompt, 0, buf, 1, max) >= 0 &&
+        (repeat == NULL || UI_add_verify_string(ui, repeat, 0, again, 1, max, buf) >= 0))
+        r = UI_process(ui);
+    UI_free(ui); /* cleanses its own copies */
+    ERR_pop_to_mark();
+    pthread_mutex_unlock(&prompt_lock);
+    /* UI_process: -2 interrupted; -1 also for a repeat that differs, after both were typed */
+    if (r == 0) {
+        *len = strlen(buf);
+        res = CTOK_TTY_READ;
+    } else {
+        res = r == -2                                                ? CTOK_TTY_INTERRUPTED
+              : repeat != NULL && buf[0] != '\0' && again[0] != '\0' ? CTOK_TTY_MISMATCH
+                                                                     : CTOK_TTY_NONE;
+        OPENSSL_cleanse(buf, bufsz);
+    }
+    OPENSSL_cleanse(again, sizeof(again));
+    return res;
+}
+
 int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size_t *len)
 {
     const char *tokname = arg != NULL ? arg : info;
     char prompt[300];
-    UI *ui;
-    int r = -1;
 
-    if (bufsz < 2)
-        return 0;
     if (!have_tty()) {
         CTOK_ERR(CTOK_R_NO_CODE,
                  "token '%s': its auth is prompt and there is no terminal to ask on; configure "
@@ -50,20 +78,9 @@ int ctok_tty_get_code(void *arg, const char *info, char *buf, size_t bufsz, size
         return 0;
     }
     snprintf(prompt, sizeof(prompt), "Enter PIN for %s: ", info);
-    pthread_mutex_lock(&prompt_lock);
-    ERR_set_mark();
-    ui = UI_new_method(UI_OpenSSL());
-    if (ui != NULL && UI_add_input_string(ui, prompt, 0, buf, 1,
-                                          (int)(bufsz > INT_MAX ? INT_MAX : bufsz) - 1) >= 0)
-        r = UI_process(ui);
-    UI_free(ui); /* cleanses its copy of the result */
-    ERR_pop_to_mark();
-    pthread_mutex_unlock(&prompt_lock);
-    if (r != 0) {
-        OPENSSL_cleanse(buf, bufsz);
+    if (ctok_tty_read(prompt, NULL, buf, bufsz, len) != CTOK_TTY_READ) {
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s': no PIN was read from the terminal", tokname);
         return 0;
     }
-    *len = strlen(buf);
     return 1;
 }

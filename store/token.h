@@ -157,6 +157,15 @@ int ctok_master_key_ensure(ctok_ctx *ctx, json_t *config, uint8_t key[32]);
  * file"). buf gets a NUL-terminated code of *len < bufsz bytes.
  */
 int ctok_auth_file_read(const char *what, const char *path, char *buf, size_t bufsz, size_t *len);
+/*
+ * The one terminal prompt, the provider's and the tool's: OpenSSL's UI (UI_OpenSSL()) on
+ * /dev/tty, no echo, and echo restored when Ctrl-C interrupts it. repeat (or NULL): a second
+ * prompt whose answer must match. CTOK_TTY_READ 1, CTOK_TTY_NONE (no terminal, or nothing was
+ * read), CTOK_TTY_MISMATCH, CTOK_TTY_INTERRUPTED (Ctrl-C); buf is cleansed unless 1. No error
+ * is raised: the caller knows what was asked for.
+ */
+enum { CTOK_TTY_NONE = 0, CTOK_TTY_READ = 1, CTOK_TTY_MISMATCH = -1, CTOK_TTY_INTERRUPTED = -2 };
+int ctok_tty_read(const char *prompt, const char *repeat, char *buf, size_t bufsz, size_t *len);
 /* base64(nonce || AES-256-GCM(code) || tag), bound to the token id. */
 char *ctok_code_encrypt(const uint8_t key[32], const char *token_id, const char *code, size_t len);
 /* Forgets the token's activation in this process (and zeroizes the code); rule deactivate. */

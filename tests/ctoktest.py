@@ -381,6 +381,22 @@ def run(argv, env, input=None, timeout=TIMEOUT, cwd=None, text=True):
     return assert_no_secret(p, env)
 
 
+def wait_stopped(pid, timeout=60):
+    """Waits until process pid has stopped itself (CTOK_TEST_STOP_AT): "T", or None if it
+    ended or did not stop within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return None
+        if state == "T":
+            return state
+        time.sleep(0.05)
+    return None
+
+
 def run_with_tty(argv, env, answers, timeout=30):
     """Runs argv on a pseudo terminal (its controlling tty); each time the program
     prints a prompt (output ending in ':'), the next answer is typed. Returns

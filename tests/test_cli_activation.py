@@ -53,10 +53,13 @@ def sign_detached(kind, tok, alias="k1", *opts):
     return p, sig, dg
 
 
-def remembered(kind, name="tok", alias="k1"):
+def remembered(kind, name="tok", alias="k1", configured_prompt=False):
     """A token with a key and certificate whose code is stored (activate --remember); the
-    code file is gone afterwards, so only the stored copy can activate it."""
+    code file is gone afterwards, so only the stored copy can activate it. configured_prompt:
+    its configured source (what deactivate restores) is the prompt, not the code file."""
     tok = kind.with_key(name, alias, "ec:P-256")
+    if configured_prompt:
+        assert_ok(kind.ctok("token", "modify", name, "--auth-prompt"))
     p = assert_ok(kind.ctok("token", "activate", name, "--auth-file", tok.pin_file,
                             "--remember"))
     assert "stored encrypted" in p.stdout and "auto-activation" in p.stdout, describe(p)
@@ -110,18 +113,21 @@ def test_activate_with_an_unset_variable_fails(kind):
 
 def test_activate_remember_stores_the_code_encrypted_under_a_new_0600_master_key(kind):
     tok = kind.create("tok")
+    configured = kind.entry("tok")["auth"]
     assert_ok(kind.ctok("token", "activate", "tok", "--auth-file", tok.pin_file, "--remember"))
     conf = kind.ws.load_config()
     mk = kind.ws.path("master.key")
     assert conf.get("master_key", str(mk)) == str(mk)
     assert mk.stat().st_mode & 0o777 == 0o600
     assert mk.stat().st_size == 32
-    assert set(kind.entry("tok")["auth"]) == {"stored"}
+    # the configured source is kept beside the stored code, for deactivate
+    assert set(kind.entry("tok")["auth"]) == {"stored", "fallback"}
+    assert kind.entry("tok")["auth"]["fallback"] == configured
     assert PIN not in kind.ws.config.read_text()
     assert stored_code(kind) == PIN
     # token show says a code is stored, never the stored blob
     shown = assert_ok(kind.ctok("token", "show", "tok", "--json"))
-    assert json.loads(shown.stdout)["auth"] == {"stored": True}
+    assert json.loads(shown.stdout)["auth"] == {"stored": True, "fallback": configured}
     assert kind.entry("tok")["auth"]["stored"] not in shown.stdout
     human = assert_ok(kind.ctok("token", "show", "tok"))
     assert kind.entry("tok")["auth"]["stored"] not in human.stdout
@@ -154,7 +160,7 @@ def test_stored_code_lets_openssl_sign_without_any_prompt(kind):
 
 
 def test_after_deactivate_openssl_needs_the_code_and_takes_it_from_passin(kind):
-    tok = remembered(kind)
+    tok = remembered(kind, configured_prompt=True)
     p = assert_ok(kind.ctok("token", "deactivate", "tok"))
     assert "Token 'tok' deactivated" in p.stdout
     assert kind.entry("tok")["auth"] == {"prompt": True}
@@ -172,7 +178,7 @@ def test_after_deactivate_openssl_needs_the_code_and_takes_it_from_passin(kind):
 
 
 def test_after_deactivate_openssl_asks_on_the_terminal_naming_the_token(kind):
-    tok = remembered(kind)
+    tok = remembered(kind, configured_prompt=True)
     assert_ok(kind.ctok("token", "deactivate", "tok"))
     _, dg = digest_file(kind.ws)
     sig = kind.ws.path("tty.sig")

@@ -24,6 +24,7 @@ from ctoktest import (
     run_with_tty,
     sign_digest,
     verify_digest,
+    wait_stopped,
 )
 
 
@@ -368,20 +369,6 @@ def test_missing_config_is_a_one_line_error(ws):
 
 
 # ------------------------------------------------------------------ crash safety
-
-
-def wait_stopped(pid, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return None
-        if state == "T":
-            return state
-        time.sleep(0.05)
-    return None
 
 
 def kill_at_keystore_write(ws, *argv):
