@@ -4,6 +4,7 @@
  * library context, as an application would), which tokens config and where that came from,
  * and for each token: can it be opened, can its auth source give a code. Never a secret.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,19 @@ static void check_tokens(struct doctor *d, const struct found *f)
     json_object_set_new(o, "from", json_string(fromname));
     json_object_set_new(d->out, "tokens_config", o);
     json_object_set_new(d->out, "tokens", list);
+    /* no file is a machine without configured tokens (zero-config pkcs11: URIs still work);
+     * a file named on purpose that is not there is a typo that hides every token */
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        if (strcmp(fromname, ctok_config_from_name(CTOK_CONFIG_FROM_DEFAULT)) != 0)
+            problem(d, "tokens config %s (%s) does not exist: ctok sees no configured token", path,
+                    fromname);
+        else
+            say(d,
+                "  %s does not exist: no tokens configured (pkcs11: URIs still resolve "
+                "through the modules registered with p11-kit)\n",
+                path);
+        return;
+    }
     if ((ctx = ctok_ctx_new(NULL, NULL, path)) == NULL) {
         problem(d, "out of memory");
         return;
