@@ -292,3 +292,19 @@ def test_cloud_tokens_say_what_their_type_does_not_support(tmp_path, build, requ
     assert_fails_with(ws.ctok("cert", "import", name, "p256", str(chain)),
                       "token '%s'" % name, "not supported by token type awskms",
                       "nothing was imported")
+
+
+def test_a_pkcs11_renewal_that_fails_leaves_the_old_certificate(tmp_path, build):
+    from p11fixtures import copy_config, require_shim
+
+    setup = Setup("softhsm", tmp_path, build)
+    kid = setup.ws.add_key(setup.tok, "web", "ec:P-256")
+    new = setup.cert_for("web", "/CN=web-renewed", "renewed")
+    shim = setup.ws.view("shim.json", copy_config(setup.ws, tok={"library": str(require_shim())}))
+    p = shim.ctok("cert", "import", "tok", "web", str(new), "--replace",
+                  env={"CTOK_SHIM_FAIL": "C_CreateObject:1:CKR_DEVICE_MEMORY"})
+    assert_fails_with(p, "token 'tok': certificate 'web': storing it: CKR_DEVICE_MEMORY")
+    assert setup.p11("cert") == [{"label": "web", "id": kid.hex()}]
+    certs = setup.certs()
+    assert len(certs) == 1 and "CN=web" in certs[0]["subject"] and \
+        "renewed" not in certs[0]["subject"], certs
