@@ -219,7 +219,9 @@ static void refresh(struct p11_tok *pt)
         (void)ctok_p11_objects_load(pt);
 }
 
-static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
+/* Does an object of class cls carry this label (but for the objects of CKA_ID id, if given)? */
+static int label_used_but(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias,
+                          const uint8_t *id, size_t id_len)
 {
     int used = 0;
 
@@ -228,10 +230,17 @@ static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias
     pthread_mutex_lock(&pt->lock);
     refresh(pt);
     for (size_t i = 0; i < pt->n_objs; i++)
-        used |= pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0;
+        used |=
+            pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0 &&
+            (id == NULL || pt->objs[i].id_len != id_len || memcmp(pt->objs[i].id, id, id_len) != 0);
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     return used;
+}
+
+static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
+{
+    return label_used_but(pt, cls, alias, NULL, 0);
 }
 
 static int ec_params_der(const char *group, uint8_t **der, int *len)
@@ -588,7 +597,15 @@ int ctok_p11_rename(ctok_token *tok, unsigned int type, const char *old, const c
                  ctok_token_name(tok), what, new_label);
         return 0;
     }
-    if ((is_key && !key_id(tok, old, "rename", id, &id_len)) || !write_session(tok, &s, &gen))
+    if (is_key && !key_id(tok, old, "rename", id, &id_len))
+        return 0;
+    /* the key's certificates take its new label: it must not be another certificate's */
+    if (is_key && label_used_but(pt, CKO_CERTIFICATE, new_label, id, id_len)) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate of another key is named '%s'",
+                 ctok_token_name(tok), new_label);
+        return 0;
+    }
+    if (!write_session(tok, &s, &gen))
         return 0;
     rv = is_key ? find_handles(pt, s, NULL, NULL, id, id_len, h, &n)
                 : find_handles(pt, s, &cert_class, old, NULL, 0, h, &n);

@@ -386,6 +386,14 @@ int p12_rename(ctok_token *tok, unsigned int type, const char *old, const char *
     memcpy(id, k->id, id_len);
     if (is_key && !one_key_with_id(tok, old, id, id_len))
         return end_write(tok, &w, 0);
+    /* the key's certificates take its new label: it must not be another certificate's */
+    for (size_t i = 0; is_key && i < ks->n; i++)
+        if (!ks->e[i].is_key && strcmp(ks->e[i].label, new_label) == 0 &&
+            (ks->e[i].id_len != id_len || memcmp(ks->e[i].id, id, id_len) != 0)) {
+            CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate of another key is named '%s'",
+                     ctok_token_name(tok), new_label);
+            return end_write(tok, &w, 0);
+        }
     /* a certificate by its label; a key with the objects of its id */
     for (size_t i = 0; ok && i < ks->n; i++) {
         struct p12_entry *e = &ks->e[i];

@@ -228,11 +228,16 @@ def test_rename_refuses_a_taken_label_and_a_missing_object(setup):
                       "token 'tok'", "a key named 'b' exists already")
     assert_fails_with(setup.ctok("cert", "rename", "tok", "a", "b"),
                       "token 'tok'", "a certificate named 'b' exists already")
-    assert_fails_with(setup.ctok("key", "rename", "tok", "nosuch", "c"),
+    # a key's certificates are renamed with it: not onto another key's certificate
+    assert_ok(setup.ctok("cert", "rename", "tok", "b", "c"))
+    assert_fails_with(setup.ctok("key", "rename", "tok", "a", "c"),
+                      "token 'tok'", "a certificate of another key is named 'c'")
+    assert_fails_with(setup.ctok("key", "rename", "tok", "nosuch", "d"),
                       "token 'tok'", "no key named 'nosuch'")
-    assert_fails_with(setup.ctok("cert", "rename", "tok", "nosuch", "c"),
+    assert_fails_with(setup.ctok("cert", "rename", "tok", "nosuch", "d"),
                       "token 'tok'", "no certificate named 'nosuch'")
     assert sorted(k["alias"] for k in setup.keys()) == ["a", "b"]
+    assert sorted(c["alias"] for c in setup.certs()) == ["a", "c"]
 
 
 def test_certificate_changes_need_the_modify_rule(ws):
