@@ -31,6 +31,7 @@ struct cli {
     const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
     int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;
     int allow_export, explicit_ecc, pin_cache_fork, no_pin_cache_fork;
+    int replace; /* cert import --replace */
     ctok_ctx *ctx;
 };
 
@@ -110,6 +111,9 @@ int cmd_pin_change(struct cli *c);
 int cmd_secret_encrypt(struct cli *c);
 int cmd_cert_list(struct cli *c);
 int cmd_cert_export(struct cli *c);
+int cmd_cert_remove(struct cli *c);
+int cmd_cert_rename(struct cli *c);
+int cmd_key_rename(struct cli *c);
 int cmd_mechanisms(struct cli *c);
 int cmd_doctor(struct cli *c);
 

@@ -130,6 +130,13 @@ int cmd_token_modify(struct cli *c)
         return cli_fail();
     if (tok == NULL || !ctok_config_edit(c->ctx, c->argv[0], CTOK_PERM_MODIFY, edit_modify, &m))
         return cli_fail();
+    /* which files name the token cannot be known: say what breaks and what does not */
+    if (c->name != NULL && strcmp(c->name, c->argv[0]) != 0)
+        fprintf(stderr,
+                "ctok: note: token '%s' is now '%s': URIs and key references that name it by "
+                "name (ctok:token=%s) stop working; those naming its id (token-id=%s, what "
+                "'ctok ref' writes) keep working\n",
+                c->argv[0], c->name, c->argv[0], ctok_token_id(tok));
     return cli_report(c, json_pack("{s:s, s:b}", "token", c->argv[0], "modified", 1),
                       "Token '%s' modified", c->argv[0]);
 }

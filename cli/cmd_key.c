@@ -1,9 +1,10 @@
-/* ctok key generate|list|test|remove, cert import|list|export, ref */
+/* ctok key generate|list|test|remove|rename, cert import|list|export|remove|rename, ref */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "cli.h"
@@ -252,60 +253,250 @@ int cmd_key_remove(struct cli *c)
     return EXIT_OK;
 }
 
-static X509 *read_cert(const char *path)
+/* Every certificate of a PEM file (a chain), or the one of a DER file; NULL with the error. */
+static STACK_OF(X509) * read_certs(const char *path)
 {
     BIO *b = BIO_new_file(path, "rb");
-    X509 *x = NULL;
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x;
 
-    if (b == NULL) {
+    if (b == NULL || sk == NULL) {
         CTOK_ERR(CTOK_R_IO, "cannot read certificate file '%s'", path);
+        BIO_free(b);
+        sk_X509_free(sk);
         return NULL;
     }
-    x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-    if (x == NULL) {
-        (void)BIO_reset(b);
-        x = d2i_X509_bio(b, NULL);
-    }
+    ERR_set_mark();
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+        if (!sk_X509_push(sk, x))
+            X509_free(x);
+    ERR_pop_to_mark(); /* the end of the PEM file */
+    if (sk_X509_num(sk) == 0 && BIO_reset(b) == 0 && (x = d2i_X509_bio(b, NULL)) != NULL &&
+        !sk_X509_push(sk, x))
+        X509_free(x);
     BIO_free(b);
-    if (x == NULL)
+    if (sk_X509_num(sk) == 0) {
         CTOK_ERR(CTOK_R_INVALID_ARG, "'%s' holds no PEM or DER certificate", path);
-    return x;
+        sk_X509_free(sk);
+        return NULL;
+    }
+    return sk;
 }
 
+/* The objects of these types on the token (rule view); NULL with the error raised. */
+static struct ctok_found *token_objects(struct cli *c, ctok_token *tok, unsigned int types,
+                                        size_t *n)
+{
+    struct ctok_uri u = {0};
+    struct ctok_found *f = NULL;
+
+    u.token = (char *)ctok_token_name(tok);
+    u.types = types;
+    return ctok_find(c->ctx, &u, types, NULL, &f, n) ? f : NULL;
+}
+
+/* The id (hex) of the certificate labelled label, as the token now reports it; "" if none. */
+static void cert_id_hex(struct cli *c, ctok_token *tok, const char *label, char *hex)
+{
+    size_t n = 0;
+    struct ctok_found *f = token_objects(c, tok, CTOK_OBJ_CERT, &n);
+
+    hex[0] = '\0';
+    for (size_t i = 0; f != NULL && i < n; i++)
+        if (strcmp(f[i].label, label) == 0)
+            ctok_hex(f[i].id, f[i].id_len, hex);
+    ctok_found_free(f, n);
+}
+
+/* The leaf of a chain: the certificate whose public key is a key's on the token, else the
+ * first. */
+static int chain_leaf(struct cli *c, ctok_token *tok, STACK_OF(X509) * chain)
+{
+    size_t n = 0;
+    struct ctok_found *f = token_objects(c, tok, CTOK_OBJ_PRIVATE | CTOK_OBJ_PUBLIC, &n);
+    int leaf = 0;
+
+    for (int k = 0; f != NULL && k < sk_X509_num(chain) && leaf == 0; k++)
+        for (size_t i = 0; i < n; i++)
+            if (f[i].pub != NULL &&
+                EVP_PKEY_eq(f[i].pub, X509_get0_pubkey(sk_X509_value(chain, k))) == 1) {
+                leaf = k;
+                break;
+            }
+    ctok_found_free(f, n);
+    return leaf;
+}
+
+/* What happens to one CA certificate of a chain. */
+struct ca_cert {
+    X509 *x;
+    char label[256];
+    int present; /* the same certificate has that label already: nothing to store */
+};
+
+/* A certificate labelled label on the token: 1 the same as x, -1 another one, 0 none. */
+static int label_holds(const struct ctok_found *f, size_t n, const char *label, X509 *x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(f[i].label, label) == 0)
+            return X509_cmp(f[i].cert, x) == 0 ? 1 : -1;
+    return 0;
+}
+
+/*
+ * Labels for the CA certificates of a chain, decided before anything is stored: a CA's subject
+ * CN, else (no CN, or another certificate holds that label) <alias>-ca<N>. One that is on the
+ * token already under that label is not stored again; a label that other certificates hold
+ * under both names is refused.
+ */
+static int plan_cas(struct cli *c, ctok_token *tok, const char *alias, STACK_OF(X509) * chain,
+                    int leaf, struct ca_cert *ca, int *n_ca)
+{
+    size_t n = 0;
+    struct ctok_found *f = token_objects(c, tok, CTOK_OBJ_CERT, &n);
+    int ok = f != NULL || n == 0;
+
+    *n_ca = 0;
+    if (sk_X509_num(chain) > 1 && !ctok_token_keeps_certs(tok)) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s': a chain's CA certificates are not supported by token type %s (it "
+                 "keeps one certificate file per key); nothing was imported: import the leaf "
+                 "alone",
+                 ctok_token_name(tok), ctok_token_type(tok));
+        ok = 0;
+    }
+    for (int k = 0; ok && k < sk_X509_num(chain); k++) {
+        struct ca_cert *a = &ca[*n_ca];
+        int held = -1;
+
+        if (k == leaf)
+            continue;
+        a->x = sk_X509_value(chain, k);
+        a->present = 0;
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(a->x), NID_commonName, a->label,
+                                      sizeof(a->label)) > 0 &&
+            strcmp(a->label, alias) != 0)
+            held = label_holds(f, n, a->label, a->x);
+        if (held < 0) {
+            snprintf(a->label, sizeof(a->label), "%s-ca%d", alias, *n_ca + 1);
+            held = label_holds(f, n, a->label, a->x);
+        }
+        if (held < 0) {
+            CTOK_ERR(CTOK_R_DUPLICATE,
+                     "token '%s': CA certificate %d of the chain: another certificate is "
+                     "named '%s' already; nothing was imported",
+                     ctok_token_name(tok), *n_ca + 1, a->label);
+            ok = 0;
+        }
+        a->present = held == 1;
+        (*n_ca)++;
+    }
+    ctok_found_free(f, n);
+    return ok;
+}
+
+static int store_cas(struct cli *c, ctok_token *tok, struct ca_cert *ca, int n_ca, json_t *list)
+{
+    for (int i = 0; i < n_ca; i++) {
+        char hex[2 * CTOK_MAX_ID + 1], *subj;
+
+        if (!ca[i].present && !ctok_token_put_cert(tok, ca[i].label, ca[i].x))
+            return 0;
+        cert_id_hex(c, tok, ca[i].label, hex);
+        subj = X509_NAME_oneline(X509_get_subject_name(ca[i].x), NULL, 0);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:b}", "label", ca[i].label, "id",
+                                              hex, "subject", subj != NULL ? subj : "", "stored",
+                                              !ca[i].present));
+        if (!c->json)
+            printf("%s CA certificate '%s' (%s, id %s)\n",
+                   ca[i].present ? "Already on the token:" : "Stored", ca[i].label,
+                   subj != NULL ? subj : "?", hex);
+        OPENSSL_free(subj);
+    }
+    return 1;
+}
+
+/*
+ * The leaf of the file (bound to its key by id, as before) and every CA certificate of a chain
+ * as an object of its own; --replace: the leaf replaces the certificate labelled ALIAS.
+ */
 int cmd_cert_import(struct cli *c)
 {
-    X509 *x = read_cert(c->argv[2]);
+    STACK_OF(X509) *chain = read_certs(c->argv[2]);
     ctok_token *tok =
-        x != NULL ? active_token(c, c->argv[0], CTOK_PERM_MODIFY, "certificate import") : NULL;
+        chain != NULL ? active_token(c, c->argv[0], CTOK_PERM_MODIFY,
+                                     c->replace ? "certificate replacement" : "certificate import")
+                      : NULL;
     char hex[2 * CTOK_MAX_ID + 1] = "";
-    struct cli_progress *spinner =
-        tok != NULL ? cli_progress_begin(c, "Storing the certificate") : NULL;
-    int ok = tok != NULL && ctok_token_put_cert(tok, c->argv[1], x);
+    struct ca_cert *ca = chain != NULL ? calloc((size_t)sk_X509_num(chain), sizeof(*ca)) : NULL;
+    json_t *cas = json_array();
+    int leaf = 0, n_ca = 0, ok;
+    X509 *x;
 
-    cli_progress_end(spinner);
-    if (!ok) {
-        X509_free(x);
+    ok = tok != NULL && ca != NULL;
+    if (ok) {
+        struct cli_progress *spinner;
+
+        leaf = chain_leaf(c, tok, chain);
+        x = sk_X509_value(chain, leaf);
+        ok = plan_cas(c, tok, c->argv[1], chain, leaf, ca, &n_ca);
+        spinner = ok ? cli_progress_begin(c, "Storing the certificate") : NULL;
+        ok = ok && (c->replace ? ctok_token_replace_cert(tok, c->argv[1], x)
+                               : ctok_token_put_cert(tok, c->argv[1], x));
+        cli_progress_end(spinner);
+    }
+    if (ok) {
+        cert_id_hex(c, tok, c->argv[1], hex);
+        if (!c->json)
+            printf("%s certificate '%s' %s token '%s' (id %s)\n",
+                   c->replace ? "Replaced" : "Imported", c->argv[1], c->replace ? "on" : "to",
+                   c->argv[0], hex);
+        ok = store_cas(c, tok, ca, n_ca, cas);
+    }
+    if (ok && c->json)
+        cli_print_json(json_pack("{s:s, s:s, s:s, s:b, s:O}", "token", c->argv[0], "alias",
+                                 c->argv[1], "id", hex, "replaced", c->replace, "ca_certificates",
+                                 cas));
+    json_decref(cas);
+    free(ca);
+    sk_X509_pop_free(chain, X509_free);
+    return ok ? EXIT_OK : cli_fail();
+}
+
+int cmd_cert_remove(struct cli *c)
+{
+    ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_MODIFY, "certificate removal");
+
+    if (tok == NULL || !ctok_token_remove_cert(tok, c->argv[1]))
         return cli_fail();
-    }
-    {
-        struct ctok_uri u = {0};
-        struct ctok_found *f;
-        size_t n;
+    return cli_report(
+        c, json_pack("{s:s, s:s, s:b}", "token", c->argv[0], "alias", c->argv[1], "removed", 1),
+        "Removed certificate '%s' from token '%s' (its key stays)", c->argv[1], c->argv[0]);
+}
 
-        u.token = (char *)ctok_token_name(tok);
-        u.object = c->argv[1];
-        u.types = CTOK_OBJ_CERT;
-        if (ctok_find(c->ctx, &u, CTOK_OBJ_CERT, NULL, &f, &n) && n > 0)
-            ctok_hex(f[0].id, f[0].id_len, hex);
-        ctok_found_free(f, n);
-    }
-    X509_free(x);
-    if (c->json)
-        cli_print_json(
-            json_pack("{s:s, s:s, s:s}", "token", c->argv[0], "alias", c->argv[1], "id", hex));
-    else
-        printf("Imported certificate '%s' to token '%s' (id %s)\n", c->argv[1], c->argv[0], hex);
-    return EXIT_OK;
+static int rename_object(struct cli *c, unsigned int type)
+{
+    const char *what = type == CTOK_OBJ_CERT ? "certificate" : "key";
+    ctok_token *tok = active_token(c, c->argv[0], CTOK_PERM_MODIFY,
+                                   type == CTOK_OBJ_CERT ? "certificate rename" : "key rename");
+
+    if (tok == NULL || !ctok_token_rename(tok, type, c->argv[1], c->argv[2]))
+        return cli_fail();
+    return cli_report(c,
+                      json_pack("{s:s, s:s, s:s, s:s}", "token", c->argv[0], "type", what, "old",
+                                c->argv[1], "new", c->argv[2]),
+                      "Renamed %s '%s' to '%s' on token '%s' (id kept)", what, c->argv[1],
+                      c->argv[2], c->argv[0]);
+}
+
+int cmd_cert_rename(struct cli *c)
+{
+    return rename_object(c, CTOK_OBJ_CERT);
+}
+
+int cmd_key_rename(struct cli *c)
+{
+    return rename_object(c, CTOK_OBJ_PRIVATE);
 }
 
 static const char *mem_data(BIO *b)
@@ -326,6 +517,7 @@ static size_t mem_len(BIO *b)
 
 int cmd_ref(struct cli *c)
 {
+    ctok_token *tok;
     char *uri;
     struct ctok_uri u = {0};
     struct ctok_found *f = NULL;
@@ -333,7 +525,7 @@ int cmd_ref(struct cli *c)
     BIO *out;
     int ok;
 
-    if (cli_token(c, c->argv[0]) == NULL)
+    if ((tok = cli_token(c, c->argv[0])) == NULL)
         return cli_fail();
     /* the reference must name something: certificate-first, as the provider will resolve it */
     u.token = c->argv[0];
@@ -348,16 +540,21 @@ int cmd_ref(struct cli *c)
                  c->argv[1]);
         return cli_fail();
     }
-    /* the whole URI or nothing: an alias of any length is escaped in full */
-    if ((uri = cli_object_uri(c->argv[0], c->argv[1], "private")) == NULL)
+    /* the whole URI or nothing: an alias of any length is escaped in full. The token by its
+     * unique id: the reference outlives a rename of the token */
+    if ((uri = ctok_uri_make_by_token_id(ctok_token_id(tok), c->argv[1], CTOK_OBJ_PRIVATE)) ==
+        NULL) {
+        CTOK_ERR(CTOK_R_INTERNAL, "token '%s': out of memory for the URI of '%s'", c->argv[0],
+                 c->argv[1]);
         return cli_fail();
+    }
     out = c->json ? BIO_new(BIO_s_mem()) : BIO_new_fp(stdout, BIO_NOCLOSE);
     ok = out != NULL && ctok_keyref_write_pem(out, uri);
     if (ok && c->json)
         cli_print_json(json_pack("{s:s, s:s, s:s, s:s%}", "token", c->argv[0], "alias", c->argv[1],
                                  "uri", uri, "pem", mem_data(out), mem_len(out)));
     BIO_free(out);
-    free(uri);
+    OPENSSL_free(uri);
     return ok ? EXIT_OK : cli_fail();
 }
 

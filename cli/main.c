@@ -80,8 +80,10 @@ static const char usage[] =
     "                                      token be opened, is its auth source readable\n"
     "Keys and certificates:\n"
     "  key generate TOKEN ALIAS SPEC       SPEC: see 'ctok key generate --help'\n"
-    "  key list TOKEN | test TOKEN ALIAS | remove TOKEN ALIAS\n"
-    "  cert import TOKEN ALIAS FILE | list TOKEN | export TOKEN ALIAS [--out FILE]\n"
+    "  key list TOKEN | test TOKEN ALIAS | remove TOKEN ALIAS | rename TOKEN OLD NEW\n"
+    "  cert import TOKEN ALIAS FILE [--replace]   a certificate or a chain; --replace: renewal\n"
+    "  cert list TOKEN | export TOKEN ALIAS [--out FILE]\n"
+    "  cert remove TOKEN LABEL | rename TOKEN OLD NEW\n"
     "  ref TOKEN ALIAS                     a key-reference PEM for applications\n"
     "\n"
     "Every command takes --json (machine-readable output) and --help; '--' ends options.\n"
@@ -120,6 +122,7 @@ enum {
     O_REMEMBER,
     O_PIN_CACHE_FORK,
     O_NO_PIN_CACHE_FORK,
+    O_REPLACE,
     O_COUNT
 };
 #define B(o) (1u << (o))
@@ -163,6 +166,7 @@ static const struct {
     [O_PIN_CACHE_FORK] = {"pin-cache-fork", no_argument, offsetof(struct cli, pin_cache_fork)},
     [O_NO_PIN_CACHE_FORK] = {"no-pin-cache-fork", no_argument,
                              offsetof(struct cli, no_pin_cache_fork)},
+    [O_REPLACE] = {"replace", no_argument, offsetof(struct cli, replace)},
 };
 
 struct command {
@@ -223,14 +227,30 @@ static const struct command commands[] = {
     {"key", "remove", cmd_key_remove, 2, AUTH,
      "key remove TOKEN ALIAS [--auth-file F | --auth-env V]\n  Removes the key pair and the "
      "certificates with its id. Needs the 'keyremove' rule."},
-    {"cert", "import", cmd_cert_import, 3, AUTH,
-     "cert import TOKEN ALIAS FILE [--auth-file F | --auth-env V]\n  A PEM or DER certificate, "
-     "stored with the id of the key it certifies.\n  Needs the 'modify' rule."},
+    {"key", "rename", cmd_key_rename, 3, AUTH,
+     "key rename TOKEN OLD NEW [--auth-file F | --auth-env V]\n  A new label for the key and "
+     "every object with its id (its public key and\n  certificates), the id kept (p11tool "
+     "--set-label). Needs the 'modify' rule."},
+    {"cert", "import", cmd_cert_import, 3, AUTH | B(O_REPLACE),
+     "cert import TOKEN ALIAS FILE [--replace] [--auth-file F | --auth-env V]\n"
+     "  A PEM or DER certificate, stored with the id of the key it certifies. A PEM chain:\n"
+     "  the leaf (the certificate of a key on the token, else the first) as ALIAS, each CA\n"
+     "  certificate as an object of its own, labelled with its subject CN (else ALIAS-caN),\n"
+     "  with the id of its key on the token, else its own key identifier (SHA-1 of its\n"
+     "  public key); one already there is kept. --replace (renewal): the leaf takes the\n"
+     "  place of the certificate ALIAS in one write, the old one stays if it fails.\n"
+     "  Needs the 'modify' rule."},
     {"cert", "list", cmd_cert_list, 1, 0,
      "cert list TOKEN [--json]\n  Each certificate with its ctok: URI (and its pkcs11: URI on a "
      "PKCS#11 token).\n  Needs the 'view' rule."},
     {"cert", "export", cmd_cert_export, 2, B(O_OUT),
      "cert export TOKEN ALIAS [--out FILE]\n  The certificate as PEM. Needs the 'view' rule."},
+    {"cert", "remove", cmd_cert_remove, 2, AUTH,
+     "cert remove TOKEN LABEL [--auth-file F | --auth-env V]\n  Removes the certificates "
+     "labelled LABEL, never a key. Needs the 'modify' rule."},
+    {"cert", "rename", cmd_cert_rename, 3, AUTH,
+     "cert rename TOKEN OLD NEW [--auth-file F | --auth-env V]\n  A new label for the "
+     "certificates labelled OLD, the id kept. Needs the 'modify' rule."},
     {"ref", NULL, cmd_ref, 2, 0,
      "ref TOKEN ALIAS\n  A key-reference PEM (-----BEGIN CTOK URI-----) on stdout: a key file "
      "for nginx,\n  Python ssl or any application that reads PEM keys."},

@@ -219,7 +219,9 @@ static void refresh(struct p11_tok *pt)
         (void)ctok_p11_objects_load(pt);
 }
 
-static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
+/* Does an object of class cls carry this label (but for the objects of CKA_ID id, if given)? */
+static int label_used_but(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias,
+                          const uint8_t *id, size_t id_len)
 {
     int used = 0;
 
@@ -228,10 +230,17 @@ static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias
     pthread_mutex_lock(&pt->lock);
     refresh(pt);
     for (size_t i = 0; i < pt->n_objs; i++)
-        used |= pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0;
+        used |=
+            pt->objs[i].cls == cls && strcmp(pt->objs[i].label, alias) == 0 &&
+            (id == NULL || pt->objs[i].id_len != id_len || memcmp(pt->objs[i].id, id, id_len) != 0);
     pthread_mutex_unlock(&pt->lock);
     ctok_p11_leave(pt->m);
     return used;
+}
+
+static int label_used(struct p11_tok *pt, CK_OBJECT_CLASS cls, const char *alias)
+{
+    return label_used_but(pt, cls, alias, NULL, 0);
 }
 
 static int ec_params_der(const char *group, uint8_t **der, int *len)
@@ -321,23 +330,91 @@ end:
     return ok;
 }
 
+/*
+ * The handles (at most 64) of the objects of class *cls (NULL: any) with this label (else this
+ * CKA_ID), found in session s.
+ */
+static CK_RV find_handles(struct p11_tok *pt, CK_SESSION_HANDLE s, const CK_OBJECT_CLASS *cls,
+                          const char *label, const uint8_t *id, size_t id_len,
+                          CK_OBJECT_HANDLE h[64], CK_ULONG *n)
+{
+    CK_ATTRIBUTE t[2];
+    CK_ULONG nt = 0;
+    CK_RV rv;
+
+    if (cls != NULL)
+        t[nt++] = (CK_ATTRIBUTE){CKA_CLASS, (void *)cls, sizeof(*cls)};
+    t[nt++] = label != NULL ? (CK_ATTRIBUTE){CKA_LABEL, (void *)label, strlen(label)}
+                            : (CK_ATTRIBUTE){CKA_ID, (void *)id, id_len};
+    *n = 0;
+    rv = ctok_p11_find_init(pt, s, t, nt);
+    if (rv == CKR_OK)
+        rv = P11_CALL(pt->m, C_FindObjects, (s, h, 64, n));
+    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
+    return rv;
+}
+
+static CK_RV destroy_handles(struct p11_tok *pt, CK_SESSION_HANDLE s, const CK_OBJECT_HANDLE *h,
+                             CK_ULONG n)
+{
+    CK_RV rv = CKR_OK;
+
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
+        rv = P11_CALL(pt->m, C_DestroyObject, (s, h[i]));
+    return rv;
+}
+
 /* Destroys every object with this CKA_ID: the key pair and its certificates. */
 static int destroy_id(struct p11_tok *pt, CK_SESSION_HANDLE s, const uint8_t *id, size_t len)
 {
-    CK_ATTRIBUTE t = {CKA_ID, (void *)id, len};
     CK_OBJECT_HANDLE h[64];
     CK_ULONG n = 0;
-    CK_RV rv = ctok_p11_find_init(pt, s, &t, 1);
+    CK_RV rv = find_handles(pt, s, NULL, NULL, id, len, h, &n);
 
     if (rv == CKR_OK)
-        rv = P11_CALL(pt->m, C_FindObjects, (s, h, 64, &n));
-    (void)P11_CALL(pt->m, C_FindObjectsFinal, (s));
-    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
-        rv = P11_CALL(pt->m, C_DestroyObject, (s, h[i]));
+        rv = destroy_handles(pt, s, h, n);
     if (rv != CKR_OK)
         CTOK_ERR(CTOK_R_BACKEND, "token '%s': removing objects failed: %s",
                  ctok_token_name(pt->tok), ctok_p11_rv_name(rv));
     return rv == CKR_OK;
+}
+
+/*
+ * The CKA_ID of the private key labelled alias, for an operation that goes by it (verb:
+ * "remove", "rename"): an empty or shared one would reach other keys too.
+ */
+static int key_id(ctok_token *tok, const char *alias, const char *verb, uint8_t *id, size_t *id_len)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    int found = 0, same_id = 0;
+
+    if (!ctok_p11_enter_token(pt))
+        return 0;
+    pthread_mutex_lock(&pt->lock);
+    refresh(pt);
+    for (size_t i = 0; i < pt->n_objs && !found; i++)
+        if (pt->objs[i].cls == CKO_PRIVATE_KEY && strcmp(pt->objs[i].label, alias) == 0) {
+            found = 1;
+            *id_len = pt->objs[i].id_len;
+            memcpy(id, pt->objs[i].id, *id_len);
+        }
+    for (size_t i = 0; i < pt->n_objs && found; i++)
+        same_id += pt->objs[i].cls == CKO_PRIVATE_KEY && pt->objs[i].id_len == *id_len &&
+                   memcmp(pt->objs[i].id, id, *id_len) == 0;
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+    if (!found) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", ctok_token_name(tok), alias);
+        return 0;
+    }
+    if (*id_len == 0 || same_id != 1) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s': key '%s' %s; refusing to %s it (it cannot be told apart)",
+                 ctok_token_name(tok), alias,
+                 *id_len == 0 ? "has no CKA_ID" : "shares its CKA_ID with another key", verb);
+        return 0;
+    }
+    return 1;
 }
 
 int ctok_p11_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
@@ -347,45 +424,85 @@ int ctok_p11_remove(ctok_token *tok, const char *alias, char *note, size_t notel
     struct p11_tok *pt = P11TOK(tok);
     uint8_t id[CTOK_MAX_ID];
     size_t id_len = 0;
-    int found = 0, same_id = 0, ok;
     CK_SESSION_HANDLE s;
     unsigned int gen;
+    int ok;
 
-    if (!ctok_p11_enter_token(pt))
-        return 0;
-    pthread_mutex_lock(&pt->lock);
-    refresh(pt);
-    for (size_t i = 0; i < pt->n_objs && !found; i++)
-        if (pt->objs[i].cls == CKO_PRIVATE_KEY && strcmp(pt->objs[i].label, alias) == 0) {
-            found = 1;
-            id_len = pt->objs[i].id_len;
-            memcpy(id, pt->objs[i].id, id_len);
-        }
-    for (size_t i = 0; i < pt->n_objs && found; i++)
-        same_id += pt->objs[i].cls == CKO_PRIVATE_KEY && pt->objs[i].id_len == id_len &&
-                   memcmp(pt->objs[i].id, id, id_len) == 0;
-    pthread_mutex_unlock(&pt->lock);
-    ctok_p11_leave(pt->m);
-    if (!found) {
-        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no key named '%s'", ctok_token_name(tok), alias);
-        return 0;
-    }
-    /* removal goes by CKA_ID: an empty or shared one would destroy other keys too */
-    if (id_len == 0 || same_id != 1) {
-        CTOK_ERR(CTOK_R_UNSUPPORTED,
-                 "token '%s': key '%s' %s; refusing to remove it (it cannot be told apart)",
-                 ctok_token_name(tok), alias,
-                 id_len == 0 ? "has no CKA_ID" : "shares its CKA_ID with another key");
-        return 0;
-    }
-    if (!write_session(tok, &s, &gen))
+    if (!key_id(tok, alias, "remove", id, &id_len) || !write_session(tok, &s, &gen))
         return 0;
     ok = destroy_id(pt, s, id, id_len);
     write_done(pt, s, gen);
     return ok;
 }
 
-int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+/* The id a new certificate gets: its key's on the token, else the one of the certificate it
+ * replaces (replace), else its own key identifier. */
+static void cert_id(struct p11_tok *pt, EVP_PKEY *cpub, const char *replaces, uint8_t *id,
+                    size_t *id_len)
+{
+    *id_len = 0;
+    if (!ctok_p11_enter_token(pt))
+        return;
+    pthread_mutex_lock(&pt->lock);
+    refresh(pt);
+    for (size_t i = 0; i < pt->n_objs && *id_len == 0; i++)
+        if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL &&
+            EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
+            *id_len = pt->objs[i].id_len;
+            memcpy(id, pt->objs[i].id, *id_len);
+        }
+    for (size_t i = 0; i < pt->n_objs && *id_len == 0 && replaces != NULL; i++)
+        if (pt->objs[i].cls == CKO_CERTIFICATE && strcmp(pt->objs[i].label, replaces) == 0) {
+            *id_len = pt->objs[i].id_len;
+            memcpy(id, pt->objs[i].id, *id_len);
+        }
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+    if (*id_len == 0 && ctok_pub_id(cpub, id))
+        *id_len = 20;
+}
+
+static const CK_OBJECT_CLASS cert_class = CKO_CERTIFICATE;
+
+/* Creates the certificate object; with replace, then destroys the certificates it replaces
+ * (found before: a failed create leaves them). */
+static int create_cert(ctok_token *tok, CK_ATTRIBUTE *t, CK_ULONG nt, const char *alias,
+                       int replace)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_OBJECT_HANDLE h, old[64];
+    CK_ULONG n_old = 0;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv = CKR_OK;
+    const char *step = "finding the certificate it replaces";
+
+    if (!write_session(tok, &s, &gen))
+        return 0;
+    if (replace)
+        rv = find_handles(pt, s, &cert_class, alias, NULL, 0, old, &n_old);
+    if (rv == CKR_OK && replace && n_old == 0) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s' to replace",
+                 ctok_token_name(tok), alias);
+        write_done(pt, s, gen);
+        return 0;
+    }
+    if (rv == CKR_OK) {
+        step = "storing it";
+        rv = P11_CALL(pt->m, C_CreateObject, (s, t, nt, &h));
+    }
+    if (rv == CKR_OK) {
+        step = "the new one is stored, but removing the one it replaces failed";
+        rv = destroy_handles(pt, s, old, n_old);
+    }
+    if (rv != CKR_OK)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': certificate '%s': %s: %s", ctok_token_name(tok),
+                 alias, step, ctok_p11_rv_name(rv));
+    write_done(pt, s, gen);
+    return rv == CKR_OK;
+}
+
+int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert, int replace)
 {
     struct p11_tok *pt = P11TOK(tok);
     EVP_PKEY *cpub = X509_get0_pubkey(cert);
@@ -395,37 +512,20 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     uint8_t id[CTOK_MAX_ID], *der = NULL, *subj = NULL, *iss = NULL, *ser = NULL;
     size_t id_len = 0;
     int dl, sl, il, nl, ok = 0;
-    CK_OBJECT_HANDLE h;
-    CK_SESSION_HANDLE s;
-    unsigned int gen;
-    CK_RV rv;
 
     if (cpub == NULL)
         return 0;
-    if (label_used(pt, CKO_CERTIFICATE, alias)) {
+    if (!replace && label_used(pt, CKO_CERTIFICATE, alias)) {
         CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
                  ctok_token_name(tok), alias);
         return 0;
     }
-    if (!ctok_p11_enter_token(pt))
-        return 0;
-    pthread_mutex_lock(&pt->lock);
-    refresh(pt);
-    for (size_t i = 0; i < pt->n_objs && id_len == 0; i++)
-        if (pt->objs[i].cls != CKO_CERTIFICATE && pt->objs[i].pub != NULL &&
-            EVP_PKEY_eq(pt->objs[i].pub, cpub) == 1) {
-            id_len = pt->objs[i].id_len;
-            memcpy(id, pt->objs[i].id, id_len);
-        }
-    pthread_mutex_unlock(&pt->lock);
-    ctok_p11_leave(pt->m);
-    if (id_len == 0 && ctok_pub_id(cpub, id))
-        id_len = 20;
+    cert_id(pt, cpub, replace ? alias : NULL, id, &id_len);
     dl = i2d_X509(cert, &der);
     sl = i2d_X509_NAME(X509_get_subject_name(cert), &subj);
     il = i2d_X509_NAME(X509_get_issuer_name(cert), &iss);
     nl = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &ser);
-    if (dl > 0 && sl > 0 && il > 0 && nl > 0 && write_session(tok, &s, &gen)) {
+    if (dl > 0 && sl > 0 && il > 0 && nl > 0) {
         CK_ATTRIBUTE t[] = {
             {CKA_CLASS, &cls, sizeof(cls)},
             {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
@@ -439,16 +539,83 @@ int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert)
             {CKA_SERIAL_NUMBER, ser, (CK_ULONG)nl},
         };
 
-        rv = P11_CALL(pt->m, C_CreateObject, (s, t, sizeof(t) / sizeof(t[0]), &h));
-        ok = rv == CKR_OK;
-        if (!ok)
-            CTOK_ERR(CTOK_R_BACKEND, "token '%s': storing certificate '%s' failed: %s",
-                     ctok_token_name(tok), alias, ctok_p11_rv_name(rv));
-        write_done(pt, s, gen);
+        ok = create_cert(tok, t, sizeof(t) / sizeof(t[0]), alias, replace);
     }
     OPENSSL_free(der);
     OPENSSL_free(subj);
     OPENSSL_free(iss);
     OPENSSL_free(ser);
     return ok;
+}
+
+int ctok_p11_remove_cert(ctok_token *tok, const char *label)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_OBJECT_HANDLE h[64];
+    CK_ULONG n = 0;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv;
+
+    if (!write_session(tok, &s, &gen))
+        return 0;
+    rv = find_handles(pt, s, &cert_class, label, NULL, 0, h, &n);
+    if (rv == CKR_OK)
+        rv = destroy_handles(pt, s, h, n);
+    write_done(pt, s, gen);
+    if (rv != CKR_OK)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': removing certificate '%s' failed: %s",
+                 ctok_token_name(tok), label, ctok_p11_rv_name(rv));
+    else if (n == 0 && label_used(pt, CKO_PRIVATE_KEY, label))
+        CTOK_ERR(CTOK_R_NOT_FOUND,
+                 "token '%s': '%s' names a key and no certificate; 'ctok key remove' removes keys",
+                 ctok_token_name(tok), label);
+    else if (n == 0)
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s'", ctok_token_name(tok),
+                 label);
+    return rv == CKR_OK && n > 0;
+}
+
+/* C_SetAttributeValue CKA_LABEL, as p11tool --set-label: on the certificates labelled old, or on
+ * every object with the CKA_ID of the key named old. */
+int ctok_p11_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    int is_key = type != CTOK_OBJ_CERT;
+    const char *what = is_key ? "key" : "certificate";
+    CK_ATTRIBUTE a = {CKA_LABEL, (void *)new_label, strlen(new_label)};
+    CK_OBJECT_HANDLE h[64];
+    CK_ULONG n = 0;
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len = 0;
+    CK_RV rv;
+
+    if (label_used(pt, is_key ? CKO_PRIVATE_KEY : CKO_CERTIFICATE, new_label)) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a %s named '%s' exists already",
+                 ctok_token_name(tok), what, new_label);
+        return 0;
+    }
+    if (is_key && !key_id(tok, old, "rename", id, &id_len))
+        return 0;
+    /* the key's certificates take its new label: it must not be another certificate's */
+    if (is_key && label_used_but(pt, CKO_CERTIFICATE, new_label, id, id_len)) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate of another key is named '%s'",
+                 ctok_token_name(tok), new_label);
+        return 0;
+    }
+    if (!write_session(tok, &s, &gen))
+        return 0;
+    rv = is_key ? find_handles(pt, s, NULL, NULL, id, id_len, h, &n)
+                : find_handles(pt, s, &cert_class, old, NULL, 0, h, &n);
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
+        rv = P11_CALL(pt->m, C_SetAttributeValue, (s, h[i], &a, 1));
+    write_done(pt, s, gen);
+    if (rv != CKR_OK)
+        CTOK_ERR(CTOK_R_BACKEND, "token '%s': renaming %s '%s' failed: %s", ctok_token_name(tok),
+                 what, old, ctok_p11_rv_name(rv));
+    else if (n == 0)
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no %s named '%s'", ctok_token_name(tok), what, old);
+    return rv == CKR_OK && n > 0;
 }

@@ -215,7 +215,9 @@ int ctok_p11_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 /* keygen.c */
 int ctok_p11_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
 int ctok_p11_remove(ctok_token *tok, const char *alias, char *note, size_t notelen);
-int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+int ctok_p11_put_cert(ctok_token *tok, const char *alias, X509 *cert, int replace);
+int ctok_p11_remove_cert(ctok_token *tok, const char *label);
+int ctok_p11_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label);
 
 /* The key handle data: the private key object, for one module generation. */
 struct p11_key {

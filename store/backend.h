@@ -129,7 +129,23 @@ struct ctok_backend {
     int (*generate)(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
     /* note: what the user should know ("deletion scheduled for ..."); left "" if nothing */
     int (*remove)(ctok_token *tok, const char *alias, char *note, size_t notelen);
-    int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert);
+    /*
+     * Stores cert labelled alias, with the id of the key it certifies on the token (else, when
+     * replacing, the id of the certificate it replaces; else its own key identifier). replace:
+     * the certificates labelled alias go in the same write, and stay if it fails (a keystore:
+     * one rewrite; PKCS#11: the new object is created before the old ones are destroyed).
+     * NULL: the token keeps no certificates (the token layer binds files, store/certbind.c).
+     */
+    int (*put_cert)(ctok_token *tok, const char *alias, X509 *cert, int replace);
+    /* Removes the certificate objects labelled label, never a key: a label that names only a
+     * key is refused, naming it. NULL: not supported by the type. */
+    int (*remove_cert)(ctok_token *tok, const char *label);
+    /*
+     * A new label, ids kept (p11tool --set-label). type CTOK_OBJ_CERT: the certificates
+     * labelled old; CTOK_OBJ_PRIVATE: the key named old and every object with its id (its
+     * public key and certificates). One rewrite of a keystore. NULL: not supported by the type.
+     */
+    int (*rename)(ctok_token *tok, unsigned int type, const char *old, const char *new_label);
     int (*unlock_pin)(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                       size_t pin_len);
     /* New auth code (keystore password, user PIN); the token is active with old. */

@@ -48,7 +48,9 @@ int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size
 /* pkcs12_write.c */
 int p12_generate(ctok_token *tok, const char *alias, const struct ctok_keyspec *spec);
 int p12_remove(ctok_token *tok, const char *alias, char *note, size_t notelen);
-int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert, int replace);
+int p12_remove_cert(ctok_token *tok, const char *label);
+int p12_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label);
 int p12_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code, size_t len);
 int p12_create(ctok_token *tok, const char *code, size_t len);
 

@@ -238,11 +238,46 @@ int p12_remove(ctok_token *tok, const char *alias, char *note, size_t notelen)
     return end_write(tok, &w, 1);
 }
 
-int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+/* The id cert gets: its key's on the token, else the replaced certificate's, else its own key
+ * identifier. */
+static int cert_id(struct p12 *ks, EVP_PKEY *cpub, const struct p12_entry *old, uint8_t *id,
+                   size_t *id_len)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->e[i].is_key && ks->e[i].pub != NULL && EVP_PKEY_eq(ks->e[i].pub, cpub) == 1) {
+            memcpy(id, ks->e[i].id, ks->e[i].id_len);
+            *id_len = ks->e[i].id_len;
+            return 1;
+        }
+    if (old != NULL && old->id_len > 0) {
+        memcpy(id, old->id, old->id_len);
+        *id_len = old->id_len;
+        return 1;
+    }
+    *id_len = 20;
+    return ctok_pub_id(cpub, id);
+}
+
+/* Removes the certificates labelled label; how many went. */
+static size_t remove_certs(struct p12 *ks, const char *label)
+{
+    size_t n = 0;
+
+    for (size_t i = ks->n; i-- > 0;)
+        if (!ks->e[i].is_key && strcmp(ks->e[i].label, label) == 0) {
+            entry_remove(ks, i);
+            n++;
+        }
+    return n;
+}
+
+int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert, int replace)
 {
     struct p12 *ks = P12(tok);
-    struct p12_entry *e;
+    struct p12_entry *e, *old;
     EVP_PKEY *cpub = X509_get0_pubkey(cert);
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
     struct p12_write w;
     int ok = 0;
 
@@ -254,35 +289,123 @@ int p12_put_cert(ctok_token *tok, const char *alias, X509 *cert)
     if (!begin_write(tok, &w))
         return 0;
     p12_reveal_all(tok);
-    if (find_label(ks, 0, alias) != NULL) {
+    old = find_label(ks, 0, alias);
+    if (old != NULL && !replace) {
         CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate named '%s' exists already",
                  ctok_token_name(tok), alias);
         goto end;
     }
+    if (old == NULL && replace) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s' to replace",
+                 ctok_token_name(tok), alias);
+        goto end;
+    }
+    if (!cert_id(ks, cpub, old, id, &id_len))
+        goto end;
+    /* the old certificates go in the same rewrite as the new one comes: one file replace */
+    remove_certs(ks, alias);
     if ((e = p12_entry_add(ks)) == NULL)
         goto end;
     e->label = strdup(alias);
     e->cert = X509_dup(cert);
     e->pub = X509_get_pubkey(cert);
     e->kt = ctok_key_type_of(cpub);
-    /* the id of the key this certificate belongs to, else the key identifier */
-    for (size_t i = 0; i < ks->n - 1; i++)
-        if (ks->e[i].is_key && ks->e[i].pub != NULL && EVP_PKEY_eq(ks->e[i].pub, cpub) == 1) {
-            memcpy(e->id, ks->e[i].id, ks->e[i].id_len);
-            e->id_len = ks->e[i].id_len;
-            break;
-        }
-    if (e->id_len == 0) {
-        e->id_len = 20;
-        if (!ctok_pub_id(cpub, e->id))
-            goto end;
-    }
+    memcpy(e->id, id, id_len);
+    e->id_len = id_len;
     if (e->label == NULL || e->cert == NULL ||
         (e->bag = PKCS12_SAFEBAG_create_cert(cert)) == NULL ||
         !set_attrs(e->bag, alias, e->id, e->id_len))
         goto end;
     ok = 1;
 end:
+    return end_write(tok, &w, ok);
+}
+
+int p12_remove_cert(ctok_token *tok, const char *label)
+{
+    struct p12 *ks = P12(tok);
+    struct p12_write w;
+    int key;
+
+    if (!begin_write(tok, &w))
+        return 0;
+    p12_reveal_all(tok);
+    key = find_label(ks, 1, label) != NULL;
+    if (remove_certs(ks, label) > 0)
+        return end_write(tok, &w, 1);
+    if (key)
+        CTOK_ERR(CTOK_R_NOT_FOUND,
+                 "token '%s': '%s' names a key and no certificate; 'ctok key remove' removes keys",
+                 ctok_token_name(tok), label);
+    else
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no certificate named '%s'", ctok_token_name(tok),
+                 label);
+    return end_write(tok, &w, 0);
+}
+
+/* A bag's friendlyName becomes label. The attributes are the bag's own: OpenSSL 3.0 has no
+ * setter, so the old friendlyName is deleted from the stack get0_attrs returns. */
+static int relabel(struct p12_entry *e, const char *label)
+{
+    STACK_OF(X509_ATTRIBUTE) *attrs = (STACK_OF(X509_ATTRIBUTE) *)PKCS12_SAFEBAG_get0_attrs(e->bag);
+    char *dup = strdup(label);
+    int i;
+
+    if (dup == NULL)
+        return 0;
+    while ((i = X509at_get_attr_by_NID(attrs, NID_friendlyName, -1)) >= 0)
+        X509_ATTRIBUTE_free(X509at_delete_attr(attrs, i));
+    free(e->label);
+    e->label = dup;
+    return PKCS12_add_friendlyname_utf8(e->bag, label, -1);
+}
+
+int p12_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label)
+{
+    struct p12 *ks = P12(tok);
+    int is_key = type != CTOK_OBJ_CERT, ok = 1;
+    struct p12_entry *k;
+    struct p12_write w;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len, n = 0;
+
+    if (!begin_write(tok, &w))
+        return 0;
+    p12_reveal_all(tok);
+    if ((k = find_label(ks, is_key, old)) == NULL) {
+        CTOK_ERR(CTOK_R_NOT_FOUND, "token '%s': no %s named '%s'", ctok_token_name(tok),
+                 is_key ? "key" : "certificate", old);
+        return end_write(tok, &w, 0);
+    }
+    if (find_label(ks, is_key, new_label) != NULL) {
+        CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a %s named '%s' exists already",
+                 ctok_token_name(tok), is_key ? "key" : "certificate", new_label);
+        return end_write(tok, &w, 0);
+    }
+    id_len = k->id_len;
+    memcpy(id, k->id, id_len);
+    if (is_key && !one_key_with_id(tok, old, id, id_len))
+        return end_write(tok, &w, 0);
+    /* the key's certificates take its new label: it must not be another certificate's */
+    for (size_t i = 0; is_key && i < ks->n; i++)
+        if (!ks->e[i].is_key && strcmp(ks->e[i].label, new_label) == 0 &&
+            (ks->e[i].id_len != id_len || memcmp(ks->e[i].id, id, id_len) != 0)) {
+            CTOK_ERR(CTOK_R_DUPLICATE, "token '%s': a certificate of another key is named '%s'",
+                     ctok_token_name(tok), new_label);
+            return end_write(tok, &w, 0);
+        }
+    /* a certificate by its label; a key with the objects of its id */
+    for (size_t i = 0; ok && i < ks->n; i++) {
+        struct p12_entry *e = &ks->e[i];
+
+        if (is_key ? e->id_len == id_len && memcmp(e->id, id, id_len) == 0
+                   : !e->is_key && strcmp(e->label, old) == 0) {
+            ok = relabel(e, new_label);
+            n++;
+        }
+    }
+    CTOK_DBG("token '%s': %zu objects relabelled '%s' -> '%s'", ctok_token_name(tok), n, old,
+             new_label);
     return end_write(tok, &w, ok);
 }
 

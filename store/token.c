@@ -579,16 +579,75 @@ int ctok_token_remove(ctok_token *tok, const char *alias, char *note, size_t not
     return ok;
 }
 
+static int put_cert(ctok_token *tok, const char *alias, X509 *cert, int replace)
+{
+    const char *op = replace ? "certificate replacement" : "certificate import";
+    int ok;
+
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, op, alias))
+        return 0;
+    /* a token that keeps no certificates: a file in its certificate folder (a renewal
+     * rewrites that file atomically) */
+    ok = tok->be->put_cert != NULL ? tok->be->put_cert(tok, alias, cert, replace)
+                                   : ctok_certbind_put(tok, alias, cert);
+    ctok_audit(tok, replace ? "cert_replace" : "cert_import", alias, ok, NULL);
+    return ok;
+}
+
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert)
+{
+    return put_cert(tok, alias, cert, 0);
+}
+
+int ctok_token_replace_cert(ctok_token *tok, const char *alias, X509 *cert)
+{
+    return put_cert(tok, alias, cert, 1);
+}
+
+int ctok_token_keeps_certs(const ctok_token *tok)
+{
+    return tok->be->put_cert != NULL;
+}
+
+static int unsupported(ctok_token *tok, const char *op)
+{
+    CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s': %s not supported by token type %s", tok->name, op,
+             tok->type);
+    return 0;
+}
+
+int ctok_token_remove_cert(ctok_token *tok, const char *label)
 {
     int ok;
 
-    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "certificate import", alias))
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, "certificate removal", label))
         return 0;
-    /* a token that keeps no certificates: a file in its certificate folder */
-    ok = tok->be->put_cert != NULL ? tok->be->put_cert(tok, alias, cert)
-                                   : ctok_certbind_put(tok, alias, cert);
-    ctok_audit(tok, "cert_import", alias, ok, NULL);
+    if (tok->be->remove_cert == NULL)
+        return unsupported(tok, "certificate removal");
+    ok = tok->be->remove_cert(tok, label);
+    ctok_audit(tok, "cert_remove", label, ok, NULL);
+    return ok;
+}
+
+int ctok_token_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label)
+{
+    const char *op = type == CTOK_OBJ_CERT ? "certificate rename" : "key rename";
+    char what[300];
+    int ok;
+
+    if (!ctok_token_authorize(tok, CTOK_PERM_MODIFY, op, old))
+        return 0;
+    if (tok->be->rename == NULL)
+        return unsupported(tok, op);
+    if (*new_label == '\0') {
+        CTOK_ERR(CTOK_R_INVALID_ARG, "token '%s', object '%s': the new label is empty", tok->name,
+                 old);
+        return 0;
+    }
+    ok = tok->be->rename(tok, type, old, new_label);
+    ctok_token_keys_drop(tok); /* cached handles carry the old label */
+    snprintf(what, sizeof(what), "to '%s'", new_label);
+    ctok_audit(tok, type == CTOK_OBJ_CERT ? "cert_rename" : "key_rename", old, ok, what);
     return ok;
 }
 

@@ -279,7 +279,19 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
 /* Removes the key and its certificates; note (may be NULL) gets what the user should know
  * of it ("deletion scheduled for ..."), or "". */
 int ctok_token_remove(ctok_token *tok, const char *alias, char *note, size_t notelen);
+/* Stores a certificate labelled alias (rule modify); refused if one has that label. */
 int ctok_token_put_cert(ctok_token *tok, const char *alias, X509 *cert);
+/* Renewal: cert takes the label (and id) of the certificates labelled alias, which go in the
+ * same write; if it fails they stay (rule modify). */
+int ctok_token_replace_cert(ctok_token *tok, const char *alias, X509 *cert);
+/* Does the token keep certificate objects of its own (0: its certificates are files bound to
+ * its keys, store/certbind.c, one per key)? */
+int ctok_token_keeps_certs(const ctok_token *tok);
+/* Removes the certificates labelled label, never a key (rule modify). */
+int ctok_token_remove_cert(ctok_token *tok, const char *label);
+/* Relabels the certificates labelled old (type CTOK_OBJ_CERT; rule modify) or the key named old
+ * with every object of its id (CTOK_OBJ_PRIVATE; rule modify), ids kept. */
+int ctok_token_rename(ctok_token *tok, unsigned int type, const char *old, const char *new_label);
 /* Sets a new user PIN with the PUK (C_UnlockPIN, else SO login and C_InitPIN). */
 int ctok_token_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
                           size_t pin_len);
@@ -348,6 +360,9 @@ void ctok_uri_clear(struct ctok_uri *u);
  */
 char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, size_t id_len,
                     unsigned int type);
+/* The same naming the token by its unique id (token-id=): what key references hold, so that
+ * renaming the token does not break them. */
+char *ctok_uri_make_by_token_id(const char *token_id, const char *label, unsigned int type);
 /*
  * The URI as an error, trace or audit line may show it (ctok: or pkcs11:): the values of
  * pin-value, pin-source (in the path or the query, however encoded) and every attribute

@@ -334,8 +334,22 @@ static int put_attr(BIO *b, const char *sep, const char *attr, const uint8_t *v,
     return 1;
 }
 
+static char *make(const char *tok_attr, const char *token, const char *label, const uint8_t *id,
+                  size_t id_len, unsigned int type);
+
 char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, size_t id_len,
                     unsigned int type)
+{
+    return make("token", token, label, id, id_len, type);
+}
+
+char *ctok_uri_make_by_token_id(const char *token_id, const char *label, unsigned int type)
+{
+    return make("token-id", token_id, label, NULL, 0, type);
+}
+
+static char *make(const char *tok_attr, const char *token, const char *label, const uint8_t *id,
+                  size_t id_len, unsigned int type)
 {
     static const char *const types[] = {
         [CTOK_OBJ_CERT] = "cert", [CTOK_OBJ_PUBLIC] = "public", [CTOK_OBJ_PRIVATE] = "private"};
@@ -344,7 +358,7 @@ char *ctok_uri_make(const char *token, const char *label, const uint8_t *id, siz
     long n;
     int ok =
         b != NULL && BIO_puts(b, "ctok:") == 5 &&
-        put_attr(b, "", "token", (const uint8_t *)token, strlen(token), 0) &&
+        put_attr(b, "", tok_attr, (const uint8_t *)token, strlen(token), 0) &&
         (label == NULL || put_attr(b, ";", "object", (const uint8_t *)label, strlen(label), 0)) &&
         (id_len == 0 || put_attr(b, ";", "id", id, id_len, 1)) &&
         (type == 0 || type > CTOK_OBJ_PRIVATE || types[type] == NULL ||

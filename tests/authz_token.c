@@ -159,6 +159,24 @@ static int run(ctok_ctx *ctx, ctok_token *tok, const char *op, const char *arg, 
         BIO_free(b);
         return ok;
     }
+    if (strcmp(op, "replace-cert") == 0) {
+        BIO *b = BIO_new_file(arg2, "r");
+        X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+        ok = x != NULL && ctok_token_login(tok, NULL, NULL) && ctok_token_replace_cert(tok, arg, x);
+        X509_free(x);
+        BIO_free(b);
+        return ok;
+    }
+    if (strcmp(op, "remove-cert") == 0)
+        return ctok_token_login(tok, NULL, NULL) && ctok_token_remove_cert(tok, arg);
+    /* renamed there and back: the token is left as it was */
+    if (strcmp(op, "rename-cert") == 0 || strcmp(op, "rename-key") == 0) {
+        unsigned int type = op[7] == 'c' ? CTOK_OBJ_CERT : CTOK_OBJ_PRIVATE;
+
+        return ctok_token_login(tok, NULL, NULL) && ctok_token_rename(tok, type, arg, arg2) &&
+               ctok_token_rename(tok, type, arg2, arg);
+    }
     {
         ctok_key *key = load_key(ctx, tok, arg);
 

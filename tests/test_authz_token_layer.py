@@ -55,6 +55,10 @@ OPERATIONS = [
     ("modify", ["modify-as-activate"]),
     ("modify", ["put-cert", "extra", "@tok-k1.pem"]),
     ("modify", ["change-code", "@tok.pin"]),
+    ("modify", ["replace-cert", "k1", "@tok-k1.pem"]),
+    ("modify", ["remove-cert", "k1-copy"]),
+    ("modify", ["rename-cert", "k1", "k1-renamed"]),
+    ("modify", ["rename-key", "r1", "r1-renamed"]),
     ("delete", ["delete"]),
     ("delete", ["delete-as-modify"]),
     ("keygen", ["keygen", "k-new"]),
@@ -79,7 +83,8 @@ def test_token_layer_refuses_an_operation_whose_rule_is_off(perm, driver, rule, 
     assert len(refusal) == 1, describe(p)
     assert refusal[0].startswith("error: operation not permitted: token 'tok'"), refusal[0]
     assert refusal[0].endswith(")"), refusal[0]  # the operation is named
-    if argv[0] in ("sign", "decrypt", "derive", "keytest", "keygen", "keyremove", "put-cert"):
+    if argv[0] in ("sign", "decrypt", "derive", "keytest", "keygen", "keyremove", "put-cert",
+                   "replace-cert", "remove-cert", "rename-cert", "rename-key"):
         assert "object '%s'" % argv[1] in refusal[0], refusal[0]
     assert perm.storage_digest() == before
     assert PIN not in p.stderr + p.stdout
@@ -101,6 +106,9 @@ def test_token_layer_allows_the_operation_with_that_rule_alone(perm, driver, rul
     if argv[0] == "put-cert":
         argv = ["put-cert", "extra-%d" % len(perm.outputs), argv[2]]
         perm.outputs.append(argv[1])
+    if argv[0] == "remove-cert":
+        assert call(perm, driver, *args_of(perm, ["put-cert", argv[1], "@tok-k1.pem"])).returncode \
+            == 0
     p = call(perm, driver, *args_of(perm, argv))
     assert p.returncode == 0 and p.stdout.strip() == "ok", describe(p)
     assert "not permitted" not in p.stderr, describe(p)

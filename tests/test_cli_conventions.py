@@ -93,8 +93,12 @@ def test_every_printing_command_speaks_json(ws):
         ["token", "modify", "tok", "--audit-use"],
         ["pin", "change", "tok", "--auth-file", pin, "--new-auth-file", pin],
         ["cert", "import", "tok", "k2", str(cert), "--auth-file", pin],
+        ["cert", "rename", "tok", "k2", "k4", "--auth-file", pin],
+        ["cert", "import", "tok", "k4", str(cert), "--replace", "--auth-file", pin],
+        ["cert", "remove", "tok", "k4", "--auth-file", pin],
         ["key", "generate", "tok", "k3", "ec:P-256", "--auth-file", pin],
-        ["key", "remove", "tok", "k3", "--auth-file", pin],
+        ["key", "rename", "tok", "k3", "k3b", "--auth-file", pin],
+        ["key", "remove", "tok", "k3b", "--auth-file", pin],
         ["token", "deactivate", "tok"],
     ]
     for argv in cases:
@@ -104,7 +108,7 @@ def test_every_printing_command_speaks_json(ws):
         except ValueError:
             raise AssertionError("not JSON: %s" % describe(p))
     assert json.loads(assert_ok(ws.ctok("ref", "tok", "k", "--json")).stdout)["uri"] == \
-        "ctok:token=tok;object=k;type=private"
+        "ctok:token-id=%s;object=k;type=private" % tok.id
     p = assert_ok(ws.ctok("token", "delete", "tok", "--json"))
     assert json.loads(p.stdout)["deleted"] is True
 
