@@ -7,7 +7,7 @@ DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-ki
            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 
 .PHONY: all deps test-deps build demo test bench bench-readme install check-format format clean \
-        test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress
+        test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress deb test-package
 
 all: build
 
@@ -115,6 +115,27 @@ fuzz-regress: build fuzz-build
 
 install: build
 	cmake --install $(BUILD)
+
+# The Debian package (debian/), built from a copy of the tracked files in $(DEB_DIR)/ctok so
+# that dpkg-buildpackage's output (it writes into the parent directory) lands in $(DEB_DIR):
+# $(DEB_DIR)/ctok_<version>_<arch>.deb. Build-Depends come from debian/control (apt-get
+# build-dep); lintian fails the build on errors and prints its warnings.
+DEB_DIR  ?= build-deb
+DEB_TOOLS = build-essential dpkg-dev debhelper fakeroot lintian
+
+deb:
+	@$(MAKE) --no-print-directory deps DEB_DEPS="$(DEB_TOOLS)"
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/ctok
+	git ls-files -z | tar --null -T - -cf - | tar -C $(DEB_DIR)/ctok -xf -
+	cd $(DEB_DIR)/ctok && { dpkg-checkbuilddeps 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq ./; }; }
+	cd $(DEB_DIR)/ctok && dpkg-buildpackage -us -uc -b -j$$(nproc)
+	lintian --info --display-info $(DEB_DIR)/ctok_*.changes
+
+# CI's "package" step (root): installs the .deb, runs the demo against the installed files,
+# removes and purges it, and checks that nothing of it is left outside /etc/ctok.
+test-package: deb
+	bash tests/package_test.sh $(DEB_DIR)
 
 SOURCES = $$(git ls-files '*.c' '*.h' | grep -v '^tests/')
 
