@@ -32,7 +32,8 @@ installed || fail "dpkg -i did not leave ctok installed"
 modules=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
 files=$(dpkg -L ctok)
 for f in /usr/bin/ctok "$modules/ctok.so" /usr/share/ctok/ctok.cnf /usr/share/ctok/ctok-debian.cnf \
-    /etc/ctok; do
+    /usr/share/man/man1/ctok.1.gz /usr/share/man/man7/ctok-provider.7.gz \
+    /usr/share/bash-completion/completions/ctok /etc/ctok; do
     grep -qx "$f" <<<"$files" || fail "the package does not install $f"
 done
 [ "$(stat -c '%a %U:%G' /etc/ctok)" = "755 root:root" ] ||
