@@ -76,9 +76,13 @@ def test_installed_tool_and_module_run_from_the_prefix(installed, ws):
     assert re.search(r"^\s+ctok$", p.stdout, re.M), describe(p)
 
 
+def configure(tmp_path, *args):
+    return subprocess.run(["cmake", "-S", str(REPO), "-B", str(tmp_path / "cfg"), *args],
+                          capture_output=True, text=True, timeout=120, env=HOST_ENV)
+
+
 def configured_modules_dir(tmp_path, *args):
-    p = subprocess.run(["cmake", "-S", str(REPO), "-B", str(tmp_path / "cfg"), "-DCTOK_MAN=OFF",
-                        *args], capture_output=True, text=True, timeout=120, env=HOST_ENV)
+    p = configure(tmp_path, "-DCTOK_MAN=OFF", *args)
     assert p.returncode == 0, describe(p)
     m = re.search(r"ctok\.so installs into (\S+) \(CTOK_OPENSSL_MODULES_DIR\)", p.stdout)
     assert m, describe(p)
@@ -135,6 +139,13 @@ def help_commands(ws):
             assert_ok(g)
             commands.append((w, None))
     return commands
+
+
+def test_a_build_without_scdoc_says_so_unless_the_man_pages_are_off(tmp_path):
+    p = configure(tmp_path, "-DSCDOC=%s" % (tmp_path / "no-scdoc"))
+    assert p.returncode != 0 and "scdoc not found" in p.stderr and "-DCTOK_MAN=OFF" in p.stderr, \
+        describe(p)
+    assert configure(tmp_path, "-DCTOK_MAN=OFF").returncode == 0
 
 
 def test_man_page_documents_every_command_of_the_help(ws):
