@@ -233,6 +233,10 @@ def test_completion_offers_the_token_names_of_the_config_in_force(installed, ws)
     assert complete(prefix, elsewhere, "key", "list", "") == []
     assert complete(prefix, elsewhere, "--config", ws.config, "token", "show", "db") == \
         ["db-core"]
+    # readline's words for '--token=d' and '--config=FILE' ('=' breaks words)
+    assert complete(prefix, env, "secret", "encrypt", "--token", "=", "d") == ["db-core"]
+    assert sorted(complete(prefix, elsewhere, "--config", "=", ws.config, "key", "test", "")) == \
+        ["db-core", "web-edge"]
     # past the token: the alias is not a token name
     assert complete(prefix, env, "key", "list", "web-edge", "") == []
 
