@@ -1,24 +1,39 @@
 # ctok: the commands a user and CI run. Each installs what is missing (Debian 12, as root).
 BUILD   ?= build
 PYTHON  ?= /usr/bin/python3
-DEB_DEPS = cmake gcc make pkg-config openssl libssl-dev libjansson-dev libp11-kit-dev \
-           libcurl4-openssl-dev python3-pytest python3-cryptography python3-boto3 clang-format \
-           softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin \
-           clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
+PREFIX  ?= /usr/local
+# What ctok.so and the tool need at run time (the -dev packages below pull them in too); the
+# p11-kit library, not the p11-kit package, whose trust module every pkcs11: URI search would see
+RUNTIME_DEPS = openssl libssl3 libcurl4 libjansson4 libp11-kit0
+# What building needs: `make build` and `make install` install only these and RUNTIME_DEPS
+BUILD_DEPS = cmake gcc make pkg-config libssl-dev libjansson-dev libp11-kit-dev \
+             libcurl4-openssl-dev scdoc
+# What the demo, the tests and the checked builds need besides
+TEST_DEPS = python3-pytest python3-cryptography python3-boto3 clang-format \
+            softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin groff-base \
+            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
+DEB_DEPS = $(RUNTIME_DEPS) $(BUILD_DEPS) $(TEST_DEPS)
 
-.PHONY: all deps test-deps build demo test bench bench-readme install check-format format clean \
-        test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress
+.PHONY: all deps build-deps test-deps build demo test bench bench-readme install uninstall \
+        check-format format clean \
+        test-sanitize test-valgrind test-tsan scan fuzz-build fuzz fuzz-regress deb test-package
 
 all: build
 
-deps:
-	@missing=$$(for p in $(DEB_DEPS); do \
+# $(call apt_install,PACKAGES): those of PACKAGES not installed yet
+apt_install = @missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
 	  done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing missing Debian packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+deps:
+	$(call apt_install,$(DEB_DEPS))
+
+build-deps:
+	$(call apt_install,$(RUNTIME_DEPS) $(BUILD_DEPS))
 
 # What the tests need beyond deps: the official Azure SDKs from npm that prove the Key Vault
 # emulator's fidelity (tests/test_akv_emulator.py), installed exactly as package-lock.json says
@@ -31,11 +46,11 @@ $(AZURE_SDK)/node_modules/.package-lock.json: $(AZURE_SDK)/package.json $(AZURE_
 
 test-deps: deps $(AZURE_SDK)/node_modules/.package-lock.json
 
-build: deps
+build: build-deps
 	cmake -S . -B $(BUILD) -DCTOK_WERROR=ON
 	cmake --build $(BUILD) -j$$(nproc)
 
-demo: build
+demo: build deps
 	bash tests/demo.sh $(BUILD)
 
 test: build test-deps
@@ -67,7 +82,7 @@ test-sanitize: test-deps
 	CTOK_BUILD_DIR=$(abspath $(ASAN_BUILD)) CTOK_SANITIZE_RUNTIME=$(ASAN_RT) \
 	  $(PYTHON) -m pytest tests -q -p no:cacheprovider
 
-test-valgrind: build
+test-valgrind: build deps
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) CTOK_VALGRIND=1 \
 	  $(PYTHON) -m pytest $(VALGRIND_TESTS) -q -p no:cacheprovider
 
@@ -90,7 +105,7 @@ scan: deps
 	scan-build -o build-scan/report --status-bugs -analyze-headers \
 	  cmake --build build-scan -j$$(nproc)
 
-bench: build
+bench: build deps
 	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md
 
 # README.md's performance section from the last run's bench/results.md (commit both)
@@ -110,11 +125,39 @@ fuzz: fuzz-build
 
 # every committed corpus and regression input once (the PEM ones also under valgrind
 # through the normal build's ctok.so): a minute, for each CI run
-fuzz-regress: build fuzz-build
+fuzz-regress: build deps fuzz-build
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) bash tests/fuzz/run.sh $(FUZZ_BUILD) regress
 
-install: build
+# PREFIX=/usr puts ctok.so into OpenSSL's own modules directory; any other prefix into
+# PREFIX/lib/ossl-modules (README "Install"). uninstall removes what install_manifest.txt lists.
+install: build-deps
+	cmake -S . -B $(BUILD) -DCTOK_WERROR=ON -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	cmake --build $(BUILD) -j$$(nproc)
 	cmake --install $(BUILD)
+
+uninstall:
+	cmake -DMANIFEST=$(abspath $(BUILD))/install_manifest.txt -P cmake/uninstall.cmake
+
+# The Debian package (debian/), built from a copy of the tracked files in $(DEB_DIR)/ctok so
+# that dpkg-buildpackage's output (it writes into the parent directory) lands in $(DEB_DIR):
+# $(DEB_DIR)/ctok_<version>_<arch>.deb. Build-Depends come from debian/control (apt-get
+# build-dep); lintian fails the build on errors and prints its warnings.
+DEB_DIR  ?= build-deb
+DEB_TOOLS = build-essential dpkg-dev debhelper fakeroot lintian
+
+deb:
+	$(call apt_install,$(DEB_TOOLS))
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/ctok
+	git ls-files -z | tar --null -T - -cf - | tar -C $(DEB_DIR)/ctok -xf -
+	cd $(DEB_DIR)/ctok && { dpkg-checkbuilddeps 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq ./; }; }
+	cd $(DEB_DIR)/ctok && dpkg-buildpackage -us -uc -b -j$$(nproc)
+	lintian --info --display-info $(DEB_DIR)/ctok_*.changes
+
+# CI's "package" step (root): installs the .deb, runs the demo against the installed files,
+# removes and purges it, and checks that nothing of it is left outside /etc/ctok.
+test-package: deb
+	bash tests/package_test.sh $(DEB_DIR)
 
 SOURCES = $$(git ls-files '*.c' '*.h' | grep -v '^tests/')
 

@@ -1,0 +1,31 @@
+# make uninstall: removes each file `cmake --install` wrote, as its install_manifest.txt lists
+# them (under $DESTDIR if set, as installed), then each directory left empty that only ctok
+# uses. Directories shared with other software (bin, share/man/man1, ...) stay, and so does
+# /etc/ctok with the tokens config. cmake -DMANIFEST=build/install_manifest.txt -P this-file
+if(NOT MANIFEST OR NOT EXISTS "${MANIFEST}")
+  message(FATAL_ERROR "no install manifest '${MANIFEST}': nothing was installed from this build "
+                      "(make install writes it)")
+endif()
+file(STRINGS "${MANIFEST}" files)
+set(own_dirs "")
+foreach(f ${files})
+  set(path "$ENV{DESTDIR}${f}")
+  if(EXISTS "${path}" OR IS_SYMLINK "${path}")
+    message(STATUS "Removing ${path}")
+    file(REMOVE "${path}")
+    if(EXISTS "${path}")
+      message(FATAL_ERROR "cannot remove ${path}")
+    endif()
+  endif()
+  get_filename_component(dir "${path}" DIRECTORY)
+  if(dir MATCHES "/share/ctok$")
+    list(APPEND own_dirs "${dir}")
+  endif()
+endforeach()
+list(REMOVE_DUPLICATES own_dirs)
+foreach(dir ${own_dirs})
+  file(GLOB left "${dir}/*")
+  if(NOT left)
+    file(REMOVE_RECURSE "${dir}")
+  endif()
+endforeach()
