@@ -31,7 +31,8 @@ struct cli {
     const char *new_auth_file, *new_auth_env, *audit_file, *permissions, *token, *out;
     int no_allow_export, no_explicit_ecc, audit_use, no_audit_use, auth_prompt, remember;
     int allow_export, explicit_ecc, pin_cache_fork, no_pin_cache_fork;
-    int replace; /* cert import --replace */
+    int replace;                   /* cert import --replace */
+    const char *since, *operation; /* audit */
     ctok_ctx *ctx;
 };
 
@@ -116,5 +117,6 @@ int cmd_cert_rename(struct cli *c);
 int cmd_key_rename(struct cli *c);
 int cmd_mechanisms(struct cli *c);
 int cmd_doctor(struct cli *c);
+int cmd_audit(struct cli *c);
 
 #endif

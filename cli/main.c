@@ -76,6 +76,7 @@ static const char usage[] =
     "  mechanisms TOKEN                    what a PKCS#11 token offers (pkcs11-tool -M)\n"
     "  pin unlock TOKEN | pin change TOKEN\n"
     "  secret encrypt --token TOKEN        a code encrypted for the token's \"auth\"\n"
+    "  audit TOKEN [--since TIME] [--operation OP]   the token's audit trail\n"
     "  doctor                              is ctok loaded by the OpenSSL config, can each\n"
     "                                      token be opened, is its auth source readable\n"
     "Keys and certificates:\n"
@@ -123,6 +124,8 @@ enum {
     O_PIN_CACHE_FORK,
     O_NO_PIN_CACHE_FORK,
     O_REPLACE,
+    O_SINCE,
+    O_OPERATION,
     O_COUNT
 };
 #define B(o) (1u << (o))
@@ -167,6 +170,8 @@ static const struct {
     [O_NO_PIN_CACHE_FORK] = {"no-pin-cache-fork", no_argument,
                              offsetof(struct cli, no_pin_cache_fork)},
     [O_REPLACE] = {"replace", no_argument, offsetof(struct cli, replace)},
+    [O_SINCE] = {"since", required_argument, offsetof(struct cli, since)},
+    [O_OPERATION] = {"operation", required_argument, offsetof(struct cli, operation)},
 };
 
 struct command {
@@ -272,6 +277,15 @@ static const struct command commands[] = {
     {"secret", "encrypt", cmd_secret_encrypt, 0, B(O_TOKEN) | AUTH,
      "secret encrypt --token TOKEN [--auth-file F | --auth-env V]\n"
      "  Prints {\"stored\": ...}: the code encrypted for the token's \"auth\"."},
+    {"audit", NULL, cmd_audit, 1, B(O_SINCE) | B(O_OPERATION),
+     "audit TOKEN [--since TIME] [--operation OP] [--json]\n"
+     "  The token's audit trail (its --audit-file), oldest first: one line per entry,\n"
+     "  TIME  OPERATION  OBJECT  OUTCOME  PROGRAM[PID]  DETAIL; --json: the entries as\n"
+     "  stored. --since 2026-11-29T12:00:00Z (or a date: 2026-11-29): entries from then on\n"
+     "  (UTC). --operation: only that one (activate, deactivate, pin_unlock, code_change,\n"
+     "  key_generate, key_remove, key_rename, key_use, cert_import, cert_replace,\n"
+     "  cert_remove, cert_rename). Lines that are not JSON objects are skipped and counted\n"
+     "  on stderr. Needs the 'view' rule."},
     {"doctor", NULL, cmd_doctor, 0, 0,
      "doctor [--json]\n"
      "  For this environment's OpenSSL config (OPENSSL_CONF, else OpenSSL's default file):\n"

@@ -68,3 +68,74 @@ void ctok_audit(ctok_token *tok, const char *operation, const char *object, int 
     }
     free(line);
 }
+
+const char *const ctok_audit_operations[] = {
+    "activate",    "deactivate",  "pin_unlock", "code_change", "key_generate",
+    "key_remove",  "key_rename",  "key_use",    "cert_import", "cert_replace",
+    "cert_remove", "cert_rename", NULL};
+
+/* Longer lines are not ctok's (it writes a few hundred bytes): skipped, never kept whole. */
+#define MAX_LINE (64 * 1024)
+
+/* One line of f into buf (NUL-terminated, *len bytes); *whole 0 if it was cut at MAX_LINE.
+ * 0 at the end of the file. */
+static int read_line(FILE *f, char *buf, size_t *len, int *whole)
+{
+    int ch = EOF;
+    size_t n = 0;
+
+    *whole = 1;
+    while ((ch = getc(f)) != EOF && ch != '\n') {
+        if (n < MAX_LINE)
+            buf[n++] = (char)ch;
+        else
+            *whole = 0;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return ch != EOF || n > 0 || !*whole;
+}
+
+int ctok_token_audit_read(ctok_token *tok, ctok_audit_cb cb, void *arg, size_t *malformed)
+{
+    char what[300], *buf = NULL;
+    size_t len;
+    int fd, whole, ok = 1;
+    FILE *f = NULL;
+
+    *malformed = 0;
+    if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "audit", NULL))
+        return 0;
+    if (tok->audit_file == NULL) {
+        CTOK_ERR(
+            CTOK_R_CONFIG,
+            "token '%s' has no audit file (set one with 'ctok token modify %s --audit-file F')",
+            tok->name, tok->name);
+        return 0;
+    }
+    snprintf(what, sizeof(what), "token '%s': audit file", tok->name);
+    if ((fd = ctok_file_open(tok->audit_file, 0, CTOK_R_IO, what)) < 0)
+        return 0;
+    if ((buf = malloc(MAX_LINE + 1)) == NULL || (f = fdopen(fd, "r")) == NULL) {
+        CTOK_ERR(CTOK_R_IO, "%s '%s': %s", what, tok->audit_file, strerror(errno));
+        free(buf);
+        close(fd);
+        return 0;
+    }
+    while (ok && read_line(f, buf, &len, &whole)) {
+        json_t *e = whole ? json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+        if (json_is_object(e))
+            ok = cb(e, arg);
+        else if (len > 0 || !whole)
+            (*malformed)++;
+        json_decref(e);
+    }
+    if (ferror(f)) {
+        CTOK_ERR(CTOK_R_IO, "%s '%s': %s", what, tok->audit_file, strerror(errno));
+        ok = 0;
+    }
+    free(buf);
+    fclose(f);
+    return ok;
+}

@@ -180,6 +180,18 @@ const char *ctok_token_auth_kind(const ctok_token *tok);
  * not decrypt under the master key).
  */
 int ctok_token_auth_check(ctok_token *tok, char *src, size_t srcsz);
+/*
+ * The token's audit trail (rule view): each line of its "audit_file" that is a JSON object,
+ * in order, to cb (borrowed: cb takes a reference to keep it; 1 to go on, 0 to stop: a failure).
+ * The file is opened as any file ctok trusts (not a secret): no symbolic link, nobody else's. Lines
+ * that are not a JSON object (invalid JSON or UTF-8, NUL bytes, over 64 KiB) are skipped and
+ * counted in *malformed. No audit file configured: CTOK_R_CONFIG "token 'x' has no audit
+ * file (...)". 1, or 0 with the error raised.
+ */
+typedef int (*ctok_audit_cb)(json_t *entry, void *arg);
+int ctok_token_audit_read(ctok_token *tok, ctok_audit_cb cb, void *arg, size_t *malformed);
+/* The operations audit lines name ("activate", "key_generate", ...), NULL-terminated. */
+extern const char *const ctok_audit_operations[];
 /* The token's config entry as loaded (borrowed; NULL if unknown or rule view is off). */
 const json_t *ctok_token_config(const ctok_token *tok);
 /* Replaces the token's auth code (PKCS#11 C_SetPIN; a keystore is re-protected); rule modify. */
