@@ -118,5 +118,7 @@ int cmd_key_rename(struct cli *c);
 int cmd_mechanisms(struct cli *c);
 int cmd_doctor(struct cli *c);
 int cmd_audit(struct cli *c);
+/* The operations audit lines name, for help and errors: "activate, deactivate, ...". */
+const char *cli_audit_operation_names(void);
 
 #endif

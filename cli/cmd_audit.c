@@ -127,19 +127,24 @@ static void print_text(const json_t *list)
     }
 }
 
+const char *cli_audit_operation_names(void)
+{
+    static char names[512];
+    size_t o = 0;
+
+    for (const char *const *k = ctok_audit_operations; *k != NULL && o < sizeof(names); k++)
+        o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", *k);
+    return names;
+}
+
 /* --operation: one of the names audit lines carry (a typo is an error, not an empty list) */
 static int known_operation(const char *op)
 {
-    char names[512];
-    size_t o = 0;
-
     for (const char *const *k = ctok_audit_operations; *k != NULL; k++)
         if (strcmp(*k, op) == 0)
             return 1;
-    names[0] = '\0';
-    for (const char *const *k = ctok_audit_operations; *k != NULL && o < sizeof(names); k++)
-        o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", *k);
-    cli_usage("--operation '%s' is not an operation audit lines name (%s)", op, names);
+    cli_usage("--operation '%s' is not an operation audit lines name (%s)", op,
+              cli_audit_operation_names());
     return 0;
 }
 

@@ -279,13 +279,11 @@ static const struct command commands[] = {
      "  Prints {\"stored\": ...}: the code encrypted for the token's \"auth\"."},
     {"audit", NULL, cmd_audit, 1, B(O_SINCE) | B(O_OPERATION),
      "audit TOKEN [--since TIME] [--operation OP] [--json]\n"
-     "  The token's audit trail (its --audit-file), oldest first: one line per entry,\n"
-     "  TIME  OPERATION  OBJECT  OUTCOME  PROGRAM[PID]  DETAIL; --json: the entries as\n"
-     "  stored. --since 2026-11-29T12:00:00Z (or a date: 2026-11-29): entries from then on\n"
-     "  (UTC). --operation: only that one (activate, deactivate, pin_unlock, code_change,\n"
-     "  key_generate, key_remove, key_rename, key_use, cert_import, cert_replace,\n"
-     "  cert_remove, cert_rename). Lines that are not JSON objects are skipped and counted\n"
-     "  on stderr. Needs the 'view' rule."},
+     "  The token's audit trail (its \"audit_file\") in the order written, one line per\n"
+     "  entry: TIME  OPERATION  OBJECT  OUTCOME  PROGRAM[PID]  DETAIL; --json: the entries\n"
+     "  as stored. --since 2026-11-29T12:00:00Z (or a date: 2026-11-29): entries from then\n"
+     "  on (UTC). --operation OP: only that one. Lines that are not JSON objects are\n"
+     "  skipped and counted on stderr. Needs the 'view' rule. OP is one of:"},
     {"doctor", NULL, cmd_doctor, 0, 0,
      "doctor [--json]\n"
      "  For this environment's OpenSSL config (OPENSSL_CONF, else OpenSSL's default file):\n"
@@ -303,6 +301,17 @@ static void command_help(FILE *out, const struct command *cmd)
         cli_token_create_help(out);
     if (cmd->fn == cmd_key_generate)
         fprintf(out, "  %s\n", ctok_keyspec_accepted());
+    if (cmd->fn == cmd_audit) { /* the names, within 80 columns */
+        int col = 0;
+
+        for (const char *const *k = ctok_audit_operations; *k != NULL; k++) {
+            if (col + (int)strlen(*k) + 2 > 78) {
+                fputc('\n', out);
+                col = 0;
+            }
+            col += fprintf(out, "%s%s%s", col == 0 ? "  " : " ", *k, k[1] != NULL ? "," : "\n");
+        }
+    }
 }
 
 /* 'ctok token': the usage lines of the group's commands. */

@@ -7,6 +7,7 @@ counted; the 'view' rule guards it; a hostile file never crashes it."""
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,29 @@ def test_since_and_operation_filter(soft):
     for bad in ("yesterday", "2026-11-29T12:00", "2026-13-01", "2026-11-29T12:00:00+01:00"):
         error_line(soft.ctok("audit", "tok", "--since", bad), "ISO-8601", code=2)
     error_line(soft.ctok("audit", "tok", "--operation", "keygen"), "key_generate", code=2)
+
+
+def test_help_lists_exactly_the_operations_ctok_writes_and_accepts(soft):
+    _, path = audited(soft)
+    path.write_text("")
+    help_text = assert_ok(soft.ctok("audit", "--help")).stdout
+    ops = [o.strip() for o in help_text.split("OP is one of:")[1].split(",")]
+    # what store/ writes: every ctok_audit(..., "operation", ...) of the token layer
+    src = Path(__file__).resolve().parent.parent / "store"
+    written = set()
+    for f in src.glob("*.c"):
+        for call in re.findall(r"ctok_audit\((.*?)\);", f.read_text(), re.S):
+            written |= set(re.findall(r'"([a-z_]+)"', call.split(",", 2)[1]))
+    assert written and set(ops) == written, (ops, written)
+    for op in ops:
+        assert_ok(soft.ctok("audit", "tok", "--operation", op))
+    root = src.parent
+    completion = (root / "completion" / "ctok").read_text()
+    offered = re.search(r"--operation\)\s*mapfile -t COMPREPLY < <\(compgen -W '([^']*)'",
+                        completion).group(1).split()
+    assert offered == ops
+    man = (root / "docs" / "man" / "ctok.1.scd").read_text()
+    assert all(op in man.split("*audit*", 1)[1].split("*doctor*")[0] for op in ops)
 
 
 def test_malformed_lines_are_skipped_and_counted(soft):
