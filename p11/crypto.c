@@ -340,7 +340,7 @@ int ctok_p11_key_mechs(ctok_key *key)
     }
     if (!all_pss)
         return 1;
-    p = pss_public(key->tok, key->pub, several ? NULL : only->name);
+    p = pss_public(key->tok, key->pub, several || only == NULL ? NULL : only->name);
     if (p == NULL) {
         CTOK_ERR(CTOK_R_BACKEND, "token '%s', key '%s': cannot make the RSA-PSS public key",
                  ctok_token_name(key->tok), key->label);

@@ -295,7 +295,6 @@ int ctok_file_lock(const char *path)
         if (!gone && held.st_dev == named.st_dev && held.st_ino == named.st_ino)
             break;
         close(fd); /* removed or replaced by the holder we waited for: a dead lock, again */
-        fd = -1;
     }
     free(lp);
     return fd;
