@@ -350,7 +350,8 @@ int ctok_p11_key_mechs(ctok_key *key)
     key->pub = p;
     key->type = CTOK_KT_RSA_PSS;
     CTOK_DBG("pkcs11: token '%s', key '%s': allowed only PSS: an RSA-PSS key (%s)",
-             ctok_token_name(key->tok), key->label, several ? "any digest" : only->name);
+             ctok_token_name(key->tok), key->label,
+             several || only == NULL ? "any digest" : only->name);
     return 1;
 }
 
