@@ -76,10 +76,10 @@ int ctok_az_b64url_decode(const char *in, uint8_t *out, size_t *len)
     size_t n = strlen(in), o = 0, bits = 0;
     uint32_t acc = 0;
 
-    /* padding is tolerated at the end only */
-    while (n > 0 && in[n - 1] == '=')
+    /* padding is tolerated at the end only, and only as much as completes a quantum */
+    while (n > 0 && in[n - 1] == '=' && strlen(in) - n < 2)
         n--;
-    if (n % 4 == 1)
+    if (n % 4 == 1 || (n < strlen(in) && strlen(in) % 4 != 0))
         return 0;
     for (size_t i = 0; i < n; i++) {
         const char *c = memchr(AZ_B64URL, in[i], 64);
@@ -374,7 +374,8 @@ int ctok_az_parse_value(const json_t *r, uint8_t *out, size_t *len)
 {
     const char *v = json_string_value(json_object_get(r, "value"));
 
-    return v != NULL && v[0] != '\0' && ctok_az_b64url_decode(v, out, len);
+    /* an empty result ("==") is no signature or plaintext of any key */
+    return v != NULL && v[0] != '\0' && ctok_az_b64url_decode(v, out, len) && *len > 0;
 }
 
 int ctok_az_parse_deleted(const json_t *r, char date[11], char *recovery, size_t recovery_len)

@@ -78,7 +78,7 @@ for t in $targets; do
     if [ $rc -ne 0 ]; then
         failed+=("fuzz_$t")
         echo "fuzz_$t failed (exit $rc); its log: $log" >&2
-        grep -E '^(==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' "$log" >&2
+        grep -E '^(==[0-9]+== ?ERROR|SUMMARY|Base64:|artifact_prefix|Test unit written)' "$log" >&2
     fi
 done
 # The PEM decoder's writes happen inside libcrypto, which is not instrumented: ASan cannot
