@@ -9,7 +9,7 @@ RUNTIME_DEPS = openssl libssl3 libcurl4 libjansson4 libp11-kit0
 BUILD_DEPS = cmake gcc make pkg-config libssl-dev libjansson-dev libp11-kit-dev \
              libcurl4-openssl-dev scdoc
 # What the demo, the tests and the checked builds need besides
-TEST_DEPS = python3-pytest python3-cryptography python3-boto3 clang-format \
+TEST_DEPS = python3-pytest python3-pytest-xdist python3-cryptography python3-boto3 clang-format \
             softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin groff-base \
             clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
 DEB_DEPS = $(RUNTIME_DEPS) $(BUILD_DEPS) $(TEST_DEPS)
@@ -58,7 +58,10 @@ test: build test-deps
 
 # Checked runs (tests/ctoktest.py "checked runs"): any sanitizer or valgrind report fails the
 # test during which it appeared. Host programs are not instrumented, so the runtime is
-# LD_PRELOADed into every process the suite starts.
+# LD_PRELOADed into every process the suite starts. The ASan and valgrind runs are CPU-bound
+# and single-threaded per test: they spread test modules over every core (pytest-xdist; each
+# worker has its own report directory), which halves CI's longest step on 2 cores.
+CHECKED_JOBS ?= $$(nproc)
 ASAN_BUILD  ?= build-asan
 TSAN_BUILD  ?= build-tsan
 ASAN_RT      = $$(gcc -print-file-name=libasan.so)
@@ -80,11 +83,11 @@ test-sanitize: test-deps
 	cmake -S . -B $(ASAN_BUILD) -DCTOK_WERROR=ON -DCTOK_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$$(nproc)
 	CTOK_BUILD_DIR=$(abspath $(ASAN_BUILD)) CTOK_SANITIZE_RUNTIME=$(ASAN_RT) \
-	  $(PYTHON) -m pytest tests -q -p no:cacheprovider
+	  $(PYTHON) -m pytest tests -q -p no:cacheprovider -n $(CHECKED_JOBS) --dist loadfile
 
-test-valgrind: build deps
+test-valgrind: build test-deps
 	CTOK_BUILD_DIR=$(abspath $(BUILD)) CTOK_VALGRIND=1 \
-	  $(PYTHON) -m pytest $(VALGRIND_TESTS) -q -p no:cacheprovider
+	  $(PYTHON) -m pytest $(VALGRIND_TESTS) -q -p no:cacheprovider -n $(CHECKED_JOBS) --dist loadfile
 
 # gcc's ThreadSanitizer: its runtime is a shared library that can be preloaded into openssl
 # (clang 14 links its TSan runtime statically into executables only).
