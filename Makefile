@@ -105,8 +105,10 @@ scan: deps
 	scan-build -o build-scan/report --status-bugs -analyze-headers \
 	  cmake --build build-scan -j$$(nproc)
 
+# about 10 minutes on 2 cores; shorter: make bench BENCH_ARGS="--only hsm --hsm-rounds 3"
+BENCH_ARGS ?=
 bench: build deps
-	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md
+	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md $(BENCH_ARGS)
 
 # README.md's performance section from the last run's bench/results.md (commit both)
 bench-readme:
