@@ -11,7 +11,7 @@ BUILD_DEPS = cmake gcc make pkg-config libssl-dev libjansson-dev libp11-kit-dev 
 # What the demo, the tests and the checked builds need besides
 TEST_DEPS = python3-pytest python3-pytest-xdist python3-cryptography python3-boto3 clang-format \
             softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin groff-base \
-            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux
+            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux time
 DEB_DEPS = $(RUNTIME_DEPS) $(BUILD_DEPS) $(TEST_DEPS)
 
 .PHONY: all deps build-deps test-deps build demo test bench bench-readme install uninstall \
@@ -108,8 +108,10 @@ scan: deps
 	scan-build -o build-scan/report --status-bugs -analyze-headers \
 	  cmake --build build-scan -j$$(nproc)
 
+# about 10 minutes on 2 cores; shorter: make bench BENCH_ARGS="--only hsm --hsm-rounds 3"
+BENCH_ARGS ?=
 bench: build deps
-	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md
+	$(PYTHON) bench/run.py --build $(BUILD) --markdown bench/results.md $(BENCH_ARGS)
 
 # README.md's performance section from the last run's bench/results.md (commit both)
 bench-readme:

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -64,7 +65,10 @@ static void usage(FILE *f)
                "         [--provider-path DIR] [--provider NAME]...\n"
                "  --passin: pass:CODE, file:PATH, env:NAME, or the code itself\n"
                "  prints: ops_per_sec=<float> threads=<n> sigs=<count> cpu_s=<float>\n"
-               "  --latency: each signature timed; the line ends with p50_us=<f> p99_us=<f>\n");
+               "  --latency: each signature timed; the line ends with p50_us=<f> p99_us=<f>\n"
+               "  --count N [--rss-at K]: instead of a timed run, N signatures in this thread\n"
+               "    (a fresh context each); prints sigs=N rss_kb_at_K=<kb> rss_kb_at_N=<kb>:\n"
+               "    the resident set after K (default 1000) and after N signatures\n");
 }
 
 static void die_ssl(const char *what)
@@ -228,6 +232,43 @@ static int verify_once(EVP_PKEY *pkey, enum alg alg, const unsigned char *sig, s
 static int reuse_ctx;
 static int latency; /* --latency */
 
+/* ---- memory over a long run (--count, --rss-at) -------------------------------------- */
+
+/* The resident set of this process now, in KiB (/proc/self/statm); -1 if unreadable. */
+static long rss_kb(void)
+{
+    long size, pages = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &size, &pages) != 2)
+        pages = -1;
+    fclose(f);
+    return pages < 0 ? -1 : pages * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* count signatures in this thread, the resident set read after rss_at and after count. */
+static int count_run(EVP_PKEY *pkey, enum alg alg, unsigned long count, unsigned long rss_at)
+{
+    unsigned char sig[SIG_BUF];
+    size_t siglen;
+    unsigned long n;
+    long at_k = -1;
+
+    for (n = 1; n <= count; n++) {
+        if (!sign_once(pkey, alg, sig, &siglen)) {
+            fprintf(stderr, "ctok-bench-sign: signature %lu failed\n", n);
+            ERR_print_errors_fp(stderr);
+            return 1;
+        }
+        if (n == rss_at)
+            at_k = rss_kb();
+    }
+    printf("sigs=%lu rss_kb_at_%lu=%ld rss_kb_at_%lu=%ld\n", count, rss_at, at_k, count, rss_kb());
+    return 0;
+}
+
 /* ---- workers ------------------------------------------------------------------------- */
 
 static unsigned long sign_worker(void *arg)
@@ -269,6 +310,7 @@ int main(int argc, char **argv)
     const char *providers[MAX_PROVIDERS];
     OSSL_PROVIDER *loaded[MAX_PROVIDERS];
     int nproviders = 0, nthreads = 1, i;
+    unsigned long count = 0, rss_at = 1000;
     double seconds = 2.0;
     enum alg alg = ALG_RSA_PKCS1;
     UI_METHOD *ui = NULL;
@@ -316,6 +358,10 @@ int main(int argc, char **argv)
             nthreads = atoi(v);
         } else if (strcmp(a, "--seconds") == 0) {
             seconds = strtod(v, NULL);
+        } else if (strcmp(a, "--count") == 0) {
+            count = strtoul(v, NULL, 10);
+        } else if (strcmp(a, "--rss-at") == 0) {
+            rss_at = strtoul(v, NULL, 10);
         } else if (strcmp(a, "--passin") == 0) {
             passin = v;
         } else {
@@ -375,6 +421,15 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    if (count > 0) {
+        if (rss_at < 1 || rss_at > count) {
+            fprintf(stderr, "ctok-bench-sign: --rss-at must be between 1 and --count\n");
+            return 2;
+        }
+        rc = count_run(pkey, alg, count, rss_at);
+        goto done;
+    }
+
     workers = calloc((size_t)nthreads, sizeof(*workers));
     args = calloc((size_t)nthreads, sizeof(*args));
     if (workers == NULL || args == NULL) {
@@ -392,6 +447,7 @@ int main(int argc, char **argv)
 
     free(args);
     free(workers);
+done:
     EVP_PKEY_free(pkey);
     UI_destroy_method(ui);
     if (passphrase != NULL)

@@ -24,50 +24,76 @@ run = load("run.py")
 paste = load("paste_results.py")
 
 MACHINE = {"date": "2026-11-29 04:00 UTC", "nproc": 2, "cpu": "AMD EPYC", "kernel": "6.1.0",
-           "openssl": "OpenSSL 3.0.19", "softhsm": "2.6.1", "nginx": "nginx version: 1.22.1"}
-ARGS = argparse.Namespace(rounds=5, seconds=1.5, startup_runs=10)
+           "openssl": "OpenSSL 3.0.19", "softhsm": "2.6.1", "nginx": "nginx version: 1.22.1",
+           "load_start": 0.12, "load_end": 1.95, "other_cpu_share": 0.01}
+ARGS = argparse.Namespace(rounds=5, seconds=1.5, startup_runs=21)
 
 
 def results():
     return {
         "throughput": [
             {"key": "RSA-2048", "alg": "rsa-pkcs1", "threads": 1, "file": 1000.0,
-             "ctok": 990.0, "ratio": 0.99},
+             "ctok": 990.0, "ratio": 0.99, "pair_ratio_min": 0.97, "pair_ratio_max": 1.02},
             {"key": "P-256", "alg": "ecdsa", "threads": 2, "file": 10000.0, "ctok": 9000.0,
-             "ratio": 0.90},
+             "ratio": 0.90, "pair_ratio_min": 0.85, "pair_ratio_max": 0.93},
         ],
         "startup": [
-            {"key": "P-256", "what": "ctok key vs file key", "target": run.STARTUP_TARGET,
-             "base_ms": 20.0, "ctok_ms": 30.0, "ratio": 1.5},
+            {"key": "P-256", "what": "SoftHSM key vs PEM", "target": run.STARTUP_HSM_TARGET,
+             "base_ms": 20.0, "ctok_ms": 31.0, "ratio": 1.55, "spread": (1.4, 1.7)},
+            {"key": "P-256", "what": "soft key vs PEM", "target": None,
+             "base_ms": 20.0, "ctok_ms": 40.0, "ratio": 2.0, "spread": (1.9, 2.1)},
+            {"key": "P-256", "what": "soft key vs own p12", "target": run.STARTUP_OWN_P12_TARGET,
+             "base_ms": 39.0, "ctok_ms": 40.0, "ratio": 1.03, "spread": (0.98, 1.08)},
+        ],
+        "rss": [
+            {"key": "P-256", "what": "soft key vs PEM", "target": run.RSS_TARGET,
+             "ctok_kb": 7000.0, "base_kb": 6500.0, "ratio": 7000 / 6500, "spread": (1.07, 1.08)},
+            {"key": "P-256", "what": "SoftHSM key vs PEM", "target": run.RSS_TARGET,
+             "ctok_kb": 14000.0, "base_kb": 6500.0, "ratio": 14000 / 6500,
+             "spread": (2.1, 2.2)},
+        ],
+        "memory": [
+            {"key": "P-256", "side": "soft", "count": 100000, "at": 1000, "first_kb": 10000,
+             "last_kb": 10400, "growth": 0.04},
+            {"key": "P-256", "side": "hsm", "count": 100000, "at": 1000, "first_kb": 10000,
+             "last_kb": 10600, "growth": 0.06},
         ],
         "hsm": [
             {"key": "P-256", "alg": "ecdsa", "threads": 1, "ctok": 930.0, "limit": 1000.0,
-             "limit_side": "raw-copy", "ratio": 0.93, "ratio_reuse": 0.99},
+             "limit_side": "raw-copy", "ratio": 0.93, "ratio_reuse": 0.99,
+             "pair_ratio_min": 0.77, "pair_ratio_max": 0.95, "ctok_spread": (0.8, 1.1),
+             "limit_spread": (0.97, 1.02)},
         ],
         "hsm_rounds": 3, "hsm_seconds": 1.5,
         "tls": [
             {"key": "P-256", "side": "soft", "target": run.TLS_CPU_TARGET, "ctok_cpu_us": 100.0,
-             "file_cpu_us": 100.0, "cpu_ratio": 1.0},
-            {"key": "P-256", "side": "hsm", "target": None, "ctok_cpu_us": 300.0,
-             "file_cpu_us": 100.0, "cpu_ratio": 3.0},
+             "file_cpu_us": 100.0, "cpu_ratio": 1.0, "cpu_pair_ratio_min": 0.9,
+             "cpu_pair_ratio_max": 1.1},
+            {"key": "P-256", "side": "hsm", "target": run.TLS_HSM_CPU_TARGET,
+             "ctok_cpu_us": 300.0, "file_cpu_us": 100.0, "cpu_ratio": 3.0,
+             "cpu_pair_ratio_min": 2.9, "cpu_pair_ratio_max": 3.2},
         ],
         "tls_rounds": 3, "tls_seconds": 3.0, "tls_errors": [],
         "kms": [
             {"key": "P-256", "alg": "ECDSA_SHA_256", "threads": 1, "ctok_ops": 900.0,
              "bare_ops": 1000.0, "ctok_p50_us": 1080.0, "bare_p50_us": 1000.0,
-             "ctok_p99_us": 3000.0, "bare_p99_us": 2500.0, "added_p50_us": 80.0},
+             "ctok_p99_us": 3000.0, "bare_p99_us": 2500.0, "added_p50_us": 80.0,
+             "added_p50_spread": (-20.0, 140.0)},
             {"key": "P-256", "alg": "ECDSA_SHA_256", "threads": 4, "ctok_ops": 1500.0,
              "bare_ops": 2000.0, "ctok_p50_us": 2150.0, "bare_p50_us": 2000.0,
-             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 150.0},
+             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 150.0,
+             "added_p50_spread": (100.0, 200.0)},
         ],
         "kms_rounds": 5, "kms_seconds": 1.0,
         "akv": [
             {"key": "RSA-2048", "alg": "RS256", "threads": 1, "ctok_ops": 400.0,
              "bare_ops": 420.0, "ctok_p50_us": 2100.0, "bare_p50_us": 2000.0,
-             "ctok_p99_us": 5000.0, "bare_p99_us": 4000.0, "added_p50_us": 100.0},
+             "ctok_p99_us": 5000.0, "bare_p99_us": 4000.0, "added_p50_us": 100.0,
+             "added_p50_spread": (90.0, 110.0)},
             {"key": "RSA-2048", "alg": "RS256", "threads": 4, "ctok_ops": 500.0,
              "bare_ops": 600.0, "ctok_p50_us": 7101.0, "bare_p50_us": 7000.0,
-             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 101.0},
+             "ctok_p99_us": 9000.0, "bare_p99_us": 8000.0, "added_p50_us": 101.0,
+             "added_p50_spread": (95.0, 120.0)},
             {"key": "P-256", "alg": "ES256", "threads": 1, "bare_ops": 700.0,
              "bare_p50_us": 1400.0, "bare_p99_us": 3000.0},  # --file-only: no ctok side
         ],
@@ -84,34 +110,73 @@ def rows(md):
 def test_markdown_names_the_date_and_the_machine():
     md = run.markdown_report(ARGS, results(), MACHINE)
     first = md.splitlines()[0]
-    for what in ("2026-11-29 04:00 UTC", "2 × AMD EPYC", "OpenSSL 3.0.19", "SoftHSM 2.6.1"):
+    for what in ("2026-11-29 04:00 UTC", "2 × AMD EPYC", "Linux 6.1.0", "OpenSSL 3.0.19",
+                 "SoftHSM 2.6.1", "0.12 at the start", "1.95 at the end", "otherwise idle"):
         assert what in first, first
+
+
+def test_the_machine_line_says_when_the_machine_was_not_idle():
+    busy = dict(MACHINE, other_cpu_share=0.4)
+    first = run.markdown_report(ARGS, results(), busy).splitlines()[0]
+    assert "40 % of the CPUs" in first and "**not idle**" in first, first
+    assert "otherwise idle" not in first
 
 
 def test_every_missed_target_is_marked_missed_and_only_those():
     md = run.markdown_report(ARGS, results(), MACHINE)
     by_first = {(r[0], r[1], r[2]): r for r in rows(md)}
-    assert by_first[("RSA-2048", "rsa-pkcs1", "1")][-1] == "ok"
+    soft = by_first[("RSA-2048", "rsa-pkcs1", "1")]
+    assert soft[5:] == ["0.99", "0.97–1.02", "≥ 0.95", "ok"], soft
     assert by_first[("P-256", "ecdsa", "2")][-1] == "**MISSED**"  # 0.90 < 0.95
     hsm = by_first[("P-256", "ecdsa", "1")]
-    assert hsm[5:8] == ["0.93", "≥ 0.95", "**MISSED**"] and hsm[-1] == "ok", hsm
-    startup = by_first[("ctok key vs file key", "P-256", "30.0")]
-    assert startup[-2:] == ["≤ %.2f" % run.STARTUP_TARGET, "**MISSED**"]
+    # ratio, paired spread, ctok's own spread, the bare loop's own spread, target
+    assert hsm[5:11] == ["0.93", "0.77–0.95", "0.80–1.10", "0.97–1.02", "≥ 0.95",
+                         "**MISSED**"], hsm
+    assert hsm[-2:] == ["0.99", "ok"], hsm
+    startup = by_first[("SoftHSM key vs PEM", "P-256", "31.0")]
+    assert startup[4:] == ["1.55", "1.40–1.70", "≤ %.2f" % run.STARTUP_HSM_TARGET,
+                           "**MISSED**"], startup
+    shown = by_first[("soft key vs PEM", "P-256", "40.0")]
+    assert shown[-2:] == ["(shown)", ""], shown  # no target: never MISSED
+    own = by_first[("soft key vs own p12", "P-256", "40.0")]
+    assert own[-2:] == ["≤ 1.05", "ok"], own
+    assert by_first[("soft key vs PEM", "P-256", "7000")][-2:] == ["≤ 1.10", "ok"]
+    assert by_first[("SoftHSM key vs PEM", "P-256", "14000")][-1] == "**MISSED**"
+    flat_ok = by_first[("P-256", "soft token via ctok", "10000")]
+    assert flat_ok[3:] == ["10400", "+4.0 %", "± 5 %", "ok"], flat_ok
+    assert by_first[("P-256", "SoftHSM via ctok", "10000")][-1] == "**MISSED**"  # +6 %
     soft_tls = by_first[("P-256", "soft token", "100")]
-    assert soft_tls[-1] == "ok"
+    assert soft_tls[5:] == ["0.90–1.10", "≤ 1.05", "ok"], soft_tls
     hsm_tls = by_first[("P-256", "SoftHSM", "300")]
-    assert hsm_tls[-1] == "" and "none" in hsm_tls[-2]  # no target: never MISSED
+    assert hsm_tls[-2:] == ["≤ 1.10", "**MISSED**"], hsm_tls  # the same key: a target
     kms1, kms4 = by_first[("P-256", "ECDSA_SHA_256", "1")], by_first[("P-256", "ECDSA_SHA_256",
                                                                     "4")]
-    assert kms1[-3:] == ["80", "≤ 100", "ok"], kms1  # ctok p50 - bare p50 within 100 µs
-    assert kms4[-3:] == ["150", "≤ 100", "**MISSED**"], kms4
+    assert kms1[-4:] == ["80", "-20 to 140", "≤ 100", "ok"], kms1  # within 100 µs
+    assert kms4[-4:] == ["150", "100 to 200", "≤ 100", "**MISSED**"], kms4
     assert kms1[3:9] == ["900", "1000", "1080", "1000", "3000", "2500"], kms1
     akv1, akv4 = by_first[("RSA-2048", "RS256", "1")], by_first[("RSA-2048", "RS256", "4")]
-    assert akv1[-3:] == ["100", "≤ 100", "ok"], akv1  # exactly on the target: not missed
-    assert akv4[-3:] == ["101", "≤ 100", "**MISSED**"], akv4
+    assert akv1[-4:] == ["100", "90 to 110", "≤ 100", "ok"], akv1  # on the target: not missed
+    assert akv4[-4:] == ["101", "95 to 120", "≤ 100", "**MISSED**"], akv4
     assert akv1[3:9] == ["400", "420", "2100", "2000", "5000", "4000"], akv1
     assert ("P-256", "ES256", "1") not in by_first  # a row without a ctok side is left out
-    assert md.count("MISSED") == 5
+    assert md.count("MISSED") == 8
+
+
+def test_every_table_has_a_spread_column():
+    md = run.markdown_report(ARGS, results(), MACHINE)
+    headers = [l for l in md.splitlines() if l.startswith("| key") or
+               l.startswith("| comparison")]
+    assert len(headers) == 8, headers  # soft, hsm, one-shot, RSS, memory, TLS, KMS, Key Vault
+    for h in headers:
+        assert "| spread |" in h or "| growth |" in h, h
+
+
+def test_spreads_are_paired_per_round_and_relative_to_the_median():
+    assert run.paired([100.0, 200.0], [90.0, 220.0]) == [0.9, 1.1]
+    assert run.span([3, 1, 2]) == (1, 3)
+    assert run.rel_span([90.0, 100.0, 110.0]) == (0.9, 1.1)
+    assert not run.flat_missed(0.05) and not run.flat_missed(-0.05)
+    assert run.flat_missed(0.051) and run.flat_missed(-0.051)
 
 
 def test_the_kms_table_says_how_the_added_latency_is_measured():
