@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <curl/curl.h>
+#include "curl_lazy.h"
 #include <openssl/crypto.h>
 
 #include "awsint.h"

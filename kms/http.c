@@ -16,7 +16,7 @@
 #include <strings.h>
 #include <fcntl.h>
 #include <unistd.h>
-#include <curl/curl.h>
+#include "curl_lazy.h"
 #include <openssl/crypto.h>
 
 #include "http.h"
@@ -319,7 +319,10 @@ int ctok_http_do(struct ctok_http_pool *p, const struct ctok_http_req *req,
     memset(resp, 0, sizeof(*resp));
     pthread_once(&global_once, global_init);
     if (!global_ok) {
-        strcpy(resp->error, "libcurl did not initialize");
+        const char *why = ctok_curl_load_error();
+
+        snprintf(resp->error, sizeof(resp->error), "libcurl did not initialize%s%s",
+                 why[0] ? ": " : "", why);
         return 0;
     }
     if ((h = pool_get(p)) == NULL || (hdrs = header_list(req->headers)) == NULL) {
