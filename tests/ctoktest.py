@@ -397,16 +397,45 @@ def wait_stopped(pid, timeout=60):
     return None
 
 
-def run_with_tty(argv, env, answers, timeout=30):
-    """Runs argv on a pseudo terminal (its controlling tty); each time the program
-    prints a prompt (output ending in ':'), the next answer is typed. Returns
-    (exit code, everything printed on the terminal, the prompts answered)."""
+def tty_spawn(argv, env):
+    """argv on a new pseudo terminal, its controlling tty: (pid, master fd)."""
     pid, fd = pty.fork()
     if pid == 0:  # child
         try:
             os.execve(str(argv[0]), [str(a) for a in argv], env)
         finally:
             os._exit(127)
+    return pid, fd
+
+
+def tty_chunk(fd, wait):
+    """One read from a pseudo terminal's master: the bytes; b"" at its end (EIO: every slave
+    side is closed, the program is gone); None when nothing came within wait seconds."""
+    r, _, _ = select.select([fd], [], [], wait)
+    if not r:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
+def tty_read_until(fd, want, deadline):
+    """What the terminal printed until want appeared, it ended, or the deadline passed."""
+    out = b""
+    while want not in out and time.monotonic() < deadline:
+        chunk = tty_chunk(fd, 0.1)
+        if chunk == b"":
+            break
+        out += chunk or b""
+    return out
+
+
+def run_with_tty(argv, env, answers, timeout=30):
+    """Runs argv on a pseudo terminal (its controlling tty); each time the program
+    prints a prompt (output ending in ':'), the next answer is typed. Returns
+    (exit code, everything printed on the terminal, the prompts answered)."""
+    pid, fd = tty_spawn(argv, env)
     out = b""
     prompts = []
     answered = 0
@@ -415,15 +444,10 @@ def run_with_tty(argv, env, answers, timeout=30):
     status = None
     try:
         while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                out += chunk
+            chunk = tty_chunk(fd, 0.2)
+            if chunk == b"":
+                break
+            out += chunk or b""
             tail = out[since:].rstrip()
             if answered < len(answers) and tail.endswith(b":"):
                 time.sleep(0.3)  # let the program switch echo off, as a person would
@@ -435,16 +459,7 @@ def run_with_tty(argv, env, answers, timeout=30):
             if done:
                 status = st
                 # drain what is left
-                while True:
-                    r, _, _ = select.select([fd], [], [], 0.2)
-                    if not r:
-                        break
-                    try:
-                        chunk = os.read(fd, 4096)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
+                while chunk := tty_chunk(fd, 0.2):
                     out += chunk
                 break
     finally:

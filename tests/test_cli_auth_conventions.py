@@ -9,7 +9,6 @@ import json
 import os
 import pty
 import re
-import select
 import signal
 import subprocess
 import termios
@@ -23,6 +22,9 @@ from ctoktest import (
     assert_verified,
     describe,
     sign_digest,
+    tty_chunk,
+    tty_read_until,
+    tty_spawn,
     verify_digest,
     wait_stopped,
 )
@@ -155,21 +157,6 @@ def test_a_fallback_without_a_stored_code_is_a_config_error(ws, make_token):
 # ------------------------------------------------------------------ Ctrl-C at the prompt
 
 
-def read_until(fd, want, deadline):
-    out = b""
-    while want not in out and time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
-
 def wait_exit(pid, deadline):
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -183,13 +170,7 @@ def wait_exit(pid, deadline):
 
 def spawn_on_tty(ws, *args):
     """ctok on a new pseudo terminal, its controlling tty: (pid, master fd)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            os.execve(str(ws.build / "ctok"), ["ctok", *args], ws.env())
-        finally:
-            os._exit(127)
-    return pid, fd
+    return tty_spawn([ws.build / "ctok", *args], ws.env())
 
 
 def echo_on(fd):
@@ -201,7 +182,7 @@ def test_ctrl_c_at_the_prompt_leaves_the_terminal_echoing(ws, make_token):
     pid, fd = spawn_on_tty(ws, "token", "activate", "soft1")
     deadline = time.monotonic() + TIMEOUT
     try:
-        out = read_until(fd, b"Authentication code for token 'soft1':", deadline)
+        out = tty_read_until(fd, b"Authentication code for token 'soft1':", deadline)
         assert b"Authentication code" in out, out
         time.sleep(0.3)  # the prompt is printed before echo goes off
         assert not echo_on(fd), "the prompt did not turn echo off"
@@ -219,10 +200,10 @@ def test_a_code_typed_at_the_prompt_is_not_echoed_and_activates(ws, make_token):
     pid, fd = spawn_on_tty(ws, "token", "activate", "soft1")
     deadline = time.monotonic() + TIMEOUT
     try:
-        read_until(fd, b"Authentication code for token 'soft1':", deadline)
+        tty_read_until(fd, b"Authentication code for token 'soft1':", deadline)
         time.sleep(0.3)
         os.write(fd, PIN.encode() + b"\n")
-        out = read_until(fd, b"accepted", deadline)
+        out = tty_read_until(fd, b"accepted", deadline)
         status = wait_exit(pid, deadline)
         assert os.waitstatus_to_exitcode(status) == 0, out
         assert b"authentication code accepted" in out and PIN.encode() not in out, out
@@ -247,17 +228,10 @@ def run_on_pty(ws, args, stderr_tty):
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: every slave side is closed, ctok is gone
-                    chunk = b""
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
+            chunk = tty_chunk(master, 0.1)
+            if chunk == b"" or (chunk is None and p.poll() is not None):
                 break
+            out += chunk or b""
         err = p.stderr.read() if p.stderr is not None else b""
         return p.wait(TIMEOUT), out, err
     finally:
