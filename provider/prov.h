@@ -32,7 +32,8 @@ struct ctok_provctx {
     ctok_ctx *tokens; /* created on first use: no config read until a ctok key is used */
     OSSL_LIB_CTX *bio_libctx;
     EVP_KEYMGMT *km[5];
-    /* digests fetched once: a fetch per signature cost ~2% of an HSM ECDSA signature */
+    /* digests fetched once: a fetch per signature cost ~2% of an HSM ECDSA signature; added
+     * under lock, read without (ctok_prov_md) */
     struct {
         char name[32];
         EVP_MD *md;

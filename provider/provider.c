@@ -243,18 +243,27 @@ OSSL_LIB_CTX *ctok_prov_child(struct ctok_provctx *pctx)
     return child;
 }
 
+/*
+ * Read without the lock: an entry is complete before n_mds (release) counts it, and entries
+ * live until teardown. Every signature init looks a digest up here; with the provider's
+ * mutex around it, all signing threads of a process took one lock per signature.
+ */
+static EVP_MD *cached_md(struct ctok_provctx *pctx, const char *name)
+{
+    int n = __atomic_load_n(&pctx->n_mds, __ATOMIC_ACQUIRE);
+
+    for (int i = 0; i < n; i++)
+        if (strcmp(pctx->mds[i].name, name) == 0)
+            return pctx->mds[i].md;
+    return NULL;
+}
+
 EVP_MD *ctok_prov_md(struct ctok_provctx *pctx, const char *name)
 {
     OSSL_LIB_CTX *child;
-    EVP_MD *md = NULL;
+    EVP_MD *md = cached_md(pctx, name);
+    int n;
 
-    pthread_mutex_lock(&pctx->lock);
-    for (int i = 0; i < pctx->n_mds; i++)
-        if (strcmp(pctx->mds[i].name, name) == 0) {
-            md = pctx->mds[i].md;
-            break;
-        }
-    pthread_mutex_unlock(&pctx->lock);
     if (md != NULL)
         return EVP_MD_up_ref(md) ? md : NULL;
     child = ctok_prov_child(pctx);
@@ -262,9 +271,12 @@ EVP_MD *ctok_prov_md(struct ctok_provctx *pctx, const char *name)
     if (md == NULL || strlen(name) >= sizeof(pctx->mds[0].name))
         return md;
     pthread_mutex_lock(&pctx->lock);
-    if (pctx->n_mds < (int)(sizeof(pctx->mds) / sizeof(pctx->mds[0])) && EVP_MD_up_ref(md)) {
-        strcpy(pctx->mds[pctx->n_mds].name, name);
-        pctx->mds[pctx->n_mds++].md = md;
+    n = pctx->n_mds;
+    if (cached_md(pctx, name) == NULL && n < (int)(sizeof(pctx->mds) / sizeof(pctx->mds[0])) &&
+        EVP_MD_up_ref(md)) {
+        strcpy(pctx->mds[n].name, name);
+        pctx->mds[n].md = md;
+        __atomic_store_n(&pctx->n_mds, n + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&pctx->lock);
     return md;

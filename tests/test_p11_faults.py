@@ -268,6 +268,8 @@ def test_eight_threads_of_a_forked_child_start_signing_at_once(main_hsm, sign_lo
     for pid, calls in by_child.items():
         # one re-initialization per child, not one per thread, and one login
         assert len([c for c in calls if c["fn"] == "C_Initialize"]) == 1, log.text()
+        # before its first call: not by recovering from the parent's state being refused
+        assert "CKR_CRYPTOKI_NOT_INITIALIZED" not in [c["rv"] for c in calls], log.text()
         assert len([c for c in calls if c["fn"] == "C_Finalize"]) <= 1, log.text()
         assert [c["rv"] for c in calls if c["fn"] == "C_Login"] == ["CKR_OK"], log.text()
         assert len([c for c in calls if c["fn"] == "C_Sign" and c["rv"] == "CKR_OK"

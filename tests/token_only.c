@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "../store/backend.h"
 
@@ -77,6 +79,68 @@ end:
     return ok;
 }
 
+/* What the helper must give for r || s: OpenSSL's own DER of the two numbers. */
+static int reference_der(const uint8_t *rs, size_t rslen, uint8_t *der, size_t *derlen)
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(rs, (int)rslen / 2, NULL),
+           *s = BN_bin2bn(rs + rslen / 2, (int)rslen / 2, NULL);
+    unsigned char *out = NULL;
+    int len = -1;
+
+    if (es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s)) {
+        r = s = NULL;
+        len = i2d_ECDSA_SIG(es, &out);
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    if (len <= 0 || (size_t)len > *derlen) {
+        OPENSSL_free(out);
+        return 0;
+    }
+    memcpy(der, out, (size_t)len);
+    *derlen = (size_t)len;
+    OPENSSL_free(out);
+    return 1;
+}
+
+/*
+ * r || s of every size a curve gives (P-256 to P-521: short and long DER lengths), with high
+ * bits set, leading zero bytes and all-zero halves: the same DER as OpenSSL's i2d_ECDSA_SIG.
+ */
+static int rs_random(void)
+{
+    static const size_t halves[] = {1, 28, 32, 48, 66};
+    uint8_t rs[132], der[160], ref[160];
+
+    for (size_t h = 0; h < sizeof(halves) / sizeof(halves[0]); h++)
+        for (int i = 0; i < 400; i++) {
+            size_t n = halves[h], derlen = sizeof(der), reflen = sizeof(ref);
+
+            if (RAND_bytes(rs, (int)(2 * n)) != 1)
+                return 0;
+            if (i % 4 == 1) { /* leading zeros in r, high bit in s */
+                memset(rs, 0, (size_t)i % n + 1);
+                rs[n] |= 0x80;
+            }
+            if (i % 4 == 2) /* s all zeros */
+                memset(rs + n, 0, n);
+            if (i % 4 == 3) /* high bit in r */
+                rs[0] |= 0x80;
+            if (!reference_der(rs, 2 * n, ref, &reflen) ||
+                !ctok_ecdsa_rs_to_der(rs, 2 * n, der, &derlen) || derlen != reflen ||
+                memcmp(der, ref, reflen) != 0) {
+                fprintf(stderr, "r||s of %zu bytes: DER differs from i2d_ECDSA_SIG\n", 2 * n);
+                return 0;
+            }
+            derlen = reflen - 1; /* one byte short: refused */
+            if (ctok_ecdsa_rs_to_der(rs, 2 * n, der, &derlen))
+                return 0;
+        }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     char config[512], keystore[512];
@@ -126,7 +190,7 @@ int main(int argc, char **argv)
     ctok_key_unref(key);
     ctok_ctx_free(ctx);
 
-    ok = rs_round_trip();
+    ok = rs_round_trip() && rs_random();
     printf("r||s to DER: %s\n", ok ? "ok" : "wrong");
     fails += !ok;
     return fails == 0 ? 0 : 1;
