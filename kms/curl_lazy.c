@@ -1,9 +1,6 @@
 /* libcurl loaded on first use: see curl_lazy.h for why. */
-#include <dlfcn.h>
-#include <pthread.h>
-#include <stdio.h>
-
 #include "curl_lazy.h"
+#include "../store/lazylib.h"
 
 #ifndef CTOK_LIBCURL_SONAME
 #define CTOK_LIBCURL_SONAME "libcurl.so.4"
@@ -29,58 +26,35 @@ static struct {
     CURLUcode (*url_set)(CURLU *, CURLUPart, const char *, unsigned int);
 } fn;
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static int loaded;
-static char load_error[256];
-
-#define SYM(field, name)                                                                           \
-    do {                                                                                           \
-        if ((*(void **)&(field) = dlsym(h, name)) == NULL) {                                       \
-            snprintf(load_error, sizeof(load_error), "%s has no %s", CTOK_LIBCURL_SONAME, name);   \
-            return;                                                                                \
-        }                                                                                          \
-    } while (0)
-
-static void load(void)
-{
-    /* never dlclose: handles and libcurl's global state live until exit */
-    void *h = dlopen(CTOK_LIBCURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-
-    if (h == NULL) {
-        const char *e = dlerror();
-
-        snprintf(load_error, sizeof(load_error), "cannot load %s: %s", CTOK_LIBCURL_SONAME,
-                 e != NULL ? e : "unknown error");
-        return;
-    }
-    SYM(ctok_curl_fn.easy_setopt, "curl_easy_setopt");
-    SYM(ctok_curl_fn.easy_getinfo, "curl_easy_getinfo");
-    SYM(fn.global_init, "curl_global_init");
-    SYM(fn.easy_init, "curl_easy_init");
-    SYM(fn.easy_perform, "curl_easy_perform");
-    SYM(fn.easy_cleanup, "curl_easy_cleanup");
-    SYM(fn.easy_reset, "curl_easy_reset");
-    SYM(fn.easy_strerror, "curl_easy_strerror");
-    SYM(fn.easy_escape, "curl_easy_escape");
-    SYM(fn.free, "curl_free");
-    SYM(fn.slist_append, "curl_slist_append");
-    SYM(fn.slist_free_all, "curl_slist_free_all");
-    SYM(fn.url, "curl_url");
-    SYM(fn.url_cleanup, "curl_url_cleanup");
-    SYM(fn.url_get, "curl_url_get");
-    SYM(fn.url_set, "curl_url_set");
-    loaded = 1;
-}
+static const struct ctok_lazysym syms[] = {
+    {"curl_easy_setopt", (void **)&ctok_curl_fn.easy_setopt},
+    {"curl_easy_getinfo", (void **)&ctok_curl_fn.easy_getinfo},
+    {"curl_global_init", (void **)&fn.global_init},
+    {"curl_easy_init", (void **)&fn.easy_init},
+    {"curl_easy_perform", (void **)&fn.easy_perform},
+    {"curl_easy_cleanup", (void **)&fn.easy_cleanup},
+    {"curl_easy_reset", (void **)&fn.easy_reset},
+    {"curl_easy_strerror", (void **)&fn.easy_strerror},
+    {"curl_easy_escape", (void **)&fn.easy_escape},
+    {"curl_free", (void **)&fn.free},
+    {"curl_slist_append", (void **)&fn.slist_append},
+    {"curl_slist_free_all", (void **)&fn.slist_free_all},
+    {"curl_url", (void **)&fn.url},
+    {"curl_url_cleanup", (void **)&fn.url_cleanup},
+    {"curl_url_get", (void **)&fn.url_get},
+    {"curl_url_set", (void **)&fn.url_set},
+};
+/* handles and libcurl's global state live until exit */
+static struct ctok_lazylib lib = CTOK_LAZYLIB(CTOK_LIBCURL_SONAME, syms);
 
 static int ready(void)
 {
-    pthread_once(&load_once, load);
-    return loaded;
+    return ctok_lazylib_ready(&lib);
 }
 
 const char *ctok_curl_load_error(void)
 {
-    return ready() ? "" : load_error;
+    return ready() ? "" : lib.error;
 }
 
 /* makers: load first */
@@ -112,7 +86,7 @@ CURLU *ctok_curl_url(void)
 
 const char *ctok_curl_easy_strerror(CURLcode rc)
 {
-    return ready() ? fn.easy_strerror(rc) : load_error;
+    return ready() ? fn.easy_strerror(rc) : lib.error;
 }
 
 /* freers: NULL is nothing to free, loaded or not */

@@ -7,9 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <p11-kit/uri.h>
-
 #include "p11.h"
+#include "../store/p11kit_lazy.h"
 
 static int p11_configure(ctok_token *tok, const json_t *conf)
 {

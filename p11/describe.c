@@ -1,9 +1,9 @@
 /* What a token says of itself: its pkcs11: URI (RFC 7512) and its mechanisms (pkcs11-tool -M). */
 #include <stdlib.h>
 #include <string.h>
-#include <p11-kit/uri.h>
 
 #include "p11.h"
+#include "../store/p11kit_lazy.h"
 
 char *ctok_p11_token_info_uri(const CK_TOKEN_INFO *ti)
 {

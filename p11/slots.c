@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <p11-kit/uri.h>
-
 #include "p11.h"
+#include "../store/p11kit_lazy.h"
 
 void ctok_p11_str(const unsigned char *in, size_t len, char *out)
 {

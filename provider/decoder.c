@@ -227,6 +227,18 @@ static int pem_decode(void *vc, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK
 }
 
 /*
+ * A key reference is a private key: the DER step serves a caller that asks for one (or for
+ * anything, selection 0) and no other. OpenSSL asks before it puts the step in a decoder
+ * context, so parsing a certificate's public key (every certificate a process reads: CA
+ * bundles, TLS peers) leaves ctok's DER steps out altogether.
+ */
+static int uri_does_selection(void *provctx, int selection)
+{
+    (void)provctx;
+    return selection == 0 || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
+}
+
+/*
  * DER step: the URI in the body, resolved like a STORE URI, restricted to one key type. Only
  * a caller that asks for a private key gets one: reading a reference as a public key (or as
  * anything else) opens no session and logs in nowhere.
@@ -246,7 +258,7 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, int selection, OSSL_
     char *uri;
 
     BIO_free(in);
-    if (selection != 0 && !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
+    if (!uri_does_selection(NULL, selection))
         return 1;
     if (len <= 0 || (uri = ctok_keyref_decode(buf, (size_t)len)) == NULL)
         return 1; /* not a key reference: another decoder's business */
@@ -280,6 +292,7 @@ static int uri_decode(struct decctx *c, OSSL_CORE_BIO *cin, int selection, OSSL_
         return uri_decode(vc, cin, selection, cb, cbarg, pw_cb, pw_cbarg);                         \
     }                                                                                              \
     const OSSL_DISPATCH ctok_##fam##_uri_decoder_functions[] = {                                   \
+        {OSSL_FUNC_DECODER_DOES_SELECTION, (void (*)(void))uri_does_selection},                    \
         {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))fam##_newctx},                                  \
         {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},                                  \
         {OSSL_FUNC_DECODER_DECODE, (void (*)(void))fam##_decode},                                  \

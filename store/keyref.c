@@ -9,8 +9,8 @@
 #include <openssl/asn1t.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <p11-kit/uri.h>
 
+#include "p11kit_lazy.h"
 #include "token.h"
 
 /* The URI string, if it is one: not empty, no NUL inside, of the expected scheme (or any). */

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <p11-kit/uri.h>
 #include <openssl/err.h>
 
 #include "internal.h"
+#include "p11kit_lazy.h"
 
 struct collect {
     struct ctok_found *v;

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
-#include <p11-kit/uri.h>
 
+#include "p11kit_lazy.h"
 #include "token.h"
 
 static int hexval(int c)

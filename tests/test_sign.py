@@ -184,3 +184,19 @@ def test_certificate_first_on_a_token_with_several_keys_signs_with_the_certified
             if other_key != key:
                 v = verify_digest(ws, certs[other], dg, sig)
                 assert v.returncode != 0, "%s's key signed for %s" % (other_key, label)
+
+
+def test_soft_token_signature_loads_no_p11_kit_and_a_pkcs11_uri_does(ws, make_token):
+    """p11-kit is loaded on first use (store/p11kit_lazy.c): for a pkcs11: URI, never for a
+    ctok: URI on a soft token. ld.so reports every library it loads (LD_DEBUG=files)."""
+    tok = make_token("soft1", {"k1": "ec:P-256"})
+    p, sig, dg = sign_digest(ws, tok.key_uri("k1"), env={"LD_DEBUG": "files"})
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("k1"), dg, sig))
+    loaded = [l for l in p.stderr.splitlines() if "file=" in l and "libp11-kit" in l]
+    assert not loaded, "a ctok: URI on a soft token loaded p11-kit:\n%s" % "\n".join(loaded)
+    # the same check sees p11-kit once a pkcs11: URI is read (this one p11-kit refuses, so
+    # no module is looked for)
+    p, _, _ = sign_digest(ws, "pkcs11:id=%zz;type=private", env={"LD_DEBUG": "files"})
+    assert p.returncode != 0 and "pkcs11:id=%zz" in p.stderr, describe(p)
+    assert [l for l in p.stderr.splitlines() if "file=" in l and "libp11-kit" in l], describe(p)
