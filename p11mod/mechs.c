@@ -12,22 +12,22 @@
 static const struct mech_def {
     CK_MECHANISM_TYPE type;
     enum ctok_key_type kt;
-    const char *raw; /* what the token must offer, in the token layer's names */
+    CK_MECHANISM_TYPE raw; /* what the token must offer to sign */
     int pss;
 } defs[] = {
-    {CKM_RSA_PKCS, CTOK_KT_RSA, "CKM_RSA_PKCS", 0},
-    {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, "CKM_RSA_PKCS", 0},
-    {CKM_SHA384_RSA_PKCS, CTOK_KT_RSA, "CKM_RSA_PKCS", 0},
-    {CKM_SHA512_RSA_PKCS, CTOK_KT_RSA, "CKM_RSA_PKCS", 0},
-    {CKM_RSA_PKCS_PSS, CTOK_KT_RSA, "CKM_RSA_PKCS_PSS", 1},
-    {CKM_SHA256_RSA_PKCS_PSS, CTOK_KT_RSA, "CKM_RSA_PKCS_PSS", 1},
-    {CKM_SHA384_RSA_PKCS_PSS, CTOK_KT_RSA, "CKM_RSA_PKCS_PSS", 1},
-    {CKM_SHA512_RSA_PKCS_PSS, CTOK_KT_RSA, "CKM_RSA_PKCS_PSS", 1},
-    {CKM_ECDSA, CTOK_KT_EC, "CKM_ECDSA", 0},
-    {CKM_ECDSA_SHA256, CTOK_KT_EC, "CKM_ECDSA", 0},
-    {CKM_ECDSA_SHA384, CTOK_KT_EC, "CKM_ECDSA", 0},
-    {CKM_ECDSA_SHA512, CTOK_KT_EC, "CKM_ECDSA", 0},
-    {CKM_EDDSA, CTOK_KT_ED25519, "CKM_EDDSA", 0},
+    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
+    {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
+    {CKM_SHA384_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
+    {CKM_SHA512_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
+    {CKM_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
+    {CKM_SHA256_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
+    {CKM_SHA384_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
+    {CKM_SHA512_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
+    {CKM_ECDSA, CTOK_KT_EC, CKM_ECDSA, 0},
+    {CKM_ECDSA_SHA256, CTOK_KT_EC, CKM_ECDSA, 0},
+    {CKM_ECDSA_SHA384, CTOK_KT_EC, CKM_ECDSA, 0},
+    {CKM_ECDSA_SHA512, CTOK_KT_EC, CKM_ECDSA, 0},
+    {CKM_EDDSA, CTOK_KT_ED25519, CKM_EDDSA, 0},
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -75,6 +75,20 @@ static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK
     return 1;
 }
 
+/* Does a mechanism of the token layer's list sign ("flags": [..., "sign", ...])? */
+static int signs(const json_t *flags)
+{
+    size_t i;
+    json_t *f;
+
+    json_array_foreach(flags, i, f)
+    {
+        if (json_is_string(f) && strcmp(json_string_value(f), "sign") == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* The PKCS#11 token's own list: ours whose raw mechanism is in it, with its key sizes. */
 static int from_list(struct mod_slot *slot, const json_t *list)
 {
@@ -84,12 +98,16 @@ static int from_list(struct mod_slot *slot, const json_t *list)
 
         json_array_foreach(list, j, m)
         {
-            const char *name = json_string_value(json_object_get(m, "name"));
+            json_int_t type = json_integer_value(json_object_get(m, "type"));
 
-            if (name != NULL && strcmp(name, defs[i].raw) == 0) {
-                if (!add(slot, &defs[i],
-                         (CK_ULONG)json_integer_value(json_object_get(m, "min_key_size")),
-                         (CK_ULONG)json_integer_value(json_object_get(m, "max_key_size"))))
+            if (type == (json_int_t)defs[i].raw && signs(json_object_get(m, "flags"))) {
+                CK_ULONG min = (CK_ULONG)json_integer_value(json_object_get(m, "min_key_size"));
+                CK_ULONG max = (CK_ULONG)json_integer_value(json_object_get(m, "max_key_size"));
+
+                /* ctok signs with RSA keys up to its own limit, whatever the token's */
+                if (defs[i].kt == CTOK_KT_RSA && max > CTOK_MAX_RSA_BITS)
+                    max = CTOK_MAX_RSA_BITS;
+                if (!add(slot, &defs[i], min, max))
                     return 0;
                 break;
             }
