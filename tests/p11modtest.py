@@ -1,0 +1,123 @@
+"""Helpers of the ctok-p11.so tests (tests/test_p11mod_*.py): the module, the tokens it is
+tried on (a soft keystore token and a SoftHSM-backed ctok pkcs11 token, each with RSA, EC and
+Ed25519 keys that have certificates), and the real PKCS#11 consumers that run on it."""
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ctoktest import BUILD, OPENSSL, PIN, Workspace, assert_ok, describe, run
+
+MODULE = BUILD / "ctok-p11.so"
+CLIENT = Path(__file__).resolve().parent / "p11mod_client.py"
+
+# alias -> ctok key spec; each key gets a self-signed certificate under its alias
+KEYS = {"rsa": "rsa:2048", "ec": "ec:P-256", "ed": "ed25519"}
+
+
+@dataclass
+class Face:
+    """A ctok token as applications see it through the module."""
+    ws: Workspace
+    name: str       # the token's name: the PKCS#11 token label
+    kind: str       # "soft" | "hsm"
+    key_ids: dict   # alias -> id bytes
+
+    def env(self, extra=None):
+        return self.ws.env(extra)
+
+    def tool(self, *args, env=None):
+        """OpenSC's pkcs11-tool on the module."""
+        return run(["pkcs11-tool", "--module", str(MODULE), *[str(a) for a in args]],
+                   self.env(env))
+
+    def pubkey(self, alias):
+        """The key's public key (PEM), from its certificate, without ctok."""
+        return _pubkey(self.ws, self.cert(alias))
+
+    def cert(self, alias):
+        return self.ws.path("%s-%s.pem" % (self.name, alias))
+
+    def client(self, story, *args, pin=""):
+        """tests/p11mod_client.py: one story of a ctypes application; the PIN on stdin
+        ("": a NULL PIN, the code from the config)."""
+        p = run([sys.executable, str(CLIENT), str(MODULE), story, *[str(a) for a in args]],
+                self.env(), input=pin + "\n")
+        assert_ok(p)
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _pubkey(ws, cert):
+    out = Path(str(cert) + ".pub.pem")
+    if not out.exists():
+        assert_ok(run([OPENSSL, "x509", "-in", str(cert), "-pubkey", "-noout", "-out", str(out)],
+                      ws.env(config=False)))
+    return out
+
+
+def fill(ws, tok):
+    """KEYS on the token, each with a self-signed certificate (ws.add_key)."""
+    return {alias: ws.add_key(tok, alias, spec) for alias, spec in KEYS.items()}
+
+
+def require_module():
+    if not MODULE.exists():
+        pytest.fail("ctok-p11.so was not built: %s" % MODULE)
+
+
+def tool_sections(out):
+    """pkcs11-tool -L: {token label: its lines of key/value}."""
+    slots = {}
+    cur = None
+    for line in out.splitlines():
+        m = re.match(r"\s+(.+?)\s+: (.*)$", line)
+        if not m:
+            continue
+        if m.group(1) == "token label":
+            cur = slots.setdefault(m.group(2).strip(), {})
+        if cur is not None:
+            cur[m.group(1)] = m.group(2).strip()
+    return slots
+
+
+def tool_objects(out):
+    """pkcs11-tool -O: a list of (kind, label, id hex)."""
+    objs = []
+    for block in re.split(r"\n(?=\S)", out):
+        m = re.match(r"(Certificate|Public Key|Private Key) Object", block)
+        if not m:
+            continue
+        label = re.search(r"label:\s+(.*)", block)
+        oid = re.search(r"ID:\s+([0-9a-f]+)", block)
+        objs.append((m.group(1), label.group(1).strip() if label else None,
+                     oid.group(1) if oid else None))
+    return objs
+
+
+_faces = {}
+
+
+def make_face(kind, tmp_path_factory, build):
+    """One token of each kind per test session (tests do not change it): 'soft' a keystore
+    token, 'hsm' a ctok pkcs11 token over a SoftHSM token; both with KEYS and an auth file
+    (so the module shows CKF_PROTECTED_AUTHENTICATION_PATH)."""
+    require_module()
+    if kind not in _faces:
+        from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
+
+        root = tmp_path_factory.mktemp("p11mod-" + kind)
+        if kind == "soft":
+            ws = Workspace(root, build)
+            tok = ws.create_token("soft1")
+        else:
+            require_pkcs11_tools()
+            hsm = SoftHsm(root / "softhsm")
+            hsm.init_token("p11mod", PIN)
+            ws = P11Workspace(root, build, hsm)
+            tok = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "p11mod")
+        _faces[kind] = Face(ws, tok.name, kind, fill(ws, tok))
+    return _faces[kind]
