@@ -26,6 +26,7 @@ class Face:
     name: str       # the token's name: the PKCS#11 token label
     kind: str       # "soft" | "hsm"
     key_ids: dict   # alias -> id bytes
+    pin_file: Path  # the token's auth file (its PIN)
 
     def env(self, extra=None):
         return self.ws.env(extra)
@@ -119,5 +120,5 @@ def make_face(kind, tmp_path_factory, build):
             hsm.init_token("p11mod", PIN)
             ws = P11Workspace(root, build, hsm)
             tok = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "p11mod")
-        _faces[kind] = Face(ws, tok.name, kind, fill(ws, tok))
+        _faces[kind] = Face(ws, tok.name, kind, fill(ws, tok), tok.pin_file)
     return _faces[kind]
