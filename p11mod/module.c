@@ -12,14 +12,16 @@
 
 struct mod_state mod = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* The reason of the last error this thread raised before the call that failed. */
+/* The last error this thread raised: its reason (for the CKR it maps to) and its text. */
 static __thread int last_reason;
+static __thread char last_msg[512];
 
 static void err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
                      va_list ap)
 {
-    (void)file, (void)line, (void)func, (void)fmt, (void)ap;
+    (void)file, (void)line, (void)func;
     last_reason = reason;
+    vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
 }
 
 CK_RV mod_rv_from_error(CK_RV fallback)
@@ -89,6 +91,7 @@ static void forget_parent(void)
 
 CK_RV mod_enter(void)
 {
+    last_reason = 0; /* what a failure of this call maps to is what it raises */
     pthread_mutex_lock(&mod.lock);
     forget_parent();
     if (!mod.initialized) {
@@ -158,8 +161,8 @@ static CK_RV load_slots(void)
     if (mod.ctx == NULL)
         return CKR_HOST_MEMORY;
     if (!ctok_ctx_load(mod.ctx)) {
-        fprintf(stderr, "ctok-p11: the tokens config %s could not be loaded\n",
-                ctok_ctx_config_path(mod.ctx));
+        /* the application sees only a CKR: the cause goes to stderr, one line */
+        fprintf(stderr, "ctok-p11: C_Initialize: %s\n", last_msg);
         return CKR_GENERAL_ERROR;
     }
     n = ctok_ctx_token_count(mod.ctx);
@@ -180,6 +183,8 @@ CK_RV mod_C_Initialize(CK_VOID_PTR args)
     if (args != NULL && (rv = check_init_args(args)) != CKR_OK)
         return rv;
     pthread_mutex_lock(&mod.lock);
+    last_reason = 0;
+    last_msg[0] = '\0';
     forget_parent();
     if (mod.initialized) {
         pthread_mutex_unlock(&mod.lock);

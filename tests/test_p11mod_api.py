@@ -83,3 +83,8 @@ def test_a_forked_child_initializes_again_and_signs(face):
     assert r == {"parent_before": "OK",
                  "child": {"slots": "CRYPTOKI_NOT_INITIALIZED", "login": "OK", "sign": "OK"},
                  "parent_after": "OK"}, r
+
+
+def test_threads_sign_side_by_side_in_their_own_sessions(face):
+    r = face.client("threads", "ec", "ECDSA_SHA256", 4, 25)
+    assert r == {"login": "OK", "signatures": {"OK": 100}}, r

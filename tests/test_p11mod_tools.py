@@ -145,3 +145,15 @@ def test_p11tool_lists_the_objects_with_their_uris(face):
         for typ in ("cert", "public"):
             assert any("token=%s;" % face.name in u and "object=%s;" % alias in u and
                        u.endswith("type=%s" % typ) for u in urls), describe(p)
+
+
+def test_no_config_is_no_slots_and_a_broken_one_fails_initialize_saying_why(ws):
+    # pkcs11-tool exits 1 when there is no slot: what matters is that C_Initialize succeeded
+    p = run(["pkcs11-tool", "--module", str(MODULE), "-L"],
+            ws.env({"CTOK_CONFIG": ws.path("absent.json")}))
+    assert "No slots" in p.stderr and "C_Initialize" not in p.stderr, describe(p)
+    bad = ws.write("broken.json", "{\"tokens\": [")
+    p = run(["pkcs11-tool", "--module", str(MODULE), "-L"], ws.env({"CTOK_CONFIG": bad}))
+    assert_fails_with(p, "CKR_GENERAL_ERROR")
+    line = [x for x in p.stderr.splitlines() if x.startswith("ctok-p11: C_Initialize: ")]
+    assert len(line) == 1 and str(bad) in line[0], describe(p)
