@@ -37,7 +37,7 @@ FUNCS = ("Initialize Finalize GetInfo GetFunctionList GetSlotList GetSlotInfo Ge
 SIGS = {"Initialize": "p", "Finalize": "p", "GetSlotList": "upp", "OpenSession": "uuppp",
         "Login": "uupu", "Logout": "u", "FindObjectsInit": "upu", "FindObjects": "upup",
         "FindObjectsFinal": "u", "GetAttributeValue": "uupu", "SignInit": "upu",
-        "Sign": "upupp", "CloseSession": "u"}
+        "Sign": "upupp"}
 
 
 class Attr(C.Structure):
@@ -261,42 +261,7 @@ def story_fork(m, args):
     return res
 
 
-def story_threads(m, args):
-    """Threads, each with its own session, sign side by side; args: key label, mechanism,
-    threads, signatures each. The module is initialized with OS locking, as Java and NSS do."""
-    import threading
-
-    pin = sys.stdin.readline().rstrip("\n") or None
-    label, mech, nthreads, each = args[0], args[1], int(args[2]), int(args[3])
-    assert m.Initialize(InitArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)) == 0
-    first = C.c_ulong()
-    assert m.OpenSession(0, CKF_SERIAL_SESSION, None, None, C.byref(first)) == 0
-    app = App.__new__(App)
-    app.m, app.h = m, first
-    res = {"login": app.login(pin)}
-    key = app.find(cls=CKO_PRIVATE_KEY, label=label)[0]
-    results = []
-
-    def worker():
-        s = App.__new__(App)
-        s.m, s.h = m, C.c_ulong()
-        if m.OpenSession(0, CKF_SERIAL_SESSION, None, None, C.byref(s.h)) != 0:
-            results.append("open failed")
-            return
-        for i in range(each):
-            results.append(s.sign(key, mech, b"thread %d" % i)[0])
-        m.CloseSession(s.h)
-
-    ts = [threading.Thread(target=worker) for _ in range(nthreads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    res["signatures"] = {r: results.count(r) for r in set(results)}
-    return res
-
-
-STORIES = {"threads": story_threads, "init": story_init, "objects": story_objects, "attributes": story_attributes,
+STORIES = {"init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
 
 if __name__ == "__main__":

@@ -4,16 +4,18 @@ Ed25519 keys that have certificates), and the real PKCS#11 consumers that run on
 
 import json
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ctoktest import BUILD, OPENSSL, PIN, Workspace, assert_ok, describe, run
+from ctoktest import BUILD, OPENSSL, PIN, SANITIZE_CFLAGS, Workspace, assert_ok, run
 
 MODULE = BUILD / "ctok-p11.so"
 CLIENT = Path(__file__).resolve().parent / "p11mod_client.py"
+THREADS_SRC = Path(__file__).resolve().parent / "p11mod_threads.c"
 
 # alias -> ctok key spec; each key gets a self-signed certificate under its alias
 KEYS = {"rsa": "rsa:2048", "ec": "ec:P-256", "ed": "ed25519"}
@@ -122,3 +124,16 @@ def make_face(kind, tmp_path_factory, build):
             tok = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "p11mod")
         _faces[kind] = Face(ws, tok.name, kind, fill(ws, tok), tok.pin_file)
     return _faces[kind]
+
+
+def threads_binary(out_dir):
+    """tests/p11mod_threads.c built with gcc, instrumented as ctok is in a checked run."""
+    out = Path(out_dir) / "p11mod_threads"
+    cflags = subprocess.run(["pkg-config", "--cflags", "p11-kit-1"], capture_output=True,
+                            text=True, timeout=30).stdout.split()
+    p = subprocess.run(["gcc", "-O1", "-g", "-Wall", *cflags, *SANITIZE_CFLAGS, "-o", str(out),
+                        str(THREADS_SRC), "-lpthread", "-ldl"], capture_output=True, text=True,
+                       timeout=120)
+    if p.returncode != 0:
+        pytest.fail("cannot build p11mod_threads:\n%s" % p.stderr)
+    return out

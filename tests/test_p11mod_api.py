@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ctoktest import OPENSSL, PIN, assert_ok, describe, run
-from p11modtest import make_face
+from p11modtest import MODULE, make_face, threads_binary
 
 
 @pytest.fixture(params=["soft", "hsm"])
@@ -85,6 +85,9 @@ def test_a_forked_child_initializes_again_and_signs(face):
                  "parent_after": "OK"}, r
 
 
-def test_threads_sign_side_by_side_in_their_own_sessions(face):
-    r = face.client("threads", "ec", "ECDSA_SHA256", 4, 25)
-    assert r == {"login": "OK", "signatures": {"OK": 100}}, r
+
+def test_threads_open_sessions_find_and_sign_side_by_side(face, tmp_path):
+    # tests/p11mod_threads.c: 8 threads, each 100 rounds of open session, find, sign, close
+    p = run([threads_binary(tmp_path), str(MODULE), "ec", "8", "100"], face.env(), input="\n",
+            timeout=120)
+    assert p.returncode == 0 and "ok=800 failed=0" in p.stdout, describe(p)
