@@ -42,17 +42,17 @@ static size_t slot_sessions(CK_SLOT_ID id)
     return n;
 }
 
-/* The last session of a slot closed: its user is logged out (PKCS#11 2.40 §5.6). */
+/*
+ * The user logs out (C_Logout, or the last session of the slot closed: PKCS#11 2.40 §5.6):
+ * private objects are hidden again and keys refused. The token stays active in the token
+ * layer, which keeps its code as for the provider: the next C_Login's PIN is checked against
+ * that code, never sent to the token again. (Deactivating would not do: a PKCS#11 backend's
+ * sessions stay logged in, and the token answered a wrong PIN with CKR_USER_ALREADY_LOGGED_IN.)
+ */
 static void slot_logout(struct mod_slot *slot)
 {
-    if (!slot->logged_in)
-        return;
     slot->logged_in = 0;
     slot->have_objs = 0;
-    /* the token layer forgets the code, so the next C_Login is checked again */
-    ctok_err_mark();
-    ctok_token_deactivate(slot->tok);
-    ctok_err_pop_to_mark();
 }
 
 CK_RV C_OpenSession(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
@@ -168,7 +168,11 @@ static CK_RV login(struct mod_slot *slot, const CK_UTF8CHAR *pin, CK_ULONG len)
             return CKR_PIN_LEN_RANGE;
         memcpy(code, pin, len);
         code[len] = '\0';
-        ok = ctok_token_activate_code(slot->tok, code, len, "the PIN given to C_Login", 0);
+        /* active, the slot logged out: the token layer would take any PIN (slot_logout) */
+        if (ctok_token_is_active(slot->tok) && ctok_token_needs_code(slot->tok))
+            ok = ctok_token_code_is(slot->tok, code, len);
+        else
+            ok = ctok_token_activate_code(slot->tok, code, len, "the PIN given to C_Login", 0);
         OPENSSL_cleanse(code, sizeof(code));
     }
     return ok ? CKR_OK : mod_rv_from_error(CKR_PIN_INCORRECT);

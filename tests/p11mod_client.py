@@ -261,7 +261,17 @@ def story_fork(m, args):
     return res
 
 
-STORIES = {"init": story_init, "objects": story_objects, "attributes": story_attributes,
+def story_relogin(m, args):
+    """Log in, log out, log in again: the two PINs on two lines of stdin; args: key label."""
+    app, label = App(m), args[0]
+    first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+    res = {"login": app.login(first or None), "logout": rv(m.Logout(app.h))}
+    res["relogin"] = app.login(second or None)
+    res["private"] = len(app.find(cls=CKO_PRIVATE_KEY, label=label))
+    return res
+
+
+STORIES = {"relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
 
 if __name__ == "__main__":

@@ -42,14 +42,24 @@ class Face:
         """The key's public key (PEM), from its certificate, without ctok."""
         return _pubkey(self.ws, self.cert(alias))
 
+    def config_with(self, path, **fields):
+        """A copy of the config at path, the token's entry with fields changed."""
+        conf = self.ws.load_config()
+        for e in conf["tokens"]:
+            if e["name"] == self.name:
+                e.update(fields)
+        Path(path).write_text(json.dumps(conf))
+        Path(path).chmod(0o600)
+        return path
+
     def cert(self, alias):
         return self.ws.path("%s-%s.pem" % (self.name, alias))
 
-    def client(self, story, *args, pin=""):
+    def client(self, story, *args, pin="", env=None):
         """tests/p11mod_client.py: one story of a ctypes application; the PIN on stdin
-        ("": a NULL PIN, the code from the config)."""
+        ("": a NULL PIN, the code from the config; a story may read several lines)."""
         p = run([sys.executable, str(CLIENT), str(MODULE), story, *[str(a) for a in args]],
-                self.env(), input=pin + "\n")
+                self.env(env), input=pin + "\n")
         assert_ok(p)
         return json.loads(p.stdout.strip().splitlines()[-1])
 

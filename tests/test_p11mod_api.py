@@ -42,6 +42,22 @@ def test_a_wrong_pin_is_incorrect_and_does_not_log_in(face):
     assert r["login_again"] == "OK" and r["after"]["private"] == 3, r
 
 
+def test_after_logout_a_new_login_needs_the_right_pin(face):
+    r = face.client("relogin", "ec", pin=PIN + "\nnot-the-pin-0000")
+    assert r == {"login": "OK", "logout": "OK", "relogin": "PIN_INCORRECT", "private": 0}, r
+
+
+def test_a_token_its_rules_keep_active_still_checks_the_pin_of_a_new_login(face, tmp_path):
+    # no "deactivate": C_Logout cannot deactivate the token in the token layer
+    cfg = face.config_with(tmp_path / "no-deactivate.json",
+                           permissions=["view", "use", "activate", "keytest"])
+    env = {"CTOK_CONFIG": cfg}
+    r = face.client("relogin", "ec", pin=PIN + "\nnot-the-pin-0000", env=env)
+    assert r == {"login": "OK", "logout": "OK", "relogin": "PIN_INCORRECT", "private": 0}, r
+    r = face.client("relogin", "ec", pin=PIN + "\n" + PIN, env=env)
+    assert r == {"login": "OK", "logout": "OK", "relogin": "OK", "private": 1}, r
+
+
 def test_attribute_rules(face):
     r = face.client("attributes", "rsa")
     unavailable = [{"len": "unavailable", "value": None}]
