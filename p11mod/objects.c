@@ -373,6 +373,12 @@ static CK_RV attr(const struct mod_slot *slot, const struct mod_obj *o, CK_ATTRI
         return bytes_val(v, o->label, strlen(o->label));
     case CKA_ID:
         return bytes_val(v, o->id, o->id_len);
+    case CKA_START_DATE:
+    case CKA_END_DATE:
+        return bytes_val(v, "", 0); /* the spec's empty date: none recorded */
+    case CKA_PUBLIC_KEY_INFO:
+        /* SubjectPublicKeyInfo, of a private key too (its public part) */
+        I2D_VAL(v, i2d_PUBKEY, o->pub);
     }
     return o->cls == CKO_CERTIFICATE ? cert_attr(o, t, v) : key_attr(slot, o, t, v);
 }

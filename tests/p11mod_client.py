@@ -19,6 +19,7 @@ UNAVAILABLE = (1 << (8 * C.sizeof(C.c_ulong))) - 1
 
 CKA_CLASS, CKA_LABEL, CKA_VALUE, CKA_ID = 0x0, 0x3, 0x11, 0x102
 CKA_PRIVATE_EXPONENT, CKA_MODULUS, CKA_KEY_TYPE = 0x123, 0x120, 0x100
+CKA_PUBLIC_KEY_INFO, CKA_START_DATE = 0x129, 0x110
 CKO_CERTIFICATE, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY = 1, 2, 3
 CKU_USER, CKF_SERIAL_SESSION, CKF_OS_LOCKING_OK = 1, 4, 2
 CKM = {"SHA256_RSA_PKCS": 0x40, "ECDSA_SHA256": 0x1044, "RSA_PKCS": 0x1}
@@ -199,6 +200,11 @@ def story_attributes(m, args):
     res["label_query"] = app.attrs(key, (CKA_LABEL, None))
     res["label_small"] = app.attrs(key, (CKA_LABEL, 1))
     res["mixed"] = app.attrs(key, (CKA_LABEL, 64), (CKA_VALUE, 64), (CKA_KEY_TYPE, 8))
+    res["start_date"] = app.attrs(key, (CKA_START_DATE, 8))
+    for cls, name in ((CKO_PRIVATE_KEY, "private"), (CKO_PUBLIC_KEY, "public"),
+                      (CKO_CERTIFICATE, "cert")):
+        obj = app.find(cls=cls, label=label)[0]
+        res["spki_" + name] = app.attrs(obj, (CKA_PUBLIC_KEY_INFO, 4096))
     return res
 
 

@@ -72,6 +72,13 @@ def test_attribute_rules(face):
     assert attrs[0] == {"len": 3, "value": b"rsa".hex()} and attrs[1] == unavailable[0], r
     assert attrs[2]["len"] == 8 and int.from_bytes(bytes.fromhex(attrs[2]["value"]),
                                                    "little") == 0  # CKK_RSA
+    assert r["start_date"] == ["OK", [{"len": 0, "value": ""}]]  # the spec's empty date
+    # CKA_PUBLIC_KEY_INFO of the key, its public key object and its certificate: the
+    # certificate's SubjectPublicKeyInfo as openssl writes it
+    p = assert_ok(run([OPENSSL, "pkey", "-pubin", "-in", face.pubkey("rsa"), "-outform", "DER"],
+                      face.env(), text=False))
+    for name in ("private", "public", "cert"):
+        assert r["spki_" + name] == ["OK", [{"len": len(p.stdout), "value": p.stdout.hex()}]], name
 
 
 @pytest.mark.parametrize("alias,mech,md", [("rsa", "SHA256_RSA_PKCS", None),
