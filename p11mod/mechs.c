@@ -158,6 +158,9 @@ static CK_RV load(struct mod_slot *slot)
     CK_RV rv;
     int ok;
 
+    /* mechanisms taken from the keys seen follow what is seen (a login shows private keys) */
+    if (slot->from_keys && (rv = mod_objects_load(slot)) != CKR_OK)
+        return rv;
     if (slot->mechs != NULL)
         return CKR_OK;
     /* a type without a list raises an error: expected, not the application's */

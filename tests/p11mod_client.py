@@ -22,7 +22,10 @@ CKA_PRIVATE_EXPONENT, CKA_MODULUS, CKA_KEY_TYPE = 0x123, 0x120, 0x100
 CKA_PUBLIC_KEY_INFO, CKA_START_DATE = 0x129, 0x110
 CKO_CERTIFICATE, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY = 1, 2, 3
 CKU_USER, CKF_SERIAL_SESSION, CKF_OS_LOCKING_OK = 1, 4, 2
-CKM = {"SHA256_RSA_PKCS": 0x40, "ECDSA_SHA256": 0x1044, "RSA_PKCS": 0x1}
+CKM = {"RSA_PKCS": 0x1, "RSA_PKCS_PSS": 0xD, "SHA256_RSA_PKCS": 0x40, "SHA384_RSA_PKCS": 0x41,
+       "SHA512_RSA_PKCS": 0x42, "SHA256_RSA_PKCS_PSS": 0x43, "SHA384_RSA_PKCS_PSS": 0x44,
+       "SHA512_RSA_PKCS_PSS": 0x45, "ECDSA": 0x1041, "ECDSA_SHA256": 0x1044,
+       "ECDSA_SHA384": 0x1045, "ECDSA_SHA512": 0x1046, "EDDSA": 0x1057}
 
 # The 2.40 function list, in order.
 FUNCS = ("Initialize Finalize GetInfo GetFunctionList GetSlotList GetSlotInfo GetTokenInfo "
@@ -35,7 +38,7 @@ FUNCS = ("Initialize Finalize GetInfo GetFunctionList GetSlotList GetSlotInfo Ge
 
 
 # What the stories call, and how: 'u' an unsigned long (handles, counts, flags), 'p' a pointer.
-SIGS = {"Initialize": "p", "Finalize": "p", "GetSlotList": "upp", "OpenSession": "uuppp",
+SIGS = {"GetMechanismList": "upp", "Initialize": "p", "Finalize": "p", "GetSlotList": "upp", "OpenSession": "uuppp",
         "Login": "uupu", "Logout": "u", "FindObjectsInit": "upu", "FindObjects": "upup",
         "FindObjectsFinal": "u", "GetAttributeValue": "uupu", "SignInit": "upu",
         "Sign": "upupp"}
@@ -277,7 +280,25 @@ def story_relogin(m, args):
     return res
 
 
-STORIES = {"relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
+def mechanisms(m):
+    n = C.c_ulong(0)
+    assert m.GetMechanismList(0, None, C.byref(n)) == 0
+    arr = (C.c_ulong * max(n.value, 1))()
+    assert m.GetMechanismList(0, arr, C.byref(n)) == 0
+    names = {v: k for k, v in CKM.items()}
+    return sorted(names.get(x, hex(x)) for x in arr[:n.value])
+
+
+def story_mechanisms(m, args):
+    """The slot's mechanisms before and after login."""
+    app = App(m)
+    res = {"before": mechanisms(m)}
+    res["login"] = app.login(sys.stdin.readline().rstrip("\n") or None)
+    res["after"] = mechanisms(m)
+    return res
+
+
+STORIES = {"mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
 
 if __name__ == "__main__":
