@@ -179,18 +179,6 @@ static void digest_info(struct ctok_sig_params *sp, const uint8_t **tbs, size_t 
     X509_SIG_free(di);
 }
 
-/* Raw ECDSA: the digest's size names the hash (a KMS asks for it). */
-static const EVP_MD *md_by_size(size_t len)
-{
-    for (size_t i = 0; i < N_HASHES; i++) {
-        const EVP_MD *md = EVP_get_digestbyname(hashes[i].md);
-
-        if (md != NULL && (size_t)EVP_MD_get_size(md) == len)
-            return md;
-    }
-    return NULL;
-}
-
 /* DER ECDSA-Sig-Value to r || s, each flen bytes. */
 static int der_to_raw(const uint8_t *der, size_t len, uint8_t *out, size_t flen)
 {
@@ -222,8 +210,6 @@ static CK_RV sign(struct mod_sign *op, const uint8_t *tbs, size_t len, uint8_t *
     } else if (is_pss(op->mech)) {
         sp.pad = RSA_PKCS1_PSS_PADDING;
         sp.saltlen = op->saltlen;
-    } else if (op->mech == CKM_ECDSA) {
-        sp.md = md_by_size(len);
     }
     if (sp.md != NULL && kt != CTOK_KT_ED25519 && len != (size_t)EVP_MD_get_size(sp.md))
         return CKR_DATA_LEN_RANGE;
