@@ -2,6 +2,9 @@
 (tests/p11mod_client.py): initialization, login, what is found when, the attribute rules,
 the signature size query, and a forked child."""
 
+import re
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -114,3 +117,14 @@ def test_threads_open_sessions_find_and_sign_side_by_side(face, tmp_path):
     p = run([threads_binary(tmp_path), str(MODULE), "ec", "8", "100"], face.env(), input="\n",
             timeout=120)
     assert p.returncode == 0 and "ok=800 failed=0" in p.stdout, describe(p)
+
+
+def test_the_module_exports_only_c_getfunctionlist_and_includes_only_the_token_layer():
+    # nothing of the token layer, the backends or OpenSSL's glue shows to the application
+    p = assert_ok(run(["nm", "-D", "--defined-only", str(MODULE)], {"PATH": "/usr/bin:/bin"}))
+    assert [l.split()[-1] for l in p.stdout.splitlines()] == ["C_GetFunctionList"], p.stdout
+    # like the provider, the module reaches backends only through store/token.h
+    src = Path(__file__).resolve().parent.parent / "p11mod"
+    for f in sorted(src.glob("*.[ch]")):
+        local = re.findall(r'#include "([^"]+)"', f.read_text())
+        assert set(local) <= {"p11mod.h", "../store/token.h"}, (f.name, local)
