@@ -4,8 +4,10 @@ Ed25519 keys that have certificates), and the real PKCS#11 consumers that run on
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +149,41 @@ def threads_binary(out_dir):
     if p.returncode != 0:
         pytest.fail("cannot build p11mod_threads:\n%s" % p.stderr)
     return out
+
+
+LIMIT = 60  # seconds any daemon a test starts may live
+
+
+def wait_listening(port, proc, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+class Daemon:
+    """A daemon started under timeout(1), stopped at the end of the test."""
+
+    def __init__(self, argv, env, log):
+        self.log = log
+        self.proc = subprocess.Popen(["timeout", str(LIMIT), *argv], env=env,
+                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def text(self):
+        return Path(self.log).read_text(errors="replace")

@@ -9,36 +9,20 @@ module says of a protected authentication path; `ssh-add -s` asks for the PIN an
 
 import os
 import pwd
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from ctoktest import assert_ok, describe, free_port, run
-from p11modtest import MODULE, make_face
+from p11modtest import MODULE, Daemon, make_face, wait_listening
 
 SSHD = Path("/usr/sbin/sshd")
-LIMIT = 60  # seconds any daemon the test starts may live
 
 
 @pytest.fixture(params=["soft", "hsm"])
 def face(request, tmp_path_factory, build):
     return make_face(request.param, tmp_path_factory, build)
-
-
-def wait_listening(port, proc, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 def wait_socket(path, proc, timeout=20):
@@ -48,28 +32,6 @@ def wait_socket(path, proc, timeout=20):
             return True
         time.sleep(0.1)
     return False
-
-
-class Daemon:
-    """A daemon started under timeout(1), stopped at the end of the test."""
-
-    def __init__(self, argv, env, log):
-        self.log = log
-        self.proc = subprocess.Popen(["timeout", str(LIMIT), *argv], env=env,
-                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def text(self):
-        return Path(self.log).read_text(errors="replace")
 
 
 def sshd_config(d: Path, port, authorized):
