@@ -4,6 +4,7 @@ Ed25519 keys that have certificates), and the real PKCS#11 consumers that run on
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,6 +78,12 @@ def _pubkey(ws, cert):
 def fill(ws, tok):
     """KEYS on the token, each with a self-signed certificate (ws.add_key)."""
     return {alias: ws.add_key(tok, alias, spec) for alias, spec in KEYS.items()}
+
+
+def require_tools(package, *tools):
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.fail("%s is not installed (apt-get install %s)" % (tool, package))
 
 
 def require_module():

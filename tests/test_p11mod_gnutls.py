@@ -4,19 +4,16 @@ server echoes. The module is given with --provider: p11-kit reads no user config
 running as root (the test machine), so a private p11-kit config would be ignored there. The
 token's code comes from its config (CKF_PROTECTED_AUTHENTICATION_PATH): GnuTLS asks no PIN."""
 
-import shutil
 
 import pytest
 
 from ctoktest import describe, free_port, run
-from p11modtest import MODULE, Daemon, make_face, wait_listening
+from p11modtest import MODULE, Daemon, make_face, require_tools, wait_listening
 
 
 @pytest.fixture(params=["soft", "hsm"])
 def face(request, tmp_path_factory, build):
-    for tool in ("gnutls-serv", "gnutls-cli"):
-        if shutil.which(tool) is None:
-            pytest.fail("%s is not installed (apt-get install gnutls-bin)" % tool)
+    require_tools("gnutls-bin", "gnutls-serv", "gnutls-cli")
     return make_face(request.param, tmp_path_factory, build)
 
 

@@ -2,22 +2,19 @@
 module lists the token's entries (keytool) and signs a jar with a token key (jarsigner), which
 jarsigner -verify accepts. The PIN comes from the token's auth file (-storepass:file)."""
 
-import shutil
 import zipfile
 
 import pytest
 
 from ctoktest import assert_ok, describe, run
-from p11modtest import MODULE, make_face
+from p11modtest import MODULE, make_face, require_tools
 
 TIMEOUT = 120
 
 
 @pytest.fixture(params=["soft", "hsm"])
 def face(request, tmp_path_factory, build):
-    for tool in ("keytool", "jarsigner"):
-        if shutil.which(tool) is None:
-            pytest.fail("%s is not installed (apt-get install openjdk-17-jdk-headless)" % tool)
+    require_tools("openjdk-17-jdk-headless", "keytool", "jarsigner")
     return make_face(request.param, tmp_path_factory, build)
 
 

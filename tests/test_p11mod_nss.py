@@ -4,19 +4,16 @@ with a token key (pk1sign) verified by plain openssl. The PIN comes from the tok
 
 import base64
 import re
-import shutil
 
 import pytest
 
 from ctoktest import OPENSSL, assert_ok, describe, run
-from p11modtest import MODULE, make_face
+from p11modtest import MODULE, make_face, require_tools
 
 
 @pytest.fixture(params=["soft", "hsm"])
 def face(request, tmp_path_factory, build):
-    for tool in ("modutil", "certutil", "pk1sign"):
-        if shutil.which(tool) is None:
-            pytest.fail("%s is not installed (apt-get install libnss3-tools)" % tool)
+    require_tools("libnss3-tools", "modutil", "certutil", "pk1sign")
     return make_face(request.param, tmp_path_factory, build)
 
 
