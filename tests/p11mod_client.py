@@ -298,7 +298,26 @@ def story_mechanisms(m, args):
     return res
 
 
-STORIES = {"mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
+def story_by_id(m, args):
+    """The labels of the objects with CKA_ID args[0] (hex), by class, before and after login."""
+    app, kid = App(m), bytes.fromhex(args[0])
+
+    def seen():
+        out = {}
+        for cls, name in ((CKO_CERTIFICATE, "certs"), (CKO_PUBLIC_KEY, "public"),
+                          (CKO_PRIVATE_KEY, "private")):
+            objs = app.find(id=kid, cls=cls)
+            out[name] = sorted(bytes.fromhex(app.attrs(o, (CKA_LABEL, 256))[1][0]["value"])
+                               .decode() for o in objs)
+        return out
+
+    res = {"before": seen()}
+    assert app.login(sys.stdin.readline().rstrip("\n") or None) == "OK"
+    res["after"] = seen()
+    return res
+
+
+STORIES = {"by_id": story_by_id, "mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
 
 if __name__ == "__main__":

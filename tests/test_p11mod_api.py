@@ -2,14 +2,16 @@
 (tests/p11mod_client.py): initialization, login, what is found when, the attribute rules,
 the signature size query, and a forked child."""
 
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ctoktest import OPENSSL, PIN, assert_ok, describe, run
-from p11modtest import MODULE, make_face, threads_binary
+from p11modtest import CLIENT, MODULE, make_face, threads_binary
 
 
 @pytest.fixture(params=["soft", "hsm"])
@@ -128,3 +130,18 @@ def test_the_module_exports_only_c_getfunctionlist_and_includes_only_the_token_l
     for f in sorted(src.glob("*.[ch]")):
         local = re.findall(r'#include "([^"]+)"', f.read_text())
         assert set(local) <= {"p11mod.h", "../store/token.h"}, (f.name, local)
+
+
+def test_role_certificates_share_the_id_of_their_one_key(ws, build):
+    # seed 004: several certificates of one key (role certificates), found by the key's id
+    tok = ws.create_token("roles")
+    kid = ws.add_key(tok, "signer", "ec:P-256")
+    ws.import_cert(tok, "signer-role-b", ws.self_signed(tok, "signer", subject="/CN=role-b",
+                                                         out=ws.path("role-b.pem")))
+    p = run([sys.executable, str(CLIENT), str(MODULE), "by_id", kid.hex()], ws.env(),
+            input="\n")
+    r = json.loads(assert_ok(p).stdout)
+    assert r == {"before": {"certs": ["signer", "signer-role-b"], "public": ["signer"],
+                            "private": []},
+                 "after": {"certs": ["signer", "signer-role-b"], "public": ["signer"],
+                           "private": ["signer"]}}, r
