@@ -1,8 +1,8 @@
 /*
- * The mechanisms a slot offers: those of ctok's signing path whose raw mechanism the token
- * has. A PKCS#11 token says which it has (the token layer's mechanism list); any other
- * token signs with what its keys are, so it offers the mechanisms of the key types it holds
- * (a KMS token: only what its keys sign).
+ * The mechanisms a slot offers: those of ctok's signing and decryption paths whose raw
+ * mechanism the token has. A PKCS#11 token says which it has (the token layer's mechanism
+ * list); any other token works with what its keys are, so it offers the mechanisms of the key
+ * types it holds (a KMS token: only what its keys sign and decrypt).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,58 +12,69 @@
 static const struct mech_def {
     CK_MECHANISM_TYPE type;
     enum ctok_key_type kt;
-    CK_MECHANISM_TYPE raw; /* what the token must offer to sign */
+    CK_MECHANISM_TYPE raw; /* what the token must offer for op */
     int pss;
+    CK_FLAGS op; /* CKF_SIGN or CKF_DECRYPT */
 } defs[] = {
-    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
-    {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
-    {CKM_SHA384_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
-    {CKM_SHA512_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0},
-    {CKM_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
-    {CKM_SHA256_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
-    {CKM_SHA384_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
-    {CKM_SHA512_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1},
-    {CKM_ECDSA, CTOK_KT_EC, CKM_ECDSA, 0},
-    {CKM_ECDSA_SHA256, CTOK_KT_EC, CKM_ECDSA, 0},
-    {CKM_ECDSA_SHA384, CTOK_KT_EC, CKM_ECDSA, 0},
-    {CKM_ECDSA_SHA512, CTOK_KT_EC, CKM_ECDSA, 0},
-    {CKM_EDDSA, CTOK_KT_ED25519, CKM_EDDSA, 0},
+    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA384_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA512_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA256_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA384_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA512_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_ECDSA, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA256, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA384, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA512, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_EDDSA, CTOK_KT_ED25519, CKM_EDDSA, 0, CKF_SIGN},
+    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_DECRYPT},
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
-static const struct mech_def *def_of(CK_MECHANISM_TYPE t)
+static const struct mech_def *def_of(CK_MECHANISM_TYPE t, CK_FLAGS op)
 {
     for (size_t i = 0; i < N_DEFS; i++)
-        if (defs[i].type == t)
+        if (defs[i].type == t && defs[i].op == op)
             return &defs[i];
     return NULL;
 }
 
-int mod_key_type_has_mech(enum ctok_key_type kt, CK_MECHANISM_TYPE mech)
+int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op)
 {
-    const struct mech_def *d = def_of(mech);
+    const struct mech_def *d = def_of(mech, op);
 
     if (d == NULL)
         return 0;
-    /* an RSA-PSS key signs with PSS only */
+    /* an RSA-PSS key signs with PSS only, and decrypts nothing */
     return kt == CTOK_KT_RSA_PSS ? d->kt == CTOK_KT_RSA && d->pss : d->kt == kt;
 }
 
-/* CKF_HW: the token signs, not the application's process (OpenSC's pkcs11-tool --test tests
- * only such mechanisms). */
+/* CKF_HW: the token signs or decrypts, not the application's process (OpenSC's pkcs11-tool
+ * --test tests only such mechanisms). */
 static CK_FLAGS flags_of(const struct mech_def *d)
 {
-    return CKF_SIGN | CKF_HW |
+    return d->op | CKF_HW |
            (d->kt == CTOK_KT_EC ? CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS : 0);
 }
 
+/* Adds d's mechanism to the slot's list, or its operation to the mechanism listed already. */
 static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK_ULONG max)
 {
     size_t n = slot->n_mechs;
-    CK_MECHANISM_TYPE *t = realloc(slot->mechs, (n + 1) * sizeof(*t));
+    CK_MECHANISM_TYPE *t;
     CK_MECHANISM_INFO *mi;
 
-    if (t == NULL)
+    for (size_t i = 0; i < n; i++)
+        if (slot->mechs[i] == d->type) {
+            mi = &slot->mech_info[i];
+            mi->flags |= flags_of(d);
+            mi->ulMinKeySize = min < mi->ulMinKeySize ? min : mi->ulMinKeySize;
+            mi->ulMaxKeySize = max > mi->ulMaxKeySize ? max : mi->ulMaxKeySize;
+            return 1;
+        }
+    if ((t = realloc(slot->mechs, (n + 1) * sizeof(*t))) == NULL)
         return 0;
     slot->mechs = t;
     if ((mi = realloc(slot->mech_info, (n + 1) * sizeof(*mi))) == NULL)
@@ -75,15 +86,16 @@ static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK
     return 1;
 }
 
-/* Does a mechanism of the token layer's list sign ("flags": [..., "sign", ...])? */
-static int signs(const json_t *flags)
+/* Does a mechanism of the token layer's list do op ("flags": [..., "sign", ...])? */
+static int does(const json_t *flags, CK_FLAGS op)
 {
+    const char *want = op == CKF_SIGN ? "sign" : "decrypt";
     size_t i;
     json_t *f;
 
     json_array_foreach(flags, i, f)
     {
-        if (json_is_string(f) && strcmp(json_string_value(f), "sign") == 0)
+        if (json_is_string(f) && strcmp(json_string_value(f), want) == 0)
             return 1;
     }
     return 0;
@@ -100,7 +112,7 @@ static int from_list(struct mod_slot *slot, const json_t *list)
         {
             json_int_t type = json_integer_value(json_object_get(m, "type"));
 
-            if (type == (json_int_t)defs[i].raw && signs(json_object_get(m, "flags"))) {
+            if (type == (json_int_t)defs[i].raw && does(json_object_get(m, "flags"), defs[i].op)) {
                 CK_ULONG min = (CK_ULONG)json_integer_value(json_object_get(m, "min_key_size"));
                 CK_ULONG max = (CK_ULONG)json_integer_value(json_object_get(m, "max_key_size"));
 
@@ -127,7 +139,7 @@ static int from_keys(struct mod_slot *slot)
             const struct mod_obj *o = &slot->objs[k];
             CK_ULONG bits;
 
-            if (o->pub == NULL || !mod_key_type_has_mech(o->key_type, defs[i].type))
+            if (o->pub == NULL || !mod_key_type_can(o->key_type, defs[i].type, defs[i].op))
                 continue;
             bits = (CK_ULONG)EVP_PKEY_get_bits(o->pub);
             min = !have || bits < min ? bits : min;
@@ -177,13 +189,14 @@ static CK_RV load(struct mod_slot *slot)
     return ok && slot->mechs != NULL ? CKR_OK : CKR_HOST_MEMORY;
 }
 
-/* Does the slot offer mech (lock held)? Its info in *info when it does. */
-int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_MECHANISM_INFO *info)
+/* Does the slot offer mech for op (0: for anything; lock held)? Its info in *info when it does. */
+int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                      CK_MECHANISM_INFO *info)
 {
     if (load(slot) != CKR_OK)
         return 0;
     for (size_t i = 0; i < slot->n_mechs; i++)
-        if (slot->mechs[i] == mech) {
+        if (slot->mechs[i] == mech && (slot->mech_info[i].flags & op) == op) {
             if (info != NULL)
                 *info = slot->mech_info[i];
             return 1;
@@ -217,7 +230,7 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INF
 
     if ((rv = mod_enter_slot(id, info, &slot)) != CKR_OK)
         return rv;
-    if (!mod_slot_has_mech(slot, type, info))
+    if (!mod_slot_has_mech(slot, type, 0, info))
         rv = CKR_MECHANISM_INVALID;
     mod_leave();
     return rv;

@@ -273,7 +273,7 @@ static X509 *cert_of(const struct mod_slot *slot, const struct mod_obj *o)
     return NULL;
 }
 
-static CK_RV key_attr(const struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_TYPE t,
+static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_TYPE t,
                       struct val *v)
 {
     int priv = o->cls == CKO_PRIVATE_KEY, rsa = ck_key_type(o->key_type) == CKK_RSA;
@@ -282,9 +282,12 @@ static CK_RV key_attr(const struct mod_slot *slot, const struct mod_obj *o, CK_A
     switch (t) {
     case CKA_KEY_TYPE:
         return ulong_val(v, ck_key_type(o->key_type));
+    case CKA_DECRYPT:
+        /* objects are loaded here: the slot's mechanisms are taken without a reload */
+        return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_RSA_PKCS, CKF_DECRYPT) &&
+                               mod_slot_has_mech(slot, CKM_RSA_PKCS, CKF_DECRYPT, NULL));
     case CKA_LOCAL:
     case CKA_DERIVE:
-    case CKA_DECRYPT:
     case CKA_ENCRYPT:
     case CKA_WRAP:
     case CKA_UNWRAP:
@@ -354,7 +357,7 @@ static CK_RV cert_attr(const struct mod_obj *o, CK_ATTRIBUTE_TYPE t, struct val 
 }
 
 /* The value of attribute t of o: CKR_OK, CKR_ATTRIBUTE_SENSITIVE or _TYPE_INVALID. */
-static CK_RV attr(const struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_TYPE t,
+static CK_RV attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_TYPE t,
                   struct val *v)
 {
     v->heap = NULL;
@@ -407,7 +410,7 @@ void mod_find_clear(struct mod_session *s)
     s->finding = 0;
 }
 
-static int matches(const struct mod_slot *slot, const struct mod_obj *o, const CK_ATTRIBUTE *tmpl,
+static int matches(struct mod_slot *slot, const struct mod_obj *o, const CK_ATTRIBUTE *tmpl,
                    CK_ULONG n)
 {
     for (CK_ULONG i = 0; i < n; i++) {

@@ -55,6 +55,12 @@ struct mod_sign {
     size_t len;
 };
 
+/* A decryption of a session (RSA PKCS#1 v1.5). */
+struct mod_decrypt {
+    CK_MECHANISM_TYPE mech;
+    ctok_key *key;
+};
+
 struct mod_session {
     CK_SESSION_HANDLE handle;
     CK_SLOT_ID slot;
@@ -64,6 +70,8 @@ struct mod_session {
     int finding;
     int signing;
     struct mod_sign sign;
+    int decrypting;
+    struct mod_decrypt dec;
 };
 
 /* The module's state: lock held for every read or change of it. */
@@ -104,14 +112,24 @@ CK_RV mod_objects_load(struct mod_slot *slot);
 void mod_objects_free(struct mod_slot *slot);
 struct mod_obj *mod_object_get(struct mod_slot *slot, CK_OBJECT_HANDLE h);
 void mod_find_clear(struct mod_session *s);
-/* Does the private key of slot with obj's key type sign with mech? */
-int mod_key_type_has_mech(enum ctok_key_type kt, CK_MECHANISM_TYPE mech);
+/* Does a key of type kt do op (CKF_SIGN, CKF_DECRYPT) with mech? */
+int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op);
 
 /* session.c */
+/* mod_enter_session for a new operation op (CKF_SIGN, CKF_DECRYPT) with mechanism m (NULL:
+ * CKR_ARGUMENTS_BAD): CKR_OPERATION_ACTIVE while one runs. On failure the lock is not held. */
+CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
 void mod_sessions_free(void);
 
 /* sign.c */
 void mod_sign_clear(struct mod_sign *op);
+/* The key of an operation: o a private key of the slot offering mech for op, and its handle
+ * from the token layer; CKR_OK or why not. */
+CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                 ctok_key **key);
+
+/* decrypt.c */
+void mod_decrypt_clear(struct mod_decrypt *op);
 
 /* Functions of the list, by file (module.c's under mod_ names: the module's own
  * C_GetFunctionList is the one exported name). */
@@ -124,7 +142,8 @@ CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
 int mod_protected_path(const ctok_token *tok);
 /* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
 void mod_mechs_forget(struct mod_slot *slot);
-int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_MECHANISM_INFO *info);
+int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                      CK_MECHANISM_INFO *info);
 CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
 CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
 CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
@@ -141,5 +160,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
 CK_RV C_Sign(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
 CK_RV C_SignUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
 CK_RV C_SignFinal(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+CK_RV C_DecryptInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+CK_RV C_Decrypt(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
 
 #endif

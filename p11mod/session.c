@@ -17,10 +17,26 @@ struct mod_session *mod_session_get(CK_SESSION_HANDLE h)
     return NULL;
 }
 
+CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s)
+{
+    CK_RV rv;
+
+    if (m == NULL)
+        return CKR_ARGUMENTS_BAD;
+    if ((rv = mod_enter_session(h, s)) != CKR_OK)
+        return rv;
+    if (op == CKF_SIGN ? (*s)->signing : (*s)->decrypting) {
+        mod_leave();
+        return CKR_OPERATION_ACTIVE;
+    }
+    return CKR_OK;
+}
+
 static void session_free(struct mod_session *s)
 {
     mod_find_clear(s);
     mod_sign_clear(&s->sign);
+    mod_decrypt_clear(&s->dec);
     free(s);
 }
 

@@ -93,31 +93,33 @@ static CK_RV params(struct mod_sign *op, const CK_MECHANISM *m)
     return CKR_OK;
 }
 
+CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                 ctok_key **key)
+{
+    struct mod_obj *o = mod_object_get(slot, kh);
+
+    *key = NULL;
+    if (o == NULL)
+        return CKR_KEY_HANDLE_INVALID;
+    if (o->cls != CKO_PRIVATE_KEY)
+        return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    if (!mod_slot_has_mech(slot, mech, op, NULL))
+        return CKR_MECHANISM_INVALID;
+    if (!mod_key_type_can(o->key_type, mech, op))
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if ((*key = ctok_token_key(slot->tok, o->id, o->id_len)) == NULL)
+        return mod_rv_from_error(CKR_DEVICE_ERROR);
+    return CKR_OK;
+}
+
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)
 {
     struct mod_session *s;
-    struct mod_slot *slot;
-    struct mod_obj *o;
     const EVP_MD *md;
     CK_RV rv;
 
-    if (m == NULL)
-        return CKR_ARGUMENTS_BAD;
-    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
+    if ((rv = mod_enter_op(h, m, CKF_SIGN, &s)) != CKR_OK)
         return rv;
-    slot = mod_slot_get(s->slot);
-    if (s->signing)
-        rv = CKR_OPERATION_ACTIVE;
-    else if ((o = mod_object_get(slot, kh)) == NULL)
-        rv = CKR_KEY_HANDLE_INVALID;
-    else if (o->cls != CKO_PRIVATE_KEY)
-        rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
-    else if (!mod_slot_has_mech(slot, m->mechanism, NULL))
-        rv = CKR_MECHANISM_INVALID;
-    else if (!mod_key_type_has_mech(o->key_type, m->mechanism))
-        rv = CKR_KEY_TYPE_INCONSISTENT;
-    if (rv != CKR_OK)
-        goto end;
     s->sign.mech = m->mechanism;
     if ((md = mech_md(m->mechanism)) != NULL) {
         s->sign.md = md;
@@ -126,14 +128,13 @@ CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)
             rv = CKR_HOST_MEMORY;
     }
     if (rv == CKR_OK)
+        rv = mod_op_key(mod_slot_get(s->slot), kh, m->mechanism, CKF_SIGN, &s->sign.key);
+    if (rv == CKR_OK)
         rv = params(&s->sign, m);
-    if (rv == CKR_OK && (s->sign.key = ctok_token_key(slot->tok, o->id, o->id_len)) == NULL)
-        rv = mod_rv_from_error(CKR_DEVICE_ERROR);
     if (rv == CKR_OK)
         s->signing = 1;
     else
         mod_sign_clear(&s->sign);
-end:
     mod_leave();
     return rv;
 }

@@ -41,7 +41,7 @@ FUNCS = ("Initialize Finalize GetInfo GetFunctionList GetSlotList GetSlotInfo Ge
 SIGS = {"GetMechanismList": "upp", "Initialize": "p", "Finalize": "p", "GetSlotList": "upp", "OpenSession": "uuppp",
         "Login": "uupu", "Logout": "u", "FindObjectsInit": "upu", "FindObjects": "upup",
         "FindObjectsFinal": "u", "GetAttributeValue": "uupu", "SignInit": "upu",
-        "Sign": "upupp"}
+        "Sign": "upupp", "DecryptInit": "upu", "Decrypt": "upupp"}
 
 
 class Attr(C.Structure):
@@ -317,7 +317,35 @@ def story_by_id(m, args):
     return res
 
 
-STORIES = {"by_id": story_by_id, "mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
+def story_decrypt(m, args):
+    """RSA PKCS#1 v1.5 decryption: size query, a buffer too small (the operation stays), the
+    plaintext, the end. args: key label, public key PEM (the client encrypts with it)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    app, label = App(m), args[0]
+    with open(args[1], "rb") as f:
+        pub = serialization.load_pem_public_key(f.read())
+    secret = os.urandom(24)
+    ct = pub.encrypt(secret, padding.PKCS1v15())
+    app.login(sys.stdin.readline().rstrip("\n") or None)
+    key = app.find(cls=CKO_PRIVATE_KEY, label=label)[0]
+    res = {"init": rv(m.DecryptInit(app.h, Mech(CKM["RSA_PKCS"], None, 0), key))}
+    c = C.create_string_buffer(ct, len(ct))
+    n = C.c_ulong(0)
+    res["query"] = [rv(m.Decrypt(app.h, c, len(ct), None, C.byref(n))), n.value]
+    out = C.create_string_buffer(512)
+    n.value = 4
+    res["small"] = [rv(m.Decrypt(app.h, c, len(ct), out, C.byref(n))), n.value]
+    n.value = 512
+    r = m.Decrypt(app.h, c, len(ct), out, C.byref(n))
+    res["decrypt"] = rv(r)
+    res["same"] = r == 0 and out.raw[:n.value] == secret
+    res["ended"] = rv(m.Decrypt(app.h, c, len(ct), out, C.byref(n)))
+    return res
+
+
+STORIES = {"decrypt": story_decrypt, "by_id": story_by_id, "mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
 
 if __name__ == "__main__":

@@ -106,6 +106,12 @@ def test_sign_size_query_and_small_buffer_keep_the_operation(face, tmp_path, ali
     assert "Verified OK" in p.stdout, describe(p)
 
 
+def test_rsa_decryption_size_query_and_small_buffer_keep_the_operation(face):
+    r = face.client("decrypt", "rsa", face.pubkey("rsa"))
+    assert r == {"init": "OK", "query": ["OK", 256], "small": ["BUFFER_TOO_SMALL", 24],
+                 "decrypt": "OK", "same": True, "ended": "OPERATION_NOT_INITIALIZED"}, r
+
+
 def test_a_forked_child_initializes_again_and_signs(face):
     r = face.client("fork", "ec", "ECDSA_SHA256")
     assert r == {"parent_before": "OK",

@@ -55,6 +55,9 @@ def test_pkcs11_tool_test_passes_with_the_code_from_the_config(face):
     p = assert_ok(face.tool("--test", "--login"))
     assert "No errors" in p.stdout, describe(p)
     assert re.search(r"SHA256-RSA-PKCS: OK", p.stdout), describe(p)
+    # OpenSC encrypts with the public key itself and decrypts through the module
+    assert re.search(r"Decryption \(currently only for RSA\)\n.*\n\s+RSA-PKCS: OK", p.stdout), \
+        describe(p)
 
 
 def test_pkcs11_tool_test_passes_with_the_pin(face):
@@ -73,9 +76,12 @@ def test_the_mechanisms_are_the_signing_ones_of_the_keys(face):
     for m in ("RSA-PKCS,", "SHA256-RSA-PKCS,", "RSA-PKCS-PSS,", "SHA512-RSA-PKCS-PSS,",
               "ECDSA,", "ECDSA-SHA384,", "EDDSA,"):
         assert m in p.stdout, describe(p)
-    # signing only, for now: nothing offers to decrypt, encrypt or verify
+    # signing, and RSA PKCS#1 v1.5 decryption: nothing offers to encrypt or verify
     for line in p.stdout.splitlines()[1:]:
-        assert line.rstrip().endswith("sign") or ", sign," in line, describe(p)
+        flags = set(f.strip() for f in line.split(",")[2:])
+        assert "sign" in flags or "decrypt" in flags, describe(p)
+        assert not flags & {"encrypt", "verify", "derive"}, describe(p)
+        assert ("decrypt" in flags) == line.strip().startswith("RSA-PKCS,"), describe(p)
 
 
 # (alias, pkcs11-tool mechanism, what the input is, how openssl verifies)
@@ -157,3 +163,14 @@ def test_no_config_is_no_slots_and_a_broken_one_fails_initialize_saying_why(ws):
     assert_fails_with(p, "CKR_GENERAL_ERROR")
     line = [x for x in p.stderr.splitlines() if x.startswith("ctok-p11: C_Initialize: ")]
     assert len(line) == 1 and str(bad) in line[0], describe(p)
+
+
+def test_what_openssl_encrypts_to_a_token_key_the_module_decrypts(face, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"for the token's eyes only")
+    ct, out = tmp_path / "ct", tmp_path / "out"
+    assert_ok(run([OPENSSL, "pkeyutl", "-encrypt", "-pubin", "-inkey", face.pubkey("rsa"),
+                   "-pkeyopt", "rsa_padding_mode:pkcs1", "-in", secret, "-out", ct], face.env()))
+    assert_ok(face.tool("--login", "--decrypt", "-m", "RSA-PKCS", "--id",
+                        face.key_ids["rsa"].hex(), "-i", ct, "-o", out))
+    assert out.read_bytes() == secret.read_bytes()
