@@ -89,6 +89,28 @@ static void forget_parent(void)
     }
 }
 
+/*
+ * A fork() while another thread holds the module's lock would leave the child a lock nobody
+ * releases: the lock is taken around fork() and released on both sides (glibc drops these
+ * handlers when the module is unloaded).
+ */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&mod.lock);
+}
+
+static void fork_done(void)
+{
+    pthread_mutex_unlock(&mod.lock);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_register(void)
+{
+    pthread_atfork(fork_prepare, fork_done, fork_done);
+}
+
 CK_RV mod_enter(void)
 {
     last_reason = 0; /* what a failure of this call maps to is what it raises */
@@ -182,6 +204,7 @@ CK_RV mod_C_Initialize(CK_VOID_PTR args)
 
     if (args != NULL && (rv = check_init_args(args)) != CKR_OK)
         return rv;
+    pthread_once(&atfork_once, atfork_register);
     pthread_mutex_lock(&mod.lock);
     last_reason = 0;
     last_msg[0] = '\0';

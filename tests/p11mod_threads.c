@@ -4,7 +4,14 @@
  * is initialized with OS locking, as Java and NSS do. Prints "ok=N failed=M first=0x..".
  *
  *   p11mod_threads MODULE LABEL THREADS ROUNDS   (the PIN on stdin; empty: a NULL PIN)
+ *
+ * With FORKS as a fifth argument, the main thread forks that many children while the threads
+ * sign; each child initializes the module again and lists its slots within 10 seconds (a
+ * module lock held by a parent's thread at fork() would hang it). Prints "forks_ok=N".
  */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -72,6 +79,35 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* A child: the module anew, its slots listed; killed by SIGALRM if that hangs. */
+static int child(void)
+{
+    CK_ULONG n = 0;
+
+    alarm(10);
+    if (f->C_Initialize(NULL) != CKR_OK || f->C_GetSlotList(CK_TRUE, NULL, &n) != CKR_OK || n == 0)
+        return 1;
+    f->C_Finalize(NULL);
+    return 0;
+}
+
+/* Forks children one after the other while the threads run; how many ended well. */
+static int fork_children(int n)
+{
+    int ok = 0;
+
+    for (int i = 0; i < n; i++) {
+        pid_t pid = fork();
+        int st;
+
+        if (pid == 0)
+            _exit(child());
+        if (pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            ok++;
+    }
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     CK_C_INITIALIZE_ARGS init = {NULL, NULL, NULL, NULL, CKF_OS_LOCKING_OK, NULL};
@@ -84,8 +120,8 @@ int main(int argc, char **argv)
     pthread_t *t;
     CK_RV rv;
 
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s MODULE LABEL THREADS ROUNDS\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s MODULE LABEL THREADS ROUNDS [FORKS]\n", argv[0]);
         return 2;
     }
     label = argv[2];
@@ -109,6 +145,8 @@ int main(int argc, char **argv)
     t = calloc((size_t)nthreads, sizeof(*t));
     for (int i = 0; i < nthreads; i++)
         pthread_create(&t[i], NULL, worker, NULL);
+    if (argc == 6)
+        printf("forks_ok=%d\n", fork_children(atoi(argv[5])));
     for (int i = 0; i < nthreads; i++)
         pthread_join(t[i], NULL);
     printf("ok=%ld failed=%ld first=0x%lx\n", ok_count, failed_count, (unsigned long)first_failure);

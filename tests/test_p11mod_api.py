@@ -112,6 +112,13 @@ def test_rsa_decryption_size_query_and_small_buffer_keep_the_operation(face):
                  "decrypt": "OK", "same": True, "ended": "OPERATION_NOT_INITIALIZED"}, r
 
 
+def test_children_forked_while_threads_sign_initialize_the_module_again(face, tmp_path):
+    # a fork() while a thread holds the module's lock: the child must not inherit it held
+    p = run([threads_binary(tmp_path), str(MODULE), "ec", "4", "1500", "50"], face.env(),
+            input="\n", timeout=300)
+    assert p.returncode == 0 and "forks_ok=50" in p.stdout, describe(p)
+
+
 def test_a_forked_child_initializes_again_and_signs(face):
     r = face.client("fork", "ec", "ECDSA_SHA256")
     assert r == {"parent_before": "OK",
