@@ -1,7 +1,8 @@
 /*
- * The module: the function list, C_Initialize/C_Finalize (fork-safe), the slots (one per
- * configured token), token info and mechanisms. The config comes from where the provider's
- * does (ctok_config_pick: $CTOK_CONFIG, else /etc/ctok/tokens.json).
+ * The module's state: C_Initialize/C_Finalize (fork-safe), the slots (one per configured
+ * token), library, slot and token info, the error sink that maps the token layer's reasons to
+ * CKRs. The config comes from where the provider's does (ctok_config_pick: $CTOK_CONFIG, else
+ * /etc/ctok/tokens.json).
  */
 #include <stdio.h>
 #include <stdlib.h>

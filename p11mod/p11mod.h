@@ -3,8 +3,9 @@
  * instead of OpenSSL (NSS, Java, GnuTLS, OpenSSH). One slot per configured token. Like the
  * provider, the module reaches backends only through the token layer (store/token.h).
  *
- * Files: module.c (the function list, initialization, fork, slots, token and mechanism
- * info), session.c (sessions, login), objects.c (object handles, find, attributes), sign.c.
+ * Files: funclist.c (the function list, C_GetFunctionList, what is not supported), module.c
+ * (initialization, fork, slot and token info), mechs.c (mechanisms per slot), session.c
+ * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c.
  *
  * p11-kit's pkcs11.h is Cryptoki 2.40 (no CK_INTERFACE): the module offers the 2.40
  * function list through C_GetFunctionList.
