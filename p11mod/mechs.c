@@ -163,8 +163,7 @@ void mod_mechs_forget(struct mod_slot *slot)
     }
 }
 
-/* Lock held. */
-static CK_RV load(struct mod_slot *slot)
+CK_RV mod_mechs_load(struct mod_slot *slot)
 {
     json_t *list;
     CK_RV rv;
@@ -193,7 +192,7 @@ static CK_RV load(struct mod_slot *slot)
 int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
                       CK_MECHANISM_INFO *info)
 {
-    if (load(slot) != CKR_OK)
+    if (mod_mechs_load(slot) != CKR_OK)
         return 0;
     for (size_t i = 0; i < slot->n_mechs; i++)
         if (slot->mechs[i] == mech && (slot->mech_info[i].flags & op) == op) {
@@ -211,7 +210,7 @@ CK_RV C_GetMechanismList(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR
 
     if ((rv = mod_enter_slot(id, count, &slot)) != CKR_OK)
         return rv;
-    if ((rv = load(slot)) != CKR_OK)
+    if ((rv = mod_mechs_load(slot)) != CKR_OK)
         ;
     else if (list != NULL && *count < slot->n_mechs)
         rv = CKR_BUFFER_TOO_SMALL;

@@ -208,6 +208,26 @@ static CK_RV der_val(struct val *v, uint8_t *der, int len)
         return der_val((v), der_, (x) != NULL ? i2d((x), &der_) : -1);                             \
     } while (0)
 
+/* CKA_ALLOWED_MECHANISMS: what the slot offers that a key of this type does (a private key
+ * signs and decrypts; a public key shows what its private key does). Objects loaded. */
+static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o)
+{
+    CK_MECHANISM_TYPE *list;
+    size_t n = 0;
+    CK_RV rv;
+
+    if ((rv = mod_mechs_load(slot)) != CKR_OK)
+        return rv;
+    if ((list = OPENSSL_malloc((slot->n_mechs + 1) * sizeof(*list))) == NULL)
+        return CKR_HOST_MEMORY;
+    for (size_t i = 0; i < slot->n_mechs; i++)
+        if (mod_key_type_can(o->key_type, slot->mechs[i], CKF_SIGN) ||
+            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DECRYPT))
+            list[n++] = slot->mechs[i];
+    v->heap = (uint8_t *)list;
+    return bytes_val(v, list, n * sizeof(*list));
+}
+
 static CK_RV bn_val(struct val *v, const EVP_PKEY *pub, const char *name)
 {
     BIGNUM *bn = NULL;
@@ -282,6 +302,8 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
     switch (t) {
     case CKA_KEY_TYPE:
         return ulong_val(v, ck_key_type(o->key_type));
+    case CKA_ALLOWED_MECHANISMS:
+        return allowed_val(v, slot, o);
     case CKA_DECRYPT:
         /* objects are loaded here: the slot's mechanisms are taken without a reload */
         return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_RSA_PKCS, CKF_DECRYPT) &&

@@ -141,6 +141,8 @@ CK_RV mod_C_GetSlotList(CK_BBOOL, CK_SLOT_ID_PTR, CK_ULONG_PTR);
 CK_RV mod_C_GetSlotInfo(CK_SLOT_ID, CK_SLOT_INFO_PTR);
 CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
 int mod_protected_path(const ctok_token *tok);
+/* The slot's mechanisms into slot->mechs and ->mech_info (lock held). */
+CK_RV mod_mechs_load(struct mod_slot *slot);
 /* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
 void mod_mechs_forget(struct mod_slot *slot);
 int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,

@@ -174,3 +174,15 @@ def test_what_openssl_encrypts_to_a_token_key_the_module_decrypts(face, tmp_path
     assert_ok(face.tool("--login", "--decrypt", "-m", "RSA-PKCS", "--id",
                         face.key_ids["rsa"].hex(), "-i", ct, "-o", out))
     assert out.read_bytes() == secret.read_bytes()
+
+
+def test_each_private_key_allows_the_mechanisms_of_its_type(face):
+    p = assert_ok(face.tool("-O", "--login", "--type", "privkey"))
+    allowed = {}
+    for block in p.stdout.split("Private Key Object")[1:]:
+        label = re.search(r"label:\s+(\S+)", block).group(1)
+        allowed[label] = set(re.search(r"Allowed mechanisms: (\S+)", block).group(1).split(","))
+    assert {"RSA-PKCS", "SHA256-RSA-PKCS", "RSA-PKCS-PSS", "SHA512-RSA-PKCS-PSS"} <= \
+        allowed["rsa"] and not any("ECDSA" in m or "EDDSA" in m for m in allowed["rsa"]), allowed
+    assert allowed["ec"] == {"ECDSA", "ECDSA-SHA256", "ECDSA-SHA384", "ECDSA-SHA512"}, allowed
+    assert allowed["ed"] == {"EDDSA"}, allowed
