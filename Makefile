@@ -11,6 +11,7 @@ BUILD_DEPS = cmake gcc make pkg-config libssl-dev libjansson-dev libp11-kit-dev 
 # What the demo, the tests and the checked builds need besides
 TEST_DEPS = python3-pytest python3-pytest-xdist python3-cryptography python3-boto3 clang-format \
             softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin groff-base \
+            openssh-client openssh-server openjdk-17-jdk-headless libnss3-tools \
             clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux time
 DEB_DEPS = $(RUNTIME_DEPS) $(BUILD_DEPS) $(TEST_DEPS)
 

@@ -250,3 +250,14 @@ void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len)
     snprintf(buf, len, "%s", tok->inactive_why[0] ? tok->inactive_why : "it is not active");
     pthread_mutex_unlock(&ctok_code_lock);
 }
+
+int ctok_token_code_is(ctok_token *tok, const char *code, size_t len)
+{
+    int same = 0;
+
+    pthread_mutex_lock(&ctok_code_lock);
+    if (ctok_token_is_active(tok) && tok->code != NULL && tok->code_len == len)
+        same = CRYPTO_memcmp(tok->code, code, len) == 0;
+    pthread_mutex_unlock(&ctok_code_lock);
+    return same;
+}

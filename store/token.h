@@ -281,6 +281,13 @@ int ctok_token_login_code(ctok_token *tok, const char *code, size_t len);
  */
 int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, const char *src,
                              int typed);
+/*
+ * Is the token active with exactly this code, the one it was activated with and keeps? 1 yes;
+ * 0 another code, not active, or no code kept. The token is not asked (no try is spent);
+ * constant time in the code. For a front door whose own login state outlives the token
+ * layer's deactivation (ctok-p11.so: a token its rules keep active at C_Logout).
+ */
+int ctok_token_code_is(ctok_token *tok, const char *code, size_t len);
 /* Every object of the token; rule view. */
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
 /* Key handle for the private key with this id; the token must be active. Its operations

@@ -1,0 +1,236 @@
+/*
+ * The mechanisms a slot offers: those of ctok's signing and decryption paths whose raw
+ * mechanism the token has. A PKCS#11 token says which it has (the token layer's mechanism
+ * list); any other token works with what its keys are, so it offers the mechanisms of the key
+ * types it holds (a KMS token: only what its keys sign and decrypt).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "p11mod.h"
+
+static const struct mech_def {
+    CK_MECHANISM_TYPE type;
+    enum ctok_key_type kt;
+    CK_MECHANISM_TYPE raw; /* what the token must offer for op */
+    int pss;
+    CK_FLAGS op; /* CKF_SIGN or CKF_DECRYPT */
+} defs[] = {
+    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA384_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_SHA512_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
+    {CKM_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA256_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA384_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_SHA512_RSA_PKCS_PSS, CTOK_KT_RSA, CKM_RSA_PKCS_PSS, 1, CKF_SIGN},
+    {CKM_ECDSA, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA256, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA384, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_ECDSA_SHA512, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
+    {CKM_EDDSA, CTOK_KT_ED25519, CKM_EDDSA, 0, CKF_SIGN},
+    {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_DECRYPT},
+};
+#define N_DEFS (sizeof(defs) / sizeof(defs[0]))
+
+static const struct mech_def *def_of(CK_MECHANISM_TYPE t, CK_FLAGS op)
+{
+    for (size_t i = 0; i < N_DEFS; i++)
+        if (defs[i].type == t && defs[i].op == op)
+            return &defs[i];
+    return NULL;
+}
+
+int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    const struct mech_def *d = def_of(mech, op);
+
+    if (d == NULL)
+        return 0;
+    /* an RSA-PSS key signs with PSS only, and decrypts nothing */
+    return kt == CTOK_KT_RSA_PSS ? d->kt == CTOK_KT_RSA && d->pss : d->kt == kt;
+}
+
+/* CKF_HW: the token signs or decrypts, not the application's process (OpenSC's pkcs11-tool
+ * --test tests only such mechanisms). */
+static CK_FLAGS flags_of(const struct mech_def *d)
+{
+    return d->op | CKF_HW |
+           (d->kt == CTOK_KT_EC ? CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS : 0);
+}
+
+/* Adds d's mechanism to the slot's list, or its operation to the mechanism listed already. */
+static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK_ULONG max)
+{
+    size_t n = slot->n_mechs;
+    CK_MECHANISM_TYPE *t;
+    CK_MECHANISM_INFO *mi;
+
+    for (size_t i = 0; i < n; i++)
+        if (slot->mechs[i] == d->type) {
+            mi = &slot->mech_info[i];
+            mi->flags |= flags_of(d);
+            mi->ulMinKeySize = min < mi->ulMinKeySize ? min : mi->ulMinKeySize;
+            mi->ulMaxKeySize = max > mi->ulMaxKeySize ? max : mi->ulMaxKeySize;
+            return 1;
+        }
+    if ((t = realloc(slot->mechs, (n + 1) * sizeof(*t))) == NULL)
+        return 0;
+    slot->mechs = t;
+    if ((mi = realloc(slot->mech_info, (n + 1) * sizeof(*mi))) == NULL)
+        return 0;
+    slot->mech_info = mi;
+    t[n] = d->type;
+    mi[n] = (CK_MECHANISM_INFO){min, max, flags_of(d)};
+    slot->n_mechs = n + 1;
+    return 1;
+}
+
+/* Does a mechanism of the token layer's list do op ("flags": [..., "sign", ...])? */
+static int does(const json_t *flags, CK_FLAGS op)
+{
+    const char *want = op == CKF_SIGN ? "sign" : "decrypt";
+    size_t i;
+    json_t *f;
+
+    json_array_foreach(flags, i, f)
+    {
+        if (json_is_string(f) && strcmp(json_string_value(f), want) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The PKCS#11 token's own list: ours whose raw mechanism is in it, with its key sizes. */
+static int from_list(struct mod_slot *slot, const json_t *list)
+{
+    for (size_t i = 0; i < N_DEFS; i++) {
+        size_t j;
+        json_t *m;
+
+        json_array_foreach(list, j, m)
+        {
+            json_int_t type = json_integer_value(json_object_get(m, "type"));
+
+            if (type == (json_int_t)defs[i].raw && does(json_object_get(m, "flags"), defs[i].op)) {
+                CK_ULONG min = (CK_ULONG)json_integer_value(json_object_get(m, "min_key_size"));
+                CK_ULONG max = (CK_ULONG)json_integer_value(json_object_get(m, "max_key_size"));
+
+                /* ctok signs with RSA keys up to its own limit, whatever the token's */
+                if (defs[i].kt == CTOK_KT_RSA && max > CTOK_MAX_RSA_BITS)
+                    max = CTOK_MAX_RSA_BITS;
+                if (!add(slot, &defs[i], min, max))
+                    return 0;
+                break;
+            }
+        }
+    }
+    return 1;
+}
+
+/* Any other token: the mechanisms of the key types its objects have, sized as they are. */
+static int from_keys(struct mod_slot *slot)
+{
+    for (size_t i = 0; i < N_DEFS; i++) {
+        CK_ULONG min = 0, max = 0;
+        int have = 0;
+
+        for (size_t k = 0; k < slot->n_objs; k++) {
+            const struct mod_obj *o = &slot->objs[k];
+            CK_ULONG bits;
+
+            if (o->pub == NULL || !mod_key_type_can(o->key_type, defs[i].type, defs[i].op))
+                continue;
+            bits = (CK_ULONG)EVP_PKEY_get_bits(o->pub);
+            min = !have || bits < min ? bits : min;
+            max = bits > max ? bits : max;
+            have = 1;
+        }
+        if (have && !add(slot, &defs[i], min, max))
+            return 0;
+    }
+    return 1;
+}
+
+void mod_mechs_forget(struct mod_slot *slot)
+{
+    if (slot->from_keys) {
+        free(slot->mechs);
+        free(slot->mech_info);
+        slot->mechs = NULL;
+        slot->mech_info = NULL;
+        slot->n_mechs = 0;
+    }
+}
+
+CK_RV mod_mechs_load(struct mod_slot *slot)
+{
+    json_t *list;
+    CK_RV rv;
+    int ok;
+
+    /* mechanisms taken from the keys seen follow what is seen (a login shows private keys) */
+    if (slot->from_keys && (rv = mod_objects_load(slot)) != CKR_OK)
+        return rv;
+    if (slot->mechs != NULL)
+        return CKR_OK;
+    /* a type without a list raises an error: expected, not the application's */
+    ctok_err_mark();
+    list = ctok_token_mechanisms(slot->tok);
+    ctok_err_pop_to_mark();
+    if (list == NULL && (rv = mod_objects_load(slot)) != CKR_OK)
+        return rv;
+    slot->from_keys = list == NULL;
+    ok = list != NULL ? from_list(slot, list) : from_keys(slot);
+    json_decref(list);
+    if (ok && slot->mechs == NULL) /* nothing to offer: an empty list, still loaded */
+        slot->mechs = malloc(sizeof(*slot->mechs));
+    return ok && slot->mechs != NULL ? CKR_OK : CKR_HOST_MEMORY;
+}
+
+/* Does the slot offer mech for op (0: for anything; lock held)? Its info in *info when it does. */
+int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                      CK_MECHANISM_INFO *info)
+{
+    if (mod_mechs_load(slot) != CKR_OK)
+        return 0;
+    for (size_t i = 0; i < slot->n_mechs; i++)
+        if (slot->mechs[i] == mech && (slot->mech_info[i].flags & op) == op) {
+            if (info != NULL)
+                *info = slot->mech_info[i];
+            return 1;
+        }
+    return 0;
+}
+
+CK_RV C_GetMechanismList(CK_SLOT_ID id, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
+{
+    struct mod_slot *slot;
+    CK_RV rv;
+
+    if ((rv = mod_enter_slot(id, count, &slot)) != CKR_OK)
+        return rv;
+    if ((rv = mod_mechs_load(slot)) != CKR_OK)
+        ;
+    else if (list != NULL && *count < slot->n_mechs)
+        rv = CKR_BUFFER_TOO_SMALL;
+    else if (list != NULL)
+        memcpy(list, slot->mechs, slot->n_mechs * sizeof(*list));
+    if (rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL)
+        *count = slot->n_mechs;
+    mod_leave();
+    return rv;
+}
+
+CK_RV C_GetMechanismInfo(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info)
+{
+    struct mod_slot *slot;
+    CK_RV rv;
+
+    if ((rv = mod_enter_slot(id, info, &slot)) != CKR_OK)
+        return rv;
+    if (!mod_slot_has_mech(slot, type, 0, info))
+        rv = CKR_MECHANISM_INVALID;
+    mod_leave();
+    return rv;
+}

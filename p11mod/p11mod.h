@@ -1,0 +1,169 @@
+/*
+ * ctok-p11.so: ctok's tokens as a PKCS#11 module, for applications that speak PKCS#11
+ * instead of OpenSSL (NSS, Java, GnuTLS, OpenSSH). One slot per configured token. Like the
+ * provider, the module reaches backends only through the token layer (store/token.h).
+ *
+ * Files: funclist.c (the function list, C_GetFunctionList, what is not supported), module.c
+ * (initialization, fork, slot and token info), mechs.c (mechanisms per slot), session.c
+ * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c.
+ *
+ * p11-kit's pkcs11.h is Cryptoki 2.40 (no CK_INTERFACE): the module offers the 2.40
+ * function list through C_GetFunctionList.
+ */
+#ifndef CTOK_P11MOD_H
+#define CTOK_P11MOD_H
+
+#include <pthread.h>
+#include <p11-kit/pkcs11.h>
+
+#include "../store/token.h"
+
+#define P11MOD_EXPORT __attribute__((visibility("default")))
+
+/* One object a slot shows: a copy of what the token's enumeration yields. */
+struct mod_obj {
+    CK_OBJECT_HANDLE handle;
+    CK_OBJECT_CLASS cls;
+    char *label;
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    enum ctok_key_type key_type;
+    X509 *cert;    /* certificates */
+    EVP_PKEY *pub; /* keys: the public key; certificates: theirs */
+};
+
+struct mod_slot {
+    ctok_token *tok;
+    int logged_in;
+    int have_objs; /* objs reflect the current login state */
+    struct mod_obj *objs;
+    size_t n_objs;
+    CK_MECHANISM_TYPE *mechs; /* NULL until first asked */
+    CK_MECHANISM_INFO *mech_info;
+    size_t n_mechs;
+    int from_keys; /* mechs are those of the keys seen (the token has no list) */
+};
+
+/* A signing operation of a session. */
+struct mod_sign {
+    CK_MECHANISM_TYPE mech;
+    ctok_key *key;
+    const EVP_MD *md;   /* hash-and-sign: the hash; RSA-PSS: the hash of the input */
+    const EVP_MD *mgf1; /* PSS */
+    int saltlen;        /* PSS */
+    EVP_MD_CTX *mdctx;  /* hash-and-sign mechanisms */
+    uint8_t *buf;       /* raw mechanisms: the data so far */
+    size_t len;
+};
+
+/* A decryption of a session (RSA PKCS#1 v1.5). */
+struct mod_decrypt {
+    CK_MECHANISM_TYPE mech;
+    ctok_key *key;
+};
+
+struct mod_session {
+    CK_SESSION_HANDLE handle;
+    CK_SLOT_ID slot;
+    CK_FLAGS flags;
+    CK_OBJECT_HANDLE *found; /* C_FindObjects */
+    size_t n_found, pos;
+    int finding;
+    int signing;
+    struct mod_sign sign;
+    int decrypting;
+    struct mod_decrypt dec;
+};
+
+/* The module's state: lock held for every read or change of it. */
+struct mod_state {
+    pthread_mutex_t lock;
+    int initialized;
+    pid_t pid;
+    ctok_ctx *ctx;
+    struct mod_slot *slots;
+    size_t n_slots;
+    struct mod_session **sessions;
+    size_t n_sessions;
+    CK_ULONG next_handle; /* sessions and objects */
+};
+extern struct mod_state mod;
+
+/* Lock held, module initialized in this process: CKR_OK, else the code to return (lock
+ * released). */
+CK_RV mod_enter(void);
+void mod_leave(void);
+/* mod_enter, and the slot of id; out: the caller's output (NULL: CKR_ARGUMENTS_BAD). On
+ * failure the lock is not held. */
+CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot);
+/* mod_enter, and the session of h; on failure the lock is not held. */
+CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s);
+/* The slot of an id (lock held), or NULL. */
+struct mod_slot *mod_slot_get(CK_SLOT_ID id);
+/* The session of a handle (lock held), or NULL. */
+struct mod_session *mod_session_get(CK_SESSION_HANDLE h);
+/* The CKR a failed token-layer call maps to, from the reason it raised. */
+CK_RV mod_rv_from_error(CK_RV fallback);
+/* Copies s into a blank-padded PKCS#11 text field. */
+void mod_pad(CK_UTF8CHAR *dst, size_t dstlen, const char *s);
+
+/* objects.c */
+/* Refreshes the slot's objects for its login state (lock held). */
+CK_RV mod_objects_load(struct mod_slot *slot);
+void mod_objects_free(struct mod_slot *slot);
+struct mod_obj *mod_object_get(struct mod_slot *slot, CK_OBJECT_HANDLE h);
+void mod_find_clear(struct mod_session *s);
+/* Does a key of type kt do op (CKF_SIGN, CKF_DECRYPT) with mech? */
+int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op);
+
+/* session.c */
+/* mod_enter_session for a new operation op (CKF_SIGN, CKF_DECRYPT) with mechanism m (NULL:
+ * CKR_ARGUMENTS_BAD): CKR_OPERATION_ACTIVE while one runs. On failure the lock is not held. */
+CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
+void mod_sessions_free(void);
+
+/* sign.c */
+void mod_sign_clear(struct mod_sign *op);
+/* The key of an operation: o a private key of the slot offering mech for op, and its handle
+ * from the token layer; CKR_OK or why not. */
+CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                 ctok_key **key);
+
+/* decrypt.c */
+void mod_decrypt_clear(struct mod_decrypt *op);
+
+/* Functions of the list, by file (module.c's under mod_ names: the module's own
+ * C_GetFunctionList is the one exported name). */
+CK_RV mod_C_Initialize(CK_VOID_PTR);
+CK_RV mod_C_Finalize(CK_VOID_PTR);
+CK_RV mod_C_GetInfo(CK_INFO_PTR);
+CK_RV mod_C_GetSlotList(CK_BBOOL, CK_SLOT_ID_PTR, CK_ULONG_PTR);
+CK_RV mod_C_GetSlotInfo(CK_SLOT_ID, CK_SLOT_INFO_PTR);
+CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
+int mod_protected_path(const ctok_token *tok);
+/* The slot's mechanisms into slot->mechs and ->mech_info (lock held). */
+CK_RV mod_mechs_load(struct mod_slot *slot);
+/* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
+void mod_mechs_forget(struct mod_slot *slot);
+int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
+                      CK_MECHANISM_INFO *info);
+CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
+CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
+CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
+CK_RV C_CloseSession(CK_SESSION_HANDLE);
+CK_RV C_CloseAllSessions(CK_SLOT_ID);
+CK_RV C_GetSessionInfo(CK_SESSION_HANDLE, CK_SESSION_INFO_PTR);
+CK_RV C_Login(CK_SESSION_HANDLE, CK_USER_TYPE, CK_UTF8CHAR_PTR, CK_ULONG);
+CK_RV C_Logout(CK_SESSION_HANDLE);
+CK_RV C_FindObjectsInit(CK_SESSION_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG);
+CK_RV C_FindObjects(CK_SESSION_HANDLE, CK_OBJECT_HANDLE_PTR, CK_ULONG, CK_ULONG_PTR);
+CK_RV C_FindObjectsFinal(CK_SESSION_HANDLE);
+CK_RV C_GetAttributeValue(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG);
+CK_RV C_SignInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+CK_RV C_Sign(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+CK_RV C_SignUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
+CK_RV C_SignFinal(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
+CK_RV C_DecryptInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
+CK_RV C_Decrypt(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+
+#endif
