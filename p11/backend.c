@@ -434,6 +434,33 @@ static int p11_login(ctok_token *tok, const struct ctok_code *c)
     return r;
 }
 
+/*
+ * Deactivation: C_Logout, so that the token asks for the PIN again. Without it, the module
+ * still holds the login and answers the next activation's C_Login, right or wrong PIN, with
+ * CKR_USER_ALREADY_LOGGED_IN, which login_with takes as success.
+ */
+static void p11_logout(ctok_token *tok)
+{
+    struct p11_tok *pt = P11TOK(tok);
+    CK_SESSION_HANDLE s;
+    unsigned int gen;
+    CK_RV rv;
+
+    if (pt->m == NULL || !ctok_p11_enter_token(pt))
+        return;
+    if (ctok_p11_session_get(pt, &s, &gen, &rv)) {
+        rv = P11_CALL(pt->m, C_Logout, (s));
+        if (rv != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN)
+            CTOK_DBG("token '%s': C_Logout: %s", ctok_token_name(tok), ctok_p11_rv_name(rv));
+        ctok_p11_session_put(pt, s, gen);
+    }
+    pthread_mutex_lock(&pt->lock);
+    pt->logged_in = 0;
+    pt->objs_valid = 0; /* private objects are hidden again */
+    pthread_mutex_unlock(&pt->lock);
+    ctok_p11_leave(pt->m);
+}
+
 /* Re-login on a session of its own: lock held, in a region. */
 struct relogin {
     struct p11_tok *pt;
@@ -903,6 +930,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .configure = p11_configure,
     .open = p11_open,
     .login_code = p11_login,
+    .logout = p11_logout,
     .pin_state = p11_pin_state,
     .enumerate = p11_enumerate,
     .find = p11_find,

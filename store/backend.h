@@ -103,6 +103,9 @@ struct ctok_backend {
     int (*login)(ctok_token *tok, const char *code, size_t len);
     /* The same with the code's source, for errors (used instead of login when set). */
     int (*login_code)(ctok_token *tok, const struct ctok_code *c);
+    /* Ends the login the token holds (the token was deactivated), so that the next activation
+     * sends its code to the token again and a wrong code is rejected there. May be NULL. */
+    void (*logout)(ctok_token *tok);
     /* CTOK_PIN_* bits the token reports now for its user PIN or its PUK; 0 if unknown. */
     unsigned int (*pin_state)(ctok_token *tok, int puk);
     int (*enumerate)(ctok_token *tok, ctok_object_cb cb, void *arg);

@@ -660,6 +660,8 @@ int ctok_token_deactivate(ctok_token *tok)
     ctok_token_set_active(tok, 0);
     pthread_mutex_unlock(&tok->lock);
     ctok_token_keys_drop(tok);
+    if (tok->be->logout != NULL)
+        tok->be->logout(tok);
     ctok_audit(tok, "deactivate", NULL, 1, NULL);
     return 1;
 }

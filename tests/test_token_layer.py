@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from ctoktest import compile_store_driver, describe
+from ctoktest import PIN, compile_store_driver, describe
 from test_cli_support import Kind
 
 SRC = os.path.join(os.path.dirname(__file__), "token_layer.c")
@@ -73,6 +73,17 @@ def test_one_key_handle_per_key_shared_and_dropped(driver, tmp_path, build, kind
     assert v["parent_after_fork_same"] == 1, describe(p)
     assert v["after_generate_same"] == 0 and v["old_handle_signs"] == 1, describe(p)
     assert v["after_deactivate_same"] == 0, describe(p)
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "pkcs11"])
+def test_deactivation_ends_the_login_so_a_wrong_code_is_rejected_after(driver, tmp_path, build,
+                                                                       kind):
+    """A PKCS#11 token still logged in would answer any PIN with CKR_USER_ALREADY_LOGGED_IN."""
+    k = Kind(kind, tmp_path, build)
+    k.with_key("tok", "k1", "ec:P-256", cert=False)
+    v, p = run(k, driver, "relogin", "wrong-code-4711", PIN)
+    assert v["wrong_after_deactivate"] == 0 and v["active_after_wrong"] == 0, describe(p)
+    assert v["right_after_deactivate"] == 1, describe(p)
 
 
 def test_a_pkcs11_reconnect_drops_the_cached_key_handles(driver, tmp_path, build):

@@ -399,6 +399,25 @@ static int run_reconnect(ctok_ctx *ctx, ctok_token *tok, const char *alias)
     return 0;
 }
 
+/*
+ * Deactivation ends the token's login: activated with its code (auth file), deactivated,
+ * a wrong code is then rejected and the right one accepted. A PKCS#11 module that was never
+ * logged out answers any C_Login with CKR_USER_ALREADY_LOGGED_IN.
+ */
+static int run_relogin(ctok_token *tok, const char *wrong, const char *right)
+{
+    if (!ctok_token_login(tok, NULL, NULL))
+        FAIL("login");
+    if (!ctok_token_deactivate(tok) || ctok_token_is_active(tok))
+        FAIL("deactivate");
+    printf("wrong_after_deactivate=%d\n",
+           ctok_token_activate_code(tok, wrong, strlen(wrong), "the test", 0) > 0);
+    printf("active_after_wrong=%d\n", ctok_token_is_active(tok));
+    printf("right_after_deactivate=%d\n",
+           ctok_token_activate_code(tok, right, strlen(right), "the test", 0) > 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctok_ctx *ctx;
@@ -423,6 +442,8 @@ int main(int argc, char **argv)
         rc = run_putcert(tok);
     else if (strcmp(argv[3], "cache") == 0 && argc > 4)
         rc = run_cache(ctx, tok, argv[4]);
+    else if (strcmp(argv[3], "relogin") == 0 && argc > 5)
+        rc = run_relogin(tok, argv[4], argv[5]);
     ctok_ctx_free(ctx);
     return rc;
 }
