@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ctoktest import OPENSSL, PIN, assert_fails_with, assert_ok, describe, run
+from ctoktest import OPENSSL, PIN, SANITIZE_RUNTIME, assert_fails_with, assert_ok, describe, run
 from p11modtest import MODULE, make_face, tool_objects, tool_sections
 
 
@@ -145,6 +145,11 @@ def test_ssh_keygen_prints_the_token_keys(face):
 
 
 def test_p11tool_lists_the_objects_with_their_uris(face):
+    if SANITIZE_RUNTIME and face.kind == "hsm":
+        # with libasan preloaded, p11tool hangs at exit in p11-kit's destructor (freelocale
+        # waits for glibc's locale lock) once SoftHSM was loaded; the same run passes unpreloaded
+        pytest.skip("p11tool with SoftHSM hangs at exit under a sanitizer "
+                    "(tests/test_p11mod_tools.py)")
     p = assert_ok(run(["p11tool", "--provider", str(MODULE), "--list-all"], face.env()))
     urls = re.findall(r"URL: (pkcs11:\S+)", p.stdout)
     for alias, kid in face.key_ids.items():
