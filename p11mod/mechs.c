@@ -66,6 +66,8 @@ static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK
     CK_MECHANISM_TYPE *t;
     CK_MECHANISM_INFO *mi;
 
+    if (n > 0 && (slot->mechs == NULL || slot->mech_info == NULL))
+        return 0; /* never: both lists hold n entries */
     for (size_t i = 0; i < n; i++)
         if (slot->mechs[i] == d->type) {
             mi = &slot->mech_info[i];
