@@ -60,8 +60,6 @@ NOT_SUPPORTED(WrapKey, CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK
               CK_BYTE_PTR, CK_ULONG_PTR)
 NOT_SUPPORTED(UnwrapKey, CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_BYTE_PTR,
               CK_ULONG, CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR)
-NOT_SUPPORTED(DeriveKey, CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR,
-              CK_ULONG, CK_OBJECT_HANDLE_PTR)
 NOT_SUPPORTED(WaitForSlotEvent, CK_FLAGS, CK_SLOT_ID_PTR, CK_VOID_PTR)
 
 /* Random bytes from OpenSSL's generator: a session's token may have none of its own. */
@@ -157,7 +155,7 @@ static CK_FUNCTION_LIST functions = {
     ns_GenerateKeyPair,
     ns_WrapKey,
     ns_UnwrapKey,
-    ns_DeriveKey,
+    C_DeriveKey,
     seed_random,
     generate_random,
     legacy,

@@ -14,7 +14,7 @@ static const struct mech_def {
     enum ctok_key_type kt;
     CK_MECHANISM_TYPE raw; /* what the token must offer for op */
     int pss;
-    CK_FLAGS op; /* CKF_SIGN or CKF_DECRYPT */
+    CK_FLAGS op; /* CKF_SIGN, CKF_DECRYPT or CKF_DERIVE */
 } defs[] = {
     {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
     {CKM_SHA256_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_SIGN},
@@ -30,6 +30,8 @@ static const struct mech_def {
     {CKM_ECDSA_SHA512, CTOK_KT_EC, CKM_ECDSA, 0, CKF_SIGN},
     {CKM_EDDSA, CTOK_KT_ED25519, CKM_EDDSA, 0, CKF_SIGN},
     {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_DECRYPT},
+    {CKM_RSA_PKCS_OAEP, CTOK_KT_RSA, CKM_RSA_PKCS_OAEP, 0, CKF_DECRYPT},
+    {CKM_ECDH1_DERIVE, CTOK_KT_EC, CKM_ECDH1_DERIVE, 0, CKF_DERIVE},
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -91,7 +93,7 @@ static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK
 /* Does a mechanism of the token layer's list do op ("flags": [..., "sign", ...])? */
 static int does(const json_t *flags, CK_FLAGS op)
 {
-    const char *want = op == CKF_SIGN ? "sign" : "decrypt";
+    const char *want = op == CKF_SIGN ? "sign" : op == CKF_DERIVE ? "derive" : "decrypt";
     size_t i;
     json_t *f;
 
@@ -141,7 +143,8 @@ static int from_keys(struct mod_slot *slot)
             const struct mod_obj *o = &slot->objs[k];
             CK_ULONG bits;
 
-            if (o->pub == NULL || !mod_key_type_can(o->key_type, defs[i].type, defs[i].op))
+            if (o->pub == NULL || !mod_key_type_can(o->key_type, defs[i].type, defs[i].op) ||
+                (defs[i].op == CKF_DERIVE && !ctok_token_derives(slot->tok)))
                 continue;
             bits = (CK_ULONG)EVP_PKEY_get_bits(o->pub);
             min = !have || bits < min ? bits : min;

@@ -63,6 +63,7 @@ static void state_free(void)
         mod_objects_free(&mod.slots[i]);
         free(mod.slots[i].mechs);
         free(mod.slots[i].mech_info);
+        free(mod.slots[i].dec_seen);
     }
     free(mod.slots);
     mod.slots = NULL;

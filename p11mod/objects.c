@@ -209,7 +209,7 @@ static CK_RV der_val(struct val *v, uint8_t *der, int len)
     } while (0)
 
 /* CKA_ALLOWED_MECHANISMS: what the slot offers that a key of this type does (a private key
- * signs and decrypts; a public key shows what its private key does). Objects loaded. */
+ * signs, decrypts and derives; a public key shows what its private key does). Objects loaded. */
 static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o)
 {
     CK_MECHANISM_TYPE *list;
@@ -222,7 +222,8 @@ static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_
         return CKR_HOST_MEMORY;
     for (size_t i = 0; i < slot->n_mechs; i++)
         if (mod_key_type_can(o->key_type, slot->mechs[i], CKF_SIGN) ||
-            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DECRYPT))
+            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DECRYPT) ||
+            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DERIVE))
             list[n++] = slot->mechs[i];
     v->heap = (uint8_t *)list;
     return bytes_val(v, list, n * sizeof(*list));
@@ -308,8 +309,10 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
         /* objects are loaded here: the slot's mechanisms are taken without a reload */
         return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_RSA_PKCS, CKF_DECRYPT) &&
                                mod_slot_has_mech(slot, CKM_RSA_PKCS, CKF_DECRYPT, NULL));
-    case CKA_LOCAL:
     case CKA_DERIVE:
+        return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_ECDH1_DERIVE, CKF_DERIVE) &&
+                               mod_slot_has_mech(slot, CKM_ECDH1_DERIVE, CKF_DERIVE, NULL));
+    case CKA_LOCAL:
     case CKA_ENCRYPT:
     case CKA_WRAP:
     case CKA_UNWRAP:
@@ -469,6 +472,10 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
     for (size_t i = 0; i < slot->n_objs; i++)
         if (matches(slot, &slot->objs[i], tmpl, n))
             s->found[s->n_found++] = slot->objs[i].handle;
+    if ((rv = mod_sobjs_find(s, tmpl, n)) != CKR_OK) {
+        mod_find_clear(s);
+        goto end;
+    }
     s->finding = 1;
 end:
     mod_leave();
@@ -524,7 +531,7 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE oh, CK_ATTRIBUTE
     if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
         return rv;
     if ((o = mod_object_get(slot, oh)) == NULL) {
-        rv = CKR_OBJECT_HANDLE_INVALID;
+        rv = mod_sobj_attributes(s, oh, tmpl, n); /* a session object, or none */
         goto end;
     }
     for (CK_ULONG i = 0; i < n; i++) {

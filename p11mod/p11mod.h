@@ -5,7 +5,8 @@
  *
  * Files: funclist.c (the function list, C_GetFunctionList, what is not supported), module.c
  * (initialization, fork, slot and token info), mechs.c (mechanisms per slot), session.c
- * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c.
+ * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c, derive.c
+ * (ECDH and the session objects it makes).
  *
  * p11-kit's pkcs11.h is Cryptoki 2.40 (no CK_INTERFACE): the module offers the 2.40
  * function list through C_GetFunctionList.
@@ -32,6 +33,16 @@ struct mod_obj {
     EVP_PKEY *pub; /* keys: the public key; certificates: theirs */
 };
 
+/* What a decryption mechanism and its parameters did when tried on a key (decrypt.c). */
+struct mod_dec_seen {
+    uint8_t id[CTOK_MAX_ID];
+    size_t id_len;
+    CK_MECHANISM_TYPE mech, hash;
+    CK_RSA_PKCS_MGF_TYPE mgf;
+    int label; /* a non-empty OAEP label */
+    CK_RV rv;  /* CKR_OK: the token does it; else what C_DecryptInit answers */
+};
+
 struct mod_slot {
     ctok_token *tok;
     int logged_in;
@@ -42,6 +53,8 @@ struct mod_slot {
     CK_MECHANISM_INFO *mech_info;
     size_t n_mechs;
     int from_keys; /* mechs are those of the keys seen (the token has no list) */
+    struct mod_dec_seen *dec_seen;
+    size_t n_dec_seen;
 };
 
 /* A signing operation of a session. */
@@ -56,10 +69,24 @@ struct mod_sign {
     size_t len;
 };
 
-/* A decryption of a session (RSA PKCS#1 v1.5). */
+/* A decryption of a session (RSA PKCS#1 v1.5, OAEP). */
 struct mod_decrypt {
     CK_MECHANISM_TYPE mech;
     ctok_key *key;
+    const EVP_MD *oaep_md, *mgf1; /* OAEP */
+    uint8_t *label;               /* OAEP: a copy of the application's label */
+    size_t label_len;
+};
+
+/* A session object (derive.c): a secret key CKM_ECDH1_DERIVE made, held by its session. */
+struct mod_sobj {
+    CK_OBJECT_HANDLE handle;
+    CK_KEY_TYPE key_type;
+    uint8_t value[CTOK_MAX_SECRET];
+    size_t len;
+    uint8_t id[CTOK_MAX_ID], label[CTOK_MAX_ID];
+    size_t id_len, label_len;
+    CK_ULONG bools; /* the CK_BBOOL attributes, a bit each (derive.c) */
 };
 
 struct mod_session {
@@ -73,6 +100,8 @@ struct mod_session {
     struct mod_sign sign;
     int decrypting;
     struct mod_decrypt dec;
+    struct mod_sobj *sobjs;
+    size_t n_sobjs;
 };
 
 /* The module's state: lock held for every read or change of it. */
@@ -129,8 +158,27 @@ void mod_sign_clear(struct mod_sign *op);
 CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE mech, CK_FLAGS op,
                  ctok_key **key);
 
+/* The digest of a hash mechanism (CKM_SHA256...) or of an MGF (CKG_MGF1_SHA256...), or NULL. */
+const EVP_MD *mod_hash_md(CK_MECHANISM_TYPE hash);
+const EVP_MD *mod_mgf_md(CK_RSA_PKCS_MGF_TYPE mgf);
+
 /* decrypt.c */
 void mod_decrypt_clear(struct mod_decrypt *op);
+
+/* derive.c: session objects (lock held) */
+/* Frees (zeroized) the session's objects; private_only: those with CKA_PRIVATE (logout). */
+void mod_sobjs_free(struct mod_session *s, int private_only);
+/* The handles of session objects of s's slot matching tmpl, appended to s->found. */
+CK_RV mod_sobjs_find(struct mod_session *s, const CK_ATTRIBUTE *tmpl, CK_ULONG n);
+/* C_GetAttributeValue of session object oh of s's slot: CKR_OBJECT_HANDLE_INVALID when oh is
+ * no such object. */
+CK_RV mod_sobj_attributes(struct mod_session *s, CK_OBJECT_HANDLE oh, CK_ATTRIBUTE_PTR tmpl,
+                          CK_ULONG n);
+/* Destroys session object oh of s's slot (C_DestroyObject's part for session objects):
+ * CKR_OBJECT_HANDLE_INVALID when oh is no session object. */
+CK_RV p11mod_session_object_destroy(struct mod_session *s, CK_OBJECT_HANDLE oh);
+CK_RV C_DeriveKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
+                  CK_OBJECT_HANDLE_PTR);
 
 /* Functions of the list, by file (module.c's under mod_ names: the module's own
  * C_GetFunctionList is the one exported name). */

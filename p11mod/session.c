@@ -37,6 +37,7 @@ static void session_free(struct mod_session *s)
     mod_find_clear(s);
     mod_sign_clear(&s->sign);
     mod_decrypt_clear(&s->dec);
+    mod_sobjs_free(s, 0);
     free(s);
 }
 
@@ -69,6 +70,10 @@ static void slot_logout(struct mod_slot *slot)
 {
     slot->logged_in = 0;
     slot->have_objs = 0;
+    /* and the private session objects of its sessions (PKCS#11 2.40 §5.6, C_Logout) */
+    for (size_t i = 0; i < mod.n_sessions; i++)
+        if (mod_slot_get(mod.sessions[i]->slot) == slot)
+            mod_sobjs_free(mod.sessions[i], 1);
 }
 
 CK_RV C_OpenSession(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,

@@ -316,3 +316,14 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len)
     mod_leave();
     return rv;
 }
+
+/* For the mechanisms of other files that name a hash and an MGF (OAEP). */
+const EVP_MD *mod_hash_md(CK_MECHANISM_TYPE hash)
+{
+    return hash_md(hash);
+}
+
+const EVP_MD *mod_mgf_md(CK_RSA_PKCS_MGF_TYPE mgf)
+{
+    return mgf_md(mgf);
+}

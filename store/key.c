@@ -237,6 +237,11 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
     return ok;
 }
 
+int ctok_token_derives(const ctok_token *tok)
+{
+    return tok->be->derive != NULL;
+}
+
 /* The digest a key test signs: the curve's for ECDSA (AWS KMS takes no other), else SHA-256. */
 static const EVP_MD *test_md(const ctok_key *key)
 {

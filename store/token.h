@@ -336,6 +336,9 @@ int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
  * ECDH does); *len becomes the bytes written. */
 #define CTOK_MAX_SECRET 132 /* twice P-521's 66 bytes: room for any curve ctok carries */
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+/* Does the token's type do key agreement at all (ctok_key_derive)? For front doors that list
+ * what a token offers; the key's own type still decides. */
+int ctok_token_derives(const ctok_token *tok);
 /* EJBCA's key test (rule keytest, not use): signs a random message with the key and verifies
  * it with the public key. 1 passed, 0 the signature does not verify, -1 refused. */
 int ctok_key_test(ctok_key *key);

@@ -26,6 +26,7 @@ CKM = {"RSA_PKCS": 0x1, "RSA_PKCS_PSS": 0xD, "SHA256_RSA_PKCS": 0x40, "SHA384_RS
        "SHA512_RSA_PKCS": 0x42, "SHA256_RSA_PKCS_PSS": 0x43, "SHA384_RSA_PKCS_PSS": 0x44,
        "SHA512_RSA_PKCS_PSS": 0x45, "ECDSA": 0x1041, "ECDSA_SHA256": 0x1044,
        "ECDSA_SHA384": 0x1045, "ECDSA_SHA512": 0x1046, "EDDSA": 0x1057}
+CKM.update({"RSA_PKCS_OAEP": 0x9, "ECDH1_DERIVE": 0x1050})
 
 # The 2.40 function list, in order.
 FUNCS = ("Initialize Finalize GetInfo GetFunctionList GetSlotList GetSlotInfo GetTokenInfo "

@@ -76,12 +76,14 @@ def test_the_mechanisms_are_the_signing_ones_of_the_keys(face):
     for m in ("RSA-PKCS,", "SHA256-RSA-PKCS,", "RSA-PKCS-PSS,", "SHA512-RSA-PKCS-PSS,",
               "ECDSA,", "ECDSA-SHA384,", "EDDSA,"):
         assert m in p.stdout, describe(p)
-    # signing, and RSA PKCS#1 v1.5 decryption: nothing offers to encrypt or verify
+    # signing, RSA decryption (PKCS#1 v1.5, OAEP), ECDH: nothing offers to encrypt or verify
     for line in p.stdout.splitlines()[1:]:
         flags = set(f.strip() for f in line.split(",")[2:])
-        assert "sign" in flags or "decrypt" in flags, describe(p)
-        assert not flags & {"encrypt", "verify", "derive"}, describe(p)
-        assert ("decrypt" in flags) == line.strip().startswith("RSA-PKCS,"), describe(p)
+        assert flags & {"sign", "decrypt", "derive"}, describe(p)
+        assert not flags & {"encrypt", "verify"}, describe(p)
+        assert ("decrypt" in flags) == line.strip().startswith(("RSA-PKCS,", "RSA-PKCS-OAEP,")), \
+            describe(p)
+        assert ("derive" in flags) == line.strip().startswith("ECDH1-DERIVE,"), describe(p)
 
 
 # (alias, pkcs11-tool mechanism, what the input is, how openssl verifies)
@@ -189,5 +191,6 @@ def test_each_private_key_allows_the_mechanisms_of_its_type(face):
         allowed[label] = set(re.search(r"Allowed mechanisms: (\S+)", block).group(1).split(","))
     assert {"RSA-PKCS", "SHA256-RSA-PKCS", "RSA-PKCS-PSS", "SHA512-RSA-PKCS-PSS"} <= \
         allowed["rsa"] and not any("ECDSA" in m or "EDDSA" in m for m in allowed["rsa"]), allowed
-    assert allowed["ec"] == {"ECDSA", "ECDSA-SHA256", "ECDSA-SHA384", "ECDSA-SHA512"}, allowed
+    assert allowed["ec"] == {"ECDSA", "ECDSA-SHA256", "ECDSA-SHA384", "ECDSA-SHA512",
+                             "ECDH1-DERIVE"}, allowed
     assert allowed["ed"] == {"EDDSA"}, allowed

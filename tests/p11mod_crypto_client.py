@@ -1,0 +1,227 @@
+"""Stories of decryption and key derivation through ctok-p11.so (tests/test_p11mod_crypto.py),
+on tests/p11mod_client.py's ctypes application: argv[1] the module, argv[2] the story, its
+arguments after; the PIN on stdin ("" for the code from the config); JSON out."""
+
+import ctypes as C
+import json
+import os
+import sys
+
+import p11mod_client as P
+from p11mod_client import App, Attr, Mech, rv, ulong_bytes
+
+P.NAME.update({0x71: "MECHANISM_PARAM_INVALID", 0x40: "ENCRYPTED_DATA_INVALID",
+               0x41: "ENCRYPTED_DATA_LEN_RANGE", 0x82: "OBJECT_HANDLE_INVALID",
+               0x13: "ATTRIBUTE_VALUE_INVALID", 0xD1: "TEMPLATE_INCONSISTENT",
+               0x63: "KEY_TYPE_INCONSISTENT", 0x10: "ATTRIBUTE_READ_ONLY",
+               0x68: "KEY_FUNCTION_NOT_PERMITTED", 0x6: "FUNCTION_FAILED"})
+
+# The rest of the 2.40 function list, after SignFinal, in order.
+FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate VerifyFinal "
+                   "VerifyRecoverInit VerifyRecover DigestEncryptUpdate DecryptDigestUpdate "
+                   "SignEncryptUpdate DecryptVerifyUpdate GenerateKey GenerateKeyPair WrapKey "
+                   "UnwrapKey DeriveKey").split()
+P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "OpenSession": "uuppp",
+               "Logout": "u"})
+
+CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE, CKM_RSA_PKCS = 0x9, 0x1050, 0x1
+CKD_NULL, CKD_SHA1_KDF, CKZ_DATA_SPECIFIED = 1, 2, 1
+CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE = 0x1, 0x2, 0x103, 0x162
+CKA_VALUE_LEN, CKA_DERIVE, CKA_KEY_TYPE, CKA_VALUE = 0x161, 0x10C, 0x100, 0x11
+CKO_SECRET_KEY, CKK_GENERIC_SECRET = 4, 0x10
+HASH = {"SHA1": (0x220, 1), "SHA224": (0x255, 5), "SHA256": (0x250, 2), "SHA384": (0x260, 3),
+        "SHA512": (0x270, 4)}
+
+
+class FullList(C.Structure):
+    _fields_ = [("major", C.c_ubyte), ("minor", C.c_ubyte)] + [(f, C.c_void_p) for f in FUNCS]
+
+
+class Module(P.Module):
+    def __init__(self, path):
+        lib = C.CDLL(path)
+        fl = C.POINTER(FullList)()
+        assert lib.C_GetFunctionList(C.byref(fl)) == 0
+        self.fl = fl.contents
+
+
+class OaepParams(C.Structure):
+    _fields_ = [("hashAlg", C.c_ulong), ("mgf", C.c_ulong), ("source", C.c_ulong),
+                ("pSourceData", C.c_void_p), ("ulSourceDataLen", C.c_ulong)]
+
+
+class EcdhParams(C.Structure):
+    _fields_ = [("kdf", C.c_ulong), ("ulSharedDataLen", C.c_ulong), ("pSharedData", C.c_void_p),
+                ("ulPublicDataLen", C.c_ulong), ("pPublicData", C.c_void_p)]
+
+
+def login(m):
+    app = App(m)
+    assert app.login(sys.stdin.readline().rstrip("\n") or None) == "OK"
+    return app
+
+
+def key_of(app, label):
+    return app.find(cls=P.CKO_PRIVATE_KEY, label=label)[0]
+
+
+def decrypt(app, key, mech, ct):
+    """DecryptInit with mech, a size query, the decryption: (init, query, rv, plaintext)."""
+    r = app.m.DecryptInit(app.h, mech, key)
+    if r != 0:
+        return rv(r), None, None, None
+    c = C.create_string_buffer(ct, len(ct))
+    n = C.c_ulong(0)
+    q = [rv(app.m.Decrypt(app.h, c, len(ct), None, C.byref(n))), n.value]
+    out = C.create_string_buffer(max(n.value, 1))
+    r = app.m.Decrypt(app.h, c, len(ct), out, C.byref(n))
+    return "OK", q, rv(r), out.raw[:n.value] if r == 0 else None
+
+
+def story_oaep(m, args):
+    """OAEP decryption of what python3-cryptography encrypts: args key label, public key PEM,
+    hash, MGF hash, label (hex, "" none). Then the same with a byte of the ciphertext changed."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    label, pem, h, mgf, olabel = args[0], args[1], args[2], args[3], bytes.fromhex(args[4])
+    with open(pem, "rb") as f:
+        pub = serialization.load_pem_public_key(f.read())
+    md = {"SHA1": hashes.SHA1, "SHA224": hashes.SHA224, "SHA256": hashes.SHA256,
+          "SHA384": hashes.SHA384, "SHA512": hashes.SHA512}
+    secret = os.urandom(20)
+    ct = pub.encrypt(secret, padding.OAEP(mgf=padding.MGF1(md[mgf]()), algorithm=md[h](),
+                                          label=olabel or None))
+    app = login(m)
+    key = key_of(app, label)
+    lb = C.create_string_buffer(olabel, max(len(olabel), 1))
+    prm = OaepParams(HASH[h][0], HASH[mgf][1], CKZ_DATA_SPECIFIED,
+                     C.cast(lb, C.c_void_p) if olabel else None, len(olabel))
+    mech = Mech(CKM_RSA_PKCS_OAEP, C.cast(C.pointer(prm), C.c_void_p), C.sizeof(prm))
+    res = {}
+    res["init"], res["query"], res["decrypt"], pt = decrypt(app, key, mech, ct)
+    res["same"] = pt == secret
+    bad = bytearray(ct)
+    bad[len(bad) // 2] ^= 0x40
+    res["bad_init"], _, res["bad"], pt = decrypt(app, key, mech, bytes(bad))
+    res["bad_plain"] = pt is not None
+    return res
+
+
+def story_oaep_params(m, args):
+    """C_DecryptInit with OAEP parameters the spec refuses; args: key label."""
+    app = login(m)
+    key = key_of(app, args[0])
+    out = {}
+
+    def init(name, prm, size=None):
+        p = C.cast(C.pointer(prm), C.c_void_p) if prm is not None else None
+        r = m.DecryptInit(app.h, Mech(CKM_RSA_PKCS_OAEP, p, size if size is not None
+                                      else C.sizeof(prm) if prm is not None else 0), key)
+        out[name] = rv(r)
+        if r == 0:  # end it: a decryption of nothing sized wrong
+            n = C.c_ulong(1)
+            m.Decrypt(app.h, C.create_string_buffer(1), 1, C.create_string_buffer(1), C.byref(n))
+
+    init("none", None)
+    init("short", OaepParams(0x220, 1, 1, None, 0), C.sizeof(OaepParams) - 1)
+    init("md5", OaepParams(0x210, 1, 1, None, 0))
+    init("mgf", OaepParams(0x220, 9, 1, None, 0))
+    init("source", OaepParams(0x220, 1, 2, None, 0))
+    lb = C.create_string_buffer(b"abc", 3)
+    init("source_none_label", OaepParams(0x220, 1, 0, C.cast(lb, C.c_void_p), 3))
+    init("label_null", OaepParams(0x220, 1, 1, None, 4))
+    init("sha1", OaepParams(0x220, 1, 1, None, 0))
+    return out
+
+
+def template(value_len, sensitive, extractable, token=False, cls=CKO_SECRET_KEY):
+    keep = []
+
+    def a(t, b):
+        buf = C.create_string_buffer(b, len(b))
+        keep.append(buf)
+        return Attr(t, C.cast(buf, C.c_void_p), len(b))
+
+    t = [a(P.CKA_CLASS, ulong_bytes(cls)), a(CKA_KEY_TYPE, ulong_bytes(CKK_GENERIC_SECRET)),
+         a(CKA_TOKEN, bytes([token])), a(CKA_SENSITIVE, bytes([sensitive])),
+         a(CKA_EXTRACTABLE, bytes([extractable]))]
+    if value_len:
+        t.append(a(CKA_VALUE_LEN, ulong_bytes(value_len)))
+    return (Attr * len(t))(*t), keep
+
+
+def derive(app, key, point, value_len=0, sensitive=0, extractable=1, kdf=CKD_NULL, **kw):
+    pb = C.create_string_buffer(point, len(point))
+    prm = EcdhParams(kdf, 0, None, len(point), C.cast(pb, C.c_void_p))
+    t, keep = template(value_len, sensitive, extractable, **kw)
+    h = C.c_ulong(0)
+    r = app.m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, C.cast(C.pointer(prm), C.c_void_p),
+                                    C.sizeof(prm)), key, t, len(t), C.byref(h))
+    return rv(r), h.value
+
+
+def secrets(app):
+    return app.find(cls=CKO_SECRET_KEY)
+
+
+def story_derive(m, args):
+    """ECDH: args key label, peer point (hex), CKA_VALUE_LEN (0: none), sensitive, extractable.
+    The new object's attributes, who sees it, and that it goes with its session."""
+    app = login(m)
+    key = key_of(app, args[0])
+    res = {"derive_attr": app.attrs(key, (CKA_DERIVE, 1))[1][0]["value"]}
+    res["derive"], h = derive(app, key, bytes.fromhex(args[1]), int(args[2]), int(args[3]),
+                              int(args[4]))
+    res["attrs"] = app.attrs(h, (P.CKA_CLASS, 8), (CKA_VALUE_LEN, 8), (CKA_TOKEN, 1),
+                             (CKA_SENSITIVE, 1))
+    res["value"] = app.attrs(h, (CKA_VALUE, 256))
+    res["found"] = h in secrets(app)
+    # another session of the application sees it; closing the one that made it ends it
+    other = C.c_ulong()
+    assert m.OpenSession(0, P.CKF_SERIAL_SESSION, None, None, C.byref(other)) == 0
+    first, app.h = app.h, other
+    res["other_sees"] = h in secrets(app)
+    res["close"] = rv(m.CloseSession(first))
+    res["after_close"] = {"found": h in secrets(app), "attrs": app.attrs(h, (P.CKA_CLASS, 8))[0]}
+    return res
+
+
+def story_derive_logout(m, args):
+    """A private derived secret is gone at C_Logout; args key label, peer point (hex)."""
+    app = login(m)
+    key = key_of(app, args[0])
+    r, h = derive(app, key, bytes.fromhex(args[1]))
+    res = {"derive": r, "before": h in secrets(app), "logout": rv(m.Logout(app.h))}
+    res["after"] = app.attrs(h, (P.CKA_CLASS, 8))[0]
+    return res
+
+
+def story_derive_refused(m, args):
+    """What C_DeriveKey refuses; args: EC key label, RSA key label, peer point (hex)."""
+    app = login(m)
+    ec, rsa, point = key_of(app, args[0]), key_of(app, args[1]), bytes.fromhex(args[2])
+    bad_point = bytearray(point)
+    bad_point[-1] ^= 1
+    h = C.c_ulong()
+    t, keep = template(0, 0, 1)
+    return {"kdf": derive(app, ec, point, kdf=CKD_SHA1_KDF)[0],
+            "off_curve": derive(app, ec, bytes(bad_point))[0],
+            "garbage": derive(app, ec, b"\x04\x01\x02")[0],
+            "too_long": derive(app, ec, point, value_len=4096)[0],
+            "token": derive(app, ec, point, token=True)[0],
+            "class": derive(app, ec, point, cls=P.CKO_PRIVATE_KEY)[0],
+            "rsa_key": derive(app, rsa, point)[0],
+            "no_mech": rv(m.DeriveKey(app.h, None, ec, t, len(t), C.byref(h))),
+            "no_out": rv(m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, None, 0), ec, t, len(t), None)),
+            "no_params": rv(m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, None, 0), ec, t, len(t),
+                                        C.byref(h))),
+            "left": len(secrets(app))}
+
+
+STORIES = {"oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
+           "derive_logout": story_derive_logout, "derive_refused": story_derive_refused}
+
+if __name__ == "__main__":
+    mod = Module(sys.argv[1])
+    print(json.dumps(STORIES[sys.argv[2]](mod, sys.argv[3:])))
