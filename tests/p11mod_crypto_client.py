@@ -14,7 +14,8 @@ P.NAME.update({0x71: "MECHANISM_PARAM_INVALID", 0x40: "ENCRYPTED_DATA_INVALID",
                0x41: "ENCRYPTED_DATA_LEN_RANGE", 0x82: "OBJECT_HANDLE_INVALID",
                0x13: "ATTRIBUTE_VALUE_INVALID", 0xD1: "TEMPLATE_INCONSISTENT",
                0x63: "KEY_TYPE_INCONSISTENT", 0x10: "ATTRIBUTE_READ_ONLY",
-               0x68: "KEY_FUNCTION_NOT_PERMITTED", 0x6: "FUNCTION_FAILED"})
+               0x68: "KEY_FUNCTION_NOT_PERMITTED", 0x6: "FUNCTION_FAILED",
+               0x200: "FUNCTION_REJECTED"})
 
 # The rest of the 2.40 function list, after SignFinal, in order.
 FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate VerifyFinal "

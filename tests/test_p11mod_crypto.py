@@ -181,3 +181,55 @@ def test_what_derive_refuses(face):
                  "rsa_key": "KEY_TYPE_INCONSISTENT", "no_mech": "ARGUMENTS_BAD",
                  "no_out": "ARGUMENTS_BAD", "no_params": "MECHANISM_PARAM_INVALID",
                  "left": 0}, r
+
+
+# ---- an AWS KMS token (the local emulator) ----
+
+@pytest.fixture
+def kms(ws, tmp_path):
+    """An awskms token (its credential without kms:Decrypt) over an emulator of its own: one
+    RSA and one EC signing key."""
+    from ctoktest import register_secret
+    from kms_emulator import KmsEmulator
+    from kmsfixtures import awskms_token
+    from p11modtest import require_module
+
+    require_module()
+    with KmsEmulator(tmp_path / "kms-emulator", on_secret=register_secret) as emu:
+        awskms_token(ws, emu)
+        ws.emu = emu
+        ws.ids = {"rsa-sign": emu.create_key("RSA_2048", alias="alias/rsa-sign"),
+                  "ec-sign": emu.create_key("ECC_NIST_P256", alias="alias/ec-sign")}
+        yield ws
+
+
+def kms_pem(kms, alias, tmp_path):
+    pub = serialization.load_der_public_key(kms.emu.public_key_der(kms.ids[alias]))
+    out = tmp_path / (alias + ".pem")
+    out.write_bytes(pub.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return out
+
+
+def test_a_kms_key_decrypts_sha256_oaep_and_refuses_what_kms_does_not_offer(kms, tmp_path):
+    from kms_emulator import SEED_ACTIONS
+    from kmsfixtures import awskms_token
+
+    kms.ids["rsa-dec"] = kms.emu.create_key("RSA_2048", usage="ENCRYPT_DECRYPT",
+                                            alias="alias/rsa-dec")
+    pem = kms_pem(kms, "rsa-dec", tmp_path)
+    # the token's credential may not decrypt (no kms:Decrypt): refused at C_DecryptInit
+    r = story(kms, "oaep", "rsa-dec", pem, "SHA256", "SHA256", "")
+    assert r["init"] == "FUNCTION_REJECTED", r
+    kms.config.unlink()
+    awskms_token(kms, kms.emu, actions=SEED_ACTIONS | {"Decrypt"})
+    r = story(kms, "oaep", "rsa-dec", pem, "SHA256", "SHA256", "")
+    assert r["init"] == "OK" and r["decrypt"] == "OK" and r["same"], r
+    assert r["bad"] == "ENCRYPTED_DATA_INVALID" and not r["bad_plain"], r
+    # KMS takes no label and no SHA-384; a signing key decrypts nothing
+    assert story(kms, "oaep", "rsa-dec", pem, "SHA256", "SHA256", "6c6162656c")["init"] == \
+        "MECHANISM_PARAM_INVALID"
+    assert story(kms, "oaep", "rsa-dec", pem, "SHA384", "SHA384", "")["init"] == \
+        "MECHANISM_PARAM_INVALID"
+    r = story(kms, "oaep", "rsa-sign", kms_pem(kms, "rsa-sign", tmp_path), "SHA256", "SHA256", "")
+    assert r["init"] == "MECHANISM_PARAM_INVALID", r
