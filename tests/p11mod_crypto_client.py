@@ -209,6 +209,7 @@ def story_derive_refused(m, args):
     return {"kdf": derive(app, ec, point, kdf=CKD_SHA1_KDF)[0],
             "off_curve": derive(app, ec, bytes(bad_point))[0],
             "garbage": derive(app, ec, b"\x04\x01\x02")[0],
+            "infinity": derive(app, ec, b"\x00")[0],
             "too_long": derive(app, ec, point, value_len=4096)[0],
             "token": derive(app, ec, point, token=True)[0],
             "class": derive(app, ec, point, cls=P.CKO_PRIVATE_KEY)[0],
