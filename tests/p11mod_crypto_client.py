@@ -221,7 +221,55 @@ def story_derive_refused(m, args):
             "left": len(secrets(app))}
 
 
-STORIES = {"oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
+def story_threads(m, args):
+    """Threads side by side, each with its own sessions: OAEP decryptions, ECDH derivations,
+    finds and reads of the secrets, sessions closed with their objects. args: RSA key label,
+    its public key PEM, EC key label, peer point (hex), threads, rounds, OAEP hash. Counts per
+    answer."""
+    import threading
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    with open(args[1], "rb") as f:
+        pub = serialization.load_pem_public_key(f.read())
+    point, threads, rounds, h = bytes.fromhex(args[3]), int(args[4]), int(args[5]), args[6]
+    md = {"SHA1": hashes.SHA1, "SHA256": hashes.SHA256}[h]
+    main = login(m)
+    rsa, ec = key_of(main, args[0]), key_of(main, args[2])
+    secret = os.urandom(16)
+    ct = pub.encrypt(secret, padding.OAEP(mgf=padding.MGF1(md()), algorithm=md(), label=None))
+    counts, lock = {}, threading.Lock()
+
+    def count(what):
+        with lock:
+            counts[what] = counts.get(what, 0) + 1
+
+    def work():
+        for _ in range(rounds):
+            app = App.__new__(App)
+            app.m, app.h = m, C.c_ulong()
+            if m.OpenSession(0, P.CKF_SERIAL_SESSION, None, None, C.byref(app.h)) != 0:
+                count("open failed")
+                continue
+            prm = OaepParams(HASH[h][0], HASH[h][1], CKZ_DATA_SPECIFIED, None, 0)
+            mech = Mech(CKM_RSA_PKCS_OAEP, C.cast(C.pointer(prm), C.c_void_p), C.sizeof(prm))
+            r = decrypt(app, rsa, mech, ct)
+            count("decrypt " + (r[2] if r[0] == "OK" and r[3] == secret else str(r[:3])))
+            r, obj = derive(app, ec, point)
+            count("derive " + r)
+            count("read " + app.attrs(obj, (CKA_VALUE, 64))[0])
+            count("close " + rv(m.CloseSession(app.h)))
+
+    ts = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    counts["left"] = len(secrets(main))
+    return counts
+
+
+STORIES = {"threads": story_threads, "oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
            "derive_logout": story_derive_logout, "derive_refused": story_derive_refused}
 
 if __name__ == "__main__":

@@ -184,6 +184,13 @@ def test_what_derive_refuses(face):
                  "left": 0}, r
 
 
+def test_threads_decrypt_and_derive_side_by_side(face):
+    priv = peer()
+    h = "SHA256" if face.kind == "soft" else "SHA1"
+    r = story(face, "threads", "rsa", face.pubkey("rsa"), "ec", point(priv).hex(), 4, 10, h)
+    assert r == {"decrypt OK": 40, "derive OK": 40, "read OK": 40, "close OK": 40, "left": 0}, r
+
+
 # ---- an AWS KMS token (the local emulator) ----
 
 @pytest.fixture
