@@ -22,7 +22,7 @@ FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate V
                    "VerifyRecoverInit VerifyRecover DigestEncryptUpdate DecryptDigestUpdate "
                    "SignEncryptUpdate DecryptVerifyUpdate GenerateKey GenerateKeyPair WrapKey "
                    "UnwrapKey DeriveKey").split()
-P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "OpenSession": "uuppp",
+P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "CloseAllSessions": "u", "OpenSession": "uuppp",
                "Logout": "u"})
 
 CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE, CKM_RSA_PKCS = 0x9, 0x1050, 0x1
@@ -162,8 +162,38 @@ def derive(app, key, point, value_len=0, sensitive=0, extractable=1, kdf=CKD_NUL
     return rv(r), h.value
 
 
+def find_raw(app, tmpl):
+    """The handles C_FindObjects gives for tmpl, a list of (type, value bytes)."""
+    bufs = [C.create_string_buffer(v, len(v)) for _, v in tmpl]
+    arr = (Attr * max(len(tmpl), 1))(*[Attr(t, C.cast(b, C.c_void_p), len(v))
+                                       for (t, v), b in zip(tmpl, bufs)])
+    assert app.m.FindObjectsInit(app.h, arr, len(tmpl)) == 0
+    out, n = (C.c_ulong * 64)(), C.c_ulong()
+    assert app.m.FindObjects(app.h, out, 64, C.byref(n)) == 0
+    assert app.m.FindObjectsFinal(app.h) == 0
+    return list(out[:n.value])
+
+
 def secrets(app):
-    return app.find(cls=CKO_SECRET_KEY)
+    """The session objects: what is not on the token (CKA_TOKEN false)."""
+    return find_raw(app, [(CKA_TOKEN, b"\0")])
+
+
+def story_derive_ends(m, args):
+    """Derived secrets go with C_CloseAllSessions and with C_Finalize; args key label, peer
+    point (hex)."""
+    app = login(m)
+    key, point = key_of(app, args[0]), bytes.fromhex(args[1])
+    res = {"derive": derive(app, key, point)[0], "class": len(app.find(cls=CKO_SECRET_KEY))}
+    res["close_all"] = rv(m.CloseAllSessions(0))
+    assert m.OpenSession(0, P.CKF_SERIAL_SESSION, None, None, C.byref(app.h)) == 0
+    res["after_close_all"] = len(secrets(app))
+    app.login(None)
+    res["derive_again"] = derive(app, key_of(app, args[0]), point)[0]
+    res["finalize"] = rv(m.Finalize(None))
+    app = login(m)
+    res["after_finalize"] = len(secrets(app))
+    return res
 
 
 def story_derive(m, args):
@@ -269,7 +299,7 @@ def story_threads(m, args):
     return counts
 
 
-STORIES = {"threads": story_threads, "oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
+STORIES = {"threads": story_threads, "derive_ends": story_derive_ends, "oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
            "derive_logout": story_derive_logout, "derive_refused": story_derive_refused}
 
 if __name__ == "__main__":

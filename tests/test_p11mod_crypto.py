@@ -152,6 +152,12 @@ def test_a_derived_secret_is_a_session_object_gone_with_its_session(face):
                                                        "attrs": "OBJECT_HANDLE_INVALID"}, r
 
 
+def test_derived_secrets_go_with_all_sessions_closed_and_with_finalize(face):
+    r = story(face, "derive_ends", "ec", point(peer()).hex())
+    assert r == {"derive": "OK", "class": 1, "close_all": "OK", "after_close_all": 0,
+                 "derive_again": "OK", "finalize": "OK", "after_finalize": 0}, r
+
+
 def test_cka_value_len_truncates_the_secret(soft):
     priv = peer()
     r = story(soft, "derive", "ec", point(priv).hex(), 16, 0, 1)
