@@ -1,6 +1,6 @@
 /*
- * The mechanisms a slot offers: those of ctok's signing and decryption paths whose raw
- * mechanism the token has. A PKCS#11 token says which it has (the token layer's mechanism
+ * The mechanisms a slot offers: those of ctok's signing, decryption and key agreement paths
+ * whose raw mechanism the token has. A PKCS#11 token says which it has (the token layer's mechanism
  * list); any other token works with what its keys are, so it offers the mechanisms of the key
  * types it holds (a KMS token: only what its keys sign and decrypt).
  */
@@ -132,7 +132,8 @@ static int from_list(struct mod_slot *slot, const json_t *list)
     return 1;
 }
 
-/* Any other token: the mechanisms of the key types its objects have, sized as they are. */
+/* Any other token: the mechanisms of the key types its objects have, sized as they are (key
+ * agreement only where the token's type derives at all). */
 static int from_keys(struct mod_slot *slot)
 {
     for (size_t i = 0; i < N_DEFS; i++) {
