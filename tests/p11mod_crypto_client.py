@@ -22,8 +22,8 @@ FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate V
                    "VerifyRecoverInit VerifyRecover DigestEncryptUpdate DecryptDigestUpdate "
                    "SignEncryptUpdate DecryptVerifyUpdate GenerateKey GenerateKeyPair WrapKey "
                    "UnwrapKey DeriveKey").split()
-P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "CloseAllSessions": "u", "OpenSession": "uuppp",
-               "Logout": "u"})
+P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "CloseAllSessions": "u",
+               "OpenSession": "uuppp", "Logout": "u"})
 
 CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE, CKM_RSA_PKCS = 0x9, 0x1050, 0x1
 CKD_NULL, CKD_SHA1_KDF, CKZ_DATA_SPECIFIED = 1, 2, 1
@@ -299,7 +299,8 @@ def story_threads(m, args):
     return counts
 
 
-STORIES = {"threads": story_threads, "derive_ends": story_derive_ends, "oaep": story_oaep, "oaep_params": story_oaep_params, "derive": story_derive,
+STORIES = {"threads": story_threads, "derive_ends": story_derive_ends, "oaep": story_oaep,
+           "oaep_params": story_oaep_params, "derive": story_derive,
            "derive_logout": story_derive_logout, "derive_refused": story_derive_refused}
 
 if __name__ == "__main__":
