@@ -136,19 +136,23 @@ def story_oaep_params(m, args):
     return out
 
 
-def template(value_len, sensitive, extractable, token=False, cls=CKO_SECRET_KEY):
+def template(value_len, sensitive, extractable, token=False, cls=CKO_SECRET_KEY, extra=()):
+    """A derive template; extra: more (type, value bytes or None for a NULL pointer, length)."""
     keep = []
 
-    def a(t, b):
+    def a(t, b, n=None):
+        if b is None:
+            return Attr(t, None, n)
         buf = C.create_string_buffer(b, len(b))
         keep.append(buf)
-        return Attr(t, C.cast(buf, C.c_void_p), len(b))
+        return Attr(t, C.cast(buf, C.c_void_p), len(b) if n is None else n)
 
     t = [a(P.CKA_CLASS, ulong_bytes(cls)), a(CKA_KEY_TYPE, ulong_bytes(CKK_GENERIC_SECRET)),
          a(CKA_TOKEN, bytes([token])), a(CKA_SENSITIVE, bytes([sensitive])),
          a(CKA_EXTRACTABLE, bytes([extractable]))]
     if value_len:
         t.append(a(CKA_VALUE_LEN, ulong_bytes(value_len)))
+    t += [a(*e) for e in extra]
     return (Attr * len(t))(*t), keep
 
 
@@ -244,6 +248,15 @@ def story_derive_refused(m, args):
             "token": derive(app, ec, point, token=True)[0],
             "class": derive(app, ec, point, cls=P.CKO_PRIVATE_KEY)[0],
             "rsa_key": derive(app, rsa, point)[0],
+            # hostile or impossible templates
+            "bool_size": derive(app, ec, point, extra=[(CKA_DERIVE, b"\1\0\0\0", 4)])[0],
+            "null_label": derive(app, ec, point, extra=[(P.CKA_LABEL, None, 5)])[0],
+            "long_id": derive(app, ec, point, extra=[(P.CKA_ID, b"i" * 65, 65)])[0],
+            "local": derive(app, ec, point, extra=[(0x163, b"\0", 1)])[0],
+            "modulus": derive(app, ec, point, extra=[(P.CKA_MODULUS, b"\1", 1)])[0],
+            "value": derive(app, ec, point, extra=[(CKA_VALUE, b"\1" * 32, 32)])[0],
+            "aes_odd": derive(app, ec, point, value_len=20,
+                              extra=[(CKA_KEY_TYPE, ulong_bytes(0x1F), C.sizeof(C.c_ulong))])[0],
             "no_mech": rv(m.DeriveKey(app.h, None, ec, t, len(t), C.byref(h))),
             "no_out": rv(m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, None, 0), ec, t, len(t), None)),
             "no_params": rv(m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, None, 0), ec, t, len(t),

@@ -185,7 +185,11 @@ def test_what_derive_refuses(face):
                  "garbage": "MECHANISM_PARAM_INVALID", "infinity": "MECHANISM_PARAM_INVALID",
                  "too_long": "ATTRIBUTE_VALUE_INVALID",
                  "token": "ATTRIBUTE_VALUE_INVALID", "class": "TEMPLATE_INCONSISTENT",
-                 "rsa_key": "KEY_TYPE_INCONSISTENT", "no_mech": "ARGUMENTS_BAD",
+                 "rsa_key": "KEY_TYPE_INCONSISTENT", "bool_size": "ATTRIBUTE_VALUE_INVALID",
+                 "null_label": "ATTRIBUTE_VALUE_INVALID", "long_id": "ATTRIBUTE_VALUE_INVALID",
+                 "local": "ATTRIBUTE_READ_ONLY", "modulus": "ATTRIBUTE_TYPE_INVALID",
+                 "value": "TEMPLATE_INCONSISTENT", "aes_odd": "ATTRIBUTE_VALUE_INVALID",
+                 "no_mech": "ARGUMENTS_BAD",
                  "no_out": "ARGUMENTS_BAD", "no_params": "MECHANISM_PARAM_INVALID",
                  "left": 0}, r
 
