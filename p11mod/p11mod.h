@@ -7,8 +7,8 @@
  * (initialization, fork, slot and token info), mechs.c (mechanisms per slot), session.c
  * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c.
  *
- * p11-kit's pkcs11.h is Cryptoki 2.40 (no CK_INTERFACE): the module offers the 2.40
- * function list through C_GetFunctionList.
+ * interface.c offers Cryptoki 3.0 (C_GetInterface, C_GetInterfaceList) on top of the 2.40
+ * list; p11-kit's pkcs11.h is 2.40, pkcs11v3.h adds what 3.0 needs.
  */
 #ifndef CTOK_P11MOD_H
 #define CTOK_P11MOD_H
@@ -131,6 +131,9 @@ CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE m
 
 /* decrypt.c */
 void mod_decrypt_clear(struct mod_decrypt *op);
+
+/* funclist.c: the 2.40 function list (interface.c builds the 3.0 list from it). */
+CK_FUNCTION_LIST *mod_function_list(void);
 
 /* Functions of the list, by file (module.c's under mod_ names: the module's own
  * C_GetFunctionList is the one exported name). */
