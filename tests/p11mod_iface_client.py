@@ -23,7 +23,8 @@ FUNCS_30 = ("GetInterfaceList GetInterface LoginUser SessionCancel MessageEncryp
             "VerifyMessageNext MessageVerifyFinal").split()
 SIGS.update({"GetInfo": "p", "LoginUser": "uupupu", "SessionCancel": "uu",
              "MessageSignInit": "upu", "SignMessageBegin": "upu", "MessageSignFinal": "u"})
-CKR.update({"SESSION_HANDLE_INVALID": 0xB3, "USER_TYPE_INVALID": 0x103})
+CKR.update({"SESSION_HANDLE_INVALID": 0xB3, "USER_TYPE_INVALID": 0x103,
+            "ATTRIBUTE_VALUE_INVALID": 0x13})
 CKF_SIGN, CKF_FIND_OBJECTS, CKF_INTERFACE_FORK_SAFE = 0x800, 0x40, 1
 for k, v in CKR.items():
     sys.modules["p11mod_client"].NAME[v] = k
@@ -103,7 +104,8 @@ def through(m, label, pin, v3):
         res["cancel_none"] = rv(m.SessionCancel(app.h, 0))
         res["cancel_bad_session"] = rv(m.SessionCancel(app.h.value + 1000, CKF_SIGN))
         from p11mod_client import Attr
-        arr = (Attr * 1)()
+        arr = (Attr * 1)(Attr(0x102, None, 4))  # CKA_ID: NULL, 4 bytes
+        res["find_null_value"] = rv(m.FindObjectsInit(app.h, arr, 1))
         assert m.FindObjectsInit(app.h, arr, 0) == 0
         res["cancel_find"] = rv(m.SessionCancel(app.h, CKF_FIND_OBJECTS | CKF_SIGN))
         out = (C.c_ulong * 4)()
