@@ -3,14 +3,16 @@
  * Debian 12): interfaces (CK_INTERFACE, C_GetInterfaceList, C_GetInterface), the 3.0 function
  * list and its new function types, and the flag and return values used. Written from the
  * OASIS PKCS #11 3.0 base specification (sections 3.4, 4.12, 5.4 and 5.6 to 5.15); a
- * pkcs11.h of version 3 or later defines all of it and wins.
+ * pkcs11.h that has 3.0 defines all of it and wins.
  */
 #ifndef CTOK_PKCS11V3_H
 #define CTOK_PKCS11V3_H
 
 #include <p11-kit/pkcs11.h>
 
-#if CRYPTOKI_VERSION_MAJOR < 3
+/* A header with 3.0 defines CKF_INTERFACE_FORK_SAFE beside CK_INTERFACE, whatever its
+ * CRYPTOKI_VERSION_* says (OASIS's says 3). */
+#if CRYPTOKI_VERSION_MAJOR < 3 && !defined(CKF_INTERFACE_FORK_SAFE)
 
 /* An interface: a name ("PKCS 11" for the standard's), its function list (which begins with
  * its CK_VERSION) and its flags. */
@@ -167,7 +169,7 @@ CK_RV C_GetInterfaceList(CK_INTERFACE_PTR list, CK_ULONG_PTR count);
 CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version, CK_INTERFACE_PTR_PTR iface,
                      CK_FLAGS flags);
 
-#endif /* CRYPTOKI_VERSION_MAJOR < 3 */
+#endif /* no 3.0 pkcs11.h */
 
 /* CK_INTERFACE.flags: forked processes keep their sessions, logins and operations. */
 #ifndef CKF_INTERFACE_FORK_SAFE
