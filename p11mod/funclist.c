@@ -92,7 +92,7 @@ static CK_RV legacy(CK_SESSION_HANDLE h)
 static CK_RV get_function_list(CK_FUNCTION_LIST_PTR_PTR list);
 
 static CK_FUNCTION_LIST functions = {
-    {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR},
+    {2, 40}, /* whatever version pkcs11.h is: interface.c offers 3.0 */
     mod_C_Initialize,
     mod_C_Finalize,
     mod_C_GetInfo,
@@ -169,6 +169,11 @@ static CK_RV get_function_list(CK_FUNCTION_LIST_PTR_PTR list)
         return CKR_ARGUMENTS_BAD;
     *list = &functions;
     return CKR_OK;
+}
+
+CK_FUNCTION_LIST *mod_function_list(void)
+{
+    return &functions;
 }
 
 P11MOD_EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)

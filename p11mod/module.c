@@ -252,8 +252,8 @@ CK_RV mod_C_GetInfo(CK_INFO_PTR info)
         return rv;
     mod_leave();
     memset(info, 0, sizeof(*info));
-    info->cryptokiVersion.major = CRYPTOKI_VERSION_MAJOR;
-    info->cryptokiVersion.minor = CRYPTOKI_VERSION_MINOR;
+    info->cryptokiVersion.major = 2; /* the 2.40 list's; interface.c's 3.0 list says 3.0 */
+    info->cryptokiVersion.minor = 40;
     mod_pad(info->manufacturerID, sizeof(info->manufacturerID), "ctok");
     mod_pad(info->libraryDescription, sizeof(info->libraryDescription),
             "ctok tokens as PKCS#11 slots");

@@ -202,10 +202,13 @@ static CK_RV der_val(struct val *v, uint8_t *der, int len)
     return bytes_val(v, der, (size_t)len);
 }
 
+/* i2d runs before der_ is read: as one call's arguments their order is unspecified (clang
+ * read der_ first: the DER leaked and the value was NULL; fuzz_p11mod_tmpl found it). */
 #define I2D_VAL(v, i2d, x)                                                                         \
     do {                                                                                           \
         uint8_t *der_ = NULL;                                                                      \
-        return der_val((v), der_, (x) != NULL ? i2d((x), &der_) : -1);                             \
+        int len_ = (x) != NULL ? i2d((x), &der_) : -1;                                             \
+        return der_val((v), der_, len_);                                                           \
     } while (0)
 
 /* CKA_ALLOWED_MECHANISMS: what the slot offers that a key of this type does (a private key
@@ -458,6 +461,9 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
 
     if (tmpl == NULL && n > 0)
         return CKR_ARGUMENTS_BAD;
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].pValue == NULL && tmpl[i].ulValueLen > 0)
+            return CKR_ATTRIBUTE_VALUE_INVALID; /* a value that is not there */
     if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
         return rv;
     if (s->finding) {

@@ -8,8 +8,8 @@
  * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c, derive.c
  * (ECDH and the session objects it makes).
  *
- * p11-kit's pkcs11.h is Cryptoki 2.40 (no CK_INTERFACE): the module offers the 2.40
- * function list through C_GetFunctionList.
+ * interface.c offers Cryptoki 3.0 (C_GetInterface, C_GetInterfaceList) on top of the 2.40
+ * list; p11-kit's pkcs11.h is 2.40, pkcs11v3.h adds what 3.0 needs.
  */
 #ifndef CTOK_P11MOD_H
 #define CTOK_P11MOD_H
@@ -179,6 +179,8 @@ CK_RV mod_sobj_attributes(struct mod_session *s, CK_OBJECT_HANDLE oh, CK_ATTRIBU
 CK_RV p11mod_session_object_destroy(struct mod_session *s, CK_OBJECT_HANDLE oh);
 CK_RV C_DeriveKey(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG,
                   CK_OBJECT_HANDLE_PTR);
+/* funclist.c: the 2.40 function list (interface.c builds the 3.0 list from it). */
+CK_FUNCTION_LIST *mod_function_list(void);
 
 /* Functions of the list, by file (module.c's under mod_ names: the module's own
  * C_GetFunctionList is the one exported name). */

@@ -20,7 +20,7 @@ HOST_ENV = {k: v for k, v in os.environ.items()
 
 EXPECTED = ("bin/ctok", "share/man/man1/ctok.1", "share/man/man7/ctok-provider.7",
             "share/bash-completion/completions/ctok", "share/ctok/ctok.cnf",
-            "share/ctok/ctok-debian.cnf")
+            "share/ctok/ctok-debian.cnf", "share/ctok/ctok.module")
 
 
 def cmake_install(build, prefix):
@@ -76,6 +76,20 @@ def test_installed_tool_and_module_run_from_the_prefix(installed, ws):
     assert re.search(r"^\s+ctok$", p.stdout, re.M), describe(p)
 
 
+def test_installed_pkcs11_module_loads_from_the_prefix_and_the_module_file_names_it(installed, ws):
+    prefix, _ = installed
+    found = [f for f in files_under(prefix) if f.endswith("/ctok-p11.so")]
+    assert found == [str(prefix / "lib/pkcs11/ctok-p11.so")], files_under(prefix)
+    # (pkcs11-tool -I exits 1 with "No slots.": the workspace has no token)
+    p = run(["pkcs11-tool", "--module", found[0], "-I"], ws.env())
+    assert re.search(r"^Cryptoki version 3\.0$", p.stdout, re.M), describe(p)
+    assert re.search(r"^Manufacturer\s+ctok$", p.stdout, re.M), describe(p)
+    # p11-kit's module file (pkcs11.conf(5)): the installed module, and not critical
+    fields = dict(re.findall(r"^([a-z-]+):\s*(.*)$", (prefix / "share/ctok/ctok.module").read_text(),
+                             re.M))
+    assert fields == {"module": found[0], "critical": "no"}, fields
+
+
 def configure(tmp_path, *args):
     return subprocess.run(["cmake", "-S", str(REPO), "-B", str(tmp_path / "cfg"), *args],
                           capture_output=True, text=True, timeout=120, env=HOST_ENV)
@@ -99,6 +113,24 @@ def test_openssl_modules_directory_only_for_the_system_prefix_or_when_named(tmp_
     assert other != system[5:] or system[5:] == "lib/ossl-modules"
     named = configured_modules_dir(tmp_path, "-DCTOK_OPENSSL_MODULES_DIR=%s" % system)
     assert named == system
+
+
+def test_pkcs11_module_directory_is_p11_kits_for_the_system_prefix_or_when_named(tmp_path):
+    system = subprocess.run(["pkg-config", "--variable=p11_module_path", "p11-kit-1"],
+                            capture_output=True, text=True, timeout=30, env=HOST_ENV).stdout.strip()
+    assert system.startswith("/usr/lib/"), system
+
+    def configured(*args):
+        p = configure(tmp_path, "-DCTOK_MAN=OFF", *args)
+        assert p.returncode == 0, describe(p)
+        m = re.search(r"ctok-p11\.so installs into (\S+) \(CTOK_PKCS11_MODULES_DIR\)", p.stdout)
+        assert m, describe(p)
+        return m.group(1)
+
+    assert configured("-DCMAKE_INSTALL_PREFIX=/usr") == system[5:]
+    other = configured("-DCMAKE_INSTALL_PREFIX=/opt/ctok", "-UCTOK_PKCS11_MODULES_DIR")
+    assert other.endswith("/pkcs11") and not other.startswith("/"), other
+    assert configured("-DCTOK_PKCS11_MODULES_DIR=/srv/p11") == "/srv/p11"
 
 
 def test_make_install_installs_runtime_and_build_dependencies_only(tmp_path):

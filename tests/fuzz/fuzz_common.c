@@ -18,8 +18,6 @@
 #include "fuzz_common.h"
 #include "../../store/token.h"
 
-#define FUZZ_PIN "fuzz-pin-4711"
-
 void fuzz_die(const char *what)
 {
     fprintf(stderr, "fuzz harness setup failed: %s\n", what);
@@ -127,7 +125,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 void fuzz_make_keystore(const char *path)
 {
-    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    fuzz_make_keystore_of(path, EVP_EC_gen("P-256"));
+}
+
+void fuzz_make_keystore_of(const char *path, EVP_PKEY *pkey)
+{
     X509 *x = X509_new();
     X509_NAME *name = X509_NAME_new();
     PKCS12 *p12 = NULL;

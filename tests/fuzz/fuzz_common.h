@@ -32,8 +32,12 @@ void fuzz_check_field(const char *s, size_t cap);
 /* Ends the process with a message: a harness whose setup fails would fuzz nothing. */
 void fuzz_die(const char *what) __attribute__((noreturn));
 
+/* The keystores' PIN, also in the auth files the targets write. */
+#define FUZZ_PIN "fuzz-pin-4711"
 /* A keystore (0600) with an EC key and its self-signed certificate, both named "key". */
 void fuzz_make_keystore(const char *path);
+/* The same with the key pkey (taken; NULL: the setup fails). */
+void fuzz_make_keystore_of(const char *path, EVP_PKEY *pkey);
 
 /*
  * A library context with ctok registered as a built-in provider and loaded next to

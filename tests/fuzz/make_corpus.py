@@ -297,6 +297,87 @@ attributes(generate, CKO_PRIVATE_KEY, CKK_EC) = {
         emit("p11_attrs", name, text)
 
 
+# ---- fuzz_p11mod_tmpl / fuzz_p11mod_mech: their byte formats (tests/fuzz/fuzz_p11mod.c)
+
+# indices into fuzz_p11mod.c's tables
+A = {"class": 0, "token": 1, "label": 3, "value": 4, "id": 5, "key_type": 6, "subject": 8,
+     "issuer": 9, "serial": 10, "modulus": 11, "modulus_bits": 12, "public_exponent": 13,
+     "private_exponent": 14, "ec_params": 15, "ec_point": 16, "sign": 19,
+     "allowed_mechanisms": 24, "public_key_info": 25}
+M = {"RSA_PKCS": 0, "RSA_PKCS_PSS": 1, "SHA256_RSA_PKCS": 2, "SHA256_RSA_PKCS_PSS": 3,
+     "ECDSA": 6, "ECDSA_SHA256": 7, "RSA_PKCS_OAEP": 10, "ECDH1_DERIVE": 11}
+SHA1, SHA256 = 0, 2  # hashes[] and mgfs[]
+# P-256's generator, uncompressed: a valid peer point for ECDH
+P256_G = bytes.fromhex("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+                       "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
+
+
+def p11_attr(name, mode, rest=b""):
+    """[mode] [type] [mode's bytes]: mode 0 NULL + claimed length index, 1 a buffer (length,
+    then a template's bytes), 2 a CK_ULONG (template) or a huge buffer (request), 3 a bool."""
+    t = bytes([A[name]]) if isinstance(name, str) else name
+    return bytes([mode]) + t + rest
+
+
+def p11_list(*attrs):
+    return bytes([len(attrs)]) + b"".join(attrs)
+
+
+def p11mod_seeds():
+    tmpl = {
+        "valid-private-by-class": (0, p11_list(p11_attr("class", 2, b"\x03")),
+                                   p11_list(p11_attr("label", 0, b"\x00"),
+                                            p11_attr("value", 1, b"\xff\x60")), b"\x08\x00"),
+        "valid-by-label": (0, p11_list(p11_attr("label", 1, b"\x03key")),
+                           p11_list(p11_attr("class", 1, b"\x08"), p11_attr("id", 6),
+                                    p11_attr("ec_point", 1, b"\x04")), b"\x08\x01"),
+        "valid-cert-fields": (0, p11_list(), p11_list(*[p11_attr(a, 1, b"\xff\x20") for a in (
+            "subject", "issuer", "serial", "value", "public_key_info")]), b"\x08\x02"),
+        "valid-rsa-key": (1, p11_list(p11_attr("sign", 3, b"\x01"), p11_attr("token", 3, b"\x01")),
+                          p11_list(*[p11_attr(a, 1, b"\xff\x00") for a in (
+                              "modulus", "public_exponent", "modulus_bits", "private_exponent",
+                              "allowed_mechanisms")]), b"\x08\x00"),
+        "near-null-value": (0, p11_list(p11_attr("id", 0, b"\x03")),
+                            p11_list(p11_attr("key_type", 0, b"\x06")), b"\x00"),
+        "near-odd-types": (1, p11_list(p11_attr(b"\xfe\x01", 1, b"\x00")),
+                           p11_list(p11_attr(b"\xff\x00\x00\x01\x29", 2),
+                                    p11_attr("ec_params", 1, b"\x00")), b"\x03"),
+    }
+    for name, (slot, t, r, tail) in tmpl.items():
+        emit("p11mod_tmpl", name, bytes([slot]) + t + r + tail)
+
+    def op(slot, what, key=0, decrypt=False):
+        return bytes([slot | what << 1 | key << 3 | (0x20 if decrypt else 0)])
+
+    def pss(h, sl, mode=2):
+        return bytes([mode, h, h, sl])
+
+    def null_data():
+        return b"\x01\x00"
+
+    mech = {
+        "valid-ecdsa-sha256": op(0, 1) + bytes([M["ECDSA_SHA256"], 0, 0]),
+        "valid-ecdsa-raw": op(0, 1) + bytes([M["ECDSA"], 0, 0]),
+        "valid-pss-sha256": op(1, 1) + bytes([M["SHA256_RSA_PKCS_PSS"]]) + pss(SHA256, 32),
+        "valid-pss-cancelled": op(1, 0) + bytes([M["RSA_PKCS_PSS"]]) + pss(SHA256, 32),
+        "valid-rsa-sha256": op(1, 1) + bytes([M["SHA256_RSA_PKCS"], 0, 0]),
+        "valid-rsa-decrypt": op(1, 2, decrypt=True) + bytes([M["RSA_PKCS"], 0, 0]),
+        "valid-oaep-sha1": op(1, 2) + bytes([M["RSA_PKCS_OAEP"], 3, SHA1, SHA1]) + null_data(),
+        "valid-ecdh": op(0, 3) + bytes([M["ECDH1_DERIVE"], 4, 0]) + null_data() +
+        bytes([0, len(P256_G)]) + P256_G + p11_list(p11_attr("class", 2, b"\x04"),
+                                                    p11_attr("key_type", 2, b"\x10")),
+        "near-pss-short": op(1, 0) + bytes([M["RSA_PKCS_PSS"]]) + pss(SHA256, 32, 2 | 16) + b"\x01",
+        "near-pss-null": op(1, 0) + bytes([M["RSA_PKCS_PSS"], 0, 3]),
+        "near-pss-huge-salt": op(1, 1) + bytes([M["SHA256_RSA_PKCS_PSS"], 2 | 8, SHA256, SHA256]) +
+        b"\x7f\xff\xff\xff",
+        "near-cert-as-key": op(0, 0, key=2) + bytes([M["ECDSA"], 0, 0]),
+        "near-oaep-source": op(1, 2) + bytes([M["RSA_PKCS_OAEP"], 3 | 8, SHA256, SHA256, 1]) +
+        b"\x00\x10" + b"label-0123456789",
+    }
+    for name, data in mech.items():
+        emit("p11mod_mech", name, data)
+
+
 def main():
     if not (BUILD / "ctok").exists():
         sys.exit("no ctok tool in %s: build first, or set CTOK_BUILD_DIR" % BUILD)
@@ -314,6 +395,7 @@ def main():
         stored()
         keystores(ws, tok)
         attribute_files()
+        p11mod_seeds()
     for d in sorted(CORPUS.iterdir()):
         print("%-12s %3d seeds" % (d.name, len(list(d.iterdir()))))
 
