@@ -55,6 +55,12 @@ static struct mod_obj *find_obj(struct mod_obj *objs, size_t n, CK_OBJECT_CLASS 
     return NULL;
 }
 
+struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, const uint8_t *id,
+                                size_t id_len, const char *label)
+{
+    return find_obj(slot->objs, slot->n_objs, cls, id, id_len, label);
+}
+
 static int add_obj(struct load *l, CK_OBJECT_CLASS cls, const char *label, const uint8_t *id,
                    size_t id_len, enum ctok_key_type kt, X509 *cert, EVP_PKEY *pub)
 {
@@ -392,8 +398,9 @@ static CK_RV attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_T
         return bool_val(v, o->cls == CKO_PRIVATE_KEY);
     case CKA_MODIFIABLE:
     case CKA_COPYABLE:
-    case CKA_DESTROYABLE:
         return bool_val(v, 0);
+    case CKA_DESTROYABLE:
+        return bool_val(v, mod_destroy_rule(slot, o) == CKR_OK);
     case CKA_LABEL:
         return bytes_val(v, o->label, strlen(o->label));
     case CKA_ID:
