@@ -462,12 +462,19 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
 
     if (tmpl == NULL && n > 0)
         return CKR_ARGUMENTS_BAD;
-    if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
+    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
         return rv;
+    slot = mod_slot_get(s->slot);
     if (s->finding) {
         rv = CKR_OPERATION_ACTIVE;
         goto end;
     }
+    /* what another process changed: a new search reads the token again when it may differ
+     * (handles stay those of the same objects) */
+    if (slot->have_objs && ctok_token_refresh(slot->tok))
+        slot->have_objs = 0;
+    if ((rv = mod_objects_load(slot)) != CKR_OK)
+        goto end;
     s->found = calloc(slot->n_objs > 0 ? slot->n_objs : 1, sizeof(*s->found));
     if (s->found == NULL) {
         rv = CKR_HOST_MEMORY;

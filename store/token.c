@@ -523,6 +523,12 @@ int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     return ctok_token_scan(tok, cb, arg);
 }
 
+int ctok_token_refresh(ctok_token *tok)
+{
+    return tok->be->refresh != NULL && __atomic_load_n(&tok->opened, __ATOMIC_ACQUIRE) &&
+           tok->be->refresh(tok);
+}
+
 int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)
 {
     struct ctok_bind *b;
