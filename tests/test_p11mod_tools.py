@@ -76,10 +76,13 @@ def test_the_mechanisms_are_the_signing_ones_of_the_keys(face):
     for m in ("RSA-PKCS,", "SHA256-RSA-PKCS,", "RSA-PKCS-PSS,", "SHA512-RSA-PKCS-PSS,",
               "ECDSA,", "ECDSA-SHA384,", "EDDSA,"):
         assert m in p.stdout, describe(p)
-    # signing, and RSA PKCS#1 v1.5 decryption: nothing offers to encrypt or verify
+    # signing, RSA PKCS#1 v1.5 decryption and key pair generation: nothing offers to encrypt
+    # or verify
     for line in p.stdout.splitlines()[1:]:
         flags = set(f.strip() for f in line.split(",")[2:])
-        assert "sign" in flags or "decrypt" in flags, describe(p)
+        keygen = line.split(",")[0].strip().endswith("-KEY-PAIR-GEN")
+        assert ("generate_key_pair" in flags) == keygen, describe(p)
+        assert "sign" in flags or "decrypt" in flags or keygen, describe(p)
         assert not flags & {"encrypt", "verify", "derive"}, describe(p)
         assert ("decrypt" in flags) == line.strip().startswith("RSA-PKCS,"), describe(p)
 
