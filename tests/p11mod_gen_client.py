@@ -159,7 +159,8 @@ def story_refusals(app, args):
     res["gen"]["null_handles"] = app.generate(rw, CKM_EC_GEN, ec("n1"), handles=False)[0]
     res["destroy_public"] = rv(app.call("DestroyObject", rw, pub))
     res["destroy_unknown"] = rv(app.call("DestroyObject", rw, 0x7FFFFF))
-    c = [(CKA_CLASS, CKO_CERTIFICATE), (CKA_CERTIFICATE_TYPE, 0)]
+    # a label no object has: each refusal below is for what the case names
+    c = [(CKA_CLASS, CKO_CERTIFICATE), (CKA_CERTIFICATE_TYPE, 0), (CKA_LABEL, b"n1")]
     res["create"] = {
         "private_key": app.create(rw, [(CKA_CLASS, CKO_PRIVATE_KEY), (CKA_VALUE, b"x")])[0],
         "no_class": app.create(rw, [(CKA_VALUE, cert)])[0],
