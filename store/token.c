@@ -193,7 +193,8 @@ int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm
     return 0;
 }
 
-/* The audit trail's name of an operation a rule guards, when the trail records it. */
+/* The audit trail's name of a change a rule guards (not activation: a search tries every
+ * token that hides what it looks for, and would write a line per search). */
 static const char *audited_as(const char *operation)
 {
     static const char *const names[][2] = {
@@ -204,8 +205,6 @@ static const char *audited_as(const char *operation)
         {"certificate replacement", "cert_replace"},
         {"certificate removal", "cert_remove"},
         {"certificate rename", "cert_rename"},
-        {"activation", "activate"},
-        {"deactivation", "deactivate"},
         {"authentication code change", "code_change"},
     };
 
