@@ -95,6 +95,29 @@ def test_pkcs11_tool_makes_keys_the_tool_and_the_provider_use(tok, tmp_path):
     assert signature_verifies(tok, "R", "SHA256-RSA-PKCS", tmp_path)
 
 
+def test_an_ed25519_key_is_made_where_the_token_offers_it(tok, tmp_path):
+    """A PKCS#11 token says it makes Ed25519 keys; a keystore offers it once it holds one (the
+    token layer does not say which types a type makes)."""
+    if tok.kind == "soft":
+        p = assert_ok(tok.tool("-M"))
+        assert "EC-EDWARDS-KEY-PAIR-GEN" not in p.stdout, describe(p)
+        tok.ws.add_key(tok.tok, "ed", "ed25519")  # its certificate shows it before login
+    p = assert_ok(tok.tool("-M"))
+    assert "EC-EDWARDS-KEY-PAIR-GEN" in p.stdout, describe(p)
+    assert_ok(tok.tool("--login", "--keypairgen", "--key-type", "EC:edwards25519",
+                       "--label", "E"))
+    assert {k["alias"]: k["key_type"] for k in tok.tok.keys()}["E"] == "ED25519"
+    msg, sig = tmp_path / "msg", tmp_path / "sig"
+    msg.write_bytes(b"an Ed25519 key made through ctok-p11.so\n")
+    kid = {k["alias"]: k["id"] for k in tok.tok.keys()}["E"]
+    assert_ok(tok.tool("--login", "--sign", "-m", "EDDSA", "--id", kid, "-i", msg, "-o", sig))
+    pub = tmp_path / "e.pub"
+    assert_ok(tok.ws.ossl("pkey", "-in", tok.tok.key_uri("E"), "-pubout", "-out", pub))
+    v = run([OPENSSL, "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-in", msg,
+             "-sigfile", sig], tok.ws.env(config=False))
+    assert "Signature Verified Successfully" in v.stdout, describe(v)
+
+
 def test_pkcs11_tool_removes_a_key_the_provider_then_misses(tok):
     assert_ok(tok.tool("--login", "--keypairgen", "--key-type", "EC:prime256v1", "--label", "X"))
     assert tok.provider_finds("X")
