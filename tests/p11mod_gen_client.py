@@ -19,7 +19,7 @@ CKR = {0x0: "OK", 0x7: "ARGUMENTS_BAD", 0x12: "ATTRIBUTE_TYPE_INVALID",
 CKA_CLASS, CKA_TOKEN, CKA_LABEL, CKA_VALUE, CKA_ID = 0x0, 0x1, 0x3, 0x11, 0x102
 CKA_CERTIFICATE_TYPE, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 0x80, 0x121, 0x122
 CKA_EC_PARAMS, CKA_SENSITIVE, CKA_SIGN = 0x180, 0x103, 0x108
-CKM_RSA_GEN, CKM_EC_GEN, CKM_DSA_GEN = 0x0, 0x1040, 0x10
+CKM_RSA_GEN, CKM_EC_GEN, CKM_DSA_GEN, CKM_ECDSA = 0x0, 0x1040, 0x10, 0x1041
 CKF_SERIAL, CKF_RW = 4, 2
 P256 = bytes.fromhex("06082a8648ce3d030107")
 SECP256K1 = bytes.fromhex("06052b8104000a")
@@ -37,7 +37,8 @@ class FunctionList(C.Structure):
 
 SIGS = {"Initialize": "p", "OpenSession": "uuppp", "Login": "uupu", "FindObjectsInit": "upu",
         "FindObjects": "upup", "FindObjectsFinal": "u", "GetAttributeValue": "uupu",
-        "GenerateKeyPair": "uppupupp", "DestroyObject": "uu", "CreateObject": "upup"}
+        "GenerateKeyPair": "uppupupp", "DestroyObject": "uu", "CreateObject": "upup",
+        "GetMechanismList": "upp"}
 
 
 def rv(x):
@@ -95,6 +96,13 @@ class App:
         r = self.call("GenerateKeyPair", h, C.byref(Mech(mech, None, 0)), pt, pn, kt, kn,
                       C.byref(hp) if handles else None, C.byref(hk) if handles else None)
         return rv(r), hp.value, hk.value
+
+    def mechanisms(self):
+        n = C.c_ulong(0)
+        assert self.call("GetMechanismList", 0, None, C.byref(n)) == 0
+        arr = (C.c_ulong * max(n.value, 1))()
+        assert self.call("GetMechanismList", 0, arr, C.byref(n)) == 0
+        return list(arr[:n.value])
 
     def find(self, h, attrs):
         t, n = self.tmpl(attrs)
@@ -174,10 +182,13 @@ def story_refusals(app, args):
 
 
 def story_lifecycle(app, args):
-    """Generate an EC key labelled args[0], find it by its handles, destroy it."""
+    """Generate an EC key labelled args[0], find it by its handles, destroy it; whether the
+    slot offers ECDSA before and after."""
     h = app.session()
     res = {"login": app.login(h, sys.stdin.readline().rstrip("\n"))}
+    res["ecdsa_before"] = CKM_ECDSA in app.mechanisms()
     res["generate"], hp, hk = app.generate(h, CKM_EC_GEN, ec(args[0]), [(CKA_SIGN, True)])
+    res["ecdsa_after"] = CKM_ECDSA in app.mechanisms()
     res["labels"] = [app.label(h, hp), app.label(h, hk)]
     found = app.find(h, [(CKA_LABEL, args[0].encode())])
     res["found"] = sorted(found) == sorted([hp, hk])
