@@ -1,6 +1,7 @@
 /*
  * Objects (PKCS#11 "object management"): certificates, public and private keys, read
- * once per login state and module generation. The public key of a private key is read
+ * once per login state and module generation, and again when a refresh finds the token's
+ * objects changed (ctok_p11_objects_same). The public key of a private key is read
  * from the token once (the key, its public key object, or its certificate) and kept,
  * so verification and encoding never touch the token.
  */
