@@ -212,6 +212,11 @@ def test_a_certificate_written_with_pkcs11_tool_binds_to_its_key(tok, tmp_path):
     # the provider's certificate-first lookup finds the key by the certificate
     p = tok.ws.ossl("storeutl", "-certs", tok.tok.uri(object="C"))
     assert count_items(assert_ok(p).stdout, "Certificate") == 1, describe(p)
+    # and the certificate goes alone: the key stays
+    assert_ok(tok.tool("--login", "--delete-object", "--type", "cert", "--label", "C"))
+    objs = tool_objects(assert_ok(tok.tool("--login", "-O")).stdout)
+    assert {kind for kind, label, _ in objs if label == "C"} == {"Private Key", "Public Key"}
+    assert not {k["alias"]: k for k in tok.tok.keys()}["C"]["certificates"]
 
 
 def test_a_key_another_process_made_shows_in_the_next_find(tok):
