@@ -1,6 +1,7 @@
 /*
  * Objects (PKCS#11 "object management"): certificates, public and private keys, read
- * once per login state and module generation. The public key of a private key is read
+ * once per login state and module generation, and again when a refresh finds the token's
+ * objects changed (ctok_p11_objects_same). The public key of a private key is read
  * from the token once (the key, its public key object, or its certificate) and kept,
  * so verification and encoding never touch the token.
  */
@@ -445,6 +446,40 @@ int ctok_p11_any_cert(struct p11_tok *pt)
     return got > 0;
 }
 
+/* The token objects the session sees, in brief: their number and a sum of their handles
+ * (another process's new or removed object changes one). 0: no answer. Lock held. */
+static int objects_seen(struct p11_tok *pt, uint64_t seen[2])
+{
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[1] = {{CKA_TOKEN, &yes, sizeof(yes)}};
+    CK_OBJECT_HANDLE *hs;
+    CK_SESSION_HANDLE s;
+    CK_ULONG n;
+    CK_RV rv;
+    int ok;
+
+    if (P11_CALL(pt->m, C_OpenSession, (pt->slot, CKF_SERIAL_SESSION, NULL, NULL, &s)) != CKR_OK)
+        return 0;
+    ok = find_all(pt, s, t, 1, &hs, &n, &rv);
+    (void)P11_CALL(pt->m, C_CloseSession, (s));
+    if (!ok)
+        return 0;
+    seen[0] = n;
+    seen[1] = 0;
+    for (CK_ULONG i = 0; i < n; i++)
+        seen[1] += (uint64_t)hs[i] * 0x9e3779b97f4a7c15ull;
+    free(hs);
+    return 1;
+}
+
+int ctok_p11_objects_same(struct p11_tok *pt)
+{
+    uint64_t now[2];
+
+    return pt->objs_valid && pt->gen == pt->m->generation && objects_seen(pt, now) &&
+           memcmp(now, pt->objs_seen, sizeof(now)) == 0;
+}
+
 /* Reads every object the session can see into the cache. Lock held. */
 int ctok_p11_objects_load(struct p11_tok *pt)
 {
@@ -452,6 +487,9 @@ int ctok_p11_objects_load(struct p11_tok *pt)
 
     ctok_p11_objects_clear(pt);
     pt->objs_valid = read_objects(pt, NULL, NULL, 0, CTOK_OBJ_ANY, &pt->objs, &pt->n_objs, &rv);
+    /* no answer: the next refresh reads the objects again */
+    if (pt->objs_valid && !objects_seen(pt, pt->objs_seen))
+        memset(pt->objs_seen, 0xff, sizeof(pt->objs_seen));
     return pt->objs_valid;
 }
 

@@ -155,6 +155,7 @@ struct p11_tok {
     struct p11_obj *objs; /* object cache, refreshed on login and writes */
     size_t n_objs;
     int objs_valid;
+    uint64_t objs_seen[2]; /* the token's objects when the cache was read: ctok_p11_objects_same */
 };
 
 #define P11TOK(t) ((struct p11_tok *)ctok_token_be(t))
@@ -185,6 +186,9 @@ int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char 
 
 /* objects.c */
 int ctok_p11_objects_load(struct p11_tok *pt);
+/* Does the token hold the token objects the cache was read from (their number and handles;
+ * one search)? 0 also when it cannot tell. Lock held, in a region. */
+int ctok_p11_objects_same(struct p11_tok *pt);
 void ctok_p11_objects_clear(struct p11_tok *pt);
 void ctok_p11_objects_free(struct p11_obj *v, size_t n);
 /* Does the token show a certificate (0 also when it cannot say)? Lock held. */

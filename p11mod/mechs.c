@@ -32,6 +32,10 @@ static const struct mech_def {
     {CKM_RSA_PKCS, CTOK_KT_RSA, CKM_RSA_PKCS, 0, CKF_DECRYPT},
     {CKM_RSA_PKCS_OAEP, CTOK_KT_RSA, CKM_RSA_PKCS_OAEP, 0, CKF_DECRYPT},
     {CKM_ECDH1_DERIVE, CTOK_KT_EC, CKM_ECDH1_DERIVE, 0, CKF_DERIVE},
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, CTOK_KT_RSA, CKM_RSA_PKCS_KEY_PAIR_GEN, 0, CKF_GENERATE_KEY_PAIR},
+    {CKM_EC_KEY_PAIR_GEN, CTOK_KT_EC, CKM_EC_KEY_PAIR_GEN, 0, CKF_GENERATE_KEY_PAIR},
+    {CKM_EC_EDWARDS_KEY_PAIR_GEN, CTOK_KT_ED25519, CKM_EC_EDWARDS_KEY_PAIR_GEN, 0,
+     CKF_GENERATE_KEY_PAIR},
 };
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -93,7 +97,10 @@ static int add(struct mod_slot *slot, const struct mech_def *d, CK_ULONG min, CK
 /* Does a mechanism of the token layer's list do op ("flags": [..., "sign", ...])? */
 static int does(const json_t *flags, CK_FLAGS op)
 {
-    const char *want = op == CKF_SIGN ? "sign" : op == CKF_DERIVE ? "derive" : "decrypt";
+    const char *want = op == CKF_SIGN      ? "sign"
+                       : op == CKF_DECRYPT ? "decrypt"
+                       : op == CKF_DERIVE  ? "derive"
+                                           : "generate_key_pair";
     size_t i;
     json_t *f;
 
@@ -132,6 +139,20 @@ static int from_list(struct mod_slot *slot, const json_t *list)
     return 1;
 }
 
+/*
+ * Generation on a token without a list: every such type (keystore, KMS, Key Vault) makes RSA
+ * (from ctok's 2048 bits) and NIST EC keys; Ed25519 only some, and the token layer does not
+ * say which yet: offered where the token holds one already.
+ */
+static int keygen_from_keys(struct mod_slot *slot, const struct mech_def *d, int have)
+{
+    if (d->kt == CTOK_KT_RSA)
+        return add(slot, d, 2048, CTOK_MAX_RSA_BITS);
+    if (d->kt == CTOK_KT_EC)
+        return add(slot, d, 256, 521);
+    return !have || add(slot, d, 255, 255);
+}
+
 /* Any other token: the mechanisms of the key types its objects have, sized as they are (key
  * agreement only where the token's type derives at all). */
 static int from_keys(struct mod_slot *slot)
@@ -139,6 +160,14 @@ static int from_keys(struct mod_slot *slot)
     for (size_t i = 0; i < N_DEFS; i++) {
         CK_ULONG min = 0, max = 0;
         int have = 0;
+
+        if (defs[i].op == CKF_GENERATE_KEY_PAIR) {
+            for (size_t k = 0; k < slot->n_objs; k++)
+                have |= slot->objs[k].key_type == defs[i].kt && slot->objs[k].pub != NULL;
+            if (!keygen_from_keys(slot, &defs[i], have))
+                return 0;
+            continue;
+        }
 
         for (size_t k = 0; k < slot->n_objs; k++) {
             const struct mod_obj *o = &slot->objs[k];

@@ -38,6 +38,8 @@ CK_RV mod_rv_from_error(CK_RV fallback)
     case CTOK_R_PERMISSION:
     case CTOK_R_DENIED:
         return CKR_FUNCTION_REJECTED;
+    case CTOK_R_DUPLICATE: /* a label (alias) the token has already */
+        return CKR_ATTRIBUTE_VALUE_INVALID;
     case CTOK_R_NETWORK:
     case CTOK_R_TIMEOUT:
     case CTOK_R_THROTTLED:

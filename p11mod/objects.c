@@ -55,6 +55,12 @@ static struct mod_obj *find_obj(struct mod_obj *objs, size_t n, CK_OBJECT_CLASS 
     return NULL;
 }
 
+struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, const uint8_t *id,
+                                size_t id_len, const char *label)
+{
+    return find_obj(slot->objs, slot->n_objs, cls, id, id_len, label);
+}
+
 static int add_obj(struct load *l, CK_OBJECT_CLASS cls, const char *label, const uint8_t *id,
                    size_t id_len, enum ctok_key_type kt, X509 *cert, EVP_PKEY *pub)
 {
@@ -398,8 +404,9 @@ static CK_RV attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_T
         return bool_val(v, o->cls == CKO_PRIVATE_KEY);
     case CKA_MODIFIABLE:
     case CKA_COPYABLE:
-    case CKA_DESTROYABLE:
         return bool_val(v, 0);
+    case CKA_DESTROYABLE:
+        return bool_val(v, mod_destroy_rule(slot, o) == CKR_OK);
     case CKA_LABEL:
         return bytes_val(v, o->label, strlen(o->label));
     case CKA_ID:
@@ -464,12 +471,19 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
     for (CK_ULONG i = 0; i < n; i++)
         if (tmpl[i].pValue == NULL && tmpl[i].ulValueLen > 0)
             return CKR_ATTRIBUTE_VALUE_INVALID; /* a value that is not there */
-    if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
+    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
         return rv;
+    slot = mod_slot_get(s->slot);
     if (s->finding) {
         rv = CKR_OPERATION_ACTIVE;
         goto end;
     }
+    /* what another process changed: a new search reads the token again when it may differ
+     * (handles stay those of the same objects) */
+    if (slot->have_objs && ctok_token_refresh(slot->tok))
+        slot->have_objs = 0;
+    if ((rv = mod_objects_load(slot)) != CKR_OK)
+        goto end;
     s->found = calloc(slot->n_objs > 0 ? slot->n_objs : 1, sizeof(*s->found));
     if (s->found == NULL) {
         rv = CKR_HOST_MEMORY;

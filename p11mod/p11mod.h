@@ -6,7 +6,8 @@
  * Files: funclist.c (the function list, C_GetFunctionList, what is not supported), module.c
  * (initialization, fork, slot and token info), mechs.c (mechanisms per slot), session.c
  * (sessions, login), objects.c (object handles, find, attributes), sign.c, decrypt.c, derive.c
- * (ECDH and the session objects it makes).
+ * (ECDH and the session objects it makes), keygen.c (C_GenerateKeyPair), objmgmt.c
+ * (C_CreateObject, C_DestroyObject).
  *
  * interface.c offers Cryptoki 3.0 (C_GetInterface, C_GetInterfaceList) on top of the 2.40
  * list; p11-kit's pkcs11.h is 2.40, pkcs11v3.h adds what 3.0 needs.
@@ -144,6 +145,9 @@ struct mod_obj *mod_object_get(struct mod_slot *slot, CK_OBJECT_HANDLE h);
 void mod_find_clear(struct mod_session *s);
 /* Does a key of type kt do op (CKF_SIGN, CKF_DECRYPT) with mech? */
 int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op);
+/* The object of class cls with this id (and label; NULL: any), objects loaded (lock held). */
+struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, const uint8_t *id,
+                                size_t id_len, const char *label);
 
 /* session.c */
 /* mod_enter_session for a new operation op (CKF_SIGN, CKF_DECRYPT) with mechanism m (NULL:
@@ -161,6 +165,23 @@ CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE m
 /* The digest of a hash mechanism (CKM_SHA256...) or of an MGF (CKG_MGF1_SHA256...), or NULL. */
 const EVP_MD *mod_hash_md(CK_MECHANISM_TYPE hash);
 const EVP_MD *mod_mgf_md(CK_RSA_PKCS_MGF_TYPE mgf);
+/* objmgmt.c: changes to a token */
+/* mod_enter_session for a change of the token: CKR_SESSION_READ_ONLY, CKR_USER_NOT_LOGGED_IN;
+ * on failure the lock is not held. */
+CK_RV mod_enter_change(CK_SESSION_HANDLE h, struct mod_session **s, struct mod_slot **slot);
+/* After a change made without the lock: mod_enter, the slot's objects read again; the session
+ * gone meanwhile: CKR_SESSION_CLOSED. On failure the lock is not held. */
+CK_RV mod_enter_changed(CK_SESSION_HANDLE h, CK_SLOT_ID id, struct mod_slot **slot);
+/* CKR_OK if C_DestroyObject may take o (CKA_DESTROYABLE), else CKR_ACTION_PROHIBITED. */
+CK_RV mod_destroy_rule(const struct mod_slot *slot, const struct mod_obj *o);
+struct mod_obj *mod_object_labelled(struct mod_slot *slot, CK_OBJECT_CLASS cls, const char *label);
+
+/* keygen.c: template attributes every new object may carry */
+/* CKA_LABEL into *label (malloc'd; one already there must be the same). */
+CK_RV mod_attr_label(const CK_ATTRIBUTE *a, char **label);
+/* CKA_CLASS (must be cls), CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_ID (empty), and management
+ * wishes; *taken 0 for any other attribute. */
+CK_RV mod_attr_common(const CK_ATTRIBUTE *a, CK_OBJECT_CLASS cls, char **label, int *taken);
 
 /* decrypt.c */
 void mod_decrypt_clear(struct mod_decrypt *op);
@@ -215,5 +236,9 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG);
 CK_RV C_SignFinal(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG_PTR);
 CK_RV C_DecryptInit(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_OBJECT_HANDLE);
 CK_RV C_Decrypt(CK_SESSION_HANDLE, CK_BYTE_PTR, CK_ULONG, CK_BYTE_PTR, CK_ULONG_PTR);
+CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE, CK_MECHANISM_PTR, CK_ATTRIBUTE_PTR, CK_ULONG,
+                        CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR, CK_OBJECT_HANDLE_PTR);
+CK_RV C_DestroyObject(CK_SESSION_HANDLE, CK_OBJECT_HANDLE);
+CK_RV C_CreateObject(CK_SESSION_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR);
 
 #endif

@@ -27,7 +27,7 @@ static void program_name(char *out, size_t len)
     }
 }
 
-void ctok_audit(ctok_token *tok, const char *operation, const char *object, int ok,
+void ctok_audit(const ctok_token *tok, const char *operation, const char *object, int ok,
                 const char *detail)
 {
     struct timeval tv;

@@ -170,6 +170,12 @@ struct ctok_backend {
      * discover would say of it (PKCS#11: p11-kit's modules, each with its "slots").
      */
     json_t *(*registered)(void);
+    /*
+     * Optional (ctok_token_refresh): another process may have changed the token; what the
+     * next enumeration reads again, if it is cheap to tell or read (never a network call).
+     * 1: the token may show other objects now; 0: nothing changed that it can see.
+     */
+    int (*refresh)(ctok_token *tok);
 };
 
 /* The key handle the token layer hands to key_load: the backend fills in label (strdup),

@@ -92,7 +92,7 @@ void ctok_backends_use(void);
 void ctok_backends_release(void);
 
 /* audit.c: one JSON line per operation; object and detail may be NULL; never secrets */
-void ctok_audit(ctok_token *tok, const char *operation, const char *object, int ok,
+void ctok_audit(const ctok_token *tok, const char *operation, const char *object, int ok,
                 const char *detail);
 
 /* config.c */

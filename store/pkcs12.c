@@ -178,6 +178,8 @@ int p12_read_keystore(ctok_token *tok)
     int ok = 0;
 
     p12_entries_clear(ks);
+    /* before the read: a write after it shows as a change (p12_refresh) */
+    ks->have_seen = stat(ks->path, &ks->seen) == 0;
     snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
     if (!ctok_file_read(ks->path, 1, CTOK_R_KEYSTORE, what, &der, &len))
         return 0;
@@ -221,6 +223,38 @@ int p12_read_keystore(ctok_token *tok)
 end:
     sk_PKCS7_pop_free(safes, PKCS7_free);
     return ok;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * Another process rewrote the keystore (writes replace the file): read it again, as a write
+ * does, and with the kept code, when active, check its MAC and decrypt it. A stat per call.
+ */
+static int p12_refresh(ctok_token *tok)
+{
+    struct p12 *ks = P12(tok);
+    char code[CTOK_MAX_CODE + 1];
+    struct stat st;
+    size_t len;
+    int changed;
+
+    pthread_mutex_lock(&ks->lock);
+    changed = stat(ks->path, &st) == 0 && !(ks->have_seen && same_file(&st, &ks->seen));
+    if (changed) {
+        ctok_err_mark(); /* the next listing says what is wrong with the file */
+        if (p12_read_keystore(tok) && ctok_token_is_active(tok) &&
+            ctok_token_kept_code(tok, code, sizeof(code), &len))
+            (void)p12_login_locked(tok, code, len);
+        OPENSSL_cleanse(code, sizeof(code));
+        ctok_err_pop_to_mark();
+    }
+    pthread_mutex_unlock(&ks->lock);
+    return changed;
 }
 
 static int p12_open(ctok_token *tok)
@@ -652,6 +686,7 @@ const struct ctok_backend ctok_pkcs12_backend = {
     .open = p12_open,
     .login = p12_login,
     .enumerate = p12_enumerate,
+    .refresh = p12_refresh,
     .hidden = p12_hidden,
     .key_load = p12_key_load,
     .key_free = p12_key_free,

@@ -3,6 +3,7 @@
 #ifndef CTOK_PKCS12_H
 #define CTOK_PKCS12_H
 
+#include <sys/stat.h>
 #include <openssl/pkcs12.h>
 
 #include "backend.h"
@@ -28,6 +29,8 @@ struct p12 {
     struct p12_entry *e;
     size_t n, cap;
     int encrypted_safes; /* certificates in encrypted safes: read at login */
+    struct stat seen;    /* the file as it was when read (have_seen): p12_refresh */
+    int have_seen;
 };
 
 #define P12(tok) ((struct p12 *)ctok_token_be(tok))

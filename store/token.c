@@ -193,10 +193,42 @@ int ctok_perms_authorize(const char *tokname, unsigned int perms, enum ctok_perm
     return 0;
 }
 
+/* The audit trail's name of a change a rule guards (not activation: a search tries every
+ * token that hides what it looks for, and would write a line per search). */
+static const char *audited_as(const char *operation)
+{
+    static const char *const names[][2] = {
+        {"key generation", "key_generate"},
+        {"key removal", "key_remove"},
+        {"key rename", "key_rename"},
+        {"certificate import", "cert_import"},
+        {"certificate replacement", "cert_replace"},
+        {"certificate removal", "cert_remove"},
+        {"certificate rename", "cert_rename"},
+        {"authentication code change", "code_change"},
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(operation, names[i][0]) == 0)
+            return names[i][1];
+    return NULL;
+}
+
+/* A refusal is audited as a failure of the operation, whichever front door asked (the
+ * tool before it prompts, ctok-p11.so through the operation itself). */
 int ctok_token_authorize(const ctok_token *tok, enum ctok_perm perm, const char *operation,
                          const char *object)
 {
-    return ctok_perms_authorize(tok->name, tok->perms, perm, operation, object);
+    char why[64];
+    const char *op;
+
+    if (ctok_perms_authorize(tok->name, tok->perms, perm, operation, object))
+        return 1;
+    if ((op = audited_as(operation)) != NULL) {
+        snprintf(why, sizeof(why), "rule '%s' is not permitted", ctok_perm_name(perm));
+        ctok_audit(tok, op, object, 0, why);
+    }
+    return 0;
 }
 
 ctok_ctx *ctok_token_ctx(const ctok_token *tok)
@@ -488,6 +520,12 @@ int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg)
     if (!ctok_token_authorize(tok, CTOK_PERM_VIEW, "listing", NULL))
         return 0;
     return ctok_token_scan(tok, cb, arg);
+}
+
+int ctok_token_refresh(ctok_token *tok)
+{
+    return tok->be->refresh != NULL && __atomic_load_n(&tok->opened, __ATOMIC_ACQUIRE) &&
+           tok->be->refresh(tok);
 }
 
 int ctok_token_scan(ctok_token *tok, ctok_object_cb cb, void *arg)

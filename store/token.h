@@ -290,6 +290,13 @@ int ctok_token_activate_code(ctok_token *tok, const char *code, size_t len, cons
 int ctok_token_code_is(ctok_token *tok, const char *code, size_t len);
 /* Every object of the token; rule view. */
 int ctok_token_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
+/*
+ * For a front door that outlives other processes' changes (ctok-p11.so): 1 if the token may
+ * show other objects now (a keystore file another process rewrote, which the next
+ * enumeration reads again; a PKCS#11 token's objects, read again from the token), 0 if not or
+ * if the type cannot tell cheaply (a key service keeps its cache rules: no network call).
+ */
+int ctok_token_refresh(ctok_token *tok);
 /* Key handle for the private key with this id; the token must be active. Its operations
  * check their rule (use, keytest) each time. One handle per key and process, cached until
  * keys are generated or removed, the token is deactivated or a PKCS#11 token reconnects. */

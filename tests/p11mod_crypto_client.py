@@ -23,7 +23,7 @@ FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate V
                    "SignEncryptUpdate DecryptVerifyUpdate GenerateKey GenerateKeyPair WrapKey "
                    "UnwrapKey DeriveKey").split()
 P.SIGS.update({"DeriveKey": "upupup", "CloseSession": "u", "CloseAllSessions": "u",
-               "OpenSession": "uuppp", "Logout": "u"})
+               "OpenSession": "uuppp", "Logout": "u", "DestroyObject": "uu"})
 
 CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE, CKM_RSA_PKCS = 0x9, 0x1050, 0x1
 CKD_NULL, CKD_SHA1_KDF, CKZ_DATA_SPECIFIED = 1, 2, 1
@@ -232,6 +232,17 @@ def story_derive_logout(m, args):
     return res
 
 
+def story_derive_destroy(m, args):
+    """C_DestroyObject takes a derived secret, in a read-only session; args key label, peer
+    point (hex)."""
+    app = login(m)
+    r, h = derive(app, key_of(app, args[0]), bytes.fromhex(args[1]))
+    res = {"derive": r, "destroy": rv(m.DestroyObject(app.h, h))}
+    res["after"] = {"found": h in secrets(app), "attrs": app.attrs(h, (P.CKA_CLASS, 8))[0]}
+    res["again"] = rv(m.DestroyObject(app.h, h))
+    return res
+
+
 def story_derive_refused(m, args):
     """What C_DeriveKey refuses; args: EC key label, RSA key label, peer point (hex)."""
     app = login(m)
@@ -314,7 +325,7 @@ def story_threads(m, args):
 
 STORIES = {"threads": story_threads, "derive_ends": story_derive_ends, "oaep": story_oaep,
            "oaep_params": story_oaep_params, "derive": story_derive,
-           "derive_logout": story_derive_logout, "derive_refused": story_derive_refused}
+           "derive_logout": story_derive_logout, "derive_destroy": story_derive_destroy, "derive_refused": story_derive_refused}
 
 if __name__ == "__main__":
     mod = Module(sys.argv[1])

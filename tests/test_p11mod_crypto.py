@@ -152,6 +152,14 @@ def test_a_derived_secret_is_a_session_object_gone_with_its_session(face):
                                                        "attrs": "OBJECT_HANDLE_INVALID"}, r
 
 
+def test_c_destroyobject_takes_a_derived_secret_in_a_read_only_session(face):
+    r = story(face, "derive_destroy", "ec", point(peer()).hex())
+    assert r == {"derive": "OK", "destroy": "OK",
+                 "after": {"found": False, "attrs": "OBJECT_HANDLE_INVALID"},
+                 "again": "0xb5"}, r  # no longer a session object: a token object's rule,
+    # CKR_SESSION_READ_ONLY
+
+
 def test_derived_secrets_go_with_all_sessions_closed_and_with_finalize(face):
     r = story(face, "derive_ends", "ec", point(peer()).hex())
     assert r == {"derive": "OK", "class": 1, "close_all": "OK", "after_close_all": 0,
