@@ -63,20 +63,26 @@ static void p12_close(ctok_token *tok)
     ctok_token_set_be(tok, NULL);
 }
 
-/* A public-only copy of a key, in the token context's library context. */
+/*
+ * A public-only copy of a key, in the token context's library context: its public
+ * parameters handed from key manager to key manager. Not a SubjectPublicKeyInfo round trip
+ * (i2d_PUBKEY, d2i_PUBKEY_ex): the encoder that needs made OpenSSL build the library
+ * context's whole encoder table, ~50 KB of heap in a process that opens one keystore.
+ */
 EVP_PKEY *p12_public_of(ctok_token *tok, EVP_PKEY *k)
 {
-    uint8_t *der = NULL;
-    const uint8_t *p;
-    int len = i2d_PUBKEY(k, &der);
-    EVP_PKEY *pub;
+    const ctok_ctx *cx = ctok_token_ctx(tok);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_ctx_libctx(cx), EVP_PKEY_get0_type_name(k),
+                                                 ctok_ctx_propq(cx));
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY *pub = NULL;
 
-    if (len <= 0)
-        return NULL;
-    p = der;
-    pub = d2i_PUBKEY_ex(NULL, &p, len, ctok_ctx_libctx(ctok_token_ctx(tok)),
-                        ctok_ctx_propq(ctok_token_ctx(tok)));
-    OPENSSL_free(der);
+    if (c == NULL || EVP_PKEY_todata(k, EVP_PKEY_PUBLIC_KEY, &params) != 1 ||
+        EVP_PKEY_fromdata_init(c) != 1 ||
+        EVP_PKEY_fromdata(c, &pub, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pub = NULL;
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(c);
     return pub;
 }
 
