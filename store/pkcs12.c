@@ -255,9 +255,18 @@ int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size
     OSSL_LIB_CTX *lc = ctok_ctx_libctx(ctok_token_ctx(tok));
     const char *pq = ctok_ctx_propq(ctok_token_ctx(tok));
 
-    p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
+    /*
+     * The key bag's password-based encryption runs where the keystore's MAC and certificate
+     * safes already do (d2i_PKCS12 carries no library context): the default one. Only
+     * ciphers, KDFs, MACs and digests are fetched there, and ctok registers none (so nothing
+     * reaches ctok). In ctok's child library context (lc) the same fetches made OpenSSL build
+     * a second cipher table, ~120 KB of heap: 38 page faults and 4.3 M instructions per
+     * soft-token one-shot (docs/DESIGN.md, "Start-up and idle"). The key itself is still
+     * made in lc.
+     */
+    p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, NULL, NULL);
     if (p8 == NULL && len == 0)
-        p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, lc, pq);
+        p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, NULL, NULL);
     if (p8 == NULL)
         return 0;
     e->priv = EVP_PKCS82PKEY_ex(p8, lc, pq);
