@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/pkcs12.h>
 #include <openssl/rsa.h>
@@ -184,7 +185,7 @@ int p12_read_keystore(ctok_token *tok)
     int ok = 0;
 
     p12_entries_clear(ks);
-    snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
+    BIO_snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
     if (!ctok_file_read(ks->path, 1, CTOK_R_KEYSTORE, what, &der, &len))
         return 0;
     p = der;
