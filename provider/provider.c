@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include <stdio.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/core_object.h>
@@ -509,8 +510,8 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     pctx->handle = handle;
     err_handle = handle;
     ctok_err_set_sink(prov_err_sink);
-    snprintf(pctx->propq, sizeof(pctx->propq), "provider!=%s",
-             name != NULL && *name != '\0' ? name : "ctok");
+    BIO_snprintf(pctx->propq, sizeof(pctx->propq), "provider!=%s",
+                 name != NULL && *name != '\0' ? name : "ctok");
     if (cfg != NULL && *cfg != '\0' && (pctx->config_path = strdup(cfg)) == NULL)
         goto err;
     /* the core's dispatch table is static in libcrypto: kept for the child context */

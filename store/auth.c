@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -42,7 +43,7 @@ int ctok_auth_read_file(const char *tokname, const char *path, char *buf, size_t
 {
     char what[160];
 
-    snprintf(what, sizeof(what), "token '%s': auth file", tokname);
+    BIO_snprintf(what, sizeof(what), "token '%s': auth file", tokname);
     return ctok_auth_file_read(what, path, buf, bufsz, len);
 }
 
@@ -52,7 +53,7 @@ int ctok_master_key_read(const char *path, const char *tokname, uint8_t key[32])
     size_t n;
     char what[160];
 
-    snprintf(what, sizeof(what), "token '%s': master key file", tokname);
+    BIO_snprintf(what, sizeof(what), "token '%s': master key file", tokname);
     if (!ctok_file_read(path, 1, CTOK_R_NO_CODE, what, &data, &n))
         return 0;
     if (n == 32)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -161,7 +162,7 @@ void ctok_code_keep(ctok_token *tok, const struct ctok_code *c)
     old_len = tok->code_len;
     tok->code = copy;
     tok->code_len = copy != NULL ? c->len : 0;
-    snprintf(tok->code_src, sizeof(tok->code_src), "%s", c != NULL ? c->src : "");
+    BIO_snprintf(tok->code_src, sizeof(tok->code_src), "%s", c != NULL ? c->src : "");
     pthread_mutex_unlock(&ctok_code_lock);
     if (old != NULL)
         OPENSSL_clear_free(old, old_len + 1);
@@ -182,8 +183,8 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
     }
     pthread_mutex_unlock(&ctok_code_lock);
     if (r < 0) {
-        snprintf(tok->inactive_why, sizeof(tok->inactive_why),
-                 "its authentication code was typed at a prompt and is not kept");
+        BIO_snprintf(tok->inactive_why, sizeof(tok->inactive_why),
+                     "its authentication code was typed at a prompt and is not kept");
         CTOK_ERR(CTOK_R_NO_CODE, "token '%s' was reconnected and must be activated again: %s",
                  tok->name, tok->inactive_why);
         ctok_token_set_active(tok, 0);
@@ -197,8 +198,9 @@ int ctok_token_send_kept_code(ctok_token *tok, const struct ctok_sender *s)
             OPENSSL_clear_free(tok->code, tok->code_len + 1);
         tok->code = NULL;
         tok->code_len = 0;
-        snprintf(tok->inactive_why, sizeof(tok->inactive_why),
-                 "the token rejected the authentication code from %s when logging in again", src);
+        BIO_snprintf(tok->inactive_why, sizeof(tok->inactive_why),
+                     "the token rejected the authentication code from %s when logging in again",
+                     src);
         pthread_mutex_unlock(&ctok_code_lock);
         ctok_token_set_active(tok, 0);
     }
@@ -215,7 +217,7 @@ int ctok_code_kept(ctok_token *tok, char *buf, size_t bufsz, size_t *len, char *
         memcpy(buf, tok->code, tok->code_len + 1);
         *len = tok->code_len;
         if (src != NULL)
-            snprintf(src, srcsz, "%s", tok->code_src);
+            BIO_snprintf(src, srcsz, "%s", tok->code_src);
         ok = 1;
     }
     pthread_mutex_unlock(&ctok_code_lock);
@@ -230,7 +232,7 @@ int ctok_token_kept_code(ctok_token *tok, char *buf, size_t bufsz, size_t *len)
 void ctok_token_set_label(ctok_token *tok, const char *label)
 {
     pthread_mutex_lock(&ctok_code_lock);
-    snprintf(tok->label, sizeof(tok->label), "%s", label);
+    BIO_snprintf(tok->label, sizeof(tok->label), "%s", label);
     pthread_mutex_unlock(&ctok_code_lock);
 }
 
@@ -247,7 +249,7 @@ void ctok_token_set_be(ctok_token *tok, void *data)
 void ctok_token_inactive_why(ctok_token *tok, char *buf, size_t len)
 {
     pthread_mutex_lock(&ctok_code_lock);
-    snprintf(buf, len, "%s", tok->inactive_why[0] ? tok->inactive_why : "it is not active");
+    BIO_snprintf(buf, len, "%s", tok->inactive_why[0] ? tok->inactive_why : "it is not active");
     pthread_mutex_unlock(&ctok_code_lock);
 }
 

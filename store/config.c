@@ -197,11 +197,13 @@ err:
 static char *default_master_key(const char *config_path)
 {
     const char *slash = strrchr(config_path, '/');
-    char *path;
+    size_t dir = slash != NULL ? (size_t)(slash - config_path + 1) : 0;
+    char *path = malloc(dir + sizeof("master.key"));
 
-    if (asprintf(&path, "%.*smaster.key", slash != NULL ? (int)(slash - config_path + 1) : 0,
-                 config_path) < 0)
-        return NULL;
+    if (path != NULL) {
+        memcpy(path, config_path, dir);
+        memcpy(path + dir, "master.key", sizeof("master.key"));
+    }
     return path;
 }
 

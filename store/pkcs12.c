@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/pkcs12.h>
 #include <openssl/rsa.h>
@@ -63,20 +64,26 @@ static void p12_close(ctok_token *tok)
     ctok_token_set_be(tok, NULL);
 }
 
-/* A public-only copy of a key, in the token context's library context. */
+/*
+ * A public-only copy of a key, in the token context's library context: its public
+ * parameters handed from key manager to key manager. Not a SubjectPublicKeyInfo round trip
+ * (i2d_PUBKEY, d2i_PUBKEY_ex): the encoder that needs made OpenSSL build the library
+ * context's whole encoder table, ~50 KB of heap in a process that opens one keystore.
+ */
 EVP_PKEY *p12_public_of(ctok_token *tok, EVP_PKEY *k)
 {
-    uint8_t *der = NULL;
-    const uint8_t *p;
-    int len = i2d_PUBKEY(k, &der);
-    EVP_PKEY *pub;
+    const ctok_ctx *cx = ctok_token_ctx(tok);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(ctok_ctx_libctx(cx), EVP_PKEY_get0_type_name(k),
+                                                 ctok_ctx_propq(cx));
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY *pub = NULL;
 
-    if (len <= 0)
-        return NULL;
-    p = der;
-    pub = d2i_PUBKEY_ex(NULL, &p, len, ctok_ctx_libctx(ctok_token_ctx(tok)),
-                        ctok_ctx_propq(ctok_token_ctx(tok)));
-    OPENSSL_free(der);
+    if (c == NULL || EVP_PKEY_todata(k, EVP_PKEY_PUBLIC_KEY, &params) != 1 ||
+        EVP_PKEY_fromdata_init(c) != 1 ||
+        EVP_PKEY_fromdata(c, &pub, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pub = NULL;
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(c);
     return pub;
 }
 
@@ -180,7 +187,7 @@ int p12_read_keystore(ctok_token *tok)
     p12_entries_clear(ks);
     /* before the read: a write after it shows as a change (p12_refresh) */
     ks->have_seen = stat(ks->path, &ks->seen) == 0;
-    snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
+    BIO_snprintf(what, sizeof(what), "token '%s': keystore", ctok_token_name(tok));
     if (!ctok_file_read(ks->path, 1, CTOK_R_KEYSTORE, what, &der, &len))
         return 0;
     p = der;
@@ -283,9 +290,18 @@ int p12_decrypt_key(ctok_token *tok, struct p12_entry *e, const char *code, size
     OSSL_LIB_CTX *lc = ctok_ctx_libctx(ctok_token_ctx(tok));
     const char *pq = ctok_ctx_propq(ctok_token_ctx(tok));
 
-    p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, lc, pq);
+    /*
+     * The key bag's password-based encryption runs where the keystore's MAC and certificate
+     * safes already do (d2i_PKCS12 carries no library context): the default one. Only
+     * ciphers, KDFs, MACs and digests are fetched there, and ctok registers none (so nothing
+     * reaches ctok). In ctok's child library context (lc) the same fetches made OpenSSL build
+     * a second cipher table, ~120 KB of heap: 38 page faults and 4.3 M instructions per
+     * soft-token one-shot (docs/DESIGN.md, "Start-up and idle"). The key itself is still
+     * made in lc.
+     */
+    p8 = PKCS12_decrypt_skey_ex(e->bag, code, (int)len, NULL, NULL);
     if (p8 == NULL && len == 0)
-        p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, lc, pq);
+        p8 = PKCS12_decrypt_skey_ex(e->bag, NULL, 0, NULL, NULL);
     if (p8 == NULL)
         return 0;
     e->priv = EVP_PKCS82PKEY_ex(p8, lc, pq);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -365,9 +366,9 @@ static void prompt_info(ctok_token *tok, char *info, size_t len)
 {
     pthread_mutex_lock(&ctok_code_lock);
     if (tok->label[0] != '\0')
-        snprintf(info, len, "%s (ctok token '%s')", tok->label, tok->name);
+        BIO_snprintf(info, len, "%s (ctok token '%s')", tok->label, tok->name);
     else
-        snprintf(info, len, "ctok token '%s'", tok->name);
+        BIO_snprintf(info, len, "ctok token '%s'", tok->name);
     pthread_mutex_unlock(&ctok_code_lock);
 }
 
@@ -377,7 +378,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
 {
     *prompted = 0;
     if (pin != NULL && pin->value != NULL) {
-        snprintf(src, srcsz, "the pin-value of the key reference");
+        BIO_snprintf(src, srcsz, "the pin-value of the key reference");
         *len = strlen(pin->value);
         if (*len >= bufsz)
             return 0;
@@ -387,17 +388,17 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
     if (pin != NULL && pin->source != NULL) {
         const char *p = strncmp(pin->source, "file:", 5) == 0 ? pin->source + 5 : pin->source;
 
-        snprintf(src, srcsz, "pin-source file %s", p);
+        BIO_snprintf(src, srcsz, "pin-source file %s", p);
         return ctok_auth_read_file(tok->name, p, buf, bufsz, len);
     }
     switch (tok->auth_kind) {
     case CTOK_AUTH_FILE:
-        snprintf(src, srcsz, "auth file %s", tok->auth_arg);
+        BIO_snprintf(src, srcsz, "auth file %s", tok->auth_arg);
         return ctok_auth_read_file(tok->name, tok->auth_arg, buf, bufsz, len);
     case CTOK_AUTH_ENV: {
         const char *v = getenv(tok->auth_arg);
 
-        snprintf(src, srcsz, "environment variable %s", tok->auth_arg);
+        BIO_snprintf(src, srcsz, "environment variable %s", tok->auth_arg);
         if (v == NULL) {
             CTOK_ERR(CTOK_R_NO_CODE, "token '%s': environment variable %s is not set", tok->name,
                      tok->auth_arg);
@@ -410,7 +411,7 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
         return 1;
     }
     case CTOK_AUTH_STORED:
-        snprintf(src, srcsz, "the stored (encrypted) auth code in the config");
+        BIO_snprintf(src, srcsz, "the stored (encrypted) auth code in the config");
         return ctok_auth_stored_decrypt(tok, tok->auth_arg, buf, bufsz, len);
     case CTOK_AUTH_PROMPT:
         break;
@@ -427,13 +428,13 @@ static int get_code(ctok_token *tok, const struct ctok_pin *pin, const struct ct
             if (!ctok_tty_get_code(tok->name, info, buf, bufsz, len))
                 return 0;
             *prompted = 1;
-            snprintf(src, srcsz, "ctok's terminal prompt");
+            BIO_snprintf(src, srcsz, "ctok's terminal prompt");
             return 1;
         }
         if (r > 0 && *len < bufsz) {
             buf[*len] = '\0';
             *prompted = 1;
-            snprintf(src, srcsz, "the application's passphrase prompt");
+            BIO_snprintf(src, srcsz, "the application's passphrase prompt");
             return 1;
         }
     }
@@ -475,11 +476,11 @@ int ctok_token_auth_check(ctok_token *tok, char *src, size_t srcsz)
     int prompted, ok;
 
     if (!ctok_token_needs_code(tok)) {
-        snprintf(src, srcsz, "none needed");
+        BIO_snprintf(src, srcsz, "none needed");
         return 2;
     }
     if (tok->auth_kind == CTOK_AUTH_PROMPT) {
-        snprintf(src, srcsz, "prompt");
+        BIO_snprintf(src, srcsz, "prompt");
         return 2;
     }
     ok = get_code(tok, &none, NULL, code, sizeof(code), &len, &prompted, src, srcsz);
@@ -502,7 +503,7 @@ int ctok_token_context_login(ctok_token *tok, const char *key_label, const struc
         /* the application's prompt is gone by now: ctok asks on the terminal itself */
         prompt_info(tok, info, sizeof(info));
         got = ctok_tty_get_code(tok->name, info, code, sizeof(code), &c.len);
-        snprintf(src, sizeof(src), "ctok's terminal prompt");
+        BIO_snprintf(src, sizeof(src), "ctok's terminal prompt");
     }
     if (!got)
         CTOK_ERR(CTOK_R_NO_CODE,
@@ -590,10 +591,10 @@ int ctok_token_generate(ctok_token *tok, const char *alias, const struct ctok_ke
     }
     ok = tok->be->generate(tok, alias, spec);
     ctok_token_keys_drop(tok);
-    snprintf(what, sizeof(what), "%s%s%s", ctok_key_type_name(spec->type),
-             spec->group != NULL ? " " : "", spec->group != NULL ? spec->group : "");
+    BIO_snprintf(what, sizeof(what), "%s%s%s", ctok_key_type_name(spec->type),
+                 spec->group != NULL ? " " : "", spec->group != NULL ? spec->group : "");
     if (spec->type == CTOK_KT_RSA)
-        snprintf(what, sizeof(what), "RSA %d", spec->bits);
+        BIO_snprintf(what, sizeof(what), "RSA %d", spec->bits);
     ctok_audit(tok, "key_generate", alias, ok, what);
     return ok;
 }
@@ -684,7 +685,7 @@ int ctok_token_rename(ctok_token *tok, unsigned int type, const char *old, const
     }
     ok = tok->be->rename(tok, type, old, new_label);
     ctok_token_keys_drop(tok); /* cached handles carry the old label */
-    snprintf(what, sizeof(what), "to '%s'", new_label);
+    BIO_snprintf(what, sizeof(what), "to '%s'", new_label);
     ctok_audit(tok, type == CTOK_OBJ_CERT ? "cert_rename" : "key_rename", old, ok, what);
     return ok;
 }

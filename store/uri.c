@@ -9,11 +9,20 @@
 #include "p11kit_lazy.h"
 #include "token.h"
 
+/*
+ * ASCII only, as URI attribute names and hex digits are, whatever the process's locale (and
+ * libc's tolower would page in its locale tables for a redaction made on every URI).
+ */
+static char ascii_lower(int c)
+{
+    return (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+}
+
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
-    c = tolower(c);
+    c = ascii_lower(c);
     if (c >= 'a' && c <= 'f')
         return c - 'a' + 10;
     return -1;
@@ -31,10 +40,10 @@ static int secret_name(const char *a, size_t len)
         int lo = hi >= 0 ? hexval((unsigned char)a[i + 2]) : -1;
 
         if (lo >= 0) {
-            name[o++] = (char)tolower(hi << 4 | lo);
+            name[o++] = ascii_lower(hi << 4 | lo);
             i += 2;
         } else {
-            name[o++] = (char)tolower((unsigned char)a[i]);
+            name[o++] = ascii_lower((unsigned char)a[i]);
         }
     }
     name[o] = '\0';
@@ -60,7 +69,8 @@ void ctok_uri_redact(const char *uri, char *out, size_t outlen)
     for (; *p != '\0'; p = *end != '\0' ? end + 1 : end) {
         const char *eq;
 
-        end = p + strcspn(p, query ? "&" : ";?");
+        for (end = p; *end != '\0' && *end != '&' && (query || (*end != ';' && *end != '?'));)
+            end++;
         eq = memchr(p, '=', (size_t)(end - p));
         if (eq == NULL && end > p)
             PUT("...", 3); /* not name=value: it may be anything, a PIN too */

@@ -53,8 +53,9 @@ def test_plain_nginx_with_a_file_key_serves_tls_and_loads_no_pkcs11_module(world
         assert SOFTHSM_SO not in text, "process %d mapped SoftHSM:\n%s" % (
             pid, "\n".join(l for l in text.splitlines() if SOFTHSM_SO in l))
         # p11-kit is loaded for the first pkcs11: URI only (store/p11kit_lazy.c), libcurl for
-        # the first cloud request (kms/curl_lazy.c)
-        for lib in ("libp11-kit", "libcurl"):
+        # the first cloud request (kms/curl_lazy.c), jansson for the first config read
+        # (store/jansson_lazy.c)
+        for lib in ("libp11-kit", "libcurl", "libjansson"):
             assert lib not in text, "process %d mapped %s:\n%s" % (
                 pid, lib, "\n".join(l for l in text.splitlines() if lib in l))
     assert re.search(r"ctok\[\d+\]: provider loaded", log), ngx.report()

@@ -200,3 +200,25 @@ def test_soft_token_signature_loads_no_p11_kit_and_a_pkcs11_uri_does(ws, make_to
     p, _, _ = sign_digest(ws, "pkcs11:id=%zz;type=private", env={"LD_DEBUG": "files"})
     assert p.returncode != 0 and "pkcs11:id=%zz" in p.stderr, describe(p)
     assert [l for l in p.stderr.splitlines() if "file=" in l and "libp11-kit" in l], describe(p)
+
+
+def test_file_key_with_ctok_loaded_maps_no_jansson_and_a_soft_token_key_does(ws, make_token):
+    """jansson is loaded on first use (store/jansson_lazy.c): a process that loads ctok and signs
+    with an ordinary PEM file never reads the tokens config, so it never maps libjansson; a
+    soft-token key (the config read) does. ld.so reports every library it loads."""
+    def jansson_loaded(p):
+        return [l for l in p.stderr.splitlines() if "file=" in l and "libjansson" in l]
+
+    tok = make_token("soft1", {"k1": "ec:P-256"})
+    pem = ws.path("file-key.pem")
+    assert_ok(ws.ossl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-out", pem, providers=None))
+    p, _, _ = sign_digest(ws, pem, env={"LD_DEBUG": "files"})
+    assert_ok(p)
+    assert [l for l in p.stderr.splitlines() if "file=" in l and "ctok.so" in l], describe(p)
+    assert not jansson_loaded(p), "a PEM key with ctok loaded mapped jansson:\n%s" % "\n".join(
+        jansson_loaded(p))
+    p, sig, dg = sign_digest(ws, tok.key_uri("k1"), env={"LD_DEBUG": "files"})
+    assert_ok(p)
+    assert_verified(verify_digest(ws, tok.cert("k1"), dg, sig))
+    assert jansson_loaded(p), describe(p)
