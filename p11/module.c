@@ -353,24 +353,51 @@ struct p11_module *ctok_p11_module_get(const char *library)
 static pid_t self_pid;
 
 /*
- * fork(): the registry is held across it so the child's copy is whole, and the child, the
- * only thread of its process, makes every module lock new (threads of the parent that held
- * one do not exist there) and releases the registry it took before the fork. Nothing else happens
- * in the handler; the child's first call into a module re-initializes it (ctok_p11_enter). glibc
- * drops the handlers when ctok.so is unloaded.
+ * fork(): the registry is held across it so the child's copy is whole, and every module's
+ * rw exclusively: fork() waits until no thread is inside a call into a module, so that no
+ * child inherits a module mid-call (its own mutexes held by a thread the child does not have:
+ * one child in 50 failed so under ASan). The rwlock prefers writers: threads that come to a
+ * module meanwhile wait, the fork waits only for the calls in flight, however long they
+ * take (a C_Login on a PIN pad holds fork() back until it returns). The child, the only
+ * thread of its process, makes every module lock new and releases the registry; its first
+ * call into a module re-initializes it (ctok_p11_enter). glibc drops the handlers when the
+ * library holding this code is unloaded.
+ *
+ * Order: prepare handlers run in the reverse order of their registration, and a module's
+ * own (registered when it is loaded, or in its C_Initialize) must run after ctok has waited
+ * for the calls in flight, not before: one that took the module's own lock first would wait
+ * for a thread that waits, inside the module, for that lock. So the same handlers are
+ * registered again after a module is loaded and after its first C_Initialize (outside any
+ * lock: glibc holds its handler lock through fork), and only the first of them to run for a
+ * fork() — the per-thread depth — does the work. The rule for callers: a thread inside a
+ * module call (rw shared) never waits for the registry, for a fork, or for a lock a thread
+ * may hold while it waits to enter a module (ctok-p11.so's module lock: its child makes that
+ * lock new rather than taking it across fork(), see p11mod/module.c).
  */
+static __thread unsigned int fork_depth;
+
 static void fork_prepare(void)
 {
+    if (fork_depth++ > 0)
+        return;
     pthread_mutex_lock(&modules_lock);
+    for (size_t i = 0; i < n_modules; i++)
+        pthread_rwlock_wrlock(&modules[i]->rw);
 }
 
 static void fork_parent(void)
 {
+    if (--fork_depth > 0)
+        return;
+    for (size_t i = n_modules; i-- > 0;)
+        pthread_rwlock_unlock(&modules[i]->rw);
     pthread_mutex_unlock(&modules_lock);
 }
 
 static void fork_child(void)
 {
+    if (--fork_depth > 0)
+        return;
     __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
     for (size_t i = 0; i < n_modules; i++) {
         pthread_mutex_init(&modules[i]->lock, NULL);
@@ -382,6 +409,12 @@ static void fork_child(void)
 static void fork_handlers(void)
 {
     __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* After a module's own fork handlers (see fork_prepare): ctok's run before them. */
+static void fork_handlers_again(void)
+{
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
@@ -421,6 +454,8 @@ static struct p11_module *module_get(const char *path)
     rwlock_init(&fresh->rw);
     if (!load(fresh))
         fresh->f = NULL; /* kept, so that the failure is not retried on every use */
+    else
+        fork_handlers_again();
     pthread_mutex_lock(&modules_lock);
     if ((m = registered(path)) == NULL) {
         struct p11_module **nm = realloc(modules, (n_modules + 1) * sizeof(*nm));
@@ -452,6 +487,8 @@ static int ready(struct p11_module *m)
 
 int ctok_p11_enter(struct p11_module *m)
 {
+    int hook = 0;
+
     if (!ready(m)) {
         /*
          * Exclusively, so that of several threads of a forked child making their first
@@ -465,10 +502,12 @@ int ctok_p11_enter(struct p11_module *m)
             (void)P11_CALL(m, C_Finalize, (NULL));
             __atomic_store_n(&m->initialized, 0, __ATOMIC_RELEASE);
         }
-        if (!m->initialized)
-            (void)initialize(m);
+        if (!m->initialized && initialize(m) && !m->fork_hooked)
+            hook = m->fork_hooked = 1;
         pthread_mutex_unlock(&m->lock);
         pthread_rwlock_unlock(&m->rw);
+        if (hook)
+            fork_handlers_again(); /* after what the module's C_Initialize registered */
     }
     pthread_rwlock_rdlock(&m->rw);
     if (!m->initialized) {

@@ -22,11 +22,13 @@ struct p11_module {
     pthread_mutex_t lock; /* initialization state */
     /*
      * Held shared by every region of PKCS#11 calls, exclusively to finalize and
-     * initialize again: C_Finalize must never run while another thread is in the module.
+     * initialize again: C_Finalize must never run while another thread is in the module;
+     * and exclusively across fork() (p11/module.c, fork_prepare).
      */
     pthread_rwlock_t rw;
     int initialized;
-    pid_t pid;               /* the process that initialized it: a forked child re-initializes */
+    int fork_hooked; /* ctok's fork handlers registered again after its first C_Initialize */
+    pid_t pid;       /* the process that initialized it: a forked child re-initializes */
     unsigned int generation; /* bumped by every re-initialization; handles die with it */
     /* CK_RV C_UnlockPIN(session, puk, puk_len, new_pin, new_pin_len): a vendor extension */
     CK_RV (*unlock_pin)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);
