@@ -22,8 +22,7 @@ struct p11_module {
     pthread_mutex_t lock; /* initialization state */
     /*
      * Held shared by every region of PKCS#11 calls, exclusively to finalize and
-     * initialize again: C_Finalize must never run while another thread is in the module;
-     * and exclusively across fork() (p11/module.c, fork_prepare).
+     * initialize again: C_Finalize must never run while another thread is in the module.
      */
     pthread_rwlock_t rw;
     int initialized;
