@@ -166,6 +166,18 @@ def markdown_report(args, results, machine):
           f"{r['ratio_reuse']:.2f}", md_verdict(r["ratio_reuse"], HSM_TARGET, True)[1]]
          for r in results.get("hsm", []) if "ratio" in r])
     out += md_section(
+        f"ctok-p11.so as a pass-through module: bare `C_Sign` through it over a ctok pkcs11 "
+        f"token vs the same loop on SoftHSM's module, the faster of the token object and a "
+        f"session copy (ops/s; {results.get('hsm_rounds')} rounds × "
+        f"{results.get('hsm_seconds')} s):",
+        ["key", "signature", "threads", "ctok-p11.so", "limit", "ratio", "spread",
+         "ctok-p11.so runs", "limit runs", "target", ""],
+        [[r["key"], r["alg"], r["threads"], f"{r['p11mod']:.0f}",
+          f"{r['limit']:.0f} ({r['limit_side']})", f"{r['ratio']:.2f}",
+          fmt_span((r["pair_ratio_min"], r["pair_ratio_max"])), fmt_span(r["p11mod_spread"]),
+          fmt_span(r["limit_spread"]), *md_verdict(r["ratio"], HSM_TARGET, True)]
+         for r in results.get("p11mod", [])])
+    out += md_section(
         f"One-shot `openssl pkeyutl -sign`, whole process wall time (ms; medians of "
         f"{args.startup_runs} interleaved rounds of every process):",
         ["comparison", "key", "ctok", "base", "ratio", "spread", "target", ""],

@@ -21,6 +21,11 @@ SoftHSM (hsm): sign ops/s, same algorithms and threads: ctok-bench-sign with the
   Also each side's own spread (its rounds' lowest and highest over its median), so that
   "ctok's spread no wider than the bare loop's" can be read. Default 5 rounds x 2 s.
 
+PKCS#11 pass-through (p11mod): the bare loop of the hsm section (ctok-bench-p11) on
+  build/ctok-p11.so over the ctok pkcs11 token naming the SoftHSM token, against the same loop
+  on SoftHSM's own module (raw-token, raw-copy; the limit is the faster), same algorithms and
+  threads, interleaved; target p11mod/limit >= 0.95 (issue 14). --hsm-rounds, --hsm-seconds.
+
 One-shot (oneshot): `openssl pkeyutl -sign` of one digest, whole process wall time, per key
   --startup-runs (21) rounds of seven processes: the PEM file (-provider default); the
   SoftHSM key and the soft-token key by ctok: URI (ctok by -provider-path/-provider flags);
@@ -97,6 +102,7 @@ from sect_oneshot import (memory_report, memory_section, oneshot_report,  # noqa
                           oneshot_section)
 from sect_soft import hsm_report, hsm_section, soft_report, soft_section  # noqa: E402
 from sect_tls import tls_report, tls_section  # noqa: E402
+from sect_p11mod import p11mod_report, p11mod_section  # noqa: E402
 
 # what tests/test_bench_report.py reads as run.<name>, besides markdown_report
 from benchlib import (RSS_TARGET, STARTUP_HSM_TARGET, STARTUP_OWN_P12_TARGET,  # noqa: E402,F401
@@ -104,7 +110,7 @@ from benchlib import (RSS_TARGET, STARTUP_HSM_TARGET, STARTUP_OWN_P12_TARGET,  #
 from sect_oneshot import flat_missed  # noqa: E402,F401
 
 
-SECTIONS = ["soft", "hsm", "oneshot", "memory", "tls", "kms", "akv"]
+SECTIONS = ["soft", "hsm", "oneshot", "memory", "tls", "kms", "akv", "p11mod"]
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -170,7 +176,7 @@ def main():
     if unknown:
         sys.exit(f"run.py: --only: no section {', '.join(unknown)} (sections: "
                  f"{', '.join(SECTIONS)})")
-    do_soft, do_hsm, do_oneshot, do_memory, do_tls, do_kms, do_akv = (
+    do_soft, do_hsm, do_oneshot, do_memory, do_tls, do_kms, do_akv, do_p11mod = (
         x in only for x in SECTIONS)
     PROGRESS["quiet"] = args.quiet
     bench = find_bench_bin(build, args.bench_bin) \
@@ -181,7 +187,8 @@ def main():
         else None
     tls_client_bin = find_bench_bin(build, args.tls_bench_bin, "ctok-bench-tls") if do_tls \
         else None
-    p11bench = find_bench_bin(build, args.p11_bench_bin, "ctok-bench-p11") if do_hsm else None
+    p11bench = find_bench_bin(build, args.p11_bench_bin, "ctok-bench-p11") \
+        if do_hsm or do_p11mod else None
     module = os.path.join(build, "ctok.so")
     if not args.file_only and not os.path.exists(module):
         sys.exit(f"run.py: {module} not found (build ctok first, or use --file-only)")
@@ -204,6 +211,9 @@ def main():
     results = {"throughput": [], "startup": [], "rss": [], "memory": []}
     if do_hsm:
         results.update({"hsm": [], "hsm_rounds": args.hsm_rounds,
+                        "hsm_seconds": args.hsm_seconds})
+    if do_p11mod:
+        results.update({"p11mod": [], "hsm_rounds": args.hsm_rounds,
                         "hsm_seconds": args.hsm_seconds})
     if do_tls:
         results.update({"tls": [], "tls_errors": [], "tls_rounds": args.tls_rounds,
@@ -229,7 +239,9 @@ def main():
                 (do_oneshot, "oneshot", "one-shot",
                  lambda: oneshot_section(args, fixtures, env, build, results)),
                 (do_memory, "memory", "memory",
-                 lambda: memory_section(args, fixtures, env, build, bench, results))):
+                 lambda: memory_section(args, fixtures, env, build, bench, results)),
+                (do_p11mod, "p11mod", "ctok-p11.so pass-through",
+                 lambda: p11mod_section(args, fixtures, build, p11bench, results))):
             if not do:
                 continue
             try:
@@ -278,6 +290,8 @@ def main():
         oneshot_report(args, results)
     if do_memory and "memory" not in failed:
         memory_report(args, results)
+    if do_p11mod and "p11mod" not in failed:
+        p11mod_report(args, results)
     if do_tls and results["tls"]:
         tls_report(args, results)
     if do_kms and results["kms"]:

@@ -96,21 +96,11 @@ int ctok_azkv_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t
     const struct az_keyh *h = key->be_data;
     char buf[8];
     const char *alg = sign_alg(key, h, p, tbslen, buf);
-    uint8_t rs[2 * 66];
-    size_t rslen = sizeof(rs);
 
     if (alg == NULL || !op_allowed(key, h, AZ_OP_SIGN, "sign"))
         return 0;
-    if (key->type != CTOK_KT_EC)
-        return value_call(key, "sign", alg, tbs, tbslen, sig, siglen);
-    /* ES*: JWS form r || s, DER for X.509, TLS and CMS */
-    if (!value_call(key, "sign", alg, tbs, tbslen, rs, &rslen))
-        return 0;
-    if (ctok_ecdsa_rs_to_der(rs, rslen, sig, siglen))
-        return 1;
-    CTOK_ERR(CTOK_R_BACKEND, "token '%s': key '%s': the %zu-byte ECDSA signature is not r || s",
-             ctok_token_name(key->tok), h->object, rslen);
-    return 0;
+    /* ES*: JWS form r || s (the backend's sign_rs): the token layer converts */
+    return value_call(key, "sign", alg, tbs, tbslen, sig, siglen);
 }
 
 int ctok_azkv_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,

@@ -376,6 +376,7 @@ const struct ctok_backend ctok_azurekv_backend = {
     .key_load = ctok_azkv_key_load,
     .key_free = ctok_azkv_key_free,
     .sign = ctok_azkv_sign,
+    .sign_rs = 1, /* ES*: JWS's r || s */
     .decrypt = ctok_azkv_decrypt,
     .generate = ctok_azkv_generate,
     .remove = ctok_azkv_remove,

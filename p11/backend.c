@@ -962,6 +962,7 @@ const struct ctok_backend ctok_pkcs11_backend = {
     .key_load = p11_key_load,
     .key_free = p11_key_free,
     .sign = ctok_p11_sign,
+    .sign_rs = 1,
     .decrypt = ctok_p11_decrypt,
     .derive = ctok_p11_derive,
     .export_private = p11_export_private,

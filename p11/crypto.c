@@ -529,11 +529,9 @@ int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
     default:
         return 0;
     }
+    /* ECDSA as the token gives it, r || s (the backend's sign_rs): the token layer converts */
     if (!run(key, "C_Sign", do_sign, &o))
         return 0;
-    /* the token gives r || s; X.509, TLS and CMS want DER */
-    if (key->type == CTOK_KT_EC)
-        return ctok_ecdsa_rs_to_der(o.out, o.outlen, sig, siglen);
     if (o.outlen > *siglen)
         return 0;
     memcpy(sig, o.out, o.outlen);

@@ -353,35 +353,109 @@ struct p11_module *ctok_p11_module_get(const char *library)
 static pid_t self_pid;
 
 /*
- * fork(): the registry is held across it so the child's copy is whole, and the child, the
- * only thread of its process, makes every module lock new (threads of the parent that held
- * one do not exist there) and releases the registry it took before the fork. Nothing else happens
- * in the handler; the child's first call into a module re-initializes it (ctok_p11_enter). glibc
- * drops the handlers when ctok.so is unloaded.
+ * fork(): the registry is held across it so the child's copy is whole, and fork() waits until
+ * no thread is inside a call into a module (the gate below), so that no child inherits a
+ * module mid-call, its own mutexes held by a thread the child does not have (one child in
+ * 50 failed so under ASan). Threads that come to a module meanwhile wait at the gate: the
+ * fork waits only for the calls in flight, however long they take (a C_Login on a PIN pad
+ * holds fork() back until it returns). The child, the only thread of its process, makes
+ * every module lock new and releases what the forking thread took; its first call into a
+ * module re-initializes it (ctok_p11_enter). glibc drops the handlers when the library
+ * holding this code is unloaded.
+ *
+ * Rules. A thread counted in (between gate_in and gate_out) waits for nothing but the module:
+ * it is counted in after it holds the module's rw shared, never while waiting for it (a
+ * re-initialization holds rw exclusively while the module's C_Initialize may load libraries
+ * whose fork handlers glibc's fork holds off). A module's initialization and finalization
+ * are not waited for, for that reason. And a thread may hold a lock of its own while it
+ * waits at the gate (ctok-p11.so's module lock), so no fork handler of ctok takes such a lock
+ * (p11mod/module.c: its child makes it new instead).
+ *
+ * Order: prepare handlers run in the reverse order of their registration, and a module's
+ * own (registered when it is loaded, or in its C_Initialize) must run after ctok has waited
+ * for the calls in flight, not before: one that took the module's own lock first would wait
+ * for a thread that waits, inside the module, for that lock. So the same handlers are
+ * registered again after a module is loaded and after its first C_Initialize (outside the
+ * gate: glibc holds its handler lock through fork), and only the first of them to run for a
+ * fork() — the per-thread depth — does the work.
  */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static unsigned long in_calls; /* threads counted in */
+static int forking;            /* a fork() waits for in_calls to reach 0 */
+static __thread unsigned int fork_depth;
+
+/* The fast path is two atomic operations; a thread that finds a fork waiting steps back. */
+static void gate_in(void)
+{
+    __atomic_add_fetch(&in_calls, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&forking, __ATOMIC_SEQ_CST))
+        return;
+    pthread_mutex_lock(&gate_lock);
+    __atomic_sub_fetch(&in_calls, 1, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&gate_cond);
+    while (__atomic_load_n(&forking, __ATOMIC_SEQ_CST))
+        pthread_cond_wait(&gate_cond, &gate_lock);
+    __atomic_add_fetch(&in_calls, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void gate_out(void)
+{
+    if (__atomic_sub_fetch(&in_calls, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&forking, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&gate_lock);
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+    }
+}
+
 static void fork_prepare(void)
 {
+    if (fork_depth++ > 0)
+        return;
     pthread_mutex_lock(&modules_lock);
+    pthread_mutex_lock(&gate_lock); /* held across fork(): two forks take turns */
+    __atomic_store_n(&forking, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&in_calls, __ATOMIC_SEQ_CST) > 0)
+        pthread_cond_wait(&gate_cond, &gate_lock);
 }
 
 static void fork_parent(void)
 {
+    if (--fork_depth > 0)
+        return;
+    __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
     pthread_mutex_unlock(&modules_lock);
 }
 
 static void fork_child(void)
 {
+    if (--fork_depth > 0)
+        return;
     __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
     for (size_t i = 0; i < n_modules; i++) {
         pthread_mutex_init(&modules[i]->lock, NULL);
         rwlock_init(&modules[i]->rw);
     }
-    pthread_mutex_unlock(&modules_lock); /* this thread took it in fork_prepare */
+    __atomic_store_n(&forking, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&in_calls, 0, __ATOMIC_SEQ_CST); /* the parent's other threads' */
+    pthread_cond_init(&gate_cond, NULL);              /* their waits are not the child's */
+    pthread_mutex_unlock(&gate_lock);                 /* this thread took both in fork_prepare */
+    pthread_mutex_unlock(&modules_lock);
 }
 
 static void fork_handlers(void)
 {
     __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* After a module's own fork handlers (see fork_prepare): ctok's run before them. */
+static void fork_handlers_again(void)
+{
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
@@ -421,6 +495,8 @@ static struct p11_module *module_get(const char *path)
     rwlock_init(&fresh->rw);
     if (!load(fresh))
         fresh->f = NULL; /* kept, so that the failure is not retried on every use */
+    else
+        fork_handlers_again();
     pthread_mutex_lock(&modules_lock);
     if ((m = registered(path)) == NULL) {
         struct p11_module **nm = realloc(modules, (n_modules + 1) * sizeof(*nm));
@@ -452,6 +528,8 @@ static int ready(struct p11_module *m)
 
 int ctok_p11_enter(struct p11_module *m)
 {
+    int hook = 0;
+
     if (!ready(m)) {
         /*
          * Exclusively, so that of several threads of a forked child making their first
@@ -465,21 +543,25 @@ int ctok_p11_enter(struct p11_module *m)
             (void)P11_CALL(m, C_Finalize, (NULL));
             __atomic_store_n(&m->initialized, 0, __ATOMIC_RELEASE);
         }
-        if (!m->initialized)
-            (void)initialize(m);
+        if (!m->initialized && initialize(m) && !m->fork_hooked)
+            hook = m->fork_hooked = 1;
         pthread_mutex_unlock(&m->lock);
         pthread_rwlock_unlock(&m->rw);
+        if (hook)
+            fork_handlers_again(); /* after what the module's C_Initialize registered */
     }
     pthread_rwlock_rdlock(&m->rw);
     if (!m->initialized) {
         pthread_rwlock_unlock(&m->rw);
         return 0;
     }
+    gate_in();
     return 1;
 }
 
 void ctok_p11_leave(struct p11_module *m)
 {
+    gate_out();
     pthread_rwlock_unlock(&m->rw);
 }
 

@@ -26,7 +26,8 @@ struct p11_module {
      */
     pthread_rwlock_t rw;
     int initialized;
-    pid_t pid;               /* the process that initialized it: a forked child re-initializes */
+    int fork_hooked; /* ctok's fork handlers registered again after its first C_Initialize */
+    pid_t pid;       /* the process that initialized it: a forked child re-initializes */
     unsigned int generation; /* bumped by every re-initialization; handles die with it */
     /* CK_RV C_UnlockPIN(session, puk, puk_len, new_pin, new_pin_len): a vendor extension */
     CK_RV (*unlock_pin)(CK_SESSION_HANDLE, CK_UTF8CHAR_PTR, CK_ULONG, CK_UTF8CHAR_PTR, CK_ULONG);

@@ -95,24 +95,23 @@ static void forget_parent(void)
 
 /*
  * A fork() while another thread holds the module's lock would leave the child a lock nobody
- * releases: the lock is taken around fork() and released on both sides (glibc drops these
- * handlers when the module is unloaded).
+ * releases: the child, the only thread of its process, makes the lock new (it drops the
+ * parent's state anyway, forget_parent). The lock is not taken around fork(): a thread may
+ * hold it while it waits to enter a token's PKCS#11 module (a login, a key load), and fork()
+ * waits for no thread to be inside such a module first (p11/module.c, fork_prepare), so taking
+ * it there would wait for that thread forever. glibc drops the handler when the module is
+ * unloaded.
  */
-static void fork_prepare(void)
+static void fork_child(void)
 {
-    pthread_mutex_lock(&mod.lock);
-}
-
-static void fork_done(void)
-{
-    pthread_mutex_unlock(&mod.lock);
+    pthread_mutex_init(&mod.lock, NULL);
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void atfork_register(void)
 {
-    pthread_atfork(fork_prepare, fork_done, fork_done);
+    pthread_atfork(NULL, NULL, fork_child);
 }
 
 CK_RV mod_enter(void)

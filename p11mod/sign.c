@@ -1,18 +1,17 @@
 /*
  * Signing through the token layer's one sign call (ctok_key_sign: a digest and its
  * parameters, or the message for EdDSA). Hash-and-sign mechanisms hash here, as the provider
- * does; ECDSA signatures come back DER-encoded from the token layer and leave the module as
- * PKCS#11's raw r || s.
+ * does; ECDSA signatures come from the token layer as PKCS#11's r || s (ctok_key_sign_raw:
+ * no DER round trip).
  */
 #include <stdlib.h>
 #include <string.h>
-#include <openssl/ec.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "p11mod.h"
 
-/* Room for any signature the token layer makes (CTOK_MAX_RSA_BITS, DER ECDSA P-521). */
+/* No signature ctok makes is longer (CTOK_MAX_RSA_BITS): a bound on a PSS salt. */
 #define SIG_MAX 1024
 
 static const struct {
@@ -180,29 +179,13 @@ static void digest_info(struct ctok_sig_params *sp, const uint8_t **tbs, size_t 
     X509_SIG_free(di);
 }
 
-/* DER ECDSA-Sig-Value to r || s, each flen bytes. */
-static int der_to_raw(const uint8_t *der, size_t len, uint8_t *out, size_t flen)
-{
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &der, (long)len);
-    const BIGNUM *r, *s;
-    int ok;
-
-    if (sig == NULL)
-        return 0;
-    ECDSA_SIG_get0(sig, &r, &s);
-    ok = BN_bn2binpad(r, out, (int)flen) > 0 && BN_bn2binpad(s, out + flen, (int)flen) > 0;
-    ECDSA_SIG_free(sig);
-    return ok;
-}
-
 /* Signs tbs (the digest of a hash-and-sign mechanism, else the data) into out (room for
  * sig_size). No module lock held. */
 static CK_RV sign(struct mod_sign *op, const uint8_t *tbs, size_t len, uint8_t *out, size_t *outlen)
 {
     struct ctok_sig_params sp = {RSA_PKCS1_PADDING, op->md, op->mgf1, 0, NULL, 0};
     enum ctok_key_type kt = ctok_key_type(op->key);
-    uint8_t sig[SIG_MAX];
-    size_t siglen = sizeof(sig), size = sig_size(op);
+    size_t size = sig_size(op), siglen = size;
 
     if (op->mech == CKM_RSA_PKCS) {
         if (len + 11 > size)
@@ -214,15 +197,8 @@ static CK_RV sign(struct mod_sign *op, const uint8_t *tbs, size_t len, uint8_t *
     }
     if (sp.md != NULL && kt != CTOK_KT_ED25519 && len != (size_t)EVP_MD_get_size(sp.md))
         return CKR_DATA_LEN_RANGE;
-    if (!ctok_key_sign(op->key, &sp, tbs, len, sig, &siglen))
+    if (!ctok_key_sign_raw(op->key, &sp, tbs, len, out, &siglen))
         return mod_rv_from_error(CKR_FUNCTION_FAILED);
-    if (kt == CTOK_KT_EC) {
-        if (!der_to_raw(sig, siglen, out, size / 2))
-            return CKR_FUNCTION_FAILED;
-        siglen = size;
-    } else {
-        memcpy(out, sig, siglen);
-    }
     *outlen = siglen;
     return CKR_OK;
 }

@@ -125,6 +125,12 @@ struct ctok_backend {
     void (*key_free)(ctok_key *key);
     int (*sign)(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                 uint8_t *sig, size_t *siglen);
+    /*
+     * The form of sign's ECDSA signatures: 1 r || s (each half as long as the group order, as
+     * PKCS#11 tokens and JWS return it), 0 DER. The token layer converts, once, to the form its
+     * caller asked for (ctok_key_sign: DER; ctok_key_sign_raw: r || s); a backend never does.
+     */
+    int sign_rs;
     int (*decrypt)(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in, size_t inlen,
                    uint8_t *out, size_t *outlen);
     int (*derive)(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
@@ -212,6 +218,9 @@ int ctok_token_login_with(ctok_token *tok, const char *code, size_t len);
  * is malformed or the DER does not fit in *derlen bytes.
  */
 int ctok_ecdsa_rs_to_der(const uint8_t *rs, size_t rslen, uint8_t *der, size_t *derlen);
+/* The reverse: a DER ECDSA-Sig-Value as r || s, each half bytes. 1 ok; 0 if the DER is
+ * malformed or r or s is longer than half. */
+int ctok_ecdsa_der_to_rs(const uint8_t *der, size_t derlen, uint8_t *rs, size_t half);
 
 /* fileutil.c */
 /*

@@ -172,12 +172,48 @@ EVP_PKEY *ctok_key_pub(const ctok_key *key)
     return key->pub;
 }
 
+/* Room for an ECDSA signature in either form: DER of P-521's (139 bytes) and r || s. */
+#define ECDSA_MAX 160
+
+/*
+ * The backend's ECDSA signature in tmp, converted to the form asked for (rs: r || s, else
+ * DER) into sig: the one conversion, whichever form the backend gives (store/backend.h).
+ */
+static int ecdsa_form(ctok_key *key, int rs, const uint8_t *tmp, size_t len, uint8_t *sig,
+                      size_t *siglen)
+{
+    size_t half = key->pub != NULL ? ((size_t)EVP_PKEY_get_bits(key->pub) + 7) / 8 : 0;
+    int ok;
+
+    if (!rs) {
+        ok = ctok_ecdsa_rs_to_der(tmp, len, sig, siglen);
+    } else {
+        ok = half > 0 && 2 * half <= *siglen && ctok_ecdsa_der_to_rs(tmp, len, sig, half);
+        if (ok)
+            *siglen = 2 * half;
+    }
+    if (!ok)
+        CTOK_ERR(CTOK_R_BACKEND,
+                 "token '%s', key '%s': the %zu-byte ECDSA signature the token made is not %s, "
+                 "or does not fit in %zu bytes",
+                 key->tok->name, key->label, len, key->tok->be->sign_rs ? "r || s" : "DER",
+                 *siglen);
+    return ok;
+}
+
 /* Signs with the backend; the caller has checked the rule that allows it. */
 static int key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
-                    size_t tbslen, uint8_t *sig, size_t *siglen)
+                    size_t tbslen, uint8_t *sig, size_t *siglen, int rs)
 {
-    int ok = key->tok->be->sign(key, p, tbs, tbslen, sig, siglen);
+    const struct ctok_backend *be = key->tok->be;
+    uint8_t tmp[ECDSA_MAX];
+    size_t len = sizeof(tmp);
+    int ok;
 
+    if (key->type != CTOK_KT_EC || !be->sign_rs == !rs)
+        ok = be->sign(key, p, tbs, tbslen, sig, siglen);
+    else
+        ok = be->sign(key, p, tbs, tbslen, tmp, &len) && ecdsa_form(key, rs, tmp, len, sig, siglen);
     if (key->tok->audit_use)
         ctok_audit(key->tok, "key_use", key->label, ok, "sign");
     return ok;
@@ -187,7 +223,14 @@ int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t 
                   uint8_t *sig, size_t *siglen)
 {
     return ctok_token_authorize(key->tok, CTOK_PERM_USE, "sign", key->label) &&
-           key_sign(key, p, tbs, tbslen, sig, siglen);
+           key_sign(key, p, tbs, tbslen, sig, siglen, 0);
+}
+
+int ctok_key_sign_raw(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                      size_t tbslen, uint8_t *sig, size_t *siglen)
+{
+    return ctok_token_authorize(key->tok, CTOK_PERM_USE, "sign", key->label) &&
+           key_sign(key, p, tbs, tbslen, sig, siglen, 1);
 }
 
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
@@ -279,13 +322,13 @@ int ctok_key_test(ctok_key *key)
     if (pub == NULL || (m = EVP_MD_CTX_new()) == NULL || RAND_bytes(msg, sizeof(msg)) != 1)
         goto end;
     if (t == CTOK_KT_ED25519) {
-        ok = key_sign(key, &sp, msg, sizeof(msg), sig, &siglen) &&
+        ok = key_sign(key, &sp, msg, sizeof(msg), sig, &siglen, 0) &&
              EVP_DigestVerifyInit(m, NULL, NULL, NULL, pub) &&
              EVP_DigestVerify(m, sig, siglen, msg, sizeof(msg)) == 1;
         goto end;
     }
     if (!EVP_Digest(msg, sizeof(msg), dgst, &dlen, md, NULL) ||
-        !key_sign(key, &sp, dgst, dlen, sig, &siglen))
+        !key_sign(key, &sp, dgst, dlen, sig, &siglen, 0))
         goto end;
     pc = EVP_PKEY_CTX_new(pub, NULL);
     ok = pc != NULL && EVP_PKEY_verify_init(pc) > 0 && EVP_PKEY_CTX_set_signature_md(pc, md) > 0 &&

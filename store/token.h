@@ -337,6 +337,10 @@ unsigned int ctok_key_flags(const ctok_key *key);
 EVP_PKEY *ctok_key_pub(const ctok_key *key);
 int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                   uint8_t *sig, size_t *siglen);
+/* The same, with an ECDSA signature as r || s (PKCS#11's form; each half as long as the group
+ * order) instead of DER; other key types sign as ctok_key_sign does. */
+int ctok_key_sign_raw(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs,
+                      size_t tbslen, uint8_t *sig, size_t *siglen);
 int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8_t *in,
                      size_t inlen, uint8_t *out, size_t *outlen);
 /* Key agreement: the shared secret, truncated to *len bytes when it is longer (as OpenSSL's

@@ -184,3 +184,43 @@ int ctok_ecdsa_rs_to_der(const uint8_t *rs, size_t rslen, uint8_t *der, size_t *
     *derlen = hdr + n;
     return 1;
 }
+
+/* One DER INTEGER at *p (before end), non-negative, as half bytes (left-padded) at out. */
+static int der_uint_get(const uint8_t **p, const uint8_t *end, uint8_t *out, size_t half)
+{
+    const uint8_t *v = *p;
+    size_t len;
+
+    if (end - v < 2 || v[0] != 0x02 || (len = v[1]) == 0 || len > (size_t)(end - v - 2) ||
+        (v[2] & 0x80) != 0)
+        return 0;
+    v += 2;
+    *p = v + len;
+    while (len > 1 && v[0] == 0) {
+        v++;
+        len--;
+    }
+    if (len > half)
+        return 0;
+    memset(out, 0, half - len);
+    memcpy(out + half - len, v, len);
+    return 1;
+}
+
+int ctok_ecdsa_der_to_rs(const uint8_t *der, size_t derlen, uint8_t *rs, size_t half)
+{
+    const uint8_t *p = der + 2, *end = der + derlen;
+    size_t n;
+
+    if (derlen < 2 || der[0] != 0x30)
+        return 0;
+    n = der[1];
+    if (n == 0x81 && derlen >= 3) {
+        n = der[2];
+        p++;
+    } else if (n >= 0x80) {
+        return 0;
+    }
+    return n == (size_t)(end - p) && der_uint_get(&p, end, rs, half) &&
+           der_uint_get(&p, end, rs + half, half) && p == end;
+}

@@ -75,9 +75,9 @@ def _pubkey(ws, cert):
     return out
 
 
-def fill(ws, tok):
-    """KEYS on the token, each with a self-signed certificate (ws.add_key)."""
-    return {alias: ws.add_key(tok, alias, spec) for alias, spec in KEYS.items()}
+def fill(ws, tok, keys=None):
+    """keys (default KEYS) on the token, each with a self-signed certificate (ws.add_key)."""
+    return {alias: ws.add_key(tok, alias, spec) for alias, spec in (keys or KEYS).items()}
 
 
 def require_tools(package, *tools):
@@ -123,15 +123,17 @@ def tool_objects(out):
 _faces = {}
 
 
-def make_face(kind, tmp_path_factory, build):
+def make_face(kind, tmp_path_factory, build, keys=None, tag=""):
     """One token of each kind per test session (tests do not change it): 'soft' a keystore
     token, 'hsm' a ctok pkcs11 token over a SoftHSM token; both with KEYS and an auth file
-    (so the module shows CKF_PROTECTED_AUTHENTICATION_PATH)."""
+    (so the module shows CKF_PROTECTED_AUTHENTICATION_PATH). keys and a tag: a face of its
+    own with those keys instead."""
     require_module()
-    if kind not in _faces:
+    face = kind + tag
+    if face not in _faces:
         from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
 
-        root = tmp_path_factory.mktemp("p11mod-" + kind)
+        root = tmp_path_factory.mktemp("p11mod-" + face)
         if kind == "soft":
             ws = Workspace(root, build)
             tok = ws.create_token("soft1")
@@ -141,8 +143,8 @@ def make_face(kind, tmp_path_factory, build):
             hsm.init_token("p11mod", PIN)
             ws = P11Workspace(root, build, hsm)
             tok = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "p11mod")
-        _faces[kind] = Face(ws, tok.name, kind, fill(ws, tok), tok.pin_file)
-    return _faces[kind]
+        _faces[face] = Face(ws, tok.name, kind, fill(ws, tok, keys), tok.pin_file)
+    return _faces[face]
 
 
 def threads_binary(out_dir):

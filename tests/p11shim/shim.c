@@ -59,12 +59,12 @@ static const CK_VERSION default_version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERS
 /* ---- logging ---- */
 
 /* One line per call, one write(2) on an O_APPEND file: processes and threads may share it. */
-static void log_write(const char *path, enum fn fn, CK_RV rv, const char *extra)
+static void log_line(const char *path, const char *name, const char *rv, const char *extra)
 {
-    char line[512], buf[SHIM_CKR_BUFLEN];
+    char line[512];
     int saved = errno;
-    int n = snprintf(line, sizeof(line), "%ld %s %s%s\n", (long)getpid(), shim_fn_names[fn],
-                     shim_ckr_name(rv, buf), extra ? extra : "");
+    int n =
+        snprintf(line, sizeof(line), "%ld %s %s%s\n", (long)getpid(), name, rv, extra ? extra : "");
     if (n >= (int)sizeof(line)) {
         n = sizeof(line) - 1;
         line[n - 1] = '\n';
@@ -77,6 +77,13 @@ static void log_write(const char *path, enum fn fn, CK_RV rv, const char *extra)
         close(fd);
     }
     errno = saved;
+}
+
+static void log_write(const char *path, enum fn fn, CK_RV rv, const char *extra)
+{
+    char buf[SHIM_CKR_BUFLEN];
+
+    log_line(path, shim_fn_names[fn], shim_ckr_name(rv, buf), extra);
 }
 
 static int logged(const struct config *c, enum fn fn)
@@ -150,10 +157,14 @@ static int exempt_from_disconnect(enum fn fn)
 }
 
 /* Counts the call; CKR_OK when it may go on to the module, else what it returns instead. */
+/* Calls between enter and leave, any thread: a fork() while some run is logged. */
+static unsigned long g_in_flight;
+
 static CK_RV enter(struct call *c, enum fn fn)
 {
     CK_RV rv = CKR_OK;
 
+    __atomic_add_fetch(&g_in_flight, 1, __ATOMIC_SEQ_CST);
     c->fn = fn;
     c->injected = 0;
     c->extra[0] = '\0';
@@ -181,6 +192,7 @@ static CK_RV enter(struct call *c, enum fn fn)
 
 static CK_RV leave(struct call *c, CK_RV rv)
 {
+    __atomic_sub_fetch(&g_in_flight, 1, __ATOMIC_SEQ_CST);
     if (c->log) {
         char path[PATH_MAX];
         pthread_mutex_lock(&g_lock);
@@ -883,11 +895,21 @@ EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
     return CKR_OK;
 }
 
-/* A fork while another thread holds a lock must not leave the child's copy locked. */
+/* A fork while another thread holds a lock must not leave the child's copy locked. A fork
+ * while calls are in flight (the child would inherit the wrapped module mid-call) is logged. */
 static void before_fork(void)
 {
+    unsigned long n;
+
     pthread_mutex_lock(&g_init_lock);
     pthread_mutex_lock(&g_lock);
+    n = __atomic_load_n(&g_in_flight, __ATOMIC_SEQ_CST);
+    if (n > 0 && g_cfg.log_path[0]) {
+        char extra[40];
+
+        snprintf(extra, sizeof(extra), " in_flight=%lu", n);
+        log_line(g_cfg.log_path, "fork", "mid-call", extra);
+    }
 }
 
 static void after_fork(void)

@@ -1,0 +1,78 @@
+"""bench/run.py's p11mod section: ctok-p11.so as a pass-through PKCS#11 module (issue 14: for a
+PKCS#11 token, not slower than the module underneath by more than 5 %). The same bare
+C_SignInit/C_Sign loop (ctok-bench-p11, one session per thread, no OpenSSL in the loop) runs
+on SoftHSM's own module, on the token object (raw-token) and on per-thread session copies
+(raw-copy), and on build/ctok-p11.so over the ctok pkcs11 token naming that SoftHSM token
+(p11mod), interleaved round by round, on the keys and threads of the hsm section."""
+
+import os
+import statistics
+
+from benchlib import (HSM_KEYS, HSM_TARGET, HSM_TOKEN_LABEL, HSM_TOKEN_NAME, KEYS, RunFailed,
+                      fmt_span, parse_ops, progress, rel_span, rule, run, span, verdict)
+
+SIDES = ("raw-token", "raw-copy", "p11mod")
+
+
+def p11mod_section(args, fixtures, build, p11bench, results):
+    env, env_extra, pin = fixtures.hsm()
+    module = os.path.join(build, "ctok-p11.so")
+    if not os.path.exists(module):
+        raise RunFailed(f"{module} not found (build ctok first)")
+    for name in HSM_KEYS:
+        for alg in KEYS[name]["algs"]:
+            for n in args.thread_list:
+                common = ["--pin", f"file:{pin}", "--label", name, "--mech", alg, "--threads",
+                          str(n), "--seconds", str(args.hsm_seconds)]
+                cmds = {"raw-token": [p11bench, "--module", args.softhsm_module, "--token",
+                                      HSM_TOKEN_LABEL, *common],
+                        "p11mod": [p11bench, "--module", module, "--token", HSM_TOKEN_NAME,
+                                   *common]}
+                cmds["raw-copy"] = cmds["raw-token"] + ["--session-copy"]
+                runs = {s: [] for s in SIDES}
+                for r in range(args.hsm_rounds):
+                    for side in SIDES:
+                        ops, _ = parse_ops(cmds[side], run(cmds[side], env, env_extra), env_extra)
+                        runs[side].append(ops)
+                    limit = max(runs["raw-token"][-1], runs["raw-copy"][-1])
+                    progress("p11mod", f"{KEYS[name]['desc']} {alg} {n} thr  round "
+                                       f"{r + 1}/{args.hsm_rounds}  "
+                                       + "  ".join(f"{s} {runs[s][-1]:.0f}/s" for s in SIDES)
+                                       + f"  p11mod/limit {runs['p11mod'][-1] / limit:.2f}")
+                results["p11mod"].append(p11mod_row(KEYS[name]["desc"], alg, n, runs))
+
+
+def p11mod_row(key, alg, threads, runs):
+    """Medians, the limit (the faster raw side), the ratio, and the spreads of one row."""
+    row = {"key": key, "alg": alg, "threads": threads, "runs": runs}
+    for side in SIDES:
+        row[side] = statistics.median(runs[side])
+    row["limit_side"] = max(("raw-token", "raw-copy"), key=lambda s: row[s])
+    row["limit"] = row[row["limit_side"]]
+    row["ratio"] = row["p11mod"] / row["limit"]
+    row["pair_ratio_min"], row["pair_ratio_max"] = span(
+        [p / max(t, c) for t, c, p in zip(runs["raw-token"], runs["raw-copy"], runs["p11mod"])])
+    row["p11mod_spread"] = rel_span(runs["p11mod"])
+    row["limit_spread"] = rel_span(runs[row["limit_side"]])
+    return row
+
+
+def p11mod_report(args, results):
+    print(f"\nctok-p11.so pass-through: the bare C_SignInit/C_Sign loop (ctok-bench-p11) on "
+          f"build/ctok-p11.so over\na ctok pkcs11 token against the same loop on SoftHSM's "
+          f"module, same key, on the token object\n(raw-token) and on per-thread session copies "
+          f"(raw-copy); medians of {args.hsm_rounds} interleaved rounds x\n"
+          f"{args.hsm_seconds:g} s; limit = the faster raw median (marked *); ratio = median "
+          f"p11mod ops/s / limit;\npairs = range of per-round p11mod/limit; runs = each side's "
+          f"rounds, lowest and highest over its median\n")
+    rule(" ".join([f"{'key':8} {'alg':9} {'thr':>3}",
+                   *(f"{c:>10}" for c in ("raw-token", "raw-copy", "p11mod")),
+                   f"{'ratio':>6} {'target':15}",
+                   *(f"{c:>11}" for c in ("pairs", "p11mod runs", "limit runs"))]))
+    for r in results["p11mod"]:
+        raw = " ".join(f"{r[s]:9.1f}" + ("*" if s == r["limit_side"] else " ")
+                       for s in ("raw-token", "raw-copy"))
+        print(f"{r['key']:8} {r['alg']:9} {r['threads']:>3} {raw} {r['p11mod']:10.1f} "
+              f"{r['ratio']:6.3f} {verdict(r['ratio'], HSM_TARGET, True):15} "
+              f"{fmt_span((r['pair_ratio_min'], r['pair_ratio_max'])):>11} "
+              f"{fmt_span(r['p11mod_spread']):>11} {fmt_span(r['limit_spread']):>11}")
