@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rsa.h>
 
 #include "p11mod.h"
 
@@ -130,6 +131,37 @@ static int from_list(struct mod_slot *slot, const json_t *list)
     return 1;
 }
 
+/* The RSA padding a decryption mechanism uses (0: not an RSA decryption). */
+static int dec_pad(CK_MECHANISM_TYPE t)
+{
+    return t == CKM_RSA_PKCS        ? RSA_PKCS1_PADDING
+           : t == CKM_RSA_PKCS_OAEP ? RSA_PKCS1_OAEP_PADDING
+                                    : 0;
+}
+
+/* Does a key of kind k do d (its usage; for a decryption, the padding)? */
+static int kind_does(const struct ctok_key_kind *k, const struct mech_def *d)
+{
+    if (!mod_key_type_can(k->type, d->type, d->op))
+        return 0;
+    if (d->op == CKF_SIGN)
+        return (k->usage & CTOK_USE_SIGN) != 0;
+    return (k->usage & CTOK_USE_DECRYPT) != 0 && dec_pad(d->type) != 0 &&
+           (k->decrypt_pads & (1u << dec_pad(d->type))) != 0;
+}
+
+/* A type that names the kinds of key it holds (a cloud's): their mechanisms, sized as the
+ * type allows, whether or not its keys show yet (before a login). */
+static int from_kinds(struct mod_slot *slot, const struct ctok_key_kind *kinds)
+{
+    for (size_t i = 0; i < N_DEFS; i++)
+        for (const struct ctok_key_kind *k = kinds; k->type != CTOK_KT_NONE; k++)
+            if (kind_does(k, &defs[i]) &&
+                !add(slot, &defs[i], (CK_ULONG)k->min_bits, (CK_ULONG)k->max_bits))
+                return 0;
+    return 1;
+}
+
 /* Any other token: the mechanisms of the key types its objects have, sized as they are. */
 static int from_keys(struct mod_slot *slot)
 {
@@ -167,6 +199,7 @@ void mod_mechs_forget(struct mod_slot *slot)
 
 CK_RV mod_mechs_load(struct mod_slot *slot)
 {
+    const struct ctok_key_kind *kinds;
     json_t *list;
     CK_RV rv;
     int ok;
@@ -176,6 +209,10 @@ CK_RV mod_mechs_load(struct mod_slot *slot)
         return rv;
     if (slot->mechs != NULL)
         return CKR_OK;
+    if ((kinds = ctok_token_key_kinds(slot->tok)) != NULL) {
+        ok = from_kinds(slot, kinds);
+        goto done;
+    }
     /* a type without a list raises an error: expected, not the application's */
     ctok_err_mark();
     list = ctok_token_mechanisms(slot->tok);
@@ -185,6 +222,7 @@ CK_RV mod_mechs_load(struct mod_slot *slot)
     slot->from_keys = list == NULL;
     ok = list != NULL ? from_list(slot, list) : from_keys(slot);
     json_decref(list);
+done:
     if (ok && slot->mechs == NULL) /* nothing to offer: an empty list, still loaded */
         slot->mechs = malloc(sizeof(*slot->mechs));
     return ok && slot->mechs != NULL ? CKR_OK : CKR_HOST_MEMORY;
@@ -235,4 +273,27 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INF
         rv = CKR_MECHANISM_INVALID;
     mod_leave();
     return rv;
+}
+
+/* Is mech among the mechanisms the key's token allows it (any, when it does not say)? */
+static int token_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
+{
+    size_t n;
+    const unsigned long *allowed = ctok_key_allowed_mechs(key, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (allowed[i] == mech)
+            return 1;
+    return allowed == NULL;
+}
+
+CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    unsigned int use = op == CKF_SIGN      ? CTOK_USE_SIGN
+                       : op == CKF_DECRYPT ? CTOK_USE_DECRYPT
+                                           : CTOK_USE_DERIVE;
+
+    if (!(ctok_key_usage(key) & use))
+        return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    return token_allows(key, mech) ? CKR_OK : CKR_MECHANISM_INVALID;
 }

@@ -208,11 +208,37 @@ static CK_RV der_val(struct val *v, uint8_t *der, int len)
         return der_val((v), der_, (x) != NULL ? i2d((x), &der_) : -1);                             \
     } while (0)
 
+/*
+ * The token layer's handle of a private key object, for what its token says of the key (its
+ * usage, its own allowed mechanisms; loaded once, the token layer keeps it); NULL for other
+ * objects or a key that does not load (then its type alone decides, as C_SignInit will say
+ * why it fails).
+ */
+static ctok_key *priv_key(struct mod_slot *slot, const struct mod_obj *o)
+{
+    ctok_key *k;
+
+    if (o->cls != CKO_PRIVATE_KEY)
+        return NULL;
+    ctok_err_mark();
+    k = ctok_token_key(slot->tok, o->id, o->id_len);
+    ctok_err_pop_to_mark();
+    return k;
+}
+
+/* Does the key (NULL: any key of its type) do op with mech, as far as its token says? */
+static int key_may(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    return key == NULL || mod_key_permits(key, mech, op) == CKR_OK;
+}
+
 /* CKA_ALLOWED_MECHANISMS: what the slot offers that a key of this type does (a private key
- * signs and decrypts; a public key shows what its private key does). Objects loaded. */
+ * signs and decrypts, narrowed by its token's usage and list; a public key shows what a key of
+ * its type does). Objects loaded. */
 static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o)
 {
     CK_MECHANISM_TYPE *list;
+    ctok_key *key;
     size_t n = 0;
     CK_RV rv;
 
@@ -220,12 +246,37 @@ static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_
         return rv;
     if ((list = OPENSSL_malloc((slot->n_mechs + 1) * sizeof(*list))) == NULL)
         return CKR_HOST_MEMORY;
-    for (size_t i = 0; i < slot->n_mechs; i++)
-        if (mod_key_type_can(o->key_type, slot->mechs[i], CKF_SIGN) ||
-            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DECRYPT))
-            list[n++] = slot->mechs[i];
+    key = priv_key(slot, o);
+    for (size_t i = 0; i < slot->n_mechs; i++) {
+        CK_MECHANISM_TYPE m = slot->mechs[i];
+        CK_FLAGS f = slot->mech_info[i].flags;
+
+        if (((f & CKF_SIGN) && mod_key_type_can(o->key_type, m, CKF_SIGN) &&
+             key_may(key, m, CKF_SIGN)) ||
+            ((f & CKF_DECRYPT) && mod_key_type_can(o->key_type, m, CKF_DECRYPT) &&
+             key_may(key, m, CKF_DECRYPT)))
+            list[n++] = m;
+    }
+    ctok_key_unref(key);
     v->heap = (uint8_t *)list;
     return bytes_val(v, list, n * sizeof(*list));
+}
+
+/* CKA_SIGN, CKA_DECRYPT of a private key: its type does op with mech on this slot and its
+ * token lets it. Objects loaded. */
+static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o,
+                     CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    ctok_key *key;
+    int yes =
+        o->cls == CKO_PRIVATE_KEY && (op == CKF_SIGN || (mod_key_type_can(o->key_type, mech, op) &&
+                                                         mod_slot_has_mech(slot, mech, op, NULL)));
+
+    if (yes && (key = priv_key(slot, o)) != NULL) {
+        yes = (ctok_key_usage(key) & (op == CKF_SIGN ? CTOK_USE_SIGN : CTOK_USE_DECRYPT)) != 0;
+        ctok_key_unref(key);
+    }
+    return bool_val(v, yes);
 }
 
 static CK_RV bn_val(struct val *v, const EVP_PKEY *pub, const char *name)
@@ -306,8 +357,9 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
         return allowed_val(v, slot, o);
     case CKA_DECRYPT:
         /* objects are loaded here: the slot's mechanisms are taken without a reload */
-        return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_RSA_PKCS, CKF_DECRYPT) &&
-                               mod_slot_has_mech(slot, CKM_RSA_PKCS, CKF_DECRYPT, NULL));
+        return use_val(v, slot, o, CKM_RSA_PKCS, CKF_DECRYPT);
+    case CKA_SIGN:
+        return use_val(v, slot, o, 0, CKF_SIGN);
     case CKA_LOCAL:
     case CKA_DERIVE:
     case CKA_ENCRYPT:
@@ -320,7 +372,6 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
     case CKA_TRUSTED:
     case CKA_EXTRACTABLE:
         return bool_val(v, 0);
-    case CKA_SIGN:
     case CKA_SENSITIVE:
     case CKA_ALWAYS_SENSITIVE:
     case CKA_NEVER_EXTRACTABLE:

@@ -147,6 +147,9 @@ CK_RV mod_mechs_load(struct mod_slot *slot);
 void mod_mechs_forget(struct mod_slot *slot);
 int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
                       CK_MECHANISM_INFO *info);
+/* Does the key's token let it do op (CKF_SIGN, CKF_DECRYPT, CKF_DERIVE) with mech? CKR_OK,
+ * CKR_KEY_FUNCTION_NOT_PERMITTED (its usage) or CKR_MECHANISM_INVALID (its allowed list). */
+CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op);
 CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
 CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
 CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
