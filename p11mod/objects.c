@@ -3,8 +3,8 @@
  * with the label and id ctok's lookup matches, plus a public key object for each key id that
  * has none (a keystore or a KMS holds a private key and its certificate: applications such
  * as OpenSSH look for public keys). Private keys show once the user is logged in (CKA_PRIVATE),
- * or always on a token that needs no code. Handles stay the same for the same object while
- * the module is initialized.
+ * or always on a token that needs no login: no code, or one its configuration names. Handles stay
+ * the same for the same object while the module is initialized.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +122,9 @@ CK_RV mod_objects_load(struct mod_slot *slot)
 
     if (slot->have_objs)
         return CKR_OK;
+    /* a code from the configuration: the token is activated with it, as the provider does */
+    if (!l.private_ok && !mod_login_required(slot->tok))
+        l.private_ok = mod_activate(slot);
     ok = ctok_token_enumerate(slot->tok, collect, &l) && !l.failed && add_public_twins(&l);
     if (!ok) {
         for (size_t i = 0; i < l.n; i++)

@@ -121,6 +121,9 @@ int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op)
  * CKR_ARGUMENTS_BAD): CKR_OPERATION_ACTIVE while one runs. On failure the lock is not held. */
 CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
 void mod_sessions_free(void);
+/* A token whose code its configuration names, activated with it on first need (lock held):
+ * 1 active, 0 not (the cause kept as the module's last error; C_Login says it). */
+int mod_activate(struct mod_slot *slot);
 
 /* sign.c */
 void mod_sign_clear(struct mod_sign *op);
@@ -141,6 +144,8 @@ CK_RV mod_C_GetSlotList(CK_BBOOL, CK_SLOT_ID_PTR, CK_ULONG_PTR);
 CK_RV mod_C_GetSlotInfo(CK_SLOT_ID, CK_SLOT_INFO_PTR);
 CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
 int mod_protected_path(const ctok_token *tok);
+/* CKF_LOGIN_REQUIRED: the token's code is typed (a config's code is the module's to use). */
+int mod_login_required(const ctok_token *tok);
 /* The slot's mechanisms into slot->mechs and ->mech_info (lock held). */
 CK_RV mod_mechs_load(struct mod_slot *slot);
 /* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
