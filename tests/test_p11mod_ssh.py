@@ -50,6 +50,17 @@ def sshd_config(d: Path, port, authorized):
     return cfg
 
 
+def ssh_logs_in(env, port, sshd, keytype, *how):
+    """ssh in batch mode (how: where its keys come from) runs a command on sshd at port, which
+    accepted a key of keytype."""
+    p = run(["ssh", "-F", "none", "-p", str(port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", *how,
+             "-o", "ConnectTimeout=20", "%s@127.0.0.1" % pwd.getpwuid(os.geteuid()).pw_name,
+             "echo", "in-by-token-key"], env, timeout=40)
+    assert p.returncode == 0 and "in-by-token-key" in p.stdout, describe(p) + sshd.text()
+    assert "Accepted publickey" in sshd.text() and keytype in sshd.text(), sshd.text()
+
+
 def require_sshd():
     if not SSHD.exists():
         pytest.fail("no sshd (apt-get install openssh-server)")
@@ -93,13 +104,7 @@ def test_ssh_logs_in_with_the_token_key_through_the_agent(face, tmp_path, alias,
         assert_ok(run(["ssh-add", "-s", str(MODULE)], env, input=""))
         listed = assert_ok(run(["ssh-add", "-l"], env)).stdout
         assert "(%s)" % keytype in listed, listed
-        p = run(["ssh", "-F", "none", "-p", str(port), "-o", "BatchMode=yes",
-                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                 "-o", "IdentityAgent=%s" % sock, "-o", "ConnectTimeout=20",
-                 "%s@127.0.0.1" % pwd.getpwuid(os.geteuid()).pw_name, "echo", "in-by-token-key"],
-                env, timeout=40)
-        assert p.returncode == 0 and "in-by-token-key" in p.stdout, describe(p) + sshd.text()
-        assert "Accepted publickey" in sshd.text() and keytype in sshd.text(), sshd.text()
+        ssh_logs_in(env, port, sshd, keytype, "-o", "IdentityAgent=%s" % sock)
     finally:
         agent.stop()
         sshd.stop()
@@ -121,14 +126,7 @@ def ssh_with_module(env, pub_pem, keytype, d: Path):
                   d / "sshd.log")
     try:
         assert wait_listening(port, sshd.proc), sshd.text()
-        p = run(["ssh", "-F", "none", "-p", str(port), "-o", "BatchMode=yes",
-                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                 "-o", "IdentityAgent=none", "-I", str(MODULE),
-                 "-o", "ConnectTimeout=20",
-                 "%s@127.0.0.1" % pwd.getpwuid(os.geteuid()).pw_name, "echo", "in-by-ssh-I"],
-                env, timeout=40)
-        assert p.returncode == 0 and "in-by-ssh-I" in p.stdout, describe(p) + sshd.text()
-        assert "Accepted publickey" in sshd.text() and keytype in sshd.text(), sshd.text()
+        ssh_logs_in(env, port, sshd, keytype, "-o", "IdentityAgent=none", "-I", str(MODULE))
     finally:
         sshd.stop()
 
