@@ -122,9 +122,9 @@ CK_RV mod_objects_load(struct mod_slot *slot)
 
     if (slot->have_objs)
         return CKR_OK;
-    /* a code from the configuration: the token is activated with it, as the provider does */
+    /* a code from the configuration: once a find activated the token with it (enter_find) */
     if (!l.private_ok && !mod_login_required(slot->tok))
-        l.private_ok = mod_activate(slot);
+        l.private_ok = ctok_token_is_active(slot->tok);
     ok = ctok_token_enumerate(slot->tok, collect, &l) && !l.failed && add_public_twins(&l);
     if (!ok) {
         for (size_t i = 0; i < l.n; i++)
@@ -464,18 +464,53 @@ static CK_RV attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_T
 
 /* ---- sessions' use of objects ---- */
 
-/* mod_enter_session, and the session's slot with its objects loaded (on failure the lock is
- * not held). */
-static CK_RV enter_objects(CK_SESSION_HANDLE h, struct mod_session **s, struct mod_slot **slot)
+/* The types of object (CTOK_OBJ_*) a find with this template can match (its CKA_CLASS). */
+static unsigned int find_types(const CK_ATTRIBUTE *tmpl, CK_ULONG n)
+{
+    unsigned int types = CTOK_OBJ_ANY;
+    CK_OBJECT_CLASS c;
+
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type == CKA_CLASS && tmpl[i].pValue != NULL &&
+            tmpl[i].ulValueLen == sizeof(c)) {
+            memcpy(&c, tmpl[i].pValue, sizeof(c));
+            types &= c == CKO_CERTIFICATE   ? CTOK_OBJ_CERT
+                     : c == CKO_PUBLIC_KEY  ? CTOK_OBJ_PUBLIC
+                     : c == CKO_PRIVATE_KEY ? CTOK_OBJ_PRIVATE
+                                            : 0;
+        }
+    return types;
+}
+
+/*
+ * mod_enter_session, and the session's slot with its objects loaded (on failure the lock is
+ * not held). types (a find's; 0: none): when they include private keys (which show only on
+ * an active token) or what the token hides until login, and its configuration names its code,
+ * the token is activated with that code, its first need. A find
+ * of certificates on a token that shows them logs in to nothing: certificates first, a login
+ * only to use a key (seed 004).
+ */
+static CK_RV enter_slot_objects(CK_SESSION_HANDLE h, unsigned int types, struct mod_session **s,
+                                struct mod_slot **slot)
 {
     CK_RV rv;
 
     if ((rv = mod_enter_session(h, s)) != CKR_OK)
         return rv;
     *slot = mod_slot_get((*s)->slot);
+    if (types != 0 && !(*slot)->logged_in && !mod_login_required((*slot)->tok) &&
+        !ctok_token_is_active((*slot)->tok) &&
+        ((types & CTOK_OBJ_PRIVATE) || ctok_token_hidden((*slot)->tok, types) != 0) &&
+        mod_activate(*slot))
+        (*slot)->have_objs = 0; /* what it hid shows now */
     if ((rv = mod_objects_load(*slot)) != CKR_OK)
         mod_leave();
     return rv;
+}
+
+static CK_RV enter_objects(CK_SESSION_HANDLE h, struct mod_session **s, struct mod_slot **slot)
+{
+    return enter_slot_objects(h, 0, s, slot);
 }
 
 void mod_find_clear(struct mod_session *s)
@@ -509,7 +544,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
 
     if (tmpl == NULL && n > 0)
         return CKR_ARGUMENTS_BAD;
-    if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
+    if ((rv = enter_slot_objects(h, find_types(tmpl, n), &s, &slot)) != CKR_OK)
         return rv;
     if (s->finding) {
         rv = CKR_OPERATION_ACTIVE;

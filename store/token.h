@@ -437,6 +437,9 @@ struct ctok_found {
  */
 int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
               struct ctok_found **out, size_t *n);
+/* What of want (CTOK_OBJ_*) the token does not show until it is logged in (its backend's and
+ * bound certificates' rule), whether or not it is now. Opens the token (0 if it cannot). */
+unsigned int ctok_token_hidden(ctok_token *tok, unsigned int want);
 /*
  * Flags or-ed into ctok_find's types. CTOK_FIND_USE: only tokens that permit 'use' are
  * opened or enumerated (a named one that does not is an error). CTOK_FIND_NO_LOGIN: no
