@@ -154,11 +154,14 @@ static int kind_does(const struct ctok_key_kind *k, const struct mech_def *d)
  * type allows, whether or not its keys show yet (before a login). */
 static int from_kinds(struct mod_slot *slot, const struct ctok_key_kind *kinds)
 {
-    for (size_t i = 0; i < N_DEFS; i++)
-        for (const struct ctok_key_kind *k = kinds; k->type != CTOK_KT_NONE; k++)
-            if (kind_does(k, &defs[i]) &&
-                !add(slot, &defs[i], (CK_ULONG)k->min_bits, (CK_ULONG)k->max_bits))
-                return 0;
+    /* hash-and-sign first: a cloud signs raw mechanisms' data only when it is a digest (or a
+     * DigestInfo), and an application may try the first mechanism listed on any data */
+    for (int raw = 0; raw < 2; raw++)
+        for (size_t i = 0; i < N_DEFS; i++)
+            for (const struct ctok_key_kind *k = kinds; k->type != CTOK_KT_NONE; k++)
+                if ((defs[i].type == defs[i].raw) == raw && kind_does(k, &defs[i]) &&
+                    !add(slot, &defs[i], (CK_ULONG)k->min_bits, (CK_ULONG)k->max_bits))
+                    return 0;
     return 1;
 }
 
