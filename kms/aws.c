@@ -553,9 +553,9 @@ static const struct ctok_tool_field aws_tool_fields[] = {
 /* What AWS KMS holds (KeySpec): RSA_2048..4096 signing or decrypting with RSA-OAEP only;
  * ECC_NIST_P256..P521 signing with their curve's hash (kms/sigcheck.h). */
 static const struct ctok_key_kind aws_kinds[] = {
-    {CTOK_KT_RSA, 2048, 4096, CTOK_USE_SIGN | CTOK_USE_DECRYPT, 1u << RSA_PKCS1_OAEP_PADDING},
-    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0},
-    {CTOK_KT_NONE, 0, 0, 0, 0},
+    {CTOK_KT_RSA, 2048, 4096, CTOK_USE_SIGN | CTOK_USE_DECRYPT, 1u << RSA_PKCS1_OAEP_PADDING, 0},
+    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0, CTOK_KIND_CURVE_HASH},
+    {CTOK_KT_NONE, 0, 0, 0, 0, 0},
 };
 
 const struct ctok_backend ctok_awskms_backend = {

@@ -366,9 +366,9 @@ static const struct ctok_tool_field az_tool_fields[] = {
  * EC P-256..P-521 signing with their curve's hash (kms/sigcheck.h). */
 static const struct ctok_key_kind az_kinds[] = {
     {CTOK_KT_RSA, 2048, 4096, CTOK_USE_SIGN | CTOK_USE_DECRYPT,
-     1u << RSA_PKCS1_PADDING | 1u << RSA_PKCS1_OAEP_PADDING},
-    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0},
-    {CTOK_KT_NONE, 0, 0, 0, 0},
+     1u << RSA_PKCS1_PADDING | 1u << RSA_PKCS1_OAEP_PADDING, 0},
+    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0, CTOK_KIND_CURVE_HASH},
+    {CTOK_KT_NONE, 0, 0, 0, 0, 0},
 };
 
 const struct ctok_backend ctok_azurekv_backend = {

@@ -290,6 +290,23 @@ static int token_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
     return allowed == NULL;
 }
 
+/* Does the kind of key its token's type names leave mech to the key? An EC key of a kind that
+ * signs only with its curve's hash does no ECDSA with another hash. */
+static int kind_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
+{
+    const struct ctok_key_kind *k = ctok_token_key_kinds(ctok_key_token(key));
+    int bits = EVP_PKEY_get_bits(ctok_key_pub(key));
+    CK_MECHANISM_TYPE curve_mech = bits == 256   ? CKM_ECDSA_SHA256
+                                   : bits == 384 ? CKM_ECDSA_SHA384
+                                                 : CKM_ECDSA_SHA512;
+
+    for (; k != NULL && k->type != CTOK_KT_NONE; k++)
+        if (k->type == ctok_key_type(key) && (k->flags & CTOK_KIND_CURVE_HASH) &&
+            (mech == CKM_ECDSA_SHA256 || mech == CKM_ECDSA_SHA384 || mech == CKM_ECDSA_SHA512))
+            return mech == curve_mech;
+    return 1;
+}
+
 CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
 {
     unsigned int use = op == CKF_SIGN      ? CTOK_USE_SIGN
@@ -298,5 +315,5 @@ CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
 
     if (!(ctok_key_usage(key) & use))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
-    return token_allows(key, mech) ? CKR_OK : CKR_MECHANISM_INVALID;
+    return token_allows(key, mech) && kind_allows(key, mech) ? CKR_OK : CKR_MECHANISM_INVALID;
 }

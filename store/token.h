@@ -246,7 +246,11 @@ struct ctok_key_kind {
     int min_bits, max_bits;
     unsigned int usage;
     unsigned int decrypt_pads;
+    unsigned int flags; /* CTOK_KIND_* */
 };
+/* An EC key of this kind signs only with its curve's hash (P-256 SHA-256, P-384 SHA-384, P-521
+ * SHA-512), as both clouds do (kms/sigcheck.h). */
+#define CTOK_KIND_CURVE_HASH 1u
 /* The kinds of key the token's type can hold, ending with type CTOK_KT_NONE; NULL when the type
  * does not say (its mechanism list or its keys do). No I/O. */
 const struct ctok_key_kind *ctok_token_key_kinds(const ctok_token *tok);

@@ -56,9 +56,12 @@ def test_kms_key_usage_decides_what_a_key_does_before_any_call(kms):
     enc = "p11-enc-" + kms.aliases["rsa"]
     kms_emu = kms.kms_emu
     kms_emu.create_key("RSA_3072", usage="ENCRYPT_DECRYPT", alias="alias/" + enc)
+    p384 = "p11-p384-" + kms.aliases["ec"]
+    kms_emu.create_key("ECC_NIST_P384", alias="alias/" + p384)
     p = run([sys.executable, str(CLIENT), str(MODULE), "usage",
              kms.aliases["rsa"] + "=SHA256_RSA_PKCS", enc + "=SHA256_RSA_PKCS",
-             kms.aliases["ec"] + "=ECDSA_SHA256"], kms.env(), input="\n")
+             kms.aliases["ec"] + "=ECDSA_SHA256", p384 + "=ECDSA_SHA256"], kms.env(),
+            input="\n")
     r = json.loads(assert_ok(p).stdout)
     assert r["before"]["RSA_PKCS"] == ["OK", 2048, 4096, ["sign"]], r
     assert r["before"]["ECDSA"] == ["OK", 256, 521, ["sign"]], r
@@ -70,6 +73,11 @@ def test_kms_key_usage_decides_what_a_key_does_before_any_call(kms):
     assert not dec["sign"] and not dec["decrypt"] and dec["allowed"] == [], r
     assert dec["sign_init"] == "KEY_FUNCTION_NOT_PERMITTED", r
     assert ec["sign"] and ec["sign_init"] == "OK" and ec["decrypt_init"] == "MECHANISM_INVALID", r
+    # KMS signs with an EC key only its curve's hash: ECDSA over a digest, or hash-and-sign
+    # with that hash
+    assert ec["allowed"] == ["ECDSA", "ECDSA_SHA256"], r
+    assert r[p384]["allowed"] == ["ECDSA", "ECDSA_SHA384"], r
+    assert r[p384]["sign_init"] == "MECHANISM_INVALID", r
 
 
 def test_pkcs11_tool_lists_and_signs_with_kms_keys(kms, tmp_path):
