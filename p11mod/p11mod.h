@@ -42,6 +42,7 @@ struct mod_slot {
     CK_MECHANISM_INFO *mech_info;
     size_t n_mechs;
     int from_keys; /* mechs are those of the keys seen (the token has no list) */
+    int activation_tried; /* mod_activate tried the config's code (once per initialization) */
 };
 
 /* A signing operation of a session. */
@@ -122,7 +123,8 @@ int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op)
 CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
 void mod_sessions_free(void);
 /* A token whose code its configuration names, activated with it on first need (lock held):
- * 1 active, 0 not (the cause kept as the module's last error; C_Login says it). */
+ * 1 active, 0 not (the cause kept as the module's last error; C_Login, which tries again, says
+ * it). Tried once per initialization: a refused activation is not repeated at every find. */
 int mod_activate(struct mod_slot *slot);
 
 /* sign.c */

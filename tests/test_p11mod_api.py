@@ -56,6 +56,17 @@ def test_a_token_whose_code_its_config_names_needs_no_login(face):
     assert r["logout"] == "OK" and r["after_logout"] == {"private": 3}, r
 
 
+def test_a_wrong_code_in_the_config_leaves_private_keys_hidden_and_c_login_says_why(face,
+                                                                                   tmp_path):
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("not-the-pin-0000")
+    wrong.chmod(0o600)
+    env = {"CTOK_CONFIG": face.config_with(tmp_path / "wrong.json", auth={"file": str(wrong)})}
+    r = face.client("objects", "ec", pin="", env=env)
+    assert r["before"] == {"private": 0, "certs": 3, "label": 2}, r
+    assert r["login"] == "PIN_INCORRECT" and r["after"]["private"] == 0, r
+
+
 def test_a_wrong_pin_is_incorrect_and_does_not_log_in(face, tmp_path):
     r = face.client("objects", "ec", pin="not-the-pin-0000", env=typed(face, tmp_path))
     assert r["login"] == "PIN_INCORRECT" and r["private_after_login"] == 0, r
