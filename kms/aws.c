@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rsa.h>
 
 #include "awskms.h"
 #include "conf.h"
@@ -488,6 +489,11 @@ static int aws_key_load(ctok_token *tok, ctok_key *key)
         snprintf(h->object, sizeof(h->object), "%s", k.key_id);
     memcpy(h->spec, k.spec, sizeof(h->spec));
     memcpy(h->usage, k.usage, sizeof(h->usage));
+    /* KeyUsage: what the key does; a key that does not say is left to the service */
+    key->usage = strcmp(k.usage, "SIGN_VERIFY") == 0       ? CTOK_USE_SIGN
+                 : strcmp(k.usage, "ENCRYPT_DECRYPT") == 0 ? CTOK_USE_DECRYPT
+                 : strcmp(k.usage, "KEY_AGREEMENT") == 0   ? CTOK_USE_DERIVE
+                                                           : CTOK_USE_ALL;
     h->algs = k.algs;
     key->type = k.type;
     key->pub = k.pub; /* the reference lookup took */
@@ -544,6 +550,14 @@ static const struct ctok_tool_field aws_tool_fields[] = {
     {0},
 };
 
+/* What AWS KMS holds (KeySpec): RSA_2048..4096 signing or decrypting with RSA-OAEP only;
+ * ECC_NIST_P256..P521 signing with their curve's hash (kms/sigcheck.h). */
+static const struct ctok_key_kind aws_kinds[] = {
+    {CTOK_KT_RSA, 2048, 4096, CTOK_USE_SIGN | CTOK_USE_DECRYPT, 1u << RSA_PKCS1_OAEP_PADDING, 0},
+    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0, CTOK_KIND_CURVE_HASH},
+    {CTOK_KT_NONE, 0, 0, 0, 0, 0},
+};
+
 const struct ctok_backend ctok_awskms_backend = {
     .type = "awskms",
     .tool_fields = aws_tool_fields,
@@ -551,6 +565,7 @@ const struct ctok_backend ctok_awskms_backend = {
     .find = aws_find,
     .create = aws_create,
     .discover = ctok_awskms_discover,
+    .key_kinds = aws_kinds,
     .configure = aws_configure,
     .open = aws_open,
     .login = aws_login,

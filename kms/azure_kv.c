@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/rsa.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "../store/backend.h"
@@ -361,6 +362,15 @@ static const struct ctok_tool_field az_tool_fields[] = {
     {0},
 };
 
+/* What Key Vault holds: RSA 2048..4096 signing and decrypting (RSA1_5, RSA-OAEP, RSA-OAEP-256);
+ * EC P-256..P-521 signing with their curve's hash (kms/sigcheck.h). */
+static const struct ctok_key_kind az_kinds[] = {
+    {CTOK_KT_RSA, 2048, 4096, CTOK_USE_SIGN | CTOK_USE_DECRYPT,
+     1u << RSA_PKCS1_PADDING | 1u << RSA_PKCS1_OAEP_PADDING, 0},
+    {CTOK_KT_EC, 256, 521, CTOK_USE_SIGN, 0, CTOK_KIND_CURVE_HASH},
+    {CTOK_KT_NONE, 0, 0, 0, 0, 0},
+};
+
 const struct ctok_backend ctok_azurekv_backend = {
     .type = "azurekv",
     .tool_fields = az_tool_fields,
@@ -368,6 +378,7 @@ const struct ctok_backend ctok_azurekv_backend = {
     .find = ctok_azkv_find,
     .create = az_create,
     .discover = ctok_azkv_discover,
+    .key_kinds = az_kinds,
     .configure = az_configure,
     .open = az_open,
     .login = az_login,

@@ -444,6 +444,10 @@ int ctok_azkv_key_load(ctok_token *tok, ctok_key *key)
     memcpy(h->crv, k.crv, sizeof(h->crv));
     snprintf(h->object, sizeof(h->object), "%s", ref);
     h->ops = k.ops;
+    /* key_ops: what the key does; a key without them does what the vault allows */
+    if (k.ops != 0)
+        key->usage = (k.ops & AZ_OP_SIGN ? CTOK_USE_SIGN : 0) |
+                     (k.ops & AZ_OP_DECRYPT ? CTOK_USE_DECRYPT : 0);
     key->type = k.type;
     key->pub = k.pub; /* the reference lookup took */
     key->be_data = h;

@@ -791,17 +791,30 @@ static CK_RV do_read_allowed(struct p11_tok *pt, CK_SESSION_HANDLE s, void *arg)
 {
     ctok_key *key = arg;
     struct p11_key *k = key->be_data;
-    CK_ATTRIBUTE a = {CKA_ALLOWED_MECHANISMS, k->allowed, sizeof(k->allowed)};
+    CK_BBOOL use[3] = {CK_TRUE, CK_TRUE, CK_TRUE};
+    /* one call: the usage flags cost no round trip of their own */
+    CK_ATTRIBUTE a[] = {{CKA_ALLOWED_MECHANISMS, k->allowed, sizeof(k->allowed)},
+                        {CKA_SIGN, &use[0], 1},
+                        {CKA_DECRYPT, &use[1], 1},
+                        {CKA_DERIVE, &use[2], 1}};
+    static const unsigned int bits[] = {CTOK_USE_SIGN, CTOK_USE_DECRYPT, CTOK_USE_DERIVE};
     CK_OBJECT_HANDLE h;
     CK_RV rv = ctok_p11_find_key(pt, s, CKO_PRIVATE_KEY, key->id, key->id_len, &h);
 
     if (rv == CKR_OK)
-        rv = P11_QUIET(pt->m, C_GetAttributeValue, (s, h, &a, 1));
-    if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-        k->n_allowed = a.ulValueLen / sizeof(k->allowed[0]);
+        rv = P11_QUIET(pt->m, C_GetAttributeValue, (s, h, a, 4));
+    /* an attribute the token lacks (or will not say) leaves the others answered */
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE &&
+        rv != CKR_BUFFER_TOO_SMALL)
+        return rv;
+    for (size_t i = 0; i < 3; i++)
+        if (a[i + 1].ulValueLen == 1 && use[i] == CK_FALSE)
+            key->usage &= ~bits[i];
+    if (a[0].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+        k->n_allowed = a[0].ulValueLen / sizeof(k->allowed[0]);
         k->restricted = k->n_allowed > 0;
     }
-    return rv;
+    return rv == CKR_OK || k->restricted ? CKR_OK : rv;
 }
 
 /*
@@ -822,6 +835,9 @@ static int read_allowed(struct p11_tok *pt, ctok_key *key)
         CTOK_DBG("pkcs11: token '%s', key '%s': no mechanism restriction (%s)",
                  ctok_token_name(pt->tok), key->label,
                  rv == CKR_OK ? "CKA_ALLOWED_MECHANISMS empty" : ctok_p11_rv_name(rv));
+    } else {
+        key->allowed = k->allowed;
+        key->n_allowed = k->n_allowed;
     }
     return 1;
 }

@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/rsa.h>
 
 #include "p11mod.h"
 
@@ -153,6 +154,42 @@ static int keygen_from_keys(struct mod_slot *slot, const struct mech_def *d, int
     return !have || add(slot, d, 255, 255);
 }
 
+/* The RSA padding a decryption mechanism uses (0: not an RSA decryption). */
+static int dec_pad(CK_MECHANISM_TYPE t)
+{
+    return t == CKM_RSA_PKCS        ? RSA_PKCS1_PADDING
+           : t == CKM_RSA_PKCS_OAEP ? RSA_PKCS1_OAEP_PADDING
+                                    : 0;
+}
+
+/* Does a key of kind k do d (its usage; for a decryption, the padding; its generation)? */
+static int kind_does(const struct ctok_key_kind *k, const struct mech_def *d)
+{
+    if (!mod_key_type_can(k->type, d->type, d->op))
+        return 0;
+    if (d->op == CKF_GENERATE_KEY_PAIR)
+        return 1; /* the type makes such keys (a cloud's CreateKey) */
+    if (d->op == CKF_SIGN)
+        return (k->usage & CTOK_USE_SIGN) != 0;
+    return (k->usage & CTOK_USE_DECRYPT) != 0 && dec_pad(d->type) != 0 &&
+           (k->decrypt_pads & (1u << dec_pad(d->type))) != 0;
+}
+
+/* A type that names the kinds of key it holds (a cloud's): their mechanisms, sized as the
+ * type allows, whether or not its keys show yet (before a login). */
+static int from_kinds(struct mod_slot *slot, const struct ctok_key_kind *kinds)
+{
+    /* hash-and-sign first: a cloud signs raw mechanisms' data only when it is a digest (or a
+     * DigestInfo), and an application may try the first mechanism listed on any data */
+    for (int raw = 0; raw < 2; raw++)
+        for (size_t i = 0; i < N_DEFS; i++)
+            for (const struct ctok_key_kind *k = kinds; k->type != CTOK_KT_NONE; k++)
+                if ((defs[i].type == defs[i].raw) == raw && kind_does(k, &defs[i]) &&
+                    !add(slot, &defs[i], (CK_ULONG)k->min_bits, (CK_ULONG)k->max_bits))
+                    return 0;
+    return 1;
+}
+
 /* Any other token: the mechanisms of the key types its objects have, sized as they are (key
  * agreement only where the token's type derives at all). */
 static int from_keys(struct mod_slot *slot)
@@ -200,6 +237,7 @@ void mod_mechs_forget(struct mod_slot *slot)
 
 CK_RV mod_mechs_load(struct mod_slot *slot)
 {
+    const struct ctok_key_kind *kinds;
     json_t *list;
     CK_RV rv;
     int ok;
@@ -209,6 +247,10 @@ CK_RV mod_mechs_load(struct mod_slot *slot)
         return rv;
     if (slot->mechs != NULL)
         return CKR_OK;
+    if ((kinds = ctok_token_key_kinds(slot->tok)) != NULL) {
+        ok = from_kinds(slot, kinds);
+        goto done;
+    }
     /* a type without a list raises an error: expected, not the application's */
     ctok_err_mark();
     list = ctok_token_mechanisms(slot->tok);
@@ -218,6 +260,7 @@ CK_RV mod_mechs_load(struct mod_slot *slot)
     slot->from_keys = list == NULL;
     ok = list != NULL ? from_list(slot, list) : from_keys(slot);
     json_decref(list);
+done:
     if (ok && slot->mechs == NULL) /* nothing to offer: an empty list, still loaded */
         slot->mechs = malloc(sizeof(*slot->mechs));
     return ok && slot->mechs != NULL ? CKR_OK : CKR_HOST_MEMORY;
@@ -268,4 +311,44 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID id, CK_MECHANISM_TYPE type, CK_MECHANISM_INF
         rv = CKR_MECHANISM_INVALID;
     mod_leave();
     return rv;
+}
+
+/* Is mech among the mechanisms the key's token allows it (any, when it does not say)? */
+static int token_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
+{
+    size_t n;
+    const unsigned long *allowed = ctok_key_allowed_mechs(key, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (allowed[i] == mech)
+            return 1;
+    return allowed == NULL;
+}
+
+/* Does the kind of key its token's type names leave mech to the key? An EC key of a kind that
+ * signs only with its curve's hash does no ECDSA with another hash. */
+static int kind_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
+{
+    const struct ctok_key_kind *k = ctok_token_key_kinds(ctok_key_token(key));
+    int bits = EVP_PKEY_get_bits(ctok_key_pub(key));
+    CK_MECHANISM_TYPE curve_mech = bits == 256   ? CKM_ECDSA_SHA256
+                                   : bits == 384 ? CKM_ECDSA_SHA384
+                                                 : CKM_ECDSA_SHA512;
+
+    for (; k != NULL && k->type != CTOK_KT_NONE; k++)
+        if (k->type == ctok_key_type(key) && (k->flags & CTOK_KIND_CURVE_HASH) &&
+            (mech == CKM_ECDSA_SHA256 || mech == CKM_ECDSA_SHA384 || mech == CKM_ECDSA_SHA512))
+            return mech == curve_mech;
+    return 1;
+}
+
+CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    unsigned int use = op == CKF_SIGN      ? CTOK_USE_SIGN
+                       : op == CKF_DECRYPT ? CTOK_USE_DECRYPT
+                                           : CTOK_USE_DERIVE;
+
+    if (!(ctok_key_usage(key) & use))
+        return CKR_KEY_FUNCTION_NOT_PERMITTED;
+    return token_allows(key, mech) && kind_allows(key, mech) ? CKR_OK : CKR_MECHANISM_INVALID;
 }

@@ -319,6 +319,13 @@ int mod_protected_path(const ctok_token *tok)
     return ctok_token_needs_code(tok) && strcmp(ctok_token_auth_kind(tok), "prompt") != 0;
 }
 
+/* Must an application log in before it uses the token's keys? Only when the code is typed: a
+ * code the configuration names is the module's to use, as it is the provider's (mod_activate). */
+int mod_login_required(const ctok_token *tok)
+{
+    return ctok_token_needs_code(tok) && !mod_protected_path(tok);
+}
+
 CK_RV mod_C_GetTokenInfo(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
 {
     struct mod_slot *slot;
@@ -334,7 +341,7 @@ CK_RV mod_C_GetTokenInfo(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
     serial_of(ctok_token_id(slot->tok), serial);
     mod_pad(info->serialNumber, sizeof(info->serialNumber), serial);
     info->flags = CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
-    if (ctok_token_needs_code(slot->tok))
+    if (mod_login_required(slot->tok))
         info->flags |= CKF_LOGIN_REQUIRED;
     if (mod_protected_path(slot->tok))
         info->flags |= CKF_PROTECTED_AUTHENTICATION_PATH;

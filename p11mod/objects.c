@@ -3,8 +3,8 @@
  * with the label and id ctok's lookup matches, plus a public key object for each key id that
  * has none (a keystore or a KMS holds a private key and its certificate: applications such
  * as OpenSSH look for public keys). Private keys show once the user is logged in (CKA_PRIVATE),
- * or always on a token that needs no code. Handles stay the same for the same object while
- * the module is initialized.
+ * or always on a token that needs no login: no code, or one its configuration names. Handles stay
+ * the same for the same object while the module is initialized.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +128,9 @@ CK_RV mod_objects_load(struct mod_slot *slot)
 
     if (slot->have_objs)
         return CKR_OK;
+    /* a code from the configuration: once a find activated the token with it (enter_find) */
+    if (!l.private_ok && !mod_login_required(slot->tok))
+        l.private_ok = ctok_token_is_active(slot->tok);
     ok = ctok_token_enumerate(slot->tok, collect, &l) && !l.failed && add_public_twins(&l);
     if (!ok) {
         for (size_t i = 0; i < l.n; i++)
@@ -217,11 +220,37 @@ static CK_RV der_val(struct val *v, uint8_t *der, int len)
         return der_val((v), der_, len_);                                                           \
     } while (0)
 
+/*
+ * The token layer's handle of a private key object, for what its token says of the key (its
+ * usage, its own allowed mechanisms; loaded once, the token layer keeps it); NULL for other
+ * objects or a key that does not load (then its type alone decides, as C_SignInit will say
+ * why it fails).
+ */
+static ctok_key *priv_key(struct mod_slot *slot, const struct mod_obj *o)
+{
+    ctok_key *k;
+
+    if (o->cls != CKO_PRIVATE_KEY)
+        return NULL;
+    ctok_err_mark();
+    k = ctok_token_key(slot->tok, o->id, o->id_len);
+    ctok_err_pop_to_mark();
+    return k;
+}
+
+/* Does the key (NULL: any key of its type) do op with mech, as far as its token says? */
+static int key_may(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
+{
+    return key == NULL || mod_key_permits(key, mech, op) == CKR_OK;
+}
+
 /* CKA_ALLOWED_MECHANISMS: what the slot offers that a key of this type does (a private key
- * signs, decrypts and derives; a public key shows what its private key does). Objects loaded. */
+ * signs, decrypts and derives, narrowed by its token's usage and list; a public key shows what
+ * a key of its type does). Objects loaded. */
 static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o)
 {
     CK_MECHANISM_TYPE *list;
+    ctok_key *key;
     size_t n = 0;
     CK_RV rv;
 
@@ -229,13 +258,48 @@ static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_
         return rv;
     if ((list = OPENSSL_malloc((slot->n_mechs + 1) * sizeof(*list))) == NULL)
         return CKR_HOST_MEMORY;
-    for (size_t i = 0; i < slot->n_mechs; i++)
-        if (mod_key_type_can(o->key_type, slot->mechs[i], CKF_SIGN) ||
-            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DECRYPT) ||
-            mod_key_type_can(o->key_type, slot->mechs[i], CKF_DERIVE))
-            list[n++] = slot->mechs[i];
+    key = priv_key(slot, o);
+    for (size_t i = 0; i < slot->n_mechs; i++) {
+        CK_MECHANISM_TYPE m = slot->mechs[i];
+        CK_FLAGS f = slot->mech_info[i].flags;
+        static const CK_FLAGS ops[] = {CKF_SIGN, CKF_DECRYPT, CKF_DERIVE};
+        int does = 0;
+
+        for (size_t j = 0; j < sizeof(ops) / sizeof(ops[0]) && !does; j++)
+            does =
+                (f & ops[j]) && mod_key_type_can(o->key_type, m, ops[j]) && key_may(key, m, ops[j]);
+        if (does)
+            list[n++] = m;
+    }
+    ctok_key_unref(key);
     v->heap = (uint8_t *)list;
     return bytes_val(v, list, n * sizeof(*list));
+}
+
+/* CKA_SIGN, CKA_DECRYPT of a private key: its type does op with mech on this slot and its
+ * token lets it. Objects loaded. */
+/* The token layer's usage bit of a PKCS#11 operation. */
+static unsigned int use_of(CK_FLAGS op)
+{
+    return op == CKF_SIGN ? CTOK_USE_SIGN : op == CKF_DECRYPT ? CTOK_USE_DECRYPT : CTOK_USE_DERIVE;
+}
+
+/* CKA_SIGN, CKA_DECRYPT, CKA_DERIVE of o: a private key whose type does op with a mechanism the
+ * slot offers for op (any signs), narrowed by its token's usage. Objects loaded. */
+static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o, CK_FLAGS op)
+{
+    ctok_key *key;
+    int yes = o->cls == CKO_PRIVATE_KEY && op == CKF_SIGN;
+
+    if (o->cls == CKO_PRIVATE_KEY && !yes && mod_mechs_load(slot) != CKR_OK)
+        return bool_val(v, 0);
+    for (size_t i = 0; o->cls == CKO_PRIVATE_KEY && !yes && i < slot->n_mechs; i++)
+        yes = (slot->mech_info[i].flags & op) && mod_key_type_can(o->key_type, slot->mechs[i], op);
+    if (yes && (key = priv_key(slot, o)) != NULL) {
+        yes = (ctok_key_usage(key) & use_of(op)) != 0;
+        ctok_key_unref(key);
+    }
+    return bool_val(v, yes);
 }
 
 static CK_RV bn_val(struct val *v, const EVP_PKEY *pub, const char *name)
@@ -316,11 +380,11 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
         return allowed_val(v, slot, o);
     case CKA_DECRYPT:
         /* objects are loaded here: the slot's mechanisms are taken without a reload */
-        return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_RSA_PKCS, CKF_DECRYPT) &&
-                               mod_slot_has_mech(slot, CKM_RSA_PKCS, CKF_DECRYPT, NULL));
+        return use_val(v, slot, o, CKF_DECRYPT);
+    case CKA_SIGN:
+        return use_val(v, slot, o, CKF_SIGN);
     case CKA_DERIVE:
-        return bool_val(v, priv && mod_key_type_can(o->key_type, CKM_ECDH1_DERIVE, CKF_DERIVE) &&
-                               mod_slot_has_mech(slot, CKM_ECDH1_DERIVE, CKF_DERIVE, NULL));
+        return use_val(v, slot, o, CKF_DERIVE);
     case CKA_LOCAL:
     case CKA_ENCRYPT:
     case CKA_WRAP:
@@ -332,7 +396,6 @@ static CK_RV key_attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBU
     case CKA_TRUSTED:
     case CKA_EXTRACTABLE:
         return bool_val(v, 0);
-    case CKA_SIGN:
     case CKA_SENSITIVE:
     case CKA_ALWAYS_SENSITIVE:
     case CKA_NEVER_EXTRACTABLE:
@@ -423,18 +486,57 @@ static CK_RV attr(struct mod_slot *slot, const struct mod_obj *o, CK_ATTRIBUTE_T
 
 /* ---- sessions' use of objects ---- */
 
-/* mod_enter_session, and the session's slot with its objects loaded (on failure the lock is
- * not held). */
-static CK_RV enter_objects(CK_SESSION_HANDLE h, struct mod_session **s, struct mod_slot **slot)
+/* The types of object (CTOK_OBJ_*) a find with this template can match (its CKA_CLASS). */
+static unsigned int find_types(const CK_ATTRIBUTE *tmpl, CK_ULONG n)
+{
+    unsigned int types = CTOK_OBJ_ANY;
+    CK_OBJECT_CLASS c;
+
+    for (CK_ULONG i = 0; i < n; i++)
+        if (tmpl[i].type == CKA_CLASS && tmpl[i].pValue != NULL &&
+            tmpl[i].ulValueLen == sizeof(c)) {
+            memcpy(&c, tmpl[i].pValue, sizeof(c));
+            types &= c == CKO_CERTIFICATE   ? CTOK_OBJ_CERT
+                     : c == CKO_PUBLIC_KEY  ? CTOK_OBJ_PUBLIC
+                     : c == CKO_PRIVATE_KEY ? CTOK_OBJ_PRIVATE
+                                            : 0;
+        }
+    return types;
+}
+
+/*
+ * mod_enter_session, and the session's slot with its objects loaded (on failure the lock is
+ * not held). types (a find's; 0: none): when they include private keys (which show only on
+ * an active token) or what the token hides until login, and its configuration names its code,
+ * the token is activated with that code, its first need. A find
+ * of certificates on a token that shows them logs in to nothing: certificates first, a login
+ * only to use a key (seed 004).
+ */
+static CK_RV enter_slot_objects(CK_SESSION_HANDLE h, unsigned int types, int refresh,
+                                struct mod_session **s, struct mod_slot **slot)
 {
     CK_RV rv;
 
     if ((rv = mod_enter_session(h, s)) != CKR_OK)
         return rv;
     *slot = mod_slot_get((*s)->slot);
+    if (types != 0 && !(*slot)->logged_in && !mod_login_required((*slot)->tok) &&
+        !ctok_token_is_active((*slot)->tok) &&
+        ((types & CTOK_OBJ_PRIVATE) || ctok_token_hidden((*slot)->tok, types) != 0) &&
+        mod_activate(*slot))
+        (*slot)->have_objs = 0; /* what it hid shows now */
+    /* refresh (a new search): what another process changed, read again when it may differ
+     * (handles stay those of the same objects) */
+    if (refresh && (*slot)->have_objs && ctok_token_refresh((*slot)->tok))
+        (*slot)->have_objs = 0;
     if ((rv = mod_objects_load(*slot)) != CKR_OK)
         mod_leave();
     return rv;
+}
+
+static CK_RV enter_objects(CK_SESSION_HANDLE h, struct mod_session **s, struct mod_slot **slot)
+{
+    return enter_slot_objects(h, 0, 0, s, slot);
 }
 
 void mod_find_clear(struct mod_session *s)
@@ -471,19 +573,12 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
     for (CK_ULONG i = 0; i < n; i++)
         if (tmpl[i].pValue == NULL && tmpl[i].ulValueLen > 0)
             return CKR_ATTRIBUTE_VALUE_INVALID; /* a value that is not there */
-    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
+    if ((rv = enter_slot_objects(h, find_types(tmpl, n), 1, &s, &slot)) != CKR_OK)
         return rv;
-    slot = mod_slot_get(s->slot);
     if (s->finding) {
         rv = CKR_OPERATION_ACTIVE;
         goto end;
     }
-    /* what another process changed: a new search reads the token again when it may differ
-     * (handles stay those of the same objects) */
-    if (slot->have_objs && ctok_token_refresh(slot->tok))
-        slot->have_objs = 0;
-    if ((rv = mod_objects_load(slot)) != CKR_OK)
-        goto end;
     s->found = calloc(slot->n_objs > 0 ? slot->n_objs : 1, sizeof(*s->found));
     if (s->found == NULL) {
         rv = CKR_HOST_MEMORY;

@@ -56,6 +56,7 @@ struct mod_slot {
     int from_keys; /* mechs are those of the keys seen (the token has no list) */
     struct mod_dec_seen *dec_seen;
     size_t n_dec_seen;
+    int activation_tried; /* mod_activate tried the config's code (once per initialization) */
 };
 
 /* A signing operation of a session. */
@@ -154,6 +155,10 @@ struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, cons
  * CKR_ARGUMENTS_BAD): CKR_OPERATION_ACTIVE while one runs. On failure the lock is not held. */
 CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
 void mod_sessions_free(void);
+/* A token whose code its configuration names, activated with it on first need (lock held):
+ * 1 active, 0 not (the cause kept as the module's last error; C_Login, which tries again, says
+ * it). Tried once per initialization: a refused activation is not repeated at every find. */
+int mod_activate(struct mod_slot *slot);
 
 /* sign.c */
 void mod_sign_clear(struct mod_sign *op);
@@ -212,12 +217,17 @@ CK_RV mod_C_GetSlotList(CK_BBOOL, CK_SLOT_ID_PTR, CK_ULONG_PTR);
 CK_RV mod_C_GetSlotInfo(CK_SLOT_ID, CK_SLOT_INFO_PTR);
 CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
 int mod_protected_path(const ctok_token *tok);
+/* CKF_LOGIN_REQUIRED: the token's code is typed (a config's code is the module's to use). */
+int mod_login_required(const ctok_token *tok);
 /* The slot's mechanisms into slot->mechs and ->mech_info (lock held). */
 CK_RV mod_mechs_load(struct mod_slot *slot);
 /* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
 void mod_mechs_forget(struct mod_slot *slot);
 int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
                       CK_MECHANISM_INFO *info);
+/* Does the key's token let it do op (CKF_SIGN, CKF_DECRYPT, CKF_DERIVE) with mech? CKR_OK,
+ * CKR_KEY_FUNCTION_NOT_PERMITTED (its usage) or CKR_MECHANISM_INVALID (its allowed list). */
+CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op);
 CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
 CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
 CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);

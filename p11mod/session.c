@@ -199,6 +199,16 @@ static CK_RV login(struct mod_slot *slot, const CK_UTF8CHAR *pin, CK_ULONG len)
     return ok ? CKR_OK : mod_rv_from_error(CKR_PIN_INCORRECT);
 }
 
+int mod_activate(struct mod_slot *slot)
+{
+    if (ctok_token_is_active(slot->tok))
+        return 1;
+    if (slot->activation_tried || !mod_protected_path(slot->tok))
+        return 0;
+    slot->activation_tried = 1;
+    return login(slot, NULL, 0) == CKR_OK;
+}
+
 CK_RV C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len)
 {
     struct mod_session *s;

@@ -96,6 +96,7 @@ CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE m
                  ctok_key **key)
 {
     struct mod_obj *o = mod_object_get(slot, kh);
+    CK_RV rv;
 
     *key = NULL;
     if (o == NULL)
@@ -108,7 +109,12 @@ CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE m
         return CKR_KEY_TYPE_INCONSISTENT;
     if ((*key = ctok_token_key(slot->tok, o->id, o->id_len)) == NULL)
         return mod_rv_from_error(CKR_DEVICE_ERROR);
-    return CKR_OK;
+    /* refused here, before any call to the token, as the token would refuse it */
+    if ((rv = mod_key_permits(*key, mech, op)) != CKR_OK) {
+        ctok_key_unref(*key);
+        *key = NULL;
+    }
+    return rv;
 }
 
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)

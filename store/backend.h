@@ -88,6 +88,9 @@ struct ctok_backend {
     /* `ctok mechanisms`: what the token offers, as a JSON array of {"name", "type",
      * "min_key_size", "max_key_size", "flags"}. NULL: the type has no mechanism list. */
     json_t *(*mechanisms)(ctok_token *tok);
+    /* The kinds of key a token of this type can hold (token.h), CTOK_KT_NONE-terminated; NULL:
+     * the type does not say (a PKCS#11 token has its mechanism list). */
+    const struct ctok_key_kind *key_kinds;
     /* The token's pkcs11: URI (RFC 7512 token attributes), malloc'd. NULL: the type has none. */
     char *(*token_uri)(ctok_token *tok);
     /*
@@ -196,6 +199,10 @@ struct ctok_key {
     EVP_PKEY *pub;
     void *be_data;
     unsigned int flags; /* CTOK_KEY_* (token.h), set by key_load */
+    unsigned int usage; /* CTOK_USE_* (token.h): CTOK_USE_ALL unless key_load narrows it */
+    const unsigned long *allowed; /* CKM_* the token allows the key, n_allowed of them; NULL: any.
+                                   * key_load points it into its be_data. */
+    size_t n_allowed;
 };
 
 /* ---- token-layer functions a backend may use ---- */

@@ -115,6 +115,7 @@ ctok_key *ctok_token_key(ctok_token *tok, const uint8_t *id, size_t id_len)
     key->tok = tok;
     memcpy(key->id, id, id_len);
     key->id_len = id_len;
+    key->usage = CTOK_USE_ALL;
     /* the backend fills in label, type, public key and its own handle; no token lock held */
     if (!tok->be->key_load(tok, key) || (key->label == NULL && (key->label = strdup("")) == NULL)) {
         ctok_key_unref(key);
@@ -165,6 +166,17 @@ enum ctok_key_type ctok_key_type(const ctok_key *key)
 unsigned int ctok_key_flags(const ctok_key *key)
 {
     return key->flags;
+}
+
+unsigned int ctok_key_usage(const ctok_key *key)
+{
+    return key->usage;
+}
+
+const unsigned long *ctok_key_allowed_mechs(const ctok_key *key, size_t *n)
+{
+    *n = key->allowed != NULL ? key->n_allowed : 0;
+    return key->allowed;
 }
 
 EVP_PKEY *ctok_key_pub(const ctok_key *key)
@@ -240,6 +252,12 @@ int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
 
     if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "decrypt", key->label))
         return 0;
+    if (!(key->usage & CTOK_USE_DECRYPT)) {
+        CTOK_ERR(CTOK_R_UNSUPPORTED,
+                 "token '%s', key '%s': its usage on the token does not include decrypt",
+                 key->tok->name, key->label);
+        return 0;
+    }
     if (key->tok->be->decrypt == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': decryption not supported",
                  key->tok->name, key->label);
@@ -264,6 +282,13 @@ int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len)
 
     if (!ctok_token_authorize(key->tok, CTOK_PERM_USE, "derive", key->label))
         return 0;
+    if (!(key->usage & CTOK_USE_DERIVE)) {
+        CTOK_ERR(
+            CTOK_R_UNSUPPORTED,
+            "token '%s', key '%s': its usage on the token does not include derive (key agreement)",
+            key->tok->name, key->label);
+        return 0;
+    }
     if (key->tok->be->derive == NULL) {
         CTOK_ERR(CTOK_R_UNSUPPORTED, "token '%s', key '%s': key agreement not supported",
                  key->tok->name, key->label);

@@ -284,6 +284,12 @@ static unsigned int hidden_of(ctok_token *t, unsigned int want)
     return ((t->be->hidden != NULL ? t->be->hidden(t) : 0) | ctok_certbind_hidden(t)) & want;
 }
 
+unsigned int ctok_token_hidden(ctok_token *tok, unsigned int want)
+{
+    /* the backend answers for an opened token (a PKCS#11 token: its library loaded) */
+    return ctok_token_open(tok) ? hidden_of(tok, want) : 0;
+}
+
 /* The types reveal() looks for: private keys are found through certificates too. */
 static unsigned int reveal_types(unsigned int want)
 {

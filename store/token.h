@@ -238,6 +238,22 @@ int ctok_entry_needs_code(ctok_ctx *ctx, const json_t *entry);
 json_t *ctok_token_discover(ctok_token *tok);
 /* The mechanisms the token offers (rule view; a type without a list: an error naming it). */
 json_t *ctok_token_mechanisms(ctok_token *tok);
+/* A kind of key a token type can hold, whatever keys a token shows (a cloud token before its
+ * login): bits from min_bits to max_bits (RSA: modulus; EC: the curves' sizes), usage CTOK_USE_*,
+ * and for RSA the paddings it decrypts with (1u << RSA_PKCS1_PADDING, RSA_PKCS1_OAEP_PADDING). */
+struct ctok_key_kind {
+    enum ctok_key_type type;
+    int min_bits, max_bits;
+    unsigned int usage;
+    unsigned int decrypt_pads;
+    unsigned int flags; /* CTOK_KIND_* */
+};
+/* An EC key of this kind signs only with its curve's hash (P-256 SHA-256, P-384 SHA-384, P-521
+ * SHA-512), as both clouds do (kms/sigcheck.h). */
+#define CTOK_KIND_CURVE_HASH 1u
+/* The kinds of key the token's type can hold, ending with type CTOK_KT_NONE; NULL when the type
+ * does not say (its mechanism list or its keys do). No I/O. */
+const struct ctok_key_kind *ctok_token_key_kinds(const ctok_token *tok);
 /* The token's pkcs11: URI (malloc'd; free()), or NULL without an error when its type has none
  * (NULL with an error raised when it cannot be opened). */
 char *ctok_token_pkcs11_uri(ctok_token *tok);
@@ -333,6 +349,16 @@ enum ctok_key_type ctok_key_type(const ctok_key *key);
  * mechanisms): a DigestSign keeps it beside its digest and passes it as msg/msglen. */
 #define CTOK_KEY_WANTS_MESSAGE 1u
 unsigned int ctok_key_flags(const ctok_key *key);
+/* What the key's token lets it do (PKCS#11 CKA_SIGN / CKA_DECRYPT / CKA_DERIVE of the private
+ * key, an AWS KMS KeyUsage, Azure key_ops); CTOK_USE_ALL when the token does not restrict it. */
+#define CTOK_USE_SIGN 1u
+#define CTOK_USE_DECRYPT 2u
+#define CTOK_USE_DERIVE 4u
+#define CTOK_USE_ALL (CTOK_USE_SIGN | CTOK_USE_DECRYPT | CTOK_USE_DERIVE)
+unsigned int ctok_key_usage(const ctok_key *key);
+/* The mechanisms the key's token allows it (a PKCS#11 key's own CKA_ALLOWED_MECHANISMS, CKM_*
+ * values), *n of them; NULL when the token does not restrict them. Lives as long as the key. */
+const unsigned long *ctok_key_allowed_mechs(const ctok_key *key, size_t *n);
 /* Public key, in the context's library context; never holds private parts. */
 EVP_PKEY *ctok_key_pub(const ctok_key *key);
 int ctok_key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
@@ -429,6 +455,9 @@ struct ctok_found {
  */
 int ctok_find(ctok_ctx *ctx, const struct ctok_uri *u, unsigned int types, const struct ctok_ui *ui,
               struct ctok_found **out, size_t *n);
+/* What of want (CTOK_OBJ_*) the token does not show until it is logged in (its backend's and
+ * bound certificates' rule), whether or not it is now. Opens the token (0 if it cannot). */
+unsigned int ctok_token_hidden(ctok_token *tok, unsigned int want);
 /*
  * Flags or-ed into ctok_find's types. CTOK_FIND_USE: only tokens that permit 'use' are
  * opened or enumerated (a named one that does not is an error). CTOK_FIND_NO_LOGIN: no

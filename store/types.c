@@ -93,6 +93,11 @@ json_t *ctok_token_mechanisms(ctok_token *tok)
     return ctok_token_open(tok) ? tok->be->mechanisms(tok) : NULL;
 }
 
+const struct ctok_key_kind *ctok_token_key_kinds(const ctok_token *tok)
+{
+    return tok->be->key_kinds;
+}
+
 char *ctok_token_pkcs11_uri(ctok_token *tok)
 {
     if (tok->be->token_uri == NULL)

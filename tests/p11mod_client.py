@@ -13,7 +13,8 @@ CKR = {"OK": 0, "ARGUMENTS_BAD": 0x7, "ATTRIBUTE_SENSITIVE": 0x11, "ATTRIBUTE_TY
        "CRYPTOKI_ALREADY_INITIALIZED": 0x191, "PIN_INCORRECT": 0xA0,
        "USER_ALREADY_LOGGED_IN": 0x100, "USER_NOT_LOGGED_IN": 0x101,
        "OPERATION_NOT_INITIALIZED": 0x91, "KEY_HANDLE_INVALID": 0x60,
-       "FUNCTION_NOT_SUPPORTED": 0x54, "MECHANISM_INVALID": 0x70}
+       "FUNCTION_NOT_SUPPORTED": 0x54, "MECHANISM_INVALID": 0x70,
+       "KEY_FUNCTION_NOT_PERMITTED": 0x68, "KEY_TYPE_INCONSISTENT": 0x63}
 NAME = {v: k for k, v in CKR.items()}
 UNAVAILABLE = (1 << (8 * C.sizeof(C.c_ulong))) - 1
 
@@ -348,6 +349,58 @@ def story_decrypt(m, args):
 
 STORIES = {"decrypt": story_decrypt, "by_id": story_by_id, "mechanisms": story_mechanisms, "relogin": story_relogin, "init": story_init, "objects": story_objects, "attributes": story_attributes,
            "sign": story_sign, "fork": story_fork}
+
+CKA_SIGN, CKA_DECRYPT, CKA_ALLOWED_MECHANISMS = 0x108, 0x105, 0x40000600
+SIGS.update({"GetMechanismInfo": "uup", "CloseSession": "u"})
+
+
+def mech_info(m, name):
+    """C_GetMechanismInfo of slot 0: [rv, min key size, max key size, flags as sign/decrypt]."""
+    info = (C.c_ulong * 3)()
+    r = m.GetMechanismInfo(0, CKM[name], info)
+    ops = [op for op, bit in (("sign", 0x800), ("decrypt", 0x200)) if info[2] & bit]
+    return [rv(r), info[0], info[1], ops] if r == 0 else [rv(r)]
+
+
+def init_rv(m, fn, mech, key):
+    """fn (SignInit, DecryptInit) with mech on key, in a session of its own (closed after)."""
+    h = C.c_ulong()
+    assert m.OpenSession(0, CKF_SERIAL_SESSION, None, None, C.byref(h)) == 0
+    r = getattr(m, fn)(h, Mech(CKM[mech], None, 0), key)
+    m.CloseSession(h)
+    return rv(r)
+
+
+def story_usage(m, args):
+    """What the token lets each key do: the slot's mechanisms (and RSA_PKCS's and ECDSA's info)
+    before and after login; per private key labelled in args, CKA_SIGN, CKA_DECRYPT,
+    CKA_ALLOWED_MECHANISMS and the answers of C_SignInit (its mechanism: label=MECH) and of
+    C_DecryptInit with RSA_PKCS."""
+    app = App(m)
+    names = {v: k for k, v in CKM.items()}
+
+    def slot():
+        return {"mechs": mechanisms(m), "RSA_PKCS": mech_info(m, "RSA_PKCS"),
+                "ECDSA": mech_info(m, "ECDSA")}
+
+    res = {"before": slot(), "login": app.login(sys.stdin.readline().rstrip("\n") or None)}
+    res["after"] = slot()
+    for arg in args:
+        label, mech = arg.split("=")
+        key = app.find(cls=CKO_PRIVATE_KEY, label=label)[0]
+        r, (sign, dec, allowed) = app.attrs(key, (CKA_SIGN, 1), (CKA_DECRYPT, 1),
+                                            (CKA_ALLOWED_MECHANISMS, 512))
+        raw = bytes.fromhex(allowed["value"] or "")
+        n = C.sizeof(C.c_ulong)
+        res[label] = {"rv": r, "sign": sign["value"] == "01", "decrypt": dec["value"] == "01",
+                      "allowed": sorted(names.get(int.from_bytes(raw[i:i + n], sys.byteorder),
+                                                  "?") for i in range(0, len(raw), n)),
+                      "sign_init": init_rv(m, "SignInit", mech, key),
+                      "decrypt_init": init_rv(m, "DecryptInit", "RSA_PKCS", key)}
+    return res
+
+
+STORIES["usage"] = story_usage
 
 if __name__ == "__main__":
     mod = Module(sys.argv[1])

@@ -255,7 +255,9 @@ def test_decrypt_with_a_sign_only_key_is_refused_before_any_call(ws, akv_emu):
                       ws.write("p.bin", b"x" * 32), "-out", ct, providers=None))
     before = akv_emu.requests().get("decrypt", 0)
     p = ws.ossl("pkeyutl", "-decrypt", "-inkey", uri(name), "-in", ct, "-out", ws.path("o"))
-    assert_fails_with(p, "token 'akv': key '%s'" % name, "key_ops do not include decrypt")
+    # the key's usage (its key_ops) as the token layer has it refuses before the backend
+    assert_fails_with(p, "token 'akv', key '%s'" % name, "usage on the token does not include "
+                      "decrypt")
     assert akv_emu.requests().get("decrypt", 0) == before
 
 

@@ -446,6 +446,23 @@ def test_decrypt_with_an_encryption_key_when_granted(ws, kms_emu):
     assert_fails_with(p, "token 'kms': key 'alias/%s'" % alias, "only RSA-OAEP")
 
 
+def test_decrypt_with_a_signing_key_is_refused_by_its_usage_before_any_call(ws, kms_emu):
+    awskms_token(ws, kms_emu, actions=SEED_ACTIONS | {"Decrypt"})
+    alias = unique("signer")
+    kms_emu.create_key("RSA_2048", alias=alias)  # KeyUsage SIGN_VERIFY
+    ct = ws.path("ct.bin")
+    oaep = ("-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt",
+            "rsa_mgf1_md:sha256")
+    assert_ok(ws.ossl("pkeyutl", "-encrypt", "-pubin", "-inkey", pubkey(ws, alias), "-in",
+                      ws.write("p.bin", b"x" * 32), "-out", ct, *oaep, providers=None))
+    kms_emu.clear_counters()
+    p = ws.ossl("pkeyutl", "-decrypt", "-inkey", uri(alias), "-in", ct, "-out", ws.path("o"),
+                *oaep)
+    assert_fails_with(p, "token 'kms', key '%s'" % alias, "usage on the token does not include "
+                      "decrypt")
+    assert kms_emu.requests().get("Decrypt", 0) == 0, kms_emu.requests()
+
+
 @pytest.fixture
 def nginx_root():
     """A folder under /tmp the worker user can reach (pytest's own are root's, 0700)."""

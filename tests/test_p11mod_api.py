@@ -27,9 +27,14 @@ def test_initialize_follows_the_spec(face):
                  "reserved": "ARGUMENTS_BAD", "one_callback": "ARGUMENTS_BAD"}
 
 
-@pytest.mark.parametrize("pin", [PIN, ""], ids=["pin", "code-from-config"])
-def test_private_keys_are_found_only_while_logged_in(face, pin):
-    r = face.client("objects", "ec", pin=pin)
+def typed(face, tmp_path, **fields):
+    """The environment of a copy of the config where the token's code is typed (a prompt)."""
+    return {"CTOK_CONFIG": face.config_with(tmp_path / "typed.json", auth={"prompt": True},
+                                            **fields)}
+
+
+def test_private_keys_of_a_token_whose_code_is_typed_show_only_while_logged_in(face, tmp_path):
+    r = face.client("objects", "ec", pin=PIN, env=typed(face, tmp_path))
     assert r["before"] == {"private": 0, "certs": 3, "label": 2}, r  # certificate, public key
     assert r["login"] == "OK" and r["private_after_login"] == 3, r
     assert r["login_again"] == "USER_ALREADY_LOGGED_IN", r
@@ -40,23 +45,46 @@ def test_private_keys_are_found_only_while_logged_in(face, pin):
     assert r["after_logout"] == {"private": 0}, r
 
 
-def test_a_wrong_pin_is_incorrect_and_does_not_log_in(face):
-    r = face.client("objects", "ec", pin="not-the-pin-0000")
+def test_a_token_whose_code_its_config_names_needs_no_login(face):
+    # the module activates it with that code on first need (as the provider does): private
+    # keys show without C_Login; a C_Login with a NULL PIN (protected path) is still taken
+    r = face.client("objects", "ec", pin="")
+    assert r["before"] == {"private": 3, "certs": 3, "label": 3}, r
+    assert r["login"] == "OK" and r["login_again"] == "USER_ALREADY_LOGGED_IN", r
+    assert r["after"] == {"private": 3, "label_private": 1}, r
+    assert r["by_id"] == 3 and r["by_id_private"] is True, r
+    assert r["logout"] == "OK" and r["after_logout"] == {"private": 3}, r
+
+
+def test_a_wrong_code_in_the_config_leaves_private_keys_hidden_and_c_login_says_why(face,
+                                                                                   tmp_path):
+    wrong = tmp_path / "wrong.pin"
+    wrong.write_text("not-the-pin-0000")
+    wrong.chmod(0o600)
+    env = {"CTOK_CONFIG": face.config_with(tmp_path / "wrong.json", auth={"file": str(wrong)})}
+    r = face.client("objects", "ec", pin="", env=env)
+    assert r["before"] == {"private": 0, "certs": 3, "label": 2}, r
+    assert r["login"] == "PIN_INCORRECT" and r["after"]["private"] == 0, r
+
+
+def test_a_wrong_pin_is_incorrect_and_does_not_log_in(face, tmp_path):
+    r = face.client("objects", "ec", pin="not-the-pin-0000", env=typed(face, tmp_path))
     assert r["login"] == "PIN_INCORRECT" and r["private_after_login"] == 0, r
-    # the token is not locked out: the code from the config logs in after it
-    assert r["login_again"] == "OK" and r["after"]["private"] == 3, r
+    # a typed token's code comes only from the application
+    assert r["login_again"] == "ARGUMENTS_BAD" and r["after"]["private"] == 0, r
+    # with the code in the config a PIN given to C_Login is still checked against it
+    r = face.client("objects", "ec", pin="not-the-pin-0000")
+    assert r["login"] == "PIN_INCORRECT" and r["login_again"] == "OK", r
 
 
-def test_after_logout_a_new_login_needs_the_right_pin(face):
-    r = face.client("relogin", "ec", pin=PIN + "\nnot-the-pin-0000")
+def test_after_logout_a_new_login_needs_the_right_pin(face, tmp_path):
+    r = face.client("relogin", "ec", pin=PIN + "\nnot-the-pin-0000", env=typed(face, tmp_path))
     assert r == {"login": "OK", "logout": "OK", "relogin": "PIN_INCORRECT", "private": 0}, r
 
 
 def test_a_token_its_rules_keep_active_still_checks_the_pin_of_a_new_login(face, tmp_path):
     # no "deactivate": C_Logout cannot deactivate the token in the token layer
-    cfg = face.config_with(tmp_path / "no-deactivate.json",
-                           permissions=["view", "use", "activate", "keytest"])
-    env = {"CTOK_CONFIG": cfg}
+    env = typed(face, tmp_path, permissions=["view", "use", "activate", "keytest"])
     r = face.client("relogin", "ec", pin=PIN + "\nnot-the-pin-0000", env=env)
     assert r == {"login": "OK", "logout": "OK", "relogin": "PIN_INCORRECT", "private": 0}, r
     r = face.client("relogin", "ec", pin=PIN + "\n" + PIN, env=env)
@@ -157,7 +185,8 @@ def test_role_certificates_share_the_id_of_their_one_key(ws, build):
     p = run([sys.executable, str(CLIENT), str(MODULE), "by_id", kid.hex()], ws.env(),
             input="\n")
     r = json.loads(assert_ok(p).stdout)
+    # the code is in the config: the private key shows before C_Login too
     assert r == {"before": {"certs": ["signer", "signer-role-b"], "public": ["signer"],
-                            "private": []},
+                            "private": ["signer"]},
                  "after": {"certs": ["signer", "signer-role-b"], "public": ["signer"],
                            "private": ["signer"]}}, r

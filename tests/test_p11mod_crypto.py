@@ -252,10 +252,11 @@ def test_a_kms_key_decrypts_sha256_oaep_and_refuses_what_kms_does_not_offer(kms,
     r = story(kms, "oaep", "rsa-dec", pem, "SHA256", "SHA256", "")
     assert r["init"] == "OK" and r["decrypt"] == "OK" and r["same"], r
     assert r["bad"] == "ENCRYPTED_DATA_INVALID" and not r["bad_plain"], r
-    # KMS takes no label and no SHA-384; a signing key decrypts nothing
+    # KMS takes no label and no SHA-384; a signing key decrypts nothing (its KeyUsage says so:
+    # refused before any call)
     assert story(kms, "oaep", "rsa-dec", pem, "SHA256", "SHA256", "6c6162656c")["init"] == \
         "MECHANISM_PARAM_INVALID"
     assert story(kms, "oaep", "rsa-dec", pem, "SHA384", "SHA384", "")["init"] == \
         "MECHANISM_PARAM_INVALID"
     r = story(kms, "oaep", "rsa-sign", kms_pem(kms, "rsa-sign", tmp_path), "SHA256", "SHA256", "")
-    assert r["init"] == "MECHANISM_PARAM_INVALID", r
+    assert r["init"] == "KEY_FUNCTION_NOT_PERMITTED", r

@@ -22,6 +22,7 @@ def kms(ws, kms_emu, request):  # noqa: F811
     emulator is the module's: each test's aliases are its own)."""
     require_module()
     awskms_token(ws, kms_emu)
+    ws.kms_emu = kms_emu
     tag = "%x" % (hash(request.node.name) & 0xFFFFFF)
     ws.aliases = {"rsa": "p11-rsa-" + tag, "ec": "p11-ec-" + tag}
     kms_emu.create_key("RSA_2048", alias="alias/" + ws.aliases["rsa"])
@@ -33,19 +34,55 @@ def tool(ws, *args):
     return run(["pkcs11-tool", "--module", str(MODULE), *[str(a) for a in args]], ws.env())
 
 
-def test_a_kms_token_offers_only_what_its_keys_sign(kms):
+KMS_SIGNS = sorted(["RSA_PKCS", "SHA256_RSA_PKCS", "SHA384_RSA_PKCS", "SHA512_RSA_PKCS",
+                    "RSA_PKCS_PSS", "SHA256_RSA_PKCS_PSS", "SHA384_RSA_PKCS_PSS",
+                    "SHA512_RSA_PKCS_PSS", "ECDSA", "ECDSA_SHA256", "ECDSA_SHA384", "ECDSA_SHA512"])
+
+
+# and what it decrypts (OAEP only) and the key pairs it makes (CKM_RSA_PKCS_KEY_PAIR_GEN,
+# CKM_EC_KEY_PAIR_GEN); no ECDH
+KMS_MECHS = sorted(KMS_SIGNS + ["RSA_PKCS_OAEP", "0x0", "0x1040"])
+
+
+def test_a_kms_token_offers_only_what_kms_does(kms):
     p = run([sys.executable, str(CLIENT), str(MODULE), "mechanisms"], kms.env(), input="\n")
     r = json.loads(assert_ok(p).stdout)
-    # a cloud token shows its keys once logged in (its credentials are its code): before,
-    # there is nothing to sign with; RSA and EC keys it can make (CreateKey) either way
-    keygen = ["0x0", "0x1040"]  # CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN
-    assert r["before"] == keygen and r["login"] == "OK", r
-    # and what its RSA keys may decrypt (KMS does not derive: no ECDH)
-    assert r["after"] == sorted(keygen + ["RSA_PKCS", "RSA_PKCS_OAEP", "SHA256_RSA_PKCS",
-                                 "SHA384_RSA_PKCS",
-                                 "SHA512_RSA_PKCS", "RSA_PKCS_PSS", "SHA256_RSA_PKCS_PSS",
-                                 "SHA384_RSA_PKCS_PSS", "SHA512_RSA_PKCS_PSS", "ECDSA",
-                                 "ECDSA_SHA256", "ECDSA_SHA384", "ECDSA_SHA512"]), r
+    # a cloud token shows its keys once logged in (its credentials are its code), but what it
+    # signs is known before: applications read the list before C_Login
+    assert r["before"] == KMS_MECHS and r["login"] == "OK", r
+    assert r["after"] == KMS_MECHS, r
+
+
+def test_kms_key_usage_decides_what_a_key_does_before_any_call(kms):
+    """KeyUsage: a SIGN_VERIFY key signs and does not decrypt; an ENCRYPT_DECRYPT key does not
+    sign (refused at C_SignInit, not at KMS) and decrypts with OAEP; KMS decrypts no PKCS#1 v1.5,
+    so no key offers CKM_RSA_PKCS decryption. Sizes are what KMS holds (RSA 2048..4096, EC P-256..P-521)
+    from before login."""
+    enc = "p11-enc-" + kms.aliases["rsa"]
+    kms_emu = kms.kms_emu
+    kms_emu.create_key("RSA_3072", usage="ENCRYPT_DECRYPT", alias="alias/" + enc)
+    p384 = "p11-p384-" + kms.aliases["ec"]
+    kms_emu.create_key("ECC_NIST_P384", alias="alias/" + p384)
+    p = run([sys.executable, str(CLIENT), str(MODULE), "usage",
+             kms.aliases["rsa"] + "=SHA256_RSA_PKCS", enc + "=SHA256_RSA_PKCS",
+             kms.aliases["ec"] + "=ECDSA_SHA256", p384 + "=ECDSA_SHA256"], kms.env(),
+            input="\n")
+    r = json.loads(assert_ok(p).stdout)
+    assert r["before"]["RSA_PKCS"] == ["OK", 2048, 4096, ["sign"]], r
+    assert r["before"]["ECDSA"] == ["OK", 256, 521, ["sign"]], r
+    assert r["after"] == r["before"], r
+    rsa, dec, ec = r[kms.aliases["rsa"]], r[enc], r[kms.aliases["ec"]]
+    assert rsa["sign"] and not rsa["decrypt"] and rsa["sign_init"] == "OK", r
+    assert rsa["allowed"] == sorted(m for m in KMS_SIGNS if "RSA" in m), r
+    assert rsa["decrypt_init"] == "MECHANISM_INVALID", r
+    assert not dec["sign"] and dec["decrypt"] and dec["allowed"] == ["RSA_PKCS_OAEP"], r
+    assert dec["sign_init"] == "KEY_FUNCTION_NOT_PERMITTED", r
+    assert ec["sign"] and ec["sign_init"] == "OK" and ec["decrypt_init"] == "MECHANISM_INVALID", r
+    # KMS signs with an EC key only its curve's hash: ECDSA over a digest, or hash-and-sign
+    # with that hash
+    assert ec["allowed"] == ["ECDSA", "ECDSA_SHA256"], r
+    assert r[p384]["allowed"] == ["ECDSA", "ECDSA_SHA384"], r
+    assert r[p384]["sign_init"] == "MECHANISM_INVALID", r
 
 
 def test_pkcs11_tool_lists_and_signs_with_kms_keys(kms, tmp_path):

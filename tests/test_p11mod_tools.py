@@ -25,8 +25,9 @@ def test_each_token_is_a_slot_named_after_it_with_its_type_and_id(face):
     assert t["token manufacturer"] == "ctok"
     entry = next(e for e in face.ws.load_config()["tokens"] if e["name"] == face.name)
     assert t["serial num"] == entry["id"].replace("-", "")[:16]
-    # the code comes from the auth file: applications log in without a PIN
-    assert "login required" in t["token flags"] and "PIN pad present" in t["token flags"]
+    # the code comes from the auth file: applications need no login (a C_Login takes no PIN)
+    assert "login required" not in t["token flags"], t
+    assert "PIN pad present" in t["token flags"], t
 
 
 def test_a_token_whose_code_is_typed_has_no_protected_path(face, tmp_path):
@@ -41,13 +42,17 @@ def test_a_token_whose_code_is_typed_has_no_protected_path(face, tmp_path):
     assert "login required" in flags and "PIN pad present" not in flags, describe(p)
 
 
-def test_certificates_and_public_keys_show_before_login_private_keys_after(face):
-    before = tool_objects(assert_ok(face.tool("-O")).stdout)
-    after = tool_objects(assert_ok(face.tool("-O", "--login")).stdout)
+def test_certificates_and_public_keys_show_before_login_private_keys_after(face, tmp_path):
+    # a token whose code is typed; with the code in the config, private keys show at once
+    env = {"CTOK_CONFIG": face.config_with(tmp_path / "typed.json", auth={"prompt": True})}
+    before = tool_objects(assert_ok(face.tool("-O", env=env)).stdout)
+    after = tool_objects(assert_ok(face.tool("-O", "--login", "--pin", PIN, env=env)).stdout)
+    config = tool_objects(assert_ok(face.tool("-O")).stdout)
     for alias, kid in face.key_ids.items():
         assert ("Certificate", alias, kid.hex()) in before, before
         assert ("Public Key", alias, kid.hex()) in before, before
         assert ("Private Key", alias, kid.hex()) in after, after
+        assert ("Private Key", alias, kid.hex()) in config, config
     assert not [o for o in before if o[0] == "Private Key"], before
 
 
