@@ -1,6 +1,7 @@
 /*
  * ctok-p11.so as an application drives it, with what an application supplies: attribute
- * templates and requests (fuzz_p11mod_tmpl: C_FindObjectsInit, C_GetAttributeValue) and
+ * templates and requests (fuzz_p11mod_tmpl: C_FindObjectsInit, C_GetAttributeValue,
+ * C_GenerateKeyPair) and
  * mechanisms with their parameters (fuzz_p11mod_mech, FUZZ_P11MOD_MECH: C_SignInit,
  * C_DecryptInit, C_DeriveKey, then C_Sign/C_Decrypt or C_SessionCancel). The module's
  * sources are compiled into the target; it is called through its 3.0 function list.
@@ -9,14 +10,15 @@
  * key, each with its certificate, logged in through the config's auth file.
  *
  * Input, byte by byte (a missing byte reads as 0):
- *   tmpl: [slot] [template] [request] [object] [max objects]
+ *   tmpl: [slot] [template] [request] [object] [max objects] [keygen mechanism]
+ *         [public template] [private template]
  *   mech: [slot | op << 1 | key << 3] [mechanism] [parameter] [derived key's template]
- * A template or request (tmpl_decode, the one decoder; C_GenerateKeyPair's templates would
- * use it too): [count] then per attribute [type] [mode] [mode's bytes]; a type byte below
- * the table's size picks a known type, 0xfe a vendor type, 0xff a raw 32-bit one (4 bytes),
- * any other is itself. Each buffer is malloc'd to the exact length claimed, so ASan sees the
- * module read or write beyond what the application gave; the harness claims no length it
- * does not back, except a request's "huge" length (a correct module writes only the value).
+ * A template or request (tmpl_decode, the one decoder, C_GenerateKeyPair's templates too): [count]
+ * then per attribute [type] [mode] [mode's bytes]; a type byte below the table's size picks a known
+ * type, 0xfe a vendor type, 0xff a raw 32-bit one (4 bytes), any other is itself. Each buffer is
+ * malloc'd to the exact length claimed, so ASan sees the module read or write beyond what the
+ * application gave; the harness claims no length it does not back, except a request's "huge" length
+ * (a correct module writes only the value).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +253,51 @@ void fuzz_init(void)
 
 #ifndef FUZZ_P11MOD_MECH
 
+/* CKA_MODULUS_BITS in a template: 0 absent, 1 one the module refuses (not a CK_ULONG, or under
+ * 2048), 2 one it would make a key of. */
+static int rsa_bits(const struct tmpl *t)
+{
+    CK_ULONG bits;
+    int most = 0;
+
+    for (CK_ULONG i = 0; i < t->n; i++)
+        if (t->a[i].type == CKA_MODULUS_BITS) {
+            int v = 1;
+
+            if (t->a[i].pValue != NULL && t->a[i].ulValueLen == sizeof(bits)) {
+                memcpy(&bits, t->a[i].pValue, sizeof(bits));
+                v = bits >= 2048 ? 2 : 1;
+            }
+            most = v > most ? v : most;
+        }
+    return most;
+}
+
+/* Input's tail: [mechanism] [public template] [private template]. C_GenerateKeyPair; a key
+ * made (an EC or Ed25519 template that holds) is destroyed at once, so the keystore stays
+ * small. */
+static void keygen(struct in *in, CK_SESSION_HANDLE h)
+{
+    static const CK_ULONG gen_mechs[] = {CKM_EC_KEY_PAIR_GEN, CKM_EC_EDWARDS_KEY_PAIR_GEN,
+                                         CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_ECDSA};
+    CK_MECHANISM m = {pick(in, gen_mechs, sizeof(gen_mechs) / sizeof(gen_mechs[0])), NULL, 0};
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
+    struct tmpl t, r;
+
+    tmpl_decode(in, 0, &t);
+    tmpl_decode(in, 0, &r);
+    /* an RSA generation takes too long for a fuzzer: RSA templates are fuzzed where the module
+     * refuses their size (after reading every attribute) */
+    if (m.mechanism != CKM_RSA_PKCS_KEY_PAIR_GEN ||
+        (rsa_bits(&t) > rsa_bits(&r) ? rsa_bits(&t) : rsa_bits(&r)) == 1) {
+        if (f->C_GenerateKeyPair(h, &m, t.a, t.n, r.a, r.n, &pub, &priv) == CKR_OK &&
+            f->C_DestroyObject(h, priv) != CKR_OK)
+            abort(); /* a key the module made and cannot remove */
+    }
+    tmpl_free(&t);
+    tmpl_free(&r);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     struct in in = {data, len};
@@ -277,6 +324,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
             abort(); /* a value longer than the buffer's real size was written */
     tmpl_free(&t);
     tmpl_free(&r);
+    keygen(&in, h);
     ERR_clear_error();
     return 0;
 }

@@ -343,8 +343,22 @@ def p11mod_seeds():
                            p11_list(p11_attr(b"\xff\x00\x00\x01\x29", 2),
                                     p11_attr("ec_params", 1, b"\x00")), b"\x03"),
     }
+    # then C_GenerateKeyPair: [mechanism: 0 EC, 1 Edwards, 2 RSA] [public] [private template]
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    ed = b"\x13\x0cedwards25519"
+    label = p11_attr("label", 1, b"\x06fuzzk1")
+    keygen = {
+        "valid-keygen-ec": b"\x00" + p11_list(p11_attr("ec_params", 1, bytes([len(p256)]) + p256))
+        + p11_list(label, p11_attr("sign", 3, b"\x01")),
+        "valid-keygen-ed25519": b"\x01" + p11_list(p11_attr("ec_params", 1, bytes([len(ed)]) + ed))
+        + p11_list(label),
+        "near-keygen-rsa-small": b"\x02" + p11_list(p11_attr("modulus_bits", 2, b"\x80"))
+        + p11_list(label),
+    }
     for name, (slot, t, r, tail) in tmpl.items():
         emit("p11mod_tmpl", name, bytes([slot]) + t + r + tail)
+    for name, gen in keygen.items():
+        emit("p11mod_tmpl", name, b"\x00" + p11_list() + p11_list() + b"\x08\x00" + gen)
 
     def op(slot, what, key=0, decrypt=False):
         return bytes([slot | what << 1 | key << 3 | (0x20 if decrypt else 0)])
