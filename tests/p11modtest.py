@@ -131,20 +131,24 @@ def make_face(kind, tmp_path_factory, build, keys=None, tag=""):
     require_module()
     face = kind + tag
     if face not in _faces:
-        from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
-
-        root = tmp_path_factory.mktemp("p11mod-" + face)
-        if kind == "soft":
-            ws = Workspace(root, build)
-            tok = ws.create_token("soft1")
-        else:
-            require_pkcs11_tools()
-            hsm = SoftHsm(root / "softhsm")
-            hsm.init_token("p11mod", PIN)
-            ws = P11Workspace(root, build, hsm)
-            tok = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "p11mod")
+        ws, tok = empty_token(kind, tmp_path_factory.mktemp("p11mod-" + face), build, "p11mod")
         _faces[face] = Face(ws, tok.name, kind, fill(ws, tok, keys), tok.pin_file)
     return _faces[face]
+
+
+def empty_token(kind, root, build, label):
+    """A workspace under root and a token without keys in it: a keystore ("soft"), or a
+    SoftHSM token labelled label behind a ctok pkcs11 token ("hsm")."""
+    if kind == "soft":
+        ws = Workspace(root, build)
+        return ws, ws.create_token("soft1")
+    from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
+
+    require_pkcs11_tools()
+    hsm = SoftHsm(root / "softhsm")
+    hsm.init_token(label, PIN)
+    ws = P11Workspace(root, build, hsm)
+    return ws, ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", label)
 
 
 def threads_binary(out_dir):

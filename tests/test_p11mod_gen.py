@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ctoktest import OPENSSL, PIN, assert_ok, count_items, describe, run
+from ctoktest import OPENSSL, assert_ok, count_items, describe, run
 from kmsfixtures import awskms_token, kms_emu  # noqa: F401 (fixture)
-from p11modtest import MODULE, require_module, tool_objects
+from p11modtest import MODULE, empty_token, require_module, tool_objects
 
 GEN_CLIENT = Path(__file__).resolve().parent / "p11mod_gen_client.py"
 
@@ -54,19 +54,7 @@ class Tok:
 @pytest.fixture(params=["soft", "hsm"])
 def tok(request, tmp_path, build):
     require_module()
-    if request.param == "soft":
-        from ctoktest import Workspace
-
-        ws = Workspace(tmp_path, build)
-        t = ws.create_token("soft1")
-    else:
-        from p11fixtures import SOFTHSM_LIB, P11Workspace, SoftHsm, require_pkcs11_tools
-
-        require_pkcs11_tools()
-        hsm = SoftHsm(tmp_path / "softhsm")
-        hsm.init_token("gen", PIN)
-        ws = P11Workspace(tmp_path, build, hsm)
-        t = ws.create_p11_token("hsm1", SOFTHSM_LIB, "label", "gen")
+    ws, t = empty_token(request.param, tmp_path, build, "gen")
     return Tok(ws, t, request.param)
 
 
