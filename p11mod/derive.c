@@ -252,7 +252,7 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base
                   CK_ATTRIBUTE_PTR tmpl, CK_ULONG n, CK_OBJECT_HANDLE_PTR out)
 {
     struct mod_session *s;
-    struct mod_sobj o;
+    struct mod_sobj o = {0};
     const CK_ECDH1_DERIVE_PARAMS *p = NULL;
     ctok_key *key = NULL;
     char group[64];

@@ -262,8 +262,16 @@ CK_RV mod_mechs_load(struct mod_slot *slot)
     json_decref(list);
 done:
     if (ok && slot->mechs == NULL) /* nothing to offer: an empty list, still loaded */
-        slot->mechs = malloc(sizeof(*slot->mechs));
-    return ok && slot->mechs != NULL ? CKR_OK : CKR_HOST_MEMORY;
+        slot->mechs = calloc(1, sizeof(*slot->mechs));
+    if (ok && slot->mechs != NULL)
+        return CKR_OK;
+    /* out of memory part way: no half list is kept as the slot's */
+    free(slot->mechs);
+    free(slot->mech_info);
+    slot->mechs = NULL;
+    slot->mech_info = NULL;
+    slot->n_mechs = 0;
+    return CKR_HOST_MEMORY;
 }
 
 /* Does the slot offer mech for op (0: for anything; lock held)? Its info in *info when it does. */

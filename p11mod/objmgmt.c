@@ -180,7 +180,7 @@ static CK_RV cert_attr(struct cert_req *r, const CK_ATTRIBUTE *a)
 static int same_der(const CK_ATTRIBUTE *a, uint8_t *der, int len)
 {
     int eq = a == NULL || (len >= 0 && a->ulValueLen == (CK_ULONG)len &&
-                           memcmp(a->pValue, der, (size_t)len) == 0);
+                           (len == 0 || memcmp(a->pValue, der, (size_t)len) == 0));
 
     OPENSSL_free(der);
     return eq;
@@ -191,6 +191,7 @@ static CK_RV cert_parse(struct cert_req *r, const CK_ATTRIBUTE *t, CK_ULONG n, X
     CK_RV rv = CKR_OK;
     const uint8_t *p;
     uint8_t *der;
+    int len;
 
     for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
         rv = cert_attr(r, &t[i]);
@@ -202,14 +203,18 @@ static CK_RV cert_parse(struct cert_req *r, const CK_ATTRIBUTE *t, CK_ULONG n, X
     *x = r->value->ulValueLen <= 65536 ? d2i_X509(NULL, &p, (long)r->value->ulValueLen) : NULL;
     if (*x == NULL || p != (const uint8_t *)r->value->pValue + r->value->ulValueLen)
         return CKR_ATTRIBUTE_VALUE_INVALID;
+    /* each i2d before same_der reads der (the order of a call's arguments is unspecified) */
     der = NULL;
-    if (!same_der(r->subject, der, i2d_X509_NAME(X509_get_subject_name(*x), &der)))
+    len = i2d_X509_NAME(X509_get_subject_name(*x), &der);
+    if (!same_der(r->subject, der, len))
         return CKR_TEMPLATE_INCONSISTENT;
     der = NULL;
-    if (!same_der(r->issuer, der, i2d_X509_NAME(X509_get_issuer_name(*x), &der)))
+    len = i2d_X509_NAME(X509_get_issuer_name(*x), &der);
+    if (!same_der(r->issuer, der, len))
         return CKR_TEMPLATE_INCONSISTENT;
     der = NULL;
-    if (!same_der(r->serial, der, i2d_ASN1_INTEGER(X509_get0_serialNumber(*x), &der)))
+    len = i2d_ASN1_INTEGER(X509_get0_serialNumber(*x), &der);
+    if (!same_der(r->serial, der, len))
         return CKR_TEMPLATE_INCONSISTENT;
     return CKR_OK;
 }
