@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ctoktest import OPENSSL, assert_ok, describe, run
+from ctoktest import OPENSSL, assert_ok, describe, register_secret, run
 from kmsfixtures import awskms_token, kms_emu  # noqa: F401 (fixture)
 from p11modtest import CLIENT, MODULE, require_module, tool_objects
 
@@ -110,3 +110,20 @@ def test_pkcs11_tool_lists_and_signs_with_kms_keys(kms, tmp_path):
         v = assert_ok(run([OPENSSL, "dgst", "-sha256", "-keyform", "DER", "-verify", pub,
                            "-signature", sig, msg], kms.env()))
         assert "Verified OK" in v.stdout, describe(v)
+
+
+def test_pkcs11_tool_test_passes_on_a_kms_account_with_an_ecdsa_key(ws, tmp_path_factory):
+    """OpenSC's `pkcs11-tool --test --login` on a KMS token (its own emulator: an account that
+    holds one P-256 key) runs its whole sequence without an error. Its signature and decryption
+    tests are RSA-only and say they skip the key; with an RSA key it cannot pass on any KMS: it
+    signs a SHA-1 DigestInfo with CKM_RSA_PKCS, and KMS signs no SHA-1
+    (test_pkcs11_tool_lists_and_signs_with_kms_keys signs with RSA and EC keys)."""
+    from kms_emulator import KmsEmulator
+
+    require_module()
+    with KmsEmulator(tmp_path_factory.mktemp("kms-ec-only"), on_secret=register_secret) as emu:
+        awskms_token(ws, emu)
+        emu.create_key("ECC_NIST_P256", alias="alias/p11-test-ec")
+        p = assert_ok(tool(ws, "--test", "--login"))
+        assert p.stdout.rstrip().endswith("No errors"), describe(p)
+        assert "testing key 0 (p11-test-ec)  -- non-RSA, skipping" in p.stdout, describe(p)
