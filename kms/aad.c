@@ -576,7 +576,7 @@ int ctok_az_token_get(struct ctok_az *a, unsigned long stale_gen, char **tok, un
     pthread_mutex_lock(&a->lock);
     for (;;) {
         time_t now = time(NULL);
-        int busy = a->refreshing == getpid();
+        int busy = a->refreshing == ctok_self_pid();
 
         stale = stale_gen != 0 && a->gen == stale_gen;
         usable = a->token != NULL && now < a->expires && !stale;
@@ -596,7 +596,7 @@ int ctok_az_token_get(struct ctok_az *a, unsigned long stale_gen, char **tok, un
             pthread_cond_timedwait(&a->fetched_cond, &a->lock, &ts);
         }
     }
-    a->refreshing = getpid();
+    a->refreshing = ctok_self_pid();
     pthread_mutex_unlock(&a->lock);
 
     rc = fetch(a, &fresh, &life, o);

@@ -323,14 +323,14 @@ int ctok_aws_creds_get(struct ctok_aws *a, struct ctok_aws_creds *out, int force
         return ok;
     }
     usable = !force && a->cur.secret != NULL && now < a->cur.expires;
-    if (usable && (!due(&a->cur, now) || a->refreshing == getpid())) {
+    if (usable && (!due(&a->cur, now) || a->refreshing == ctok_self_pid())) {
         ok = creds_copy(&a->cur, out);
         pthread_mutex_unlock(&a->lock);
         if (!ok)
             CTOK_ERR(CTOK_R_INTERNAL, "token '%s': out of memory", a->tokname);
         return ok;
     }
-    a->refreshing = getpid();
+    a->refreshing = ctok_self_pid();
     pthread_mutex_unlock(&a->lock);
 
     ok = role_fetch(a, &fresh, &e);

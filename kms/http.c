@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "http.h"
+#include "../store/token.h"
 
 #define POOL_IDLE_MAX 16 /* idle handles kept; more are cleaned up when returned */
 
@@ -102,7 +103,7 @@ struct ctok_http_pool *ctok_http_pool_new(const char *ca_file, long timeout_ms)
         return NULL;
     }
     pthread_mutex_init(&p->lock, NULL);
-    p->pid = getpid();
+    p->pid = ctok_self_pid();
     p->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
     ctok_http_fork_guard(&p->lock, 1);
     return p;
@@ -113,7 +114,7 @@ void ctok_http_pool_free(struct ctok_http_pool *p)
     if (p == NULL)
         return;
     ctok_http_fork_guard(&p->lock, 0);
-    if (p->pid == getpid())
+    if (p->pid == ctok_self_pid())
         for (int i = 0; i < p->n_idle; i++)
             curl_easy_cleanup(p->idle[i]);
     pthread_mutex_destroy(&p->lock);
@@ -127,8 +128,8 @@ static CURL *pool_get(struct ctok_http_pool *p)
     CURL *h = NULL;
 
     pthread_mutex_lock(&p->lock);
-    if (p->pid != getpid()) { /* a child: the parent's handles stay untouched */
-        p->pid = getpid();
+    if (p->pid != ctok_self_pid()) { /* a child: the parent's handles stay untouched */
+        p->pid = ctok_self_pid();
         p->n_idle = 0;
         for (size_t i = 0; i < p->n_fds; i++)
             close(p->fds[i]);
@@ -143,12 +144,12 @@ static CURL *pool_get(struct ctok_http_pool *p)
 static void pool_put(struct ctok_http_pool *p, CURL *h, pid_t owner)
 {
     pthread_mutex_lock(&p->lock);
-    if (owner == p->pid && owner == getpid() && p->n_idle < POOL_IDLE_MAX) {
+    if (owner == p->pid && owner == ctok_self_pid() && p->n_idle < POOL_IDLE_MAX) {
         p->idle[p->n_idle++] = h;
         h = NULL;
     }
     pthread_mutex_unlock(&p->lock);
-    if (h != NULL && owner == getpid())
+    if (h != NULL && owner == ctok_self_pid())
         curl_easy_cleanup(h);
 }
 
@@ -312,7 +313,7 @@ int ctok_http_do(struct ctok_http_pool *p, const struct ctok_http_req *req,
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     struct curl_slist *hdrs;
-    pid_t owner = getpid();
+    pid_t owner = ctok_self_pid();
     CURLcode rc;
     CURL *h;
 

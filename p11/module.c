@@ -243,7 +243,7 @@ static int initialize(struct p11_module *m)
     rv = P11_CALL(m, C_GetInfo, (&m->info));
     if (rv != CKR_OK)
         memset(&m->info, 0, sizeof(m->info));
-    __atomic_store_n(&m->pid, getpid(), __ATOMIC_RELEASE);
+    __atomic_store_n(&m->pid, ctok_self_pid(), __ATOMIC_RELEASE);
     __atomic_store_n(&m->initialized, 1, __ATOMIC_RELEASE);
     __atomic_add_fetch(&m->generation, 1, __ATOMIC_RELEASE); /* read unlocked by reinit */
     CTOK_DBG("pkcs11: %s initialized (Cryptoki %u.%u, generation %u)", m->path,
@@ -345,14 +345,6 @@ struct p11_module *ctok_p11_module_get(const char *library)
 }
 
 /*
- * This process's id, for ready(), which runs on every operation: getpid() is a system call
- * (~0.8 us on the benchmark VM, some 2 % of a SoftHSM ECDSA signature, and ctok's only system
- * call per signature). Set before the first module is registered and anew by the fork child
- * handler, which a child's first call already relies on (it makes the module locks new).
- */
-static pid_t self_pid;
-
-/*
  * fork(): the registry is held across it so the child's copy is whole, and fork() waits until
  * no thread is inside a call into a module (the gate below), so that no child inherits a
  * module mid-call, its own mutexes held by a thread the child does not have (one child in
@@ -435,7 +427,6 @@ static void fork_child(void)
 {
     if (--fork_depth > 0)
         return;
-    __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
     for (size_t i = 0; i < n_modules; i++) {
         pthread_mutex_init(&modules[i]->lock, NULL);
         rwlock_init(&modules[i]->rw);
@@ -447,14 +438,9 @@ static void fork_child(void)
     pthread_mutex_unlock(&modules_lock);
 }
 
+/* Registered once before any module loads, and again after a module's own fork handlers
+ * (see fork_prepare): ctok's prepare handler then runs before them. */
 static void fork_handlers(void)
-{
-    __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
-
-/* After a module's own fork handlers (see fork_prepare): ctok's run before them. */
-static void fork_handlers_again(void)
 {
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
@@ -496,7 +482,7 @@ static struct p11_module *module_get(const char *path)
     if (!load(fresh))
         fresh->f = NULL; /* kept, so that the failure is not retried on every use */
     else
-        fork_handlers_again();
+        fork_handlers();
     pthread_mutex_lock(&modules_lock);
     if ((m = registered(path)) == NULL) {
         struct p11_module **nm = realloc(modules, (n_modules + 1) * sizeof(*nm));
@@ -522,8 +508,7 @@ end:
 static int ready(struct p11_module *m)
 {
     return __atomic_load_n(&m->initialized, __ATOMIC_ACQUIRE) &&
-           __atomic_load_n(&m->pid, __ATOMIC_ACQUIRE) ==
-               __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+           __atomic_load_n(&m->pid, __ATOMIC_ACQUIRE) == ctok_self_pid();
 }
 
 int ctok_p11_enter(struct p11_module *m)
@@ -538,7 +523,7 @@ int ctok_p11_enter(struct p11_module *m)
          */
         pthread_rwlock_wrlock(&m->rw);
         pthread_mutex_lock(&m->lock);
-        if (m->initialized && m->pid != getpid()) {
+        if (m->initialized && m->pid != ctok_self_pid()) {
             CTOK_DBG("pkcs11: fork detected, re-initializing %s", m->path);
             (void)P11_CALL(m, C_Finalize, (NULL));
             __atomic_store_n(&m->initialized, 0, __ATOMIC_RELEASE);
@@ -548,7 +533,7 @@ int ctok_p11_enter(struct p11_module *m)
         pthread_mutex_unlock(&m->lock);
         pthread_rwlock_unlock(&m->rw);
         if (hook)
-            fork_handlers_again(); /* after what the module's C_Initialize registered */
+            fork_handlers(); /* after what the module's C_Initialize registered */
     }
     pthread_rwlock_rdlock(&m->rw);
     if (!m->initialized) {

@@ -83,7 +83,7 @@ static void state_free(void)
  */
 static void forget_parent(void)
 {
-    if (mod.initialized && mod.pid != getpid()) {
+    if (mod.initialized && mod.pid != ctok_self_pid()) {
         mod.initialized = 0;
         mod.ctx = NULL;
         mod.slots = NULL;
@@ -219,7 +219,7 @@ CK_RV mod_C_Initialize(CK_VOID_PTR args)
     if (dbg != NULL && *dbg != '\0' && strcmp(dbg, "0") != 0)
         ctok_debug_on = 1;
     ctok_err_set_sink(err_sink);
-    mod.pid = getpid();
+    mod.pid = ctok_self_pid();
     mod.next_handle = 1;
     rv = load_slots();
     if (rv == CKR_OK)

@@ -15,7 +15,7 @@
 /* The cached handle of key id, referenced, or NULL. tok->lock held. */
 static ctok_key *cached_key(ctok_token *tok, const uint8_t *id, size_t id_len)
 {
-    if (tok->keys_pid != getpid())
+    if (tok->keys_pid != ctok_self_pid())
         return NULL;
     for (size_t i = 0; i < tok->n_keys; i++)
         if (tok->keys[i]->id_len == id_len && memcmp(tok->keys[i]->id, id, id_len) == 0)
@@ -63,9 +63,9 @@ static ctok_key *cache_key(ctok_token *tok, ctok_key *key, unsigned int gen)
     size_t n_old = 0;
 
     pthread_mutex_lock(&tok->lock);
-    if (tok->keys_pid != getpid()) {
+    if (tok->keys_pid != ctok_self_pid()) {
         old = take_keys(tok, &n_old);
-        tok->keys_pid = getpid();
+        tok->keys_pid = ctok_self_pid();
         gen = tok->keys_gen; /* the parent's drops do not concern this process */
     }
     had = cached_key(tok, key->id, key->id_len);

@@ -3,11 +3,32 @@
 #include <string.h>
 #include <strings.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/x509.h>
 
 #include "backend.h"
+
+static pid_t self_pid;
+
+static void self_pid_renew(void)
+{
+    __atomic_store_n(&self_pid, getpid(), __ATOMIC_RELAXED);
+}
+
+/* At load, before any ctok call: every other ctok fork handler is registered after this one,
+ * so in a child this one runs first (glibc runs child handlers in registration order). */
+__attribute__((constructor)) static void self_pid_init(void)
+{
+    self_pid_renew();
+    pthread_atfork(NULL, NULL, self_pid_renew);
+}
+
+pid_t ctok_self_pid(void)
+{
+    return __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+}
 
 const char *ctok_key_type_name(enum ctok_key_type t)
 {
