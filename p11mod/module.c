@@ -11,11 +11,13 @@
 
 #include "p11mod.h"
 
-struct mod_state mod = {.lock = PTHREAD_MUTEX_INITIALIZER};
+struct mod_state mod = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
 /* The last error this thread raised: its reason (for the CKR it maps to) and its text. */
 static __thread int last_reason;
 static __thread char last_msg[512];
+/* The slot this thread entered (mod_enter_slot, mod_enter_session), for mod_leave. */
+static __thread struct mod_slot *entered;
 
 static void err_sink(int reason, const char *file, int line, const char *func, const char *fmt,
                      va_list ap)
@@ -57,7 +59,7 @@ void mod_pad(CK_UTF8CHAR *dst, size_t dstlen, const char *s)
     memcpy(dst, s, n < dstlen ? n : dstlen);
 }
 
-/* Everything the module holds, lock held. */
+/* Everything the module holds, the module's lock held and no thread in a slot. */
 static void state_free(void)
 {
     mod_sessions_free();
@@ -66,6 +68,7 @@ static void state_free(void)
         free(mod.slots[i].mechs);
         free(mod.slots[i].mech_info);
         free(mod.slots[i].dec_seen);
+        pthread_mutex_destroy(&mod.slots[i].lock);
     }
     free(mod.slots);
     mod.slots = NULL;
@@ -90,6 +93,8 @@ static void forget_parent(void)
         mod.n_slots = 0;
         mod.sessions = NULL;
         mod.n_sessions = 0;
+        __atomic_store_n(&mod.users, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&mod.finalizing, 0, __ATOMIC_SEQ_CST);
     }
 }
 
@@ -99,12 +104,16 @@ static void forget_parent(void)
  * parent's state anyway, forget_parent). The lock is not taken around fork(): a thread may
  * hold it while it waits to enter a token's PKCS#11 module (a login, a key load), and fork()
  * waits for no thread to be inside such a module first (p11/module.c, fork_prepare), so taking
- * it there would wait for that thread forever. glibc drops the handler when the module is
- * unloaded.
+ * it there would wait for that thread forever. The same holds for the slots' locks, which a
+ * thread holds across a login or a key load: no handler takes one, and the child needs none
+ * made new, as it drops the parent's slots with their locks (its C_Initialize makes its own).
+ * glibc drops the handler when the module is unloaded.
  */
 static void fork_child(void)
 {
     pthread_mutex_init(&mod.lock, NULL);
+    pthread_cond_init(&mod.idle, NULL);
+    entered = NULL;
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -117,18 +126,51 @@ static void atfork_register(void)
 CK_RV mod_enter(void)
 {
     last_reason = 0; /* what a failure of this call maps to is what it raises */
+    entered = NULL;
     pthread_mutex_lock(&mod.lock);
     forget_parent();
-    if (!mod.initialized) {
+    if (!mod.initialized || __atomic_load_n(&mod.finalizing, __ATOMIC_SEQ_CST)) {
         pthread_mutex_unlock(&mod.lock);
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
     return CKR_OK;
 }
 
-void mod_leave(void)
+void mod_tables_lock(void)
+{
+    pthread_mutex_lock(&mod.lock);
+}
+
+void mod_tables_unlock(void)
 {
     pthread_mutex_unlock(&mod.lock);
+}
+
+/*
+ * Out of the slot: its lock released, then the thread no more a user. The last user out while
+ * C_Finalize waits wakes it; the count is read after the flag is set (both sequentially
+ * consistent), so either this thread sees the flag or C_Finalize sees the count at 0.
+ */
+static void slot_leave(struct mod_slot *slot)
+{
+    pthread_mutex_unlock(&slot->lock);
+    if (__atomic_sub_fetch(&mod.users, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&mod.finalizing, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&mod.lock);
+        pthread_cond_broadcast(&mod.idle);
+        pthread_mutex_unlock(&mod.lock);
+    }
+}
+
+void mod_leave(void)
+{
+    struct mod_slot *slot = entered;
+
+    entered = NULL;
+    if (slot != NULL)
+        slot_leave(slot);
+    else
+        pthread_mutex_unlock(&mod.lock);
 }
 
 struct mod_slot *mod_slot_get(CK_SLOT_ID id)
@@ -136,7 +178,7 @@ struct mod_slot *mod_slot_get(CK_SLOT_ID id)
     return id < mod.n_slots ? &mod.slots[id] : NULL;
 }
 
-CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot)
+CK_RV mod_enter_tables_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot)
 {
     CK_RV rv;
 
@@ -151,8 +193,35 @@ CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot)
     return CKR_OK;
 }
 
+/* From the module's lock into slot: counted a user first (C_Finalize frees no slot while a
+ * thread waits for its lock), the module's lock released before the slot's is awaited. */
+static void slot_enter(struct mod_slot *slot)
+{
+    __atomic_add_fetch(&mod.users, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&mod.lock);
+    pthread_mutex_lock(&slot->lock);
+    entered = slot;
+}
+
+CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot)
+{
+    CK_RV rv;
+
+    if ((rv = mod_enter_tables_slot(id, out, slot)) != CKR_OK)
+        return rv;
+    slot_enter(*slot);
+    return CKR_OK;
+}
+
+/*
+ * A session is closed only in its slot (C_CloseSession, C_CloseAllSessions), which counts the
+ * closes: when none happened between the look-up and the slot's lock, the session is still
+ * there and stays while this thread is in the slot; else it is looked up again.
+ */
 CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s)
 {
+    struct mod_slot *slot;
+    unsigned int closes;
     CK_RV rv;
 
     if ((rv = mod_enter()) != CKR_OK)
@@ -160,6 +229,18 @@ CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s)
     if ((*s = mod_session_get(h)) == NULL) {
         mod_leave();
         return CKR_SESSION_HANDLE_INVALID;
+    }
+    slot = mod_slot_get((*s)->slot);
+    closes = __atomic_load_n(&slot->closes, __ATOMIC_ACQUIRE);
+    slot_enter(slot);
+    if (__atomic_load_n(&slot->closes, __ATOMIC_ACQUIRE) != closes) {
+        mod_tables_lock();
+        *s = mod_session_get(h);
+        mod_tables_unlock();
+        if (*s == NULL) {
+            mod_leave();
+            return CKR_SESSION_HANDLE_INVALID;
+        }
     }
     return CKR_OK;
 }
@@ -194,9 +275,11 @@ static CK_RV load_slots(void)
     mod.slots = calloc(n > 0 ? n : 1, sizeof(*mod.slots));
     if (mod.slots == NULL)
         return CKR_HOST_MEMORY;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_init(&mod.slots[i].lock, NULL);
         mod.slots[i].tok = ctok_ctx_token_at(mod.ctx, i);
-    mod.n_slots = n;
+        mod.n_slots = i + 1; /* state_free destroys the locks made */
+    }
     return CKR_OK;
 }
 
@@ -238,7 +321,13 @@ CK_RV mod_C_Finalize(CK_VOID_PTR reserved)
         return CKR_ARGUMENTS_BAD;
     if ((rv = mod_enter()) != CKR_OK)
         return rv;
+    /* no new call starts; those in a slot end first (what runs outside any lock, a signature
+     * taken out of its session or a key generation, is the application's to end first) */
+    __atomic_store_n(&mod.finalizing, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&mod.users, __ATOMIC_SEQ_CST) > 0)
+        pthread_cond_wait(&mod.idle, &mod.lock);
     state_free();
+    __atomic_store_n(&mod.finalizing, 0, __ATOMIC_SEQ_CST);
     mod_leave();
     return CKR_OK;
 }
@@ -289,7 +378,7 @@ CK_RV mod_C_GetSlotInfo(CK_SLOT_ID id, CK_SLOT_INFO_PTR info)
     char desc[128];
     CK_RV rv;
 
-    if ((rv = mod_enter_slot(id, info, &slot)) != CKR_OK)
+    if ((rv = mod_enter_tables_slot(id, info, &slot)) != CKR_OK)
         return rv;
     memset(info, 0, sizeof(*info));
     snprintf(desc, sizeof(desc), "ctok token '%s' (%s)", ctok_token_name(slot->tok),
@@ -332,7 +421,7 @@ CK_RV mod_C_GetTokenInfo(CK_SLOT_ID id, CK_TOKEN_INFO_PTR info)
     char serial[17];
     CK_RV rv;
 
-    if ((rv = mod_enter_slot(id, info, &slot)) != CKR_OK)
+    if ((rv = mod_enter_tables_slot(id, info, &slot)) != CKR_OK)
         return rv;
     memset(info, 0, sizeof(*info));
     mod_pad(info->label, sizeof(info->label), ctok_token_name(slot->tok));

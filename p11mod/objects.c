@@ -276,14 +276,6 @@ static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_
     return bytes_val(v, list, n * sizeof(*list));
 }
 
-/* CKA_SIGN, CKA_DECRYPT of a private key: its type does op with mech on this slot and its
- * token lets it. Objects loaded. */
-/* The token layer's usage bit of a PKCS#11 operation. */
-static unsigned int use_of(CK_FLAGS op)
-{
-    return op == CKF_SIGN ? CTOK_USE_SIGN : op == CKF_DECRYPT ? CTOK_USE_DECRYPT : CTOK_USE_DERIVE;
-}
-
 /* CKA_SIGN, CKA_DECRYPT, CKA_DERIVE of o: a private key whose type does op with a mechanism the
  * slot offers for op (any signs), narrowed by its token's usage. Objects loaded. */
 static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o, CK_FLAGS op)
@@ -296,7 +288,7 @@ static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj 
     for (size_t i = 0; o->cls == CKO_PRIVATE_KEY && !yes && i < slot->n_mechs; i++)
         yes = (slot->mech_info[i].flags & op) && mod_key_type_can(o->key_type, slot->mechs[i], op);
     if (yes && (key = priv_key(slot, o)) != NULL) {
-        yes = (ctok_key_usage(key) & use_of(op)) != 0;
+        yes = (ctok_key_usage(key) & mod_use_of(op)) != 0;
         ctok_key_unref(key);
     }
     return bool_val(v, yes);
@@ -587,7 +579,10 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
     for (size_t i = 0; i < slot->n_objs; i++)
         if (matches(slot, &slot->objs[i], tmpl, n))
             s->found[s->n_found++] = slot->objs[i].handle;
-    if ((rv = mod_sobjs_find(s, tmpl, n)) != CKR_OK) {
+    mod_tables_lock(); /* the slot's other sessions' objects too */
+    rv = mod_sobjs_find(s, tmpl, n);
+    mod_tables_unlock();
+    if (rv != CKR_OK) {
         mod_find_clear(s);
         goto end;
     }
@@ -646,7 +641,9 @@ CK_RV C_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE oh, CK_ATTRIBUTE
     if ((rv = enter_objects(h, &s, &slot)) != CKR_OK)
         return rv;
     if ((o = mod_object_get(slot, oh)) == NULL) {
-        rv = mod_sobj_attributes(s, oh, tmpl, n); /* a session object, or none */
+        mod_tables_lock(); /* a session object of any session of the slot, or none */
+        rv = mod_sobj_attributes(s, oh, tmpl, n);
+        mod_tables_unlock();
         goto end;
     }
     for (CK_ULONG i = 0; i < n; i++) {

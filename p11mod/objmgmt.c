@@ -32,18 +32,12 @@ CK_RV mod_enter_changed(CK_SESSION_HANDLE h, CK_SLOT_ID id, struct mod_slot **sl
     struct mod_session *s;
     CK_RV rv;
 
-    if ((rv = mod_enter()) != CKR_OK)
-        return rv;
-    if ((*slot = mod_slot_get(id)) == NULL) {
-        mod_leave();
-        return CKR_SESSION_CLOSED;
-    }
+    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
+        /* closed by another thread while the token worked */
+        return rv == CKR_SESSION_HANDLE_INVALID ? CKR_SESSION_CLOSED : rv;
+    *slot = mod_slot_get(id);
     (*slot)->have_objs = 0;
-    if ((s = mod_session_get(h)) == NULL || s->slot != id)
-        rv = CKR_SESSION_CLOSED; /* by another thread, while the token worked */
-    else
-        rv = mod_objects_load(*slot);
-    if (rv != CKR_OK)
+    if ((rv = mod_objects_load(*slot)) != CKR_OK)
         mod_leave();
     return rv;
 }
@@ -89,7 +83,9 @@ CK_RV C_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE oh)
     /* a session object (a derived key) goes in any session, read-only too (PKCS#11 5.7) */
     if ((rv = mod_enter_session(h, &s)) != CKR_OK)
         return rv;
+    mod_tables_lock();
     rv = p11mod_session_object_destroy(s, oh);
+    mod_tables_unlock();
     mod_leave();
     if (rv != CKR_OBJECT_HANDLE_INVALID)
         return rv;
@@ -147,9 +143,8 @@ static CK_RV cert_attr(struct cert_req *r, const CK_ATTRIBUTE *a)
         return rv;
     switch (a->type) {
     case CKA_CERTIFICATE_TYPE:
-        if (a->ulValueLen != sizeof(v))
-            return CKR_ATTRIBUTE_VALUE_INVALID;
-        memcpy(&v, a->pValue, sizeof(v));
+        if ((rv = mod_attr_ulong(a, &v)) != CKR_OK)
+            return rv;
         r->has_type = 1;
         return v == CKC_X_509 ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
     case CKA_VALUE:

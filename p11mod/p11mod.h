@@ -44,7 +44,12 @@ struct mod_dec_seen {
     CK_RV rv;  /* CKR_OK: the token does it; else what C_DecryptInit answers */
 };
 
+/* A slot: its lock guards what follows tok (tok never changes while the module is
+ * initialized) and its sessions' contents; logged_in is written with the module's lock held
+ * too, so C_GetSessionInfo reads it with that lock alone. */
 struct mod_slot {
+    pthread_mutex_t lock;
+    unsigned int closes; /* sessions of the slot closed so far (atomic; mod_enter_session) */
     ctok_token *tok;
     int logged_in;
     int have_objs; /* objs reflect the current login state */
@@ -106,32 +111,52 @@ struct mod_session {
     size_t n_sobjs;
 };
 
-/* The module's state: lock held for every read or change of it. */
+/*
+ * The module's state. Two kinds of lock (docs/DESIGN.md, "A lock per slot"): the module's lock
+ * guards the tables (initialized, slots, sessions, the session table's membership) and is held
+ * briefly; each slot's lock guards that slot and the contents of its sessions, and is held
+ * across the slot's slow work (a login, an activation, an object load or refresh, a key
+ * listing or load). Order: a slot's lock before the module's, never a slot's lock awaited with
+ * the module's held, never two slots' locks at once. C_Finalize waits for the threads in a
+ * slot (users) before it frees anything.
+ */
 struct mod_state {
     pthread_mutex_t lock;
+    pthread_cond_t idle; /* users fell to 0 while finalizing */
     int initialized;
+    int finalizing;     /* C_Finalize waits for users: no new call starts */
+    unsigned int users; /* threads in (or waiting for) a slot's lock (atomic) */
     pid_t pid;
     ctok_ctx *ctx;
     struct mod_slot *slots;
     size_t n_slots;
     struct mod_session **sessions;
     size_t n_sessions;
-    CK_ULONG next_handle; /* sessions and objects */
+    _Atomic CK_ULONG next_handle; /* sessions and objects; taken under either kind of lock */
 };
 extern struct mod_state mod;
 
-/* Lock held, module initialized in this process: CKR_OK, else the code to return (lock
- * released). */
+/* The module's lock held, module initialized in this process: CKR_OK, else the code to return
+ * (lock released). */
 CK_RV mod_enter(void);
+/* Leaves what mod_enter, mod_enter_tables_slot, mod_enter_slot or mod_enter_session took. */
 void mod_leave(void);
-/* mod_enter, and the slot of id; out: the caller's output (NULL: CKR_ARGUMENTS_BAD). On
- * failure the lock is not held. */
+/* mod_enter, and the slot of id, for what never changes of a slot (its token) and the module's
+ * tables; out: the caller's output (NULL: CKR_ARGUMENTS_BAD). On failure no lock is held. */
+CK_RV mod_enter_tables_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot);
+/* The slot of id entered: its lock held, the module's not; out as above. On failure no lock
+ * is held. */
 CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot);
-/* mod_enter, and the session of h; on failure the lock is not held. */
+/* The slot of session h entered (its lock held, the module's not): the session stays while the
+ * thread is in its slot. On failure no lock is held. */
 CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s);
-/* The slot of an id (lock held), or NULL. */
+/* The module's lock taken and released inside a slot (the tables: mod_session_get, the
+ * sessions of a slot). */
+void mod_tables_lock(void);
+void mod_tables_unlock(void);
+/* The slot of an id, or NULL (the module's lock held, or in a slot). */
 struct mod_slot *mod_slot_get(CK_SLOT_ID id);
-/* The session of a handle (lock held), or NULL. */
+/* The session of a handle (the module's lock held), or NULL. */
 struct mod_session *mod_session_get(CK_SESSION_HANDLE h);
 /* The CKR a failed token-layer call maps to, from the reason it raised. */
 CK_RV mod_rv_from_error(CK_RV fallback);
@@ -139,14 +164,14 @@ CK_RV mod_rv_from_error(CK_RV fallback);
 void mod_pad(CK_UTF8CHAR *dst, size_t dstlen, const char *s);
 
 /* objects.c */
-/* Refreshes the slot's objects for its login state (lock held). */
+/* Refreshes the slot's objects for its login state (in the slot). */
 CK_RV mod_objects_load(struct mod_slot *slot);
 void mod_objects_free(struct mod_slot *slot);
 struct mod_obj *mod_object_get(struct mod_slot *slot, CK_OBJECT_HANDLE h);
 void mod_find_clear(struct mod_session *s);
 /* Does a key of type kt do op (CKF_SIGN, CKF_DECRYPT) with mech? */
 int mod_key_type_can(enum ctok_key_type kt, CK_MECHANISM_TYPE mech, CK_FLAGS op);
-/* The object of class cls with this id (and label; NULL: any), objects loaded (lock held). */
+/* The object of class cls with this id (and label; NULL: any), objects loaded (in the slot). */
 struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, const uint8_t *id,
                                 size_t id_len, const char *label);
 
@@ -155,7 +180,7 @@ struct mod_obj *mod_object_find(struct mod_slot *slot, CK_OBJECT_CLASS cls, cons
  * CKR_ARGUMENTS_BAD): CKR_OPERATION_ACTIVE while one runs. On failure the lock is not held. */
 CK_RV mod_enter_op(CK_SESSION_HANDLE h, const CK_MECHANISM *m, CK_FLAGS op, struct mod_session **s);
 void mod_sessions_free(void);
-/* A token whose code its configuration names, activated with it on first need (lock held):
+/* A token whose code its configuration names, activated with it on first need (in the slot):
  * 1 active, 0 not (the cause kept as the module's last error; C_Login, which tries again, says
  * it). Tried once per initialization: a refused activation is not repeated at every find. */
 int mod_activate(struct mod_slot *slot);
@@ -186,12 +211,15 @@ struct mod_obj *mod_object_labelled(struct mod_slot *slot, CK_OBJECT_CLASS cls, 
 CK_RV mod_attr_label(const CK_ATTRIBUTE *a, char **label);
 /* CKA_CLASS (must be cls), CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_ID (empty), and management
  * wishes; *taken 0 for any other attribute. */
+/* A CK_ULONG template attribute: CKR_ATTRIBUTE_VALUE_INVALID unless it is one (keygen.c). */
+CK_RV mod_attr_ulong(const CK_ATTRIBUTE *a, CK_ULONG *v);
 CK_RV mod_attr_common(const CK_ATTRIBUTE *a, CK_OBJECT_CLASS cls, char **label, int *taken);
 
 /* decrypt.c */
 void mod_decrypt_clear(struct mod_decrypt *op);
 
-/* derive.c: session objects (lock held) */
+/* derive.c: session objects (in the slot; mod_sobjs_find, mod_sobj_attributes and
+ * p11mod_session_object_destroy look at the slot's other sessions: the module's lock too) */
 /* Frees (zeroized) the session's objects; private_only: those with CKA_PRIVATE (logout). */
 void mod_sobjs_free(struct mod_session *s, int private_only);
 /* The handles of session objects of s's slot matching tmpl, appended to s->found. */
@@ -219,15 +247,17 @@ CK_RV mod_C_GetTokenInfo(CK_SLOT_ID, CK_TOKEN_INFO_PTR);
 int mod_protected_path(const ctok_token *tok);
 /* CKF_LOGIN_REQUIRED: the token's code is typed (a config's code is the module's to use). */
 int mod_login_required(const ctok_token *tok);
-/* The slot's mechanisms into slot->mechs and ->mech_info (lock held). */
+/* The slot's mechanisms into slot->mechs and ->mech_info (in the slot). */
 CK_RV mod_mechs_load(struct mod_slot *slot);
-/* Forgets mechanisms taken from the keys seen, when what is seen changes (lock held). */
+/* Forgets mechanisms taken from the keys seen, when what is seen changes (in the slot). */
 void mod_mechs_forget(struct mod_slot *slot);
 int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op,
                       CK_MECHANISM_INFO *info);
 /* Does the key's token let it do op (CKF_SIGN, CKF_DECRYPT, CKF_DERIVE) with mech? CKR_OK,
  * CKR_KEY_FUNCTION_NOT_PERMITTED (its usage) or CKR_MECHANISM_INVALID (its allowed list). */
 CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op);
+/* The token layer's usage bit (CTOK_USE_*) of a PKCS#11 operation (CKF_SIGN, _DECRYPT, _DERIVE). */
+unsigned int mod_use_of(CK_FLAGS op);
 CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
 CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
 CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);

@@ -50,6 +50,7 @@ void mod_sessions_free(void)
     mod.n_sessions = 0;
 }
 
+/* The module's lock held. */
 static size_t slot_sessions(CK_SLOT_ID id)
 {
     size_t n = 0;
@@ -65,6 +66,7 @@ static size_t slot_sessions(CK_SLOT_ID id)
  * layer, which keeps its code as for the provider: the next C_Login's PIN is checked against
  * that code, never sent to the token again. (Deactivating would not do: a PKCS#11 backend's
  * sessions stay logged in, and the token answered a wrong PIN with CKR_USER_ALREADY_LOGGED_IN.)
+ * In the slot, the module's lock held.
  */
 static void slot_logout(struct mod_slot *slot)
 {
@@ -86,7 +88,8 @@ CK_RV C_OpenSession(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY no
     (void)app, (void)notify;
     if (!(flags & CKF_SERIAL_SESSION))
         return CKR_SESSION_PARALLEL_NOT_SUPPORTED;
-    if ((rv = mod_enter_slot(id, out, &slot)) != CKR_OK)
+    /* the module's tables only: a slot busy logging in does not hold up a new session */
+    if ((rv = mod_enter_tables_slot(id, out, &slot)) != CKR_OK)
         return rv;
     s = calloc(1, sizeof(*s));
     list = realloc(mod.sessions, (mod.n_sessions + 1) * sizeof(*list));
@@ -106,12 +109,13 @@ CK_RV C_OpenSession(CK_SLOT_ID id, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY no
     return CKR_OK;
 }
 
-/* Lock held. */
+/* In the session's slot, the module's lock held. */
 static void close_at(size_t i)
 {
     struct mod_session *s = mod.sessions[i];
     CK_SLOT_ID id = s->slot;
 
+    __atomic_add_fetch(&mod_slot_get(id)->closes, 1, __ATOMIC_RELEASE);
     session_free(s);
     mod.sessions[i] = mod.sessions[--mod.n_sessions];
     if (slot_sessions(id) == 0)
@@ -120,19 +124,20 @@ static void close_at(size_t i)
 
 CK_RV C_CloseSession(CK_SESSION_HANDLE h)
 {
+    struct mod_session *s;
     CK_RV rv;
 
-    if ((rv = mod_enter()) != CKR_OK)
+    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
         return rv;
-    rv = CKR_SESSION_HANDLE_INVALID;
+    mod_tables_lock();
     for (size_t i = 0; i < mod.n_sessions; i++)
-        if (mod.sessions[i]->handle == h) {
+        if (mod.sessions[i] == s) {
             close_at(i);
-            rv = CKR_OK;
             break;
         }
+    mod_tables_unlock();
     mod_leave();
-    return rv;
+    return CKR_OK;
 }
 
 CK_RV C_CloseAllSessions(CK_SLOT_ID id)
@@ -142,9 +147,11 @@ CK_RV C_CloseAllSessions(CK_SLOT_ID id)
 
     if ((rv = mod_enter_slot(id, &id, &slot)) != CKR_OK)
         return rv;
+    mod_tables_lock();
     for (size_t i = mod.n_sessions; i-- > 0;)
         if (mod.sessions[i]->slot == id)
             close_at(i);
+    mod_tables_unlock();
     mod_leave();
     return CKR_OK;
 }
@@ -157,8 +164,13 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 
     if (info == NULL)
         return CKR_ARGUMENTS_BAD;
-    if ((rv = mod_enter_session(h, &s)) != CKR_OK)
+    /* the module's lock only (logged_in is written under both): not held up by a slow login */
+    if ((rv = mod_enter()) != CKR_OK)
         return rv;
+    if ((s = mod_session_get(h)) == NULL) {
+        mod_leave();
+        return CKR_SESSION_HANDLE_INVALID;
+    }
     user = mod_slot_get(s->slot)->logged_in;
     info->slotID = s->slot;
     info->flags = s->flags;
@@ -171,7 +183,7 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
     return CKR_OK;
 }
 
-/* Lock held: logins of one slot never run side by side. */
+/* In the slot: logins of one slot never run side by side, other slots' go on meanwhile. */
 static CK_RV login(struct mod_slot *slot, const CK_UTF8CHAR *pin, CK_ULONG len)
 {
     char code[CTOK_MAX_CODE + 1];
@@ -222,7 +234,9 @@ CK_RV C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_UL
     else if ((slot = mod_slot_get(s->slot))->logged_in)
         rv = CKR_USER_ALREADY_LOGGED_IN;
     else if ((rv = login(slot, pin, len)) == CKR_OK) {
+        mod_tables_lock();
         slot->logged_in = 1;
+        mod_tables_unlock();
         slot->have_objs = 0;
     }
     mod_leave();
@@ -237,10 +251,13 @@ CK_RV C_Logout(CK_SESSION_HANDLE h)
 
     if ((rv = mod_enter_session(h, &s)) != CKR_OK)
         return rv;
-    if (!(slot = mod_slot_get(s->slot))->logged_in)
+    if (!(slot = mod_slot_get(s->slot))->logged_in) {
         rv = CKR_USER_NOT_LOGGED_IN;
-    else
+    } else {
+        mod_tables_lock();
         slot_logout(slot);
+        mod_tables_unlock();
+    }
     mod_leave();
     return rv;
 }

@@ -255,7 +255,9 @@ int ctok_file_lock(const char *path);
 void ctok_file_unlock(const char *path, int fd);
 
 /* Fault hooks for tests: CTOK_TEST_STOP_AT=<point> stops the process there;
- * CTOK_TEST_DELAY_AT=<point>:<ms> delays every pass there but the first. */
+ * CTOK_TEST_DELAY_AT=<point>:<ms> delays every pass there but the first;
+ * CTOK_TEST_WAIT_AT=<point>:<dir> holds the process's first pass there (that thread only)
+ * until <dir>/go exists, <dir>/reached made on arrival (at most 60 s). */
 void ctok_test_point(const char *point);
 
 /* token.c: forgets the cached key handles (keys generated or removed, a PKCS#11 reconnect);
