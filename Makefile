@@ -69,7 +69,8 @@ ASAN_RT      = $$(gcc -print-file-name=libasan.so)
 TSAN_RT      = $$(gcc -print-file-name=libtsan.so)
 # The suite's concurrency tests: threaded signing (p11_sign_loop, bench driver) and forks.
 TSAN_TESTS  ?= tests/test_threads.py tests/test_p11_faults.py tests/test_p11_crypto.py \
-               tests/test_kms_call.py tests/test_p11mod_crypto.py
+               tests/test_kms_call.py tests/test_p11mod_crypto.py \
+               tests/test_p11mod_slots.py tests/test_p11mod_api.py tests/test_p11mod_fork.py
 TSAN_SELECT ?= thread or fork or child
 # The openssl CLI runs through ctok's decoder, lookup and signing here; valgrind sees what
 # libcrypto writes into ctok's buffers, which ASan cannot.

@@ -41,7 +41,7 @@ OTHER = {"slot_list": "OK", "slots": 2, "session_info": "OK", "token_info_0": "O
          "session_info_0": "OK"}
 
 
-def test_a_login_held_on_one_slot_lets_another_slot_find_and_sign(two_slots, tmp_path):
+def test_a_login_held_on_one_slot_lets_a_thread_on_another_slot_find_and_sign(two_slots, tmp_path):
     ws, slow = two_slots
     ws.set_token_fields(slow, auth={"prompt": True})  # slot 0's code is typed: C_Login
     r = held(ws, "login", tmp_path)
@@ -50,7 +50,7 @@ def test_a_login_held_on_one_slot_lets_another_slot_find_and_sign(two_slots, tmp
     assert r["a"] == "OK", r  # the held login ends well once let go
 
 
-def test_an_activation_held_on_one_slot_lets_another_slot_find_and_sign(two_slots, tmp_path):
+def test_an_activation_held_on_one_slot_lets_a_thread_on_another_slot_find_and_sign(two_slots, tmp_path):
     # slot 0's code is its config's: its first find activates it, held at the login
     ws, _ = two_slots
     r = held(ws, "find", tmp_path)
