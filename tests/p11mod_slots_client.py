@@ -3,7 +3,7 @@
 (CTOK_TEST_WAIT_AT=token-login:<dir>) until the test creates <dir>/go; meanwhile another
 thread works on slot 1 and on the module's tables. No timing: the order of events decides.
 
-    p11mod_slots_client.py MODULE login|find DIR LABEL   (slot 0's PIN on stdin)
+    p11mod_slots_client.py MODULE login|find|finalize DIR LABEL   (slot 0's PIN on stdin)
 """
 
 import ctypes as C
@@ -36,7 +36,7 @@ def slow_work(m, how, pin, out):
     """slot 0's work, held at the token's login: a C_Login with the PIN, or a find of private
     keys, which activates a token whose code its config names."""
     app = session(m, 0)
-    if how == "login":
+    if how in ("login", "finalize"):
         b = C.create_string_buffer(pin.encode(), len(pin))
         out["a"] = rv(m.Login(app.h, CKU_USER, b, len(pin)))
     else:
@@ -61,6 +61,21 @@ def other_slot(m, label, out):
     out["session_info_0"] = rv(m.GetSessionInfo(a0.h, C.byref(info)))
 
 
+def finalize_waits(m, out):
+    """C_Finalize while slot 0's login is held: the module refuses new calls at once, and
+    C_Finalize itself returns only once the held login is out of its slot."""
+    t = threading.Thread(target=lambda: out.update(finalize=rv(m.Finalize(None))), daemon=True)
+    t.start()
+    n = C.c_ulong()
+    for _ in range(BOUND * 100):  # until C_Finalize has begun (bounded)
+        if rv(m.GetSlotList(0, None, C.byref(n))) == "CRYPTOKI_NOT_INITIALIZED":
+            out["refused_meanwhile"] = True
+            break
+        threading.Event().wait(0.01)
+    out["finalize_waited"] = t.is_alive()
+    out["thread"] = t
+
+
 def main():
     m, how, wait_dir, label = Module(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     pin = sys.stdin.readline().rstrip("\n")
@@ -75,6 +90,18 @@ def main():
             res["reached"] = True
             break
         threading.Event().wait(0.01)
+    if how == "finalize":
+        finalize_waits(m, b)
+        t = b.pop("thread")
+        res["b"] = dict(b)  # before the held login goes on
+        open(go, "w").close()
+        ta.join(BOUND)
+        t.join(BOUND)
+        res["a"], res["finalize"] = a.get("a", "still held"), b.get("finalize", "still waiting")
+        res["initialize_again"] = rv(m.Initialize(None))
+        print(json.dumps(res))
+        sys.stdout.flush()
+        os._exit(0)
     tb = threading.Thread(target=other_slot, args=(m, label, b), daemon=True)
     tb.start()
     tb.join(BOUND)

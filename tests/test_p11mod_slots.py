@@ -57,3 +57,15 @@ def test_an_activation_held_on_one_slot_lets_a_thread_on_another_slot_find_and_s
     assert r["reached"], r
     assert r["b_done_while_a_held"] and r["b"] == OTHER, r
     assert r["a"] == 1, r
+
+
+def test_finalize_in_a_thread_waits_for_a_login_held_on_a_slot(two_slots, tmp_path):
+    # the rule: C_Finalize refuses new calls at once, frees nothing while a thread is in a
+    # slot, and returns once that thread is out; the held login ends well
+    ws, slow = two_slots
+    ws.set_token_fields(slow, auth={"prompt": True})
+    r = held(ws, "finalize", tmp_path)
+    assert r["reached"], r
+    assert r["b"] == {"refused_meanwhile": True, "finalize_waited": True}, r
+    assert r["a"] == "OK" and r["finalize"] == "OK", r
+    assert r["initialize_again"] == "OK", r
