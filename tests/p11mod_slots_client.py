@@ -3,7 +3,7 @@
 (CTOK_TEST_WAIT_AT=token-login:<dir>) until the test creates <dir>/go; meanwhile another
 thread works on slot 1 and on the module's tables. No timing: the order of events decides.
 
-    p11mod_slots_client.py MODULE login|find|finalize DIR LABEL   (slot 0's PIN on stdin)
+    p11mod_slots_client.py MODULE login|find|finalize|fork DIR LABEL   (slot 0's PIN on stdin)
 """
 
 import ctypes as C
@@ -36,7 +36,7 @@ def slow_work(m, how, pin, out):
     """slot 0's work, held at the token's login: a C_Login with the PIN, or a find of private
     keys, which activates a token whose code its config names."""
     app = session(m, 0)
-    if how in ("login", "finalize"):
+    if how in ("login", "finalize", "fork"):
         b = C.create_string_buffer(pin.encode(), len(pin))
         out["a"] = rv(m.Login(app.h, CKU_USER, b, len(pin)))
     else:
@@ -76,6 +76,39 @@ def finalize_waits(m, out):
     out["thread"] = t
 
 
+def fork_child_runs(m, label, out):
+    """fork() while slot 0's login is held in another thread (its slot lock taken, a user
+    counted): the child, whose copy of that thread never goes on, initializes the module again,
+    finds and signs on both slots and finalizes, none of it waiting for the parent's thread."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        child = {"init": rv(m.Initialize(None))}
+        try:
+            for slot in (0, 1):
+                app = session(m, slot)
+                child["find_%d" % slot] = len(app.find(cls=CKO_PRIVATE_KEY))
+            key = app.find(cls=CKO_PRIVATE_KEY, label=label)
+            child["sign_1"] = app.sign(key[0], "ECDSA_SHA256", b"child")[0] if key else "no key"
+            child["finalize"] = rv(m.Finalize(None))
+        except AssertionError as e:
+            child["error"] = repr(e)
+        os.write(w, json.dumps(child).encode())
+        os._exit(0)
+    os.close(w)
+    for _ in range(BOUND * 100):  # the child's end (bounded; a hung child is killed)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            break
+        threading.Event().wait(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        out["child"] = "hung"
+    data = os.read(r, 65536)
+    out.setdefault("child", json.loads(data or b"{}"))
+
+
 def main():
     m, how, wait_dir, label = Module(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     pin = sys.stdin.readline().rstrip("\n")
@@ -90,6 +123,16 @@ def main():
             res["reached"] = True
             break
         threading.Event().wait(0.01)
+    if how == "fork":
+        fork_child_runs(m, label, b)
+        res["b"] = b
+        res["b_done_while_a_held"] = ta.is_alive()
+        open(go, "w").close()
+        ta.join(BOUND)
+        res["a"] = a.get("a", "still held")
+        print(json.dumps(res))
+        sys.stdout.flush()
+        os._exit(0)
     if how == "finalize":
         finalize_waits(m, b)
         t = b.pop("thread")

@@ -69,3 +69,15 @@ def test_finalize_in_a_thread_waits_for_a_login_held_on_a_slot(two_slots, tmp_pa
     assert r["b"] == {"refused_meanwhile": True, "finalize_waited": True}, r
     assert r["a"] == "OK" and r["finalize"] == "OK", r
     assert r["initialize_again"] == "OK", r
+
+
+def test_a_child_forked_while_a_thread_holds_a_slot_initializes_and_signs(two_slots, tmp_path):
+    # no fork handler takes a slot's lock; the child drops the parent's slots (one of them
+    # locked by a thread the child does not have) and counts no thread in a slot
+    ws, slow = two_slots
+    ws.set_token_fields(slow, auth={"prompt": True})
+    r = held(ws, "fork", tmp_path)
+    assert r["reached"] and r["b_done_while_a_held"], r
+    assert r["b"]["child"] == {"init": "OK", "find_0": 0, "find_1": 1, "sign_1": "OK",
+                               "finalize": "OK"}, r
+    assert r["a"] == "OK", r
