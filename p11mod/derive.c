@@ -63,14 +63,6 @@ static void set(struct mod_sobj *o, CK_ATTRIBUTE_TYPE t, int on)
 
 /* ---- the derive template ---- */
 
-static CK_RV ulong_of(const CK_ATTRIBUTE *a, CK_ULONG *x)
-{
-    if (a->ulValueLen != sizeof(CK_ULONG))
-        return CKR_ATTRIBUTE_VALUE_INVALID;
-    memcpy(x, a->pValue, sizeof(*x));
-    return CKR_OK;
-}
-
 static CK_RV bytes_of(const CK_ATTRIBUTE *a, uint8_t *dst, size_t *len)
 {
     if (a->ulValueLen > CTOK_MAX_ID)
@@ -101,17 +93,17 @@ static CK_RV take_attr(struct mod_sobj *o, CK_ULONG *value_len, const CK_ATTRIBU
     }
     switch (a->type) {
     case CKA_CLASS:
-        if ((rv = ulong_of(a, &x)) != CKR_OK)
+        if ((rv = mod_attr_ulong(a, &x)) != CKR_OK)
             return rv;
         return x == CKO_SECRET_KEY ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
     case CKA_KEY_TYPE:
-        if ((rv = ulong_of(a, &o->key_type)) != CKR_OK)
+        if ((rv = mod_attr_ulong(a, &o->key_type)) != CKR_OK)
             return rv;
         return o->key_type == CKK_GENERIC_SECRET || o->key_type == CKK_AES
                    ? CKR_OK
                    : CKR_ATTRIBUTE_VALUE_INVALID;
     case CKA_VALUE_LEN:
-        if ((rv = ulong_of(a, value_len)) != CKR_OK)
+        if ((rv = mod_attr_ulong(a, value_len)) != CKR_OK)
             return rv;
         return *value_len > 0 ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
     case CKA_LABEL:

@@ -20,7 +20,7 @@ struct gen_req {
     const CK_ATTRIBUTE *exponent, *ec_params;
 };
 
-static CK_RV attr_ulong(const CK_ATTRIBUTE *a, CK_ULONG *v)
+CK_RV mod_attr_ulong(const CK_ATTRIBUTE *a, CK_ULONG *v)
 {
     if (a->ulValueLen != sizeof(CK_ULONG))
         return CKR_ATTRIBUTE_VALUE_INVALID;
@@ -61,7 +61,7 @@ CK_RV mod_attr_common(const CK_ATTRIBUTE *a, CK_OBJECT_CLASS cls, char **label, 
     *taken = 1;
     switch (a->type) {
     case CKA_CLASS:
-        if ((rv = attr_ulong(a, &v)) != CKR_OK)
+        if ((rv = mod_attr_ulong(a, &v)) != CKR_OK)
             return rv;
         return v == cls ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
     case CKA_TOKEN:
@@ -111,7 +111,7 @@ static CK_RV parse_attr(struct gen_req *r, const CK_ATTRIBUTE *a, int priv)
         return rv;
     switch (a->type) {
     case CKA_KEY_TYPE:
-        if ((rv = attr_ulong(a, &v)) != CKR_OK)
+        if ((rv = mod_attr_ulong(a, &v)) != CKR_OK)
             return rv;
         return v == r->key_type ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
     case CKA_SENSITIVE:
@@ -124,7 +124,7 @@ static CK_RV parse_attr(struct gen_req *r, const CK_ATTRIBUTE *a, int priv)
     case CKA_MODULUS_BITS:
         if (priv || r->key_type != CKK_RSA)
             return CKR_ATTRIBUTE_TYPE_INVALID;
-        return attr_ulong(a, &r->bits);
+        return mod_attr_ulong(a, &r->bits);
     case CKA_PUBLIC_EXPONENT:
         if (r->key_type != CKK_RSA)
             return CKR_ATTRIBUTE_TYPE_INVALID;

@@ -350,13 +350,14 @@ static int kind_allows(const ctok_key *key, CK_MECHANISM_TYPE mech)
     return 1;
 }
 
+unsigned int mod_use_of(CK_FLAGS op)
+{
+    return op == CKF_SIGN ? CTOK_USE_SIGN : op == CKF_DECRYPT ? CTOK_USE_DECRYPT : CTOK_USE_DERIVE;
+}
+
 CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op)
 {
-    unsigned int use = op == CKF_SIGN      ? CTOK_USE_SIGN
-                       : op == CKF_DECRYPT ? CTOK_USE_DECRYPT
-                                           : CTOK_USE_DERIVE;
-
-    if (!(ctok_key_usage(key) & use))
+    if (!(ctok_key_usage(key) & mod_use_of(op)))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
     return token_allows(key, mech) && kind_allows(key, mech) ? CKR_OK : CKR_MECHANISM_INVALID;
 }

@@ -276,14 +276,6 @@ static CK_RV allowed_val(struct val *v, struct mod_slot *slot, const struct mod_
     return bytes_val(v, list, n * sizeof(*list));
 }
 
-/* CKA_SIGN, CKA_DECRYPT of a private key: its type does op with mech on this slot and its
- * token lets it. Objects loaded. */
-/* The token layer's usage bit of a PKCS#11 operation. */
-static unsigned int use_of(CK_FLAGS op)
-{
-    return op == CKF_SIGN ? CTOK_USE_SIGN : op == CKF_DECRYPT ? CTOK_USE_DECRYPT : CTOK_USE_DERIVE;
-}
-
 /* CKA_SIGN, CKA_DECRYPT, CKA_DERIVE of o: a private key whose type does op with a mechanism the
  * slot offers for op (any signs), narrowed by its token's usage. Objects loaded. */
 static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj *o, CK_FLAGS op)
@@ -296,7 +288,7 @@ static CK_RV use_val(struct val *v, struct mod_slot *slot, const struct mod_obj 
     for (size_t i = 0; o->cls == CKO_PRIVATE_KEY && !yes && i < slot->n_mechs; i++)
         yes = (slot->mech_info[i].flags & op) && mod_key_type_can(o->key_type, slot->mechs[i], op);
     if (yes && (key = priv_key(slot, o)) != NULL) {
-        yes = (ctok_key_usage(key) & use_of(op)) != 0;
+        yes = (ctok_key_usage(key) & mod_use_of(op)) != 0;
         ctok_key_unref(key);
     }
     return bool_val(v, yes);

@@ -147,9 +147,8 @@ static CK_RV cert_attr(struct cert_req *r, const CK_ATTRIBUTE *a)
         return rv;
     switch (a->type) {
     case CKA_CERTIFICATE_TYPE:
-        if (a->ulValueLen != sizeof(v))
-            return CKR_ATTRIBUTE_VALUE_INVALID;
-        memcpy(&v, a->pValue, sizeof(v));
+        if ((rv = mod_attr_ulong(a, &v)) != CKR_OK)
+            return rv;
         r->has_type = 1;
         return v == CKC_X_509 ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
     case CKA_VALUE:

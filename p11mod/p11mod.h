@@ -186,6 +186,8 @@ struct mod_obj *mod_object_labelled(struct mod_slot *slot, CK_OBJECT_CLASS cls, 
 CK_RV mod_attr_label(const CK_ATTRIBUTE *a, char **label);
 /* CKA_CLASS (must be cls), CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_ID (empty), and management
  * wishes; *taken 0 for any other attribute. */
+/* A CK_ULONG template attribute: CKR_ATTRIBUTE_VALUE_INVALID unless it is one (keygen.c). */
+CK_RV mod_attr_ulong(const CK_ATTRIBUTE *a, CK_ULONG *v);
 CK_RV mod_attr_common(const CK_ATTRIBUTE *a, CK_OBJECT_CLASS cls, char **label, int *taken);
 
 /* decrypt.c */
@@ -228,6 +230,8 @@ int mod_slot_has_mech(struct mod_slot *slot, CK_MECHANISM_TYPE mech, CK_FLAGS op
 /* Does the key's token let it do op (CKF_SIGN, CKF_DECRYPT, CKF_DERIVE) with mech? CKR_OK,
  * CKR_KEY_FUNCTION_NOT_PERMITTED (its usage) or CKR_MECHANISM_INVALID (its allowed list). */
 CK_RV mod_key_permits(const ctok_key *key, CK_MECHANISM_TYPE mech, CK_FLAGS op);
+/* The token layer's usage bit (CTOK_USE_*) of a PKCS#11 operation (CKF_SIGN, _DECRYPT, _DERIVE). */
+unsigned int mod_use_of(CK_FLAGS op);
 CK_RV C_GetMechanismList(CK_SLOT_ID, CK_MECHANISM_TYPE_PTR, CK_ULONG_PTR);
 CK_RV C_GetMechanismInfo(CK_SLOT_ID, CK_MECHANISM_TYPE, CK_MECHANISM_INFO_PTR);
 CK_RV C_OpenSession(CK_SLOT_ID, CK_FLAGS, CK_VOID_PTR, CK_NOTIFY, CK_SESSION_HANDLE_PTR);
