@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/core_names.h>
-#include <openssl/kdf.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
@@ -243,28 +242,6 @@ static CK_RV ecdh_params(const CK_MECHANISM *m, const CK_ECDH1_DERIVE_PARAMS **o
     return CKR_OK;
 }
 
-/* ANSI X9.63 KDF over z, the shared data as SharedInfo, into out (outlen bytes): the default
- * provider's X963KDF in the module's library context, as the peer's key is imported. */
-static int x963(OSSL_LIB_CTX *libctx, const char *propq, const char *md, const uint8_t *z,
-                size_t zlen, const CK_ECDH1_DERIVE_PARAMS *p, uint8_t *out, size_t outlen)
-{
-    EVP_KDF *kdf = EVP_KDF_fetch(libctx, OSSL_KDF_NAME_X963KDF, propq);
-    EVP_KDF_CTX *kc = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
-    OSSL_PARAM params[4], *q = params;
-    int ok;
-
-    *q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md, 0);
-    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
-    if (p->ulSharedDataLen > 0)
-        *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, p->pSharedData,
-                                                 p->ulSharedDataLen);
-    *q = OSSL_PARAM_construct_end();
-    ok = kc != NULL && EVP_KDF_derive(kc, out, outlen, params) > 0;
-    EVP_KDF_CTX_free(kc); /* the context's copy of the key is cleansed with it */
-    EVP_KDF_free(kdf);
-    return ok;
-}
-
 /* The derived key's length with an X9.63 KDF: CKA_VALUE_LEN, which the template must give
  * (no length comes from the secret), up to what a session object holds. */
 static size_t kdf_len(const struct mod_sobj *o, CK_ULONG value_len, CK_RV *rv)
@@ -292,7 +269,8 @@ static CK_RV derive_secret(ctok_key *key, EVP_PKEY *peer, const CK_ECDH1_DERIVE_
                    : mod_rv_from_error(CKR_FUNCTION_FAILED);
     if (!ctok_key_derive(key, peer, z, &zlen)) {
         rv = mod_rv_from_error(CKR_FUNCTION_FAILED);
-    } else if (!x963(libctx, propq, md, z, zlen, p, o->value, o->len)) {
+    } else if (!ctok_x963_kdf(libctx, propq, md, z, zlen, p->pSharedData, p->ulSharedDataLen,
+                              o->value, o->len)) {
         CTOK_ERR(CTOK_R_INTERNAL,
                  "token '%s': key '%s': the X9.63 KDF (%s) over the shared secret failed",
                  ctok_token_name(ctok_key_token(key)), ctok_key_label(key), md);
