@@ -4,7 +4,8 @@
  * derived it, seen by every session of its slot (C_FindObjects, C_GetAttributeValue), and
  * zeroized when it goes: its session closed (C_CloseSession, C_CloseAllSessions, the module
  * finalized), a logout (private ones), or p11mod_session_object_destroy (C_DestroyObject's
- * part for session objects). Only the null KDF: the token layer derives the raw secret.
+ * part for session objects). The token layer derives the raw secret; a KDF other than the null
+ * one (ANSI X9.63 with SHA-1, SHA-2 or SHA-3) runs here over it, in software.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "p11mod.h"
+#include "pkcs11v3.h"
 
 /* The CK_BBOOL attributes of a session object, a bit each in mod_sobj.bools: RW the template
  * sets (else the default), FIXED the template may only repeat, RO set here only. */
@@ -189,19 +191,85 @@ static EVP_PKEY *peer_key(OSSL_LIB_CTX *libctx, const char *propq, const char *g
     return pk;
 }
 
-/* CK_ECDH1_DERIVE_PARAMS: the null KDF, no shared data, a public value. */
+/* The X9.63 KDFs of CK_ECDH1_DERIVE_PARAMS and their digests (OpenSSL 3.0's X963KDF takes
+ * SHA-3 too). */
+static const struct {
+    CK_ULONG kdf;
+    const char *md;
+} kdfs[] = {
+    {CKD_SHA1_KDF, "SHA1"},         {CKD_SHA224_KDF, "SHA224"},     {CKD_SHA256_KDF, "SHA256"},
+    {CKD_SHA384_KDF, "SHA384"},     {CKD_SHA512_KDF, "SHA512"},     {CKD_SHA3_224_KDF, "SHA3-224"},
+    {CKD_SHA3_256_KDF, "SHA3-256"}, {CKD_SHA3_384_KDF, "SHA3-384"}, {CKD_SHA3_512_KDF, "SHA3-512"},
+};
+
+/* The digest of an X9.63 KDF; NULL for CKD_NULL and for what is none. */
+static const char *kdf_digest(CK_ULONG kdf)
+{
+    for (size_t i = 0; i < sizeof(kdfs) / sizeof(kdfs[0]); i++)
+        if (kdfs[i].kdf == kdf)
+            return kdfs[i].md;
+    return NULL;
+}
+
+/* Shared data (the KDF's SharedInfo) beyond this is refused: CMS's ECC-CMS-SharedInfo is tens
+ * of bytes. */
+#define MAX_SHARED_DATA 65536
+
+/* CK_ECDH1_DERIVE_PARAMS (PKCS#11 3.0 §2.3.x): the null KDF without shared data, or an X9.63
+ * KDF with shared data or none (NULL and 0: a pointer with no length, or a length with no
+ * pointer, is inconsistent); a public value. */
 static CK_RV ecdh_params(const CK_MECHANISM *m, const CK_ECDH1_DERIVE_PARAMS **out)
 {
     const CK_ECDH1_DERIVE_PARAMS *p = m->pParameter;
 
     if (m->mechanism != CKM_ECDH1_DERIVE)
         return CKR_MECHANISM_INVALID;
-    if (p == NULL || m->ulParameterLen != sizeof(*p) || p->kdf != CKD_NULL ||
-        p->pSharedData != NULL || p->ulSharedDataLen != 0 || p->pPublicData == NULL ||
-        p->ulPublicDataLen == 0 || p->ulPublicDataLen > 1024)
+    if (p == NULL || m->ulParameterLen != sizeof(*p) ||
+        (p->kdf != CKD_NULL && kdf_digest(p->kdf) == NULL) ||
+        (p->pSharedData == NULL) != (p->ulSharedDataLen == 0) ||
+        (p->kdf == CKD_NULL && p->pSharedData != NULL) || p->ulSharedDataLen > MAX_SHARED_DATA ||
+        p->pPublicData == NULL || p->ulPublicDataLen == 0 || p->ulPublicDataLen > 1024)
         return CKR_MECHANISM_PARAM_INVALID;
     *out = p;
     return CKR_OK;
+}
+
+/* The derived key's length with an X9.63 KDF: CKA_VALUE_LEN, which the template must give
+ * (no length comes from the secret), up to what a session object holds. */
+static size_t kdf_len(const struct mod_sobj *o, CK_ULONG value_len, CK_RV *rv)
+{
+    size_t len = secret_len(o, value_len, sizeof(o->value), rv);
+
+    if (value_len == 0)
+        *rv = CKR_TEMPLATE_INCOMPLETE;
+    return *rv == CKR_OK ? len : 0;
+}
+
+/* The secret into o->value (o->len bytes): the token's raw secret, its leading bytes with the
+ * null KDF, else the X9.63 KDF over all of it; the raw secret is zeroized here. */
+static CK_RV derive_secret(ctok_key *key, EVP_PKEY *peer, const CK_ECDH1_DERIVE_PARAMS *p,
+                           OSSL_LIB_CTX *libctx, const char *propq, struct mod_sobj *o)
+{
+    const char *md = kdf_digest(p->kdf);
+    uint8_t z[CTOK_MAX_SECRET];
+    size_t zlen = md == NULL ? o->len : sizeof(z);
+    CK_RV rv = CKR_OK;
+
+    if (md == NULL)
+        return ctok_key_derive(key, peer, o->value, &zlen) && zlen == o->len
+                   ? CKR_OK
+                   : mod_rv_from_error(CKR_FUNCTION_FAILED);
+    if (!ctok_key_derive(key, peer, z, &zlen)) {
+        rv = mod_rv_from_error(CKR_FUNCTION_FAILED);
+    } else if (!ctok_x963_kdf(libctx, propq, md, z, zlen, p->pSharedData, p->ulSharedDataLen,
+                              o->value, o->len)) {
+        CTOK_ERR(CTOK_R_INTERNAL,
+                 "token '%s': key '%s': the X9.63 KDF (%s) over the shared secret failed",
+                 ctok_token_name(ctok_key_token(key)), ctok_key_label(key), md);
+        rv = CKR_FUNCTION_FAILED;
+    }
+    OPENSSL_cleanse(z, sizeof(z));
+    return rv;
 }
 
 /* ---- C_DeriveKey ---- */
@@ -235,7 +303,11 @@ static CK_RV derive_prepare(struct mod_session *s, const CK_MECHANISM *m, CK_OBJ
     if (!EVP_PKEY_get_utf8_string_param(ctok_key_pub(*key), OSSL_PKEY_PARAM_GROUP_NAME, group,
                                         groupsz, NULL))
         return CKR_KEY_TYPE_INCONSISTENT;
-    o->len = secret_len(o, value_len, (size_t)(EVP_PKEY_get_bits(ctok_key_pub(*key)) + 7) / 8, &rv);
+    if ((*p)->kdf != CKD_NULL)
+        o->len = kdf_len(o, value_len, &rv);
+    else
+        o->len =
+            secret_len(o, value_len, (size_t)(EVP_PKEY_get_bits(ctok_key_pub(*key)) + 7) / 8, &rv);
     return rv;
 }
 
@@ -251,7 +323,6 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base
     OSSL_LIB_CTX *libctx;
     const char *propq;
     EVP_PKEY *peer = NULL;
-    size_t len;
     CK_RV rv;
 
     if (m == NULL || out == NULL || (tmpl == NULL && n > 0))
@@ -265,9 +336,8 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE base
     if (rv == CKR_OK &&
         (peer = peer_key(libctx, propq, group, p->pPublicData, p->ulPublicDataLen)) == NULL)
         rv = CKR_MECHANISM_PARAM_INVALID;
-    len = o.len;
-    if (rv == CKR_OK && (!ctok_key_derive(key, peer, o.value, &len) || len != o.len))
-        rv = mod_rv_from_error(CKR_FUNCTION_FAILED);
+    if (rv == CKR_OK)
+        rv = derive_secret(key, peer, p, libctx, propq, &o);
     EVP_PKEY_free(peer);
     ctok_key_unref(key);
     if (rv == CKR_OK) {

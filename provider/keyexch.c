@@ -7,7 +7,6 @@
 #include <string.h>
 #include <strings.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 
 #include "prov.h"
 
@@ -108,26 +107,6 @@ static int kx_set_peer(void *vc, void *vpeer)
     return c->inner == NULL || EVP_PKEY_derive_set_peer(c->inner, peer->pkey) > 0;
 }
 
-/* ANSI X9.63 KDF over the token's shared secret, as OpenSSL's ECDH would apply it. */
-static int x963(struct kxctx *c, const unsigned char *z, size_t zlen, unsigned char *out,
-                size_t outlen)
-{
-    EVP_KDF *kdf = EVP_KDF_fetch(ctok_prov_child(c->pctx), OSSL_KDF_NAME_X963KDF, c->pctx->propq);
-    EVP_KDF_CTX *kc = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
-    OSSL_PARAM p[4], *q = p;
-    int ok;
-
-    *q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, c->kdf_md, 0);
-    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
-    if (c->ukm != NULL)
-        *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, c->ukm, c->ukm_len);
-    *q = OSSL_PARAM_construct_end();
-    ok = kc != NULL && EVP_KDF_derive(kc, out, outlen, p) > 0;
-    EVP_KDF_CTX_free(kc);
-    EVP_KDF_free(kdf);
-    return ok;
-}
-
 static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
     struct kxctx *c = vc;
@@ -152,7 +131,8 @@ static int kx_derive(void *vc, unsigned char *secret, size_t *secretlen, size_t 
     if (outlen < c->kdf_outlen)
         return 0;
     ok = ctok_key_derive(c->key->tok, c->peer->pkey, z, &zlen) &&
-         x963(c, z, zlen, secret, c->kdf_outlen);
+         ctok_x963_kdf(ctok_prov_child(c->pctx), c->pctx->propq, c->kdf_md, z, zlen, c->ukm,
+                       c->ukm_len, secret, c->kdf_outlen);
     OPENSSL_cleanse(z, sizeof(z));
     *secretlen = c->kdf_outlen;
     return ok;

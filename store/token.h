@@ -383,6 +383,11 @@ int ctok_key_decrypt(ctok_key *key, const struct ctok_dec_params *p, const uint8
  * ECDH does); *len becomes the bytes written. */
 #define CTOK_MAX_SECRET 132 /* twice P-521's 66 bytes: room for any curve ctok carries */
 int ctok_key_derive(ctok_key *key, EVP_PKEY *peer, uint8_t *secret, size_t *len);
+/* ANSI X9.63 KDF (digest md) over a shared secret z, info its SharedInfo (none when infolen
+ * is 0), into out: libctx's X963KDF, in software. The one KDF that the provider's key exchange
+ * and ctok-p11.so's ECDH1 derivation apply over ctok_key_derive's secret. */
+int ctok_x963_kdf(OSSL_LIB_CTX *libctx, const char *propq, const char *md, const uint8_t *z,
+                  size_t zlen, const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen);
 /* Does the token's type do key agreement at all (ctok_key_derive)? For front doors that list
  * what a token offers; the key's own type still decides. */
 int ctok_token_derives(const ctok_token *tok);

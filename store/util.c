@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/kdf.h>
 #include <openssl/x509.h>
 
 #include "backend.h"
@@ -244,4 +245,23 @@ int ctok_ecdsa_der_to_rs(const uint8_t *der, size_t derlen, uint8_t *rs, size_t 
     }
     return n == (size_t)(end - p) && der_uint_get(&p, end, rs, half) &&
            der_uint_get(&p, end, rs + half, half) && p == end;
+}
+
+int ctok_x963_kdf(OSSL_LIB_CTX *libctx, const char *propq, const char *md, const uint8_t *z,
+                  size_t zlen, const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(libctx, OSSL_KDF_NAME_X963KDF, propq);
+    EVP_KDF_CTX *kc = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM p[4], *q = p;
+    int ok;
+
+    *q++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)md, 0);
+    *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
+    if (infolen > 0)
+        *q++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, infolen);
+    *q = OSSL_PARAM_construct_end();
+    ok = kc != NULL && EVP_KDF_derive(kc, out, outlen, p) > 0;
+    EVP_KDF_CTX_free(kc); /* cleanses its copy of z */
+    EVP_KDF_free(kdf);
+    return ok;
 }

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("CTOK_BUILD_DIR", str(REPO / "build"))).resolve()
@@ -862,3 +863,37 @@ def verify_digest(ws: Workspace, cert, dg, sig, *opts, md="sha256", providers=No
 def assert_verified(p):
     assert_ok(p)
     assert "Signature Verified Successfully" in p.stdout, describe(p)
+
+
+PKCS11_EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1(),
+                    "06052b81040023": ec.SECP521R1()}
+
+
+def pkcs11_tool_public_der(tool, key_id, out):
+    """A public key's SubjectPublicKeyInfo DER as OpenSC's pkcs11-tool reads it (no ctok in the
+    reading when tool names another module), written to out and returned. tool(*args) runs
+    pkcs11-tool with its module, token and login options. key_id: the CKA_ID in hex.
+
+    Debian 12's pkcs11-tool (OpenSC 0.23) --read-object of an EC public key hands OpenSSL a
+    curve name it has already freed (valgrind: invalid reads inside EVP_PKEY_fromdata): P-384
+    fails every time, P-256 now and then ("cannot create EVP_PKEY"). An EC key is therefore
+    made from the CKA_EC_POINT and CKA_EC_PARAMS that --list-objects prints; others are read."""
+    p = assert_ok(tool("--list-objects", "--type", "pubkey"))
+    for block in re.split(r"\n(?=\S)", p.stdout):
+        if not re.search(r"ID:\s+%s\s*$" % re.escape(key_id), block, re.M):
+            continue
+        m = re.search(r"EC_POINT:\s+([0-9a-f]+)\s+EC_PARAMS:\s+([0-9a-f]+)", block)
+        if m is None:
+            break  # not EC: pkcs11-tool reads it
+        point = bytes.fromhex(m.group(1))  # DER OCTET STRING around the point
+        assert point[0] == 0x04, describe(p)
+        point = point[3:] if point[1] == 0x81 else point[2:]
+        key = ec.EllipticCurvePublicKey.from_encoded_point(PKCS11_EC_PARAMS[m.group(2)], point)
+        der = key.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        Path(out).write_bytes(der)
+        return der
+    else:
+        raise AssertionError("no public key with id %s\n%s" % (key_id, describe(p)))
+    assert_ok(tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", str(out)))
+    return Path(out).read_bytes()

@@ -15,7 +15,7 @@ P.NAME.update({0x71: "MECHANISM_PARAM_INVALID", 0x40: "ENCRYPTED_DATA_INVALID",
                0x13: "ATTRIBUTE_VALUE_INVALID", 0xD1: "TEMPLATE_INCONSISTENT",
                0x63: "KEY_TYPE_INCONSISTENT", 0x10: "ATTRIBUTE_READ_ONLY",
                0x68: "KEY_FUNCTION_NOT_PERMITTED", 0x6: "FUNCTION_FAILED",
-               0x200: "FUNCTION_REJECTED"})
+               0x200: "FUNCTION_REJECTED", 0xD0: "TEMPLATE_INCOMPLETE"})
 
 # The rest of the 2.40 function list, after SignFinal, in order.
 FUNCS = P.FUNCS + ("SignRecoverInit SignRecover VerifyInit Verify VerifyUpdate VerifyFinal "
@@ -29,7 +29,10 @@ CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE, CKM_RSA_PKCS = 0x9, 0x1050, 0x1
 CKD_NULL, CKD_SHA1_KDF, CKZ_DATA_SPECIFIED = 1, 2, 1
 CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE = 0x1, 0x2, 0x103, 0x162
 CKA_VALUE_LEN, CKA_DERIVE, CKA_KEY_TYPE, CKA_VALUE = 0x161, 0x10C, 0x100, 0x11
-CKO_SECRET_KEY, CKK_GENERIC_SECRET = 4, 0x10
+CKO_SECRET_KEY, CKK_GENERIC_SECRET, CKK_AES = 4, 0x10, 0x1F
+# CK_ECDH1_DERIVE_PARAMS.kdf: the X9.63 KDFs by their digests (PKCS#11 3.0)
+KDF = {"SHA1": 2, "SHA224": 5, "SHA256": 6, "SHA384": 7, "SHA512": 8, "SHA3-224": 0xA,
+       "SHA3-256": 0xB, "SHA3-384": 0xC, "SHA3-512": 0xD}
 HASH = {"SHA1": (0x220, 1), "SHA224": (0x255, 5), "SHA256": (0x250, 2), "SHA384": (0x260, 3),
         "SHA512": (0x270, 4)}
 
@@ -156,9 +159,15 @@ def template(value_len, sensitive, extractable, token=False, cls=CKO_SECRET_KEY,
     return (Attr * len(t))(*t), keep
 
 
-def derive(app, key, point, value_len=0, sensitive=0, extractable=1, kdf=CKD_NULL, **kw):
+def derive(app, key, point, value_len=0, sensitive=0, extractable=1, kdf=CKD_NULL, shared=None,
+           shared_len=None, **kw):
+    """C_DeriveKey with CKM_ECDH1_DERIVE; shared: the shared data (None: a NULL pointer),
+    shared_len: its claimed length (default its own)."""
     pb = C.create_string_buffer(point, len(point))
-    prm = EcdhParams(kdf, 0, None, len(point), C.cast(pb, C.c_void_p))
+    sb = None if shared is None else C.create_string_buffer(shared, len(shared))
+    prm = EcdhParams(kdf, len(shared or b"") if shared_len is None else shared_len,
+                     None if sb is None else C.cast(sb, C.c_void_p), len(point),
+                     C.cast(pb, C.c_void_p))
     t, keep = template(value_len, sensitive, extractable, **kw)
     h = C.c_ulong(0)
     r = app.m.DeriveKey(app.h, Mech(CKM_ECDH1_DERIVE, C.cast(C.pointer(prm), C.c_void_p),
@@ -222,6 +231,21 @@ def story_derive(m, args):
     return res
 
 
+def story_derive_kdf(m, args):
+    """ECDH with the X9.63 KDFs; args key label, peer point (hex), then cases
+    "KDF:CKA_VALUE_LEN:CKA_KEY_TYPE:shared data (hex, empty: none)": each the derivation's code
+    and the derived CKA_VALUE (hex)."""
+    app = login(m)
+    key, point = key_of(app, args[0]), bytes.fromhex(args[1])
+    out = {}
+    for case in args[2:]:
+        name, n, kt, shared = case.split(":")
+        r, h = derive(app, key, point, int(n), kdf=KDF[name], shared=bytes.fromhex(shared) or None,
+                      extra=[(CKA_KEY_TYPE, ulong_bytes(int(kt)), C.sizeof(C.c_ulong))])
+        out[case] = [r, app.attrs(h, (CKA_VALUE, 256))[1][0]["value"] if r == "OK" else None]
+    return out
+
+
 def story_derive_logout(m, args):
     """A private derived secret is gone at C_Logout; args key label, peer point (hex)."""
     app = login(m)
@@ -251,7 +275,16 @@ def story_derive_refused(m, args):
     bad_point[-1] ^= 1
     h = C.c_ulong()
     t, keep = template(0, 0, 1)
-    return {"kdf": derive(app, ec, point, kdf=CKD_SHA1_KDF)[0],
+    aes = [(CKA_KEY_TYPE, ulong_bytes(CKK_AES), C.sizeof(C.c_ulong))]
+    return {"kdf_unknown": derive(app, ec, point, 32, kdf=3)[0],  # CKD_SHA1_KDF_ASN1: X9.42's
+            "kdf_no_len": derive(app, ec, point, kdf=CKD_SHA1_KDF)[0],
+            "kdf_aes_no_len": derive(app, ec, point, kdf=KDF["SHA256"], extra=aes)[0],
+            "kdf_aes_odd": derive(app, ec, point, 20, kdf=KDF["SHA256"], extra=aes)[0],
+            "kdf_too_long": derive(app, ec, point, 133, kdf=KDF["SHA256"])[0],
+            "null_kdf_shared": derive(app, ec, point, shared=b"info")[0],
+            "shared_no_len": derive(app, ec, point, 32, kdf=KDF["SHA256"], shared=b"i",
+                                    shared_len=0)[0],
+            "shared_no_ptr": derive(app, ec, point, 32, kdf=KDF["SHA256"], shared_len=4)[0],
             "off_curve": derive(app, ec, bytes(bad_point))[0],
             "garbage": derive(app, ec, b"\x04\x01\x02")[0],
             "infinity": derive(app, ec, b"\x00")[0],
@@ -325,7 +358,8 @@ def story_threads(m, args):
 
 STORIES = {"threads": story_threads, "derive_ends": story_derive_ends, "oaep": story_oaep,
            "oaep_params": story_oaep_params, "derive": story_derive,
-           "derive_logout": story_derive_logout, "derive_destroy": story_derive_destroy, "derive_refused": story_derive_refused}
+           "derive_logout": story_derive_logout, "derive_destroy": story_derive_destroy, "derive_refused": story_derive_refused,
+           "derive_kdf": story_derive_kdf}
 
 if __name__ == "__main__":
     mod = Module(sys.argv[1])

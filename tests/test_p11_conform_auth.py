@@ -16,6 +16,7 @@ from ctoktest import (
     assert_fails_with,
     assert_handshake,
     assert_no_crash,
+    pkcs11_tool_public_der,
     assert_ok,
     assert_verified,
     describe,
@@ -80,8 +81,7 @@ class Card:
     def public_key(self, label, kid):
         """The key's public half as PEM, read by pkcs11-tool (no ctok, no PIN)."""
         der = self.root / ("%s-%s.pub.der" % (label, kid))
-        assert_ok(self.hsm.tool("--token-label", label, "--read-object", "--type", "pubkey",
-                                "--id", kid, "--output-file", str(der)))
+        pkcs11_tool_public_der(lambda *a: self.hsm.tool("--token-label", label, *a), kid, der)
         pem = self.root / ("%s-%s.pub.pem" % (label, kid))
         assert_ok(run([OPENSSL, "pkey", "-pubin", "-inform", "DER", "-in", str(der), "-out",
                        str(pem)], self.ws.env(config=False)))

@@ -18,6 +18,7 @@ from ctoktest import (
     assert_verified,
     describe,
     digest_file,
+    pkcs11_tool_public_der,
     load_cert,
     pct,
     public_der,
@@ -380,7 +381,6 @@ def test_certificates_the_tests_verify_with_hold_the_tokens_own_public_key(main_
     or a ctok that exported a wrong public key would verify its own mistakes."""
     hsm, tok = main_hsm.hsm, main_hsm.tok
     out = tmp_path / "pub.der"
-    assert_ok(hsm.tool("--token-label", MAIN_LABEL, "--read-object", "--type", "pubkey",
-                       "--id", main_hsm.key_ids[alias].hex(), "-o", str(out)))
-    token_pub = serialization.load_der_public_key(out.read_bytes())
+    token_pub = serialization.load_der_public_key(pkcs11_tool_public_der(
+        lambda *a: hsm.tool("--token-label", MAIN_LABEL, *a), main_hsm.key_ids[alias].hex(), out))
     assert public_der(token_pub) == public_der(pubkey(tok, alias))

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
 from ctoktest import assert_ok, describe, run
 from p11modtest import MODULE, make_face
@@ -189,7 +190,12 @@ def test_a_private_derived_secret_goes_at_logout(soft):
 
 def test_what_derive_refuses(face):
     r = story(face, "derive_refused", "ec", "rsa", point(peer()).hex())
-    assert r == {"kdf": "MECHANISM_PARAM_INVALID", "off_curve": "MECHANISM_PARAM_INVALID",
+    assert r == {"kdf_unknown": "MECHANISM_PARAM_INVALID", "kdf_no_len": "TEMPLATE_INCOMPLETE",
+                 "kdf_aes_no_len": "TEMPLATE_INCOMPLETE", "kdf_aes_odd": "ATTRIBUTE_VALUE_INVALID",
+                 "kdf_too_long": "ATTRIBUTE_VALUE_INVALID",
+                 "null_kdf_shared": "MECHANISM_PARAM_INVALID",
+                 "shared_no_len": "MECHANISM_PARAM_INVALID",
+                 "shared_no_ptr": "MECHANISM_PARAM_INVALID", "off_curve": "MECHANISM_PARAM_INVALID",
                  "garbage": "MECHANISM_PARAM_INVALID", "infinity": "MECHANISM_PARAM_INVALID",
                  "too_long": "ATTRIBUTE_VALUE_INVALID",
                  "token": "ATTRIBUTE_VALUE_INVALID", "class": "TEMPLATE_INCONSISTENT",
@@ -200,6 +206,30 @@ def test_what_derive_refuses(face):
                  "no_mech": "ARGUMENTS_BAD",
                  "no_out": "ARGUMENTS_BAD", "no_params": "MECHANISM_PARAM_INVALID",
                  "left": 0}, r
+
+
+KDF_HASHES = {"SHA1": hashes.SHA1, "SHA224": hashes.SHA224, "SHA256": hashes.SHA256,
+              "SHA384": hashes.SHA384, "SHA512": hashes.SHA512, "SHA3-224": hashes.SHA3_224,
+              "SHA3-256": hashes.SHA3_256, "SHA3-384": hashes.SHA3_384, "SHA3-512": hashes.SHA3_512}
+GENERIC, AES = 0x10, 0x1F
+
+
+def test_each_x963_kdf_derives_what_cryptography_computes(face):
+    """The token agrees on Z, the module applies the KDF: python-cryptography's ECDH and
+    X963KDF, an independent implementation, give the same key."""
+    priv = peer()
+    info = b"ctok X9.63 shared info".hex()
+    # 48 bytes: more than one digest block for the shorter hashes; 132: the most a session
+    # object holds; no shared data; AES keys of each size
+    cases = ["%s:48:%d:%s" % (h, GENERIC, info) for h in KDF_HASHES] + [
+        "SHA256:32:%d:" % GENERIC, "SHA512:132:%d:%s" % (GENERIC, info),
+        "SHA1:16:%d:%s" % (AES, info), "SHA384:24:%d:" % AES, "SHA3-256:32:%d:%s" % (AES, info)]
+    r = story(face, "derive_kdf", "ec", point(priv).hex(), *cases)
+    z = expected(face, priv)
+    for c in cases:
+        h, n, _, shared = c.split(":")
+        want = X963KDF(KDF_HASHES[h](), int(n), bytes.fromhex(shared) or None).derive(z)
+        assert r[c] == ["OK", want.hex()], (c, r[c])
 
 
 def test_threads_decrypt_and_derive_side_by_side(face):

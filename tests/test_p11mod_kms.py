@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ctoktest import OPENSSL, assert_ok, describe, register_secret, run
+from ctoktest import OPENSSL, assert_ok, describe, pkcs11_tool_public_der, register_secret, run
 from kmsfixtures import awskms_token, kms_emu  # noqa: F401 (fixture)
 from p11modtest import CLIENT, MODULE, require_module, tool_objects
 
@@ -103,8 +103,7 @@ def test_pkcs11_tool_lists_and_signs_with_kms_keys(kms, tmp_path):
                         (kms.aliases["ec"], "ECDSA-SHA256"), (kms.aliases["ec"], "ECDSA")):
         sig, pub = tmp_path / (mech + ".sig"), tmp_path / (mech + ".pub")
         kid = objects[label]
-        assert_ok(tool(kms, "--login", "--read-object", "--type", "pubkey", "--id", kid,
-                       "-o", pub))
+        pkcs11_tool_public_der(lambda *a: tool(kms, "--login", *a), kid, pub)
         assert_ok(tool(kms, "--login", "--sign", "-m", mech, "--id", kid, "-i", given[mech],
                        "-o", sig, "--signature-format", "openssl"))
         v = assert_ok(run([OPENSSL, "dgst", "-sha256", "-keyform", "DER", "-verify", pub,

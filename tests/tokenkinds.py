@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from ctoktest import PIN, Token, Workspace, assert_ok, describe, register_secret
+from ctoktest import (PIN, Token, Workspace, assert_ok, describe, pkcs11_tool_public_der,
+                      register_secret)
 
 KINDS = ("soft", "softhsm", "awskms", "azurekv")
 
@@ -38,9 +38,6 @@ def md_of(alias):
     """The digest every kind can sign with for the key: the curve's for EC, SHA-256 for RSA."""
     return CURVE_HASH.get(alias, "sha256")
 
-
-EC_PARAMS = {"06082a8648ce3d030107": ec.SECP256R1(), "06052b81040022": ec.SECP384R1(),
-             "06052b81040023": ec.SECP521R1()}
 
 # Features only some kinds have (issue 9: AWS KMS signs with PKCS#1 v1.5 and PSS whose salt is
 # the digest length, SHA-256/384/512 only, ECDSA with the curve's own hash; it does no raw RSA
@@ -144,30 +141,9 @@ class SoftHsmKind(TokenKind):
     """A SoftHSM2 slot; public keys read with OpenSC's pkcs11-tool (without ctok)."""
 
     def public_der(self, alias):
-        if alias in CURVE_HASH:
-            return self._ec_public_der(alias)
         out = self.ws.path("%s-%s.pub.der" % (self.tok.name, alias))
-        assert_ok(self.ws.hsm.tool("--token-label", self.label, "--read-object", "--type",
-                                   "pubkey", "--id", self.ids[alias].hex(), "-o", str(out)))
-        return out.read_bytes()
-
-    def _ec_public_der(self, alias):
-        """Debian 12's pkcs11-tool cannot --read-object a P-384 public key: the key is made
-        from the CKA_EC_POINT and CKA_EC_PARAMS that --list-objects prints."""
-        p = assert_ok(self.ws.hsm.tool("--token-label", self.label, "--list-objects", "--type",
-                                       "pubkey"))
-        for m in re.finditer(r"EC_POINT:\s+([0-9a-f]+)\s+EC_PARAMS:\s+([0-9a-f]+)\s+"
-                             r"label:.*?\n\s+ID:\s+([0-9a-f]+)", p.stdout):
-            if bytes.fromhex(m.group(3)) != self.ids[alias]:
-                continue
-            point = bytes.fromhex(m.group(1))  # DER OCTET STRING around the point
-            assert point[0] == 0x04, describe(p)
-            point = point[3:] if point[1] == 0x81 else point[2:]
-            curve = EC_PARAMS[m.group(2)]
-            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-            return key.public_bytes(serialization.Encoding.DER,
-                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-        raise AssertionError("no public key with the id of %r\n%s" % (alias, describe(p)))
+        return pkcs11_tool_public_der(lambda *a: self.ws.hsm.tool("--token-label", self.label, *a),
+                                      self.ids[alias].hex(), out)
 
 
 class AwsKmsKind(TokenKind):

@@ -350,7 +350,11 @@ static const CK_ULONG mechs[] = {
 static const CK_ULONG hashes[] = {CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512};
 static const CK_ULONG mgfs[] = {CKG_MGF1_SHA1, CKG_MGF1_SHA224, CKG_MGF1_SHA256, CKG_MGF1_SHA384,
                                 CKG_MGF1_SHA512};
-static const CK_ULONG kdfs[] = {CKD_NULL, CKD_SHA1_KDF, CKD_SHA256_KDF};
+/* the X9.63 KDFs, then one of X9.42's (a KDF ECDH1 does not take) */
+static const CK_ULONG kdfs[] = {CKD_NULL,         CKD_SHA1_KDF,     CKD_SHA256_KDF,
+                                CKD_SHA224_KDF,   CKD_SHA384_KDF,   CKD_SHA512_KDF,
+                                CKD_SHA3_224_KDF, CKD_SHA3_256_KDF, CKD_SHA3_384_KDF,
+                                CKD_SHA3_512_KDF, CKD_SHA1_KDF_ASN1};
 
 /* A data pointer and its length: NULL with a claimed length (null), or input bytes. */
 static void *value_of(struct in *in, int null, CK_ULONG *len, void **keep)
@@ -402,7 +406,7 @@ static void param_decode(struct in *in, CK_MECHANISM *m, void **keep)
         size = sizeof(u.oaep);
         break;
     default:
-        u.ecdh.kdf = pick(in, kdfs, 3);
+        u.ecdh.kdf = pick(in, kdfs, sizeof(kdfs) / sizeof(kdfs[0]));
         u.ecdh.pSharedData = data_of(in, &u.ecdh.ulSharedDataLen, &keep[1]);
         u.ecdh.pPublicData = data_of(in, &u.ecdh.ulPublicDataLen, &keep[2]);
         size = sizeof(u.ecdh);

@@ -303,10 +303,11 @@ attributes(generate, CKO_PRIVATE_KEY, CKK_EC) = {
 A = {"class": 0, "token": 1, "label": 3, "value": 4, "id": 5, "key_type": 6, "subject": 8,
      "issuer": 9, "serial": 10, "modulus": 11, "modulus_bits": 12, "public_exponent": 13,
      "private_exponent": 14, "ec_params": 15, "ec_point": 16, "sign": 19,
-     "allowed_mechanisms": 24, "public_key_info": 25}
+     "allowed_mechanisms": 24, "public_key_info": 25, "extractable": 18, "value_len": 34}
 M = {"RSA_PKCS": 0, "RSA_PKCS_PSS": 1, "SHA256_RSA_PKCS": 2, "SHA256_RSA_PKCS_PSS": 3,
      "ECDSA": 6, "ECDSA_SHA256": 7, "RSA_PKCS_OAEP": 10, "ECDH1_DERIVE": 11}
 SHA1, SHA256 = 0, 2  # hashes[] and mgfs[]
+KDF = {"NULL": 0, "SHA1": 1, "SHA256": 2, "SHA3-256": 7, "SHA1_ASN1": 10}  # kdfs[]
 # P-256's generator, uncompressed: a valid peer point for ECDH
 P256_G = bytes.fromhex("046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
                        "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5")
@@ -369,6 +370,13 @@ def p11mod_seeds():
     def null_data():
         return b"\x01\x00"
 
+    def ecdh(kdf, shared, value_len, key_type=b"\x10"):
+        vl = () if value_len is None else (p11_attr("value_len", 2, bytes([value_len])),)
+        return op(0, 3) + bytes([M["ECDH1_DERIVE"], 4, KDF[kdf]]) + shared + \
+            bytes([0, len(P256_G)]) + P256_G + p11_list(
+                p11_attr("class", 2, b"\x04"), p11_attr("key_type", 2, key_type),
+                p11_attr("extractable", 3, b"\x01"), *vl)
+
     mech = {
         "valid-ecdsa-sha256": op(0, 1) + bytes([M["ECDSA_SHA256"], 0, 0]),
         "valid-ecdsa-raw": op(0, 1) + bytes([M["ECDSA"], 0, 0]),
@@ -380,6 +388,14 @@ def p11mod_seeds():
         "valid-ecdh": op(0, 3) + bytes([M["ECDH1_DERIVE"], 4, 0]) + null_data() +
         bytes([0, len(P256_G)]) + P256_G + p11_list(p11_attr("class", 2, b"\x04"),
                                                     p11_attr("key_type", 2, b"\x10")),
+        # X9.63 KDFs: [kdf] [shared data] [public data] [template with CKA_VALUE_LEN]
+        "valid-ecdh-kdf-sha256": ecdh("SHA256", b"\x00\x0cshared-info!", 48),
+        "valid-ecdh-kdf-sha3-aes": ecdh("SHA3-256", null_data(), 32, key_type=b"\x1f"),
+        "near-ecdh-kdf-no-len": ecdh("SHA1", null_data(), None),
+        "near-ecdh-kdf-shared-no-len": ecdh("SHA256", b"\x00\x00", 32),
+        "near-ecdh-kdf-shared-no-ptr": ecdh("SHA256", b"\x01\x05", 32),
+        "near-ecdh-null-kdf-shared": ecdh("NULL", b"\x00\x04info", None),
+        "near-ecdh-kdf-x942": ecdh("SHA1_ASN1", null_data(), 32),
         "near-pss-short": op(1, 0) + bytes([M["RSA_PKCS_PSS"]]) + pss(SHA256, 32, 2 | 16) + b"\x01",
         "near-pss-null": op(1, 0) + bytes([M["RSA_PKCS_PSS"], 0, 3]),
         "near-pss-huge-salt": op(1, 1) + bytes([M["SHA256_RSA_PKCS_PSS"], 2 | 8, SHA256, SHA256]) +
