@@ -1,7 +1,8 @@
 /*
  * The module's state: C_Initialize/C_Finalize (fork-safe), the slots (one per configured
  * token) and the way into them (the module's lock, each slot's lock: p11mod.h), library, slot
- * and token info, the error sink that maps the token layer's reasons to CKRs. The config comes from where the provider's does (ctok_config_pick: $CTOK_CONFIG, else
+ * and token info, the error sink that maps the token layer's reasons to CKRs. The config
+ * comes from where the provider's does (ctok_config_pick: $CTOK_CONFIG, else
  * /etc/ctok/tokens.json).
  */
 #include <stdio.h>
