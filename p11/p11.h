@@ -113,7 +113,7 @@ json_t *ctok_p11_uri_candidates(void *p11uri, char *searched, size_t len);
 void ctok_p11_registry_use(void);
 void ctok_p11_registry_release(void);
 
-/* ---- the token (backend.c, objects.c, crypto.c, keygen.c) ---- */
+/* ---- the token (backend.c, session.c, login.c, lookup.c, objects.c, crypto.c, keygen.c) ---- */
 struct p11_obj {
     CK_OBJECT_CLASS cls;
     CK_OBJECT_HANDLE h;
@@ -184,6 +184,31 @@ int ctok_p11_relogin(struct p11_tok *pt);
  * the slot again and log in again with the known code. 1 if the operation may be retried.
  */
 int ctok_p11_recover(struct p11_tok *pt, unsigned int gen, CK_RV rv, const char *what);
+/* Brings the token to the module's current generation: slot and login. In a region, lock held. */
+int ctok_p11_catch_up(struct p11_tok *pt);
+/* Keeps an idle session for reuse; 0 if the pool is full. Lock held. */
+int ctok_p11_pool_push(struct p11_tok *pt, CK_SESSION_HANDLE s);
+/* Runs fn on a pooled session inside a region: fn's CKR, or the session's failure. */
+CK_RV ctok_p11_with_session(struct p11_tok *pt,
+                            CK_RV (*fn)(struct p11_tok *, CK_SESSION_HANDLE, void *), void *arg);
+
+/* login.c: the backend's login_code, logout, pin_state, unlock_pin and change_code hooks */
+int ctok_p11_login(ctok_token *tok, const struct ctok_code *c);
+void ctok_p11_logout(ctok_token *tok);
+unsigned int ctok_p11_pin_state(ctok_token *tok, int puk);
+int ctok_p11_unlock_pin(ctok_token *tok, const char *puk, size_t puk_len, const char *pin,
+                        size_t pin_len);
+int ctok_p11_change_code(ctok_token *tok, const char *old, size_t old_len, const char *code,
+                         size_t len);
+
+/* lookup.c: the backend's enumerate, refresh, find, hidden, key_load and key_free hooks */
+int ctok_p11_enumerate(ctok_token *tok, ctok_object_cb cb, void *arg);
+int ctok_p11_refresh(ctok_token *tok);
+int ctok_p11_find(ctok_token *tok, const char *label, const uint8_t *id, size_t id_len,
+                  unsigned int types, ctok_object_cb cb, void *arg);
+unsigned int ctok_p11_hidden(ctok_token *tok);
+int ctok_p11_key_load(ctok_token *tok, ctok_key *key);
+void ctok_p11_key_free(ctok_key *key);
 
 /* objects.c */
 int ctok_p11_objects_load(struct p11_tok *pt);

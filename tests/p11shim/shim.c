@@ -5,7 +5,9 @@
  * tests assert on. README.md in this folder is the interface.
  *
  * Locking: g_init_lock serializes C_Initialize/C_Finalize; g_lock guards the state below and
- * is only ever held for a few instructions, never across a call into the wrapped module. */
+ * is only ever held for a few instructions, never across a call into the wrapped module.
+ * The frame around every call (counting, injected failures, the log) is frame.c's; the card
+ * it plays (labels, retry counter) card.c's. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -26,276 +28,35 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define CARD_SLOT_DESCRIPTION "Card Reader"
-#define CARD_LABEL_A "eID Card (identification)"
-#define CARD_LABEL_B "eID Card (signature)"
-
-/* Logged without CTOK_SHIM_LOG_ALL: what tests assert on, not the chatter around it. */
-static const enum fn logged_by_default[] = {
-    FN_C_Initialize,       FN_C_Finalize,        FN_C_InitToken,   FN_C_InitPIN,
-    FN_C_SetPIN,           FN_C_UnlockPIN,       FN_C_OpenSession, FN_C_CloseSession,
-    FN_C_CloseAllSessions, FN_C_Login,           FN_C_Logout,      FN_C_CreateObject,
-    FN_C_DestroyObject,    FN_C_FindObjectsInit, FN_C_SignInit,    FN_C_Sign,
-    FN_C_DecryptInit,      FN_C_Decrypt,         FN_C_DeriveKey,   FN_C_GenerateKey,
-    FN_C_GenerateKeyPair,
-};
 
 static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Loaded once and kept for the life of the process: unloading SoftHSM is what crashes. */
 static void *g_dl;
-static CK_FUNCTION_LIST_PTR g_soft;
-static struct config g_cfg;
-static int g_initialized;
-static pid_t g_init_pid;
+CK_FUNCTION_LIST_PTR g_soft;
+struct config g_cfg;
+int g_initialized;
+pid_t g_init_pid;
 static unsigned long g_initialize_calls; /* C_Initialize counts for the whole process */
-static unsigned long g_calls[FN_COUNT];  /* the rest from the last C_Initialize */
+unsigned long g_calls[FN_COUNT];         /* the rest from the last C_Initialize */
 static unsigned long g_signs;            /* successful C_Sign since the last C_Initialize */
-static int g_disconnected;
+int g_disconnected;
 
 static CK_FUNCTION_LIST g_list;
 
 static const CK_VERSION default_version = {CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR};
 
-/* ---- logging ---- */
-
-/* One line per call, one write(2) on an O_APPEND file: processes and threads may share it. */
-static void log_line(const char *path, const char *name, const char *rv, const char *extra)
-{
-    char line[512];
-    int saved = errno;
-    int n =
-        snprintf(line, sizeof(line), "%ld %s %s%s\n", (long)getpid(), name, rv, extra ? extra : "");
-    if (n >= (int)sizeof(line)) {
-        n = sizeof(line) - 1;
-        line[n - 1] = '\n';
-    }
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-        if (write(fd, line, (size_t)n) < 0) {
-            /* nothing to do: a test shim must not fail a call over its log */
-        }
-        close(fd);
-    }
-    errno = saved;
-}
-
-static void log_write(const char *path, enum fn fn, CK_RV rv, const char *extra)
-{
-    char buf[SHIM_CKR_BUFLEN];
-
-    log_line(path, shim_fn_names[fn], shim_ckr_name(rv, buf), extra);
-}
-
-static int logged(const struct config *c, enum fn fn)
-{
-    if (!c->log_path[0])
-        return 0;
-    if (c->log_all)
-        return 1;
-    for (size_t i = 0; i < sizeof(logged_by_default) / sizeof(logged_by_default[0]); i++)
-        if (logged_by_default[i] == fn)
-            return 1;
-    return 0;
-}
-
-/* ---- card presentation ---- */
-
-static void pad(CK_UTF8CHAR *field, size_t size, const char *text)
-{
-    size_t len = strlen(text);
-    memset(field, ' ', size);
-    memcpy(field, text, len < size ? len : size);
-}
-
-/* Which half of the two-PIN card a SoftHSM token is: 0, 1, or -1 for neither. */
-static int card_half(const CK_TOKEN_INFO *ti)
-{
-    char label[33];
-    size_t len = sizeof(ti->label);
-    int half = -1;
-
-    memcpy(label, ti->label, len);
-    while (len > 0 && (label[len - 1] == ' ' || label[len - 1] == '\0'))
-        len--;
-    label[len] = '\0';
-    pthread_mutex_lock(&g_lock);
-    if (g_cfg.multipin)
-        for (int i = 0; i < 2 && half < 0; i++)
-            if (strcmp(g_cfg.card_label[i], label) == 0)
-                half = i;
-    pthread_mutex_unlock(&g_lock);
-    return half;
-}
-
-static void present_token(CK_TOKEN_INFO *ti)
-{
-    int half = card_half(ti);
-    int private_certs;
-
-    if (half >= 0)
-        pad(ti->label, sizeof(ti->label), half == 0 ? CARD_LABEL_A : CARD_LABEL_B);
-    pthread_mutex_lock(&g_lock);
-    private_certs = g_cfg.private_certs;
-    pthread_mutex_unlock(&g_lock);
-    if (private_certs)
-        ti->flags |= CKF_LOGIN_REQUIRED;
-}
-
-/* ---- the frame around every call ---- */
-
-struct call {
-    enum fn fn;
-    int log, detail;
-    int injected;    /* the result is CTOK_SHIM_FAIL's */
-    char extra[200]; /* CTOK_SHIM_LOG_DETAIL: slot, token, user */
-};
-
-static int exempt_from_disconnect(enum fn fn)
-{
-    return fn == FN_C_Initialize || fn == FN_C_Finalize || fn == FN_C_GetInfo ||
-           fn == FN_C_GetFunctionList;
-}
-
-/* Counts the call; CKR_OK when it may go on to the module, else what it returns instead. */
-/* Calls between enter and leave, any thread: a fork() while some run is logged. */
-static unsigned long g_in_flight;
-
-static CK_RV enter(struct call *c, enum fn fn)
-{
-    CK_RV rv = CKR_OK;
-
-    __atomic_add_fetch(&g_in_flight, 1, __ATOMIC_SEQ_CST);
-    c->fn = fn;
-    c->injected = 0;
-    c->extra[0] = '\0';
-    pthread_mutex_lock(&g_lock);
-    c->log = logged(&g_cfg, fn);
-    c->detail = c->log && g_cfg.log_detail;
-    /* A forked child inherits the parent's state but must initialize (or finalize) first. */
-    if (!g_initialized || (g_init_pid != getpid() && fn != FN_C_Finalize)) {
-        rv = CKR_CRYPTOKI_NOT_INITIALIZED;
-    } else if (g_disconnected && !exempt_from_disconnect(fn)) {
-        rv = g_cfg.disconnect_rv;
-    } else {
-        unsigned long n = ++g_calls[fn];
-        if (g_cfg.fail_at[fn] && n >= g_cfg.fail_at[fn]) {
-            rv = g_cfg.fail_rv[fn];
-            c->injected = 1;
-        } else if (g_cfg.fail_once_at[fn] == n) {
-            rv = g_cfg.fail_once_rv[fn];
-            c->injected = 1;
-        }
-    }
-    pthread_mutex_unlock(&g_lock);
-    return rv;
-}
-
-static CK_RV leave(struct call *c, CK_RV rv)
-{
-    __atomic_sub_fetch(&g_in_flight, 1, __ATOMIC_SEQ_CST);
-    if (c->log) {
-        char path[PATH_MAX];
-        pthread_mutex_lock(&g_lock);
-        strcpy(path, g_cfg.log_path);
-        pthread_mutex_unlock(&g_lock);
-        if (path[0])
-            log_write(path, c->fn, rv, c->extra);
-    }
-    return rv;
-}
-
-static void detail_slot(struct call *c, CK_SLOT_ID slot)
-{
-    CK_TOKEN_INFO ti;
-    char label[33];
-    size_t len = sizeof(ti.label);
-
-    if (!c->detail)
-        return;
-    if (g_soft->C_GetTokenInfo(slot, &ti) != CKR_OK) {
-        snprintf(c->extra, sizeof(c->extra), " slot=%lu token=?", (unsigned long)slot);
-        return;
-    }
-    present_token(&ti);
-    memcpy(label, ti.label, len);
-    while (len > 0 && label[len - 1] == ' ')
-        len--;
-    label[len] = '\0';
-    snprintf(c->extra, sizeof(c->extra), " slot=%lu token=\"%s\"", (unsigned long)slot, label);
-}
-
-static void detail_session(struct call *c, CK_SESSION_HANDLE s)
-{
-    CK_SESSION_INFO si;
-
-    if (!c->detail)
-        return;
-    if (g_soft->C_GetSessionInfo(s, &si) == CKR_OK)
-        detail_slot(c, si.slotID);
-    else
-        snprintf(c->extra, sizeof(c->extra), " slot=? token=?");
-}
-
-static void detail_user(struct call *c, CK_USER_TYPE user)
-{
-    size_t len = strlen(c->extra);
-    const char *name = user == CKU_SO                 ? "CKU_SO"
-                       : user == CKU_USER             ? "CKU_USER"
-                       : user == CKU_CONTEXT_SPECIFIC ? "CKU_CONTEXT_SPECIFIC"
-                                                      : "?";
-    if (c->detail)
-        snprintf(c->extra + len, sizeof(c->extra) - len, " user=%s", name);
-}
-
-/* " mech=CKM_..." on C_SignInit: which signature mechanism the application chose. */
-static void detail_mech(struct call *c, CK_MECHANISM_PTR m)
-{
-    static const struct {
-        CK_MECHANISM_TYPE t;
-        const char *name;
-    } names[] = {{CKM_RSA_PKCS, "CKM_RSA_PKCS"},
-                 {CKM_RSA_X_509, "CKM_RSA_X_509"},
-                 {CKM_RSA_PKCS_PSS, "CKM_RSA_PKCS_PSS"},
-                 {CKM_SHA1_RSA_PKCS, "CKM_SHA1_RSA_PKCS"},
-                 {CKM_SHA224_RSA_PKCS, "CKM_SHA224_RSA_PKCS"},
-                 {CKM_SHA256_RSA_PKCS, "CKM_SHA256_RSA_PKCS"},
-                 {CKM_SHA384_RSA_PKCS, "CKM_SHA384_RSA_PKCS"},
-                 {CKM_SHA512_RSA_PKCS, "CKM_SHA512_RSA_PKCS"},
-                 {CKM_SHA1_RSA_PKCS_PSS, "CKM_SHA1_RSA_PKCS_PSS"},
-                 {CKM_SHA224_RSA_PKCS_PSS, "CKM_SHA224_RSA_PKCS_PSS"},
-                 {CKM_SHA256_RSA_PKCS_PSS, "CKM_SHA256_RSA_PKCS_PSS"},
-                 {CKM_SHA384_RSA_PKCS_PSS, "CKM_SHA384_RSA_PKCS_PSS"},
-                 {CKM_SHA512_RSA_PKCS_PSS, "CKM_SHA512_RSA_PKCS_PSS"},
-                 {CKM_ECDSA, "CKM_ECDSA"},
-                 {CKM_ECDSA_SHA1, "CKM_ECDSA_SHA1"},
-                 {CKM_ECDSA_SHA224, "CKM_ECDSA_SHA224"},
-                 {CKM_ECDSA_SHA256, "CKM_ECDSA_SHA256"},
-                 {CKM_ECDSA_SHA384, "CKM_ECDSA_SHA384"},
-                 {CKM_ECDSA_SHA512, "CKM_ECDSA_SHA512"},
-                 {CKM_EDDSA, "CKM_EDDSA"}};
-    size_t len = strlen(c->extra);
-
-    if (!c->detail || m == NULL)
-        return;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (names[i].t == m->mechanism) {
-            snprintf(c->extra + len, sizeof(c->extra) - len, " mech=%s", names[i].name);
-            return;
-        }
-    snprintf(c->extra + len, sizeof(c->extra) - len, " mech=0x%lx", (unsigned long)m->mechanism);
-}
-
 static CK_RV shim_C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_SignInit);
+    CK_RV rv = shim_enter(&c, FN_C_SignInit);
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
-        detail_mech(&c, m);
+        shim_detail_session(&c, s);
+        shim_detail_mech(&c, m);
         rv = g_soft->C_SignInit(s, m, k);
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 /* ---- forwarded as they are ---- */
@@ -305,32 +66,32 @@ static CK_RV shim_C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_
     static CK_RV shim_##name params                                                                \
     {                                                                                              \
         struct call c;                                                                             \
-        CK_RV rv = enter(&c, FN_##name);                                                           \
+        CK_RV rv = shim_enter(&c, FN_##name);                                                      \
         if (rv == CKR_OK) {                                                                        \
-            detail_session(&c, s);                                                                 \
+            shim_detail_session(&c, s);                                                            \
             rv = g_soft->name args;                                                                \
         }                                                                                          \
-        return leave(&c, rv);                                                                      \
+        return shim_leave(&c, rv);                                                                 \
     }
 #define FWD_SLOT(name, params, args)                                                               \
     static CK_RV shim_##name params                                                                \
     {                                                                                              \
         struct call c;                                                                             \
-        CK_RV rv = enter(&c, FN_##name);                                                           \
+        CK_RV rv = shim_enter(&c, FN_##name);                                                      \
         if (rv == CKR_OK) {                                                                        \
-            detail_slot(&c, slot);                                                                 \
+            shim_detail_slot(&c, slot);                                                            \
             rv = g_soft->name args;                                                                \
         }                                                                                          \
-        return leave(&c, rv);                                                                      \
+        return shim_leave(&c, rv);                                                                 \
     }
 #define FWD(name, params, args)                                                                    \
     static CK_RV shim_##name params                                                                \
     {                                                                                              \
         struct call c;                                                                             \
-        CK_RV rv = enter(&c, FN_##name);                                                           \
+        CK_RV rv = shim_enter(&c, FN_##name);                                                      \
         if (rv == CKR_OK)                                                                          \
             rv = g_soft->name args;                                                                \
-        return leave(&c, rv);                                                                      \
+        return shim_leave(&c, rv);                                                                 \
     }
 
 /* A cryptographic call that fails ends its operation (PKCS#11 2.40 5.2): when CTOK_SHIM_FAIL
@@ -340,9 +101,9 @@ static CK_RV shim_C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_
     static CK_RV shim_##name params                                                                \
     {                                                                                              \
         struct call c;                                                                             \
-        CK_RV rv = enter(&c, FN_##name);                                                           \
+        CK_RV rv = shim_enter(&c, FN_##name);                                                      \
         if (rv == CKR_OK) {                                                                        \
-            detail_session(&c, s);                                                                 \
+            shim_detail_session(&c, s);                                                            \
             rv = g_soft->name args;                                                                \
         } else if (c.injected) {                                                                   \
             CK_BYTE scratch[SCRATCH];                                                              \
@@ -351,7 +112,7 @@ static CK_RV shim_C_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_
             (void)sl;                                                                              \
             (void)g_soft->end;                                                                     \
         }                                                                                          \
-        return leave(&c, rv);                                                                      \
+        return shim_leave(&c, rv);                                                                 \
     }
 #define SCRATCH 16384
 
@@ -510,8 +271,8 @@ static CK_RV shim_C_Initialize(CK_VOID_PTR args)
         g_list.version = g_cfg.version_set ? g_cfg.version : default_version;
         pthread_mutex_unlock(&g_lock);
     }
-    if (logged(&next, FN_C_Initialize))
-        log_write(next.log_path, FN_C_Initialize, rv, NULL);
+    if (shim_logged(&next, FN_C_Initialize))
+        shim_log_write(next.log_path, FN_C_Initialize, rv, NULL);
     pthread_mutex_unlock(&g_init_lock);
     return rv;
 }
@@ -522,7 +283,7 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
     CK_RV rv;
 
     pthread_mutex_lock(&g_init_lock);
-    rv = enter(&c, FN_C_Finalize);
+    rv = shim_enter(&c, FN_C_Finalize);
     if (rv == CKR_OK) {
         rv = g_soft->C_Finalize(reserved);
         if (rv == CKR_OK || rv == CKR_CRYPTOKI_NOT_INITIALIZED) {
@@ -532,7 +293,7 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
             pthread_mutex_unlock(&g_lock);
         }
     }
-    rv = leave(&c, rv);
+    rv = shim_leave(&c, rv);
     pthread_mutex_unlock(&g_init_lock);
     return rv;
 }
@@ -540,7 +301,7 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved)
 static CK_RV shim_C_GetInfo(CK_INFO_PTR info)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_GetInfo);
+    CK_RV rv = shim_enter(&c, FN_C_GetInfo);
 
     if (rv == CKR_OK)
         rv = g_soft->C_GetInfo(info);
@@ -550,7 +311,7 @@ static CK_RV shim_C_GetInfo(CK_INFO_PTR info)
             info->cryptokiVersion = g_cfg.version;
         pthread_mutex_unlock(&g_lock);
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 /* ---- the behaviours ---- */
@@ -558,164 +319,52 @@ static CK_RV shim_C_GetInfo(CK_INFO_PTR info)
 static CK_RV shim_C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_GetSlotInfo);
+    CK_RV rv = shim_enter(&c, FN_C_GetSlotInfo);
 
     if (rv == CKR_OK) {
-        detail_slot(&c, slot);
+        shim_detail_slot(&c, slot);
         rv = g_soft->C_GetSlotInfo(slot, info);
     }
     if (rv == CKR_OK && (info->flags & CKF_TOKEN_PRESENT)) {
         CK_TOKEN_INFO ti;
-        if (g_soft->C_GetTokenInfo(slot, &ti) == CKR_OK && card_half(&ti) >= 0)
-            pad(info->slotDescription, sizeof(info->slotDescription), CARD_SLOT_DESCRIPTION);
+        if (g_soft->C_GetTokenInfo(slot, &ti) == CKR_OK && shim_card_half(&ti) >= 0)
+            shim_pad(info->slotDescription, sizeof(info->slotDescription), CARD_SLOT_DESCRIPTION);
     }
-    return leave(&c, rv);
-}
-
-/* ---- CTOK_SHIM_PIN_TRIES: a card's retry counter ---- */
-
-/* The wrapped module's own label of the slot's token, blank padding removed. */
-static int raw_label(CK_SLOT_ID slot, char label[33])
-{
-    CK_TOKEN_INFO ti;
-    size_t len = sizeof(ti.label);
-
-    if (g_soft->C_GetTokenInfo(slot, &ti) != CKR_OK)
-        return 0;
-    memcpy(label, ti.label, len);
-    while (len > 0 && label[len - 1] == ' ')
-        len--;
-    label[len] = '\0';
-    return 1;
-}
-
-enum tries_op { TRIES_READ, TRIES_WRONG, TRIES_RESET };
-
-/*
- * Wrong user PIN tries of a token since its last good one, kept in the counter file as lines
- * "<count> <label>" so that every process sees the card's count, as with a real card. Returns
- * the count after op, or -1 when the counter is off or unusable.
- */
-static long pin_tries(CK_SLOT_ID slot, enum tries_op op, unsigned long *max)
-{
-    char path[PATH_MAX], label[33], buf[8192], out[8192], *line, *save;
-    long count = 0;
-    size_t o = 0;
-    ssize_t n;
-    int fd;
-
-    pthread_mutex_lock(&g_lock);
-    *max = g_cfg.pin_tries;
-    strcpy(path, g_cfg.pin_state);
-    pthread_mutex_unlock(&g_lock);
-    if (*max == 0 || !raw_label(slot, label))
-        return -1;
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    flock(fd, LOCK_EX);
-    n = read(fd, buf, sizeof(buf) - 1);
-    buf[n > 0 ? n : 0] = '\0';
-    for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *sp = strchr(line, ' ');
-        if (sp && strcmp(sp + 1, label) == 0)
-            count = strtol(line, NULL, 10);
-        else if (o + strlen(line) + 2 < sizeof(out))
-            o += (size_t)sprintf(out + o, "%s\n", line);
-    }
-    if (op == TRIES_WRONG)
-        count++;
-    else if (op == TRIES_RESET)
-        count = 0;
-    if (op != TRIES_READ) {
-        if (count > 0 && o + strlen(label) + 24 < sizeof(out))
-            o += (size_t)sprintf(out + o, "%ld %s\n", count, label);
-        if (ftruncate(fd, 0) != 0 || pwrite(fd, out, o, 0) != (ssize_t)o)
-            count = -1;
-    }
-    flock(fd, LOCK_UN);
-    close(fd);
-    return count;
-}
-
-static int session_slot(S s, CK_SLOT_ID *slot)
-{
-    CK_SESSION_INFO si;
-
-    if (g_soft->C_GetSessionInfo(s, &si) != CKR_OK)
-        return 0;
-    *slot = si.slotID;
-    return 1;
-}
-
-/* Before a call that checks the user PIN: CKR_PIN_LOCKED when no try is left. */
-static CK_RV pin_locked(S s)
-{
-    CK_SLOT_ID slot;
-    unsigned long max;
-    long n = session_slot(s, &slot) ? pin_tries(slot, TRIES_READ, &max) : -1;
-
-    return n >= 0 && (unsigned long)n >= max ? CKR_PIN_LOCKED : CKR_OK;
-}
-
-/* After it: a wrong PIN counts, a good one resets the count. */
-static void pin_checked(S s, CK_RV rv)
-{
-    CK_SLOT_ID slot;
-    unsigned long max;
-
-    if ((rv == CKR_PIN_INCORRECT || rv == CKR_OK) && session_slot(s, &slot))
-        (void)pin_tries(slot, rv == CKR_OK ? TRIES_RESET : TRIES_WRONG, &max);
-}
-
-/* C_GetTokenInfo shows the count as a card does. */
-static void pin_flags(CK_SLOT_ID slot, CK_TOKEN_INFO *ti)
-{
-    unsigned long max;
-    long n = pin_tries(slot, TRIES_READ, &max);
-
-    if (n <= 0)
-        return;
-    if ((unsigned long)n >= max)
-        ti->flags |= CKF_USER_PIN_LOCKED;
-    else if (max - (unsigned long)n == 1)
-        ti->flags |= CKF_USER_PIN_FINAL_TRY;
-    else
-        ti->flags |= CKF_USER_PIN_COUNT_LOW;
+    return shim_leave(&c, rv);
 }
 
 static CK_RV shim_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_GetTokenInfo);
+    CK_RV rv = shim_enter(&c, FN_C_GetTokenInfo);
 
     if (rv == CKR_OK) {
-        detail_slot(&c, slot);
+        shim_detail_slot(&c, slot);
         rv = g_soft->C_GetTokenInfo(slot, info);
     }
     if (rv == CKR_OK) {
-        present_token(info);
-        pin_flags(slot, info);
+        shim_present_token(info);
+        shim_pin_flags(slot, info);
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 static CK_RV shim_C_Login(S s, CK_USER_TYPE user, B pin, CK_ULONG len)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_Login);
+    CK_RV rv = shim_enter(&c, FN_C_Login);
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
+        shim_detail_session(&c, s);
         if (user == CKU_USER)
-            rv = pin_locked(s);
+            rv = shim_pin_locked(s);
         if (rv == CKR_OK)
             rv = g_soft->C_Login(s, user, pin, len);
         if (user == CKU_USER)
-            pin_checked(s, rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv);
+            shim_pin_checked(s, rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv);
     }
-    detail_user(&c, user);
-    return leave(&c, rv);
+    shim_detail_user(&c, user);
+    return shim_leave(&c, rv);
 }
 
 static int user_logged_in(S s)
@@ -741,17 +390,17 @@ static int is_certificate(S s, O o)
 static CK_RV shim_C_FindObjects(S s, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max, LP count)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_FindObjects);
+    CK_RV rv = shim_enter(&c, FN_C_FindObjects);
     int hide;
 
     if (rv != CKR_OK)
-        return leave(&c, rv);
-    detail_session(&c, s);
+        return shim_leave(&c, rv);
+    shim_detail_session(&c, s);
     pthread_mutex_lock(&g_lock);
     hide = g_cfg.private_certs;
     pthread_mutex_unlock(&g_lock);
     if (!hide || !objects || !count || max == 0 || user_logged_in(s))
-        return leave(&c, g_soft->C_FindObjects(s, objects, max, count));
+        return shim_leave(&c, g_soft->C_FindObjects(s, objects, max, count));
 
     /* Keep asking until the caller's buffer is full or the search is over, so a short
      * answer still means "no more objects". */
@@ -769,7 +418,7 @@ static CK_RV shim_C_FindObjects(S s, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
         }
     }
     *count = rv == CKR_OK ? got : 0;
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 /* CTOK_SHIM_DISCONNECT_EVERY: the Nth successful signature since C_Initialize is the last
@@ -792,10 +441,10 @@ static CK_RV count_signature(void)
 static CK_RV shim_C_Sign(S s, B in, CK_ULONG il, B sig, LP sl)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_Sign);
+    CK_RV rv = shim_enter(&c, FN_C_Sign);
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
+        shim_detail_session(&c, s);
         rv = g_soft->C_Sign(s, in, il, sig, sl);
         /* A length query (no buffer) produces no signature. */
         if (rv == CKR_OK && sig)
@@ -809,7 +458,7 @@ static CK_RV shim_C_Sign(S s, B in, CK_ULONG il, B sig, LP sl)
         size_t len = strlen(c.extra);
         snprintf(c.extra + len, sizeof(c.extra) - len, " length-query");
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 /* With CTOK_SHIM_PIN_TRIES, C_SetPIN checks the old PIN against the counter as C_Login does,
@@ -817,16 +466,16 @@ static CK_RV shim_C_Sign(S s, B in, CK_ULONG il, B sig, LP sl)
 static CK_RV shim_C_SetPIN(S s, B old, CK_ULONG old_len, B pin, CK_ULONG len)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_SetPIN);
+    CK_RV rv = shim_enter(&c, FN_C_SetPIN);
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
-        rv = pin_locked(s);
+        shim_detail_session(&c, s);
+        rv = shim_pin_locked(s);
         if (rv == CKR_OK)
             rv = g_soft->C_SetPIN(s, old, old_len, pin, len);
-        pin_checked(s, rv);
+        shim_pin_checked(s, rv);
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 static CK_RV init_pin(S s, B pin, CK_ULONG len)
@@ -834,20 +483,20 @@ static CK_RV init_pin(S s, B pin, CK_ULONG len)
     CK_RV rv = g_soft->C_InitPIN(s, pin, len);
 
     if (rv == CKR_OK)
-        pin_checked(s, rv);
+        shim_pin_checked(s, rv);
     return rv;
 }
 
 static CK_RV shim_C_InitPIN(S s, B pin, CK_ULONG len)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_InitPIN);
+    CK_RV rv = shim_enter(&c, FN_C_InitPIN);
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
+        shim_detail_session(&c, s);
         rv = init_pin(s, pin, len);
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 /* The card extension (seed 004): like C_SetPIN with the PUK, which is the token's SO PIN. */
@@ -855,11 +504,11 @@ EXPORT CK_RV C_UnlockPIN(CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR puk, CK_ULONG puk_
                          CK_UTF8CHAR_PTR pin, CK_ULONG pin_len)
 {
     struct call c;
-    CK_RV rv = enter(&c, FN_C_UnlockPIN);
+    CK_RV rv = shim_enter(&c, FN_C_UnlockPIN);
     int no_unlock;
 
     if (rv == CKR_OK) {
-        detail_session(&c, s);
+        shim_detail_session(&c, s);
         pthread_mutex_lock(&g_lock);
         no_unlock = g_cfg.no_unlock;
         pthread_mutex_unlock(&g_lock);
@@ -876,7 +525,7 @@ EXPORT CK_RV C_UnlockPIN(CK_SESSION_HANDLE s, CK_UTF8CHAR_PTR puk, CK_ULONG puk_
                 rv = out;
         }
     }
-    return leave(&c, rv);
+    return shim_leave(&c, rv);
 }
 
 EXPORT CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
@@ -908,7 +557,7 @@ static void before_fork(void)
         char extra[40];
 
         snprintf(extra, sizeof(extra), " in_flight=%lu", n);
-        log_line(g_cfg.log_path, "fork", "mid-call", extra);
+        shim_log_line(g_cfg.log_path, "fork", "mid-call", extra);
     }
 }
 

@@ -1,9 +1,11 @@
-/* The shim's function table and its configuration (config.c): what shim.c and config.c share.
- * README.md describes the CTOK_SHIM_* variables. */
+/* The shim's function table and its configuration (config.c): what shim.c, config.c, frame.c
+ * and card.c share. README.md describes the CTOK_SHIM_* variables. */
 #ifndef CTOK_P11SHIM_SHIM_H
 #define CTOK_P11SHIM_SHIM_H
 
 #include <limits.h>
+#include <pthread.h>
+#include <sys/types.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -118,5 +120,51 @@ int shim_parse_config(struct config *c);
 
 /* Parses "<major>.<minor>": 1 and *out set, 0 for none (NULL or empty), -1 if malformed. */
 int shim_parse_version(CK_VERSION *out, const char *v);
+
+/* ---- the state shim.c keeps; g_lock guards it, never across a call into the module ---- */
+extern pthread_mutex_t g_lock;
+extern CK_FUNCTION_LIST_PTR g_soft; /* the wrapped module's list */
+extern struct config g_cfg;
+extern int g_initialized;
+extern pid_t g_init_pid;
+extern unsigned long g_calls[FN_COUNT]; /* from the last C_Initialize */
+extern int g_disconnected;
+
+/* ---- the frame around every call (frame.c) ---- */
+struct call {
+    enum fn fn;
+    int log, detail;
+    int injected;    /* the result is CTOK_SHIM_FAIL's */
+    char extra[200]; /* CTOK_SHIM_LOG_DETAIL: slot, token, user */
+};
+
+/* Calls between shim_enter and shim_leave, any thread: a fork() while some run is logged. */
+extern unsigned long g_in_flight;
+/* Counts the call; CKR_OK when it may go on to the module, else what it returns instead. */
+CK_RV shim_enter(struct call *c, enum fn fn);
+/* Logs the call (when it is logged) and returns rv. */
+CK_RV shim_leave(struct call *c, CK_RV rv);
+/* CTOK_SHIM_LOG_DETAIL's " slot=... token=...", " user=..." and " mech=..." on the call. */
+void shim_detail_slot(struct call *c, CK_SLOT_ID slot);
+void shim_detail_session(struct call *c, CK_SESSION_HANDLE s);
+void shim_detail_user(struct call *c, CK_USER_TYPE user);
+void shim_detail_mech(struct call *c, CK_MECHANISM_PTR m);
+void shim_log_line(const char *path, const char *name, const char *rv, const char *extra);
+void shim_log_write(const char *path, enum fn fn, CK_RV rv, const char *extra);
+/* Is fn logged under configuration c? */
+int shim_logged(const struct config *c, enum fn fn);
+
+/* ---- the card the shim plays (card.c) ---- */
+/* Blank-pads text into a PKCS#11 string field. */
+void shim_pad(CK_UTF8CHAR *field, size_t size, const char *text);
+/* Which half of the two-PIN card a SoftHSM token is: 0, 1, or -1 for neither. */
+int shim_card_half(const CK_TOKEN_INFO *ti);
+/* The token info as the card shows it: its half's label, CKF_LOGIN_REQUIRED for private certs. */
+void shim_present_token(CK_TOKEN_INFO *ti);
+/* CTOK_SHIM_PIN_TRIES: CKR_PIN_LOCKED before a user PIN check when no try is left; after it,
+ * count a wrong PIN or reset on a good one; show the count in C_GetTokenInfo's flags. */
+CK_RV shim_pin_locked(CK_SESSION_HANDLE s);
+void shim_pin_checked(CK_SESSION_HANDLE s, CK_RV rv);
+void shim_pin_flags(CK_SLOT_ID slot, CK_TOKEN_INFO *ti);
 
 #endif

@@ -18,7 +18,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BUILD = Path(os.environ.get("CTOK_BUILD_DIR", REPO / "build"))
-SOURCES = ["shim.c", "shim.h", "config.c", "ckr.c", "ckr.h", "shim_driver.c"]
+SOURCES = ["shim.c", "shim.h", "config.c", "ckr.c", "ckr.h", "frame.c", "card.c",
+           "shim_driver.c"]
 LOG_LINE = re.compile(r"^(\d+) (C_\w+) (CKR_\w+|0x[0-9A-F]+)$")
 SO_PIN = "5678"
 
@@ -39,8 +40,8 @@ def _gcc_build(out):
                             text=True).stdout.split() or ["-I/usr/include/p11-kit-1"]
     common = ["gcc", "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", *cflags]
     _run([*common, "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,--no-undefined", "-o",
-          out / "ctok-p11shim.so", HERE / "shim.c", HERE / "config.c", HERE / "ckr.c", "-ldl",
-          "-lpthread"])
+          out / "ctok-p11shim.so", HERE / "shim.c", HERE / "config.c", HERE / "ckr.c", HERE / "frame.c",
+          HERE / "card.c", "-ldl", "-lpthread"])
     _run([*common, "-o", out / "ctok-p11shim-driver", HERE / "shim_driver.c", HERE / "ckr.c",
           "-ldl", "-lpthread"])
     return out / "ctok-p11shim.so", out / "ctok-p11shim-driver"
