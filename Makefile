@@ -71,7 +71,12 @@ TSAN_RT      = $$(gcc -print-file-name=libtsan.so)
 TSAN_TESTS  ?= tests/test_threads.py tests/test_p11_faults.py tests/test_p11_crypto.py \
                tests/test_kms_call.py tests/test_p11mod_crypto.py \
                tests/test_p11mod_slots.py tests/test_p11mod_api.py tests/test_p11mod_fork.py
-TSAN_SELECT ?= thread or fork or child
+# Not test_children_forked_while_threads_sign: its children fork off eight threads in the middle
+# of module calls, and TSan does not model fork(): glibc reclaiming the parent threads' stacks
+# (their __thread variables) and the child handler making the module's lock new are reported
+# against those threads' last accesses, in about one run of two. test_p11mod_fork covers a fork
+# while a thread holds a slot, and runs here.
+TSAN_SELECT ?= (thread or fork or child) and not test_children_forked_while_threads_sign
 # The openssl CLI runs through ctok's decoder, lookup and signing here; valgrind sees what
 # libcrypto writes into ctok's buffers, which ASan cannot.
 VALGRIND_TESTS ?= tests/test_sign.py tests/test_store.py tests/test_bad_input.py \
