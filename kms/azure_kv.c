@@ -94,6 +94,12 @@ static int conf_vault(struct az_tok *kt, const char *name, const char *url)
         url = buf;
     } else if (!ctok_kms_conf_url(tok, "vault_url", url, 0)) {
         return 0;
+    } else if (strcspn(url, "?#") >= sizeof(buf)) {
+        /* cut to fit, it would name another vault */
+        CTOK_ERR(CTOK_R_CONFIG,
+                 "%s: token '%s': \"vault_url\" is longer than %zu characters (before any '?')",
+                 cfg_path(tok), ctok_token_name(tok), sizeof(buf) - 1);
+        return 0;
     } else {
         /* paths are appended to it: no '/' at the end */
         snprintf(buf, sizeof(buf), "%.*s", (int)strcspn(url, "?#"), url);

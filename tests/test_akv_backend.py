@@ -104,6 +104,7 @@ def test_token_create_refuses_a_secret_azure_ad_does_not_take(ws, akv_emu):
     ("auth_method", "password", "must be one of secret, certificate, managed_identity"),
     ("vault_type", "gold", "must be one of standard, premium"),
     ("vault_url", "http://127.0.0.1:1", "\"vault_url\" must be an https:// URL"),
+    ("vault_url", "https://" + "v" * 292 + ".vault.azure.net", "is longer than 299 characters"),
     ("timeout_ms", 5, "\"timeout_ms\" must be an integer from 100"),
     ("binding", "ctok:token=x;object=y", "is for auth_method certificate only"),
 ])

@@ -17,17 +17,21 @@ targets=${FUZZ_TARGETS:-"ctok_uri pkcs11_uri config keyref_pem keyref_der auth_s
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_jwk az_list az_bundle"
 # the Azure AD token response and the Key Vault / Azure AD error bodies
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_token az_error"
+# an Azure Key Vault token's config entry, certificate binding files, the file reader's checks
+[ -z "${FUZZ_TARGETS:-}" ] && targets+=" az_config certbind fileutil"
 # ctok-p11.so: application templates and attribute requests, mechanisms and their parameters
 [ -z "${FUZZ_TARGETS:-}" ] && targets+=" p11mod_tmpl p11mod_mech"
 
 # Time factors: a full run (60 s) should give each target a million executions. Rates seen
 # with seven other builds on the 2-core machine (tests/fuzz/README.md): pkcs12 2,400/s,
 # keyref_der 3,600/s, config 7,800/s, p11_attrs 10,900/s, keyref_pem 16,600/s; p11mod_tmpl
-# and p11mod_mech 7,700/s (load 9).
+# and p11mod_mech 7,700/s (load 9); certbind ~1,000/s (each input two certificate parses,
+# allocation-heavy in libcrypto under ASan).
 factor() {
     case $1 in
     pkcs12) echo 8 ;;
     keyref_der) echo 5 ;;
+    certbind) echo 4 ;;
     config) echo 3 ;;
     keyref_pem | p11prov_pem | p11_attrs | p11mod_tmpl | p11mod_mech) echo 2 ;;
     *) echo 1 ;;
