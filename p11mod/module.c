@@ -214,6 +214,19 @@ CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot)
     return CKR_OK;
 }
 
+CK_RV mod_enter_tables_session(CK_SESSION_HANDLE h, struct mod_session **s)
+{
+    CK_RV rv;
+
+    if ((rv = mod_enter()) != CKR_OK)
+        return rv;
+    if ((*s = mod_session_get(h)) == NULL) {
+        mod_leave();
+        return CKR_SESSION_HANDLE_INVALID;
+    }
+    return CKR_OK;
+}
+
 /*
  * A session is closed only in its slot (C_CloseSession, C_CloseAllSessions), which counts the
  * closes: when none happened between the look-up and the slot's lock, the session is still
@@ -225,12 +238,8 @@ CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s)
     unsigned int closes;
     CK_RV rv;
 
-    if ((rv = mod_enter()) != CKR_OK)
+    if ((rv = mod_enter_tables_session(h, s)) != CKR_OK)
         return rv;
-    if ((*s = mod_session_get(h)) == NULL) {
-        mod_leave();
-        return CKR_SESSION_HANDLE_INVALID;
-    }
     slot = mod_slot_get((*s)->slot);
     closes = __atomic_load_n(&slot->closes, __ATOMIC_ACQUIRE);
     slot_enter(slot);

@@ -139,7 +139,8 @@ extern struct mod_state mod;
 /* The module's lock held, module initialized in this process: CKR_OK, else the code to return
  * (lock released). */
 CK_RV mod_enter(void);
-/* Leaves what mod_enter, mod_enter_tables_slot, mod_enter_slot or mod_enter_session took. */
+/* Leaves what mod_enter, mod_enter_tables_slot, mod_enter_slot, mod_enter_tables_session or
+ * mod_enter_session took. */
 void mod_leave(void);
 /* mod_enter, and the slot of id, for what never changes of a slot (its token) and the module's
  * tables; out: the caller's output (NULL: CKR_ARGUMENTS_BAD). On failure no lock is held. */
@@ -150,6 +151,9 @@ CK_RV mod_enter_slot(CK_SLOT_ID id, const void *out, struct mod_slot **slot);
 /* The slot of session h entered (its lock held, the module's not): the session stays while the
  * thread is in its slot. On failure no lock is held. */
 CK_RV mod_enter_session(CK_SESSION_HANDLE h, struct mod_session **s);
+/* mod_enter, and session h (CKR_SESSION_HANDLE_INVALID), for the module's tables only. On
+ * failure no lock is held. */
+CK_RV mod_enter_tables_session(CK_SESSION_HANDLE h, struct mod_session **s);
 /* The module's lock taken and released inside a slot (the tables: mod_session_get, the
  * sessions of a slot). */
 void mod_tables_lock(void);

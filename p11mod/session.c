@@ -165,12 +165,8 @@ CK_RV C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
     if (info == NULL)
         return CKR_ARGUMENTS_BAD;
     /* the module's lock only (logged_in is written under both): not held up by a slow login */
-    if ((rv = mod_enter()) != CKR_OK)
+    if ((rv = mod_enter_tables_session(h, &s)) != CKR_OK)
         return rv;
-    if ((s = mod_session_get(h)) == NULL) {
-        mod_leave();
-        return CKR_SESSION_HANDLE_INVALID;
-    }
     user = mod_slot_get(s->slot)->logged_in;
     info->slotID = s->slot;
     info->flags = s->flags;

@@ -171,40 +171,46 @@ void ctok_file_free(uint8_t *data, size_t len)
     OPENSSL_clear_free(data, len + 1);
 }
 
+/* The argument of a hook variable's value "<point>:<arg>" naming point, or NULL. */
+static const char *point_arg(const char *value, const char *point, size_t n)
+{
+    return value != NULL && strncmp(value, point, n) == 0 && value[n] == ':' ? value + n + 1 : NULL;
+}
+
 /* The first pass at point waits in its thread alone (the others go on) until the test says
  * go: an ordering of threads that needs no timing. Bounded: a test that never says go ends. */
-static void test_wait(const char *point, size_t n)
+static void test_wait(const char *dir)
 {
-    const char *wait = getenv("CTOK_TEST_WAIT_AT");
     static int waited;
     char path[4096];
     struct timespec tick = {0, 10 * 1000000L};
     int fd;
 
-    if (wait == NULL || strncmp(wait, point, n) != 0 || wait[n] != ':' ||
-        __atomic_fetch_add(&waited, 1, __ATOMIC_RELAXED) > 0)
+    if (__atomic_fetch_add(&waited, 1, __ATOMIC_RELAXED) > 0)
         return;
-    snprintf(path, sizeof(path), "%s/reached", wait + n + 1);
+    snprintf(path, sizeof(path), "%s/reached", dir);
     if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) >= 0)
         close(fd);
-    snprintf(path, sizeof(path), "%s/go", wait + n + 1);
+    snprintf(path, sizeof(path), "%s/go", dir);
     for (int i = 0; i < 6000 && access(path, F_OK) != 0; i++)
         nanosleep(&tick, NULL);
 }
 
 void ctok_test_point(const char *point)
 {
-    const char *stop = getenv("CTOK_TEST_STOP_AT"), *delay = getenv("CTOK_TEST_DELAY_AT");
+    const char *stop = getenv("CTOK_TEST_STOP_AT");
     size_t n = strlen(point);
+    const char *wait = point_arg(getenv("CTOK_TEST_WAIT_AT"), point, n);
+    const char *delay = point_arg(getenv("CTOK_TEST_DELAY_AT"), point, n);
     static int passed;
 
     if (stop != NULL && strcmp(stop, point) == 0)
         raise(SIGSTOP);
-    test_wait(point, n);
+    if (wait != NULL)
+        test_wait(wait);
     /* <point>:<ms>: every pass but the process's first waits, so one thread runs ahead */
-    if (delay != NULL && strncmp(delay, point, n) == 0 && delay[n] == ':' &&
-        __atomic_fetch_add(&passed, 1, __ATOMIC_RELAXED) > 0) {
-        long ms = strtol(delay + n + 1, NULL, 10);
+    if (delay != NULL && __atomic_fetch_add(&passed, 1, __ATOMIC_RELAXED) > 0) {
+        long ms = strtol(delay, NULL, 10);
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 
         if (ms > 0 && ms < 10000)
