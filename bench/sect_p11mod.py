@@ -1,17 +1,35 @@
 """bench/run.py's p11mod section: ctok-p11.so as a pass-through PKCS#11 module (issue 14: for a
 PKCS#11 token, not slower than the module underneath by more than 5 %). The same bare
 C_SignInit/C_Sign loop (ctok-bench-p11, one session per thread, no OpenSSL in the loop) runs
-on SoftHSM's own module, on the token object (raw-token) and on per-thread session copies
-(raw-copy), and on build/ctok-p11.so over the ctok pkcs11 token naming that SoftHSM token
-(p11mod), interleaved round by round, on the keys and threads of the hsm section."""
+on build/ctok-p11.so over the ctok pkcs11 token naming a SoftHSM token (p11mod), and on
+SoftHSM's own module, on the token object (raw-token) and on per-thread session copies
+(raw-copy), on the keys and threads of the hsm section. The three sides share one process
+and its threads (ctok-bench-p11 --versus), taking 20 ms slices of wall time in turn: this
+VM's speed drifts by 20-30 % over seconds, which separate processes run seconds apart read as
+differences of that size, where slices a few ms apart see the same machine (two runs of one
+side against itself read 0.995-1.000)."""
 
 import os
 import statistics
 
 from benchlib import (HSM_KEYS, HSM_TARGET, HSM_TOKEN_LABEL, HSM_TOKEN_NAME, KEYS, RunFailed,
-                      fmt_span, parse_ops, progress, rel_span, rule, run, span, verdict)
+                      fmt_cmd, fmt_span, progress, rel_span, rule, run, span, verdict)
 
-SIDES = ("raw-token", "raw-copy", "p11mod")
+# in ctok-bench-p11's order: --module's side first, then the --versus sides
+SIDES = ("p11mod", "raw-token", "raw-copy")
+
+
+def parse_sides(cmd, out, env_extra):
+    """Each side's ops/s from ctok-bench-p11's side=<k> lines."""
+    ops = {}
+    for line in out.splitlines():
+        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        if "side" in fields and "ops_per_sec" in fields:
+            ops[int(fields["side"])] = float(fields["ops_per_sec"])
+    if sorted(ops) != list(range(len(SIDES))) or min(ops.values()) <= 0:
+        raise RunFailed(f"no ops_per_sec for every side in output of:\n  "
+                        f"{fmt_cmd(cmd, env_extra)}\n{out}")
+    return {side: ops[k] for k, side in enumerate(SIDES)}
 
 
 def p11mod_section(args, fixtures, build, p11bench, results):
@@ -22,17 +40,15 @@ def p11mod_section(args, fixtures, build, p11bench, results):
     for name in HSM_KEYS:
         for alg in KEYS[name]["algs"]:
             for n in args.thread_list:
-                common = ["--pin", f"file:{pin}", "--label", name, "--mech", alg, "--threads",
-                          str(n), "--seconds", str(args.hsm_seconds)]
-                cmds = {"raw-token": [p11bench, "--module", args.softhsm_module, "--token",
-                                      HSM_TOKEN_LABEL, *common],
-                        "p11mod": [p11bench, "--module", module, "--token", HSM_TOKEN_NAME,
-                                   *common]}
-                cmds["raw-copy"] = cmds["raw-token"] + ["--session-copy"]
+                raw = f"module={args.softhsm_module},token={HSM_TOKEN_LABEL}"
+                # each side gets hsm_seconds of the run's wall time
+                cmd = [p11bench, "--module", module, "--token", HSM_TOKEN_NAME, "--pin",
+                       f"file:{pin}", "--label", name, "--mech", alg, "--threads", str(n),
+                       "--seconds", str(len(SIDES) * args.hsm_seconds), "--versus", raw,
+                       "--versus", raw + ",copy=session"]
                 runs = {s: [] for s in SIDES}
                 for r in range(args.hsm_rounds):
-                    for side in SIDES:
-                        ops, _ = parse_ops(cmds[side], run(cmds[side], env, env_extra), env_extra)
+                    for side, ops in parse_sides(cmd, run(cmd, env, env_extra), env_extra).items():
                         runs[side].append(ops)
                     limit = max(runs["raw-token"][-1], runs["raw-copy"][-1])
                     progress("p11mod", f"{KEYS[name]['desc']} {alg} {n} thr  round "
@@ -61,8 +77,9 @@ def p11mod_report(args, results):
     print(f"\nctok-p11.so pass-through: the bare C_SignInit/C_Sign loop (ctok-bench-p11) on "
           f"build/ctok-p11.so over\na ctok pkcs11 token against the same loop on SoftHSM's "
           f"module, same key, on the token object\n(raw-token) and on per-thread session copies "
-          f"(raw-copy); medians of {args.hsm_rounds} interleaved rounds x\n"
-          f"{args.hsm_seconds:g} s; limit = the faster raw median (marked *); ratio = median "
+          f"(raw-copy), the three in one process taking 20 ms slices\nin turn; medians of "
+          f"{args.hsm_rounds} rounds x {args.hsm_seconds:g} s a side; limit = the faster raw "
+          f"median (marked *); ratio = median "
           f"p11mod ops/s / limit;\npairs = range of per-round p11mod/limit; runs = each side's "
           f"rounds, lowest and highest over its median\n")
     rule(" ".join([f"{'key':8} {'alg':9} {'thr':>3}",

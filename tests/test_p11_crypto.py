@@ -26,7 +26,7 @@ from ctoktest import (
     tls_client,
     verify_digest,
 )
-from p11fixtures import MAIN_LABEL, main_hsm  # noqa: F401  (fixture)
+from p11fixtures import MAIN_LABEL, PIN, SOFTHSM_LIB, main_hsm  # noqa: F401  (fixture)
 
 def pubkey(tok, alias):
     return load_cert(tok.cert(alias)).public_key()
@@ -330,6 +330,47 @@ def test_benchmark_program_signs_with_an_hsm_key_on_two_threads(main_hsm):
                        "--seconds", "0.3", "--provider-path", ws.build, "--provider", "ctok",
                        "--provider", "default"], ws.env()))
     assert "threads=2" in p.stdout and float(p.stdout.split("ops_per_sec=")[1].split()[0]) > 0
+
+
+def p11_bench(ws, *args):
+    bench = ws.build / "bench" / "ctok-bench-p11"
+    if not bench.exists():
+        pytest.skip("no %s" % bench)
+    from ctoktest import run
+
+    pin = ws.path("bench-pin")
+    pin.write_text(PIN + "\n")
+    return run([bench, "--pin", "file:%s" % pin, "--label", "p256", "--mech", "ecdsa", *args],
+               ws.env())
+
+
+def test_p11_benchmark_gives_ctok_p11_and_softhsm_turns_in_one_process(main_hsm):
+    """bench/: ctok-bench-p11 --versus (make bench's p11mod section) signs on ctok-p11.so and
+    on SoftHSM's own module, token object and session copies, in the same threads: every side
+    signs, and each gets about a third of the wall time (slices taken in turn)."""
+    ws = main_hsm.ws
+    raw = "module=%s,token=%s" % (SOFTHSM_LIB, MAIN_LABEL)
+    p = assert_ok(p11_bench(ws, "--module", ws.build / "ctok-p11.so", "--token", "hsm",
+                            "--threads", "2", "--seconds", "0.9", "--slice-ms", "10",
+                            "--versus", raw, "--versus", raw + ",copy=session"))
+    sides = {}
+    for line in p.stdout.splitlines():
+        f = dict(t.split("=", 1) for t in line.split() if "=" in t)
+        if "side" in f:
+            sides[int(f["side"])] = (int(f["sigs"]), float(f["seconds"]))
+    assert sorted(sides) == [0, 1, 2], p.stdout
+    total = sum(sec for _, sec in sides.values())
+    for k, (sigs, sec) in sides.items():
+        assert sigs > 0, p.stdout
+        assert 0.2 < sec / total < 0.47, "side %d had %.2f of the time\n%s" % (k, sec / total,
+                                                                              p.stdout)
+
+
+@pytest.mark.parametrize("spec", ["token=", "module=/x", "token=a,copy=twice", "bogus"])
+def test_p11_benchmark_refuses_a_bad_versus_in_one_line(main_hsm, spec):
+    p = p11_bench(main_hsm.ws, "--token", MAIN_LABEL, "--versus", spec)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "--versus" in p.stderr, p.stderr
 
 
 def test_tls_server_with_a_pkcs11_uri_key(main_hsm):
