@@ -480,13 +480,19 @@ static CK_RV do_sign(struct p11_tok *pt, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h
 int ctok_p11_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_t *tbs, size_t tbslen,
                   uint8_t *sig, size_t *siglen)
 {
-    struct sign_op o = {{0, NULL, 0}, tbs, (CK_ULONG)tbslen, {0}, 0, key};
+    /* o.out is left as it is: an initializer would zero its 1 KiB on every signature */
+    struct sign_op o;
     const struct md_mech *m = md_mech(p->md);
     CK_RSA_PKCS_PSS_PARAMS pss;
     uint8_t di[2 + 127];
     size_t dilen;
     int raw;
 
+    o.mech = (CK_MECHANISM){0, NULL, 0};
+    o.in = tbs;
+    o.inlen = (CK_ULONG)tbslen;
+    o.outlen = 0;
+    o.key = key;
     switch (key->type) {
     case CTOK_KT_RSA:
     case CTOK_KT_RSA_PSS:

@@ -74,6 +74,7 @@ struct mod_sign {
     EVP_MD_CTX *mdctx;  /* hash-and-sign mechanisms */
     uint8_t *buf;       /* raw mechanisms: the data so far */
     size_t len;
+    size_t size; /* the signature's */
 };
 
 /* A decryption of a session (RSA PKCS#1 v1.5, OAEP). */

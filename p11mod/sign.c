@@ -68,8 +68,11 @@ static int is_pss(CK_MECHANISM_TYPE m)
 void mod_sign_clear(struct mod_sign *op)
 {
     ctok_key_unref(op->key);
-    EVP_MD_CTX_free(op->mdctx);
-    OPENSSL_clear_free(op->buf, op->len);
+    /* raw mechanisms have neither: no calls into libcrypto for them */
+    if (op->mdctx != NULL)
+        EVP_MD_CTX_free(op->mdctx);
+    if (op->buf != NULL)
+        OPENSSL_clear_free(op->buf, op->len);
     memset(op, 0, sizeof(*op));
 }
 
@@ -117,6 +120,22 @@ CK_RV mod_op_key(struct mod_slot *slot, CK_OBJECT_HANDLE kh, CK_MECHANISM_TYPE m
     return rv;
 }
 
+/* The signature's size: the modulus; ECDSA r || s; Ed25519 64 bytes. */
+static size_t sig_size(const struct mod_sign *op)
+{
+    EVP_PKEY *pub = ctok_key_pub(op->key);
+    int bits = EVP_PKEY_get_bits(pub);
+
+    switch (ctok_key_type(op->key)) {
+    case CTOK_KT_EC:
+        return 2 * (((size_t)bits + 7) / 8);
+    case CTOK_KT_ED25519:
+        return 64;
+    default:
+        return (size_t)EVP_PKEY_get_size(pub);
+    }
+}
+
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)
 {
     struct mod_session *s;
@@ -136,28 +155,14 @@ CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)
         rv = mod_op_key(mod_slot_get(s->slot), kh, m->mechanism, CKF_SIGN, &s->sign.key);
     if (rv == CKR_OK)
         rv = params(&s->sign, m);
-    if (rv == CKR_OK)
+    if (rv == CKR_OK) {
+        s->sign.size = sig_size(&s->sign);
         s->signing = 1;
+    }
     else
         mod_sign_clear(&s->sign);
     mod_leave();
     return rv;
-}
-
-/* The signature's size: the modulus; ECDSA r || s; Ed25519 64 bytes. */
-static size_t sig_size(const struct mod_sign *op)
-{
-    EVP_PKEY *pub = ctok_key_pub(op->key);
-    int bits = EVP_PKEY_get_bits(pub);
-
-    switch (ctok_key_type(op->key)) {
-    case CTOK_KT_EC:
-        return 2 * (((size_t)bits + 7) / 8);
-    case CTOK_KT_ED25519:
-        return 64;
-    default:
-        return (size_t)EVP_PKEY_get_size(pub);
-    }
 }
 
 /* CKM_RSA_PKCS signs a DigestInfo: when it names a digest ctok knows, the digest and its md
@@ -186,12 +191,12 @@ static void digest_info(struct ctok_sig_params *sp, const uint8_t **tbs, size_t 
 }
 
 /* Signs tbs (the digest of a hash-and-sign mechanism, else the data) into out (room for
- * sig_size). No module lock held. */
+ * op->size). No module lock held. */
 static CK_RV sign(struct mod_sign *op, const uint8_t *tbs, size_t len, uint8_t *out, size_t *outlen)
 {
     struct ctok_sig_params sp = {RSA_PKCS1_PADDING, op->md, op->mgf1, 0, NULL, 0};
     enum ctok_key_type kt = ctok_key_type(op->key);
-    size_t size = sig_size(op), siglen = size;
+    size_t size = op->size, siglen = size;
 
     if (op->mech == CKM_RSA_PKCS) {
         if (len + 11 > size)
@@ -231,7 +236,7 @@ static CK_RV finish(CK_SESSION_HANDLE h, const uint8_t *data, size_t len, int fi
         mod_leave();
         return CKR_OPERATION_NOT_INITIALIZED;
     }
-    size = sig_size(&s->sign);
+    size = s->sign.size;
     if (out == NULL || *outlen < size) {
         *outlen = size;
         mod_leave();

@@ -218,6 +218,9 @@ static int key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
                     size_t tbslen, uint8_t *sig, size_t *siglen, int rs)
 {
     const struct ctok_backend *be = key->tok->be;
+    /* read before the signature, while the token's line is in the cache (a token's signature
+     * leaves little of ctok's there) */
+    int audit = key->tok->audit_use;
     uint8_t tmp[ECDSA_MAX];
     size_t len = sizeof(tmp);
     int ok;
@@ -226,7 +229,7 @@ static int key_sign(ctok_key *key, const struct ctok_sig_params *p, const uint8_
         ok = be->sign(key, p, tbs, tbslen, sig, siglen);
     else
         ok = be->sign(key, p, tbs, tbslen, tmp, &len) && ecdsa_form(key, rs, tmp, len, sig, siglen);
-    if (key->tok->audit_use)
+    if (audit)
         ctok_audit(key->tok, "key_use", key->label, ok, "sign");
     return ok;
 }
