@@ -347,8 +347,10 @@ static int side_setup(struct worker *w, int k)
         rv = p11->C_Verify(w->s[k], tbs, tbs_len, sig, siglen);
     /* a module that only signs (ctok-p11.so): the first signature is not verified */
     if (rv == CKR_FUNCTION_NOT_SUPPORTED && w->index == 0)
-        fprintf(stderr, "ctok-bench-p11: note: %s does not verify; its first signature is not "
-                        "verified\n", side->module);
+        fprintf(stderr,
+                "ctok-bench-p11: note: %s does not verify; its first signature is not "
+                "verified\n",
+                side->module);
     if (rv != CKR_OK && rv != CKR_FUNCTION_NOT_SUPPORTED) {
         fail(w, "C_Verify of the first signature", rv);
         return 0;
@@ -544,8 +546,9 @@ int main(int argc, char **argv)
             slice_ns = (long long)(strtod(v, NULL) * 1e6);
         } else if (strcmp(a, "--versus") == 0) {
             if (n_sides == MAX_SIDES || !parse_versus(v, &sides[n_sides])) {
-                fprintf(stderr, "ctok-bench-p11: bad --versus (at most %d; "
-                                "module=PATH,token=LABEL[,copy=session|shared])\n",
+                fprintf(stderr,
+                        "ctok-bench-p11: bad --versus (at most %d; "
+                        "module=PATH,token=LABEL[,copy=session|shared])\n",
                         MAX_SIDES - 1);
                 return 2;
             }

@@ -169,7 +169,8 @@ def markdown_report(args, results, machine):
         f"ctok-p11.so as a pass-through module: bare `C_Sign` through it over a ctok pkcs11 "
         f"token vs the same loop on SoftHSM's module, the faster of the token object and a "
         f"session copy, the three sides in one process taking 20 ms slices in turn (ops/s; "
-        f"{results.get('hsm_rounds')} rounds × {results.get('hsm_seconds')} s a side):",
+        f"{results.get('hsm_rounds')} rounds × {results.get('hsm_seconds')} s a side; ratio: "
+        f"the median of the rounds' own ratios):",
         ["key", "signature", "threads", "ctok-p11.so", "limit", "ratio", "spread",
          "ctok-p11.so runs", "limit runs", "target", ""],
         [[r["key"], r["alg"], r["threads"], f"{r['p11mod']:.0f}",

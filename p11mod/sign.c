@@ -158,8 +158,7 @@ CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE kh)
     if (rv == CKR_OK) {
         s->sign.size = sig_size(&s->sign);
         s->signing = 1;
-    }
-    else
+    } else
         mod_sign_clear(&s->sign);
     mod_leave();
     return rv;

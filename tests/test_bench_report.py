@@ -240,3 +240,17 @@ def test_paste_refuses_a_readme_without_one_pair_of_markers(readme):
 def test_the_readme_has_the_markers():
     readme = (REPO / "README.md").read_text()
     assert paste.paste(readme, "Measured x") != readme
+
+
+def test_the_pass_through_ratio_is_the_median_of_each_rounds_own_ratio():
+    """The p11mod sides of a round share its seconds, the rounds do not (this VM's speed drifts
+    20-30 % between them): a ratio of medians taken from different rounds would mix them."""
+    sect = load("sect_p11mod.py")  # run.py put bench/ on the path for its imports
+    runs = {"p11mod": [900.0, 1300.0, 1000.0], "raw-token": [500.0, 700.0, 600.0],
+            "raw-copy": [1000.0, 1310.0, 1200.0]}
+    row = sect.p11mod_row("P-256", "ecdsa", 1, runs)
+    assert row["limit_side"] == "raw-copy" and row["limit"] == 1200.0
+    # rounds' own ratios 0.9, 0.992, 0.833: their median, where medians' ratio is 1000/1200
+    assert row["ratio"] == pytest.approx(0.9)
+    assert row["pair_ratio_min"] == pytest.approx(1000 / 1200)
+    assert row["pair_ratio_max"] == pytest.approx(1300 / 1310)
