@@ -351,7 +351,7 @@ def test_p11_benchmark_gives_ctok_p11_and_softhsm_turns_in_one_process(main_hsm)
     ws = main_hsm.ws
     raw = "module=%s,token=%s" % (SOFTHSM_LIB, MAIN_LABEL)
     p = assert_ok(p11_bench(ws, "--module", ws.build / "ctok-p11.so", "--token", "hsm",
-                            "--threads", "2", "--seconds", "0.9", "--slice-ms", "10",
+                            "--threads", "2", "--seconds", "1.2", "--slice-ms", "50",
                             "--versus", raw, "--versus", raw + ",copy=session"))
     sides = {}
     for line in p.stdout.splitlines():
