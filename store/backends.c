@@ -10,6 +10,8 @@ extern const struct ctok_backend ctok_pkcs11_backend;
 extern const struct ctok_backend ctok_awskms_backend;
 extern const struct ctok_backend ctok_azurekv_backend;
 
+/* one line a type (clang-format would pack them into one) */
+/* clang-format off */
 const struct ctok_backend *const ctok_backends[] = {
     &ctok_pkcs12_backend,
     &ctok_pkcs11_backend,
@@ -17,3 +19,4 @@ const struct ctok_backend *const ctok_backends[] = {
     &ctok_azurekv_backend,
     NULL,
 };
+/* clang-format on */
