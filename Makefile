@@ -12,7 +12,7 @@ BUILD_DEPS = cmake gcc make pkg-config libssl-dev libjansson-dev libp11-kit-dev 
 TEST_DEPS = python3-pytest python3-pytest-xdist python3-cryptography python3-boto3 clang-format \
             softhsm2 opensc valgrind nginx apache2-bin curl gnutls-bin groff-base \
             openssh-client openssh-server openjdk-17-jdk-headless libnss3-tools \
-            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux time
+            clang clang-tools libclang-rt-dev libasan8 libubsan1 libtsan2 util-linux time gdb
 DEB_DEPS = $(RUNTIME_DEPS) $(BUILD_DEPS) $(TEST_DEPS)
 
 .PHONY: all deps build-deps test-deps build demo test bench bench-readme install uninstall \
