@@ -34,12 +34,45 @@ static const struct {
 };
 #define N_HASHES (sizeof(hashes) / sizeof(hashes[0]))
 
+/*
+ * The digests, fetched from the default library context once and kept for the life of the
+ * process (reachable from here, never freed: OpenSSL's own exit handler may run first). A
+ * legacy EVP_MD (EVP_get_digestbyname) makes EVP_DigestInit_ex fetch on every signature: time
+ * spent, and libcrypto's name and method-store locks taken outside the fork gate
+ * (p11/module.c), where a fork() could leave them held in the child.
+ */
+static const char *const md_names[] = {"SHA1", "SHA224", "SHA256", "SHA384", "SHA512"};
+#define N_MDS (sizeof(md_names) / sizeof(md_names[0]))
+static EVP_MD *fetched[N_MDS];
+
+static const EVP_MD *md_named(const char *name)
+{
+    for (size_t i = 0; i < N_MDS; i++) {
+        EVP_MD *md, *none = NULL;
+
+        if (strcmp(md_names[i], name) != 0)
+            continue;
+        if ((md = __atomic_load_n(&fetched[i], __ATOMIC_ACQUIRE)) != NULL)
+            return md;
+        if ((md = EVP_MD_fetch(NULL, name, NULL)) == NULL)
+            return NULL;
+        /* two threads fetching at once: the first stored wins */
+        if (!__atomic_compare_exchange_n(&fetched[i], &none, md, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            EVP_MD_free(md);
+            md = none;
+        }
+        return md;
+    }
+    return NULL;
+}
+
 /* The digest of a hash-and-sign mechanism (NULL: a raw one). */
 static const EVP_MD *mech_md(CK_MECHANISM_TYPE m)
 {
     for (size_t i = 0; i < N_HASHES; i++)
         if (hashes[i].mech == m)
-            return EVP_get_digestbyname(hashes[i].md);
+            return md_named(hashes[i].md);
     return NULL;
 }
 
@@ -47,7 +80,7 @@ static const EVP_MD *hash_md(CK_MECHANISM_TYPE hash)
 {
     for (size_t i = 0; i < N_HASHES; i++)
         if (hashes[i].hash == hash)
-            return EVP_get_digestbyname(hashes[i].md);
+            return md_named(hashes[i].md);
     return NULL;
 }
 
@@ -55,7 +88,7 @@ static const EVP_MD *mgf_md(CK_RSA_PKCS_MGF_TYPE mgf)
 {
     for (size_t i = 0; i < N_HASHES; i++)
         if (hashes[i].mgf != 0 && hashes[i].mgf == mgf)
-            return EVP_get_digestbyname(hashes[i].md);
+            return md_named(hashes[i].md);
     return NULL;
 }
 
@@ -174,11 +207,14 @@ static void digest_info(struct ctok_sig_params *sp, const uint8_t **tbs, size_t 
     const ASN1_OCTET_STRING *dg;
     const ASN1_OBJECT *oid;
     const EVP_MD *md;
+    const char *sn;
 
     if (di != NULL && p == *tbs + *len) {
         X509_SIG_get0(di, &alg, &dg);
         X509_ALGOR_get0(&oid, NULL, NULL, alg);
-        md = EVP_get_digestbyobj(oid);
+        sn = OBJ_nid2sn(OBJ_obj2nid(oid));
+        if ((md = sn != NULL ? md_named(sn) : NULL) == NULL)
+            md = EVP_get_digestbyobj(oid); /* one ctok does not hash with (MD5, SHA-3) */
         if (md != NULL && ASN1_STRING_length(dg) == EVP_MD_get_size(md)) {
             sp->md = md;
             *len = (size_t)ASN1_STRING_length(dg);
