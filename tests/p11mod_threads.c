@@ -119,6 +119,7 @@ static int wait_child(int i, pid_t pid)
 {
     struct timespec t0;
     char cmd[160];
+    long took;
     int st;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -147,8 +148,8 @@ static int wait_child(int i, pid_t pid)
     waitpid(pid, &st, 0);
     return 0;
 ended:
-    if (ms_since(&t0) > slowest_ms)
-        slowest_ms = ms_since(&t0);
+    if ((took = ms_since(&t0)) > slowest_ms)
+        slowest_ms = took;
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
         return 1;
     if (WIFSIGNALED(st))
